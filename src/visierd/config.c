@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Configuration parsing and validation (see config.h). The INI syntax is libinih's; a line
+ * counting reader gives each error its line. Must never log and never put a secret in an
+ * error message (it only reads secret files through secret_read_file()).
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "config.h"
+
+#define KEY_STRING(s, n, field, def, h) \
+        { s, n, CONFIG_STRING, offsetof(Config, field), def, 0, 0, h }
+#define KEY_UINT(s, n, field, def, lo, hi, h) \
+        { s, n, CONFIG_UINT, offsetof(Config, field), def, lo, hi, h }
+
+const ConfigKey config_keys[] = {
+        KEY_STRING("visier", "base_url", base_url, NULL,
+                   "Visier API origin, e.g. https://example.api.visier.io; http:// only for loopback"),
+        KEY_STRING("visier", "username", username, NULL, "the API user's username"),
+        KEY_STRING("visier", "apikey_file", apikey_file, NULL,
+                   "file holding the API key; default $CREDENTIALS_DIRECTORY/" CREDENTIAL_APIKEY),
+        KEY_STRING("visier", "password_file", password_file, NULL,
+                   "file holding the API user's password; default $CREDENTIALS_DIRECTORY/" CREDENTIAL_PASSWORD),
+        KEY_STRING("visier", "ca_file", ca_file, NULL, "CA bundle to verify Visier's certificate; default the system's"),
+        KEY_UINT("visier", "token_lifetime", token_lifetime, "3600", 2, 86400,
+                 "seconds a security token is trusted after login"),
+        KEY_UINT("visier", "refresh_margin", refresh_margin, "300", 1, 3600,
+                 "seconds before expiry at which the token is refreshed"),
+        KEY_UINT("visier", "connect_timeout", connect_timeout, "10", 1, 300, "seconds to connect to Visier"),
+        KEY_UINT("visier", "request_timeout", request_timeout, "30", 1, 3600,
+                 "seconds for a whole call to Visier, retries and waits included"),
+        KEY_UINT("visier", "rate_limit_minute", rate_limit_minute, "100", 1, 1000000,
+                 "calls a minute the tenant allows"),
+        KEY_UINT("visier", "rate_limit_hour", rate_limit_hour, "6000", 1, 100000000,
+                 "calls an hour the tenant allows"),
+        KEY_UINT("visier", "max_retries", max_retries, "3", 0, 10,
+                 "retries of an idempotent call after a network error or 5xx"),
+        KEY_UINT("visier", "max_response_size", max_response_size, "33554432", 1024, 1073741824,
+                 "largest answer from Visier a proxied read may buffer, in bytes"),
+        KEY_STRING("listen", "address", listen_address, "127.0.0.1", "IP address of the local API"),
+        KEY_UINT("listen", "port", listen_port, "8420", 0, 65535, "TCP port of the local API; 0 picks a free one"),
+        KEY_UINT("listen", "max_connections", max_connections, "256", 1, 65536,
+                 "local connections served at once"),
+        KEY_UINT("listen", "max_body_size", max_body_size, "1048576", 1024, 67108864,
+                 "largest request body accepted, in bytes"),
+        KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
+                   "path of the SQLite job database"),
+        {},
+};
+
+void config_errors_clear(ConfigErrors *e) {
+        for (size_t i = 0; i < e->n; i++)
+                free(e->messages[i]);
+        e->n = 0;
+        e->truncated = false;
+}
+
+_printf_(2, 3) static void config_error(ConfigErrors *e, const char *fmt, ...) {
+        va_list ap;
+        char *m;
+
+        if (e->n >= CONFIG_ERRORS_MAX) {
+                e->truncated = true;
+                return;
+        }
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (m)
+                e->messages[e->n++] = m;
+}
+
+const ConfigKey *config_key_find(const char *section, const char *name) {
+        for (const ConfigKey *k = config_keys; k->name; k++)
+                if (streq(k->section, section) && streq(k->name, name))
+                        return k;
+        return NULL;
+}
+
+static bool config_section_known(const char *section) {
+        for (const ConfigKey *k = config_keys; k->name; k++)
+                if (streq(k->section, section))
+                        return true;
+        return false;
+}
+
+static int parse_uint(const char *s, unsigned long *ret) {
+        unsigned long v;
+        char *end;
+
+        if (!s || !*s || *s == '-' || *s == '+')
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno != 0 || *end != '\0')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+/* Set one key's value; msg gets the reason on failure. */
+static int config_set(Config *c, const ConfigKey *k, const char *value, char *msg, size_t msglen) {
+        void *field = (char *) c + k->offset;
+        unsigned long v;
+        char *copy;
+
+        switch (k->type) {
+        case CONFIG_STRING:
+                copy = strdup(value);
+                if (!copy)
+                        return -ENOMEM;
+                free(*(char **) field);
+                *(char **) field = copy;
+                return 0;
+        case CONFIG_UINT:
+                if (parse_uint(value, &v) < 0) {
+                        snprintf(msg, msglen, "%s: '%s' is not a whole number", k->name, value);
+                        return -EINVAL;
+                }
+                if (v < k->min || v > k->max) {
+                        snprintf(msg, msglen, "%s: %lu is out of range (%lu to %lu)", k->name, v, k->min, k->max);
+                        return -ERANGE;
+                }
+                *(unsigned *) field = (unsigned) v;
+                return 0;
+        default:
+                return -EINVAL;
+        }
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+        for (const ConfigKey *k = config_keys; k->name; k++)
+                if (k->type == CONFIG_STRING)
+                        free(*(char **) ((char *) c + k->offset));
+        free(c->path);
+        secret_free(c->apikey);
+        secret_free(c->password);
+        free(c);
+        return NULL;
+}
+
+int config_new_defaults(Config **ret) {
+        _cleanup_(config_freep) Config *c = NULL;
+        char msg[256];
+        int r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        for (const ConfigKey *k = config_keys; k->name; k++) {
+                if (!k->default_value)
+                        continue;
+                r = config_set(c, k, k->default_value, msg, sizeof(msg));
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+typedef struct ParseState {
+        Config *config;
+        ConfigErrors *errors;
+        const char *name;
+        const char *text; /* for string input */
+        FILE *file;       /* for file input */
+        unsigned line;
+        int oom;
+} ParseState;
+
+static char *config_reader(char *buf, int size, void *userdata) {
+        ParseState *p = userdata;
+        size_t n;
+        const char *nl;
+
+        if (p->file) {
+                if (!fgets(buf, size, p->file))
+                        return NULL;
+                p->line++;
+                return buf;
+        }
+        if (!p->text || !*p->text)
+                return NULL;
+        nl = strchr(p->text, '\n');
+        n = nl ? (size_t) (nl - p->text) + 1 : strlen(p->text);
+        if (n > (size_t) size - 1)
+                n = (size_t) size - 1;
+        memcpy(buf, p->text, n);
+        buf[n] = '\0';
+        p->text += n;
+        p->line++;
+        return buf;
+}
+
+static int config_handler(void *userdata, const char *section, const char *name, const char *value) {
+        ParseState *p = userdata;
+        const ConfigKey *k;
+        char msg[512];
+        int r;
+
+        if (!name) /* a bare section header; checked when a key uses it */
+                return 1;
+        if (!config_section_known(section)) {
+                config_error(p->errors, "%s:%u: unknown section [%s]", p->name, p->line, section);
+                return 1;
+        }
+        k = config_key_find(section, name);
+        if (!k) {
+                config_error(p->errors, "%s:%u: unknown key '%s' in section [%s]", p->name, p->line, name, section);
+                return 1;
+        }
+        r = config_set(p->config, k, value, msg, sizeof(msg));
+        if (r == -ENOMEM)
+                p->oom = 1;
+        else if (r < 0)
+                config_error(p->errors, "%s:%u: [%s] %s", p->name, p->line, section, msg);
+        return 1;
+}
+
+static bool host_is_loopback(const char *host) {
+        struct in_addr a4;
+        struct in6_addr a6;
+        char buf[64];
+        size_t n;
+
+        if (strcaseeq(host, "localhost"))
+                return true;
+        n = strlen(host);
+        if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(buf)) {
+                memcpy(buf, host + 1, n - 2);
+                buf[n - 2] = '\0';
+                host = buf;
+        }
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        if (inet_pton(AF_INET6, host, &a6) == 1)
+                return IN6_IS_ADDR_LOOPBACK(&a6);
+        return false;
+}
+
+static void config_validate_url(const Config *c, ConfigErrors *errors, const char *name) {
+        CURLU *u;
+        char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL;
+
+        u = curl_url();
+        if (!u)
+                return;
+        if (curl_url_set(u, CURLUPART_URL, c->base_url, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+                config_error(errors, "%s: [visier] base_url: '%s' is not a valid URL", name, c->base_url);
+                goto out;
+        }
+        if (streq(scheme, "http")) {
+                if (!host_is_loopback(host))
+                        config_error(errors,
+                                     "%s: [visier] base_url: plain http:// is allowed only for loopback "
+                                     "addresses (visier-sim); use https:// for %s",
+                                     name, host);
+        } else if (!streq(scheme, "https"))
+                config_error(errors, "%s: [visier] base_url: scheme '%s' is not supported (use https://)", name, scheme);
+        if (curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && !streq(path, "/"))
+                config_error(errors, "%s: [visier] base_url: give the origin only, without a path ('%s')", name, path);
+        if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK)
+                config_error(errors, "%s: [visier] base_url: must not have a query string", name);
+out:
+        curl_free(scheme);
+        curl_free(host);
+        curl_free(path);
+        curl_free(query);
+        curl_url_cleanup(u);
+}
+
+static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
+        struct in_addr a4;
+        struct in6_addr a6;
+
+        if (!c->base_url)
+                config_error(errors, "%s: [visier] base_url is required", name);
+        else
+                config_validate_url(c, errors, name);
+        if (!c->username || !*c->username)
+                config_error(errors, "%s: [visier] username is required", name);
+        if (c->refresh_margin >= c->token_lifetime)
+                config_error(errors, "%s: [visier] refresh_margin (%u s) must be shorter than token_lifetime (%u s)",
+                             name, c->refresh_margin, c->token_lifetime);
+        if (c->rate_limit_hour < c->rate_limit_minute)
+                config_error(errors, "%s: [visier] rate_limit_hour (%u) is below rate_limit_minute (%u)",
+                             name, c->rate_limit_hour, c->rate_limit_minute);
+        if (inet_pton(AF_INET, c->listen_address, &a4) != 1 && inet_pton(AF_INET6, c->listen_address, &a6) != 1)
+                config_error(errors, "%s: [listen] address: '%s' is not an IPv4 or IPv6 address", name, c->listen_address);
+        else if (!host_is_loopback(c->listen_address))
+                config_error(errors,
+                             "%s: [listen] address: %s is not a loopback address; the local API serves Visier's "
+                             "credentials to anyone who reaches it, so it listens on loopback only",
+                             name, c->listen_address);
+        if (!c->database || !*c->database)
+                config_error(errors, "%s: [store] database must not be empty", name);
+}
+
+static int config_parse(ParseState *p, Config **ret) {
+        _cleanup_(config_freep) Config *c = NULL;
+        size_t errors_before = p->errors->n;
+        int r;
+
+        r = config_new_defaults(&c);
+        if (r < 0)
+                return r;
+        c->path = strdup(p->name);
+        if (!c->path)
+                return -ENOMEM;
+        p->config = c;
+
+        r = ini_parse_stream(config_reader, p, config_handler, p);
+        if (p->oom)
+                return -ENOMEM;
+        if (r > 0)
+                config_error(p->errors, "%s:%d: syntax error (expected [section] or key = value)", p->name, r);
+        else if (r < 0)
+                config_error(p->errors, "%s: cannot parse", p->name);
+        config_validate(c, p->errors, p->name);
+        if (p->errors->n > errors_before || p->errors->truncated)
+                return -EINVAL;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int config_load(const char *path, Config **ret, ConfigErrors *errors) {
+        _cleanup_fclose_ FILE *f = NULL;
+        ParseState p = { .errors = errors, .name = path };
+
+        f = fopen(path, "re");
+        if (!f) {
+                int r = negative_errno();
+                config_error(errors, "%s: cannot open configuration: %s", path, strerror(-r));
+                return r;
+        }
+        p.file = f;
+        return config_parse(&p, ret);
+}
+
+int config_load_string(const char *name, const char *text, Config **ret, ConfigErrors *errors) {
+        ParseState p = { .errors = errors, .name = name, .text = text };
+
+        return config_parse(&p, ret);
+}
+
+static int config_load_one_secret(const char *configured, const char *credential, const char *key,
+                                  Secret **ret, ConfigErrors *errors, const char *name) {
+        _cleanup_free_ char *path = NULL;
+        const char *dir;
+        char err[512];
+        int r;
+
+        if (configured)
+                path = strdup(configured);
+        else {
+                dir = getenv("CREDENTIALS_DIRECTORY");
+                if (!dir || !*dir) {
+                        config_error(errors,
+                                     "%s: [visier] %s is not set and no systemd credential '%s' is available "
+                                     "($CREDENTIALS_DIRECTORY is unset)",
+                                     name, key, credential);
+                        return -ENOENT;
+                }
+                if (asprintf(&path, "%s/%s", dir, credential) < 0)
+                        path = NULL;
+        }
+        if (!path)
+                return -ENOMEM;
+        r = secret_read_file(path, ret, err, sizeof(err));
+        if (r < 0)
+                config_error(errors, "%s: [visier] %s: %s", name, key, err);
+        return r;
+}
+
+int config_load_secrets(Config *c, ConfigErrors *errors) {
+        _cleanup_(secret_freep) Secret *apikey = NULL, *password = NULL;
+        const char *name = c->path ? c->path : "configuration";
+        int r, q;
+
+        r = config_load_one_secret(c->apikey_file, CREDENTIAL_APIKEY, "apikey_file", &apikey, errors, name);
+        q = config_load_one_secret(c->password_file, CREDENTIAL_PASSWORD, "password_file", &password, errors, name);
+        if (r < 0)
+                return r;
+        if (q < 0)
+                return q;
+        secret_free(c->apikey);
+        secret_free(c->password);
+        c->apikey = TAKE_PTR(apikey);
+        c->password = TAKE_PTR(password);
+        return 0;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The local HTTP listener (libmicrohttpd): accepts connections, gathers each request with
+ * its body (capped), hands it to the API's router, and queues the answer. Errors visierd
+ * produces itself use Visier's Status JSON shape so clients written for Visier handle them.
+ *
+ * DESIGN: one thread per connection (MHD_USE_THREAD_PER_CONNECTION). A request that waits on
+ * Visier blocks only its own connection's thread; the connection limit bounds the threads.
+ * See docs/architecture.md for why this shape instead of one event loop.
+ */
+#pragma once
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+typedef struct HttpServer HttpServer;
+
+typedef struct HttpRequest {
+        struct MHD_Connection *connection;
+        const char *method;
+        const char *path; /* raw (not percent-decoded), without the query string */
+        char *body;
+        size_t body_len;
+        bool body_too_large;
+        uint64_t id;
+} HttpRequest;
+
+/* Produces the answer for a gathered request; never NULL (falls back to a 500). */
+typedef struct MHD_Response *(*http_handler_fn)(void *userdata, HttpRequest *req, unsigned *ret_status);
+
+typedef struct HttpSettings {
+        const char *address;
+        unsigned port;
+        unsigned max_connections;
+        size_t max_body;
+        unsigned idle_timeout; /* seconds */
+} HttpSettings;
+
+int http_server_start(const HttpSettings *s, http_handler_fn handler, void *userdata, HttpServer **ret,
+                      char *err, size_t errlen);
+/* Stops accepting and closes every connection (waits for their threads). */
+HttpServer *http_server_stop(HttpServer *h);
+DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_stop);
+unsigned http_server_port(HttpServer *h);
+
+/* Response helpers: each returns a response ready to queue (or NULL when out of memory). */
+struct MHD_Response *http_response_take(char *body, size_t len, const char *content_type);
+struct MHD_Response *http_response_copy(const char *body, size_t len, const char *content_type);
+/* Visier's Status error shape: {"code", "message", "localizedMessage", "userError"}. */
+struct MHD_Response *http_response_status(const char *code, bool user_error, const char *fmt, ...)
+        _printf_(3, 4);

@@ -1,0 +1,25 @@
+# visierd: the daemon. Its subsystems build into a library the unit tests link too.
+noinst_LIBRARIES += libvisierd-core.a
+libvisierd_core_a_SOURCES = \
+	src/shared/macro.h \
+	src/shared/clock.c src/shared/clock.h \
+	src/shared/notify.c src/shared/notify.h \
+	src/visierd/api.c \
+	src/visierd/config.c src/visierd/config.h \
+	src/visierd/dev.c src/visierd/dev.h \
+	src/visierd/http.c src/visierd/http.h \
+	src/visierd/log.c src/visierd/log.h \
+	src/visierd/manager.c src/visierd/manager.h \
+	src/visierd/ratelimit.c src/visierd/ratelimit.h \
+	src/visierd/secret.c src/visierd/secret.h \
+	src/visierd/store.c src/visierd/store.h \
+	src/visierd/token.c src/visierd/token.h \
+	src/visierd/upstream.c src/visierd/upstream.h
+VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS)
+VISIERD_DEP_LIBS = $(MHD_LIBS) $(CURL_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS) $(INIH_LIBS) -lm
+libvisierd_core_a_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS)
+
+sbin_PROGRAMS += visierd
+visierd_SOURCES = src/visierd/main.c
+visierd_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS)
+visierd_LDADD = libvisierd-core.a $(VISIERD_DEP_LIBS)

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Manager (see manager.h): builds the subsystems in dependency order, tears them down in
+ * reverse, owns the main loop, and logs what happens to them. The only place besides the
+ * HTTP layer that logs.
+ */
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "manager.h"
+
+#define HTTP_IDLE_TIMEOUT 60 /* seconds a local connection may sit idle */
+
+static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret) {
+        *ret = (UpstreamSettings) {
+                .base_url = c->base_url,
+                .username = c->username,
+                .apikey = c->apikey,
+                .password = c->password,
+                .ca_file = c->ca_file,
+                .connect_timeout = (usec_t) c->connect_timeout * USEC_PER_SEC,
+                .request_timeout = (usec_t) c->request_timeout * USEC_PER_SEC,
+                .max_retries = c->max_retries,
+                .max_response = c->max_response_size,
+        };
+}
+
+int manager_new(Config *config, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->config = config;
+        m->started_at = clock_now();
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        /* Reverse order: stop taking requests, then stop the keeper, then the rest. */
+        http_server_stop(m->http);
+        token_keeper_free(m->token);
+        upstream_free(m->upstream);
+        store_close(m->store);
+        if (m->rate_ready)
+                ratelimit_done(&m->rate);
+        sd_event_unref(m->event);
+        config_free(m->config);
+        free(m);
+        return NULL;
+}
+
+static void on_login(void *userdata, int result, const char *err, usec_t backoff) {
+        Manager *m = userdata;
+
+        if (result >= 0)
+                log_full(LOG_INFO, LOG_MSGID_LOGIN_OK, NULL, "logged in to Visier as %s; token trusted for %u s",
+                         m->config->username, m->config->token_lifetime);
+        else
+                log_full(LOG_WARNING, LOG_MSGID_LOGIN_FAILED, NULL, "login to Visier failed: %s; next attempt in %llu s",
+                         err, (unsigned long long) (backoff / USEC_PER_SEC));
+}
+
+int manager_start(Manager *m) {
+        const Config *c = m->config;
+        UpstreamSettings us;
+        char err[512] = "";
+        sigset_t mask;
+        int r;
+
+        /* Block the signals the loop handles before any thread exists: every thread inherits
+         * the mask, so they reach the loop's signalfd and never kill a worker thread. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);
+
+        r = store_open(c->database, &m->store, err, sizeof(err));
+        if (r < 0) {
+                log_error("%s", err[0] ? err : strerror(-r));
+                return r;
+        }
+
+        ratelimit_init(&m->rate, c->rate_limit_minute, c->rate_limit_hour, clock_now());
+        m->rate_ready = true;
+
+        upstream_settings_from_config(c, &us);
+        r = upstream_new(&us, &m->rate, &m->upstream);
+        if (r < 0) {
+                log_error("cannot set up the Visier client: %s", strerror(-r));
+                return r;
+        }
+        r = token_keeper_new((usec_t) c->token_lifetime * USEC_PER_SEC, (usec_t) c->refresh_margin * USEC_PER_SEC,
+                             upstream_login, on_login, m->upstream, &m->token);
+        if (r < 0) {
+                log_error("cannot set up the token keeper: %s", strerror(-r));
+                return r;
+        }
+        /* The login callback reports to the manager, but logs in through the upstream client. */
+        upstream_set_token_keeper(m->upstream, m->token);
+
+        r = http_server_start(&(HttpSettings) {
+                                      .address = c->listen_address,
+                                      .port = c->listen_port,
+                                      .max_connections = c->max_connections,
+                                      .max_body = c->max_body_size,
+                                      .idle_timeout = HTTP_IDLE_TIMEOUT,
+                              },
+                              api_handle, m, &m->http, err, sizeof(err));
+        if (r < 0) {
+                log_error("%s", err);
+                return r;
+        }
+
+        r = token_keeper_start(m->token);
+        if (r < 0) {
+                log_error("cannot start the token keeper: %s", strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        log_full(LOG_INFO, LOG_MSGID_SHUTDOWN, NULL, "received %s, stopping", strsignal((int) si->ssi_signo));
+        return sd_event_exit(m->event, 0);
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        log_warning("received SIGHUP: reloading is not supported yet; restart visierd to apply changes");
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m);
+        if (r < 0) {
+                log_error("cannot watch signals: %s", strerror(-r));
+                return r;
+        }
+
+        log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s on http://%s%s%s:%u/", PACKAGE_VERSION,
+                 m->config->base_url, strchr(m->config->listen_address, ':') ? "[" : "", m->config->listen_address,
+                 strchr(m->config->listen_address, ':') ? "]" : "", http_server_port(m->http));
+        sd_notifyf(0, "READY=1\nSTATUS=serving on port %u\nX_LISTEN_PORT=%u", http_server_port(m->http),
+                   http_server_port(m->http));
+
+        r = sd_event_loop(m->event);
+        sd_notify(0, "STOPPING=1");
+        return r;
+}

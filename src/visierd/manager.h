@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The manager: builds and owns every subsystem (rate budget, upstream client, token keeper,
+ * job store, HTTP listener), runs the main loop (sd-event: signals, and later timers and the
+ * watchdog), and is where outcomes get logged. main() only parses arguments and calls in.
+ */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "http.h"
+#include "ratelimit.h"
+#include "store.h"
+#include "token.h"
+#include "upstream.h"
+
+typedef struct Manager {
+        Config *config;
+        RateLimit rate;
+        bool rate_ready;
+        Upstream *upstream;
+        TokenKeeper *token;
+        Store *store;
+        HttpServer *http;
+        sd_event *event;
+        usec_t started_at; /* monotonic */
+} Manager;
+
+/* Takes ownership of config (whose secrets must be loaded). */
+int manager_new(Config *config, Manager **ret);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+/* Open the store, start the token keeper and the listener. Logs what failed. */
+int manager_start(Manager *m);
+/* Tell systemd (or a test's notify socket) we are ready, run until SIGTERM/SIGINT. */
+int manager_run(Manager *m);
+
+/* The API router: answers one local request (http_handler_fn). Defined in api.c. */
+struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);

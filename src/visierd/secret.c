@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Secret storage (see secret.h). Owns reading secret files and the permission rule on them.
+ * Must never log, and never copy a secret into an error message.
+ */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "secret.h"
+
+Secret *secret_new(const char *data, size_t len) {
+        Secret *s;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return NULL;
+        s->data = malloc(len + 1);
+        if (!s->data) {
+                free(s);
+                return NULL;
+        }
+        memcpy(s->data, data, len);
+        s->data[len] = '\0';
+        s->len = len;
+        return s;
+}
+
+Secret *secret_dup(const Secret *s) {
+        return s ? secret_new(s->data, s->len) : NULL;
+}
+
+Secret *secret_free(Secret *s) {
+        if (!s)
+                return NULL;
+        if (s->data) {
+                explicit_bzero(s->data, s->len);
+                free(s->data);
+        }
+        free(s);
+        return NULL;
+}
+
+bool secret_equal(const Secret *a, const Secret *b) {
+        unsigned char diff = 0;
+
+        if (!a || !b)
+                return a == b;
+        if (a->len != b->len)
+                return false;
+        for (size_t i = 0; i < a->len; i++)
+                diff |= (unsigned char) a->data[i] ^ (unsigned char) b->data[i];
+        return diff == 0;
+}
+
+int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
+        _cleanup_close_ int fd = -1;
+        char buf[SECRET_FILE_MAX + 1];
+        struct stat st;
+        size_t len = 0;
+        Secret *s;
+        int r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = negative_errno();
+                snprintf(err, errlen, "cannot open secret file %s: %s", path, strerror(-r));
+                return r;
+        }
+        if (fstat(fd, &st) < 0) {
+                r = negative_errno();
+                snprintf(err, errlen, "cannot stat secret file %s: %s", path, strerror(-r));
+                return r;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                snprintf(err, errlen, "secret file %s is not a regular file", path);
+                return -EINVAL;
+        }
+        if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+                snprintf(err, errlen,
+                         "secret file %s is accessible by group or others (mode %04o); "
+                         "refusing it: run chmod 600 (or 400) on it",
+                         path, (unsigned) (st.st_mode & 07777));
+                return -EPERM;
+        }
+
+        for (;;) {
+                ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        explicit_bzero(buf, sizeof(buf));
+                        snprintf(err, errlen, "cannot read secret file %s: %s", path, strerror(-r));
+                        return r;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (len > SECRET_FILE_MAX) {
+                        explicit_bzero(buf, sizeof(buf));
+                        snprintf(err, errlen, "secret file %s is larger than %d bytes", path, SECRET_FILE_MAX);
+                        return -EFBIG;
+                }
+        }
+        if (len > 0 && buf[len - 1] == '\n')
+                len--;
+        if (len > 0 && buf[len - 1] == '\r')
+                len--;
+        if (len == 0) {
+                snprintf(err, errlen, "secret file %s is empty", path);
+                return -ENODATA;
+        }
+
+        s = secret_new(buf, len);
+        explicit_bzero(buf, sizeof(buf));
+        if (!s) {
+                snprintf(err, errlen, "out of memory reading %s", path);
+                return -ENOMEM;
+        }
+        *ret = s;
+        return 0;
+}
