@@ -1,1 +1,37 @@
-# Tests: Check unit suites per module, and integration suites that run visierd and visier-sim.
+# Tests: Check unit suites per module, and integration suites that run the real visierd and
+# visier-sim on loopback ports (see tests/harness.h).
+noinst_LIBRARIES += libharness.a
+libharness_a_SOURCES = tests/harness.c tests/harness.h
+libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) -I$(top_srcdir)/src/visierd
+
+TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
+TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
+
+unit_tests = tests/check-config tests/check-token tests/check-ratelimit
+integration_tests = tests/test-proxy tests/test-rollover tests/test-cli
+
+check_PROGRAMS += $(unit_tests) $(integration_tests)
+TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh
+dist_noinst_SCRIPTS += tests/check-banned.sh
+
+tests_check_config_SOURCES = tests/check-config.c
+tests_check_config_CFLAGS = $(TEST_CFLAGS)
+tests_check_config_LDADD = $(TEST_LDADD)
+tests_check_token_SOURCES = tests/check-token.c
+tests_check_token_CFLAGS = $(TEST_CFLAGS)
+tests_check_token_LDADD = $(TEST_LDADD)
+tests_check_ratelimit_SOURCES = tests/check-ratelimit.c
+tests_check_ratelimit_CFLAGS = $(TEST_CFLAGS)
+tests_check_ratelimit_LDADD = $(TEST_LDADD)
+tests_test_proxy_SOURCES = tests/test-proxy.c
+tests_test_proxy_CFLAGS = $(TEST_CFLAGS)
+tests_test_proxy_LDADD = $(TEST_LDADD)
+tests_test_rollover_SOURCES = tests/test-rollover.c
+tests_test_rollover_CFLAGS = $(TEST_CFLAGS)
+tests_test_rollover_LDADD = $(TEST_LDADD)
+tests_test_cli_SOURCES = tests/test-cli.c
+tests_test_cli_CFLAGS = $(TEST_CFLAGS)
+tests_test_cli_LDADD = $(TEST_LDADD)
+
+# Integration tests need both programs built first.
+$(integration_tests): visierd$(EXEEXT) visier-sim$(EXEEXT)

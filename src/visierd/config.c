@@ -305,7 +305,8 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                 config_error(errors, "%s: [store] database must not be empty", name);
 }
 
-static int config_parse(ParseState *p, Config **ret) {
+/* Parse and validate; *ret gets the config even when there were errors (not on -ENOMEM). */
+static int config_parse_lenient(ParseState *p, Config **ret) {
         _cleanup_(config_freep) Config *c = NULL;
         size_t errors_before = p->errors->n;
         int r;
@@ -326,24 +327,67 @@ static int config_parse(ParseState *p, Config **ret) {
         else if (r < 0)
                 config_error(p->errors, "%s: cannot parse", p->name);
         config_validate(c, p->errors, p->name);
-        if (p->errors->n > errors_before || p->errors->truncated)
-                return -EINVAL;
         *ret = TAKE_PTR(c);
+        return p->errors->n > errors_before || p->errors->truncated ? -EINVAL : 0;
+}
+
+static int config_parse(ParseState *p, Config **ret) {
+        Config *c = NULL;
+        int r;
+
+        r = config_parse_lenient(p, &c);
+        if (r < 0) {
+                config_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+static int config_open(const char *path, FILE **ret, ConfigErrors *errors) {
+        FILE *f = fopen(path, "re");
+
+        if (!f) {
+                int r = negative_errno();
+                config_error(errors, "%s: cannot open configuration: %s", path, strerror(-r));
+                return r;
+        }
+        *ret = f;
         return 0;
 }
 
 int config_load(const char *path, Config **ret, ConfigErrors *errors) {
         _cleanup_fclose_ FILE *f = NULL;
         ParseState p = { .errors = errors, .name = path };
+        int r;
 
-        f = fopen(path, "re");
-        if (!f) {
-                int r = negative_errno();
-                config_error(errors, "%s: cannot open configuration: %s", path, strerror(-r));
+        r = config_open(path, &f, errors);
+        if (r < 0)
                 return r;
-        }
         p.file = f;
         return config_parse(&p, ret);
+}
+
+int config_load_all(const char *path, Config **ret, ConfigErrors *errors) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        ParseState p = { .errors = errors, .name = path };
+        int r, q;
+
+        r = config_open(path, &f, errors);
+        if (r < 0)
+                return r;
+        p.file = f;
+        r = config_parse_lenient(&p, &c);
+        if (!c)
+                return r;
+        q = config_load_secrets(c, errors);
+        if (r < 0)
+                return r;
+        if (q < 0)
+                return q;
+        *ret = TAKE_PTR(c);
+        return 0;
 }
 
 int config_load_string(const char *name, const char *text, Config **ret, ConfigErrors *errors) {

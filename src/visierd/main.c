@@ -34,18 +34,14 @@ static int load_config(const char *path, Config **ret) {
         Config *c = NULL;
         int r;
 
-        r = config_load(path, &c, &errors);
-        if (r >= 0)
-                r = config_load_secrets(c, &errors);
+        r = config_load_all(path, &c, &errors);
         for (size_t i = 0; i < errors.n; i++)
                 fprintf(stderr, "%s\n", errors.messages[i]);
         if (errors.truncated)
                 fprintf(stderr, "%s: more errors not shown\n", path);
         config_errors_clear(&errors);
-        if (r < 0) {
-                config_free(c);
+        if (r < 0)
                 return r;
-        }
         *ret = c;
         return 0;
 }

@@ -96,12 +96,11 @@ int manager_start(Manager *m) {
                 return r;
         }
         r = token_keeper_new((usec_t) c->token_lifetime * USEC_PER_SEC, (usec_t) c->refresh_margin * USEC_PER_SEC,
-                             upstream_login, on_login, m->upstream, &m->token);
+                             upstream_login, m->upstream, on_login, m, &m->token);
         if (r < 0) {
                 log_error("cannot set up the token keeper: %s", strerror(-r));
                 return r;
         }
-        /* The login callback reports to the manager, but logs in through the upstream client. */
         upstream_set_token_keeper(m->upstream, m->token);
 
         r = http_server_start(&(HttpSettings) {

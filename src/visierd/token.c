@@ -18,8 +18,9 @@ struct TokenKeeper {
         bool started, stopping;
 
         token_login_fn login;
+        void *login_userdata;
         token_event_fn event;
-        void *userdata;
+        void *event_userdata;
         usec_t lifetime, margin;
 
         Secret *token;
@@ -51,18 +52,18 @@ static usec_t jitter(usec_t max) {
         return v % max;
 }
 
-/* Wait on the condition until the monotonic clock-module time `until` (or forever). */
+/* Wait on the condition until the clock-module time `until`, but never longer than
+ * TOKEN_RECHECK at a stretch: callers re-check the clock after every wake, so a suspend or a
+ * jumped clock is noticed within that time rather than when a long timer fires. */
 static void keeper_wait_until(TokenKeeper *tk, usec_t until) {
         struct timespec ts;
         usec_t now = clock_now(), rel, abs;
 
-        if (until == USEC_INFINITY) {
-                pthread_cond_wait(&tk->cond, &tk->lock);
-                return;
-        }
         if (until <= now)
                 return;
         rel = until - now;
+        if (rel > TOKEN_RECHECK)
+                rel = TOKEN_RECHECK;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         abs = (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000 + rel;
         ts.tv_sec = (time_t) (abs / USEC_PER_SEC);
@@ -92,7 +93,7 @@ static void *keeper_thread(void *arg) {
                 tk->login_in_flight = true;
                 start = now;
                 pthread_mutex_unlock(&tk->lock);
-                r = tk->login(tk->userdata, &token, err, sizeof(err));
+                r = tk->login(tk->login_userdata, &token, err, sizeof(err));
                 pthread_mutex_lock(&tk->lock);
                 tk->login_in_flight = false;
 
@@ -121,7 +122,7 @@ static void *keeper_thread(void *arg) {
 
                 if (tk->event) {
                         pthread_mutex_unlock(&tk->lock);
-                        tk->event(tk->userdata, r, err, backoff);
+                        tk->event(tk->event_userdata, r, err, backoff);
                         pthread_mutex_lock(&tk->lock);
                 }
         }
@@ -129,8 +130,8 @@ static void *keeper_thread(void *arg) {
         return NULL;
 }
 
-int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, token_event_fn event, void *userdata,
-                     TokenKeeper **ret) {
+int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, void *login_userdata, token_event_fn event,
+                     void *event_userdata, TokenKeeper **ret) {
         pthread_condattr_t attr;
         TokenKeeper *tk;
 
@@ -145,8 +146,9 @@ int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, token
         pthread_cond_init(&tk->cond, &attr);
         pthread_condattr_destroy(&attr);
         tk->login = login;
+        tk->login_userdata = login_userdata;
         tk->event = event;
-        tk->userdata = userdata;
+        tk->event_userdata = event_userdata;
         tk->lifetime = lifetime;
         tk->margin = margin;
         *ret = tk;

@@ -23,6 +23,7 @@
 #define TOKEN_BACKOFF_INITIAL (1 * USEC_PER_SEC)
 #define TOKEN_BACKOFF_MAX (300 * USEC_PER_SEC)
 #define TOKEN_ERROR_MAX 256
+#define TOKEN_RECHECK (1 * USEC_PER_SEC) /* longest wait before the clock is read again */
 
 /* Performs one login. Returns 0 and a new token, or a negative errno and a reason in err. */
 typedef int (*token_login_fn)(void *userdata, Secret **ret_token, char *err, size_t errlen);
@@ -40,8 +41,8 @@ typedef struct TokenStatus {
         char last_error[TOKEN_ERROR_MAX];
 } TokenStatus;
 
-int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, token_event_fn event, void *userdata,
-                     TokenKeeper **ret);
+int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, void *login_userdata, token_event_fn event,
+                     void *event_userdata, TokenKeeper **ret);
 /* Stops the thread (waiting for a login in progress to end) and wipes the token. */
 TokenKeeper *token_keeper_free(TokenKeeper *tk);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TokenKeeper *, token_keeper_free);

@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * visierd's configuration: one table of keys (section, name, type, default, bounds, help)
+ * that feeds the parser, --check-config, the defaults and the tests. Parsing collects every
+ * error with its line instead of stopping at the first. Never logs.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "macro.h"
+#include "secret.h"
+
+#define CONFIG_DEFAULT_PATH SYSCONFDIR "/visierd/visierd.conf"
+#define CONFIG_ERRORS_MAX 64
+#define CREDENTIAL_APIKEY "visier-apikey"
+#define CREDENTIAL_PASSWORD "visier-password"
+
+typedef struct Config {
+        char *path;
+
+        /* [visier] */
+        char *base_url;
+        char *username;
+        char *apikey_file;
+        char *password_file;
+        char *ca_file;
+        unsigned token_lifetime;  /* seconds */
+        unsigned refresh_margin;  /* seconds */
+        unsigned connect_timeout; /* seconds */
+        unsigned request_timeout; /* seconds */
+        unsigned rate_limit_minute;
+        unsigned rate_limit_hour;
+        unsigned max_retries;
+        unsigned max_response_size; /* bytes */
+
+        /* [listen] */
+        char *listen_address;
+        unsigned listen_port;
+        unsigned max_connections;
+        unsigned max_body_size; /* bytes */
+
+        /* [store] */
+        char *database;
+
+        /* Loaded by config_load_secrets(). */
+        Secret *apikey;
+        Secret *password;
+} Config;
+
+typedef enum ConfigType {
+        CONFIG_STRING,
+        CONFIG_UINT,
+        _CONFIG_TYPE_MAX,
+        _CONFIG_TYPE_INVALID = -1,
+} ConfigType;
+
+typedef struct ConfigKey {
+        const char *section;
+        const char *name;
+        ConfigType type;
+        size_t offset;
+        const char *default_value; /* NULL: no default (unset) */
+        unsigned long min, max;    /* bounds for CONFIG_UINT */
+        const char *help;
+} ConfigKey;
+
+/* The table, terminated by a row whose name is NULL. */
+extern const ConfigKey config_keys[];
+
+typedef struct ConfigErrors {
+        char *messages[CONFIG_ERRORS_MAX];
+        size_t n;
+        bool truncated;
+} ConfigErrors;
+
+void config_errors_clear(ConfigErrors *e);
+
+Config *config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+/* A Config with every default applied and no file read. */
+int config_new_defaults(Config **ret);
+
+/*
+ * Parse the file at path over the defaults, then validate the whole: every problem goes into
+ * errors as "PATH:LINE: message" (or "PATH: message" when no line applies). Returns 0, or
+ * -EINVAL when there was any error (ret untouched), or another negative errno.
+ */
+int config_load(const char *path, Config **ret, ConfigErrors *errors);
+
+/* Same, from a string (for tests and --dev); name is used in messages. */
+int config_load_string(const char *name, const char *text, Config **ret, ConfigErrors *errors);
+
+/*
+ * Load the API key and the password: from the configured files, or else from
+ * $CREDENTIALS_DIRECTORY/visier-apikey and visier-password. Problems go into errors.
+ */
+int config_load_secrets(Config *c, ConfigErrors *errors);
+
+/*
+ * config_load() and then config_load_secrets(), reporting the problems of both at once: a
+ * bad key does not hide an unreadable secret file. This is what visierd and --check-config use.
+ */
+int config_load_all(const char *path, Config **ret, ConfigErrors *errors);
+
+/* Find a key in the table; NULL when unknown. */
+const ConfigKey *config_key_find(const char *section, const char *name);

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the configuration table, parser, validation and secret loading. */
+#include <check.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "harness.h"
+
+static char dir[128];
+
+static void setup(void) {
+        harness_mkdtemp(dir, sizeof(dir), "check-config");
+        unsetenv("CREDENTIALS_DIRECTORY");
+}
+
+static void teardown(void) {
+        harness_rmtree(dir);
+}
+
+static bool errors_contain(const ConfigErrors *e, const char *needle) {
+        for (size_t i = 0; i < e->n; i++)
+                if (strstr(e->messages[i], needle))
+                        return true;
+        return false;
+}
+
+static const char *const minimal = "[visier]\nbase_url = https://example.api.visier.io\nusername = svc\n";
+
+START_TEST(test_defaults_from_table) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ConfigErrors e = {};
+
+        ck_assert_int_eq(config_load_string("t.conf", minimal, &c, &e), 0);
+        ck_assert_uint_eq(e.n, 0);
+        ck_assert_uint_eq(c->token_lifetime, 3600);
+        ck_assert_uint_eq(c->refresh_margin, 300);
+        ck_assert_uint_eq(c->listen_port, 8420);
+        ck_assert_str_eq(c->listen_address, "127.0.0.1");
+        ck_assert_uint_eq(c->rate_limit_minute, 100);
+        ck_assert_uint_eq(c->rate_limit_hour, 6000);
+        ck_assert_str_eq(c->username, "svc");
+        /* Every key with a default in the table parses to that default. */
+        for (const ConfigKey *k = config_keys; k->name; k++)
+                ck_assert_ptr_nonnull(k->help);
+}
+END_TEST
+
+START_TEST(test_unknown_key_has_line) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ConfigErrors e = {};
+        const char *text = "[visier]\nbase_url = https://x.api.visier.io\nusername = svc\nbogus = 1\n[nope]\na = b\n";
+
+        ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+        ck_assert_ptr_null(c);
+        ck_assert(errors_contain(&e, "t.conf:4: unknown key 'bogus' in section [visier]"));
+        ck_assert(errors_contain(&e, "t.conf:6: unknown section [nope]"));
+        config_errors_clear(&e);
+}
+END_TEST
+
+START_TEST(test_bounds_and_numbers) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ConfigErrors e = {};
+        const char *text = "[visier]\nbase_url = https://x.api.visier.io\nusername = svc\n"
+                           "token_lifetime = 1\nconnect_timeout = ten\n[listen]\nport = 70000\n";
+
+        ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+        ck_assert(errors_contain(&e, "t.conf:4: [visier] token_lifetime: 1 is out of range (2 to 86400)"));
+        ck_assert(errors_contain(&e, "t.conf:5: [visier] connect_timeout: 'ten' is not a whole number"));
+        ck_assert(errors_contain(&e, "t.conf:7: [listen] port: 70000 is out of range"));
+        config_errors_clear(&e);
+}
+END_TEST
+
+START_TEST(test_validation) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ConfigErrors e = {};
+        const char *text = "[visier]\nbase_url = http://visier.example.com\ntoken_lifetime = 60\nrefresh_margin = 60\n"
+                           "[listen]\naddress = 0.0.0.0\n";
+
+        ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+        ck_assert(errors_contain(&e, "plain http:// is allowed only for loopback"));
+        ck_assert(errors_contain(&e, "username is required"));
+        ck_assert(errors_contain(&e, "refresh_margin (60 s) must be shorter than token_lifetime (60 s)"));
+        ck_assert(errors_contain(&e, "0.0.0.0 is not a loopback address"));
+        config_errors_clear(&e);
+
+        ck_assert_int_eq(config_load_string("t.conf",
+                                            "[visier]\nbase_url = http://127.0.0.1:9/\nusername = u\n"
+                                            "[listen]\naddress = ::1\n",
+                                            &c, &e),
+                         0);
+        ck_assert_uint_eq(e.n, 0);
+}
+END_TEST
+
+static Config *load_with_files(const char *apikey_file, const char *password_file, ConfigErrors *e) {
+        Config *c = NULL;
+        char *text;
+
+        ck_assert_int_ge(asprintf(&text, "%s%s%s%s%s%s%s", minimal, apikey_file ? "apikey_file = " : "",
+                                  apikey_file ? apikey_file : "", apikey_file ? "\n" : "",
+                                  password_file ? "password_file = " : "", password_file ? password_file : "",
+                                  password_file ? "\n" : ""),
+                         0);
+        ck_assert_int_eq(config_load_string("t.conf", text, &c, e), 0);
+        free(text);
+        return c;
+}
+
+START_TEST(test_secret_files) {
+        char key[192], pw[192], missing[192];
+        _cleanup_(config_freep) Config *c = NULL;
+        ConfigErrors e = {};
+
+        snprintf(key, sizeof(key), "%s/key", dir);
+        snprintf(pw, sizeof(pw), "%s/pw", dir);
+        snprintf(missing, sizeof(missing), "%s/missing", dir);
+        harness_write_file(key, "k3y-value\n", 0600);
+        harness_write_file(pw, "pa55word", 0640);
+
+        c = load_with_files(key, pw, &e);
+        ck_assert_int_eq(config_load_secrets(c, &e), -EPERM);
+        ck_assert(errors_contain(&e, "is accessible by group or others (mode 0640)"));
+        /* The message names the file, never what is in it. */
+        for (size_t i = 0; i < e.n; i++)
+                ck_assert_ptr_null(strstr(e.messages[i], "pa55word"));
+        config_errors_clear(&e);
+
+        chmod(pw, 0400);
+        ck_assert_int_eq(config_load_secrets(c, &e), 0);
+        ck_assert_str_eq(c->apikey->data, "k3y-value"); /* trailing newline stripped */
+        ck_assert_str_eq(c->password->data, "pa55word");
+        config_free(c);
+
+        c = load_with_files(missing, pw, &e);
+        ck_assert_int_eq(config_load_secrets(c, &e), -ENOENT);
+        ck_assert(errors_contain(&e, "cannot open secret file"));
+        ck_assert(errors_contain(&e, "missing: No such file or directory"));
+        config_errors_clear(&e);
+}
+END_TEST
+
+START_TEST(test_credentials_directory) {
+        _cleanup_(config_freep) Config *c = NULL;
+        char p[192];
+        ConfigErrors e = {};
+
+        c = load_with_files(NULL, NULL, &e);
+        ck_assert_int_lt(config_load_secrets(c, &e), 0);
+        ck_assert(errors_contain(&e, "no systemd credential 'visier-apikey'"));
+        config_errors_clear(&e);
+
+        snprintf(p, sizeof(p), "%s/visier-apikey", dir);
+        harness_write_file(p, "from-credential", 0400);
+        snprintf(p, sizeof(p), "%s/visier-password", dir);
+        harness_write_file(p, "pw-credential", 0400);
+        setenv("CREDENTIALS_DIRECTORY", dir, 1);
+        ck_assert_int_eq(config_load_secrets(c, &e), 0);
+        ck_assert_str_eq(c->apikey->data, "from-credential");
+        ck_assert_str_eq(c->password->data, "pw-credential");
+}
+END_TEST
+
+static Suite *config_suite(void) {
+        Suite *s = suite_create("config");
+        TCase *tc = tcase_create("core");
+
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_defaults_from_table);
+        tcase_add_test(tc, test_unknown_key_has_line);
+        tcase_add_test(tc, test_bounds_and_numbers);
+        tcase_add_test(tc, test_validation);
+        tcase_add_test(tc, test_secret_files);
+        tcase_add_test(tc, test_credentials_directory);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr = srunner_create(config_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration test harness (see harness.h). Fails the running Check test on any problem it
+ * cannot recover from, with a message naming what went wrong.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "notify.h"
+
+static const char *env_or(const char *name, const char *fallback) {
+        const char *v = getenv(name);
+        return v && *v ? v : fallback;
+}
+
+void harness_mkdtemp(char *buf, size_t len, const char *prefix) {
+        snprintf(buf, len, "%s/%s.XXXXXX", env_or("TMPDIR", "/tmp"), prefix);
+        ck_assert_msg(mkdtemp(buf), "mkdtemp %s: %m", buf);
+}
+
+void harness_write_file(const char *path, const char *content, mode_t mode) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        size_t n = strlen(content);
+
+        ck_assert_msg(fd >= 0, "open %s: %m", path);
+        ck_assert_msg(write(fd, content, n) == (ssize_t) n, "write %s: %m", path);
+        ck_assert_int_eq(fchmod(fd, mode), 0);
+        close(fd);
+}
+
+char *harness_read_file(const char *path) {
+        FILE *f = fopen(path, "re");
+        char *buf = NULL;
+        size_t len = 0;
+
+        if (!f)
+                return NULL;
+        {
+                FILE *m = open_memstream(&buf, &len);
+                char chunk[8192];
+                size_t n;
+
+                while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+                        fwrite(chunk, 1, n, m);
+                fclose(m);
+        }
+        fclose(f);
+        return buf;
+}
+
+void harness_random_hex(char *buf, size_t bytes) {
+        unsigned char raw[64];
+
+        ck_assert(bytes <= sizeof(raw));
+        ck_assert_int_eq(getrandom(raw, bytes, 0), (ssize_t) bytes);
+        for (size_t i = 0; i < bytes; i++)
+                snprintf(buf + 2 * i, 3, "%02x", raw[i]);
+}
+
+void harness_rmtree(const char *dir) {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        char p[512];
+
+        if (!d)
+                return;
+        while ((e = readdir(d))) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                        continue;
+                snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+                if (e->d_type == DT_DIR)
+                        harness_rmtree(p);
+                else
+                        unlink(p);
+        }
+        closedir(d);
+        rmdir(dir);
+}
+
+/* Fork and exec argv with stderr and stdout to log, NOTIFY_SOCKET set; the child dies with us. */
+static pid_t spawn(const char *const *argv, const char *log, const char *notify_path) {
+        pid_t parent = getpid(), pid;
+
+        pid = fork();
+        ck_assert_msg(pid >= 0, "fork: %m");
+        if (pid == 0) {
+                int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                sigset_t none;
+
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(126);
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                if (fd >= 0) {
+                        dup2(fd, STDOUT_FILENO);
+                        dup2(fd, STDERR_FILENO);
+                }
+                if (notify_path)
+                        setenv("NOTIFY_SOCKET", notify_path, 1);
+                else
+                        unsetenv("NOTIFY_SOCKET");
+                unsetenv("JOURNAL_STREAM");
+                unsetenv("CREDENTIALS_DIRECTORY");
+                execv(argv[0], (char *const *) argv);
+                _exit(127);
+        }
+        return pid;
+}
+
+static void wait_notify(NotifySocket *ns, pid_t pid, const char *what, const char *log, unsigned *ret_port,
+                        char *notify_log, size_t notify_loglen) {
+        usec_t deadline = clock_now() + HARNESS_START_TIMEOUT_SEC * USEC_PER_SEC;
+        int r;
+
+        r = notify_wait_ready(ns, deadline, ret_port, notify_log, notify_loglen);
+        if (r < 0) {
+                char *l = harness_read_file(log);
+                int status;
+                pid_t w = waitpid(pid, &status, WNOHANG);
+                ck_abort_msg("%s did not signal READY=1 (%s); %s; its log:\n%s", what, strerror(-r),
+                             w == pid ? "it exited" : "it is still running", l ? l : "(none)");
+        }
+        ck_assert_msg(*ret_port > 0, "%s gave no X_LISTEN_PORT", what);
+}
+
+void sim_start(Sim *s, const char *const *extra_args) {
+        const char *argv[48];
+        NotifySocket ns;
+        size_t n = 0;
+
+        memset(s, 0, sizeof(*s));
+        harness_mkdtemp(s->dir, sizeof(s->dir), "visier-sim-test");
+        snprintf(s->log, sizeof(s->log), "%s/sim.log", s->dir);
+        snprintf(s->username, sizeof(s->username), "api-user-test");
+        harness_random_hex(s->apikey, 20);
+        harness_random_hex(s->password, 20);
+        snprintf(s->apikey_file, sizeof(s->apikey_file), "%s/apikey", s->dir);
+        snprintf(s->password_file, sizeof(s->password_file), "%s/password", s->dir);
+        harness_write_file(s->apikey_file, s->apikey, 0600);
+        harness_write_file(s->password_file, s->password, 0600);
+
+        argv[n++] = env_or("VISIER_SIM_BIN", "./visier-sim");
+        argv[n++] = "--listen";
+        argv[n++] = "127.0.0.1";
+        argv[n++] = "--port";
+        argv[n++] = "0";
+        argv[n++] = "--username";
+        argv[n++] = s->username;
+        argv[n++] = "--apikey-file";
+        argv[n++] = s->apikey_file;
+        argv[n++] = "--password-file";
+        argv[n++] = s->password_file;
+        for (size_t i = 0; extra_args && extra_args[i] && n < sizeof(argv) / sizeof(argv[0]) - 1; i++)
+                argv[n++] = extra_args[i];
+        argv[n] = NULL;
+
+        ck_assert_int_eq(notify_socket_open(&ns), 0);
+        s->pid = spawn(argv, s->log, ns.path);
+        wait_notify(&ns, s->pid, "visier-sim", s->log, &s->port, NULL, 0);
+        notify_socket_close(&ns);
+}
+
+static int stop_pid(pid_t *pid) {
+        int status = 0;
+
+        if (*pid <= 0)
+                return 0;
+        kill(*pid, SIGTERM);
+        for (int i = 0; i < 200; i++) {
+                if (waitpid(*pid, &status, WNOHANG) == *pid) {
+                        *pid = 0;
+                        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+                }
+                clock_sleep(50 * USEC_PER_MSEC);
+        }
+        kill(*pid, SIGKILL);
+        waitpid(*pid, &status, 0);
+        *pid = 0;
+        return -1;
+}
+
+void sim_stop(Sim *s) {
+        stop_pid(&s->pid);
+}
+
+char *sim_url(const Sim *s, const char *path) {
+        char *u;
+        ck_assert_int_ge(asprintf(&u, "http://127.0.0.1:%u%s", s->port, path), 0);
+        return u;
+}
+
+static json_t *control(const Sim *s, const char *method, const char *path, const char *json) {
+        const char *headers[] = { "Content-Type: application/json", NULL };
+        char *url = sim_url(s, path);
+        HttpResult r;
+        json_t *j;
+
+        http_request(method, url, headers, json, 10000, &r);
+        ck_assert_msg(r.status == 200, "%s %s answered %ld: %s", method, path, r.status, r.body ? r.body : "");
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_msg(j, "%s %s: not JSON", method, path);
+        http_result_done(&r);
+        free(url);
+        return j;
+}
+
+json_t *sim_control_get(const Sim *s, const char *path) {
+        return control(s, "GET", path, NULL);
+}
+
+json_t *sim_control_post(const Sim *s, const char *path, const char *json) {
+        return control(s, "POST", path, json ? json : "{}");
+}
+
+long long sim_counter(const Sim *s, const char *name) {
+        json_t *j = sim_control_get(s, "/_sim/counters");
+        json_t *v = json_object_get(j, name);
+        long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+        json_decref(j);
+        return n;
+}
+
+long long sim_calls(const Sim *s, const char *path) {
+        json_t *j = sim_control_get(s, "/_sim/counters");
+        json_t *v = json_object_get(json_object_get(j, "calls"), path);
+        long long n = json_is_integer(v) ? json_integer_value(v) : 0;
+
+        json_decref(j);
+        return n;
+}
+
+char *sim_login(const Sim *s) {
+        char *url = sim_url(s, "/v1/admin/visierSecureToken"), *body, *apikey_h, *token;
+        const char *headers[3];
+        HttpResult r;
+
+        ck_assert_int_ge(asprintf(&body, "username=%s&password=%s", s->username, s->password), 0);
+        ck_assert_int_ge(asprintf(&apikey_h, "apikey: %s", s->apikey), 0);
+        headers[0] = apikey_h;
+        headers[1] = "Content-Type: application/x-www-form-urlencoded";
+        headers[2] = NULL;
+        http_request("POST", url, headers, body, 10000, &r);
+        ck_assert_msg(r.status == 200, "direct login answered %ld", r.status);
+        token = strndup(r.body, r.len);
+        http_result_done(&r);
+        free(url);
+        free(body);
+        free(apikey_h);
+        return token;
+}
+
+void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
+        char *conf, db[256];
+        const char *argv[4];
+        NotifySocket ns;
+
+        memset(d, 0, sizeof(*d));
+        harness_mkdtemp(d->dir, sizeof(d->dir), "visierd-test");
+        snprintf(d->log, sizeof(d->log), "%s/visierd.log", d->dir);
+        snprintf(d->config, sizeof(d->config), "%s/visierd.conf", d->dir);
+        snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
+        ck_assert_int_ge(asprintf(&conf,
+                                  "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"
+                                  "apikey_file = %s\npassword_file = %s\n%s\n"
+                                  "[listen]\naddress = 127.0.0.1\nport = 0\n"
+                                  "[store]\ndatabase = %s\n%s\n",
+                                  s->port, s->username, s->apikey_file, s->password_file,
+                                  extra_visier ? extra_visier : "", db, extra_tail ? extra_tail : ""),
+                         0);
+        harness_write_file(d->config, conf, 0644);
+        free(conf);
+
+        argv[0] = env_or("VISIERD_BIN", "./visierd");
+        argv[1] = "--config";
+        argv[2] = d->config;
+        argv[3] = NULL;
+        ck_assert_int_eq(notify_socket_open(&ns), 0);
+        d->pid = spawn(argv, d->log, ns.path);
+        wait_notify(&ns, d->pid, "visierd", d->log, &d->port, d->notify_log, sizeof(d->notify_log));
+        notify_socket_close(&ns);
+}
+
+void visierd_wait_ready(const Visierd *d) {
+        usec_t deadline = clock_now() + HARNESS_START_TIMEOUT_SEC * USEC_PER_SEC;
+        char *url = visierd_url(d, "/readyz");
+
+        for (;;) {
+                HttpResult r;
+
+                http_request("GET", url, NULL, NULL, 2000, &r);
+                if (r.status == 200) {
+                        http_result_done(&r);
+                        break;
+                }
+                http_result_done(&r);
+                ck_assert_msg(clock_now() < deadline, "visierd did not become ready");
+                clock_sleep(20 * USEC_PER_MSEC); /* probe interval, not a readiness guess */
+        }
+        free(url);
+}
+
+int visierd_stop(Visierd *d) {
+        return stop_pid(&d->pid);
+}
+
+char *visierd_url(const Visierd *d, const char *path) {
+        char *u;
+        ck_assert_int_ge(asprintf(&u, "http://127.0.0.1:%u%s", d->port, path), 0);
+        return u;
+}
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        HttpResult *r = userdata;
+        size_t n = size * nmemb;
+        char *b = realloc(r->body, r->len + n + 1);
+
+        if (!b)
+                return 0;
+        memcpy(b + r->len, ptr, n);
+        r->body = b;
+        r->len += n;
+        r->body[r->len] = '\0';
+        return n;
+}
+
+void http_request(const char *method, const char *url, const char *const *headers, const char *body,
+                  long timeout_ms, HttpResult *ret) {
+        struct curl_slist *l = NULL;
+        CURL *h = curl_easy_init();
+        char *ct = NULL;
+
+        memset(ret, 0, sizeof(*ret));
+        ck_assert(h);
+        for (size_t i = 0; headers && headers[i]; i++)
+                l = curl_slist_append(l, headers[i]);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
+        if (strcmp(method, "GET") != 0)
+                curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        if (body)
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        ret->curl_error = (int) curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
+        if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+                ret->content_type = strdup(ct);
+        if (!ret->body)
+                ret->body = calloc(1, 1);
+        curl_slist_free_all(l);
+        curl_easy_cleanup(h);
+}
+
+void http_result_done(HttpResult *r) {
+        free(r->body);
+        free(r->content_type);
+        memset(r, 0, sizeof(*r));
+}
+
+json_t *http_get_json(const char *url, long *ret_status) {
+        HttpResult r;
+        json_t *j;
+
+        http_request("GET", url, NULL, NULL, 30000, &r);
+        ck_assert_msg(r.curl_error == 0, "GET %s: %s", url, curl_easy_strerror((CURLcode) r.curl_error));
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_msg(j, "GET %s answered %ld with non-JSON: %s", url, r.status, r.body);
+        if (ret_status)
+                *ret_status = r.status;
+        http_result_done(&r);
+        return j;
+}
+
+int harness_run(const char *const *argv, char **ret_output) {
+        char dir[128], log[192];
+        int status;
+        pid_t pid;
+
+        harness_mkdtemp(dir, sizeof(dir), "visierd-run");
+        snprintf(log, sizeof(log), "%s/out", dir);
+        pid = spawn(argv, log, NULL);
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        *ret_output = harness_read_file(log);
+        if (!*ret_output)
+                *ret_output = strdup("");
+        harness_rmtree(dir);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: the real visierd in front of the real visier-sim. Read calls through visierd
+ * give Visier's own bodies; local credentials never reach Visier; revoked tokens, 429s and an
+ * unreachable Visier are handled as documented; no secret ever appears in a log or /status.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <regex.h>
+#include <stdlib.h>
+
+#include "clock.h"
+#include "harness.h"
+
+static Sim sim;
+static Visierd vd;
+
+static void stop_all(void) {
+        ck_assert_int_eq(visierd_stop(&vd), 0); /* a clean exit on SIGTERM */
+        sim_stop(&sim);
+}
+
+/* Runs after every test, in the test's process, so a failed test leaves no directories. */
+static void teardown(void) {
+        visierd_stop(&vd);
+        sim_stop(&sim);
+        if (vd.dir[0])
+                harness_rmtree(vd.dir);
+        if (sim.dir[0])
+                harness_rmtree(sim.dir);
+}
+
+/* Start both with a rate budget that never gets in the way, and wait for a token. */
+static void start_all(const char *const *sim_args, const char *extra_visier) {
+        sim_start(&sim, sim_args);
+        visierd_start(&vd, &sim, extra_visier, NULL);
+        visierd_wait_ready(&vd);
+}
+
+static const char *const read_paths[] = {
+        "/v1/admin/capabilities",
+        "/v1/admin/capabilities/data",
+        "/v1/admin/content-packages",
+        "/v1/admin/content-packages/4c1d7a52-3e8b-4f6a-9d2c-1b7e5a9f3c01",
+        "/v1/admin/data-security-objects",
+        "/v1/admin/data-security-objects?id=Employee&includeDetails=true",
+        "/v1/data/model/analytic-objects",
+        "/v1/data/model/analytic-objects/Employee/dimensions",
+        "/v1/data/model/analytic-objects/Employee/dimensions/Location/members",
+        "/v1/data/model/analytic-objects/Employee/dimensions/Gender/members",
+        "/v1/admin/permissions",
+        "/v1/admin/permissions?includeDetails=true",
+        "/v1/admin/permissions?includeDetails=true&includeDetailsWithStatus=true",
+        "/v1/admin/permissions/3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71",
+        "/v1/admin/permissions/3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71/users",
+        "/v1/admin/capabilities/no_such_capability",
+        "/v1/data/model/analytic-objects/NoSuchObject/dimensions",
+};
+
+START_TEST(test_reads_match_visier) {
+        const char *args[] = { "--rate-minute", "0", "--rate-hour", "0", NULL };
+        char *token, *cookie, *apikey;
+        const char *direct_headers[3];
+
+        start_all(args, NULL);
+        token = sim_login(&sim);
+        ck_assert_int_ge(asprintf(&cookie, "Cookie: VisierASIDToken=%s", token), 0);
+        ck_assert_int_ge(asprintf(&apikey, "apikey: %s", sim.apikey), 0);
+        direct_headers[0] = cookie;
+        direct_headers[1] = apikey;
+        direct_headers[2] = NULL;
+
+        for (size_t i = 0; i < sizeof(read_paths) / sizeof(read_paths[0]); i++) {
+                char *du = sim_url(&sim, read_paths[i]), *pu = visierd_url(&vd, read_paths[i]);
+                HttpResult d, p;
+
+                http_request("GET", du, direct_headers, NULL, 10000, &d);
+                http_request("GET", pu, NULL, NULL, 10000, &p);
+                ck_assert_msg(d.status == p.status, "%s: direct %ld, through visierd %ld", read_paths[i], d.status,
+                              p.status);
+                ck_assert_msg(d.len == p.len && memcmp(d.body, p.body, d.len) == 0,
+                              "%s: bodies differ\ndirect: %s\nvisierd: %s", read_paths[i], d.body, p.body);
+                ck_assert_msg(d.len > 2, "%s: empty body", read_paths[i]);
+                ck_assert_str_eq(p.content_type, d.content_type);
+                http_result_done(&d);
+                http_result_done(&p);
+                free(du);
+                free(pu);
+        }
+        ck_assert_int_eq(sim_counter(&sim, "bad_token"), 0);
+        ck_assert_int_eq(sim_counter(&sim, "logins"), 2); /* visierd's one and ours */
+        free(token);
+        free(cookie);
+        free(apikey);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_local_errors_use_status_shape) {
+        long status;
+        json_t *j;
+        char *u;
+
+        start_all(NULL, NULL);
+        u = visierd_url(&vd, "/v1/no/such/path");
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 404);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "NotFound");
+        ck_assert(json_is_string(json_object_get(j, "localizedMessage")));
+        ck_assert(json_is_boolean(json_object_get(j, "userError")));
+        json_decref(j);
+        free(u);
+        /* A dot segment must not walk the forwarded path to another endpoint. */
+        u = visierd_url(&vd, "/v1/admin/capabilities/..");
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 404);
+        json_decref(j);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_client_credentials_never_forwarded) {
+        const char *headers[] = {
+                "apikey: client-supplied-key",
+                "Cookie: VisierASIDToken=client-token; session=abc",
+                "Authorization: Bearer client-bearer",
+                "TargetTenantID: WFF_j1r",
+                NULL,
+        };
+        HttpResult r;
+        char *u;
+
+        start_all(NULL, NULL);
+        u = visierd_url(&vd, "/v1/admin/capabilities");
+        for (int i = 0; i < 3; i++) {
+                http_request("GET", u, headers, NULL, 10000, &r);
+                ck_assert_int_eq(r.status, 200);
+                http_result_done(&r);
+        }
+        /* The sim saw only visierd's own apikey and token on every call. */
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 3);
+        ck_assert_int_eq(sim_counter(&sim, "bad_apikey"), 0);
+        ck_assert_int_eq(sim_counter(&sim, "bad_token"), 0);
+        ck_assert_int_eq(sim_counter(&sim, "authorization_headers"), 0);
+        ck_assert_int_eq(sim_counter(&sim, "foreign_cookies"), 0);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_revoked_token_recovers) {
+        HttpResult r;
+        json_t *j;
+        char *u;
+
+        start_all(NULL, NULL);
+        u = visierd_url(&vd, "/v1/admin/content-packages");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_counter(&sim, "logins"), 1);
+
+        j = sim_control_post(&sim, "/_sim/revoke-tokens", NULL);
+        ck_assert_int_ge(json_integer_value(json_object_get(j, "revoked")), 1);
+        json_decref(j);
+
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        ck_assert_msg(r.status == 200, "after revocation: %ld %s", r.status, r.body);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_counter(&sim, "logins"), 2);
+        ck_assert_int_eq(sim_counter(&sim, "bad_token"), 1);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_429_is_waited_out) {
+        HttpResult r;
+        json_t *j;
+        char *u;
+
+        start_all(NULL, NULL);
+        j = sim_control_post(&sim, "/_sim/faults", "{\"next_throttles\":1,\"retry_after\":1}");
+        json_decref(j);
+        u = visierd_url(&vd, "/v1/admin/capabilities");
+        http_request("GET", u, NULL, NULL, 20000, &r);
+        ck_assert_msg(r.status == 200, "after a 429: %ld %s", r.status, r.body);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_counter(&sim, "throttles_injected"), 1);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 2);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_5xx_and_drops_are_retried) {
+        HttpResult r;
+        json_t *j;
+        char *u;
+
+        start_all(NULL, "max_retries = 3");
+        j = sim_control_post(&sim, "/_sim/faults", "{\"next_errors\":1,\"next_drops\":1}");
+        json_decref(j);
+        u = visierd_url(&vd, "/v1/admin/capabilities");
+        http_request("GET", u, NULL, NULL, 20000, &r);
+        ck_assert_msg(r.status == 200, "after a 503 and a drop: %ld %s", r.status, r.body);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_counter(&sim, "errors_injected") + sim_counter(&sim, "drops_injected"), 2);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_unreachable_and_slow_visier) {
+        usec_t start, took;
+        long status;
+        json_t *j, *faults;
+        char *u;
+
+        start_all(NULL, "request_timeout = 2\nconnect_timeout = 1\nmax_retries = 1");
+        u = visierd_url(&vd, "/v1/admin/capabilities");
+
+        /* Slower than the request timeout: 504 within the timeout (plus scheduling slack). */
+        faults = sim_control_post(&sim, "/_sim/faults", "{\"latency_ms\":4000}");
+        json_decref(faults);
+        start = clock_now();
+        j = http_get_json(u, &status);
+        took = clock_now() - start;
+        ck_assert_int_eq(status, 504);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "GatewayTimeout");
+        ck_assert_msg(took < 3500 * USEC_PER_MSEC, "504 took %llu ms", (unsigned long long) (took / 1000));
+        json_decref(j);
+
+        /* Gone altogether: 502 naming the problem. */
+        sim_stop(&sim);
+        start = clock_now();
+        j = http_get_json(u, &status);
+        took = clock_now() - start;
+        ck_assert_int_eq(status, 502);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadGateway");
+        ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "localizedMessage")), "connect"));
+        ck_assert_msg(took < 3500 * USEC_PER_MSEC, "502 took %llu ms", (unsigned long long) (took / 1000));
+        json_decref(j);
+        free(u);
+        stop_all();
+}
+END_TEST
+
+START_TEST(test_no_token_gives_503_and_readyz_says_why) {
+        char bad[160];
+        long status;
+        json_t *j;
+        char *u;
+
+        sim_start(&sim, NULL);
+        /* visierd gets a password the sim does not accept. */
+        snprintf(bad, sizeof(bad), "%s/wrong-password", sim.dir);
+        harness_write_file(bad, "not-the-password", 0600);
+        {
+                char extra[320];
+                Sim wrong = sim;
+                snprintf(wrong.password_file, sizeof(wrong.password_file), "%s", bad);
+                snprintf(extra, sizeof(extra), "request_timeout = 3");
+                visierd_start(&vd, &wrong, extra, NULL);
+        }
+        u = visierd_url(&vd, "/readyz");
+        for (int i = 0; i < 500 && sim_counter(&sim, "login_failures") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 503);
+        ck_assert_ptr_nonnull(strstr(json_dumps(j, 0), "login refused by Visier: HTTP 401"));
+        json_decref(j);
+        free(u);
+
+        u = visierd_url(&vd, "/v1/admin/capabilities");
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 503);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "ServiceUnavailable");
+        json_decref(j);
+        free(u);
+        stop_all();
+
+        /* The failed logins were logged, without either password or the API key. */
+        u = harness_read_file(vd.log);
+        ck_assert_ptr_nonnull(strstr(u, "login to Visier failed"));
+        ck_assert_msg(!strstr(u, "not-the-password") && !strstr(u, sim.password) && !strstr(u, sim.apikey),
+                      "visierd's log contains a secret");
+        free(u);
+}
+END_TEST
+
+/* Fails if text holds the needle. */
+static void assert_absent(const char *what, const char *text, const char *needle) {
+        ck_assert_msg(!strstr(text, needle), "%s contains a secret", what);
+}
+
+START_TEST(test_no_secrets_in_logs_or_status) {
+        const char *args[] = { "--token-ttl", "3", "--rate-minute", "0", "--rate-hour", "0", NULL };
+        char *log, *sim_log, *status_body, *u, *direct_token;
+        HttpResult r;
+        regex_t hex;
+        json_t *j;
+
+        setenv("VISIERD_LOG_LEVEL", "debug", 1);
+        start_all(args, "token_lifetime = 3\nrefresh_margin = 1\nrequest_timeout = 3\nmax_retries = 1");
+        direct_token = sim_login(&sim);
+
+        /* Walk through logins, refreshes, a revocation, a 429, 5xx, a timeout and a failure. */
+        u = visierd_url(&vd, "/v1/admin/permissions?includeDetails=true");
+        for (int i = 0; i < 5; i++) {
+                http_request("GET", u, NULL, NULL, 10000, &r);
+                http_result_done(&r);
+        }
+        json_decref(sim_control_post(&sim, "/_sim/revoke-tokens", NULL));
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"next_throttles\":1,\"next_errors\":1}"));
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        http_result_done(&r);
+        for (int i = 0; i < 300 && sim_counter(&sim, "logins") < 4; i++) /* a refresh or two */
+                clock_sleep(10 * USEC_PER_MSEC);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"latency_ms\":5000}"));
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        http_result_done(&r);
+        json_decref(sim_control_post(&sim, "/_sim/reset", NULL));
+        free(u);
+
+        u = visierd_url(&vd, "/status");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        status_body = strdup(r.body);
+        http_result_done(&r);
+        j = json_loads(status_body, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_ptr_nonnull(json_object_get(j, "token"));
+        ck_assert_ptr_nonnull(json_object_get(json_object_get(j, "rate_budget"), "minute_remaining"));
+        json_decref(j);
+        free(u);
+
+        stop_all();
+        unsetenv("VISIERD_LOG_LEVEL");
+
+        log = harness_read_file(vd.log);
+        sim_log = harness_read_file(sim.log);
+        ck_assert_ptr_nonnull(log);
+        ck_assert_ptr_nonnull(strstr(log, "logged in to Visier"));
+        ck_assert_ptr_nonnull(strstr(log, "failed with 504"));
+        for (int k = 0; k < 3; k++) {
+                const char *text = k == 0 ? log : k == 1 ? sim_log : status_body;
+                const char *what = k == 0 ? "visierd's log" : k == 1 ? "visier-sim's log" : "/status";
+                assert_absent(what, text, sim.password);
+                assert_absent(what, text, sim.apikey);
+                assert_absent(what, text, direct_token);
+        }
+        /* Tokens are long hex or base64 strings: nothing of the kind appears in visierd's log. */
+        ck_assert_int_eq(regcomp(&hex, "[0-9A-Za-z+=_-]{32,}", REG_EXTENDED | REG_NOSUB), 0);
+        ck_assert_msg(regexec(&hex, log, 0, NULL, 0) != 0, "visierd's log holds a token-like string:\n%s", log);
+        regfree(&hex);
+        free(log);
+        free(sim_log);
+        free(status_body);
+        free(direct_token);
+}
+END_TEST
+
+static Suite *proxy_suite(void) {
+        Suite *s = suite_create("proxy");
+        TCase *tc = tcase_create("integration");
+
+        tcase_set_timeout(tc, 120);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_add_test(tc, test_reads_match_visier);
+        tcase_add_test(tc, test_local_errors_use_status_shape);
+        tcase_add_test(tc, test_client_credentials_never_forwarded);
+        tcase_add_test(tc, test_revoked_token_recovers);
+        tcase_add_test(tc, test_429_is_waited_out);
+        tcase_add_test(tc, test_5xx_and_drops_are_retried);
+        tcase_add_test(tc, test_unreachable_and_slow_visier);
+        tcase_add_test(tc, test_no_token_gives_503_and_readyz_says_why);
+        tcase_add_test(tc, test_no_secrets_in_logs_or_status);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void) {
+        SRunner *sr;
+        int failed;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        sr = srunner_create(proxy_suite());
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        curl_global_cleanup();
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
