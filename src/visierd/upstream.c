@@ -332,6 +332,9 @@ static void setup_handle(Upstream *u, CURL *h, const Settings *s, usec_t remaini
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) (connect / USEC_PER_MSEC + 1));
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) (remaining / USEC_PER_MSEC + 1));
         curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        /* The shared cache keeps as many idle connections as the last handle allowed; the
+         * default (a handful) would close most of them under concurrent load. */
+        curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long) UPSTREAM_POOL_MAX);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
