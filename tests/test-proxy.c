@@ -269,7 +269,11 @@ START_TEST(test_no_token_gives_503_and_readyz_says_why) {
                 clock_sleep(10 * USEC_PER_MSEC);
         j = http_get_json(u, &status);
         ck_assert_int_eq(status, 503);
-        ck_assert_ptr_nonnull(strstr(json_dumps(j, 0), "login refused by Visier: HTTP 401"));
+        {
+                char *text = json_dumps(j, 0);
+                ck_assert_ptr_nonnull(strstr(text, "login refused by Visier: HTTP 401"));
+                free(text);
+        }
         json_decref(j);
         free(u);
 
