@@ -102,6 +102,20 @@ START_TEST(test_secrets_never_on_command_line) {
 }
 END_TEST
 
+START_TEST(test_dev_mode_config) {
+        const char *bin = getenv("VISIERD_BIN") ? getenv("VISIERD_BIN") : "./visierd";
+        const char *argv[] = { bin, "--dev", "--check-config", NULL };
+        char *out;
+
+        /* --dev starts visier-sim with throwaway credentials, builds a configuration pointing
+         * at it, and (with --check-config) checks it and tears everything down again. */
+        ck_assert_int_eq(harness_run(argv, &out), 0);
+        ck_assert_msg(strstr(out, "visier-sim listening on 127.0.0.1:") && strstr(out, "configuration OK\n"),
+                      "output: %s", out);
+        free(out);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("cli");
         TCase *tc = tcase_create("check-config");
@@ -115,6 +129,7 @@ int main(void) {
         tcase_add_test(tc, test_group_readable_secret_file);
         tcase_add_test(tc, test_every_error_reported);
         tcase_add_test(tc, test_secrets_never_on_command_line);
+        tcase_add_test(tc, test_dev_mode_config);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

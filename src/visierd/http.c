@@ -145,7 +145,7 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
         struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
         struct sockaddr_in a4 = { .sin_family = AF_INET };
         const struct sockaddr *addr;
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
+        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD;
         const union MHD_DaemonInfo *info;
 
         if (inet_pton(AF_INET, s->address, &a4.sin_addr) == 1) {
