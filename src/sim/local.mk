@@ -1,0 +1,24 @@
+# visier-sim: the Visier simulator. Owned by the simulator's sources in this folder.
+bin_PROGRAMS += visier-sim
+visier_sim_SOURCES = \
+	src/sim/sim-main.c \
+	src/sim/sim-auth.c \
+	src/sim/sim-auth.h \
+	src/sim/sim-clock.c \
+	src/sim/sim-clock.h \
+	src/sim/sim-counters.c \
+	src/sim/sim-counters.h \
+	src/sim/sim-faults.c \
+	src/sim/sim-faults.h \
+	src/sim/sim-http.c \
+	src/sim/sim-http.h \
+	src/sim/sim-model.c \
+	src/sim/sim-model.h \
+	src/sim/sim-model-data.c \
+	src/sim/sim-model-data.h \
+	src/sim/sim-parse.c \
+	src/sim/sim-parse.h \
+	src/sim/sim-rate.c \
+	src/sim/sim-rate.h
+visier_sim_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS)
+visier_sim_LDADD = $(MHD_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS)

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Owns the simulated tenant's one API user, its API key and the VisierASIDTokens issued by
+ * POST /v1/admin/visierSecureToken. Tokens are 32 random bytes in hex that expire a fixed
+ * TTL after issue; expiry is checked against the clock at use time. Secrets are compared in
+ * constant time and wiped before free. This module never logs and never hands a secret out
+ * except the token it has just issued.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "macro.h"
+#include "sim-auth.h"
+#include "sim-clock.h"
+
+typedef struct AuthToken {
+        char value[AUTH_TOKEN_HEX_LEN + 1];
+        uint64_t expires_usec;
+} AuthToken;
+
+struct Auth {
+        pthread_mutex_t lock;
+        char *username;
+        char *password;
+        char *apikey;
+        uint64_t ttl_usec;
+        AuthToken *tokens;      /* AUTH_TOKENS_MAX slots */
+        size_t n_tokens;
+};
+
+static void secret_free(char *s) {
+        if (!s)
+                return;
+        explicit_bzero(s, strlen(s));
+        free(s);
+}
+
+/* Constant-time (in the length of the longer input's prefix, not its content) string equality. */
+static bool secret_equal(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b), n = la > lb ? la : lb, i;
+        unsigned char diff = (unsigned char) (la != lb);
+
+        for (i = 0; i < n; i++) {
+                unsigned char ca = i < la ? (unsigned char) a[i] : 0;
+                unsigned char cb = i < lb ? (unsigned char) b[i] : 0;
+                diff |= (unsigned char) (ca ^ cb);
+        }
+        return diff == 0;
+}
+
+int auth_new(const char *username, const char *password, const char *apikey, uint64_t ttl_usec, Auth **ret) {
+        Auth *a;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        pthread_mutex_init(&a->lock, NULL);
+        a->ttl_usec = ttl_usec;
+        a->username = strdup(username);
+        a->password = strdup(password);
+        a->apikey = strdup(apikey);
+        a->tokens = calloc(AUTH_TOKENS_MAX, sizeof(AuthToken));
+        if (!a->username || !a->password || !a->apikey || !a->tokens) {
+                auth_free(a);
+                return -ENOMEM;
+        }
+        *ret = a;
+        return 0;
+}
+
+Auth *auth_free(Auth *a) {
+        if (!a)
+                return NULL;
+        secret_free(a->username);
+        secret_free(a->password);
+        secret_free(a->apikey);
+        if (a->tokens) {
+                explicit_bzero(a->tokens, AUTH_TOKENS_MAX * sizeof(AuthToken));
+                free(a->tokens);
+        }
+        pthread_mutex_destroy(&a->lock);
+        free(a);
+        return NULL;
+}
+
+/* Drop expired tokens. Called with the lock held. */
+static void auth_gc_locked(Auth *a, uint64_t now) {
+        size_t i = 0;
+
+        while (i < a->n_tokens) {
+                if (a->tokens[i].expires_usec <= now) {
+                        a->tokens[i] = a->tokens[--a->n_tokens];
+                        explicit_bzero(&a->tokens[a->n_tokens], sizeof(AuthToken));
+                } else
+                        i++;
+        }
+}
+
+int auth_login(Auth *a, const char *username, const char *password, char *ret_token, size_t size) {
+        static const char hex[] = "0123456789abcdef";
+        unsigned char raw[AUTH_TOKEN_BYTES];
+        AuthToken t = {};
+        bool ok;
+        uint64_t now;
+        size_t i;
+
+        if (size < AUTH_TOKEN_HEX_LEN + 1)
+                return -ENOBUFS;
+
+        /* Evaluate both comparisons so timing says nothing about which one failed. */
+        ok = secret_equal(username ? username : "", a->username);
+        ok = secret_equal(password ? password : "", a->password) && ok;
+        if (!ok)
+                return -EACCES;
+
+        if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw))
+                return -EIO;
+        for (i = 0; i < sizeof(raw); i++) {
+                t.value[2 * i] = hex[raw[i] >> 4];
+                t.value[2 * i + 1] = hex[raw[i] & 15];
+        }
+        explicit_bzero(raw, sizeof(raw));
+
+        now = clock_now_usec();
+        t.expires_usec = now + a->ttl_usec;
+
+        pthread_mutex_lock(&a->lock);
+        auth_gc_locked(a, now);
+        if (a->n_tokens >= AUTH_TOKENS_MAX) {
+                /* Full: forget the token closest to expiry. */
+                size_t oldest = 0;
+                for (i = 1; i < a->n_tokens; i++)
+                        if (a->tokens[i].expires_usec < a->tokens[oldest].expires_usec)
+                                oldest = i;
+                a->tokens[oldest] = t;
+        } else
+                a->tokens[a->n_tokens++] = t;
+        pthread_mutex_unlock(&a->lock);
+
+        memcpy(ret_token, t.value, AUTH_TOKEN_HEX_LEN + 1);
+        explicit_bzero(&t, sizeof(t));
+        return 0;
+}
+
+bool auth_apikey_valid(Auth *a, const char *key) {
+        if (!key)
+                return false;
+        return secret_equal(key, a->apikey);
+}
+
+bool auth_token_valid(Auth *a, const char *token) {
+        uint64_t now = clock_now_usec();
+        bool found = false;
+        size_t i;
+
+        if (!token || strlen(token) != AUTH_TOKEN_HEX_LEN)
+                return false;
+
+        pthread_mutex_lock(&a->lock);
+        for (i = 0; i < a->n_tokens; i++)
+                if (secret_equal(token, a->tokens[i].value) && a->tokens[i].expires_usec > now)
+                        found = true;
+        pthread_mutex_unlock(&a->lock);
+        return found;
+}
+
+unsigned auth_revoke_all(Auth *a) {
+        unsigned n;
+
+        pthread_mutex_lock(&a->lock);
+        auth_gc_locked(a, clock_now_usec());
+        n = (unsigned) a->n_tokens;
+        explicit_bzero(a->tokens, AUTH_TOKENS_MAX * sizeof(AuthToken));
+        a->n_tokens = 0;
+        pthread_mutex_unlock(&a->lock);
+        return n;
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Owns the observation counters of the simulator: logins, failures, logins in flight and
+ * their high-water mark, per-path call counts and the auth/fault tallies. Everything sits
+ * behind one mutex; the per-path map is a bounded JSON object. Never logs.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "macro.h"
+#include "sim-counters.h"
+
+struct Counters {
+        pthread_mutex_t lock;
+        uint64_t values[_COUNTER_MAX];
+        uint64_t in_flight, in_flight_max;
+        json_t *calls;          /* path -> integer */
+};
+
+static const char *const counter_table[_COUNTER_MAX] = {
+        [COUNTER_LOGINS] = "logins",
+        [COUNTER_LOGIN_FAILURES] = "login_failures",
+        [COUNTER_CALLS_TOTAL] = "calls_total",
+        [COUNTER_BAD_APIKEY] = "bad_apikey",
+        [COUNTER_BAD_TOKEN] = "bad_token",
+        [COUNTER_AUTHORIZATION_HEADERS] = "authorization_headers",
+        [COUNTER_FOREIGN_COOKIES] = "foreign_cookies",
+        [COUNTER_RATE_LIMITED] = "rate_limited",
+        [COUNTER_ERRORS_INJECTED] = "errors_injected",
+        [COUNTER_DROPS_INJECTED] = "drops_injected",
+        [COUNTER_THROTTLES_INJECTED] = "throttles_injected",
+};
+
+const char *counter_id_to_string(CounterId id) {
+        if (id < 0 || id >= _COUNTER_MAX)
+                return NULL;
+        return counter_table[id];
+}
+
+int counters_new(Counters **ret) {
+        Counters *c;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        c->calls = json_object();
+        if (!c->calls) {
+                free(c);
+                return -ENOMEM;
+        }
+        pthread_mutex_init(&c->lock, NULL);
+        *ret = c;
+        return 0;
+}
+
+Counters *counters_free(Counters *c) {
+        if (!c)
+                return NULL;
+        json_decref(c->calls);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+}
+
+void counters_inc(Counters *c, CounterId id) {
+        if (id < 0 || id >= _COUNTER_MAX)
+                return;
+        pthread_mutex_lock(&c->lock);
+        c->values[id]++;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void counters_call(Counters *c, const char *path) {
+        json_t *v;
+
+        pthread_mutex_lock(&c->lock);
+        c->values[COUNTER_CALLS_TOTAL]++;
+        v = json_object_get(c->calls, path);
+        if (!v && json_object_size(c->calls) >= COUNTERS_PATHS_MAX)
+                path = "(other)", v = json_object_get(c->calls, path);
+        if (v)
+                json_integer_set(v, json_integer_value(v) + 1);
+        else
+                (void) json_object_set_new(c->calls, path, json_integer(1));
+        pthread_mutex_unlock(&c->lock);
+}
+
+void counters_login_begin(Counters *c) {
+        pthread_mutex_lock(&c->lock);
+        c->in_flight++;
+        if (c->in_flight > c->in_flight_max)
+                c->in_flight_max = c->in_flight;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void counters_login_end(Counters *c) {
+        pthread_mutex_lock(&c->lock);
+        if (c->in_flight > 0)
+                c->in_flight--;
+        pthread_mutex_unlock(&c->lock);
+}
+
+void counters_reset(Counters *c) {
+        pthread_mutex_lock(&c->lock);
+        memset(c->values, 0, sizeof(c->values));
+        c->in_flight_max = c->in_flight;
+        json_object_clear(c->calls);
+        pthread_mutex_unlock(&c->lock);
+}
+
+json_t *counters_to_json(Counters *c) {
+        json_t *o, *calls;
+        int r = 0;
+
+        o = json_object();
+        if (!o)
+                return NULL;
+
+        pthread_mutex_lock(&c->lock);
+        calls = json_deep_copy(c->calls);
+        r |= json_object_set_new(o, "logins", json_integer((json_int_t) c->values[COUNTER_LOGINS]));
+        r |= json_object_set_new(o, "login_failures", json_integer((json_int_t) c->values[COUNTER_LOGIN_FAILURES]));
+        r |= json_object_set_new(o, "logins_in_flight", json_integer((json_int_t) c->in_flight));
+        r |= json_object_set_new(o, "logins_in_flight_max", json_integer((json_int_t) c->in_flight_max));
+        r |= json_object_set_new(o, "calls_total", json_integer((json_int_t) c->values[COUNTER_CALLS_TOTAL]));
+        r |= json_object_set_new(o, "calls", calls);
+        for (CounterId id = COUNTER_BAD_APIKEY; id < _COUNTER_MAX; id++)
+                r |= json_object_set_new(o, counter_table[id], json_integer((json_int_t) c->values[id]));
+        pthread_mutex_unlock(&c->lock);
+
+        if (r < 0 || !calls) {
+                json_decref(o);
+                return NULL;
+        }
+        return o;
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * What the simulator has seen, for tests to assert on through GET /_sim/counters. Thread-safe.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* Distinct request paths tracked in "calls"; later new paths are summed under "(other)". */
+#define COUNTERS_PATHS_MAX 1024
+
+typedef enum CounterId {
+        COUNTER_LOGINS,
+        COUNTER_LOGIN_FAILURES,
+        COUNTER_CALLS_TOTAL,
+        COUNTER_BAD_APIKEY,
+        COUNTER_BAD_TOKEN,
+        COUNTER_AUTHORIZATION_HEADERS,
+        COUNTER_FOREIGN_COOKIES,
+        COUNTER_RATE_LIMITED,
+        COUNTER_ERRORS_INJECTED,
+        COUNTER_DROPS_INJECTED,
+        COUNTER_THROTTLES_INJECTED,
+        _COUNTER_MAX,
+        _COUNTER_INVALID = -EINVAL,
+} CounterId;
+
+typedef struct Counters Counters;
+
+int counters_new(Counters **ret);
+Counters *counters_free(Counters *c);
+
+void counters_inc(Counters *c, CounterId id);
+
+/* Count one /v1 call on PATH (no query string): bumps calls_total and calls[PATH]. */
+void counters_call(Counters *c, const char *path);
+
+/* A login starts or ends its (possibly slow) work; tracks logins_in_flight and its maximum. */
+void counters_login_begin(Counters *c);
+void counters_login_end(Counters *c);
+
+/* Zero everything except logins_in_flight (logins still running). */
+void counters_reset(Counters *c);
+
+/* New reference, or NULL on OOM. */
+json_t *counters_to_json(Counters *c);
+
+const char *counter_id_to_string(CounterId id);

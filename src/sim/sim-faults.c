@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Owns the fault settings the tests steer through /_sim/faults or the command line, and the
+ * random draws behind the percentage faults (an xorshift generator seeded from getrandom,
+ * guarded by the module's mutex). One table lists every field with its bounds, so the JSON
+ * reader and writer cannot drift apart. Never logs.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "macro.h"
+#include "sim-faults.h"
+
+struct Faults {
+        pthread_mutex_t lock;
+        FaultSettings s;
+        uint64_t rng;
+};
+
+typedef struct FaultField {
+        const char *name;
+        size_t offset;
+        uint64_t max;
+} FaultField;
+
+#define FIELD(n, m) { #n, offsetof(FaultSettings, n), m }
+static const FaultField fault_fields[] = {
+        FIELD(latency_ms, FAULTS_LATENCY_MAX_MS),
+        FIELD(login_latency_ms, FAULTS_LATENCY_MAX_MS),
+        FIELD(error_rate, 100),
+        FIELD(drop_rate, 100),
+        FIELD(throttle_rate, 100),
+        FIELD(retry_after, FAULTS_RETRY_AFTER_MAX),
+        FIELD(next_errors, FAULTS_NEXT_MAX),
+        FIELD(next_drops, FAULTS_NEXT_MAX),
+        FIELD(next_throttles, FAULTS_NEXT_MAX),
+};
+#undef FIELD
+
+static uint64_t *field_ptr(FaultSettings *s, const FaultField *f) {
+        return (uint64_t *) (void *) ((char *) s + f->offset);
+}
+
+static const char *const fault_action_table[_FAULT_ACTION_MAX] = {
+        [FAULT_NONE] = "none",
+        [FAULT_ERROR] = "error",
+        [FAULT_DROP] = "drop",
+        [FAULT_THROTTLE] = "throttle",
+};
+
+const char *fault_action_to_string(FaultAction a) {
+        if (a < 0 || a >= _FAULT_ACTION_MAX)
+                return NULL;
+        return fault_action_table[a];
+}
+
+int faults_new(const FaultSettings *initial, Faults **ret) {
+        Faults *f;
+
+        f = calloc(1, sizeof(*f));
+        if (!f)
+                return -ENOMEM;
+        pthread_mutex_init(&f->lock, NULL);
+        f->s = initial ? *initial : FAULT_SETTINGS_DEFAULT;
+        if (getrandom(&f->rng, sizeof(f->rng), 0) != (ssize_t) sizeof(f->rng) || f->rng == 0)
+                f->rng = UINT64_C(0x9e3779b97f4a7c15);
+        *ret = f;
+        return 0;
+}
+
+Faults *faults_free(Faults *f) {
+        if (!f)
+                return NULL;
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+        return NULL;
+}
+
+/* A number in [0, 100). Lock held. */
+static uint64_t faults_roll_locked(Faults *f) {
+        uint64_t x = f->rng;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        f->rng = x;
+        return x % 100;
+}
+
+void faults_decide(Faults *f, bool is_login, FaultDecision *ret) {
+        FaultDecision d = { .action = FAULT_NONE };
+
+        pthread_mutex_lock(&f->lock);
+        d.retry_after = f->s.retry_after;
+        if (is_login) {
+                d.latency_ms = f->s.login_latency_ms;
+                if (!f->s.faults_include_login)
+                        goto out;
+                d.latency_ms += f->s.latency_ms;
+        } else
+                d.latency_ms = f->s.latency_ms;
+
+        if (f->s.next_drops > 0) {
+                f->s.next_drops--;
+                d.action = FAULT_DROP;
+        } else if (f->s.next_errors > 0) {
+                f->s.next_errors--;
+                d.action = FAULT_ERROR;
+        } else if (f->s.next_throttles > 0) {
+                f->s.next_throttles--;
+                d.action = FAULT_THROTTLE;
+        } else if (f->s.drop_rate > 0 && faults_roll_locked(f) < f->s.drop_rate)
+                d.action = FAULT_DROP;
+        else if (f->s.error_rate > 0 && faults_roll_locked(f) < f->s.error_rate)
+                d.action = FAULT_ERROR;
+        else if (f->s.throttle_rate > 0 && faults_roll_locked(f) < f->s.throttle_rate)
+                d.action = FAULT_THROTTLE;
+out:
+        pthread_mutex_unlock(&f->lock);
+        *ret = d;
+}
+
+static json_t *settings_to_json(FaultSettings *s) {
+        json_t *o;
+        size_t i;
+
+        o = json_object();
+        if (!o)
+                return NULL;
+        for (i = 0; i < ELEMENTSOF(fault_fields); i++)
+                if (json_object_set_new(o, fault_fields[i].name,
+                                        json_integer((json_int_t) *field_ptr(s, &fault_fields[i]))) < 0)
+                        goto fail;
+        if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0)
+                goto fail;
+        return o;
+fail:
+        json_decref(o);
+        return NULL;
+}
+
+json_t *faults_to_json(Faults *f) {
+        FaultSettings s;
+
+        pthread_mutex_lock(&f->lock);
+        s = f->s;
+        pthread_mutex_unlock(&f->lock);
+        return settings_to_json(&s);
+}
+
+int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
+        const char *key;
+        json_t *value;
+        FaultSettings s;
+
+        if (!json_is_object(obj)) {
+                snprintf(err, err_size, "expected a JSON object");
+                return -EINVAL;
+        }
+
+        pthread_mutex_lock(&f->lock);
+        s = f->s;
+        json_object_foreach(obj, key, value) {
+                const FaultField *field = NULL;
+                size_t i;
+
+                if (streq(key, "faults_include_login")) {
+                        if (!json_is_boolean(value)) {
+                                snprintf(err, err_size, "faults_include_login must be a boolean");
+                                goto invalid;
+                        }
+                        s.faults_include_login = json_is_true(value);
+                        continue;
+                }
+                for (i = 0; i < ELEMENTSOF(fault_fields); i++)
+                        if (streq(key, fault_fields[i].name))
+                                field = &fault_fields[i];
+                if (!field) {
+                        snprintf(err, err_size, "unknown field '%.64s'", key);
+                        goto invalid;
+                }
+                if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+                    (uint64_t) json_integer_value(value) > field->max) {
+                        snprintf(err, err_size, "%s must be an integer between 0 and %llu",
+                                 field->name, (unsigned long long) field->max);
+                        goto invalid;
+                }
+                *field_ptr(&s, field) = (uint64_t) json_integer_value(value);
+        }
+        f->s = s;
+        pthread_mutex_unlock(&f->lock);
+        return 0;
+
+invalid:
+        pthread_mutex_unlock(&f->lock);
+        return -EINVAL;
+}
+
+void faults_reset(Faults *f) {
+        pthread_mutex_lock(&f->lock);
+        f->s = FAULT_SETTINGS_DEFAULT;
+        pthread_mutex_unlock(&f->lock);
+}

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Injected faults: latency, random 503/429/dropped connections and one-shot counters that
+ * make the next N outcomes deterministic. Thread-safe.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FAULTS_LATENCY_MAX_MS UINT64_C(600000)
+#define FAULTS_RETRY_AFTER_MAX UINT64_C(86400)
+#define FAULTS_NEXT_MAX UINT64_C(1000000)
+
+typedef struct FaultSettings {
+        uint64_t latency_ms;
+        uint64_t login_latency_ms;
+        uint64_t error_rate;            /* percent */
+        uint64_t drop_rate;             /* percent */
+        uint64_t throttle_rate;         /* percent */
+        uint64_t retry_after;           /* seconds */
+        uint64_t next_errors;
+        uint64_t next_drops;
+        uint64_t next_throttles;
+        bool faults_include_login;
+} FaultSettings;
+
+#define FAULT_SETTINGS_DEFAULT ((FaultSettings) { .retry_after = 1 })
+
+typedef enum FaultAction {
+        FAULT_NONE,
+        FAULT_ERROR,
+        FAULT_DROP,
+        FAULT_THROTTLE,
+        _FAULT_ACTION_MAX,
+        _FAULT_ACTION_INVALID = -EINVAL,
+} FaultAction;
+
+typedef struct FaultDecision {
+        FaultAction action;
+        uint64_t latency_ms;            /* sleep this long before answering */
+        uint64_t retry_after;           /* for FAULT_THROTTLE */
+} FaultDecision;
+
+typedef struct Faults Faults;
+
+int faults_new(const FaultSettings *initial, Faults **ret);
+Faults *faults_free(Faults *f);
+
+/*
+ * Decide the fate of one /v1 call. For the login call (IS_LOGIN) only login_latency_ms applies
+ * unless faults_include_login is set. One-shot counters win over rates, in the order drop,
+ * error, throttle, and are consumed.
+ */
+void faults_decide(Faults *f, bool is_login, FaultDecision *ret);
+
+/* Current settings as a JSON object (new reference), or NULL on OOM. */
+json_t *faults_to_json(Faults *f);
+
+/*
+ * Apply a JSON object holding any subset of the setting fields. All-or-nothing: on a bad
+ * field nothing changes, ERR gets a message and -EINVAL is returned.
+ */
+int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size);
+
+/* Back to no faults at all (retry_after 1). */
+void faults_reset(Faults *f);
+
+const char *fault_action_to_string(FaultAction a);

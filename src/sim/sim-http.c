@@ -1,0 +1,657 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Owns request handling: body collection with a hard cap, the order in which a /v1 call
+ * meets the simulated gateway (count -> rate limit -> faults -> authentication -> route), the
+ * Visier-style answers (Status JSON errors, X-RateLimit-* headers) and the unauthenticated
+ * /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
+ * the one the login call just issued. Logs only internal failures, once, with the path.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "sim-clock.h"
+#include "sim-http.h"
+#include "sim-parse.h"
+
+#define LOGIN_PATH "/v1/admin/visierSecureToken"
+#define PATH_SEGMENTS_MAX 10
+
+struct HttpDaemon {
+        struct MHD_Daemon *mhd;
+};
+
+typedef struct Request {
+        char body[HTTP_BODY_MAX + 1];
+        size_t size;
+        bool too_large;
+} Request;
+
+/* One answer under construction. */
+typedef struct Reply {
+        unsigned status;
+        const char *content_type;
+        char *body;                     /* owned */
+        size_t body_len;
+        const RateInfo *rate;           /* /v1 only */
+        uint64_t retry_after;           /* 0 = no Retry-After header */
+        bool has_retry_after;
+        const char *allow;
+} Reply;
+
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+/* ---- answers --------------------------------------------------------------------------- */
+
+static enum MHD_Result reply_send(struct MHD_Connection *c, Reply *r) {
+        struct MHD_Response *resp;
+        enum MHD_Result ret;
+        char buf[32];
+
+        resp = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(r->body);
+                return MHD_NO;
+        }
+        r->body = NULL;
+        (void) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+        if (r->rate) {
+                snprintf(buf, sizeof(buf), "%" PRIu64, r->rate->limit_minute);
+                (void) MHD_add_response_header(resp, "X-RateLimit-Limit-Minute", buf);
+                snprintf(buf, sizeof(buf), "%" PRIu64, r->rate->remaining_minute);
+                (void) MHD_add_response_header(resp, "X-RateLimit-Remaining-Minute", buf);
+                snprintf(buf, sizeof(buf), "%" PRIu64, r->rate->limit_hour);
+                (void) MHD_add_response_header(resp, "X-RateLimit-Limit-Hour", buf);
+                snprintf(buf, sizeof(buf), "%" PRIu64, r->rate->remaining_hour);
+                (void) MHD_add_response_header(resp, "X-RateLimit-Remaining-Hour", buf);
+        }
+        if (r->has_retry_after) {
+                snprintf(buf, sizeof(buf), "%" PRIu64, r->retry_after);
+                (void) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, buf);
+        }
+        if (r->allow)
+                (void) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+        ret = MHD_queue_response(c, r->status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+}
+
+/* Send BODY (stolen) as compact JSON. */
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, json_t *body, const RateInfo *rate) {
+        Reply r = { .status = status, .content_type = "application/json", .rate = rate };
+
+        r.body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        json_decref(body);
+        if (!r.body)
+                return MHD_NO;
+        r.body_len = strlen(r.body);
+        return reply_send(c, &r);
+}
+
+/* A root-cause id that depends only on the error, so equal requests get equal bytes. */
+static void status_rci(const char *code, const char *message, char *buf, size_t size) {
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+        for (const char *p = code; *p; p++)
+                h = (h ^ (unsigned char) *p) * UINT64_C(0x100000001b3);
+        for (const char *p = message; *p; p++)
+                h = (h ^ (unsigned char) *p) * UINT64_C(0x100000001b3);
+        snprintf(buf, size, "sim-%016" PRIx64, h);
+}
+
+typedef struct StatusOpts {
+        const RateInfo *rate;
+        bool has_retry_after;
+        uint64_t retry_after;
+        const char *allow;
+} StatusOpts;
+
+static enum MHD_Result reply_status(struct MHD_Connection *c, unsigned status, const char *code,
+                                    const char *message, const StatusOpts *opts) {
+        Reply r = { .status = status, .content_type = "application/json" };
+        json_t *o;
+        char rci[32];
+
+        status_rci(code, message, rci, sizeof(rci));
+        o = json_pack("{s:s, s:s, s:s, s:s, s:b}", "code", code, "message", message, "localizedMessage", message,
+                      "rci", rci, "userError", status < 500);
+        if (!o)
+                return MHD_NO;
+        r.body = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (!r.body)
+                return MHD_NO;
+        r.body_len = strlen(r.body);
+        if (opts) {
+                r.rate = opts->rate;
+                r.has_retry_after = opts->has_retry_after;
+                r.retry_after = opts->retry_after;
+                r.allow = opts->allow;
+        }
+        return reply_send(c, &r);
+}
+
+static enum MHD_Result reply_error_errno(struct MHD_Connection *c, int err, const char *url, const RateInfo *rate) {
+        StatusOpts o = { .rate = rate };
+
+        switch (err) {
+        case -ENOENT:
+                return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "The requested object does not exist.", &o);
+        case -EINVAL:
+        case -E2BIG:
+        case -ERANGE:
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", "Invalid request parameter.", &o);
+        default:
+                fprintf(stderr, "visier-sim: %s: internal error: %s\n", url, strerror(-err));
+                return reply_status(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "InternalError", "Internal error.", &o);
+        }
+}
+
+static enum MHD_Result reply_method_not_allowed(struct MHD_Connection *c, const char *allow, const RateInfo *rate) {
+        StatusOpts o = { .rate = rate, .allow = allow };
+        return reply_status(c, MHD_HTTP_METHOD_NOT_ALLOWED, "MethodNotAllowed",
+                            "The HTTP method is not allowed for this resource.", &o);
+}
+
+/* ---- query strings --------------------------------------------------------------------- */
+
+typedef struct QueryList {
+        const char *name;
+        ModelStrv *v;
+        char *bufs[MODEL_FILTER_MAX];
+        size_t n_bufs;
+        int error;
+} QueryList;
+
+static void query_list_done(QueryList *q) {
+        for (size_t i = 0; i < q->n_bufs; i++)
+                free(q->bufs[i]);
+        q->n_bufs = 0;
+}
+
+static enum MHD_Result query_list_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        QueryList *q = cls;
+        char *buf = NULL;
+        int n;
+
+        if (!key || !streq(key, q->name) || !value)
+                return MHD_YES;
+        if (q->n_bufs >= MODEL_FILTER_MAX) {
+                q->error = -E2BIG;
+                return MHD_NO;
+        }
+        n = parse_comma_list(value, &buf, q->v->items + q->v->n, MODEL_FILTER_MAX - q->v->n);
+        if (n < 0) {
+                q->error = n;
+                return MHD_NO;
+        }
+        q->bufs[q->n_bufs++] = buf;
+        q->v->n += (size_t) n;
+        return MHD_YES;
+}
+
+/* Collect every NAME=a,b argument (repeated or comma-separated) into V; free with query_list_done. */
+static int query_list(struct MHD_Connection *c, const char *name, ModelStrv *v, QueryList *q) {
+        *q = (QueryList) { .name = name, .v = v };
+        v->n = 0;
+        (void) MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_list_cb, q);
+        return q->error;
+}
+
+static int query_bool(struct MHD_Connection *c, const char *name, bool *ret) {
+        const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+
+        *ret = false;
+        if (!v || !*v)
+                return 0;
+        return parse_bool(v, ret);
+}
+
+static int query_int(struct MHD_Connection *c, const char *name, int64_t def, int64_t min, int64_t max,
+                     int64_t *ret) {
+        const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+        long long n;
+        char *end = NULL;
+
+        *ret = def;
+        if (!v || !*v)
+                return 0;
+        errno = 0;
+        n = strtoll(v, &end, 10);
+        if (errno != 0 || !end || *end != '\0' || n < min || n > max)
+                return -EINVAL;
+        *ret = n;
+        return 0;
+}
+
+/* ---- the /v1 API ----------------------------------------------------------------------- */
+
+static size_t path_split(const char *url, char *buf, size_t size, const char **seg, size_t max) {
+        size_t n = 0;
+        char *p, *save = NULL;
+
+        if (strlen(url) >= size)
+                return SIZE_MAX;
+        memcpy(buf, url, strlen(url) + 1);
+        for (p = strtok_r(buf, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+                if (n >= max)
+                        return SIZE_MAX;
+                seg[n++] = p;
+        }
+        return n;
+}
+
+static bool seg_is(const char **seg, size_t n, size_t len, ...) {
+        va_list ap;
+        bool ok = n == len;
+
+        va_start(ap, len);
+        for (size_t i = 0; ok && i < len; i++) {
+                const char *want = va_arg(ap, const char *);
+                if (want && !streq(seg[i], want))
+                        ok = false;
+        }
+        va_end(ap);
+        return ok;
+}
+
+/* Answer an authenticated /v1 read. */
+static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
+                                const RateInfo *rate) {
+        const char *seg[PATH_SEGMENTS_MAX];
+        char buf[1024];
+        json_t *body = NULL;
+        ModelStrv ids = {};
+        QueryList ql = { .n_bufs = 0 };
+        bool get = streq(method, MHD_HTTP_METHOD_GET), partial = false, b1 = false, b2 = false;
+        size_t n;
+        int r;
+
+        n = path_split(url, buf, sizeof(buf), seg, ELEMENTSOF(seg));
+        if (n == SIZE_MAX)
+                return reply_error_errno(c, -ENOENT, url, rate);
+
+#define REQUIRE_GET                                                        \
+        if (!get)                                                          \
+                return reply_method_not_allowed(c, "GET", rate)
+
+        if (seg_is(seg, n, 3, "v1", "admin", "capabilities")) {
+                REQUIRE_GET;
+                r = model_capabilities(s->model, &body);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "capabilities", NULL)) {
+                REQUIRE_GET;
+                r = model_capability(s->model, seg[3], &body);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "content-packages")) {
+                REQUIRE_GET;
+                r = model_content_packages(s->model,
+                                           MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "searchString"),
+                                           &body);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "content-packages", NULL)) {
+                REQUIRE_GET;
+                r = query_list(c, "with", &ids, &ql);
+                if (r >= 0) {
+                        for (size_t i = 0; i < ids.n; i++)
+                                if (streq(ids.items[i], "details"))
+                                        b1 = true;
+                        r = model_content_package(s->model, seg[3], b1, &body);
+                }
+        } else if (seg_is(seg, n, 3, "v1", "admin", "data-security-objects")) {
+                REQUIRE_GET;
+                r = query_bool(c, "includeDetails", &b1);
+                if (r >= 0)
+                        r = query_list(c, "id", &ids, &ql);
+                if (r >= 0)
+                        r = model_data_security_objects(s->model, &ids, b1, &body);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "permissions")) {
+                if (!get)
+                        return reply_method_not_allowed(c, "GET", rate);
+                r = query_bool(c, "includeDetails", &b1);
+                if (r >= 0)
+                        r = query_bool(c, "includeDetailsWithStatus", &b2);
+                if (r >= 0)
+                        r = query_list(c, "correlationIds", &ids, &ql);
+                if (r >= 0)
+                        r = model_permissions(s->model, b1, b2, &ids, &body);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", NULL)) {
+                REQUIRE_GET;
+                r = query_bool(c, "includeDetailsWithStatus", &b2);
+                if (r >= 0)
+                        r = model_permission(s->model, seg[3], b2, &body);
+        } else if (seg_is(seg, n, 5, "v1", "admin", "permissions", NULL, "users")) {
+                int64_t start, limit;
+
+                REQUIRE_GET;
+                r = query_bool(c, "includeUserGroups", &b1);
+                if (r >= 0)
+                        r = query_int(c, "start", 0, 0, INT32_MAX, &start);
+                if (r >= 0)
+                        r = query_int(c, "limit", MODEL_USERS_LIMIT_MAX, 0, MODEL_USERS_LIMIT_MAX, &limit);
+                if (r >= 0)
+                        r = model_permission_users(s->model, seg[3], b1,
+                                                   MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+                                                                               "tenantFilter"),
+                                                   start, limit, &body);
+        } else if (seg_is(seg, n, 4, "v1", "data", "model", "analytic-objects")) {
+                REQUIRE_GET;
+                r = query_list(c, "id", &ids, &ql);
+                if (r >= 0)
+                        r = model_analytic_objects(s->model, &ids,
+                                                   MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+                                                                               "objectType"),
+                                                   &body);
+        } else if (seg_is(seg, n, 6, "v1", "data", "model", "analytic-objects", NULL, "dimensions")) {
+                REQUIRE_GET;
+                r = query_list(c, "id", &ids, &ql);
+                if (r >= 0)
+                        r = model_dimensions(s->model, seg[4], &ids, &body);
+        } else if (seg_is(seg, n, 8, "v1", "data", "model", "analytic-objects", NULL, "dimensions", NULL,
+                          "members")) {
+                ModelMemberQuery q = MODEL_MEMBER_QUERY_INIT;
+
+                REQUIRE_GET;
+                q.filter = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "filter");
+                q.field = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "field");
+                r = query_int(c, "maxLevel", -1, -1, INT32_MAX, &q.max_level);
+                if (r >= 0)
+                        r = query_int(c, "offset", 0, 0, INT32_MAX, &q.offset);
+                if (r >= 0)
+                        r = query_int(c, "limit", -1, -1, INT32_MAX, &q.limit);
+                if (r >= 0)
+                        r = query_list(c, "id", &ids, &ql);
+                if (r >= 0) {
+                        q.ids = ids;
+                        r = model_members(s->model, seg[4], seg[6], &q, &body, &partial);
+                }
+        } else
+                r = -ENOENT;
+#undef REQUIRE_GET
+
+        query_list_done(&ql);
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
+        return reply_json(c, partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, body, rate);
+}
+
+static enum MHD_Result cookie_header_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        if (key && value && strcaseeq(key, MHD_HTTP_HEADER_COOKIE))
+                parse_cookie_header(value, cls);
+        return MHD_YES;
+}
+
+static enum MHD_Result v1_login(SimServer *s, struct MHD_Connection *c, const char *method, Request *req,
+                                const RateInfo *rate) {
+        StatusOpts o = { .rate = rate };
+        _cleanup_free_ char *user = NULL, *pass = NULL;
+        char token[AUTH_TOKEN_HEX_LEN + 1];
+        const char *ctype;
+        Reply reply = { .status = MHD_HTTP_OK, .content_type = "text/plain", .rate = rate };
+        enum MHD_Result ret;
+        int r, r2;
+
+        if (!streq(method, MHD_HTTP_METHOD_POST))
+                return reply_method_not_allowed(c, "POST", rate);
+
+        ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (ctype && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) != 0) {
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                    "Expected an application/x-www-form-urlencoded body.", &o);
+        }
+
+        r = parse_form_field(req->body, req->size, "username", &user);
+        r2 = parse_form_field(req->body, req->size, "password", &pass);
+        if (r == -ENOMEM || r2 == -ENOMEM)
+                return MHD_NO;
+        if (r == -EINVAL || r2 == -EINVAL) {
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", "Malformed form body.", &o);
+        }
+
+        r = auth_login(s->auth, user, pass, token, sizeof(token));
+        if (pass)
+                explicit_bzero(pass, strlen(pass));
+        if (r == -EACCES || !user || !pass) {
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                                    "Invalid username or password.", &o);
+        }
+        if (r < 0) {
+                fprintf(stderr, "visier-sim: login: cannot issue a token: %s\n", strerror(-r));
+                return reply_status(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "InternalError", "Internal error.", &o);
+        }
+
+        counters_inc(s->counters, COUNTER_LOGINS);
+        reply.body = strdup(token);
+        explicit_bzero(token, sizeof(token));
+        if (!reply.body)
+                return MHD_NO;
+        reply.body_len = AUTH_TOKEN_HEX_LEN;
+        ret = reply_send(c, &reply);
+        return ret;
+}
+
+static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
+                                 Request *req) {
+        bool is_login = streq(url, LOGIN_PATH), apikey_ok, token_ok;
+        CookieScan cookies = {};
+        FaultDecision fault;
+        RateInfo rate;
+        StatusOpts o = { .rate = &rate };
+        const char *apikey;
+
+        counters_call(s->counters, url);
+        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))
+                counters_inc(s->counters, COUNTER_AUTHORIZATION_HEADERS);
+        (void) MHD_get_connection_values(c, MHD_HEADER_KIND, cookie_header_cb, &cookies);
+        if (cookies.n_foreign > 0 || cookies.n_tokens > 1)
+                counters_inc(s->counters, COUNTER_FOREIGN_COOKIES);
+
+        /* 1. The tenant's call budget; the login is an API call too. */
+        if (!rate_take(s->rate, &rate)) {
+                counters_inc(s->counters, COUNTER_RATE_LIMITED);
+                o.has_retry_after = true;
+                o.retry_after = rate.retry_after_sec;
+                return reply_status(c, MHD_HTTP_TOO_MANY_REQUESTS, "TooManyRequests",
+                                    "Rate limit exceeded. Retry after the time given in Retry-After.", &o);
+        }
+
+        /* 2. Injected faults and latency. */
+        faults_decide(s->faults, is_login, &fault);
+        if (is_login) {
+                counters_login_begin(s->counters);
+                if (fault.latency_ms > 0)
+                        clock_sleep_msec(fault.latency_ms);
+                counters_login_end(s->counters);
+        } else if (fault.latency_ms > 0)
+                clock_sleep_msec(fault.latency_ms);
+
+        switch (fault.action) {
+        case FAULT_DROP:
+                counters_inc(s->counters, COUNTER_DROPS_INJECTED);
+                return MHD_NO;
+        case FAULT_ERROR:
+                counters_inc(s->counters, COUNTER_ERRORS_INJECTED);
+                return reply_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "InternalError",
+                                    "The service is temporarily unavailable.", &o);
+        case FAULT_THROTTLE:
+                counters_inc(s->counters, COUNTER_THROTTLES_INJECTED);
+                o.has_retry_after = true;
+                o.retry_after = fault.retry_after;
+                return reply_status(c, MHD_HTTP_TOO_MANY_REQUESTS, "TooManyRequests",
+                                    "Rate limit exceeded. Retry after the time given in Retry-After.", &o);
+        default:
+                break;
+        }
+
+        if (req->too_large)
+                return reply_status(c, MHD_HTTP_CONTENT_TOO_LARGE, "BadRequest", "Request body too large.", &o);
+
+        if (is_login)
+                return v1_login(s, c, method, req, &rate);
+
+        /* 3. Authentication: apikey header and a live VisierASIDToken cookie, both required. */
+        apikey = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "apikey");
+        apikey_ok = auth_apikey_valid(s->auth, apikey);
+        token_ok = cookies.token && !cookies.token_truncated && auth_token_valid(s->auth, cookies.token);
+        explicit_bzero(cookies.token_buf, sizeof(cookies.token_buf));
+        if (!apikey_ok)
+                counters_inc(s->counters, COUNTER_BAD_APIKEY);
+        if (!token_ok)
+                counters_inc(s->counters, COUNTER_BAD_TOKEN);
+        if (!apikey_ok)
+                return reply_status(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                                    apikey ? "Invalid API key." : "Missing apikey header.", &o);
+        if (!token_ok)
+                return reply_status(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                                    cookies.n_tokens > 0 ? "The VisierASIDToken is invalid, expired or revoked."
+                                                         : "Missing VisierASIDToken cookie.",
+                                    &o);
+
+        return v1_route(s, c, url, method, &rate);
+}
+
+/* ---- the /_sim control API ------------------------------------------------------------- */
+
+static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
+                                  Request *req) {
+        bool get = streq(method, MHD_HTTP_METHOD_GET), post = streq(method, MHD_HTTP_METHOD_POST);
+
+        if (req->too_large)
+                return reply_status(c, MHD_HTTP_CONTENT_TOO_LARGE, "BadRequest", "Request body too large.", NULL);
+
+        if (streq(url, "/_sim/health")) {
+                if (!get)
+                        return reply_method_not_allowed(c, "GET", NULL);
+                return reply_json(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL);
+        }
+        if (streq(url, "/_sim/counters")) {
+                if (!get)
+                        return reply_method_not_allowed(c, "GET", NULL);
+                return reply_json(c, MHD_HTTP_OK, counters_to_json(s->counters), NULL);
+        }
+        if (streq(url, "/_sim/faults")) {
+                if (post) {
+                        _cleanup_json_ json_t *in = NULL;
+                        json_error_t jerr;
+                        char err[160] = "";
+
+                        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+                        if (!in)
+                                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", "Body is not valid JSON.",
+                                                    NULL);
+                        if (faults_apply_json(s->faults, in, err, sizeof(err)) < 0)
+                                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, NULL);
+                } else if (!get)
+                        return reply_method_not_allowed(c, "GET, POST", NULL);
+                return reply_json(c, MHD_HTTP_OK, faults_to_json(s->faults), NULL);
+        }
+        if (streq(url, "/_sim/revoke-tokens")) {
+                if (!post)
+                        return reply_method_not_allowed(c, "POST", NULL);
+                return reply_json(c, MHD_HTTP_OK, json_pack("{s:I}", "revoked", (json_int_t) auth_revoke_all(s->auth)),
+                                  NULL);
+        }
+        if (streq(url, "/_sim/reset")) {
+                if (!post)
+                        return reply_method_not_allowed(c, "POST", NULL);
+                counters_reset(s->counters);
+                faults_reset(s->faults);
+                rate_reset(s->rate);
+                return reply_json(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL);
+        }
+        return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "Unknown control endpoint.", NULL);
+}
+
+/* ---- MHD glue -------------------------------------------------------------------------- */
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                   const char *version, const char *upload_data, size_t *upload_data_size,
+                                   void **con_cls) {
+        SimServer *s = cls;
+        Request *req = *con_cls;
+
+        if (!req) {
+                req = calloc(1, sizeof(*req));
+                if (!req)
+                        return MHD_NO;
+                *con_cls = req;
+                return MHD_YES;
+        }
+        if (*upload_data_size > 0) {
+                size_t n = *upload_data_size;
+
+                if (!req->too_large && n <= HTTP_BODY_MAX - req->size) {
+                        memcpy(req->body + req->size, upload_data, n);
+                        req->size += n;
+                        req->body[req->size] = '\0';
+                } else
+                        req->too_large = true;
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+
+        if (strncmp(url, "/v1/", 4) == 0)
+                return v1_handle(s, c, url, method, req);
+        if (strncmp(url, "/_sim/", 6) == 0)
+                return sim_handle(s, c, url, method, req);
+        return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "Unknown path.", NULL);
+}
+
+static void http_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+        Request *req = *con_cls;
+
+        if (req) {
+                explicit_bzero(req, sizeof(*req));
+                free(req);
+        }
+        *con_cls = NULL;
+}
+
+int http_start(SimServer *s, const struct sockaddr *addr, HttpDaemon **ret, uint16_t *ret_port) {
+        const union MHD_DaemonInfo *info;
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+        HttpDaemon *d;
+
+        if (addr->sa_family == AF_INET6)
+                flags |= MHD_USE_IPv6;
+
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        errno = 0;
+        d->mhd = MHD_start_daemon(flags, 0, NULL, NULL, http_access, s,
+                                  MHD_OPTION_SOCK_ADDR, addr,
+                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_CONNECTION_TIMEOUT_SEC,
+                                  MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
+                                  MHD_OPTION_END);
+        if (!d->mhd) {
+                int r = errno > 0 ? -errno : -EADDRNOTAVAIL;
+                free(d);
+                return r;
+        }
+        info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
+        if (!info || info->port == 0) {
+                http_stop(d);
+                return -EADDRNOTAVAIL;
+        }
+        *ret_port = info->port;
+        *ret = d;
+        return 0;
+}
+
+HttpDaemon *http_stop(HttpDaemon *d) {
+        if (!d)
+                return NULL;
+        if (d->mhd)
+                MHD_stop_daemon(d->mhd);
+        free(d);
+        return NULL;
+}

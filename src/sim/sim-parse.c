@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pure parsing helpers: bounded decimal numbers, form bodies with %-decoding, Cookie headers,
+ * booleans and comma lists. They never log and never keep state between calls.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "macro.h"
+#include "sim-parse.h"
+
+int parse_uint64(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
+        unsigned long long v;
+        char *end = NULL;
+
+        if (!s || !isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (errno != 0 || !end || *end != '\0')
+                return -EINVAL;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = (uint64_t) v;
+        return 0;
+}
+
+int parse_bool(const char *s, bool *ret) {
+        if (!s)
+                return -EINVAL;
+        if (strcaseeq(s, "true")) {
+                *ret = true;
+                return 0;
+        }
+        if (strcaseeq(s, "false")) {
+                *ret = false;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+static int hexval(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Decode LEN bytes of S (form encoding) into a new NUL-terminated string. */
+static int form_decode(const char *s, size_t len, char **ret) {
+        _cleanup_free_ char *out = NULL;
+        size_t i, j = 0;
+
+        out = malloc(len + 1);
+        if (!out)
+                return -ENOMEM;
+        for (i = 0; i < len; i++) {
+                char c = s[i];
+
+                if (c == '+')
+                        c = ' ';
+                else if (c == '%') {
+                        int hi, lo;
+
+                        if (i + 2 >= len)
+                                return -EINVAL;
+                        hi = hexval(s[i + 1]);
+                        lo = hexval(s[i + 2]);
+                        if (hi < 0 || lo < 0)
+                                return -EINVAL;
+                        c = (char) (hi * 16 + lo);
+                        i += 2;
+                }
+                if (c == '\0')
+                        return -EINVAL;
+                out[j++] = c;
+        }
+        out[j] = '\0';
+        *ret = TAKE_PTR(out);
+        return 0;
+}
+
+int parse_form_field(const char *body, size_t len, const char *name, char **ret) {
+        size_t pos = 0;
+
+        while (pos < len) {
+                const char *pair = body + pos, *amp, *eq;
+                size_t pair_len, key_len;
+                _cleanup_free_ char *key = NULL;
+                int r;
+
+                amp = memchr(pair, '&', len - pos);
+                pair_len = amp ? (size_t) (amp - pair) : len - pos;
+                pos += pair_len + 1;
+                if (pair_len == 0)
+                        continue;
+
+                eq = memchr(pair, '=', pair_len);
+                key_len = eq ? (size_t) (eq - pair) : pair_len;
+                r = form_decode(pair, key_len, &key);
+                if (r < 0)
+                        return r;
+                if (!streq(key, name))
+                        continue;
+                if (!eq)
+                        return form_decode("", 0, ret);
+                return form_decode(eq + 1, pair_len - key_len - 1, ret);
+        }
+        return -ENOENT;
+}
+
+void parse_cookie_header(const char *header, CookieScan *scan) {
+        const char *p = header;
+
+        while (p && *p) {
+                const char *end, *eq, *name_end, *value;
+                size_t value_len;
+
+                while (*p == ' ' || *p == '\t' || *p == ';')
+                        p++;
+                if (!*p)
+                        break;
+                end = strchr(p, ';');
+                if (!end)
+                        end = p + strlen(p);
+                eq = memchr(p, '=', (size_t) (end - p));
+                name_end = eq ? eq : end;
+                while (name_end > p && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+                        name_end--;
+
+                if (eq && (size_t) (name_end - p) == strlen("VisierASIDToken") &&
+                    strncmp(p, "VisierASIDToken", (size_t) (name_end - p)) == 0) {
+                        scan->n_tokens++;
+                        value = eq + 1;
+                        while (value < end && (*value == ' ' || *value == '\t'))
+                                value++;
+                        value_len = (size_t) (end - value);
+                        while (value_len > 0 && (value[value_len - 1] == ' ' || value[value_len - 1] == '\t'))
+                                value_len--;
+                        /* RFC 6265 allows a double-quoted value. */
+                        if (value_len >= 2 && value[0] == '"' && value[value_len - 1] == '"') {
+                                value++;
+                                value_len -= 2;
+                        }
+                        if (scan->n_tokens == 1) {
+                                if (value_len >= sizeof(scan->token_buf)) {
+                                        scan->token_truncated = true;
+                                        value_len = 0;
+                                }
+                                memcpy(scan->token_buf, value, value_len);
+                                scan->token_buf[value_len] = '\0';
+                                scan->token = scan->token_buf;
+                        }
+                } else if (name_end > p)
+                        scan->n_foreign++;
+
+                p = *end ? end + 1 : end;
+        }
+}
+
+int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t max_items) {
+        _cleanup_free_ char *buf = NULL;
+        char *p, *save = NULL;
+        size_t n = 0;
+
+        buf = strdup(s);
+        if (!buf)
+                return -ENOMEM;
+        for (p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+                while (*p == ' ')
+                        p++;
+                if (!*p)
+                        continue;
+                if (n >= max_items)
+                        return -E2BIG;
+                items[n++] = p;
+        }
+        *ret_buf = TAKE_PTR(buf);
+        return (int) n;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Pure parsers for the bits of HTTP the simulator reads itself: decimal numbers with bounds,
+ * application/x-www-form-urlencoded bodies, Cookie headers and boolean query values.
+ * Nothing here allocates except where stated, logs or knows about the server.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parse a whole string as a decimal unsigned number in [min, max]. -EINVAL or -ERANGE. */
+int parse_uint64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+
+/* "true"/"false" (any case). -EINVAL otherwise. */
+int parse_bool(const char *s, bool *ret);
+
+/*
+ * Find field NAME in a form-urlencoded body of LEN bytes and %-decode its value ('+' is a
+ * space) into a freshly allocated string. -ENOENT when absent, -EINVAL for bad escapes or
+ * embedded NUL bytes, -ENOMEM. Only the first occurrence counts.
+ */
+int parse_form_field(const char *body, size_t len, const char *name, char **ret);
+
+/* What a Cookie header holds, as far as the simulator cares. */
+typedef struct CookieScan {
+        unsigned n_tokens;      /* VisierASIDToken cookies seen */
+        unsigned n_foreign;     /* any other cookies */
+        const char *token;      /* first VisierASIDToken value, points into token_buf */
+        char token_buf[256];
+        bool token_truncated;   /* the value did not fit token_buf: cannot be a valid token */
+} CookieScan;
+
+/* Accumulate one Cookie header ("a=b; c=d") into SCAN. */
+void parse_cookie_header(const char *header, CookieScan *scan);
+
+/*
+ * Split a comma-separated list value into an already allocated array of pointers into a
+ * copy of S (owned by *ret_buf). Empty items are skipped. Returns the count or -ENOMEM/-E2BIG.
+ */
+int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t max_items);
