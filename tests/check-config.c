@@ -163,6 +163,46 @@ START_TEST(test_credentials_directory) {
 }
 END_TEST
 
+/* visierd.conf(5) documents every key of the table with its default and bounds. */
+START_TEST(test_man_page_matches_table) {
+        const char *top = getenv("TOP_SRCDIR") ? getenv("TOP_SRCDIR") : ".";
+        char path[512], *page;
+
+        snprintf(path, sizeof(path), "%s/man/visierd.conf.5", top);
+        page = harness_read_file(path);
+        ck_assert_msg(page, "cannot read %s", path);
+        for (const ConfigKey *k = config_keys; k->name; k++) {
+                char item[128], expect[192];
+                const char *block, *end, *next;
+                _cleanup_free_ char *text = NULL;
+
+                snprintf(item, sizeof(item), ".It Cm %s Ns", k->name);
+                block = strstr(page, item);
+                ck_assert_msg(block, "visierd.conf(5) does not document [%s] %s", k->section, k->name);
+                end = strstr(block + 1, "\n.It Cm ");
+                next = strstr(block + 1, "\n.El");
+                if (!end || (next && next < end))
+                        end = next;
+                text = strndup(block, end ? (size_t) (end - block) : strlen(block));
+                if (k->default_value) {
+                        const char *d = k->default_value;
+                        /* Paths under the build's localstatedir are documented by their tail. */
+                        if (strncmp(d, LOCALSTATEDIR, strlen(LOCALSTATEDIR)) == 0)
+                                d += strlen(LOCALSTATEDIR);
+                        ck_assert_msg(strstr(text, "Default:") && strstr(text, d),
+                                      "visierd.conf(5): %s should give the default %s", k->name, d);
+                } else
+                        ck_assert_msg(strcasestr(text, "no default") || strstr(text, "Default: unset"),
+                                      "visierd.conf(5): %s should say it has no default", k->name);
+                if (k->type == CONFIG_UINT) {
+                        snprintf(expect, sizeof(expect), "Range: %lu to %lu.", k->min, k->max);
+                        ck_assert_msg(strstr(text, expect), "visierd.conf(5): %s should say '%s'", k->name, expect);
+                }
+        }
+        free(page);
+}
+END_TEST
+
 static Suite *config_suite(void) {
         Suite *s = suite_create("config");
         TCase *tc = tcase_create("core");
@@ -174,6 +214,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_validation);
         tcase_add_test(tc, test_secret_files);
         tcase_add_test(tc, test_credentials_directory);
+        tcase_add_test(tc, test_man_page_matches_table);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -11,8 +11,8 @@ unit_tests = tests/check-config tests/check-token tests/check-ratelimit
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
-TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh
-dist_noinst_SCRIPTS += tests/check-banned.sh
+TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh
+dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh
 
 tests_check_config_SOURCES = tests/check-config.c
 tests_check_config_CFLAGS = $(TEST_CFLAGS)
