@@ -4,8 +4,8 @@ visier_sim_SOURCES = \
 	src/sim/sim-main.c \
 	src/sim/sim-auth.c \
 	src/sim/sim-auth.h \
-	src/sim/sim-clock.c \
-	src/sim/sim-clock.h \
+	src/shared/clock.c \
+	src/shared/clock.h \
 	src/sim/sim-counters.c \
 	src/sim/sim-counters.h \
 	src/sim/sim-faults.c \

@@ -14,7 +14,7 @@
 
 #include "macro.h"
 #include "sim-auth.h"
-#include "sim-clock.h"
+#include "clock.h"
 
 typedef struct AuthToken {
         char value[AUTH_TOKEN_HEX_LEN + 1];
@@ -124,7 +124,7 @@ int auth_login(Auth *a, const char *username, const char *password, char *ret_to
         }
         explicit_bzero(raw, sizeof(raw));
 
-        now = clock_now_usec();
+        now = clock_now();
         t.expires_usec = now + a->ttl_usec;
 
         pthread_mutex_lock(&a->lock);
@@ -152,7 +152,7 @@ bool auth_apikey_valid(Auth *a, const char *key) {
 }
 
 bool auth_token_valid(Auth *a, const char *token) {
-        uint64_t now = clock_now_usec();
+        uint64_t now = clock_now();
         bool found = false;
         size_t i;
 
@@ -171,7 +171,7 @@ unsigned auth_revoke_all(Auth *a) {
         unsigned n;
 
         pthread_mutex_lock(&a->lock);
-        auth_gc_locked(a, clock_now_usec());
+        auth_gc_locked(a, clock_now());
         n = (unsigned) a->n_tokens;
         explicit_bzero(a->tokens, AUTH_TOKENS_MAX * sizeof(AuthToken));
         a->n_tokens = 0;

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "macro.h"
-#include "sim-clock.h"
+#include "clock.h"
 #include "sim-http.h"
 #include "sim-parse.h"
 
@@ -467,10 +467,10 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
         if (is_login) {
                 counters_login_begin(s->counters);
                 if (fault.latency_ms > 0)
-                        clock_sleep_msec(fault.latency_ms);
+                        clock_sleep((usec_t) fault.latency_ms * USEC_PER_MSEC);
                 counters_login_end(s->counters);
         } else if (fault.latency_ms > 0)
-                clock_sleep_msec(fault.latency_ms);
+                clock_sleep((usec_t) fault.latency_ms * USEC_PER_MSEC);
 
         switch (fault.action) {
         case FAULT_DROP:

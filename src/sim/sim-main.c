@@ -21,7 +21,7 @@
 
 #include "macro.h"
 #include "sim-auth.h"
-#include "sim-clock.h"
+#include "clock.h"
 #include "sim-counters.h"
 #include "sim-faults.h"
 #include "sim-http.h"

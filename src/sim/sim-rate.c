@@ -11,7 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "sim-clock.h"
+#include "clock.h"
 #include "sim-rate.h"
 
 typedef struct RateWindow {
@@ -75,7 +75,7 @@ static uint64_t window_retry_after(const RateWindow *w, uint64_t now) {
 }
 
 bool rate_take(Rate *r, RateInfo *info) {
-        uint64_t now = clock_now_usec(), retry = 0;
+        uint64_t now = clock_now(), retry = 0;
         bool allowed;
 
         pthread_mutex_lock(&r->lock);
