@@ -5,8 +5,13 @@
  * table below is the one list of what visierd serves. Logs each failed request once, with
  * its request id; never logs or returns a secret.
  */
+#include <arpa/inet.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <sys/random.h>
+
+#include "validate.h"
 
 #include "log.h"
 #include "manager.h"
@@ -26,11 +31,26 @@ static struct MHD_Response *api_healthz(Manager *m, HttpRequest *req, unsigned *
 static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status);
 
 static const Route routes[] = {
         { "GET", "/healthz", api_healthz },
         { "GET", "/readyz", api_readyz },
         { "GET", "/status", api_status },
+        { "GET", "/jobs", api_jobs_list },
+        { "GET", "/jobs/*", api_job_get },
+        { "POST", "/jobs/*/cancel", api_job_cancel },
+        { "POST", "/jobs/*/retry", api_job_retry },
+        { "POST", "/v1/admin/permissions", api_write },
+        { "PUT", "/v1/admin/permissions", api_write },
+        { "DELETE", "/v1/admin/permissions", api_write },
+        { "PUT", "/v1/admin/permissions/users", api_write },
+        { "DELETE", "/v1/admin/permissions/users", api_write },
+        { "POST", "/v1/admin/permissions/revert-to-parent", api_write },
         { "GET", "/v1/admin/capabilities", api_proxy_read },
         { "GET", "/v1/admin/capabilities/*", api_proxy_read },
         { "GET", "/v1/admin/content-packages", api_proxy_read },
@@ -84,23 +104,26 @@ static bool path_match(const char *pattern, const char *path) {
 
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
         Manager *m = userdata;
-        bool path_known = false;
+        char allow[64] = "";
 
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
                 if (!path_match(routes[i].pattern, req->path))
                         continue;
-                path_known = true;
                 if (streq(routes[i].method, req->method))
                         return routes[i].handler(m, req, ret_status);
+                if (!strstr(allow, routes[i].method)) {
+                        size_t n = strlen(allow);
+                        snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", routes[i].method);
+                }
         }
-        if (path_known) {
+        if (allow[0]) {
                 struct MHD_Response *r;
 
                 *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;
                 r = http_response_status("MethodNotAllowed", true, "%s is not allowed on %s", req->method,
                                          req->path);
                 if (r)
-                        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET");
+                        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
                 return r;
         }
         *ret_status = MHD_HTTP_NOT_FOUND;
@@ -161,9 +184,16 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 json_object_set_new(token, "next_login_in_seconds",
                                     json_integer((json_int_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC)));
 
+        PublisherStats ps;
+
+        publisher_stats(m->publisher, &ps);
         *ret_status = MHD_HTTP_OK;
         return json_response(json_pack(
-                "{s:s, s:I, s:{s:s, s:s}, s:o, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:b, s:i}}",
+                "{s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:s, s:I, s:{s:s, s:s}, s:o, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:b, s:i}}",
+                "jobs", store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC)),
+                "publisher", "write_calls", (json_int_t) ps.write_calls, "items_sent", (json_int_t) ps.items_sent,
+                "reconcile_calls", (json_int_t) ps.reconcile_calls, "splits", (json_int_t) ps.splits,
+                "retries", (json_int_t) ps.retries,
                 "version", PACKAGE_VERSION,
                 "uptime_seconds", (json_int_t) ((now - m->started_at) / USEC_PER_SEC),
                 "visier", "base_url", m->config->base_url, "username", m->config->username,
@@ -271,4 +301,312 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                                                       resp.content_type);
         upstream_response_done(&resp);
         return out;
+}
+
+/* ---- permission writes ---- */
+
+#define IDEMPOTENCY_KEY_MAX 200
+
+static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, const char *msg) {
+        *ret_status = MHD_HTTP_BAD_REQUEST;
+        return http_response_status("BadRequest", true, "%s: %s", path, msg);
+}
+
+static void peer_name(HttpRequest *req, char *buf, size_t len) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->connection,
+                                                                     MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        char addr[INET6_ADDRSTRLEN] = "unknown";
+
+        if (ci && ci->client_addr) {
+                if (ci->client_addr->sa_family == AF_INET)
+                        inet_ntop(AF_INET, &((const struct sockaddr_in *) ci->client_addr)->sin_addr, addr, sizeof(addr));
+                else if (ci->client_addr->sa_family == AF_INET6)
+                        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) ci->client_addr)->sin6_addr, addr,
+                                  sizeof(addr));
+        }
+        snprintf(buf, len, "tcp:%s", addr);
+}
+
+/* Parse "wait=N" out of a Prefer header (RFC 7240); -1 if absent. */
+static long prefer_wait(const char *prefer) {
+        const char *p;
+        char *end;
+        long v;
+
+        if (!prefer)
+                return -1;
+        for (p = prefer; (p = strcasestr(p, "wait")); p += 4) {
+                if (p != prefer && p[-1] != ' ' && p[-1] != ',' && p[-1] != ';')
+                        continue;
+                p += 4;
+                while (*p == ' ')
+                        p++;
+                if (*p != '=')
+                        continue;
+                p++;
+                while (*p == ' ')
+                        p++;
+                errno = 0;
+                v = strtol(p, &end, 10);
+                if (errno == 0 && end != p && v >= 0)
+                        return v;
+                return -1;
+        }
+        return -1;
+}
+
+static void make_correlation_id(char *buf, size_t len) {
+        unsigned char raw[10];
+
+        if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+                memset(raw, 0, sizeof(raw));
+        snprintf(buf, len, "vd-");
+        for (size_t i = 0; i < sizeof(raw) && 3 + 2 * i + 2 < len; i++)
+                snprintf(buf + 3 + 2 * i, 3, "%02x", raw[i]);
+}
+
+static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_status) {
+        struct MHD_Response *r;
+        char location[64];
+        json_t *j = store_job_json(m->store, id, false);
+
+        if (!j) {
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "job %lld vanished", (long long) id);
+        }
+        *ret_status = MHD_HTTP_ACCEPTED;
+        r = json_response(j);
+        snprintf(location, sizeof(location), "/jobs/%lld", (long long) id);
+        if (r)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
+        return r;
+}
+
+static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem, *prefer;
+        char client[80], err[STORE_ERROR_MAX] = "", rid[48], jid[48];
+        const char *fields[] = { rid, jid, NULL };
+        char *tenant_code = NULL;
+        json_t *root = NULL, *items, *extra;
+        ValidateError verr;
+        JobOp op = job_op_from_request(req->method, req->path);
+        struct MHD_Response *resp;
+        size_t n_items = 0;
+        bool existing = false;
+        int64_t id = 0;
+        long wait;
+        size_t i;
+        int r;
+
+        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+        if (op < 0) {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
+        }
+        r = validate_write(op, req->body, req->body_len, m->config->batch_max, &root, &verr);
+        if (r < 0)
+                return bad_request(ret_status, verr.path, verr.message);
+
+        idem = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Idempotency-Key");
+        if (idem && (strlen(idem) == 0 || strlen(idem) > IDEMPOTENCY_KEY_MAX)) {
+                json_decref(root);
+                return bad_request(ret_status, "Idempotency-Key", "must be 1 to 200 characters");
+        }
+        tenant = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "TargetTenantID");
+        project = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "ProjectID");
+        non_versioned = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "NonVersioned");
+        tenant_code_raw = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "tenantCode");
+        if (tenant_code_raw) {
+                tenant_code = curl_easy_unescape(NULL, tenant_code_raw, 0, NULL);
+                if (!tenant_code) {
+                        json_decref(root);
+                        *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                        return http_response_status("InternalError", false, "out of memory");
+                }
+        }
+
+        /* Every create gets a correlationId, so that after a crash or a lost answer visierd can
+         * ask Visier what landed instead of creating twice. */
+        items = json_object_get(root, job_op_items_member(op));
+        n_items = json_array_size(items);
+        if (op == JOB_OP_CREATE)
+                json_array_foreach(items, i, extra) {
+                        if (!json_object_get(extra, "correlationId")) {
+                                char cid[32];
+                                make_correlation_id(cid, sizeof(cid));
+                                json_object_set_new(extra, "correlationId", json_string(cid));
+                        }
+                }
+        extra = json_deep_copy(root);
+        json_object_del(extra, job_op_items_member(op));
+        peer_name(req, client, sizeof(client));
+
+        r = store_job_submit(m->store,
+                             &(JobSubmit) {
+                                     .op = op,
+                                     .tenant = strempty(tenant),
+                                     .project = strempty(project),
+                                     .non_versioned = strempty(non_versioned),
+                                     .tenant_code = strempty(tenant_code),
+                                     .client = client,
+                                     .idempotency_key = idem,
+                                     .body = req->body,
+                                     .body_len = req->body_len,
+                                     .items = items,
+                                     .extra = extra,
+                                     .solo = json_object_size(extra) > 0,
+                             },
+                             &id, &existing, err, sizeof(err));
+        json_decref(extra);
+        json_decref(root);
+        curl_free(tenant_code);
+        if (r == -EEXIST) {
+                *ret_status = MHD_HTTP_UNPROCESSABLE_CONTENT;
+                return http_response_status("UnprocessableEntity", true, "%s", err);
+        }
+        if (r < 0) {
+                log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s not queued: %s", req->method, req->path, err);
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                resp = http_response_status("ServiceUnavailable", false, "the change was not queued: %s", err);
+                if (resp)
+                        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+                return resp;
+        }
+        snprintf(jid, sizeof(jid), "JOB_ID=%lld", (long long) id);
+        if (!existing) {
+                log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s", (long long) id,
+                         job_op_to_string(op), n_items, client);
+                publisher_wake(m->publisher);
+        }
+
+        prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
+        wait = prefer_wait(prefer);
+        if (wait > 0) {
+                long applied = wait > (long) m->config->max_wait ? (long) m->config->max_wait : wait;
+                char pa[32];
+                long status;
+                char *body;
+
+                if (publisher_wait_job(m->publisher, id, clock_now() + (usec_t) applied * USEC_PER_SEC) == 0 &&
+                    store_job_response(m->store, id, &status, &body) == 0) {
+                        *ret_status = (unsigned) status;
+                        resp = http_response_take(body, strlen(body), "application/json");
+                        snprintf(pa, sizeof(pa), "wait=%ld", applied);
+                        if (resp)
+                                MHD_add_response_header(resp, "Preference-Applied", pa);
+                        return resp;
+                }
+        }
+        return job_accepted(m, id, ret_status);
+}
+
+/* ---- job status ---- */
+
+#define JOBS_LIST_DEFAULT 50
+#define JOBS_LIST_MAX 500
+
+static bool parse_id(const char *s, size_t n, int64_t *ret) {
+        int64_t v = 0;
+
+        if (n == 0 || n > 18)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+                v = v * 10 + (s[i] - '0');
+        }
+        *ret = v;
+        return v > 0;
+}
+
+/* The id in /jobs/{id}[/...]. */
+static bool path_job_id(const char *path, int64_t *ret) {
+        const char *p = path + strlen("/jobs/"), *end = strchr(p, '/');
+
+        return parse_id(p, end ? (size_t) (end - p) : strlen(p), ret);
+}
+
+static struct MHD_Response *no_such_job(unsigned *ret_status, const char *path) {
+        *ret_status = MHD_HTTP_NOT_FOUND;
+        return http_response_status("NotFound", true, "no such job: %s", path);
+}
+
+static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        const char *state_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "state");
+        const char *limit_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "limit");
+        const char *before_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "before");
+        JobState state = _JOB_STATE_INVALID;
+        int64_t before = 0, limit = JOBS_LIST_DEFAULT;
+        json_t *jobs, *next = json_null();
+        int r;
+
+        if (state_s && (state = job_state_from_string(state_s)) < 0)
+                return bad_request(ret_status, "state", "must be queued, running, succeeded, failed or cancelled");
+        if (limit_s && (!parse_id(limit_s, strlen(limit_s), &limit) || limit > JOBS_LIST_MAX))
+                return bad_request(ret_status, "limit", "must be 1 to 500");
+        if (before_s && !parse_id(before_s, strlen(before_s), &before))
+                return bad_request(ret_status, "before", "must be a job id");
+        r = store_jobs_list(m->store, state, before, (unsigned) limit, &jobs);
+        if (r < 0) {
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s",
+                                            strerror(-r));
+        }
+        if ((int64_t) json_array_size(jobs) == limit) {
+                json_t *last = json_array_get(jobs, json_array_size(jobs) - 1);
+                char *n = NULL;
+                if (asprintf(&n, "/jobs?before=%lld&limit=%lld%s%s",
+                             (long long) json_integer_value(json_object_get(last, "id")), (long long) limit,
+                             state_s ? "&state=" : "", state_s ? state_s : "") >= 0) {
+                        next = json_string(n);
+                        free(n);
+                }
+        }
+        *ret_status = MHD_HTTP_OK;
+        return json_response(json_pack("{s:o, s:o}", "jobs", jobs, "next", next));
+}
+
+static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        int64_t id;
+        json_t *j;
+
+        if (!path_job_id(req->path, &id) || !(j = store_job_json(m->store, id, true)))
+                return no_such_job(ret_status, req->path);
+        *ret_status = MHD_HTTP_OK;
+        return json_response(j);
+}
+
+static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *ret_status, bool cancel) {
+        JobState state = _JOB_STATE_INVALID;
+        int64_t id;
+        int r;
+
+        if (!path_job_id(req->path, &id))
+                return no_such_job(ret_status, req->path);
+        r = cancel ? store_job_cancel(m->store, id, &state) : store_job_retry(m->store, id, &state);
+        if (r == -ENOENT)
+                return no_such_job(ret_status, req->path);
+        if (r == -EBUSY) {
+                *ret_status = MHD_HTTP_CONFLICT;
+                return http_response_status("Conflict", true, "job %lld is %s; only %s jobs can be %s", (long long) id,
+                                            job_state_to_string(state), cancel ? "queued" : "failed",
+                                            cancel ? "cancelled" : "retried");
+        }
+        if (r < 0) {
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                return http_response_status("ServiceUnavailable", false, "cannot update the job database: %s",
+                                            strerror(-r));
+        }
+        if (!cancel)
+                publisher_wake(m->publisher);
+        *ret_status = MHD_HTTP_OK;
+        return json_response(store_job_json(m->store, id, false));
+}
+
+static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        return job_action(m, req, ret_status, true);
+}
+
+static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        return job_action(m, req, ret_status, false);
 }

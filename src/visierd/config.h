@@ -44,6 +44,15 @@ typedef struct Config {
         /* [store] */
         char *database;
 
+        /* [jobs] */
+        unsigned batch_max;
+        unsigned max_attempts;
+        unsigned batch_delay_ms;
+        unsigned max_wait;        /* seconds a Prefer: wait may hold an answer */
+        unsigned keep_succeeded;  /* seconds */
+        unsigned keep_failed;     /* seconds */
+        unsigned max_pending;
+
         /* Loaded by config_load_secrets(). */
         Secret *apikey;
         Secret *password;

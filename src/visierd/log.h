@@ -19,6 +19,9 @@
 #define LOG_MSGID_CONFIG "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e05"
 #define LOG_MSGID_SHUTDOWN "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e06"
 #define LOG_MSGID_REQUEST "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e07"
+#define LOG_MSGID_WRITE_CALL "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e08"
+#define LOG_MSGID_JOB_DONE "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e09"
+#define LOG_MSGID_JOB_RETRY "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e0a"
 
 void log_setup(void);
 void log_set_max_level(int level);

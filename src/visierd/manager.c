@@ -41,8 +41,12 @@ int manager_new(Config *config, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        /* Reverse order: stop taking requests, then stop the keeper, then the rest. */
+        /* Reverse order: stop taking requests (waiters for jobs are released first), let the
+         * publisher finish and record the call in flight, then stop the keeper and the rest. */
+        if (m->publisher)
+                publisher_release_waiters(m->publisher);
         http_server_stop(m->http);
+        publisher_free(m->publisher);
         token_keeper_free(m->token);
         upstream_free(m->upstream);
         store_close(m->store);
@@ -63,6 +67,44 @@ static void on_login(void *userdata, int result, const char *err, usec_t backoff
         else
                 log_full(LOG_WARNING, LOG_MSGID_LOGIN_FAILED, NULL, "login to Visier failed: %s; next attempt in %llu s",
                          err, (unsigned long long) (backoff / USEC_PER_SEC));
+}
+
+static void on_publisher(void *userdata, const PublisherEvent *e) {
+        char job[48], status[48], op[48];
+        const char *fields[] = { job, status, op, NULL };
+
+        snprintf(job, sizeof(job), "JOB_ID=%lld", (long long) e->job_id);
+        snprintf(status, sizeof(status), "VISIER_STATUS=%ld", e->status);
+        snprintf(op, sizeof(op), "JOB_OPERATION=%s", strempty(e->op));
+        switch (e->kind) {
+        case PUBLISHER_CALL:
+                if (e->message)
+                        log_full(LOG_WARNING, LOG_MSGID_WRITE_CALL, fields + 1,
+                                 "write call (%s of %zu items from %zu jobs) failed: %s", e->op, e->n_items, e->n_jobs,
+                                 e->message);
+                else
+                        log_full(LOG_INFO, LOG_MSGID_WRITE_CALL, fields + 1,
+                                 "write call (%s of %zu items from %zu jobs) answered %ld", e->op, e->n_items, e->n_jobs,
+                                 e->status);
+                break;
+        case PUBLISHER_JOB_DONE:
+                log_full(streq(strempty(e->state), "succeeded") ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields,
+                         "job %lld (%s, %zu items) %s%s%s", (long long) e->job_id, e->op, e->n_items, e->state,
+                         e->message ? ": " : "", strempty(e->message));
+                break;
+        case PUBLISHER_JOB_RETRY:
+                log_full(LOG_NOTICE, LOG_MSGID_JOB_RETRY, fields, "job %lld (%s) goes back to the queue: %s",
+                         (long long) e->job_id, e->op, strempty(e->message));
+                break;
+        case PUBLISHER_ORPHAN:
+                log_full(LOG_NOTICE, LOG_MSGID_JOB_RETRY, fields,
+                         "job %lld (%s, %zu items) was running when visierd stopped; reconciling it with Visier",
+                         (long long) e->job_id, e->op, e->n_items);
+                break;
+        case PUBLISHER_STORE_ERROR:
+                log_error("job database: %s", strempty(e->message));
+                break;
+        }
 }
 
 int manager_start(Manager *m) {
@@ -103,6 +145,21 @@ int manager_start(Manager *m) {
         }
         upstream_set_token_keeper(m->upstream, m->token);
 
+        store_set_max_pending(m->store, c->max_pending);
+        r = publisher_new(m->store, m->upstream,
+                          &(PublisherSettings) {
+                                  .batch_max = c->batch_max,
+                                  .max_attempts = c->max_attempts,
+                                  .batch_delay = (usec_t) c->batch_delay_ms * USEC_PER_MSEC,
+                                  .keep_succeeded_ms = (int64_t) c->keep_succeeded * 1000,
+                                  .keep_failed_ms = (int64_t) c->keep_failed * 1000,
+                          },
+                          on_publisher, m, &m->publisher);
+        if (r < 0) {
+                log_error("cannot set up the publisher: %s", strerror(-r));
+                return r;
+        }
+
         r = http_server_start(&(HttpSettings) {
                                       .address = c->listen_address,
                                       .port = c->listen_port,
@@ -119,6 +176,11 @@ int manager_start(Manager *m) {
         r = token_keeper_start(m->token);
         if (r < 0) {
                 log_error("cannot start the token keeper: %s", strerror(-r));
+                return r;
+        }
+        r = publisher_start(m->publisher);
+        if (r < 0) {
+                log_error("cannot start the publisher: %s", strerror(-r));
                 return r;
         }
         return 0;

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "publisher.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "token.h"
@@ -22,6 +23,7 @@ typedef struct Manager {
         Upstream *upstream;
         TokenKeeper *token;
         Store *store;
+        Publisher *publisher;
         HttpServer *http;
         sd_event *event;
         usec_t started_at; /* monotonic */

@@ -7,8 +7,10 @@
  * synchronous=FULL: a committed write survives power loss, which the write path relies on
  * before it answers 202. journal_size_limit keeps the WAL file from staying large.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <time.h>
 
 #include "store.h"
 
@@ -16,6 +18,8 @@ struct Store {
         pthread_mutex_t lock;
         sqlite3 *db;
         char *path;
+        unsigned max_pending;
+        bool in_transaction;
 };
 
 static const char *const migrations[] = {
@@ -39,6 +43,46 @@ static const char *const migrations[] = {
         "  error TEXT"
         ");"
         "CREATE INDEX jobs_state ON jobs(state, id);",
+
+        /* 2: the write path. Version 1's table was never written to; it is replaced. */
+        "DROP TABLE jobs;"
+        "CREATE TABLE jobs ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  state TEXT NOT NULL,"
+        "  operation TEXT NOT NULL,"
+        "  tenant TEXT NOT NULL,"
+        "  project TEXT NOT NULL,"
+        "  non_versioned TEXT NOT NULL,"
+        "  tenant_code TEXT NOT NULL,"
+        "  client TEXT,"
+        "  idempotency_key TEXT UNIQUE,"
+        "  request_body BLOB NOT NULL,"
+        "  extra TEXT,"
+        "  n_items INTEGER NOT NULL,"
+        "  solo INTEGER NOT NULL DEFAULT 0,"
+        "  attempts INTEGER NOT NULL DEFAULT 0,"
+        "  next_run_at INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL,"
+        "  started_at INTEGER,"
+        "  finished_at INTEGER,"
+        "  upstream_status INTEGER,"
+        "  error TEXT,"
+        "  response_status INTEGER,"
+        "  response_body TEXT"
+        ");"
+        "CREATE INDEX jobs_state ON jobs(state, id);"
+        "CREATE TABLE job_items ("
+        "  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        "  idx INTEGER NOT NULL,"
+        "  item TEXT NOT NULL,"
+        "  correlation_id TEXT,"
+        "  conflict_key TEXT,"
+        "  state TEXT NOT NULL DEFAULT 'pending',"
+        "  result TEXT,"
+        "  PRIMARY KEY (job_id, idx)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX job_items_conflict ON job_items(conflict_key) WHERE conflict_key IS NOT NULL;",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -196,4 +240,866 @@ int store_schema_version(Store *s) {
 
 const char *store_path(Store *s) {
         return s->path;
+}
+
+void store_set_max_pending(Store *s, unsigned max_pending) {
+        s->max_pending = max_pending;
+}
+
+/* ---- small statement helpers (callers hold the lock) ---- */
+
+typedef struct Stmt {
+        sqlite3_stmt *st;
+} Stmt;
+
+static void stmt_done(Stmt *st) {
+        sqlite3_finalize(st->st);
+        st->st = NULL;
+}
+
+static int prepare(Store *s, Stmt *st, const char *sql) {
+        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL);
+        return sqlite_to_errno(rc);
+}
+
+static void bind_text(Stmt *st, int i, const char *v) {
+        if (v)
+                sqlite3_bind_text(st->st, i, v, -1, SQLITE_TRANSIENT);
+        else
+                sqlite3_bind_null(st->st, i);
+}
+
+static const char *col_text(Stmt *st, int i) {
+        return (const char *) sqlite3_column_text(st->st, i);
+}
+
+/* Step a statement that returns no rows. */
+static int step_done(Stmt *st) {
+        int rc = sqlite3_step(st->st);
+        return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+}
+
+static int64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static json_t *json_time(int64_t ms) {
+        char buf[96];
+        time_t t = (time_t) (ms / 1000);
+        struct tm tm;
+
+        if (ms <= 0)
+                return json_null();
+        gmtime_r(&t, &tm);
+        snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int) (ms % 1000));
+        return json_string(buf);
+}
+
+static void set_err(Store *s, char *err, size_t errlen, const char *what) {
+        if (err)
+                snprintf(err, errlen, "job database %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+int store_begin(Store *s) {
+        char ignored[STORE_ERROR_MAX];
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = exec(s, "BEGIN IMMEDIATE", ignored, sizeof(ignored));
+        if (r < 0) {
+                pthread_mutex_unlock(&s->lock);
+                return r;
+        }
+        s->in_transaction = true;
+        return 0;
+}
+
+int store_end(Store *s, bool commit) {
+        char ignored[STORE_ERROR_MAX];
+        int r = 0;
+
+        if (commit)
+                r = exec(s, "COMMIT", ignored, sizeof(ignored));
+        if (!commit || r < 0)
+                exec(s, "ROLLBACK", ignored, sizeof(ignored));
+        s->in_transaction = false;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* Conflict key of an item: the permission it touches (NULL for creates, which touch new ones). */
+static const char *item_conflict_key(JobOp op, json_t *item) {
+        switch (op) {
+        case JOB_OP_DELETE:
+        case JOB_OP_REVERT:
+                return json_string_value(item);
+        case JOB_OP_UPDATE:
+        case JOB_OP_ASSIGN:
+        case JOB_OP_REMOVE:
+                return json_string_value(json_object_get(item, "permissionId"));
+        default:
+                return NULL;
+        }
+}
+
+static int count_pending(Store *s, int64_t *ret) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')");
+        if (r < 0)
+                return r;
+        if (sqlite3_step(st.st) == SQLITE_ROW)
+                *ret = sqlite3_column_int64(st.st, 0);
+        stmt_done(&st);
+        return 0;
+}
+
+/* An earlier job with this idempotency key: 1 and its id if the same request, -EEXIST if not, 0 if none. */
+static int find_idempotent(Store *s, const JobSubmit *j, int64_t *ret_id) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "SELECT id, operation, request_body FROM jobs WHERE idempotency_key = ?");
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, j->idempotency_key);
+        r = 0;
+        if (sqlite3_step(st.st) == SQLITE_ROW) {
+                const void *b = sqlite3_column_blob(st.st, 2);
+                size_t n = (size_t) sqlite3_column_bytes(st.st, 2);
+
+                if (streq(strempty(col_text(&st, 1)), job_op_to_string(j->op)) && n == j->body_len &&
+                    (n == 0 || memcmp(b, j->body, n) == 0)) {
+                        *ret_id = sqlite3_column_int64(st.st, 0);
+                        r = 1;
+                } else
+                        r = -EEXIST;
+        }
+        stmt_done(&st);
+        return r;
+}
+
+int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
+        _cleanup_free_ char *extra = NULL;
+        int64_t id = 0, pending = 0, now = now_ms();
+        Stmt st = {};
+        json_t *item;
+        size_t i;
+        int r;
+
+        if (j->extra && json_object_size(j->extra) > 0) {
+                extra = json_dumps(j->extra, JSON_COMPACT);
+                if (!extra)
+                        return -ENOMEM;
+        }
+        r = store_begin(s);
+        if (r < 0) {
+                set_err(s, err, errlen, "cannot start a transaction");
+                return r;
+        }
+        if (j->idempotency_key) {
+                r = find_idempotent(s, j, &id);
+                if (r == 1) {
+                        store_end(s, false);
+                        *ret_id = id;
+                        *ret_existing = true;
+                        return 0;
+                }
+                if (r == -EEXIST) {
+                        snprintf(err, errlen, "Idempotency-Key '%s' was already used with a different request",
+                                 j->idempotency_key);
+                        goto fail;
+                }
+                if (r < 0)
+                        goto fail_db;
+        }
+        if (s->max_pending > 0) {
+                r = count_pending(s, &pending);
+                if (r < 0)
+                        goto fail_db;
+                if (pending >= (int64_t) s->max_pending) {
+                        r = -EOVERFLOW;
+                        snprintf(err, errlen, "the job queue is full (%u jobs waiting or running)", s->max_pending);
+                        goto fail;
+                }
+        }
+
+        r = prepare(s, &st,
+                    "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, client, "
+                    "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at) "
+                    "VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        if (r < 0)
+                goto fail_db;
+        bind_text(&st, 1, job_op_to_string(j->op));
+        bind_text(&st, 2, j->tenant);
+        bind_text(&st, 3, j->project);
+        bind_text(&st, 4, j->non_versioned);
+        bind_text(&st, 5, j->tenant_code);
+        bind_text(&st, 6, j->client);
+        bind_text(&st, 7, j->idempotency_key);
+        sqlite3_bind_blob(st.st, 8, j->body, (int) j->body_len, SQLITE_TRANSIENT);
+        bind_text(&st, 9, extra);
+        sqlite3_bind_int64(st.st, 10, (sqlite3_int64) json_array_size(j->items));
+        sqlite3_bind_int(st.st, 11, j->solo ? 1 : 0);
+        sqlite3_bind_int64(st.st, 12, now);
+        sqlite3_bind_int64(st.st, 13, now);
+        sqlite3_bind_int64(st.st, 14, now);
+        r = step_done(&st);
+        stmt_done(&st);
+        if (r < 0)
+                goto fail_db;
+        id = sqlite3_last_insert_rowid(s->db);
+
+        r = prepare(s, &st, "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)");
+        if (r < 0)
+                goto fail_db;
+        json_array_foreach(j->items, i, item) {
+                char *text = json_dumps(item, JSON_COMPACT | JSON_ENCODE_ANY);
+
+                if (!text) {
+                        stmt_done(&st);
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                sqlite3_reset(st.st);
+                sqlite3_bind_int64(st.st, 1, id);
+                sqlite3_bind_int64(st.st, 2, (sqlite3_int64) i);
+                sqlite3_bind_text(st.st, 3, text, -1, free);
+                bind_text(&st, 4, j->op == JOB_OP_CREATE ? json_string_value(json_object_get(item, "correlationId")) : NULL);
+                bind_text(&st, 5, item_conflict_key(j->op, item));
+                r = step_done(&st);
+                if (r < 0) {
+                        stmt_done(&st);
+                        goto fail_db;
+                }
+        }
+        stmt_done(&st);
+
+        r = store_end(s, true);
+        if (r < 0) {
+                set_err(s, err, errlen, "cannot commit the job");
+                return r;
+        }
+        *ret_id = id;
+        *ret_existing = false;
+        return 0;
+
+fail_db:
+        set_err(s, err, errlen, "cannot queue the job");
+fail:
+        store_end(s, false);
+        return r;
+}
+
+static json_t *job_row_json(Stmt *st) {
+        json_t *j;
+        const char *resp;
+
+        /* id, state, operation, tenant, project, non_versioned, tenant_code, client, n_items, attempts,
+         * next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error,
+         * response_status, response_body, idempotency_key */
+        j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I}", "id",
+                      (json_int_t) sqlite3_column_int64(st->st, 0), "state", col_text(st, 1), "operation",
+                      col_text(st, 2), "tenant", col_text(st, 3), "project", col_text(st, 4), "non_versioned",
+                      col_text(st, 5), "tenant_code", col_text(st, 6), "client", col_text(st, 7), "items",
+                      (json_int_t) sqlite3_column_int64(st->st, 8), "attempts",
+                      (json_int_t) sqlite3_column_int64(st->st, 9));
+        if (!j)
+                return NULL;
+        if (streq(col_text(st, 1), "queued"))
+                json_object_set_new(j, "next_run_at", json_time(sqlite3_column_int64(st->st, 10)));
+        json_object_set_new(j, "created_at", json_time(sqlite3_column_int64(st->st, 11)));
+        json_object_set_new(j, "updated_at", json_time(sqlite3_column_int64(st->st, 12)));
+        json_object_set_new(j, "started_at", json_time(sqlite3_column_int64(st->st, 13)));
+        json_object_set_new(j, "finished_at", json_time(sqlite3_column_int64(st->st, 14)));
+        json_object_set_new(j, "upstream_status", sqlite3_column_type(st->st, 15) == SQLITE_NULL
+                                                          ? json_null()
+                                                          : json_integer(sqlite3_column_int64(st->st, 15)));
+        json_object_set_new(j, "error", col_text(st, 16) ? json_string(col_text(st, 16)) : json_null());
+        resp = col_text(st, 18);
+        json_object_set_new(j, "result", resp ? json_loads(resp, 0, NULL) : json_null());
+        if (!json_object_get(j, "result"))
+                json_object_set_new(j, "result", json_null());
+        if (col_text(st, 19))
+                json_object_set_new(j, "idempotency_key", json_string(col_text(st, 19)));
+        return j;
+}
+
+#define JOB_COLUMNS                                                                                          \
+        "id, state, operation, tenant, project, non_versioned, tenant_code, client, n_items, attempts, "    \
+        "next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error, "          \
+        "response_status, response_body, idempotency_key"
+
+static json_t *item_results_locked(Store *s, int64_t job_id) {
+        json_t *a = json_array();
+        Stmt st = {};
+
+        if (prepare(s, &st, "SELECT idx, state, correlation_id, result, item FROM job_items WHERE job_id = ? ORDER BY idx") < 0)
+                return a;
+        sqlite3_bind_int64(st.st, 1, job_id);
+        while (sqlite3_step(st.st) == SQLITE_ROW) {
+                json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t) sqlite3_column_int64(st.st, 0), "state",
+                                      col_text(&st, 1));
+                if (col_text(&st, 2))
+                        json_object_set_new(o, "correlationId", json_string(col_text(&st, 2)));
+                json_object_set_new(o, "item", json_loads(col_text(&st, 4), JSON_DECODE_ANY, NULL));
+                if (col_text(&st, 3))
+                        json_object_set_new(o, "result", json_loads(col_text(&st, 3), 0, NULL));
+                json_array_append_new(a, o);
+        }
+        stmt_done(&st);
+        return a;
+}
+
+json_t *store_job_item_results(Store *s, int64_t job_id) {
+        return item_results_locked(s, job_id); /* called inside store_begin/store_end */
+}
+
+json_t *store_job_json(Store *s, int64_t id, bool with_items) {
+        json_t *j = NULL;
+        Stmt st = {};
+
+        pthread_mutex_lock(&s->lock);
+        if (prepare(s, &st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?") >= 0) {
+                sqlite3_bind_int64(st.st, 1, id);
+                if (sqlite3_step(st.st) == SQLITE_ROW)
+                        j = job_row_json(&st);
+                stmt_done(&st);
+        }
+        if (j && with_items)
+                json_object_set_new(j, "item_results", item_results_locked(s, id));
+        pthread_mutex_unlock(&s->lock);
+        return j;
+}
+
+int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret) {
+        json_t *a = json_array();
+        Stmt st = {};
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st,
+                    "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 = 0 OR id < ?2) "
+                    "ORDER BY id DESC LIMIT ?3");
+        if (r >= 0) {
+                bind_text(&st, 1, state >= 0 ? job_state_to_string(state) : NULL);
+                sqlite3_bind_int64(st.st, 2, before_id);
+                sqlite3_bind_int64(st.st, 3, limit);
+                while (sqlite3_step(st.st) == SQLITE_ROW)
+                        json_array_append_new(a, job_row_json(&st));
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0) {
+                json_decref(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+static JobState state_locked(Store *s, int64_t id) {
+        JobState state = _JOB_STATE_INVALID;
+        Stmt st = {};
+
+        if (prepare(s, &st, "SELECT state FROM jobs WHERE id = ?") < 0)
+                return state;
+        sqlite3_bind_int64(st.st, 1, id);
+        if (sqlite3_step(st.st) == SQLITE_ROW)
+                state = job_state_from_string(col_text(&st, 0));
+        stmt_done(&st);
+        return state;
+}
+
+JobState store_job_state(Store *s, int64_t id) {
+        JobState state;
+
+        pthread_mutex_lock(&s->lock);
+        state = state_locked(s, id);
+        pthread_mutex_unlock(&s->lock);
+        return state;
+}
+
+/* Move a job from one state to another if the table allows it and the job is in `from`. */
+static int transition_locked(Store *s, int64_t id, JobState from, JobState to, const char *extra_set) {
+        char sql[512];
+        Stmt st = {};
+        int r;
+
+        if (!job_state_transition_ok(from, to))
+                return -EINVAL;
+        snprintf(sql, sizeof(sql), "UPDATE jobs SET state = ?, updated_at = ?%s%s WHERE id = ? AND state = ?",
+                 extra_set ? ", " : "", extra_set ? extra_set : "");
+        r = prepare(s, &st, sql);
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, job_state_to_string(to));
+        sqlite3_bind_int64(st.st, 2, now_ms());
+        sqlite3_bind_int64(st.st, 3, id);
+        bind_text(&st, 4, job_state_to_string(from));
+        r = step_done(&st);
+        stmt_done(&st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(s->db) == 1 ? 0 : -ESTALE;
+}
+
+static int manual_transition(Store *s, int64_t id, JobState from, JobState to, const char *extra_set,
+                             JobState *ret_state) {
+        JobState cur;
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        cur = state_locked(s, id);
+        if (cur == _JOB_STATE_INVALID) {
+                store_end(s, false);
+                return -ENOENT;
+        }
+        if (cur != from) {
+                store_end(s, false);
+                *ret_state = cur;
+                return -EBUSY;
+        }
+        r = transition_locked(s, id, from, to, extra_set);
+        if (r < 0) {
+                store_end(s, false);
+                return r;
+        }
+        if (to == JOB_QUEUED) {
+                Stmt st = {};
+                if (prepare(s, &st, "UPDATE job_items SET state = 'pending', result = NULL WHERE job_id = ? AND state != 'succeeded'") >= 0) {
+                        sqlite3_bind_int64(st.st, 1, id);
+                        r = step_done(&st);
+                        stmt_done(&st);
+                }
+        }
+        if (r < 0) {
+                store_end(s, false);
+                return r;
+        }
+        *ret_state = to;
+        return store_end(s, true);
+}
+
+int store_job_cancel(Store *s, int64_t id, JobState *ret_state) {
+        char set[64];
+
+        snprintf(set, sizeof(set), "finished_at = %" PRId64, now_ms());
+        return manual_transition(s, id, JOB_QUEUED, JOB_CANCELLED, set, ret_state);
+}
+
+int store_job_retry(Store *s, int64_t id, JobState *ret_state) {
+        char set[160];
+
+        snprintf(set, sizeof(set),
+                 "attempts = 0, solo = 0, next_run_at = %" PRId64 ", finished_at = NULL, error = NULL, "
+                 "response_status = NULL, response_body = NULL",
+                 now_ms());
+        return manual_transition(s, id, JOB_FAILED, JOB_QUEUED, set, ret_state);
+}
+
+int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) {
+        Stmt st = {};
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&s->lock);
+        if (prepare(s, &st, "SELECT state, response_status, response_body FROM jobs WHERE id = ?") >= 0) {
+                sqlite3_bind_int64(st.st, 1, id);
+                if (sqlite3_step(st.st) == SQLITE_ROW) {
+                        JobState state = job_state_from_string(col_text(&st, 0));
+                        if (!job_state_is_final(state) || sqlite3_column_type(st.st, 1) == SQLITE_NULL)
+                                r = -EAGAIN;
+                        else {
+                                *ret_status = (long) sqlite3_column_int64(st.st, 1);
+                                *ret_body = strdup(strempty(col_text(&st, 2)));
+                                r = *ret_body ? 0 : -ENOMEM;
+                        }
+                }
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+json_t *store_counts(Store *s, int64_t now) {
+        json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0, "failed", 0,
+                              "cancelled", 0);
+        Stmt st = {};
+
+        pthread_mutex_lock(&s->lock);
+        if (prepare(s, &st, "SELECT state, count(*) FROM jobs GROUP BY state") >= 0) {
+                while (sqlite3_step(st.st) == SQLITE_ROW)
+                        json_object_set_new(j, col_text(&st, 0), json_integer(sqlite3_column_int64(st.st, 1)));
+                stmt_done(&st);
+        }
+        if (prepare(s, &st, "SELECT min(created_at) FROM jobs WHERE state = 'queued'") >= 0) {
+                if (sqlite3_step(st.st) == SQLITE_ROW && sqlite3_column_type(st.st, 0) != SQLITE_NULL) {
+                        int64_t oldest = sqlite3_column_int64(st.st, 0);
+                        json_object_set_new(j, "oldest_queued_age_seconds",
+                                            json_real(oldest < now ? (double) (now - oldest) / 1000.0 : 0.0));
+                } else
+                        json_object_set_new(j, "oldest_queued_age_seconds", json_null());
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return j;
+}
+
+int store_prune(Store *s, int64_t now, int64_t keep_succeeded_ms, int64_t keep_failed_ms) {
+        Stmt st = {};
+        int r, n = 0;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st,
+                    "DELETE FROM jobs WHERE (state = 'succeeded' AND finished_at < ?1) OR "
+                    "(state IN ('failed','cancelled') AND finished_at < ?2)");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, now - keep_succeeded_ms);
+                sqlite3_bind_int64(st.st, 2, now - keep_failed_ms);
+                r = step_done(&st);
+                n = sqlite3_changes(s->db);
+                stmt_done(&st);
+        }
+        if (r >= 0 && n > 0) {
+                char ignored[STORE_ERROR_MAX];
+                /* Give the WAL back to the database file now and then. */
+                exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored));
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r < 0 ? r : n;
+}
+
+/* ---- batches ---- */
+
+Batch *batch_free(Batch *b) {
+        if (!b)
+                return NULL;
+        for (size_t i = 0; i < b->n_items; i++) {
+                json_decref(b->items[i].item);
+                free(b->items[i].correlation_id);
+        }
+        free(b->items);
+        free(b->jobs);
+        free(b->tenant);
+        free(b->project);
+        free(b->non_versioned);
+        free(b->tenant_code);
+        json_decref(b->extra);
+        free(b);
+        return NULL;
+}
+
+typedef struct JobHead {
+        int64_t id;
+        JobOp op;
+        char *tenant, *project, *non_versioned, *tenant_code, *extra;
+        bool solo;
+        int64_t n_items, attempts, next_run_at;
+} JobHead;
+
+static void job_head_done(JobHead *h) {
+        free(h->tenant);
+        free(h->project);
+        free(h->non_versioned);
+        free(h->tenant_code);
+        free(h->extra);
+        memset(h, 0, sizeof(*h));
+}
+
+#define HEAD_COLUMNS "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at"
+
+static void job_head_read(Stmt *st, JobHead *h) {
+        h->id = sqlite3_column_int64(st->st, 0);
+        h->op = job_op_from_string(col_text(st, 1));
+        h->tenant = strdup(strempty(col_text(st, 2)));
+        h->project = strdup(strempty(col_text(st, 3)));
+        h->non_versioned = strdup(strempty(col_text(st, 4)));
+        h->tenant_code = strdup(strempty(col_text(st, 5)));
+        h->extra = col_text(st, 6) ? strdup(col_text(st, 6)) : NULL;
+        h->solo = sqlite3_column_int(st->st, 7) != 0;
+        h->n_items = sqlite3_column_int64(st->st, 8);
+        h->attempts = sqlite3_column_int64(st->st, 9);
+        h->next_run_at = sqlite3_column_int64(st->st, 10);
+}
+
+static bool heads_compatible(const JobHead *a, const JobHead *b) {
+        return a->op == b->op && streq(a->tenant, b->tenant) && streq(a->project, b->project) &&
+               streq(a->non_versioned, b->non_versioned) && streq(a->tenant_code, b->tenant_code) && !a->solo &&
+               !b->solo && !a->extra && !b->extra;
+}
+
+/* Does the job have an item touching a permission that an earlier unfinished job, or the batch
+ * being built (jobs first_id..before last), touches too? */
+static bool job_conflicts(Store *s, int64_t id, int64_t batch_first_id) {
+        Stmt st = {};
+        bool conflict = false;
+
+        if (prepare(s, &st,
+                    "SELECT 1 FROM job_items a JOIN job_items b ON a.conflict_key = b.conflict_key "
+                    "JOIN jobs jb ON jb.id = b.job_id "
+                    "WHERE a.job_id = ?1 AND b.job_id < ?1 AND a.conflict_key IS NOT NULL AND "
+                    "(jb.state IN ('queued','running') OR jb.id >= ?2) LIMIT 1") < 0)
+                return true;
+        sqlite3_bind_int64(st.st, 1, id);
+        sqlite3_bind_int64(st.st, 2, batch_first_id);
+        conflict = sqlite3_step(st.st) == SQLITE_ROW;
+        stmt_done(&st);
+        return conflict;
+}
+
+static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
+        BatchJob *jobs;
+        Stmt st = {};
+        int r;
+
+        jobs = realloc(b->jobs, (b->n_jobs + 1) * sizeof(*jobs));
+        if (!jobs)
+                return -ENOMEM;
+        b->jobs = jobs;
+        b->jobs[b->n_jobs] = (BatchJob) { .id = h->id, .attempts = (unsigned) h->attempts, .first_item = b->n_items };
+
+        r = prepare(s, &st, "SELECT idx, item, correlation_id, state FROM job_items WHERE job_id = ? ORDER BY idx");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, h->id);
+        while (sqlite3_step(st.st) == SQLITE_ROW) {
+                BatchItem *items = realloc(b->items, (b->n_items + 1) * sizeof(*items));
+                if (!items) {
+                        stmt_done(&st);
+                        return -ENOMEM;
+                }
+                b->items = items;
+                b->items[b->n_items] = (BatchItem) {
+                        .job_id = h->id,
+                        .idx = (unsigned) sqlite3_column_int64(st.st, 0),
+                        .item = json_loads(col_text(&st, 1), JSON_DECODE_ANY, NULL),
+                        .correlation_id = col_text(&st, 2) ? strdup(col_text(&st, 2)) : NULL,
+                        .done = streq(strempty(col_text(&st, 3)), "succeeded"),
+                };
+                b->n_items++;
+                b->jobs[b->n_jobs].n_items++;
+        }
+        stmt_done(&st);
+        b->n_jobs++;
+        return 0;
+}
+
+static int batch_from_head(Batch **ret, const JobHead *h) {
+        Batch *b = calloc(1, sizeof(*b));
+
+        if (!b)
+                return -ENOMEM;
+        b->op = h->op;
+        b->tenant = strdup(h->tenant);
+        b->project = strdup(h->project);
+        b->non_versioned = strdup(h->non_versioned);
+        b->tenant_code = strdup(h->tenant_code);
+        b->extra = h->extra ? json_loads(h->extra, 0, NULL) : NULL;
+        if (!b->tenant || !b->project || !b->non_versioned || !b->tenant_code) {
+                batch_free(b);
+                return -ENOMEM;
+        }
+        *ret = b;
+        return 0;
+}
+
+int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms) {
+        _cleanup_(batch_freep) Batch *b = NULL;
+        JobHead first = {}, h = {};
+        Stmt st = {};
+        int64_t next_due = INT64_MAX;
+        size_t items = 0;
+        int r;
+
+        *ret = NULL;
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+
+        /* The oldest due queued job that no earlier unfinished job conflicts with. */
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' ORDER BY id");
+        if (r < 0)
+                goto out;
+        while (sqlite3_step(st.st) == SQLITE_ROW) {
+                int64_t due = sqlite3_column_int64(st.st, 10);
+                int64_t id = sqlite3_column_int64(st.st, 0);
+
+                if (due > now) {
+                        if (due < next_due)
+                                next_due = due;
+                        continue;
+                }
+                if (job_conflicts(s, id, INT64_MAX))
+                        continue;
+                job_head_read(&st, &first);
+                break;
+        }
+        stmt_done(&st);
+        if (first.id == 0) {
+                *ret_next_due_ms = next_due;
+                r = 0;
+                goto out;
+        }
+
+        r = batch_from_head(&b, &first);
+        if (r >= 0)
+                r = batch_add_job(s, b, &first);
+        if (r < 0)
+                goto out;
+        items = (size_t) first.n_items;
+
+        /* Followers: the queued jobs right after it, while they can share the call. */
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT 1000");
+        if (r < 0)
+                goto out;
+        sqlite3_bind_int64(st.st, 1, first.id);
+        while (sqlite3_step(st.st) == SQLITE_ROW) {
+                job_head_read(&st, &h);
+                if (!heads_compatible(&first, &h) || h.next_run_at > now || items + (size_t) h.n_items > batch_max ||
+                    job_conflicts(s, h.id, first.id)) {
+                        job_head_done(&h);
+                        break;
+                }
+                r = batch_add_job(s, b, &h);
+                items += (size_t) h.n_items;
+                job_head_done(&h);
+                if (r < 0)
+                        break;
+        }
+        stmt_done(&st);
+        if (r < 0)
+                goto out;
+
+        for (size_t i = 0; i < b->n_jobs; i++) {
+                char set[64];
+
+                snprintf(set, sizeof(set), "started_at = %" PRId64, now_ms());
+                r = transition_locked(s, b->jobs[i].id, JOB_QUEUED, JOB_RUNNING, set);
+                if (r < 0)
+                        goto out;
+        }
+        r = 0;
+out:
+        job_head_done(&first);
+        r = store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
+        if (r >= 0)
+                *ret = TAKE_PTR(b);
+        return r;
+}
+
+int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
+        Batch **list = NULL;
+        size_t n = 0;
+        Stmt st = {};
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' ORDER BY id");
+        while (r >= 0 && sqlite3_step(st.st) == SQLITE_ROW) {
+                JobHead h = {};
+                Batch *b = NULL, **nl;
+
+                job_head_read(&st, &h);
+                r = batch_from_head(&b, &h);
+                if (r >= 0)
+                        r = batch_add_job(s, b, &h);
+                job_head_done(&h);
+                nl = r >= 0 ? realloc(list, (n + 1) * sizeof(*list)) : NULL;
+                if (!nl) {
+                        batch_free(b);
+                        r = r < 0 ? r : -ENOMEM;
+                        break;
+                }
+                list = nl;
+                list[n++] = b;
+        }
+        stmt_done(&st);
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0) {
+                for (size_t i = 0; i < n; i++)
+                        batch_free(list[i]);
+                free(list);
+                return r;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, json_t *result) {
+        _cleanup_free_ char *text = result ? json_dumps(result, JSON_COMPACT) : NULL;
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "UPDATE job_items SET state = ?, result = ? WHERE job_id = ? AND idx = ?");
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, succeeded ? "succeeded" : "failed");
+        bind_text(&st, 2, text);
+        sqlite3_bind_int64(st.st, 3, job_id);
+        sqlite3_bind_int64(st.st, 4, idx);
+        r = step_done(&st);
+        stmt_done(&st);
+        return r;
+}
+
+int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_status, const char *error,
+                     long response_status, const char *response_body) {
+        Stmt st = {};
+        int r;
+
+        r = transition_locked(s, job_id, JOB_RUNNING, state, NULL);
+        if (r < 0)
+                return r;
+        r = prepare(s, &st,
+                    "UPDATE jobs SET finished_at = ?, upstream_status = ?, error = ?, response_status = ?, "
+                    "response_body = ?, attempts = attempts + 1 WHERE id = ?");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, now_ms());
+        if (upstream_status > 0)
+                sqlite3_bind_int64(st.st, 2, upstream_status);
+        else
+                sqlite3_bind_null(st.st, 2);
+        bind_text(&st, 3, error);
+        sqlite3_bind_int64(st.st, 4, response_status);
+        bind_text(&st, 5, response_body);
+        sqlite3_bind_int64(st.st, 6, job_id);
+        r = step_done(&st);
+        stmt_done(&st);
+        return r;
+}
+
+int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo,
+                      long upstream_status, const char *error) {
+        Stmt st = {};
+        int r;
+
+        r = transition_locked(s, job_id, JOB_RUNNING, JOB_QUEUED, NULL);
+        if (r < 0)
+                return r;
+        r = prepare(s, &st,
+                    "UPDATE jobs SET next_run_at = ?, attempts = attempts + ?, solo = max(solo, ?), "
+                    "upstream_status = ?, error = ? WHERE id = ?");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, next_run_ms);
+        sqlite3_bind_int(st.st, 2, count_attempt ? 1 : 0);
+        sqlite3_bind_int(st.st, 3, solo ? 1 : 0);
+        if (upstream_status > 0)
+                sqlite3_bind_int64(st.st, 4, upstream_status);
+        else
+                sqlite3_bind_null(st.st, 4);
+        bind_text(&st, 5, error);
+        sqlite3_bind_int64(st.st, 6, job_id);
+        r = step_done(&st);
+        stmt_done(&st);
+        return r;
 }

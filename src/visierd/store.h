@@ -1,18 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The job store: one SQLite database in WAL mode, its schema versioned with
- * PRAGMA user_version and migrated forward at open. Owns every SQL statement in visierd.
- * Never logs; errors come back as negative errno with a message.
+ * The job store: one SQLite database in WAL mode (synchronous=FULL), its schema versioned
+ * with PRAGMA user_version and migrated forward at open. Owns every SQL statement in
+ * visierd. Thread-safe (one mutex around the one connection). Never logs; errors come back
+ * as negative errno with a message.
+ *
+ * Every state change goes through job_state_transition_ok() (jobs.h) and is written with
+ * "WHERE state = <from>", so the table in jobs.c is the only place the rules live.
  */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "jobs.h"
 #include "macro.h"
 
-#define STORE_SCHEMA_VERSION 1
 #define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_ERROR_MAX 512
 
 typedef struct Store Store;
 
@@ -21,7 +28,102 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen);
 Store *store_close(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
 
-/* Is the database usable right now (a cheap read)? */
 bool store_ok(Store *s);
 int store_schema_version(Store *s);
 const char *store_path(Store *s);
+/* Refuse new jobs once this many are queued or running (0: no limit). */
+void store_set_max_pending(Store *s, unsigned max_pending);
+
+/* ---- accepting writes ---- */
+
+typedef struct JobSubmit {
+        JobOp op;
+        const char *tenant;        /* TargetTenantID, or "" */
+        const char *project;       /* ProjectID, or "" */
+        const char *non_versioned; /* NonVersioned, or "" */
+        const char *tenant_code;   /* ?tenantCode=, or "" */
+        const char *client;        /* who asked */
+        const char *idempotency_key; /* or NULL */
+        const char *body;          /* the request body as received */
+        size_t body_len;
+        json_t *items;             /* the items to send (creates carry their correlationId) */
+        json_t *extra;             /* other members of the body to send along, or NULL */
+        bool solo;                 /* never merge with other jobs */
+} JobSubmit;
+
+/*
+ * Commit a new queued job durably. With an idempotency key already used: for the same
+ * operation and body, *ret_existing is set and the earlier job's id returned; for another
+ * body, -EEXIST. -EOVERFLOW when max_pending jobs wait already; -ENOSPC, -EACCES, -EIO
+ * when the database cannot be written (nothing is left half-written).
+ */
+int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen);
+
+/* The job as JSON (with per-item results if with_items), or NULL if there is no such job. */
+json_t *store_job_json(Store *s, int64_t id, bool with_items);
+/* Newest first; state _JOB_STATE_INVALID for all; before_id 0 for the first page. */
+int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret);
+/* queued → cancelled; -ENOENT, or -EBUSY with *ret_state when the job is not queued. */
+int store_job_cancel(Store *s, int64_t id, JobState *ret_state);
+/* failed → queued with its attempts reset; -ENOENT, or -EBUSY with *ret_state. */
+int store_job_retry(Store *s, int64_t id, JobState *ret_state);
+JobState store_job_state(Store *s, int64_t id);
+/* Final answer kept for Prefer: wait: HTTP status and body (caller frees), or -EAGAIN if not final. */
+int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body);
+
+/* {"queued":N,...,"oldest_queued_age_seconds":S} */
+json_t *store_counts(Store *s, int64_t now_ms);
+/* Delete finished jobs older than their retention; returns how many. */
+int store_prune(Store *s, int64_t now_ms, int64_t keep_succeeded_ms, int64_t keep_failed_ms);
+
+/* ---- the publisher's side ---- */
+
+typedef struct BatchItem {
+        int64_t job_id;
+        unsigned idx;
+        json_t *item;
+        char *correlation_id; /* creates only */
+        bool done;            /* already succeeded in an earlier attempt (reconciled) */
+} BatchItem;
+
+typedef struct BatchJob {
+        int64_t id;
+        unsigned attempts; /* attempts made before this one */
+        size_t first_item, n_items;
+} BatchJob;
+
+typedef struct Batch {
+        JobOp op;
+        char *tenant, *project, *non_versioned, *tenant_code;
+        json_t *extra;
+        BatchJob *jobs;
+        size_t n_jobs;
+        BatchItem *items;
+        size_t n_items;
+} Batch;
+
+Batch *batch_free(Batch *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Batch *, batch_free);
+
+/*
+ * Claim the oldest due queued job and the queued jobs right after it that can share its call
+ * (same operation, tenant, project, NonVersioned and tenantCode; no item touching a permission
+ * already in the batch; at most batch_max items; none marked solo), and mark them running in
+ * one transaction. *ret is NULL when nothing is due; *ret_next_due_ms then tells when the
+ * next queued job is due (INT64_MAX if none).
+ */
+int store_batch_claim(Store *s, int64_t now_ms, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms);
+
+/* Jobs left running by a previous process (orphans), as a batch each, marked as they are. */
+int store_orphans(Store *s, Batch ***ret, size_t *ret_n);
+
+/* Recording an outcome: all calls between begin and end form one transaction. */
+int store_begin(Store *s);
+int store_end(Store *s, bool commit);
+int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, json_t *result);
+int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_status, const char *error,
+                     long response_status, const char *response_body);
+int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo,
+                      long upstream_status, const char *error);
+/* Items of a job not yet succeeded (for building the job's answer). */
+json_t *store_job_item_results(Store *s, int64_t job_id);

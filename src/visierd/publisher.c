@@ -1,0 +1,735 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Publisher (see publisher.h).
+ *
+ * DESIGN: a batch's outcome falls in one of four classes, handled in publish_batch():
+ *   not sent   (no token, rate budget empty, 429 past the deadline) → back to the queue, no attempt used;
+ *   ambiguous  (network error, timeout, 5xx) → creates reconciled, then retried with backoff;
+ *   answered   (2xx) → each item's success or failure recorded on its own job;
+ *   rejected   (4xx) → a merged batch is split (every job goes alone next time), a lone job fails.
+ * Each outcome is written in one transaction, then waiters (Prefer: wait) are woken.
+ */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "publisher.h"
+
+struct Publisher {
+        Store *store;
+        Upstream *upstream;
+        PublisherSettings settings;
+        publisher_event_fn event;
+        void *userdata;
+
+        pthread_mutex_t lock;
+        pthread_cond_t wake;  /* the thread waits here for work */
+        pthread_cond_t done;  /* waiters for jobs wait here */
+        pthread_t thread;
+        bool started, stopping, woken, released;
+        PublisherStats stats;
+};
+
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+usec_t publisher_backoff(unsigned attempts) {
+        usec_t d = PUBLISHER_BACKOFF_INITIAL;
+        uint64_t r = 0;
+
+        for (unsigned i = 1; i < attempts && d < PUBLISHER_BACKOFF_MAX; i++)
+                d *= 2;
+        if (d > PUBLISHER_BACKOFF_MAX)
+                d = PUBLISHER_BACKOFF_MAX;
+        if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+                r = clock_now();
+        return d / 2 + r % (d / 2 + 1); /* jitter: between half and all of the step */
+}
+
+static void emit(Publisher *p, const PublisherEvent *e) {
+        if (p->event)
+                p->event(p->userdata, e);
+}
+
+static void timed_wait(pthread_cond_t *c, pthread_mutex_t *m, usec_t rel) {
+        struct timespec ts;
+        usec_t abs;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        abs = (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000 + rel;
+        ts.tv_sec = (time_t) (abs / USEC_PER_SEC);
+        ts.tv_nsec = (long) (abs % USEC_PER_SEC) * 1000;
+        pthread_cond_timedwait(c, m, &ts);
+}
+
+/* ---- building the call ---- */
+
+typedef struct Call {
+        char *body;
+        char *query;
+        char header_lines[4][512];
+        const char *headers[6];
+} Call;
+
+static void call_done(Call *c) {
+        free(c->body);
+        free(c->query);
+}
+
+static int build_call(const Batch *b, Call *c) {
+        json_t *root = b->extra ? json_deep_copy(b->extra) : json_object();
+        json_t *list = json_array();
+        size_t nh = 0;
+
+        for (size_t i = 0; i < b->n_items; i++)
+                if (!b->items[i].done)
+                        json_array_append(list, b->items[i].item);
+        json_object_set_new(root, job_op_items_member(b->op), list);
+        c->body = json_dumps(root, JSON_COMPACT);
+        json_decref(root);
+        if (!c->body)
+                return -ENOMEM;
+
+        if (*b->tenant_code) {
+                char *e = curl_easy_escape(NULL, b->tenant_code, 0);
+                if (!e || asprintf(&c->query, "tenantCode=%s", e) < 0)
+                        c->query = NULL;
+                curl_free(e);
+                if (!c->query)
+                        return -ENOMEM;
+        }
+        if (*b->tenant)
+                snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "TargetTenantID: %s", b->tenant);
+        if (*b->project)
+                snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "ProjectID: %s", b->project);
+        if (*b->non_versioned)
+                snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "NonVersioned: %s", b->non_versioned);
+        for (size_t i = 0; i < nh; i++)
+                c->headers[i] = c->header_lines[i];
+        c->headers[nh++] = "Content-Type: application/json";
+        c->headers[nh++] = "Accept: application/json";
+        c->headers[nh] = NULL;
+        return 0;
+}
+
+/* ---- reconciliation of creates ---- */
+
+/* Ask Visier which of the batch's pending creates already exist; mark them done and record
+ * them. Runs inside no transaction; records each find in its own small one. */
+static int reconcile_creates(Publisher *p, Batch *b) {
+        for (size_t start = 0; start < b->n_items;) {
+                char *ids = NULL, err[UPSTREAM_ERROR_MAX] = "", *query = NULL;
+                size_t len = 0, taken = 0, i;
+                FILE *f = open_memstream(&ids, &len);
+                UpstreamResponse resp = {};
+                json_t *root, *list, *perm;
+                int r;
+
+                if (!f)
+                        return -ENOMEM;
+                for (i = start; i < b->n_items && taken < PUBLISHER_RECONCILE_CHUNK; i++) {
+                        if (b->items[i].done || !b->items[i].correlation_id)
+                                continue;
+                        fprintf(f, "%s%s", taken ? "," : "", b->items[i].correlation_id);
+                        taken++;
+                }
+                fclose(f);
+                start = i;
+                if (taken == 0) {
+                        free(ids);
+                        continue;
+                }
+                if (asprintf(&query, "correlationIds=%s", ids) < 0)
+                        query = NULL;
+                free(ids);
+                if (!query)
+                        return -ENOMEM;
+                pthread_mutex_lock(&p->lock);
+                p->stats.reconcile_calls++;
+                pthread_mutex_unlock(&p->lock);
+                r = upstream_call(p->upstream,
+                                  &(UpstreamRequest) {
+                                          .method = "GET",
+                                          .path = "/v1/admin/permissions",
+                                          .query = query,
+                                          .idempotent = true,
+                                  },
+                                  &resp, err, sizeof(err));
+                free(query);
+                if (r < 0)
+                        return r;
+                if (resp.status != 200) {
+                        upstream_response_done(&resp);
+                        return -EPROTO;
+                }
+                root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                upstream_response_done(&resp);
+                list = json_object_get(root, "permissions");
+                if (store_begin(p->store) >= 0) {
+                        json_array_foreach(list, i, perm) {
+                                const char *cid = json_string_value(json_object_get(perm, "correlationId"));
+                                if (!cid)
+                                        continue;
+                                for (size_t k = 0; k < b->n_items; k++) {
+                                        BatchItem *it = &b->items[k];
+                                        json_t *res;
+
+                                        if (it->done || !it->correlation_id || !streq(it->correlation_id, cid))
+                                                continue;
+                                        res = json_pack("{s:O?, s:O?, s:s}", "permissionId",
+                                                        json_object_get(perm, "permissionId"), "displayName",
+                                                        json_object_get(perm, "displayName"), "correlationId", cid);
+                                        store_item_record(p->store, it->job_id, it->idx, true, res);
+                                        json_decref(res);
+                                        it->done = true;
+                                }
+                        }
+                        store_end(p->store, true);
+                }
+                json_decref(root);
+        }
+        return 0;
+}
+
+/* ---- mapping an answer back to jobs ---- */
+
+static bool message_says_not_found(json_t *failure) {
+        const char *m = json_string_value(json_object_get(json_object_get(failure, "error"), "message"));
+        return m && strcasestr(m, "not found");
+}
+
+static const char *item_permission_id(const Batch *b, const BatchItem *it) {
+        if (b->op == JOB_OP_DELETE || b->op == JOB_OP_REVERT)
+                return json_string_value(it->item);
+        return json_string_value(json_object_get(it->item, "permissionId"));
+}
+
+/* Find and take the first unused entry of list whose key matches; marks it used in `used`. */
+static json_t *take_match(json_t *list, json_t *used, const char *field, const char *value) {
+        json_t *e;
+        size_t i;
+
+        if (!value)
+                return NULL;
+        json_array_foreach(list, i, e) {
+                const char *v = json_string_value(json_object_get(e, field));
+                if (v && streq(v, value) && !json_is_true(json_array_get(used, i))) {
+                        json_array_set_new(used, i, json_true());
+                        return e;
+                }
+        }
+        return NULL;
+}
+
+static json_t *mark_list(json_t *list) {
+        json_t *used = json_array();
+        for (size_t i = 0; i < json_array_size(list); i++)
+                json_array_append_new(used, json_false());
+        return used;
+}
+
+/* Per item: succeeded?, and the entry of Visier's answer that says so. */
+static void map_bulk(const Batch *b, json_t *answer, bool *ok, json_t **results, const BatchJob *job_of_item[]) {
+        json_t *succ = json_object_get(answer, "successes"), *fail = json_object_get(answer, "failures");
+        json_t *su = mark_list(succ), *fu = mark_list(fail);
+        const bool by_cid = b->op == JOB_OP_CREATE;
+
+        for (size_t i = 0; i < b->n_items; i++) {
+                const BatchItem *it = &b->items[i];
+                const char *key = by_cid ? it->correlation_id : item_permission_id(b, it);
+                const char *field = by_cid ? "correlationId" : "permissionId";
+                json_t *e;
+
+                if (it->done)
+                        continue;
+                if ((e = take_match(succ, su, field, key))) {
+                        ok[i] = true;
+                        results[i] = json_incref(e);
+                } else if ((e = take_match(fail, fu, field, key))) {
+                        /* A delete retried after an ambiguous attempt may find its permission gone: done. */
+                        ok[i] = b->op == JOB_OP_DELETE && job_of_item[i]->attempts > 0 && message_says_not_found(e);
+                        results[i] = json_incref(e);
+                } else {
+                        ok[i] = false;
+                        results[i] = json_pack("{s:s?, s:{s:s}}", "permissionId", by_cid ? NULL : key, "error", "message",
+                                               "Visier's answer did not mention this item");
+                }
+        }
+        json_decref(su);
+        json_decref(fu);
+}
+
+static void map_assignments(const Batch *b, json_t *answer, bool *ok, json_t **results) {
+        json_t *tenants = json_object_get(answer, "tenants"), *t, *e;
+        size_t ti, ei;
+
+        for (size_t i = 0; i < b->n_items; i++) {
+                const char *pid = json_string_value(json_object_get(b->items[i].item, "permissionId"));
+                json_t *found = NULL, *tenant = NULL;
+
+                if (b->items[i].done)
+                        continue;
+                json_array_foreach(tenants, ti, t) {
+                        json_array_foreach(json_object_get(t, "permissions"), ei, e) {
+                                const char *v = json_string_value(
+                                        json_object_get(json_object_get(e, "permission"), "permissionId"));
+                                if (v && pid && streq(v, pid)) {
+                                        found = e;
+                                        tenant = t;
+                                        break;
+                                }
+                        }
+                        if (found)
+                                break;
+                }
+                if (!found) {
+                        ok[i] = false;
+                        results[i] = json_pack("{s:{s:s?}, s:s}", "permission", "permissionId", pid, "message",
+                                               "Visier's answer did not mention this permission");
+                        continue;
+                }
+                ok[i] = !json_object_get(found, "message") && !json_object_get(found, "error") &&
+                        !streq(json_string_value(json_object_get(tenant, "status")) ?: "", "Failed");
+                {
+                        json_t *u;
+                        size_t ui;
+                        json_array_foreach(json_object_get(found, "users"), ui, u)
+                                if (json_object_get(u, "message") && !ok[i])
+                                        break;
+                }
+                results[i] = json_pack("{s:O, s:O?, s:O?}", "entry", found, "tenantCode",
+                                       json_object_get(tenant, "tenantCode"), "status",
+                                       json_object_get(tenant, "status"));
+        }
+}
+
+/* Visier's answer for exactly one job's items, from the recorded item results. */
+static char *job_answer(JobOp op, json_t *item_results, bool *ret_any_ok, bool *ret_any_failed) {
+        json_t *root, *r;
+        size_t i;
+        char *s;
+
+        *ret_any_ok = *ret_any_failed = false;
+        if (job_op_is_bulk(op)) {
+                json_t *succ = json_array(), *fail = json_array();
+                json_array_foreach(item_results, i, r) {
+                        bool ok = streq(json_string_value(json_object_get(r, "state")) ?: "", "succeeded");
+                        json_t *res = json_object_get(r, "result");
+                        if (ok)
+                                *ret_any_ok = true;
+                        else
+                                *ret_any_failed = true;
+                        if (res)
+                                json_array_append(ok ? succ : fail, res);
+                }
+                root = json_pack("{s:o, s:o}", "successes", succ, "failures", fail);
+        } else {
+                json_t *perms = json_array(), *first = NULL;
+                json_array_foreach(item_results, i, r) {
+                        json_t *res = json_object_get(r, "result");
+                        bool ok = streq(json_string_value(json_object_get(r, "state")) ?: "", "succeeded");
+                        if (ok)
+                                *ret_any_ok = true;
+                        else
+                                *ret_any_failed = true;
+                        if (!res)
+                                continue;
+                        if (!first)
+                                first = res;
+                        if (json_object_get(res, "entry"))
+                                json_array_append(perms, json_object_get(res, "entry"));
+                        else
+                                json_array_append(perms, res);
+                }
+                root = json_pack("{s:[{s:O?, s:s, s:o}]}", "tenants", "tenantCode",
+                                 first ? json_object_get(first, "tenantCode") : NULL, "status",
+                                 *ret_any_ok ? "Succeed" : "Failed", "permissions", perms);
+        }
+        s = json_dumps(root, JSON_COMPACT);
+        json_decref(root);
+        return s;
+}
+
+/* Finish every job of the batch whose items all have an outcome now. */
+static void finish_jobs(Publisher *p, const Batch *b, long status) {
+        for (size_t j = 0; j < b->n_jobs; j++) {
+                json_t *results = store_job_item_results(p->store, b->jobs[j].id);
+                bool any_ok, any_failed;
+                char *answer = job_answer(b->op, results, &any_ok, &any_failed);
+                JobState state = any_ok ? JOB_SUCCEEDED : JOB_FAILED;
+
+                store_job_finish(p->store, b->jobs[j].id, state, status,
+                                 any_ok ? (any_failed ? "some items failed; see item_results" : NULL)
+                                        : "every item failed; see item_results",
+                                 200, answer);
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[j].id,
+                                             .op = job_op_to_string(b->op), .n_items = b->jobs[j].n_items,
+                                             .status = status, .state = job_state_to_string(state),
+                                             .message = any_failed ? "some items failed" : NULL });
+                free(answer);
+                json_decref(results);
+        }
+}
+
+static void record_answer(Publisher *p, const Batch *b, long status, json_t *answer) {
+        const BatchJob **job_of_item = calloc(b->n_items ? b->n_items : 1, sizeof(*job_of_item));
+        bool *ok = calloc(b->n_items ? b->n_items : 1, sizeof(*ok));
+        json_t **results = calloc(b->n_items ? b->n_items : 1, sizeof(*results));
+
+        if (!job_of_item || !ok || !results)
+                goto out;
+        for (size_t j = 0; j < b->n_jobs; j++)
+                for (size_t k = 0; k < b->jobs[j].n_items; k++)
+                        job_of_item[b->jobs[j].first_item + k] = &b->jobs[j];
+        if (job_op_is_bulk(b->op))
+                map_bulk(b, answer, ok, results, job_of_item);
+        else
+                map_assignments(b, answer, ok, results);
+
+        if (store_begin(p->store) < 0)
+                goto out;
+        for (size_t i = 0; i < b->n_items; i++)
+                if (!b->items[i].done)
+                        store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
+        finish_jobs(p, b, status);
+        store_end(p->store, true);
+out:
+        for (size_t i = 0; results && i < b->n_items; i++)
+                json_decref(results[i]);
+        free(results);
+        free(ok);
+        free(job_of_item);
+}
+
+/* Put every job of the batch back in the queue (or fail those out of attempts). */
+static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, usec_t delay, long status,
+                        const char *error) {
+        if (store_begin(p->store) < 0)
+                return;
+        for (size_t j = 0; j < b->n_jobs; j++) {
+                const BatchJob *job = &b->jobs[j];
+                bool all_done = true;
+
+                for (size_t k = 0; k < job->n_items; k++)
+                        all_done &= b->items[job->first_item + k].done;
+                if (all_done) { /* everything was found to have landed */
+                        Batch one = *b;
+                        one.jobs = (BatchJob *) job;
+                        one.n_jobs = 1;
+                        finish_jobs(p, &one, status);
+                        continue;
+                }
+                if (count_attempt && job->attempts + 1 >= p->settings.max_attempts) {
+                        char msg[UPSTREAM_ERROR_MAX + 64];
+                        json_t *results = store_job_item_results(p->store, job->id);
+                        char *body;
+
+                        snprintf(msg, sizeof(msg), "gave up after %u attempts: %s", job->attempts + 1, error);
+                        json_decref(results);
+                        body = json_dumps(json_pack("{s:s, s:s, s:s, s:b}", "code", "ServiceUnavailable", "message", msg,
+                                                    "localizedMessage", msg, "userError", 0),
+                                          JSON_COMPACT);
+                        store_job_finish(p->store, job->id, JOB_FAILED, status, msg, status >= 500 ? status : 502,
+                                         body);
+                        free(body);
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = job->id,
+                                                     .op = job_op_to_string(b->op), .n_items = job->n_items,
+                                                     .status = status, .state = "failed", .message = msg });
+                        continue;
+                }
+                usec_t d = count_attempt ? publisher_backoff(job->attempts + 1) : delay;
+                store_job_requeue(p->store, job->id, count_attempt, wall_ms() + (int64_t) (d / USEC_PER_MSEC), solo,
+                                  status, error);
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_RETRY, .job_id = job->id,
+                                             .op = job_op_to_string(b->op), .n_items = job->n_items, .status = status,
+                                             .message = error });
+        }
+        store_end(p->store, true);
+        pthread_mutex_lock(&p->lock);
+        p->stats.retries += b->n_jobs;
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void fail_alone(Publisher *p, const Batch *b, long status, const char *body, const char *error) {
+        if (store_begin(p->store) < 0)
+                return;
+        for (size_t j = 0; j < b->n_jobs; j++) {
+                store_job_finish(p->store, b->jobs[j].id, JOB_FAILED, status, error, status, body);
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[j].id,
+                                             .op = job_op_to_string(b->op), .n_items = b->jobs[j].n_items,
+                                             .status = status, .state = "failed", .message = error });
+        }
+        store_end(p->store, true);
+}
+
+static void publish_batch(Publisher *p, Batch *b) {
+        char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 64];
+        UpstreamResponse resp = {};
+        bool maybe_landed = false;
+        size_t pending = 0;
+        Call c = {};
+        json_t *answer;
+        int r;
+
+        for (size_t j = 0; j < b->n_jobs; j++)
+                maybe_landed |= b->jobs[j].attempts > 0;
+        if (b->op == JOB_OP_CREATE && maybe_landed) {
+                r = reconcile_creates(p, b);
+                if (r < 0) {
+                        requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
+                                    "could not ask Visier which creates already landed");
+                        return;
+                }
+        }
+        for (size_t i = 0; i < b->n_items; i++)
+                pending += !b->items[i].done;
+        if (pending == 0) {
+                if (store_begin(p->store) >= 0) {
+                        finish_jobs(p, b, 200);
+                        store_end(p->store, true);
+                }
+                return;
+        }
+
+        r = build_call(b, &c);
+        if (r < 0) {
+                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                call_done(&c);
+                return;
+        }
+        pthread_mutex_lock(&p->lock);
+        p->stats.write_calls++;
+        p->stats.items_sent += pending;
+        pthread_mutex_unlock(&p->lock);
+        r = upstream_call(p->upstream,
+                          &(UpstreamRequest) {
+                                  .method = job_op_method(b->op),
+                                  .path = job_op_path(b->op),
+                                  .query = c.query,
+                                  .headers = c.headers,
+                                  .body = c.body,
+                                  .body_len = strlen(c.body),
+                                  .idempotent = false,
+                          },
+                          &resp, err, sizeof(err));
+        call_done(&c);
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_CALL, .op = job_op_to_string(b->op), .n_jobs = b->n_jobs,
+                                     .n_items = pending, .status = r < 0 ? 0 : resp.status,
+                                     .message = r < 0 ? err : NULL });
+
+        if (r == -ENOKEY || r == -EBUSY) { /* never sent */
+                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0, err);
+                return;
+        }
+        if (r < 0) { /* may or may not have landed */
+                requeue_all(p, b, true, false, 0, 0, err);
+                return;
+        }
+        if (resp.status == 429) {
+                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, resp.status, "Visier's rate limit");
+                upstream_response_done(&resp);
+                return;
+        }
+        if (resp.status >= 500) {
+                snprintf(msg, sizeof(msg), "Visier answered %ld", resp.status);
+                requeue_all(p, b, true, false, 0, resp.status, msg);
+                upstream_response_done(&resp);
+                return;
+        }
+        if (resp.status >= 400) {
+                json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                const char *why = json_string_value(json_object_get(st, "localizedMessage"));
+
+                snprintf(msg, sizeof(msg), "Visier rejected the call with %ld: %s", resp.status,
+                         why ? why : "(no message)");
+                if (b->n_jobs > 1) {
+                        /* One job's item spoiled a merged call: every job goes alone, so only it fails. */
+                        pthread_mutex_lock(&p->lock);
+                        p->stats.splits++;
+                        pthread_mutex_unlock(&p->lock);
+                        requeue_all(p, b, false, true, 0, resp.status, msg);
+                } else
+                        fail_alone(p, b, resp.status, resp.body ? resp.body : "", msg);
+                json_decref(st);
+                upstream_response_done(&resp);
+                return;
+        }
+        answer = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+        record_answer(p, b, resp.status, answer);
+        json_decref(answer);
+        upstream_response_done(&resp);
+}
+
+static void recover_orphans(Publisher *p) {
+        Batch **orphans = NULL;
+        size_t n = 0;
+
+        if (store_orphans(p->store, &orphans, &n) < 0) {
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR, .message = "cannot list orphaned jobs" });
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Batch *b = orphans[i];
+
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_ORPHAN, .job_id = b->jobs[0].id,
+                                             .op = job_op_to_string(b->op), .n_items = b->n_items });
+                /* Its call may have landed: treat it as an attempt that ended in doubt. */
+                b->jobs[0].attempts++;
+                if (b->op == JOB_OP_CREATE && reconcile_creates(p, b) < 0) {
+                        /* Visier unreachable: try again later, the correlation IDs keep it safe. */
+                }
+                requeue_all(p, b, false, false, 0, 0, "recovered after a restart");
+                batch_free(b);
+        }
+        free(orphans);
+}
+
+static void *publisher_thread(void *arg) {
+        Publisher *p = arg;
+        usec_t last_prune = 0;
+
+        recover_orphans(p);
+        pthread_mutex_lock(&p->lock);
+        pthread_cond_broadcast(&p->done);
+        while (!p->stopping) {
+                Batch *b = NULL;
+                int64_t next_due = INT64_MAX, now = wall_ms();
+                usec_t wait;
+                int r;
+
+                pthread_mutex_unlock(&p->lock);
+                if (clock_now() - last_prune > PUBLISHER_PRUNE_INTERVAL) {
+                        store_prune(p->store, now, p->settings.keep_succeeded_ms, p->settings.keep_failed_ms);
+                        last_prune = clock_now();
+                }
+                r = store_batch_claim(p->store, now, p->settings.batch_max, &b, &next_due);
+                if (r < 0)
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                                     .message = "cannot claim queued jobs" });
+                if (b) {
+                        publish_batch(p, b);
+                        batch_free(b);
+                        pthread_mutex_lock(&p->lock);
+                        pthread_cond_broadcast(&p->done);
+                        continue;
+                }
+                pthread_mutex_lock(&p->lock);
+                pthread_cond_broadcast(&p->done);
+                if (p->stopping)
+                        break;
+                wait = next_due == INT64_MAX ? USEC_PER_SEC
+                                             : (usec_t) (next_due > now ? next_due - now : 1) * USEC_PER_MSEC;
+                if (wait > USEC_PER_SEC)
+                        wait = USEC_PER_SEC;
+                if (r < 0)
+                        wait = USEC_PER_SEC;
+                if (!p->woken)
+                        timed_wait(&p->wake, &p->lock, wait);
+                if (p->woken && !p->stopping && p->settings.batch_delay > 0) {
+                        /* Let the jobs of a burst gather so they share one call: new jobs arriving
+                         * meanwhile do not cut the delay short, only stopping does. */
+                        usec_t until = clock_now() + p->settings.batch_delay;
+                        for (usec_t t = clock_now(); t < until && !p->stopping; t = clock_now())
+                                timed_wait(&p->wake, &p->lock, until - t);
+                }
+                p->woken = false;
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, publisher_event_fn event,
+                  void *userdata, Publisher **ret) {
+        pthread_condattr_t attr;
+        Publisher *p = calloc(1, sizeof(*p));
+
+        if (!p)
+                return -ENOMEM;
+        p->store = store;
+        p->upstream = upstream;
+        p->settings = *s;
+        p->event = event;
+        p->userdata = userdata;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->wake, &attr);
+        pthread_cond_init(&p->done, &attr);
+        pthread_condattr_destroy(&attr);
+        *ret = p;
+        return 0;
+}
+
+int publisher_start(Publisher *p) {
+        int r = pthread_create(&p->thread, NULL, publisher_thread, p);
+
+        if (r != 0)
+                return -r;
+        p->started = true;
+        return 0;
+}
+
+Publisher *publisher_free(Publisher *p) {
+        if (!p)
+                return NULL;
+        pthread_mutex_lock(&p->lock);
+        p->stopping = true;
+        pthread_cond_broadcast(&p->wake);
+        pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->lock);
+        if (p->started)
+                pthread_join(p->thread, NULL);
+        pthread_cond_destroy(&p->wake);
+        pthread_cond_destroy(&p->done);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+}
+
+void publisher_release_waiters(Publisher *p) {
+        pthread_mutex_lock(&p->lock);
+        p->released = true;
+        pthread_cond_broadcast(&p->done);
+        pthread_mutex_unlock(&p->lock);
+}
+
+void publisher_wake(Publisher *p) {
+        pthread_mutex_lock(&p->lock);
+        p->woken = true;
+        pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+}
+
+int publisher_wait_job(Publisher *p, int64_t job_id, usec_t deadline) {
+        for (;;) {
+                JobState s = store_job_state(p->store, job_id);
+                usec_t now;
+
+                if (s == _JOB_STATE_INVALID)
+                        return -ENOENT;
+                if (job_state_is_final(s))
+                        return 0;
+                now = clock_now();
+                if (now >= deadline)
+                        return -ETIMEDOUT;
+                pthread_mutex_lock(&p->lock);
+                if (p->stopping || p->released) {
+                        pthread_mutex_unlock(&p->lock);
+                        return -ETIMEDOUT;
+                }
+                timed_wait(&p->done, &p->lock, deadline - now < USEC_PER_SEC ? deadline - now : USEC_PER_SEC);
+                pthread_mutex_unlock(&p->lock);
+        }
+}
+
+void publisher_stats(Publisher *p, PublisherStats *ret) {
+        pthread_mutex_lock(&p->lock);
+        *ret = p->stats;
+        pthread_mutex_unlock(&p->lock);
+}

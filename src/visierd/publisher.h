@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The publisher: the only code that sends permission writes to Visier. One thread claims
+ * queued jobs in order, merges compatible ones into one bulk call (store_batch_claim), marks
+ * them running before the call is sent, maps Visier's per-item answer back to each job, and
+ * retries transient failures with backoff. Never two write calls in flight: there is one
+ * thread and it makes one call at a time.
+ *
+ * Recovery: every create carries a correlationId stored with the job, so whenever a create
+ * may already have landed (after a network error, a 5xx, a timeout, or a crash that left the
+ * job running) the publisher asks Visier which correlation IDs exist before sending again.
+ * Updates, assignments and removals are idempotent and are simply sent again; a delete that
+ * then finds the permission gone counts as done. Never logs: outcomes go to the event callback.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "clock.h"
+#include "store.h"
+#include "upstream.h"
+
+#define PUBLISHER_BACKOFF_INITIAL (1 * USEC_PER_SEC)
+#define PUBLISHER_BACKOFF_MAX (300 * USEC_PER_SEC)
+#define PUBLISHER_PRUNE_INTERVAL (60 * USEC_PER_SEC)
+#define PUBLISHER_RECONCILE_CHUNK 50 /* correlation IDs per lookup */
+
+typedef struct PublisherSettings {
+        size_t batch_max;
+        unsigned max_attempts;
+        usec_t batch_delay; /* how long to let jobs gather after the queue wakes up */
+        int64_t keep_succeeded_ms, keep_failed_ms;
+} PublisherSettings;
+
+typedef enum PublisherEventKind {
+        PUBLISHER_CALL,      /* a write call ended (status or error in the event) */
+        PUBLISHER_JOB_DONE,  /* a job reached a final state */
+        PUBLISHER_JOB_RETRY, /* a job goes back to the queue */
+        PUBLISHER_ORPHAN,    /* a job left running by an earlier process is being recovered */
+        PUBLISHER_STORE_ERROR,
+} PublisherEventKind;
+
+typedef struct PublisherEvent {
+        PublisherEventKind kind;
+        int64_t job_id;     /* 0 for a call */
+        const char *op;
+        size_t n_jobs, n_items;
+        long status;        /* HTTP status, 0 if none */
+        const char *state;  /* for JOB_DONE */
+        const char *message;
+} PublisherEvent;
+
+typedef void (*publisher_event_fn)(void *userdata, const PublisherEvent *e);
+
+typedef struct PublisherStats {
+        uint64_t write_calls, items_sent, reconcile_calls, splits, retries;
+} PublisherStats;
+
+typedef struct Publisher Publisher;
+
+int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, publisher_event_fn event,
+                  void *userdata, Publisher **ret);
+int publisher_start(Publisher *p);
+/* Stop claiming, let the call in flight finish and be recorded, join the thread. */
+Publisher *publisher_free(Publisher *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Publisher *, publisher_free);
+
+/* Make every publisher_wait_job() return now (shutdown); the thread keeps running. */
+void publisher_release_waiters(Publisher *p);
+
+/* A job was queued (or retried). */
+void publisher_wake(Publisher *p);
+/* Wait until the job is final or the deadline (monotonic) passes: 0, -ETIMEDOUT, -ENOENT. */
+int publisher_wait_job(Publisher *p, int64_t job_id, usec_t deadline);
+void publisher_stats(Publisher *p, PublisherStats *ret);
+
+usec_t publisher_backoff(unsigned attempts);
