@@ -265,8 +265,6 @@ char *sim_login(const Sim *s) {
 
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
         char *conf, db[256];
-        const char *argv[4];
-        NotifySocket ns;
 
         memset(d, 0, sizeof(*d));
         harness_mkdtemp(d->dir, sizeof(d->dir), "visierd-test");
@@ -283,15 +281,30 @@ void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const cha
                          0);
         harness_write_file(d->config, conf, 0644);
         free(conf);
+        visierd_restart(d);
+}
+
+void visierd_restart(Visierd *d) {
+        const char *argv[4];
+        NotifySocket ns;
 
         argv[0] = env_or("VISIERD_BIN", "./visierd");
         argv[1] = "--config";
         argv[2] = d->config;
         argv[3] = NULL;
         ck_assert_int_eq(notify_socket_open(&ns), 0);
+        d->notify_log[0] = '\0';
         d->pid = spawn(argv, d->log, ns.path);
         wait_notify(&ns, d->pid, "visierd", d->log, &d->port, d->notify_log, sizeof(d->notify_log));
         notify_socket_close(&ns);
+}
+
+void visierd_kill(Visierd *d) {
+        if (d->pid <= 0)
+                return;
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+        d->pid = 0;
 }
 
 void visierd_wait_ready(const Visierd *d) {

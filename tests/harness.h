@@ -68,6 +68,10 @@ char *sim_login(const Sim *s);
 /* Start visierd against the sim with extra configuration lines appended to [visier]
  * (extra_visier) and the whole file's tail (extra_tail); waits for READY=1. */
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
+/* Start visierd again with the same configuration and database (after a stop or a kill). */
+void visierd_restart(Visierd *d);
+/* SIGKILL, as a crash would. */
+void visierd_kill(Visierd *d);
 /* Wait until GET /readyz answers 200 (probing), or fail the test. */
 void visierd_wait_ready(const Visierd *d);
 /* SIGTERM and wait; returns the exit status (or -1 if killed by a signal). */

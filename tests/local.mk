@@ -8,7 +8,7 @@ TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
 unit_tests = tests/check-config tests/check-token tests/check-ratelimit
-integration_tests = tests/test-proxy tests/test-rollover tests/test-cli
+integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh
@@ -29,6 +29,9 @@ tests_test_proxy_LDADD = $(TEST_LDADD)
 tests_test_rollover_SOURCES = tests/test-rollover.c
 tests_test_rollover_CFLAGS = $(TEST_CFLAGS)
 tests_test_rollover_LDADD = $(TEST_LDADD)
+tests_test_writes_SOURCES = tests/test-writes.c
+tests_test_writes_CFLAGS = $(TEST_CFLAGS)
+tests_test_writes_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)

@@ -19,6 +19,8 @@ visier_sim_SOURCES = \
 	src/sim/sim-parse.c \
 	src/sim/sim-parse.h \
 	src/sim/sim-rate.c \
-	src/sim/sim-rate.h
+	src/sim/sim-rate.h \
+	src/sim/sim-schema.c \
+	src/sim/sim-schema.h
 visier_sim_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS)
 visier_sim_LDADD = $(MHD_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Owns the observation counters of the simulator: logins, failures, logins in flight and
- * their high-water mark, per-path call counts and the auth/fault tallies. Everything sits
+ * their high-water mark, per-path call counts, the auth/fault tallies and the publishing
+ * record of permission writes (calls, items, production_version, writes in flight, overlaps). Everything sits
  * behind one mutex; the per-path map is a bounded JSON object. Never logs.
  */
 #include <errno.h>
@@ -15,6 +16,7 @@ struct Counters {
         pthread_mutex_t lock;
         uint64_t values[_COUNTER_MAX];
         uint64_t in_flight, in_flight_max;
+        uint64_t writes_in_flight, writes_in_flight_max;
         json_t *calls;          /* path -> integer */
 };
 
@@ -30,6 +32,11 @@ static const char *const counter_table[_COUNTER_MAX] = {
         [COUNTER_ERRORS_INJECTED] = "errors_injected",
         [COUNTER_DROPS_INJECTED] = "drops_injected",
         [COUNTER_THROTTLES_INJECTED] = "throttles_injected",
+        [COUNTER_APPLY_THEN_DROPS_INJECTED] = "apply_then_drops_injected",
+        [COUNTER_WRITE_CALLS] = "write_calls",
+        [COUNTER_WRITE_ITEMS] = "write_items",
+        [COUNTER_PRODUCTION_VERSION] = "production_version",
+        [COUNTER_PUBLISH_OVERLAPS] = "publish_overlaps",
 };
 
 const char *counter_id_to_string(CounterId id) {
@@ -71,6 +78,14 @@ void counters_inc(Counters *c, CounterId id) {
         pthread_mutex_unlock(&c->lock);
 }
 
+void counters_add(Counters *c, CounterId id, uint64_t n) {
+        if (id < 0 || id >= _COUNTER_MAX)
+                return;
+        pthread_mutex_lock(&c->lock);
+        c->values[id] += n;
+        pthread_mutex_unlock(&c->lock);
+}
+
 void counters_call(Counters *c, const char *path) {
         json_t *v;
 
@@ -101,10 +116,38 @@ void counters_login_end(Counters *c) {
         pthread_mutex_unlock(&c->lock);
 }
 
+int counters_write_begin(Counters *c, bool reject_overlaps) {
+        int r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        if (c->writes_in_flight > 0) {
+                c->values[COUNTER_PUBLISH_OVERLAPS]++;
+                if (reject_overlaps)
+                        r = -EBUSY;
+        }
+        if (r >= 0) {
+                c->writes_in_flight++;
+                if (c->writes_in_flight > c->writes_in_flight_max)
+                        c->writes_in_flight_max = c->writes_in_flight;
+        }
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+void counters_write_end(Counters *c, bool bump_version) {
+        pthread_mutex_lock(&c->lock);
+        if (c->writes_in_flight > 0)
+                c->writes_in_flight--;
+        if (bump_version)
+                c->values[COUNTER_PRODUCTION_VERSION]++;
+        pthread_mutex_unlock(&c->lock);
+}
+
 void counters_reset(Counters *c) {
         pthread_mutex_lock(&c->lock);
         memset(c->values, 0, sizeof(c->values));
         c->in_flight_max = c->in_flight;
+        c->writes_in_flight_max = c->writes_in_flight;
         json_object_clear(c->calls);
         pthread_mutex_unlock(&c->lock);
 }
@@ -125,6 +168,8 @@ json_t *counters_to_json(Counters *c) {
         r |= json_object_set_new(o, "logins_in_flight_max", json_integer((json_int_t) c->in_flight_max));
         r |= json_object_set_new(o, "calls_total", json_integer((json_int_t) c->values[COUNTER_CALLS_TOTAL]));
         r |= json_object_set_new(o, "calls", calls);
+        r |= json_object_set_new(o, "writes_in_flight", json_integer((json_int_t) c->writes_in_flight));
+        r |= json_object_set_new(o, "writes_in_flight_max", json_integer((json_int_t) c->writes_in_flight_max));
         for (CounterId id = COUNTER_BAD_APIKEY; id < _COUNTER_MAX; id++)
                 r |= json_object_set_new(o, counter_table[id], json_integer((json_int_t) c->values[id]));
         pthread_mutex_unlock(&c->lock);

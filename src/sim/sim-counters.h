@@ -5,6 +5,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Distinct request paths tracked in "calls"; later new paths are summed under "(other)". */
@@ -22,6 +23,11 @@ typedef enum CounterId {
         COUNTER_ERRORS_INJECTED,
         COUNTER_DROPS_INJECTED,
         COUNTER_THROTTLES_INJECTED,
+        COUNTER_APPLY_THEN_DROPS_INJECTED,
+        COUNTER_WRITE_CALLS,
+        COUNTER_WRITE_ITEMS,
+        COUNTER_PRODUCTION_VERSION,
+        COUNTER_PUBLISH_OVERLAPS,
         _COUNTER_MAX,
         _COUNTER_INVALID = -EINVAL,
 } CounterId;
@@ -32,6 +38,7 @@ int counters_new(Counters **ret);
 Counters *counters_free(Counters *c);
 
 void counters_inc(Counters *c, CounterId id);
+void counters_add(Counters *c, CounterId id, uint64_t n);
 
 /* Count one /v1 call on PATH (no query string): bumps calls_total and calls[PATH]. */
 void counters_call(Counters *c, const char *path);
@@ -40,7 +47,16 @@ void counters_call(Counters *c, const char *path);
 void counters_login_begin(Counters *c);
 void counters_login_end(Counters *c);
 
-/* Zero everything except logins_in_flight (logins still running). */
+/*
+ * A permission write starts publishing. When another write is in flight it counts one
+ * publish_overlap and, with REJECT_OVERLAPS, returns -EBUSY without entering; otherwise it
+ * enters (writes_in_flight and its maximum) and returns 0. Pair each 0 with one write_end.
+ */
+int counters_write_begin(Counters *c, bool reject_overlaps);
+/* The write finished publishing; BUMP_VERSION adds one production_version. */
+void counters_write_end(Counters *c, bool bump_version);
+
+/* Zero everything except logins_in_flight and writes_in_flight (work still running). */
 void counters_reset(Counters *c);
 
 /* New reference, or NULL on OOM. */

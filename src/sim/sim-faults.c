@@ -38,6 +38,8 @@ static const FaultField fault_fields[] = {
         FIELD(next_errors, FAULTS_NEXT_MAX),
         FIELD(next_drops, FAULTS_NEXT_MAX),
         FIELD(next_throttles, FAULTS_NEXT_MAX),
+        FIELD(publish_ms, FAULTS_PUBLISH_MAX_MS),
+        FIELD(next_apply_then_drop, FAULTS_NEXT_MAX),
 };
 #undef FIELD
 
@@ -135,7 +137,9 @@ static json_t *settings_to_json(FaultSettings *s) {
                 if (json_object_set_new(o, fault_fields[i].name,
                                         json_integer((json_int_t) *field_ptr(s, &fault_fields[i]))) < 0)
                         goto fail;
-        if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0)
+        if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0 ||
+            json_object_set_new(o, "reject_overlaps", json_boolean(s->reject_overlaps)) < 0 ||
+            json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
         return o;
 fail:
@@ -168,12 +172,27 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                 const FaultField *field = NULL;
                 size_t i;
 
-                if (streq(key, "faults_include_login")) {
+                if (streq(key, "faults_include_login") || streq(key, "reject_overlaps")) {
                         if (!json_is_boolean(value)) {
-                                snprintf(err, err_size, "faults_include_login must be a boolean");
+                                snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
                         }
-                        s.faults_include_login = json_is_true(value);
+                        if (streq(key, "faults_include_login"))
+                                s.faults_include_login = json_is_true(value);
+                        else
+                                s.reject_overlaps = json_is_true(value);
+                        continue;
+                }
+                if (streq(key, "reject_display_name")) {
+                        const char *v = json_string_value(value);
+                        size_t len = v ? json_string_length(value) : 0;
+
+                        if (!v || len > FAULTS_NAME_MAX || strlen(v) != len) {
+                                snprintf(err, err_size, "reject_display_name must be a string of at most %d bytes",
+                                         FAULTS_NAME_MAX);
+                                goto invalid;
+                        }
+                        memcpy(s.reject_display_name, v, len + 1);
                         continue;
                 }
                 for (i = 0; i < ELEMENTSOF(fault_fields); i++)
@@ -198,6 +217,26 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
 invalid:
         pthread_mutex_unlock(&f->lock);
         return -EINVAL;
+}
+
+void faults_write_settings(Faults *f, WriteFaults *ret) {
+        pthread_mutex_lock(&f->lock);
+        ret->publish_ms = f->s.publish_ms;
+        ret->reject_overlaps = f->s.reject_overlaps;
+        memcpy(ret->reject_display_name, f->s.reject_display_name, sizeof(ret->reject_display_name));
+        pthread_mutex_unlock(&f->lock);
+}
+
+bool faults_take_apply_then_drop(Faults *f) {
+        bool drop = false;
+
+        pthread_mutex_lock(&f->lock);
+        if (f->s.next_apply_then_drop > 0) {
+                f->s.next_apply_then_drop--;
+                drop = true;
+        }
+        pthread_mutex_unlock(&f->lock);
+        return drop;
 }
 
 void faults_reset(Faults *f) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Injected faults: latency, random 503/429/dropped connections and one-shot counters that
- * make the next N outcomes deterministic. Thread-safe.
+ * make the next N outcomes deterministic, plus the permission-write knobs (publish duration,
+ * overlap rejection, apply-then-drop, a display name to refuse). Thread-safe.
  */
 #pragma once
 
@@ -13,6 +14,9 @@
 #define FAULTS_LATENCY_MAX_MS UINT64_C(600000)
 #define FAULTS_RETRY_AFTER_MAX UINT64_C(86400)
 #define FAULTS_NEXT_MAX UINT64_C(1000000)
+#define FAULTS_PUBLISH_MAX_MS UINT64_C(600000)
+/* Longest reject_display_name, in bytes. */
+#define FAULTS_NAME_MAX 256
 
 typedef struct FaultSettings {
         uint64_t latency_ms;
@@ -24,7 +28,11 @@ typedef struct FaultSettings {
         uint64_t next_errors;
         uint64_t next_drops;
         uint64_t next_throttles;
+        uint64_t publish_ms;            /* every permission write publishes this long */
+        uint64_t next_apply_then_drop;  /* writes applied and published, then dropped unanswered */
         bool faults_include_login;
+        bool reject_overlaps;           /* a write starting while another is in flight gets 409 */
+        char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
 
 #define FAULT_SETTINGS_DEFAULT ((FaultSettings) { .retry_after = 1 })
@@ -55,6 +63,19 @@ Faults *faults_free(Faults *f);
  * error, throttle, and are consumed.
  */
 void faults_decide(Faults *f, bool is_login, FaultDecision *ret);
+
+/* What a permission write must do, decided once when it passes validation. */
+typedef struct WriteFaults {
+        uint64_t publish_ms;
+        bool reject_overlaps;
+        char reject_display_name[FAULTS_NAME_MAX + 1];
+} WriteFaults;
+
+/* Snapshot the write knobs; consumes nothing. */
+void faults_write_settings(Faults *f, WriteFaults *ret);
+
+/* Consume one next_apply_then_drop if any is left; true when this write must be dropped. */
+bool faults_take_apply_then_drop(Faults *f);
 
 /* Current settings as a JSON object (new reference), or NULL on OOM. */
 json_t *faults_to_json(Faults *f);

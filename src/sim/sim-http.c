@@ -5,6 +5,15 @@
  * Visier-style answers (Status JSON errors, X-RateLimit-* headers) and the unauthenticated
  * /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
  * the one the login call just issued. Logs only internal failures, once, with the path.
+ *
+ * DESIGN of a permission write (POST/PUT/DELETE /v1/admin/permissions, POST .../revert-to-parent,
+ * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), parsed and
+ * checked whole against the request schema (400, nothing applied, nothing published), checked
+ * against reject_display_name (400 likewise), then it "publishes": it enters the in-flight set
+ * (an overlap is counted, or answered 409 with reject_overlaps), is applied to the model, stays
+ * in flight for publish_ms, and bumps production_version unless it went to a draft (ProjectID)
+ * or to non-versioned artifacts (NonVersioned: true). An apply-then-drop fault closes the
+ * connection only after all of that.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,6 +29,7 @@
 #include "clock.h"
 #include "sim-http.h"
 #include "sim-parse.h"
+#include "sim-schema.h"
 
 #define LOGIN_PATH "/v1/admin/visierSecureToken"
 #define PATH_SEGMENTS_MAX 10
@@ -29,10 +39,36 @@ struct HttpDaemon {
 };
 
 typedef struct Request {
-        char body[HTTP_BODY_MAX + 1];
-        size_t size;
+        char *body;                     /* NUL-terminated; wiped before it is freed (logins carry passwords) */
+        size_t size, allocated;         /* allocated counts the NUL */
+        size_t max;                     /* HTTP_BODY_MAX, or HTTP_WRITE_BODY_MAX for permission writes */
         bool too_large;
 } Request;
+
+typedef enum WriteKind {
+        WRITE_CREATE,
+        WRITE_UPDATE,
+        WRITE_DELETE,
+        WRITE_REVERT,
+        WRITE_ASSIGN,
+        WRITE_REMOVE,
+        _WRITE_KIND_MAX,
+        _WRITE_KIND_INVALID = -EINVAL,
+} WriteKind;
+
+/* What each write call reads and does; one row per route. */
+static const struct {
+        SchemaBody schema;
+        ModelWrite op;          /* bulk calls only */
+        bool assign;            /* user calls only: assign (true) or remove */
+} write_table[_WRITE_KIND_MAX] = {
+        [WRITE_CREATE] = { SCHEMA_PERMISSIONS_LIST, MODEL_WRITE_CREATE, false },
+        [WRITE_UPDATE] = { SCHEMA_PERMISSIONS_LIST, MODEL_WRITE_UPDATE, false },
+        [WRITE_DELETE] = { SCHEMA_PERMISSION_IDS, MODEL_WRITE_DELETE, false },
+        [WRITE_REVERT] = { SCHEMA_PERMISSION_IDS, MODEL_WRITE_REVERT, false },
+        [WRITE_ASSIGN] = { SCHEMA_ASSIGN_REVOKE, _MODEL_WRITE_INVALID, true },
+        [WRITE_REMOVE] = { SCHEMA_ASSIGN_REVOKE, _MODEL_WRITE_INVALID, false },
+};
 
 /* One answer under construction. */
 typedef struct Reply {
@@ -262,15 +298,103 @@ static bool seg_is(const char **seg, size_t n, size_t len, ...) {
         return ok;
 }
 
-/* Answer an authenticated /v1 read. */
+/* An optional header's value; NULL when absent or empty. */
+static const char *header_value(struct MHD_Connection *c, const char *name) {
+        const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+        return v && *v ? v : NULL;
+}
+
+/* The index of the first permissions[] item whose displayName is NAME, or -ENOENT. */
+static int find_display_name(json_t *items, const char *name) {
+        size_t i;
+        json_t *item;
+
+        json_array_foreach(items, i, item) {
+                const char *d = json_string_value(json_object_get(item, "displayName"));
+                if (d && streq(d, name))
+                        return (int) i;
+        }
+        return -ENOENT;
+}
+
+/* Answer an authenticated permission write; see DESIGN at the top. */
+static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const char *url, WriteKind kind,
+                                const Request *req, const RateInfo *rate) {
+        StatusOpts o = { .rate = rate };
+        _cleanup_json_ json_t *in = NULL;
+        json_t *out = NULL, *items;
+        const char *project, *tenant, *nv;
+        bool non_versioned = false, drop;
+        char err[SCHEMA_ERROR_MAX];
+        json_error_t jerr;
+        WriteFaults wf;
+        int n, r;
+
+        counters_inc(s->counters, COUNTER_WRITE_CALLS);
+        project = header_value(c, "ProjectID");
+        tenant = header_value(c, "TargetTenantID");
+        nv = header_value(c, "NonVersioned");
+        if (nv && parse_bool(nv, &non_versioned) < 0)
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                    "The NonVersioned header must be true or false.", &o);
+
+        /* Whole-call validation: on any failure nothing is applied or published. */
+        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+        if (!in) {
+                snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).", jerr.line,
+                         jerr.column);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        }
+        n = schema_check(write_table[kind].schema, in, err, sizeof(err));
+        if (n < 0)
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        items = json_object_get(in, schema_list_name(write_table[kind].schema));
+
+        faults_write_settings(s->faults, &wf);
+        if (write_table[kind].schema == SCHEMA_PERMISSIONS_LIST && wf.reject_display_name[0]) {
+                r = find_display_name(items, wf.reject_display_name);
+                if (r >= 0) {
+                        snprintf(err, sizeof(err), "permissions[%d].displayName is rejected by the simulator.", r);
+                        return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+                }
+        }
+        counters_add(s->counters, COUNTER_WRITE_ITEMS, (uint64_t) n);
+
+        /* Publish: in flight from before the apply until production_version moves. */
+        if (counters_write_begin(s->counters, wf.reject_overlaps) == -EBUSY)
+                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
+                                    "Another change is being published to production. Retry later.", &o);
+        drop = faults_take_apply_then_drop(s->faults);
+        if (kind == WRITE_ASSIGN || kind == WRITE_REMOVE)
+                r = model_permissions_assign(s->model, items, tenant ? tenant : MODEL_TENANT_CODE, project,
+                                             write_table[kind].assign, &out);
+        else
+                r = model_permissions_write(s->model, write_table[kind].op, items, &out);
+        if (wf.publish_ms > 0)
+                clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+        counters_write_end(s->counters, !project && !non_versioned);
+
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
+        if (drop) {
+                json_decref(out);
+                counters_inc(s->counters, COUNTER_APPLY_THEN_DROPS_INJECTED);
+                return MHD_NO;
+        }
+        return reply_json(c, MHD_HTTP_OK, out, rate);
+}
+
+/* Answer an authenticated /v1 call. */
 static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
-                                const RateInfo *rate) {
+                                const Request *req, const RateInfo *rate) {
         const char *seg[PATH_SEGMENTS_MAX];
         char buf[1024];
         json_t *body = NULL;
         ModelStrv ids = {};
         QueryList ql = { .n_bufs = 0 };
         bool get = streq(method, MHD_HTTP_METHOD_GET), partial = false, b1 = false, b2 = false;
+        bool post = streq(method, MHD_HTTP_METHOD_POST), put = streq(method, MHD_HTTP_METHOD_PUT);
+        bool del = streq(method, MHD_HTTP_METHOD_DELETE);
         size_t n;
         int r;
 
@@ -310,8 +434,10 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                 if (r >= 0)
                         r = model_data_security_objects(s->model, &ids, b1, &body);
         } else if (seg_is(seg, n, 3, "v1", "admin", "permissions")) {
+                if (post || put || del)
+                        return v1_write(s, c, url, post ? WRITE_CREATE : put ? WRITE_UPDATE : WRITE_DELETE, req, rate);
                 if (!get)
-                        return reply_method_not_allowed(c, "GET", rate);
+                        return reply_method_not_allowed(c, "GET, POST, PUT, DELETE", rate);
                 r = query_bool(c, "includeDetails", &b1);
                 if (r >= 0)
                         r = query_bool(c, "includeDetailsWithStatus", &b2);
@@ -319,6 +445,14 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                         r = query_list(c, "correlationIds", &ids, &ql);
                 if (r >= 0)
                         r = model_permissions(s->model, b1, b2, &ids, &body);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", "revert-to-parent")) {
+                if (!post)
+                        return reply_method_not_allowed(c, "POST", rate);
+                return v1_write(s, c, url, WRITE_REVERT, req, rate);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", "users")) {
+                if (!put && !del)
+                        return reply_method_not_allowed(c, "PUT, DELETE", rate);
+                return v1_write(s, c, url, put ? WRITE_ASSIGN : WRITE_REMOVE, req, rate);
         } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", NULL)) {
                 REQUIRE_GET;
                 r = query_bool(c, "includeDetailsWithStatus", &b2);
@@ -514,7 +648,7 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
                                                          : "Missing VisierASIDToken cookie.",
                                     &o);
 
-        return v1_route(s, c, url, method, &rate);
+        return v1_route(s, c, url, method, req, &rate);
 }
 
 /* ---- the /_sim control API ------------------------------------------------------------- */
@@ -552,6 +686,17 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
                         return reply_method_not_allowed(c, "GET, POST", NULL);
                 return reply_json(c, MHD_HTTP_OK, faults_to_json(s->faults), NULL);
         }
+        if (streq(url, "/_sim/permissions")) {
+                json_t *body = NULL;
+                int r;
+
+                if (!get)
+                        return reply_method_not_allowed(c, "GET", NULL);
+                r = model_permissions_dump(s->model, &body);
+                if (r < 0)
+                        return reply_error_errno(c, r, url, NULL);
+                return reply_json(c, MHD_HTTP_OK, body, NULL);
+        }
         if (streq(url, "/_sim/revoke-tokens")) {
                 if (!post)
                         return reply_method_not_allowed(c, "POST", NULL);
@@ -571,6 +716,53 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
 
 /* ---- MHD glue -------------------------------------------------------------------------- */
 
+static Request *request_free(Request *req) {
+        if (!req)
+                return NULL;
+        if (req->body) {
+                explicit_bzero(req->body, req->allocated);
+                free(req->body);
+        }
+        free(req);
+        return NULL;
+}
+
+/* Permission writes may carry up to 1000 definitions; everything else stays small. */
+static Request *request_new(const char *url, const char *method) {
+        Request *req = calloc(1, sizeof(*req));
+
+        if (!req)
+                return NULL;
+        req->max = strncmp(url, "/v1/admin/permissions", 21) == 0 && !streq(method, MHD_HTTP_METHOD_GET)
+                           ? HTTP_WRITE_BODY_MAX
+                           : HTTP_BODY_MAX;
+        req->allocated = 1;
+        req->body = calloc(1, req->allocated);
+        if (!req->body)
+                return request_free(req);
+        return req;
+}
+
+/* Make room for SIZE bytes plus the NUL (SIZE <= max). Never reallocs in place: the old copy is wiped. */
+static int request_reserve(Request *req, size_t size) {
+        size_t n = req->allocated;
+        char *p;
+
+        if (size + 1 <= req->allocated)
+                return 0;
+        while (n < size + 1)
+                n = n > (req->max + 1) / 2 ? req->max + 1 : n * 2;
+        p = malloc(n);
+        if (!p)
+                return -ENOMEM;
+        memcpy(p, req->body, req->size + 1);
+        explicit_bzero(req->body, req->allocated);
+        free(req->body);
+        req->body = p;
+        req->allocated = n;
+        return 0;
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                    const char *version, const char *upload_data, size_t *upload_data_size,
                                    void **con_cls) {
@@ -578,7 +770,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
         Request *req = *con_cls;
 
         if (!req) {
-                req = calloc(1, sizeof(*req));
+                req = request_new(url, method);
                 if (!req)
                         return MHD_NO;
                 *con_cls = req;
@@ -587,7 +779,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
         if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
 
-                if (!req->too_large && n <= HTTP_BODY_MAX - req->size) {
+                if (!req->too_large && n <= req->max - req->size && request_reserve(req, req->size + n) >= 0) {
                         memcpy(req->body + req->size, upload_data, n);
                         req->size += n;
                         req->body[req->size] = '\0';
@@ -605,13 +797,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
 }
 
 static void http_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-        Request *req = *con_cls;
-
-        if (req) {
-                explicit_bzero(req, sizeof(*req));
-                free(req);
-        }
-        *con_cls = NULL;
+        *con_cls = request_free(*con_cls);
 }
 
 int http_start(SimServer *s, const struct sockaddr *addr, HttpDaemon **ret, uint16_t *ret_port) {

@@ -16,6 +16,8 @@
 
 /* Largest request body accepted; more is answered 413. */
 #define HTTP_BODY_MAX 8192
+/* Largest body of a permission write (up to 1000 PermissionDTOs). */
+#define HTTP_WRITE_BODY_MAX (4 * 1024 * 1024)
 #define HTTP_CONNECTIONS_MAX 256
 #define HTTP_CONNECTION_TIMEOUT_SEC 30
 

@@ -61,6 +61,9 @@ enum {
         ARG_DROP_RATE,
         ARG_THROTTLE_RATE,
         ARG_RETRY_AFTER,
+        ARG_PUBLISH_MS,
+        ARG_REJECT_OVERLAPS,
+        ARG_REJECT_DISPLAY_NAME,
         ARG_VERSION,
 };
 
@@ -84,6 +87,7 @@ static const NumericOption numeric_options[] = {
         NUM(ARG_DROP_RATE, "drop-rate", 0, 100, faults.drop_rate),
         NUM(ARG_THROTTLE_RATE, "throttle-rate", 0, 100, faults.throttle_rate),
         NUM(ARG_RETRY_AFTER, "retry-after", 0, FAULTS_RETRY_AFTER_MAX, faults.retry_after),
+        NUM(ARG_PUBLISH_MS, "publish-ms", 0, FAULTS_PUBLISH_MAX_MS, faults.publish_ms),
 };
 #undef NUM
 
@@ -115,6 +119,9 @@ static void help(void) {
                "  --drop-rate PCT          share of /v1 calls whose connection is closed unanswered\n"
                "  --throttle-rate PCT      share of /v1 calls answered 429 with Retry-After\n"
                "  --retry-after S          Retry-After of injected 429 answers (default 1)\n"
+               "  --publish-ms N           how long every permission write publishes (default 0)\n"
+               "  --reject-overlaps        answer 409 to a permission write that overlaps another\n"
+               "  --reject-display-name S  answer 400 to a create/update carrying this displayName\n"
                "\n"
                "  -h --help                show this help\n"
                "     --version             show the version\n"
@@ -140,6 +147,9 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 { "drop-rate", required_argument, NULL, ARG_DROP_RATE },
                 { "throttle-rate", required_argument, NULL, ARG_THROTTLE_RATE },
                 { "retry-after", required_argument, NULL, ARG_RETRY_AFTER },
+                { "publish-ms", required_argument, NULL, ARG_PUBLISH_MS },
+                { "reject-overlaps", no_argument, NULL, ARG_REJECT_OVERLAPS },
+                { "reject-display-name", required_argument, NULL, ARG_REJECT_DISPLAY_NAME },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -179,6 +189,20 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 case ARG_APIKEY_FILE:
                         a->apikey_file = optarg;
                         break;
+                case ARG_REJECT_OVERLAPS:
+                        a->faults.reject_overlaps = true;
+                        break;
+                case ARG_REJECT_DISPLAY_NAME: {
+                        size_t n = strlen(optarg);
+
+                        if (n > FAULTS_NAME_MAX) {
+                                fprintf(stderr, "visier-sim: --reject-display-name: at most %d bytes\n",
+                                        FAULTS_NAME_MAX);
+                                return -EINVAL;
+                        }
+                        memcpy(a->faults.reject_display_name, optarg, n + 1);
+                        break;
+                }
                 case 'h':
                         help();
                         return 0;

@@ -5,16 +5,22 @@
  * the query, so the bytes depend only on the request. No timestamps, no random values.
  *
  * The permission store is a mutable array behind the model's mutex: each entry holds the full
- * PermissionDTO, an optional correlation ID and the users assigned per tenant, so the write
- * side (create/update/delete/assign) can be added without reshaping it. Never logs.
+ * PermissionDTO, an optional correlation ID with its creation time, and the users assigned per
+ * tenant. An index (permissionId -> position) makes lookups constant time; a delete leaves a
+ * tombstone that the same locked section compacts away, so readers never see one. The write
+ * side applies one bulk call under the lock, item by item in request order, and answers
+ * Visier's per-item DTOs. Correlation IDs live in a bounded table and expire after 7 days of
+ * the program's clock. New permission IDs come from a deterministic generator. Never logs.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "macro.h"
 #include "sim-model-data.h"
 #include "sim-model.h"
@@ -26,9 +32,10 @@
 #define DATA_END "1767225600000"
 
 typedef struct PermissionEntry {
-        json_t *dto;            /* full servicing.PermissionDTO, without statuses */
+        json_t *dto;            /* full servicing.PermissionDTO, without statuses; NULL = tombstone */
         json_t *tenants;        /* array of {tenantCode, users:[{userId, username, permissionFrom}]} */
         char *correlation_id;   /* NULL for seeded permissions */
+        usec_t correlation_time;        /* clock_now() at creation */
 } PermissionEntry;
 
 struct Model {
@@ -41,6 +48,11 @@ struct Model {
         json_t *members;                /* object: dimension id -> array of MemberDTO */
         PermissionEntry *permissions;
         size_t n_permissions, n_permissions_allocated;
+        json_t *by_id;                  /* object: permissionId -> index into permissions */
+        json_t *correlation_ids;        /* object: correlation ID -> clock_now() of its create */
+        json_t *usernames;              /* object: userId -> username, from the seed */
+        uint64_t uuid_state;            /* deterministic permission ID generator */
+        bool has_tombstones;
 };
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
@@ -419,7 +431,7 @@ static int permissions_append(Model *m, json_t *dto, json_t *tenants, const char
                 m->n_permissions_allocated = n;
         }
         e = &m->permissions[m->n_permissions];
-        *e = (PermissionEntry) { .dto = dto, .tenants = tenants };
+        *e = (PermissionEntry) { .dto = dto, .tenants = tenants, .correlation_time = clock_now() };
         if (correlation_id) {
                 e->correlation_id = strdup(correlation_id);
                 if (!e->correlation_id) {
@@ -428,7 +440,35 @@ static int permissions_append(Model *m, json_t *dto, json_t *tenants, const char
                         return -ENOMEM;
                 }
         }
+        if (json_object_set_new(m->by_id, json_string_value(json_object_get(dto, "permissionId")),
+                                json_integer((json_int_t) m->n_permissions)) < 0) {
+                free(e->correlation_id);
+                json_decref(dto);
+                json_decref(tenants);
+                return -ENOMEM;
+        }
         m->n_permissions++;
+        return 0;
+}
+
+/* Remember the user names the seed knows, for assign answers. */
+static int build_usernames(Model *m) {
+        m->usernames = json_object();
+        if (!m->usernames)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_permissions; i++) {
+                size_t j, k;
+                json_t *t, *u;
+
+                json_array_foreach(m->permissions[i].tenants, j, t)
+                        json_array_foreach(json_object_get(t, "users"), k, u) {
+                                const char *id = json_string_value(json_object_get(u, "userId"));
+                                json_t *name = json_object_get(u, "username");
+
+                                if (id && json_is_string(name) && json_object_set(m->usernames, id, name) < 0)
+                                        return -ENOMEM;
+                        }
+        }
         return 0;
 }
 
@@ -571,6 +611,13 @@ int model_new(Model **ret) {
         if (!m)
                 return -ENOMEM;
         pthread_mutex_init(&m->lock, NULL);
+        m->uuid_state = UINT64_C(0x5eed5eed5eed5eed);
+        m->by_id = json_object();
+        m->correlation_ids = json_object();
+        if (!m->by_id || !m->correlation_ids) {
+                model_free(m);
+                return -ENOMEM;
+        }
 
         r = build_capabilities(m);
         if (r >= 0)
@@ -583,6 +630,8 @@ int model_new(Model **ret) {
                 r = build_security_objects(m);
         if (r >= 0)
                 r = build_permissions(m);
+        if (r >= 0)
+                r = build_usernames(m);
         if (r < 0) {
                 model_free(m);
                 return r;
@@ -606,6 +655,9 @@ Model *model_free(Model *m) {
                 free(m->permissions[i].correlation_id);
         }
         free(m->permissions);
+        json_decref(m->by_id);
+        json_decref(m->correlation_ids);
+        json_decref(m->usernames);
         pthread_mutex_destroy(&m->lock);
         free(m);
         return NULL;
@@ -931,10 +983,19 @@ static json_t *permission_render(const PermissionEntry *e, bool details, bool wi
                 o = json_deep_copy(e->dto);
                 if (o && with_status)
                         annotate_permission(o);
-        } else
-                o = json_pack("{s:O, s:O, s:O}", "permissionId", json_object_get(e->dto, "permissionId"),
-                              "displayName", json_object_get(e->dto, "displayName"), "description",
-                              json_object_get(e->dto, "description"));
+        } else {
+                static const char *const summary[] = { "permissionId", "displayName", "description" };
+
+                o = json_object();
+                for (size_t i = 0; o && i < ELEMENTSOF(summary); i++) {
+                        json_t *v = json_object_get(e->dto, summary[i]);
+
+                        if (v && json_object_set(o, summary[i], v) < 0) {
+                                json_decref(o);
+                                o = NULL;
+                        }
+                }
+        }
         if (o && e->correlation_id && json_object_set_new(o, "correlationId", json_string(e->correlation_id)) < 0) {
                 json_decref(o);
                 return NULL;
@@ -943,16 +1004,24 @@ static json_t *permission_render(const PermissionEntry *e, bool details, bool wi
 }
 
 static PermissionEntry *permission_find_locked(Model *m, const char *id) {
-        for (size_t i = 0; i < m->n_permissions; i++) {
-                const char *pid = json_string_value(json_object_get(m->permissions[i].dto, "permissionId"));
-                if (pid && streq(pid, id))
-                        return &m->permissions[i];
-        }
-        return NULL;
+        json_t *index = json_object_get(m->by_id, id);
+        json_int_t i;
+
+        if (!index)
+                return NULL;
+        i = json_integer_value(index);
+        if (i < 0 || (size_t) i >= m->n_permissions || !m->permissions[i].dto)
+                return NULL;
+        return &m->permissions[i];
+}
+
+static bool correlation_active(usec_t created, usec_t now) {
+        return now < created || now - created < MODEL_CORRELATION_TTL_USEC;
 }
 
 int model_permissions(Model *m, bool details, bool with_status, const ModelStrv *correlation_ids, json_t **ret) {
         _cleanup_json_ json_t *a = json_array();
+        usec_t now = clock_now();
         int r = 0;
 
         if (!a)
@@ -962,7 +1031,8 @@ int model_permissions(Model *m, bool details, bool with_status, const ModelStrv 
                 const PermissionEntry *e = &m->permissions[i];
 
                 if (correlation_ids && correlation_ids->n > 0 &&
-                    (!e->correlation_id || !strv_has(correlation_ids, e->correlation_id)))
+                    (!e->correlation_id || !strv_has(correlation_ids, e->correlation_id) ||
+                     !correlation_active(e->correlation_time, now)))
                         continue;
                 if (json_array_append_new(a, permission_render(e, details, with_status)) < 0) {
                         r = -ENOMEM;
@@ -1053,4 +1123,535 @@ int model_permission_users(Model *m, const char *id, bool include_user_groups, c
                 return -ENOMEM;
         *ret = TAKE_PTR(o);
         return 0;
+}
+
+/* ---- write side ------------------------------------------------------------------------ */
+
+/* Length of at most MAX bytes of S that does not end inside a UTF-8 sequence. */
+static int utf8_cut(const char *s, size_t max) {
+        size_t n = strlen(s);
+
+        if (n <= max)
+                return (int) n;
+        n = max;
+        while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+                n--;
+        return (int) n;
+}
+
+/* A root-cause id that depends only on the message, like the Status answers'. */
+static void error_rci(const char *message, char *buf, size_t size) {
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+        for (const char *p = message; *p; p++)
+                h = (h ^ (unsigned char) *p) * UINT64_C(0x100000001b3);
+        snprintf(buf, size, "sim-%016" PRIx64, h);
+}
+
+/* Drop null members of objects and arrays, recursively, so stored DTOs hold only typed values. */
+static void json_strip_nulls(json_t *v) {
+        const char *key;
+        json_t *child;
+        void *tmp;
+        size_t i;
+
+        if (json_is_object(v)) {
+                json_object_foreach_safe(v, tmp, key, child) {
+                        if (json_is_null(child))
+                                (void) json_object_del(v, key);
+                        else
+                                json_strip_nulls(child);
+                }
+        } else if (json_is_array(v)) {
+                for (i = json_array_size(v); i > 0; i--) {
+                        child = json_array_get(v, i - 1);
+                        if (json_is_null(child))
+                                (void) json_array_remove(v, i - 1);
+                        else
+                                json_strip_nulls(child);
+                }
+        }
+}
+
+/* Append one PermissionSuccessDTO (MESSAGE NULL) or PermissionFailureDTO to LIST. */
+static int bulk_append(json_t *list, const char *id, const char *display, const char *correlation_id,
+                       const char *message) {
+        _cleanup_json_ json_t *o = json_object();
+        char rci[32];
+
+        if (!o)
+                return -ENOMEM;
+        if (id && json_object_set_new(o, "permissionId", json_string(id)) < 0)
+                return -ENOMEM;
+        if (display && json_object_set_new(o, "displayName", json_string(display)) < 0)
+                return -ENOMEM;
+        if (message) {
+                error_rci(message, rci, sizeof(rci));
+                if (json_object_set_new(o, "error", json_pack("{s:s, s:s}", "message", message, "rci", rci)) < 0)
+                        return -ENOMEM;
+        }
+        if (correlation_id && json_object_set_new(o, "correlationId", json_string(correlation_id)) < 0)
+                return -ENOMEM;
+        return json_array_append_new(list, TAKE_PTR(o)) < 0 ? -ENOMEM : 0;
+}
+
+static bool correlation_id_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n < MODEL_CORRELATION_ID_MIN || n > MODEL_CORRELATION_ID_MAX)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+                      *p == '-'))
+                        return false;
+        return true;
+}
+
+/* The first capability ITEM names that the tenant does not have, or NULL. */
+static const char *unknown_capability(Model *m, json_t *item) {
+        json_t *caps = json_object_get(json_object_get(item, "adminCapabilityConfig"), "capabilities");
+        size_t i;
+        json_t *c;
+
+        json_array_foreach(caps, i, c) {
+                const char *name = json_string_value(c);
+                if (name && !array_find(m->capabilities, "name", name))
+                        return name;
+        }
+        return NULL;
+}
+
+/* Is ID still reserved by an earlier create? Lock held. */
+static bool correlation_used_locked(Model *m, const char *id, usec_t now) {
+        json_t *t = json_object_get(m->correlation_ids, id);
+        return t && correlation_active((usec_t) json_integer_value(t), now);
+}
+
+/* Reserve ID from NOW on. -ENOSPC when the table is full of active IDs. Lock held. */
+static int correlation_remember_locked(Model *m, const char *id, usec_t now) {
+        if (json_object_size(m->correlation_ids) >= MODEL_CORRELATION_IDS_MAX &&
+            !json_object_get(m->correlation_ids, id)) {
+                const char *key;
+                json_t *t;
+                void *tmp;
+
+                json_object_foreach_safe(m->correlation_ids, tmp, key, t)
+                        if (!correlation_active((usec_t) json_integer_value(t), now))
+                                (void) json_object_del(m->correlation_ids, key);
+                if (json_object_size(m->correlation_ids) >= MODEL_CORRELATION_IDS_MAX)
+                        return -ENOSPC;
+        }
+        return json_object_set_new(m->correlation_ids, id, json_integer((json_int_t) now)) < 0 ? -ENOMEM : 0;
+}
+
+static uint64_t splitmix64(uint64_t *state) {
+        uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
+
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+/* A version-4-shaped UUID no permission has yet; the sequence is the same on every run. Lock held. */
+static void permission_id_next_locked(Model *m, char *buf, size_t size) {
+        do {
+                uint64_t a = splitmix64(&m->uuid_state), b = splitmix64(&m->uuid_state);
+
+                snprintf(buf, size, "%08" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%04" PRIx64 "-%012" PRIx64, a >> 32,
+                         (a >> 16) & 0xffff, UINT64_C(0x4000) | (a & 0x0fff), UINT64_C(0x8000) | ((b >> 48) & 0x3fff),
+                         b & UINT64_C(0xffffffffffff));
+        } while (json_object_get(m->by_id, buf));
+}
+
+/* The stored form of a create/update item: permissionId first, no correlationId, no nulls. */
+static json_t *permission_dto_from_item(json_t *item, const char *id) {
+        _cleanup_json_ json_t *copy = json_deep_copy(item), *dto = NULL;
+
+        if (!copy)
+                return NULL;
+        (void) json_object_del(copy, "correlationId");
+        (void) json_object_del(copy, "permissionId");
+        json_strip_nulls(copy);
+        dto = json_pack("{s:s}", "permissionId", id);
+        if (!dto || json_object_update(dto, copy) < 0)
+                return NULL;
+        return TAKE_PTR(dto);
+}
+
+/* Close the gaps deletes left and refresh the index of every moved entry. Lock held. */
+static void permissions_compact_locked(Model *m) {
+        size_t to = 0;
+
+        if (!m->has_tombstones)
+                return;
+        for (size_t from = 0; from < m->n_permissions; from++) {
+                PermissionEntry *e = &m->permissions[from];
+
+                if (!e->dto)
+                        continue;
+                if (from != to) {
+                        m->permissions[to] = *e;
+                        json_integer_set(json_object_get(m->by_id, json_string_value(json_object_get(
+                                                                           m->permissions[to].dto, "permissionId"))),
+                                         (json_int_t) to);
+                }
+                to++;
+        }
+        m->n_permissions = to;
+        m->has_tombstones = false;
+}
+
+/* Check and apply one create item. Returns the failure message in MSG, or "" on success. Lock held. */
+static int write_create_locked(Model *m, json_t *item, usec_t now, char *msg, size_t msg_size, char *id,
+                               size_t id_size) {
+        const char *display = json_string_value(json_object_get(item, "displayName"));
+        const char *corr = json_string_value(json_object_get(item, "correlationId"));
+        const char *cap;
+        json_t *dto;
+        int r;
+
+        if (json_is_string(json_object_get(item, "permissionId")))
+                snprintf(msg, msg_size, "permissionId must not be set when creating a permission");
+        else if (!display || !*display)
+                snprintf(msg, msg_size, "displayName is required");
+        else if (corr && !correlation_id_valid(corr))
+                snprintf(msg, msg_size, "correlationId must be %d to %d characters of A-Z, a-z, 0-9, _ and -",
+                         MODEL_CORRELATION_ID_MIN, MODEL_CORRELATION_ID_MAX);
+        else if ((cap = unknown_capability(m, item)))
+                snprintf(msg, msg_size, "unknown capability %.*s", utf8_cut(cap, 128), cap);
+        else if (corr && correlation_used_locked(m, corr, now))
+                snprintf(msg, msg_size, "correlation ID %s was already used", corr);
+        else if (m->n_permissions >= MODEL_PERMISSIONS_MAX)
+                snprintf(msg, msg_size, "the permission store is full (%d permissions)", MODEL_PERMISSIONS_MAX);
+        if (*msg)
+                return 0;
+
+        permission_id_next_locked(m, id, id_size);
+        if (corr) {
+                r = correlation_remember_locked(m, corr, now);
+                if (r == -ENOSPC) {
+                        snprintf(msg, msg_size, "too many active correlation IDs (%d)", MODEL_CORRELATION_IDS_MAX);
+                        return 0;
+                }
+                if (r < 0)
+                        return r;
+        }
+        dto = permission_dto_from_item(item, id);
+        r = permissions_append(m, dto, json_array(), corr);
+        if (r < 0)
+                return r;
+        m->permissions[m->n_permissions - 1].correlation_time = now;
+        return 0;
+}
+
+/* Check and apply one update item. Lock held. */
+static int write_update_locked(Model *m, json_t *item, char *msg, size_t msg_size) {
+        const char *id = json_string_value(json_object_get(item, "permissionId"));
+        const char *display = json_string_value(json_object_get(item, "displayName"));
+        PermissionEntry *e = id ? permission_find_locked(m, id) : NULL;
+        const char *cap;
+        json_t *dto;
+
+        if (!id || !*id)
+                snprintf(msg, msg_size, "permissionId is required");
+        else if (!e)
+                snprintf(msg, msg_size, "permission %.*s not found", utf8_cut(id, 128), id);
+        else if (!display || !*display)
+                snprintf(msg, msg_size, "displayName is required");
+        else if ((cap = unknown_capability(m, item)))
+                snprintf(msg, msg_size, "unknown capability %.*s", utf8_cut(cap, 128), cap);
+        if (*msg)
+                return 0;
+
+        dto = permission_dto_from_item(item, id);
+        if (!dto)
+                return -ENOMEM;
+        json_decref(e->dto);
+        e->dto = dto;
+        return 0;
+}
+
+int model_permissions_write(Model *m, ModelWrite op, json_t *items, json_t **ret) {
+        _cleanup_json_ json_t *successes = json_array(), *failures = json_array();
+        usec_t now = clock_now();
+        size_t i;
+        json_t *item;
+        int r = 0;
+
+        if (op < 0 || op >= _MODEL_WRITE_MAX || !json_is_array(items))
+                return -EINVAL;
+        if (!successes || !failures)
+                return -ENOMEM;
+
+        pthread_mutex_lock(&m->lock);
+        json_array_foreach(items, i, item) {
+                char msg[MODEL_MESSAGE_MAX] = "", new_id[40] = "";
+                const char *id = NULL, *display = NULL, *corr = NULL;
+                PermissionEntry *e;
+
+                if (op == MODEL_WRITE_CREATE || op == MODEL_WRITE_UPDATE) {
+                        id = json_string_value(json_object_get(item, "permissionId"));
+                        display = json_string_value(json_object_get(item, "displayName"));
+                        corr = json_string_value(json_object_get(item, "correlationId"));
+                        if (op == MODEL_WRITE_CREATE)
+                                r = write_create_locked(m, item, now, msg, sizeof(msg), new_id, sizeof(new_id));
+                        else
+                                r = write_update_locked(m, item, msg, sizeof(msg));
+                        if (!*msg && op == MODEL_WRITE_CREATE)
+                                id = new_id;
+                } else {
+                        id = json_string_value(item);
+                        e = id ? permission_find_locked(m, id) : NULL;
+                        if (!e)
+                                snprintf(msg, sizeof(msg), "permission %.*s not found", utf8_cut(strempty(id), 128),
+                                         strempty(id));
+                        else {
+                                /* The answer outlives the entry: copy the name before a delete. */
+                                display = json_string_value(json_object_get(e->dto, "displayName"));
+                                if (op == MODEL_WRITE_DELETE) {
+                                        r = bulk_append(successes, id, display, NULL, NULL);
+                                        if (r < 0)
+                                                break;
+                                        (void) json_object_del(m->by_id, id);
+                                        json_decref(e->dto);
+                                        json_decref(e->tenants);
+                                        free(e->correlation_id);
+                                        *e = (PermissionEntry) {};
+                                        m->has_tombstones = true;
+                                        continue;
+                                }
+                        }
+                }
+                if (r < 0)
+                        break;
+                r = bulk_append(*msg ? failures : successes, id, display, corr, *msg ? msg : NULL);
+                if (r < 0)
+                        break;
+        }
+        permissions_compact_locked(m);
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0)
+                return r;
+
+        *ret = json_pack("{s:O, s:O}", "successes", successes, "failures", failures);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* The users array of TENANT_CODE in E, created when CREATE is set; NULL when absent. Lock held. */
+static json_t *tenant_users_locked(PermissionEntry *e, const char *tenant_code, bool create) {
+        size_t i;
+        json_t *t;
+
+        json_array_foreach(e->tenants, i, t) {
+                const char *code = json_string_value(json_object_get(t, "tenantCode"));
+                if (code && streq(code, tenant_code))
+                        return json_object_get(t, "users");
+        }
+        if (!create)
+                return NULL;
+        t = json_pack("{s:s, s:[]}", "tenantCode", tenant_code, "users");
+        if (!t || json_array_append_new(e->tenants, t) < 0)
+                return NULL;
+        return json_object_get(t, "users");
+}
+
+/*
+ * Give or take USER_ID's direct assignment. A user who has the permission through a user group
+ * only changes between UserGroup and UserAndUserGroup. Idempotent. Lock held.
+ */
+static int assign_user_locked(Model *m, PermissionEntry *e, const char *tenant_code, const char *user_id, bool assign,
+                              char *msg, size_t msg_size) {
+        json_t *users = tenant_users_locked(e, tenant_code, assign), *u = NULL, *name;
+        const char *from;
+        size_t i;
+
+        if (!users)
+                return assign ? -ENOMEM : 0;
+        json_array_foreach(users, i, u) {
+                const char *id = json_string_value(json_object_get(u, "userId"));
+                if (id && streq(id, user_id))
+                        break;
+        }
+        if (i >= json_array_size(users))
+                u = NULL;
+        from = u ? strempty(json_string_value(json_object_get(u, "permissionFrom"))) : NULL;
+
+        if (assign) {
+                if (!u) {
+                        if (json_array_size(users) >= MODEL_USERS_PER_TENANT_MAX) {
+                                snprintf(msg, msg_size, "too many users assigned to this permission (%d)",
+                                         MODEL_USERS_PER_TENANT_MAX);
+                                return 0;
+                        }
+                        u = json_pack("{s:s}", "userId", user_id);
+                        name = json_object_get(m->usernames, user_id);
+                        if (!u || (name && json_object_set(u, "username", name) < 0) ||
+                            json_object_set_new(u, "permissionFrom", json_string("User")) < 0 ||
+                            json_array_append_new(users, u) < 0)
+                                return -ENOMEM;
+                } else if (streq(from, "UserGroup"))
+                        return json_object_set_new(u, "permissionFrom", json_string("UserAndUserGroup")) < 0 ? -ENOMEM : 0;
+                return 0;
+        }
+        if (!u)
+                return 0;
+        if (streq(from, "UserAndUserGroup"))
+                return json_object_set_new(u, "permissionFrom", json_string("UserGroup")) < 0 ? -ENOMEM : 0;
+        if (!streq(from, "UserGroup"))
+                (void) json_array_remove(users, i);
+        return 0;
+}
+
+/* servicing.AssignRevokePermissionByUserDTO. */
+static json_t *assign_user_result(Model *m, const char *user_id, const char *message) {
+        json_t *o = json_pack("{s:s}", "userId", user_id), *name = json_object_get(m->usernames, user_id);
+
+        if (o && name && json_object_set(o, "username", name) < 0)
+                goto fail;
+        if (o && message && json_object_set_new(o, "message", json_string(message)) < 0)
+                goto fail;
+        return o;
+fail:
+        json_decref(o);
+        return NULL;
+}
+
+int model_permissions_assign(Model *m, json_t *items, const char *tenant_code, const char *project_id, bool assign,
+                             json_t **ret) {
+        _cleanup_json_ json_t *perms = json_array(), *tenant = NULL;
+        char first_failure[MODEL_MESSAGE_MAX] = "";
+        size_t i, n_failed = 0;
+        json_t *item;
+        int r = 0;
+
+        if (!json_is_array(items) || !tenant_code)
+                return -EINVAL;
+        if (!perms)
+                return -ENOMEM;
+
+        pthread_mutex_lock(&m->lock);
+        json_array_foreach(items, i, item) {
+                const char *id = json_string_value(json_object_get(item, "permissionId"));
+                PermissionEntry *e = id ? permission_find_locked(m, id) : NULL;
+                json_t *user_ids = json_object_get(item, "userIds"), *perm, *users, *uid;
+                char msg[MODEL_MESSAGE_MAX] = "";
+                bool failed = false;
+                size_t k;
+
+                if (!id || !*id)
+                        snprintf(msg, sizeof(msg), "permissionId is required");
+                else if (!e)
+                        snprintf(msg, sizeof(msg), "permission %.*s not found", utf8_cut(id, 128), id);
+                failed = *msg;
+
+                perm = json_object();
+                users = json_array();
+                if (!perm || !users || json_array_append_new(perms, json_pack("{s:o, s:o}", "permission", perm,
+                                                                              "users", users)) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (id && json_object_set_new(perm, "permissionId", json_string(id)) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (e && json_object_set(perm, "displayName", json_object_get(e->dto, "displayName")) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                json_array_foreach(user_ids, k, uid) {
+                        const char *user = json_string_value(uid);
+                        char umsg[MODEL_MESSAGE_MAX] = "";
+
+                        if (!user)
+                                continue;
+                        if (!*user)
+                                snprintf(umsg, sizeof(umsg), "userId must not be empty");
+                        else if (!failed) {
+                                r = assign_user_locked(m, e, tenant_code, user, assign, umsg, sizeof(umsg));
+                                if (r < 0)
+                                        break;
+                        }
+                        if (json_array_append_new(users, assign_user_result(m, user, failed ? msg : *umsg ? umsg : NULL)) < 0) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                }
+                if (r < 0)
+                        break;
+                if (failed) {
+                        if (n_failed++ == 0)
+                                memcpy(first_failure, msg, sizeof(msg));
+                }
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0)
+                return r;
+
+        tenant = json_pack("{s:s, s:O, s:s}", "tenantCode", tenant_code, "permissions", perms, "status",
+                           n_failed > 0 && n_failed == json_array_size(items) ? "Failed" : "Succeed");
+        if (!tenant)
+                return -ENOMEM;
+        if (n_failed > 0) {
+                char message[MODEL_MESSAGE_MAX + 64];
+
+                snprintf(message, sizeof(message), "%zu of %zu permissions failed; first: %s", n_failed,
+                         json_array_size(items), first_failure);
+                if (json_object_set_new(tenant, "message", json_string(message)) < 0)
+                        return -ENOMEM;
+        }
+        if (project_id && json_object_set_new(tenant, "projectId", json_string(project_id)) < 0)
+                return -ENOMEM;
+        *ret = json_pack("{s:[O]}", "tenants", tenant);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Direct assignees of E in any tenant, each once. Lock held. */
+static json_t *direct_user_ids_locked(const PermissionEntry *e) {
+        _cleanup_json_ json_t *seen = json_object(), *a = json_array();
+        size_t i, k;
+        json_t *t, *u;
+
+        if (!seen || !a)
+                return NULL;
+        json_array_foreach(e->tenants, i, t)
+                json_array_foreach(json_object_get(t, "users"), k, u) {
+                        const char *id = json_string_value(json_object_get(u, "userId"));
+                        const char *from = strempty(json_string_value(json_object_get(u, "permissionFrom")));
+
+                        if (!id || streq(from, "UserGroup") || json_object_get(seen, id))
+                                continue;
+                        if (json_object_set_new(seen, id, json_true()) < 0 ||
+                            json_array_append_new(a, json_string(id)) < 0)
+                                return NULL;
+                }
+        return TAKE_PTR(a);
+}
+
+int model_permissions_dump(Model *m, json_t **ret) {
+        _cleanup_json_ json_t *a = json_array();
+        int r = 0;
+
+        if (!a)
+                return -ENOMEM;
+        pthread_mutex_lock(&m->lock);
+        for (size_t i = 0; i < m->n_permissions; i++) {
+                const PermissionEntry *e = &m->permissions[i];
+                json_t *o = json_pack("{s:O, s:O}", "permissionId", json_object_get(e->dto, "permissionId"),
+                                      "displayName", json_object_get(e->dto, "displayName"));
+
+                if (o && e->correlation_id && json_object_set_new(o, "correlationId", json_string(e->correlation_id)) < 0)
+                        r = -ENOMEM;
+                if (o && r >= 0 && json_object_set_new(o, "userIds", direct_user_ids_locked(e)) < 0)
+                        r = -ENOMEM;
+                if (json_array_append_new(a, o) < 0)
+                        r = -ENOMEM;
+                if (r < 0)
+                        break;
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (r < 0)
+                return r;
+        *ret = json_pack("{s:O, s:I}", "permissions", a, "count", (json_int_t) json_array_size(a));
+        return *ret ? 0 : -ENOMEM;
 }

@@ -377,7 +377,7 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
         }
 }
 
-static void record_answer(Publisher *p, const Batch *b, long status, json_t *answer) {
+static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
         const BatchJob **job_of_item = calloc(b->n_items ? b->n_items : 1, sizeof(*job_of_item));
         bool *ok = calloc(b->n_items ? b->n_items : 1, sizeof(*ok));
         json_t **results = calloc(b->n_items ? b->n_items : 1, sizeof(*results));
@@ -391,6 +391,18 @@ static void record_answer(Publisher *p, const Batch *b, long status, json_t *ans
                 map_bulk(b, answer, ok, results, job_of_item);
         else
                 map_assignments(b, answer, ok, results);
+
+        /* A create refused because its correlation ID is taken may be our own earlier attempt
+         * that landed unseen: ask Visier before calling it a failure. */
+        if (b->op == JOB_OP_CREATE) {
+                bool ask = false;
+                for (size_t i = 0; i < b->n_items; i++) {
+                        const char *m = json_string_value(json_object_get(json_object_get(results[i], "error"), "message"));
+                        ask |= !ok[i] && !b->items[i].done && m && strcasestr(m, "correlation");
+                }
+                if (ask)
+                        (void) reconcile_creates(p, b);
+        }
 
         if (store_begin(p->store) < 0)
                 goto out;

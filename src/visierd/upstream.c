@@ -584,6 +584,10 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 }
                 transfer_reset(&t, s->max_response);
                 setup_handle(u, h, s, deadline - now, &t);
+                /* libcurl silently re-sends a request whose reused connection dies before an
+                 * answer; for a write that could apply it twice, so writes get a new connection. */
+                if (!req->idempotent)
+                        curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
                 curl_easy_setopt(h, CURLOPT_URL, url);
                 curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
                 if (streq(req->method, "GET"))

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Owns the shape of the permission write bodies. Each request DTO is written down once as a
+ * constant tree of nodes (string, boolean, array of X, object with known fields), copied
+ * from visier-subset.yaml and administration-apis.yaml; one recursive walk checks a body
+ * against it and names the first offending JSON path. The walk's depth is bounded by the
+ * tree, never by the input, and unknown fields are not descended. Never logs, never
+ * allocates.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "macro.h"
+#include "sim-schema.h"
+
+#define SCHEMA_PATH_MAX 192
+
+typedef enum SchemaType {
+        SCHEMA_STRING,
+        SCHEMA_BOOLEAN,
+        SCHEMA_ARRAY,
+        SCHEMA_OBJECT,
+} SchemaType;
+
+typedef struct SchemaNode SchemaNode;
+
+typedef struct SchemaField {
+        const char *name;
+        const SchemaNode *node;
+} SchemaField;
+
+struct SchemaNode {
+        SchemaType type;
+        const SchemaNode *items;        /* SCHEMA_ARRAY */
+        const SchemaField *fields;      /* SCHEMA_OBJECT, NULL-name terminated */
+};
+
+#define OBJECT(...) { .type = SCHEMA_OBJECT, .fields = (const SchemaField[]) { __VA_ARGS__, {} } }
+#define ARRAY(n) { .type = SCHEMA_ARRAY, .items = &(n) }
+
+static const SchemaNode string_node = { .type = SCHEMA_STRING };
+static const SchemaNode boolean_node = { .type = SCHEMA_BOOLEAN };
+static const SchemaNode strings_node = ARRAY(string_node);
+
+/* servicing.PermissionDTO and everything below it. */
+static const SchemaNode user_property = OBJECT({ "name", &string_node });
+static const SchemaNode dynamic_property_mapping = OBJECT(
+        { "hierarchyPropertyId", &string_node },
+        { "userProperty", &user_property },
+        { "hierarchyPropertyStatus", &string_node });
+static const SchemaNode dynamic_property_mappings = ARRAY(dynamic_property_mapping);
+static const SchemaNode dynamic_dimension_filter = OBJECT(
+        { "dimensionId", &string_node },
+        { "subjectReferencePath", &strings_node },
+        { "dynamicPropertyMappings", &dynamic_property_mappings },
+        { "dimensionStatus", &string_node });
+static const SchemaNode member_selection = OBJECT(
+        { "namePath", &strings_node },
+        { "excluded", &boolean_node },
+        { "dimensionMemberStatus", &string_node });
+static const SchemaNode member_selections = ARRAY(member_selection);
+static const SchemaNode static_dimension_filter = OBJECT(
+        { "dimensionId", &string_node },
+        { "subjectReferencePath", &strings_node },
+        { "memberSelections", &member_selections },
+        { "dimensionStatus", &string_node });
+static const SchemaNode dimension_filter = OBJECT(
+        { "staticDimensionFilter", &static_dimension_filter },
+        { "dynamicDimensionFilter", &dynamic_dimension_filter });
+static const SchemaNode dimension_filters = ARRAY(dimension_filter);
+static const SchemaNode member_filter_config = OBJECT({ "dimensionFilters", &dimension_filters });
+static const SchemaNode member_filter_configs = ARRAY(member_filter_config);
+static const SchemaNode inherited_access_config = OBJECT(
+        { "analyticObjectId", &string_node },
+        { "removeAccess", &boolean_node },
+        { "memberFilterConfigs", &member_filter_configs });
+static const SchemaNode inherited_access_configs = ARRAY(inherited_access_config);
+static const SchemaNode inherited_reference_member_filter_config = OBJECT(
+        { "targetAnalyticObjectId", &string_node },
+        { "analyticObjectReference", &string_node });
+static const SchemaNode shareable_data_access_set = OBJECT({ "dataAccessSetId", &string_node });
+static const SchemaNode property_access_config = OBJECT(
+        { "propertyId", &string_node },
+        { "analyticObjectId", &string_node },
+        { "analyticObjectReferencePaths", &strings_node },
+        { "accessLevel", &string_node },
+        { "propertyStatus", &string_node });
+static const SchemaNode property_access_configs = ARRAY(property_access_config);
+static const SchemaNode property_set_config = OBJECT(
+        { "propertyAccessConfigs", &property_access_configs },
+        { "shareableDataAccessSet", &shareable_data_access_set });
+static const SchemaNode data_security_profile = OBJECT(
+        { "analyticObjectId", &string_node },
+        { "propertySetConfig", &property_set_config },
+        { "allDataPointAccess", &boolean_node },
+        { "memberFilterConfigs", &member_filter_configs },
+        { "inheritedAccessConfigs", &inherited_access_configs },
+        { "inheritedReferenceMemberFilterConfig", &inherited_reference_member_filter_config },
+        { "analyticObjectStatus", &string_node });
+static const SchemaNode data_security_profiles = ARRAY(data_security_profile);
+static const SchemaNode admin_capability_config = OBJECT(
+        { "allCapabilitiesAccess", &boolean_node },
+        { "capabilities", &strings_node });
+static const SchemaNode role_modules_config = OBJECT({ "contentPackageIds", &strings_node });
+static const SchemaNode source_security_profile = OBJECT({ "sourceId", &string_node });
+static const SchemaNode source_security_profiles = ARRAY(source_security_profile);
+static const SchemaNode source_security_config = OBJECT(
+        { "sourceSecurityProfiles", &source_security_profiles },
+        { "hasWriteAccessToAllSources", &boolean_node });
+static const SchemaNode targets_for_all = OBJECT(
+        { "accessToAllTargets", &boolean_node },
+        { "targetIds", &strings_node });
+static const SchemaNode targets_for_data_category = OBJECT(
+        { "dataCategoryId", &string_node },
+        { "accessToAllTargets", &boolean_node },
+        { "targetIds", &strings_node });
+static const SchemaNode targets_for_data_categories = ARRAY(targets_for_data_category);
+static const SchemaNode target_security_config = OBJECT(
+        { "targetSecurityForAll", &targets_for_all },
+        { "targetSecurityProfiles", &targets_for_data_categories });
+static const SchemaNode permission = OBJECT(
+        { "permissionId", &string_node },
+        { "displayName", &string_node },
+        { "description", &string_node },
+        { "dataSecurityProfiles", &data_security_profiles },
+        { "adminCapabilityConfig", &admin_capability_config },
+        { "roleModulesConfig", &role_modules_config },
+        { "sourceSecurityConfig", &source_security_config },
+        { "targetSecurityConfig", &target_security_config },
+        { "correlationId", &string_node });
+
+/* servicing.AssignRevokePermissionsRequestDTO. */
+static const SchemaNode assign_revoke_permission = OBJECT(
+        { "permissionId", &string_node },
+        { "userIds", &strings_node });
+static const SchemaNode target_project_for_tenant = OBJECT(
+        { "tenantCode", &string_node },
+        { "projectId", &string_node });
+static const SchemaNode target_projects_for_tenants = ARRAY(target_project_for_tenant);
+static const SchemaNode target_project_for_tenants_list = OBJECT(
+        { "targetProjectForTenants", &target_projects_for_tenants });
+
+#undef OBJECT
+#undef ARRAY
+
+/* One request body: its list field, the type of the list's items, and the other fields. */
+typedef struct SchemaBodyInfo {
+        const char *list;
+        const SchemaNode *item;
+        const SchemaField *others;      /* NULL-name terminated or NULL */
+} SchemaBodyInfo;
+
+static const SchemaField assign_revoke_others[] = {
+        { "targetProjectForTenantsList", &target_project_for_tenants_list },
+        {},
+};
+
+static const SchemaBodyInfo body_table[_SCHEMA_BODY_MAX] = {
+        [SCHEMA_PERMISSIONS_LIST] = { "permissions", &permission, NULL },
+        [SCHEMA_PERMISSION_IDS] = { "permissionIds", &string_node, NULL },
+        [SCHEMA_ASSIGN_REVOKE] = { "permissions", &assign_revoke_permission, assign_revoke_others },
+};
+
+const char *schema_list_name(SchemaBody which) {
+        if (which < 0 || which >= _SCHEMA_BODY_MAX)
+                return NULL;
+        return body_table[which].list;
+}
+
+static const char *type_phrase(SchemaType t) {
+        switch (t) {
+        case SCHEMA_STRING:
+                return "a string";
+        case SCHEMA_BOOLEAN:
+                return "a boolean";
+        case SCHEMA_ARRAY:
+                return "an array";
+        default:
+                return "an object";
+        }
+}
+
+static bool type_matches(SchemaType t, json_t *v) {
+        switch (t) {
+        case SCHEMA_STRING:
+                return json_is_string(v);
+        case SCHEMA_BOOLEAN:
+                return json_is_boolean(v);
+        case SCHEMA_ARRAY:
+                return json_is_array(v);
+        default:
+                return json_is_object(v);
+        }
+}
+
+/* Append to the path at PATH[LEN] without overflowing; a path too long is cut, not an error. */
+static size_t path_push(char *path, size_t len, const char *key, size_t index) {
+        int n;
+
+        if (len >= SCHEMA_PATH_MAX - 1)
+                return len;
+        if (key)
+                n = snprintf(path + len, SCHEMA_PATH_MAX - len, "%s%s", len > 0 ? "." : "", key);
+        else
+                n = snprintf(path + len, SCHEMA_PATH_MAX - len, "[%zu]", index);
+        if (n < 0)
+                return len;
+        return (size_t) n >= SCHEMA_PATH_MAX - len ? SCHEMA_PATH_MAX - 1 : len + (size_t) n;
+}
+
+static int check_fields(const SchemaField *fields, json_t *obj, char *path, size_t len, char *err, size_t err_size);
+
+/* V must have NODE's type (the caller has dealt with null). */
+static int check_node(const SchemaNode *node, json_t *v, char *path, size_t len, char *err, size_t err_size) {
+        size_t i;
+        json_t *item;
+        int r;
+
+        if (!type_matches(node->type, v)) {
+                snprintf(err, err_size, "%s must be %s", path, type_phrase(node->type));
+                return -EINVAL;
+        }
+        switch (node->type) {
+        case SCHEMA_ARRAY:
+                json_array_foreach(v, i, item) {
+                        size_t l = path_push(path, len, NULL, i);
+
+                        r = check_node(node->items, item, path, l, err, err_size);
+                        path[len] = '\0';
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        case SCHEMA_OBJECT:
+                return check_fields(node->fields, v, path, len, err, err_size);
+        default:
+                return 0;
+        }
+}
+
+static int check_fields(const SchemaField *fields, json_t *obj, char *path, size_t len, char *err, size_t err_size) {
+        for (const SchemaField *f = fields; f && f->name; f++) {
+                json_t *v = json_object_get(obj, f->name);
+                size_t l;
+                int r;
+
+                if (!v || json_is_null(v))
+                        continue;
+                l = path_push(path, len, f->name, 0);
+                r = check_node(f->node, v, path, l, err, err_size);
+                path[len] = '\0';
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int schema_check(SchemaBody which, json_t *body, char *err, size_t err_size) {
+        const SchemaBodyInfo *info;
+        char path[SCHEMA_PATH_MAX] = "";
+        json_t *list, *item;
+        size_t i;
+        int r;
+
+        if (which < 0 || which >= _SCHEMA_BODY_MAX)
+                return -EINVAL;
+        info = &body_table[which];
+
+        if (!json_is_object(body)) {
+                snprintf(err, err_size, "The request body must be a JSON object.");
+                return -EINVAL;
+        }
+        list = json_object_get(body, info->list);
+        if (!list || json_is_null(list)) {
+                snprintf(err, err_size, "%s is required", info->list);
+                return -EINVAL;
+        }
+        if (!json_is_array(list)) {
+                snprintf(err, err_size, "%s must be an array", info->list);
+                return -EINVAL;
+        }
+        if (json_array_size(list) > SCHEMA_ITEMS_MAX) {
+                snprintf(err, err_size, "%s has %zu items; at most %d are allowed", info->list,
+                         json_array_size(list), SCHEMA_ITEMS_MAX);
+                return -EINVAL;
+        }
+        r = check_fields(info->others, body, path, 0, err, err_size);
+        if (r < 0)
+                return r;
+        json_array_foreach(list, i, item) {
+                snprintf(path, sizeof(path), "%s[%zu]", info->list, i);
+                r = check_node(info->item, item, path, strlen(path), err, err_size);
+                if (r < 0)
+                        return r;
+        }
+        return (int) json_array_size(list);
+}

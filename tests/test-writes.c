@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: permission writes through visierd's job queue and publisher, against the
+ * real visier-sim. Nothing lost, nothing applied twice, never two publishes at once, bulk
+ * calls instead of one call per change, and every bad body refused with the JSON path.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "macro.h"
+
+#define JOB_WAIT_SEC 90
+
+static Sim sim;
+static Visierd vd;
+
+static void teardown(void) {
+        visierd_stop(&vd);
+        sim_stop(&sim);
+        if (vd.dir[0])
+                harness_rmtree(vd.dir);
+        if (sim.dir[0])
+                harness_rmtree(sim.dir);
+        memset(&vd, 0, sizeof(vd));
+        memset(&sim, 0, sizeof(sim));
+}
+
+static const char *const unlimited[] = { "--rate-minute", "0", "--rate-hour", "0", NULL };
+#define FAST_JOBS "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 5"
+
+static void start_all(const char *jobs_conf) {
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, FAST_JOBS, jobs_conf);
+        visierd_wait_ready(&vd);
+}
+
+static void set_faults(const char *json) {
+        json_decref(sim_control_post(&sim, "/_sim/faults", json));
+}
+
+/* Send a write; returns the HTTP status and the parsed body (caller decrefs). */
+static json_t *write_req(const char *method, const char *path, const char *body, const char *const *headers,
+                         long *ret_status) {
+        char *u = visierd_url(&vd, path);
+        HttpResult r;
+        json_t *j;
+
+        http_request(method, u, headers, body, 60000, &r);
+        ck_assert_msg(r.curl_error == 0, "%s %s: transport error %d", method, path, r.curl_error);
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_msg(j, "%s %s answered %ld with non-JSON: %s", method, path, r.status, r.body);
+        *ret_status = r.status;
+        http_result_done(&r);
+        free(u);
+        return j;
+}
+
+static long long submit_create(const char *display_name, const char *extra_item_json) {
+        char body[512];
+        long status;
+        json_t *j;
+        long long id;
+
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s\"%s%s}]}", display_name,
+                 extra_item_json ? "," : "", extra_item_json ? extra_item_json : "");
+        j = write_req("POST", "/v1/admin/permissions", body, NULL, &status);
+        ck_assert_msg(status == 202, "create answered %ld", status);
+        id = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        return id;
+}
+
+static json_t *job(long long id) {
+        char path[64], *u;
+        long status;
+        json_t *j;
+
+        snprintf(path, sizeof(path), "/jobs/%lld", id);
+        u = visierd_url(&vd, path);
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 200);
+        free(u);
+        return j;
+}
+
+static const char *job_state(json_t *j) {
+        return json_string_value(json_object_get(j, "state"));
+}
+
+/* Wait (probing) until no job is queued or running. */
+static void wait_queue_empty(void) {
+        usec_t deadline = clock_now() + JOB_WAIT_SEC * USEC_PER_SEC;
+        char *u = visierd_url(&vd, "/status");
+
+        for (;;) {
+                long status;
+                json_t *j = http_get_json(u, &status), *jobs = json_object_get(j, "jobs");
+                long long pending = json_integer_value(json_object_get(jobs, "queued")) +
+                                    json_integer_value(json_object_get(jobs, "running"));
+                json_decref(j);
+                if (pending == 0)
+                        break;
+                ck_assert_msg(clock_now() < deadline, "%lld jobs still pending", pending);
+                clock_sleep(50 * USEC_PER_MSEC);
+        }
+        free(u);
+}
+
+/* How many permissions in the sim carry this display name. */
+static int sim_count_named(json_t *perms, const char *name) {
+        json_t *p;
+        size_t i;
+        int n = 0;
+
+        json_array_foreach(json_object_get(perms, "permissions"), i, p)
+                n += streq(json_string_value(json_object_get(p, "displayName")) ?: "", name);
+        return n;
+}
+
+/* ---- 2,000 creates from 20 clients ---- */
+
+#define CLIENTS 20
+#define PER_CLIENT 100
+
+static atomic_int accepted;
+
+static void *create_client(void *arg) {
+        int c = (int) (intptr_t) arg;
+        char *u = visierd_url(&vd, "/v1/admin/permissions");
+        CURL *h = curl_easy_init();
+        FILE *devnull = fopen("/dev/null", "we");
+
+        curl_easy_setopt(h, CURLOPT_URL, u);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, devnull);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+        for (int i = 0; i < PER_CLIENT; i++) {
+                char body[128];
+                long status = 0;
+
+                snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"bulk-%02d-%03d\"}]}", c, i);
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+                if (curl_easy_perform(h) == CURLE_OK && curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+                    status == 202)
+                        atomic_fetch_add(&accepted, 1);
+        }
+        fclose(devnull);
+        curl_easy_cleanup(h);
+        free(u);
+        return NULL;
+}
+
+START_TEST(test_2000_creates_few_calls) {
+        pthread_t t[CLIENTS];
+        json_t *perms, *st;
+        long long calls, overlaps;
+        long status;
+        char *u;
+
+        start_all("[jobs]\nbatch_delay_ms = 200");
+        set_faults("{\"publish_ms\":2000}"); /* Visier takes seconds to publish a version */
+        for (int c = 0; c < CLIENTS; c++)
+                pthread_create(&t[c], NULL, create_client, (void *) (intptr_t) c);
+        for (int c = 0; c < CLIENTS; c++)
+                pthread_join(t[c], NULL);
+        ck_assert_int_eq(atomic_load(&accepted), CLIENTS * PER_CLIENT);
+        wait_queue_empty();
+
+        calls = sim_counter(&sim, "write_calls");
+        overlaps = sim_counter(&sim, "publish_overlaps");
+        perms = sim_control_get(&sim, "/_sim/permissions");
+        for (int c = 0; c < CLIENTS; c++)
+                for (int i = 0; i < PER_CLIENT; i++) {
+                        char name[32];
+                        snprintf(name, sizeof(name), "bulk-%02d-%03d", c, i);
+                        ck_assert_msg(sim_count_named(perms, name) == 1, "%s exists %d times", name,
+                                      sim_count_named(perms, name));
+                }
+        json_decref(perms);
+        u = visierd_url(&vd, "/status");
+        st = http_get_json(u, &status);
+        fprintf(stderr, "2000 creates: %lld write calls, %lld overlaps, jobs %s\n", calls, overlaps,
+                json_dumps(json_object_get(st, "jobs"), JSON_COMPACT));
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "jobs"), "succeeded")), 2000);
+        json_decref(st);
+        free(u);
+        ck_assert_int_eq(overlaps, 0);
+        ck_assert_int_le(calls, 5);
+        ck_assert_int_ge(calls, 2);
+}
+END_TEST
+
+/* ---- crashes and lost answers ---- */
+
+
+/* Every item of the job succeeded and names the permission Visier created. */
+static void assert_job_created(long long id) {
+        json_t *j = job(id), *r;
+        size_t i;
+
+        ck_assert_msg(streq(job_state(j), "succeeded"), "job %lld is %s: %s", id, job_state(j),
+                      json_dumps(j, JSON_COMPACT));
+        json_array_foreach(json_object_get(j, "item_results"), i, r) {
+                ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "succeeded");
+                ck_assert_ptr_nonnull(json_string_value(json_object_get(json_object_get(r, "result"), "permissionId")));
+        }
+        json_decref(j);
+}
+
+START_TEST(test_kill_during_create_call) {
+        long long ids[5];
+        json_t *perms;
+
+        start_all("[jobs]\nbatch_delay_ms = 100");
+        set_faults("{\"publish_ms\":3000}");
+        for (int i = 0; i < 5; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "crash-%d", i);
+                ids[i] = submit_create(name, NULL);
+        }
+        /* Kill visierd while visier-sim holds the create call open. */
+        for (int i = 0; i < 400 && sim_counter(&sim, "write_calls") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 1);
+        visierd_kill(&vd);
+        set_faults("{\"publish_ms\":0}");
+        /* Let the sim finish applying the call that lost its client. */
+        for (int i = 0; i < 600 && sim_counter(&sim, "production_version") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+
+        visierd_restart(&vd);
+        wait_queue_empty();
+        perms = sim_control_get(&sim, "/_sim/permissions");
+        for (int i = 0; i < 5; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "crash-%d", i);
+                ck_assert_msg(sim_count_named(perms, name) == 1, "%s exists %d times", name, sim_count_named(perms, name));
+                assert_job_created(ids[i]);
+        }
+        json_decref(perms);
+        ck_assert_int_eq(sim_counter(&sim, "publish_overlaps"), 0);
+}
+END_TEST
+
+START_TEST(test_apply_then_drop) {
+        long long id;
+        json_t *perms;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"next_apply_then_drop\":1}");
+        id = submit_create("dropped-answer", NULL);
+        wait_queue_empty();
+        perms = sim_control_get(&sim, "/_sim/permissions");
+        ck_assert_int_eq(sim_count_named(perms, "dropped-answer"), 1);
+        json_decref(perms);
+        assert_job_created(id);
+}
+END_TEST
+
+START_TEST(test_storm_of_failures) {
+        long long ids[6];
+        json_t *perms;
+
+        start_all("[jobs]\nbatch_delay_ms = 0\nmax_attempts = 20");
+        set_faults("{\"next_errors\":3,\"next_drops\":3,\"next_apply_then_drop\":1}");
+        for (int i = 0; i < 6; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "storm-%d", i);
+                ids[i] = submit_create(name, NULL);
+        }
+        wait_queue_empty();
+        perms = sim_control_get(&sim, "/_sim/permissions");
+        for (int i = 0; i < 6; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "storm-%d", i);
+                ck_assert_msg(sim_count_named(perms, name) == 1, "%s exists %d times", name, sim_count_named(perms, name));
+                assert_job_created(ids[i]);
+        }
+        json_decref(perms);
+}
+END_TEST
+
+START_TEST(test_item_failure_stays_on_its_item) {
+        long long id;
+        json_t *j, *items;
+
+        start_all(NULL);
+        j = write_req("POST", "/v1/admin/permissions",
+                      "{\"permissions\":[{\"displayName\":\"good-one\"},"
+                      "{\"displayName\":\"bad-one\",\"adminCapabilityConfig\":{\"capabilities\":[\"no_such_capability\"]}}]}",
+                      NULL, &(long) { 0 });
+        id = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        wait_queue_empty();
+        j = job(id);
+        items = json_object_get(j, "item_results");
+        ck_assert_str_eq(job_state(j), "succeeded"); /* partly: the failure is on the item */
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 0), "state")), "succeeded");
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 1), "state")), "failed");
+        ck_assert_ptr_nonnull(json_object_get(json_object_get(json_array_get(items, 1), "result"), "error"));
+        json_decref(j);
+}
+END_TEST
+
+START_TEST(test_whole_call_rejection_fails_only_its_job) {
+        long long a, b, c;
+        json_t *j, *perms;
+
+        start_all("[jobs]\nbatch_delay_ms = 500");
+        set_faults("{\"reject_display_name\":\"poison\"}");
+        a = submit_create("fine-a", NULL);
+        b = submit_create("poison", NULL);
+        c = submit_create("fine-c", NULL);
+        wait_queue_empty();
+        ck_assert_str_eq(job_state(j = job(b)), "failed");
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "upstream_status")), 400);
+        json_decref(j);
+        assert_job_created(a);
+        assert_job_created(c);
+        perms = sim_control_get(&sim, "/_sim/permissions");
+        ck_assert_int_eq(sim_count_named(perms, "fine-a"), 1);
+        ck_assert_int_eq(sim_count_named(perms, "fine-c"), 1);
+        ck_assert_int_eq(sim_count_named(perms, "poison"), 0);
+        json_decref(perms);
+        /* The rejected call held all three; the split sent them again one by one. */
+        ck_assert_int_ge(sim_counter(&sim, "write_calls"), 4);
+
+        /* A failed job can be retried, and now succeeds. */
+        set_faults("{\"reject_display_name\":\"\"}");
+        {
+                char path[64];
+                long status;
+                snprintf(path, sizeof(path), "/jobs/%lld/retry", b);
+                json_decref(write_req("POST", path, NULL, NULL, &status));
+                ck_assert_int_eq(status, 200);
+                json_decref(write_req("POST", path, NULL, NULL, &status));
+                ck_assert_int_eq(status, 409); /* queued now, not failed */
+        }
+        wait_queue_empty();
+        assert_job_created(b);
+}
+END_TEST
+
+typedef struct BadBody {
+        const char *method, *path, *body, *json_path;
+} BadBody;
+
+START_TEST(test_bad_bodies) {
+        static const BadBody cases[] = {
+                { "POST", "/v1/admin/permissions", "{not json", "$:" },
+                { "POST", "/v1/admin/permissions", "[]", "$:" },
+                { "POST", "/v1/admin/permissions", "{}", "permissions:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":{}}", "permissions:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[]}", "permissions:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[7]}", "permissions[0]:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"description\":\"x\"}]}", "permissions[0].displayName:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"permissionId\":\"p\"}]}", "permissions[0].permissionId:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\"},{\"displayName\":\"b\",\"correlationId\":\"x!\"}]}", "permissions[1].correlationId:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"correlationId\":\"same\"},{\"displayName\":\"b\",\"correlationId\":\"same\"}]}", "permissions[1].correlationId:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\",\"memberFilterConfigs\":[{\"dimensionFilters\":[{\"staticDimensionFilter\":{\"dimensionId\":\"9Location\"}}]}]}]}]}", "permissions[0].dataSecurityProfiles[0].memberFilterConfigs[0].dimensionFilters[0].staticDimensionFilter.dimensionId:" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Em-ployee\"}]}]}", "permissions[0].dataSecurityProfiles[0].analyticObjectId:" },
+                { "PUT", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\"}]}", "permissions[0].permissionId:" },
+                { "DELETE", "/v1/admin/permissions", "{\"permissionIds\":[\"ok\",3]}", "permissionIds[1]:" },
+                { "PUT", "/v1/admin/permissions/users", "{\"permissions\":[{\"permissionId\":\"p\"}]}", "permissions[0].userIds:" },
+                { "DELETE", "/v1/admin/permissions/users", "{\"permissions\":[{\"permissionId\":\"p\",\"userIds\":[\"\"]}]}", "permissions[0].userIds[0]:" },
+                { "POST", "/v1/admin/permissions/revert-to-parent", "{\"permissionIds\":[]}", "permissionIds:" },
+        };
+        long status;
+        json_t *j;
+
+        start_all(NULL);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                const char *msg;
+
+                j = write_req(cases[i].method, cases[i].path, cases[i].body, NULL, &status);
+                msg = json_string_value(json_object_get(j, "message"));
+                ck_assert_msg(status == 400, "case %zu answered %ld", i, status);
+                ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+                ck_assert_msg(msg && strncmp(msg, cases[i].json_path, strlen(cases[i].json_path)) == 0,
+                              "case %zu: expected path %s, got: %s", i, cases[i].json_path, msg);
+                json_decref(j);
+        }
+        /* Too many items for one call. */
+        {
+                size_t n = 1001 * 24 + 32;
+                char *body = malloc(n), *p = body;
+                p += snprintf(p, n, "{\"permissions\":[");
+                for (int i = 0; i < 1001; i++)
+                        p += snprintf(p, n - (size_t) (p - body), "%s{\"displayName\":\"n%d\"}", i ? "," : "", i);
+                snprintf(p, n - (size_t) (p - body), "]}");
+                j = write_req("POST", "/v1/admin/permissions", body, NULL, &status);
+                ck_assert_int_eq(status, 400);
+                ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "message")), "1 to 1000 entries"));
+                json_decref(j);
+                free(body);
+        }
+        /* Nothing was queued. */
+        j = http_get_json(visierd_url(&vd, "/jobs"), &status);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), 0);
+        json_decref(j);
+}
+END_TEST
+
+START_TEST(test_prefer_wait_gives_visier_shape) {
+        const char *headers[] = { "Prefer: wait=20", NULL };
+        char *u = visierd_url(&vd, "/v1/admin/permissions");
+        HttpResult r;
+        json_t *j, *s;
+
+        start_all(NULL);
+        free(u);
+        u = visierd_url(&vd, "/v1/admin/permissions");
+        http_request("POST", u, headers,
+                     "{\"permissions\":[{\"displayName\":\"waited\",\"correlationId\":\"wait-1\"}]}", 30000, &r);
+        ck_assert_int_eq(r.status, 200);
+        j = json_loadb(r.body, r.len, 0, NULL);
+        s = json_array_get(json_object_get(j, "successes"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(s, "correlationId")), "wait-1");
+        ck_assert_str_eq(json_string_value(json_object_get(s, "displayName")), "waited");
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(s, "permissionId")));
+        ck_assert_int_eq(json_array_size(json_object_get(j, "failures")), 0);
+        ck_assert_int_eq(json_object_size(j), 2); /* exactly Visier's PermissionBulkOperationResponseDTO */
+        json_decref(j);
+        http_result_done(&r);
+        free(u);
+}
+END_TEST
+
+START_TEST(test_idempotency_key) {
+        const char *h1[] = { "Idempotency-Key: key-1", NULL };
+        long s1, s2, s3;
+        json_t *a, *b, *c;
+
+        start_all(NULL);
+        a = write_req("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"idem\"}]}", h1, &s1);
+        b = write_req("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"idem\"}]}", h1, &s2);
+        c = write_req("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"other\"}]}", h1, &s3);
+        ck_assert_int_eq(s1, 202);
+        ck_assert_int_eq(s2, 202);
+        ck_assert_int_eq(json_integer_value(json_object_get(a, "id")), json_integer_value(json_object_get(b, "id")));
+        ck_assert_int_eq(s3, 422);
+        wait_queue_empty();
+        {
+                json_t *perms = sim_control_get(&sim, "/_sim/permissions");
+                ck_assert_int_eq(sim_count_named(perms, "idem"), 1);
+                ck_assert_int_eq(sim_count_named(perms, "other"), 0);
+                json_decref(perms);
+        }
+        json_decref(a);
+        json_decref(b);
+        json_decref(c);
+}
+END_TEST
+
+START_TEST(test_cancel_obeys_states) {
+        long long first, second;
+        char path[64];
+        long status;
+        json_t *j;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"publish_ms\":1500}");
+        /* The first update holds the publisher; the second touches the same permission, so it
+         * must wait for the first and stays queued. */
+        j = write_req("PUT", "/v1/admin/permissions",
+                      "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"displayName\":\"v2\"}]}",
+                      NULL, &status);
+        first = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        for (int i = 0; i < 400 && sim_counter(&sim, "write_calls") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        j = write_req("PUT", "/v1/admin/permissions",
+                      "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"displayName\":\"v3\"}]}",
+                      NULL, &status);
+        second = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+
+        snprintf(path, sizeof(path), "/jobs/%lld/cancel", first);
+        j = write_req("POST", path, NULL, NULL, &status);
+        ck_assert_int_eq(status, 409); /* running */
+        json_decref(j);
+        snprintf(path, sizeof(path), "/jobs/%lld/cancel", second);
+        j = write_req("POST", path, NULL, NULL, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_str_eq(job_state(j), "cancelled");
+        json_decref(j);
+        j = write_req("POST", path, NULL, NULL, &status);
+        ck_assert_int_eq(status, 409); /* already cancelled */
+        json_decref(j);
+        j = write_req("POST", "/jobs/999999/cancel", NULL, NULL, &status);
+        ck_assert_int_eq(status, 404);
+        json_decref(j);
+        wait_queue_empty();
+        ck_assert_str_eq(job_state(j = job(first)), "succeeded");
+        json_decref(j);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 1); /* the cancelled job was never sent */
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("writes");
+        TCase *tc = tcase_create("integration");
+        SRunner *sr;
+        int failed;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        tcase_set_timeout(tc, 180);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_add_test(tc, test_bad_bodies);
+        tcase_add_test(tc, test_prefer_wait_gives_visier_shape);
+        tcase_add_test(tc, test_idempotency_key);
+        tcase_add_test(tc, test_item_failure_stays_on_its_item);
+        tcase_add_test(tc, test_whole_call_rejection_fails_only_its_job);
+        tcase_add_test(tc, test_cancel_obeys_states);
+        tcase_add_test(tc, test_apply_then_drop);
+        tcase_add_test(tc, test_kill_during_create_call);
+        tcase_add_test(tc, test_storm_of_failures);
+        tcase_add_test(tc, test_2000_creates_few_calls);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        curl_global_cleanup();
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
