@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 #include "clock.h"
 #include "harness.h"
 #include "notify.h"
+
+unsigned long harness_fsize_limit;
 
 static const char *env_or(const char *name, const char *fallback) {
         const char *v = getenv(name);
@@ -104,6 +107,11 @@ static pid_t spawn(const char *const *argv, const char *log, const char *notify_
                         _exit(126);
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, NULL);
+                if (harness_fsize_limit > 0) {
+                        struct rlimit rl = { harness_fsize_limit, RLIM_INFINITY };
+                        signal(SIGXFSZ, SIG_IGN);
+                        setrlimit(RLIMIT_FSIZE, &rl);
+                }
                 if (fd >= 0) {
                         dup2(fd, STDOUT_FILENO);
                         dup2(fd, STDERR_FILENO);

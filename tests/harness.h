@@ -43,6 +43,10 @@ typedef struct HttpResult {
         int curl_error; /* CURLcode; 0 when an answer came */
 } HttpResult;
 
+/* When non-zero, programs started next get RLIMIT_FSIZE set to this many bytes (and ignore
+ * SIGXFSZ), so writes past it fail as on a full disk. */
+extern unsigned long harness_fsize_limit;
+
 /* A fresh private directory under $TMPDIR. */
 void harness_mkdtemp(char *buf, size_t len, const char *prefix);
 void harness_write_file(const char *path, const char *content, mode_t mode);

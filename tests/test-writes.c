@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "clock.h"
@@ -113,6 +114,15 @@ static void wait_queue_empty(void) {
                 clock_sleep(50 * USEC_PER_MSEC);
         }
         free(u);
+}
+
+/* Does the JSON text of j contain needle? */
+static bool json_has(json_t *j, const char *needle) {
+        char *text = json_dumps(j, JSON_COMPACT);
+        bool found = text && strstr(text, needle);
+
+        free(text);
+        return found;
 }
 
 /* How many permissions in the sim carry this display name. */
@@ -512,6 +522,128 @@ START_TEST(test_cancel_obeys_states) {
 }
 END_TEST
 
+START_TEST(test_sigterm_finishes_the_call_in_flight) {
+        long long id, calls;
+        json_t *j;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"publish_ms\":1500}");
+        id = submit_create("drain-1", NULL);
+        for (int i = 0; i < 400 && sim_counter(&sim, "write_calls") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 1);
+        /* Stop while the call is in flight: it is finished and recorded before visierd exits. */
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        {
+                char *log = harness_read_file(vd.log);
+                ck_assert_ptr_nonnull(strstr(log, "job 1 (create, 1 items) succeeded"));
+                free(log);
+        }
+        visierd_restart(&vd);
+        j = job(id);
+        ck_assert_str_eq(job_state(j), "succeeded");
+        json_decref(j);
+        calls = sim_counter(&sim, "write_calls");
+        ck_assert_int_eq(calls, 1); /* nothing was sent twice */
+}
+END_TEST
+
+START_TEST(test_assign_remove_and_delete) {
+        const char *wait[] = { "Prefer: wait=20", NULL };
+        const char *pid = "7a9e4d2c-1b3f-4c5d-8e6f-0a1b2c3d4e72";
+        char body[256], *u;
+        long status;
+        json_t *j, *s;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"u-100\",\"u-101\"]}]}", pid);
+        j = write_req("PUT", "/v1/admin/permissions/users", body, wait, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_ptr_nonnull(json_object_get(j, "tenants")); /* Visier's assign answer shape */
+        json_decref(j);
+        u = visierd_url(&vd, "/v1/admin/permissions/7a9e4d2c-1b3f-4c5d-8e6f-0a1b2c3d4e72/users");
+        j = http_get_json(u, &status);
+        ck_assert(json_has(j, "u-101"));
+        json_decref(j);
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"u-101\"]}]}", pid);
+        j = write_req("DELETE", "/v1/admin/permissions/users", body, wait, &status);
+        ck_assert_int_eq(status, 200);
+        json_decref(j);
+        j = http_get_json(u, &status);
+        ck_assert(!json_has(j, "u-101"));
+        ck_assert(json_has(j, "u-100"));
+        json_decref(j);
+        free(u);
+
+        /* A delete whose answer is lost is sent again, finds the permission gone, and is done. */
+        j = write_req("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"short-lived\"}]}", wait,
+                      &status);
+        ck_assert_int_eq(status, 200);
+        s = json_array_get(json_object_get(j, "successes"), 0);
+        snprintf(body, sizeof(body), "{\"permissionIds\":[\"%s\"]}", json_string_value(json_object_get(s, "permissionId")));
+        json_decref(j);
+        set_faults("{\"next_apply_then_drop\":1}");
+        j = write_req("DELETE", "/v1/admin/permissions", body, wait, &status);
+        ck_assert_msg(status == 200, "delete answered %ld", status);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "successes")), 1);
+        json_decref(j);
+        j = sim_control_get(&sim, "/_sim/permissions");
+        ck_assert_int_eq(sim_count_named(j, "short-lived"), 0);
+        json_decref(j);
+}
+END_TEST
+
+START_TEST(test_full_disk_refuses_cleanly_and_recovers) {
+        char body[2048], pad[1500];
+        int accepted_n = 0, refused = 0;
+        struct rlimit unlimited_fsize = { RLIM_INFINITY, RLIM_INFINITY };
+        long status;
+        json_t *j;
+
+        memset(pad, 'x', sizeof(pad) - 1);
+        pad[sizeof(pad) - 1] = '\0';
+        harness_fsize_limit = 256 * 1024; /* files visierd writes may not grow past this: a full disk */
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        harness_fsize_limit = 0;
+        for (int i = 0; i < 2000 && !refused; i++) {
+                snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"disk-%d\",\"description\":\"%s\"}]}", i,
+                         pad);
+                j = write_req("POST", "/v1/admin/permissions", body, NULL, &status);
+                if (status == 202)
+                        accepted_n++;
+                else {
+                        ck_assert_int_eq(status, 503);
+                        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "ServiceUnavailable");
+                        refused = 1;
+                }
+                json_decref(j);
+        }
+        ck_assert_msg(refused, "the size limit was never hit");
+        ck_assert_int_gt(accepted_n, 0);
+
+        /* Space again: writes are accepted, and every job accepted before is there, whole. */
+        ck_assert_int_eq(prlimit(vd.pid, RLIMIT_FSIZE, &unlimited_fsize, NULL), 0);
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"disk-after\"}]}");
+        j = write_req("POST", "/v1/admin/permissions", body, NULL, &status);
+        ck_assert_int_eq(status, 202);
+        json_decref(j);
+        wait_queue_empty();
+        j = sim_control_get(&sim, "/_sim/permissions");
+        ck_assert_int_eq(sim_count_named(j, "disk-after"), 1);
+        for (int i = 0; i < accepted_n; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "disk-%d", i);
+                ck_assert_msg(sim_count_named(j, name) == 1, "%s exists %d times", name, sim_count_named(j, name));
+        }
+        {
+                char name[32];
+                snprintf(name, sizeof(name), "disk-%d", accepted_n); /* the refused one */
+                ck_assert_int_eq(sim_count_named(j, name), 0);
+        }
+        json_decref(j);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("writes");
         TCase *tc = tcase_create("integration");
@@ -531,6 +663,9 @@ int main(void) {
         tcase_add_test(tc, test_kill_during_create_call);
         tcase_add_test(tc, test_storm_of_failures);
         tcase_add_test(tc, test_2000_creates_few_calls);
+        tcase_add_test(tc, test_sigterm_finishes_the_call_in_flight);
+        tcase_add_test(tc, test_assign_remove_and_delete);
+        tcase_add_test(tc, test_full_disk_refuses_cleanly_and_recovers);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

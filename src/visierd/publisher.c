@@ -29,6 +29,7 @@ struct Publisher {
         pthread_cond_t done;  /* waiters for jobs wait here */
         pthread_t thread;
         bool started, stopping, woken, released;
+        bool store_trouble; /* a write to the store failed; look for orphans when idle (thread only) */
         PublisherStats stats;
 };
 
@@ -50,6 +51,17 @@ usec_t publisher_backoff(unsigned attempts) {
         if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
                 r = clock_now();
         return d / 2 + r % (d / 2 + 1); /* jitter: between half and all of the step */
+}
+
+/* End a recording transaction; on failure the jobs stay as they were (running) and are
+ * recovered as orphans once the store works again. */
+static void record_end(Publisher *p) {
+        if (store_end(p->store, true) < 0) {
+                p->store_trouble = true;
+                if (p->event)
+                        p->event(p->userdata, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                                                   .message = "cannot record a write's outcome; will retry" });
+        }
 }
 
 static void emit(Publisher *p, const PublisherEvent *e) {
@@ -404,13 +416,15 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
                         (void) reconcile_creates(p, b);
         }
 
-        if (store_begin(p->store) < 0)
+        if (store_begin(p->store) < 0) {
+                p->store_trouble = true;
                 goto out;
+        }
         for (size_t i = 0; i < b->n_items; i++)
                 if (!b->items[i].done)
                         store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
         finish_jobs(p, b, status);
-        store_end(p->store, true);
+        record_end(p);
 out:
         for (size_t i = 0; results && i < b->n_items; i++)
                 json_decref(results[i]);
@@ -422,8 +436,10 @@ out:
 /* Put every job of the batch back in the queue (or fail those out of attempts). */
 static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, usec_t delay, long status,
                         const char *error) {
-        if (store_begin(p->store) < 0)
+        if (store_begin(p->store) < 0) {
+                p->store_trouble = true;
                 return;
+        }
         for (size_t j = 0; j < b->n_jobs; j++) {
                 const BatchJob *job = &b->jobs[j];
                 bool all_done = true;
@@ -462,22 +478,24 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                                              .op = job_op_to_string(b->op), .n_items = job->n_items, .status = status,
                                              .message = error });
         }
-        store_end(p->store, true);
+        record_end(p);
         pthread_mutex_lock(&p->lock);
         p->stats.retries += b->n_jobs;
         pthread_mutex_unlock(&p->lock);
 }
 
 static void fail_alone(Publisher *p, const Batch *b, long status, const char *body, const char *error) {
-        if (store_begin(p->store) < 0)
+        if (store_begin(p->store) < 0) {
+                p->store_trouble = true;
                 return;
+        }
         for (size_t j = 0; j < b->n_jobs; j++) {
                 store_job_finish(p->store, b->jobs[j].id, JOB_FAILED, status, error, status, body);
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[j].id,
                                              .op = job_op_to_string(b->op), .n_items = b->jobs[j].n_items,
                                              .status = status, .state = "failed", .message = error });
         }
-        store_end(p->store, true);
+        record_end(p);
 }
 
 static void publish_batch(Publisher *p, Batch *b) {
@@ -504,8 +522,9 @@ static void publish_batch(Publisher *p, Batch *b) {
         if (pending == 0) {
                 if (store_begin(p->store) >= 0) {
                         finish_jobs(p, b, 200);
-                        store_end(p->store, true);
-                }
+                        record_end(p);
+                } else
+                        p->store_trouble = true;
                 return;
         }
 
@@ -630,6 +649,12 @@ static void *publisher_thread(void *arg) {
                         pthread_mutex_lock(&p->lock);
                         pthread_cond_broadcast(&p->done);
                         continue;
+                }
+                if (r < 0 || p->store_trouble) {
+                        /* A store error may have left a job marked running with nobody working on
+                         * it; while idle, every running job is such an orphan. */
+                        p->store_trouble = false;
+                        recover_orphans(p);
                 }
                 pthread_mutex_lock(&p->lock);
                 pthread_cond_broadcast(&p->done);
