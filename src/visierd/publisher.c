@@ -460,9 +460,12 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
 
                         snprintf(msg, sizeof(msg), "gave up after %u attempts: %s", job->attempts + 1, error);
                         json_decref(results);
-                        body = json_dumps(json_pack("{s:s, s:s, s:s, s:b}", "code", "ServiceUnavailable", "message", msg,
-                                                    "localizedMessage", msg, "userError", 0),
-                                          JSON_COMPACT);
+                        {
+                                json_t *st = json_pack("{s:s, s:s, s:s, s:b}", "code", "ServiceUnavailable", "message",
+                                                       msg, "localizedMessage", msg, "userError", 0);
+                                body = json_dumps(st, JSON_COMPACT);
+                                json_decref(st);
+                        }
                         store_job_finish(p->store, job->id, JOB_FAILED, status, msg, status >= 500 ? status : 502,
                                          body);
                         free(body);
