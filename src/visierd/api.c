@@ -184,11 +184,13 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 json_object_set_new(token, "next_login_in_seconds",
                                     json_integer((json_int_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC)));
 
+        struct MHD_Response *out;
         PublisherStats ps;
 
         publisher_stats(m->publisher, &ps);
         *ret_status = MHD_HTTP_OK;
-        return json_response(json_pack(
+        pthread_rwlock_rdlock(&m->config_lock);
+        out = json_response(json_pack(
                 "{s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:s, s:I, s:{s:s, s:s}, s:o, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:b, s:i}}",
                 "jobs", store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC)),
                 "publisher", "write_calls", (json_int_t) ps.write_calls, "items_sent", (json_int_t) ps.items_sent,
@@ -205,6 +207,8 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 "failures", (json_int_t) us.failures,
                 "store", "path", store_path(m->store), "ok", store_ok(m->store),
                 "schema_version", store_schema_version(m->store)));
+        pthread_rwlock_unlock(&m->config_lock);
+        return out;
 }
 
 typedef struct QueryBuilder {
@@ -391,7 +395,8 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         ValidateError verr;
         JobOp op = job_op_from_request(req->method, req->path);
         struct MHD_Response *resp;
-        size_t n_items = 0;
+        size_t n_items = 0, batch_max;
+        unsigned max_wait;
         bool existing = false;
         int64_t id = 0;
         long wait;
@@ -403,7 +408,11 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        r = validate_write(op, req->body, req->body_len, m->config->batch_max, &root, &verr);
+        pthread_rwlock_rdlock(&m->config_lock);
+        batch_max = m->config->batch_max;
+        max_wait = m->config->max_wait;
+        pthread_rwlock_unlock(&m->config_lock);
+        r = validate_write(op, req->body, req->body_len, batch_max, &root, &verr);
         if (r < 0)
                 return bad_request(ret_status, verr.path, verr.message);
 
@@ -482,7 +491,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
         wait = prefer_wait(prefer);
         if (wait > 0) {
-                long applied = wait > (long) m->config->max_wait ? (long) m->config->max_wait : wait;
+                long applied = wait > (long) max_wait ? (long) max_wait : wait;
                 char pa[32];
                 long status;
                 char *body;

@@ -43,6 +43,8 @@ const ConfigKey config_keys[] = {
                  "largest answer from Visier a proxied read may buffer, in bytes"),
         KEY_STRING("listen", "address", listen_address, "127.0.0.1", "IP address of the local API"),
         KEY_UINT("listen", "port", listen_port, "8420", 0, 65535, "TCP port of the local API; 0 picks a free one"),
+        KEY_STRING("listen", "socket", listen_socket, NULL,
+                   "path of a unix socket to serve the local API on too (mode 0660); default none"),
         KEY_UINT("listen", "max_connections", max_connections, "256", 1, 65536,
                  "local connections served at once"),
         KEY_UINT("listen", "max_body_size", max_body_size, "1048576", 1024, 67108864,

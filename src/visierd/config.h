@@ -16,6 +16,7 @@
 #define CONFIG_ERRORS_MAX 64
 #define CREDENTIAL_APIKEY "visier-apikey"
 #define CREDENTIAL_PASSWORD "visier-password"
+#define CONFIG_SOCKET_MODE 0660 /* the unix socket: owner and group may connect */
 
 typedef struct Config {
         char *path;
@@ -38,6 +39,7 @@ typedef struct Config {
         /* [listen] */
         char *listen_address;
         unsigned listen_port;
+        char *listen_socket; /* unix socket path, or NULL */
         unsigned max_connections;
         unsigned max_body_size; /* bytes */
 

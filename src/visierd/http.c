@@ -7,6 +7,9 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 
@@ -15,12 +18,15 @@
 #define HTTP_CONNECTION_MEMORY (64 * 1024) /* bounds the request line and headers */
 
 struct HttpServer {
-        struct MHD_Daemon *daemon;
+        struct MHD_Daemon *daemons[HTTP_LISTENERS_MAX];
+        size_t n_daemons;
         http_handler_fn handler;
         void *userdata;
         size_t max_body;
         atomic_uint_fast64_t next_id;
         unsigned port;
+        char *unlink_path; /* the unix socket we created, removed at stop */
+        char describe[512];
 };
 
 static size_t unescape_nothing(void *cls, struct MHD_Connection *c, char *s) {
@@ -139,26 +145,123 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         *con_cls = NULL;
 }
 
+static void describe_append(HttpServer *h, const char *what) {
+        size_t n = strlen(h->describe);
+
+        snprintf(h->describe + n, sizeof(h->describe) - n, "%s%s", n ? " and " : "", what);
+}
+
+/* One libmicrohttpd daemon on a listening socket we own (it closes it when stopped). */
+static int start_on_fd(HttpServer *h, int fd, const HttpSettings *s, char *err, size_t errlen) {
+        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD;
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        char what[160];
+
+        if (h->n_daemons >= HTTP_LISTENERS_MAX) {
+                snprintf(err, errlen, "more than %d listening sockets", HTTP_LISTENERS_MAX);
+                return -E2BIG;
+        }
+        if (getsockname(fd, (struct sockaddr *) &ss, &len) < 0) {
+                snprintf(err, errlen, "listening socket %d: %s", fd, strerror(errno));
+                return -errno;
+        }
+        if (ss.ss_family == AF_INET6)
+                flags |= MHD_USE_IPv6;
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+                char a[INET6_ADDRSTRLEN] = "";
+                unsigned port;
+
+                if (ss.ss_family == AF_INET) {
+                        inet_ntop(AF_INET, &((struct sockaddr_in *) &ss)->sin_addr, a, sizeof(a));
+                        port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+                } else {
+                        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &ss)->sin6_addr, a, sizeof(a));
+                        port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+                }
+                if (h->port == 0)
+                        h->port = port;
+                snprintf(what, sizeof(what), ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", a, port);
+        } else if (ss.ss_family == AF_UNIX)
+                snprintf(what, sizeof(what), "%s", ((struct sockaddr_un *) &ss)->sun_path);
+        else {
+                snprintf(err, errlen, "listening socket %d is neither TCP nor a unix socket", fd);
+                return -EAFNOSUPPORT;
+        }
+        h->daemons[h->n_daemons] = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+                                                    MHD_OPTION_LISTEN_SOCKET, fd,
+                                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->max_connections,
+                                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
+                                                    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
+                                                    MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
+                                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                                                    MHD_OPTION_END);
+        if (!h->daemons[h->n_daemons]) {
+                snprintf(err, errlen, "cannot serve on %s", what);
+                return -EIO;
+        }
+        h->n_daemons++;
+        describe_append(h, what);
+        return 0;
+}
+
+static int listen_tcp(const char *address, unsigned port, char *err, size_t errlen) {
+        struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t) port) };
+        struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port) };
+        const struct sockaddr *sa;
+        _cleanup_close_ int fd = -1;
+        socklen_t len;
+        int one = 1;
+
+        if (inet_pton(AF_INET, address, &a4.sin_addr) == 1)
+                sa = (const struct sockaddr *) &a4, len = sizeof(a4);
+        else if (inet_pton(AF_INET6, address, &a6.sin6_addr) == 1)
+                sa = (const struct sockaddr *) &a6, len = sizeof(a6);
+        else {
+                snprintf(err, errlen, "listen address %s is not an IP address", address);
+                return -EINVAL;
+        }
+        fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (sa->sa_family == AF_INET6)
+                setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        if (bind(fd, sa, len) < 0 || listen(fd, SOMAXCONN) < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "cannot listen on %s port %u: %s", address, port, strerror(-r));
+                return r;
+        }
+        return TAKE_FD(fd);
+}
+
+static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        if (strlen(path) >= sizeof(sa.sun_path)) {
+                snprintf(err, errlen, "unix socket path %s is too long", path);
+                return -ENAMETOOLONG;
+        }
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        (void) unlink(path); /* a stale socket from an earlier run */
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, (mode_t) mode) < 0 ||
+            listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
+                snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(-r));
+                return r;
+        }
+        return TAKE_FD(fd);
+}
+
 int http_server_start(const HttpSettings *s, http_handler_fn handler, void *userdata, HttpServer **ret,
                       char *err, size_t errlen) {
         _cleanup_(http_server_stopp) HttpServer *h = NULL;
-        struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
-        struct sockaddr_in a4 = { .sin_family = AF_INET };
-        const struct sockaddr *addr;
-        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD;
-        const union MHD_DaemonInfo *info;
-
-        if (inet_pton(AF_INET, s->address, &a4.sin_addr) == 1) {
-                a4.sin_port = htons((uint16_t) s->port);
-                addr = (const struct sockaddr *) &a4;
-        } else if (inet_pton(AF_INET6, s->address, &a6.sin6_addr) == 1) {
-                a6.sin6_port = htons((uint16_t) s->port);
-                addr = (const struct sockaddr *) &a6;
-                flags |= MHD_USE_IPv6;
-        } else {
-                snprintf(err, errlen, "listen address %s is not an IP address", s->address);
-                return -EINVAL;
-        }
+        int r, fd;
 
         h = calloc(1, sizeof(*h));
         if (!h)
@@ -166,20 +269,34 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
         h->handler = handler;
         h->userdata = userdata;
         h->max_body = s->max_body;
-        h->daemon = MHD_start_daemon(flags, (uint16_t) s->port, NULL, NULL, on_request, h,
-                                     MHD_OPTION_SOCK_ADDR, addr,
-                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->max_connections,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
-                                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
-                                     MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
-                                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                                     MHD_OPTION_END);
-        if (!h->daemon) {
-                snprintf(err, errlen, "cannot listen on %s port %u (in use, or not permitted)", s->address, s->port);
-                return -EADDRINUSE;
+
+        if (s->n_fds > 0) {
+                for (size_t i = 0; i < s->n_fds; i++) {
+                        r = start_on_fd(h, s->fds[i], s, err, errlen);
+                        if (r < 0)
+                                return r;
+                }
+        } else {
+                fd = listen_tcp(s->address, s->port, err, errlen);
+                if (fd < 0)
+                        return fd;
+                r = start_on_fd(h, fd, s, err, errlen);
+                if (r < 0) {
+                        close(fd);
+                        return r;
+                }
+                if (s->socket_path && *s->socket_path) {
+                        fd = listen_unix(s->socket_path, s->socket_mode, err, errlen);
+                        if (fd < 0)
+                                return fd;
+                        h->unlink_path = strdup(s->socket_path);
+                        r = start_on_fd(h, fd, s, err, errlen);
+                        if (r < 0) {
+                                close(fd);
+                                return r;
+                        }
+                }
         }
-        info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-        h->port = info ? info->port : s->port;
         *ret = TAKE_PTR(h);
         return 0;
 }
@@ -187,10 +304,18 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
 HttpServer *http_server_stop(HttpServer *h) {
         if (!h)
                 return NULL;
-        if (h->daemon)
-                MHD_stop_daemon(h->daemon);
+        for (size_t i = 0; i < h->n_daemons; i++)
+                MHD_stop_daemon(h->daemons[i]);
+        if (h->unlink_path) {
+                (void) unlink(h->unlink_path);
+                free(h->unlink_path);
+        }
         free(h);
         return NULL;
+}
+
+const char *http_server_describe(HttpServer *h) {
+        return h->describe;
 }
 
 unsigned http_server_port(HttpServer *h) {

@@ -31,9 +31,17 @@ typedef struct HttpRequest {
 /* Produces the answer for a gathered request; never NULL (falls back to a 500). */
 typedef struct MHD_Response *(*http_handler_fn)(void *userdata, HttpRequest *req, unsigned *ret_status);
 
+#define HTTP_LISTENERS_MAX 8
+
 typedef struct HttpSettings {
-        const char *address;
+        /* Sockets handed over by systemd (socket activation); when n_fds > 0 these are used
+         * and address, port and socket_path are ignored. */
+        const int *fds;
+        size_t n_fds;
+        const char *address;     /* TCP listener */
         unsigned port;
+        const char *socket_path; /* optional unix socket listener ("" or NULL: none) */
+        unsigned socket_mode;
         unsigned max_connections;
         size_t max_body;
         unsigned idle_timeout; /* seconds */
@@ -44,7 +52,10 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
 /* Stops accepting and closes every connection (waits for their threads). */
 HttpServer *http_server_stop(HttpServer *h);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_stop);
+/* The port of the first TCP listener (0 if there is none). */
 unsigned http_server_port(HttpServer *h);
+/* A readable list of the listeners, e.g. "127.0.0.1:8420 and /run/visierd/visierd.sock". */
+const char *http_server_describe(HttpServer *h);
 
 /* Response helpers: each returns a response ready to queue (or NULL when out of memory). */
 struct MHD_Response *http_response_take(char *body, size_t len, const char *content_type);

@@ -11,6 +11,7 @@
 #include "manager.h"
 
 #define HTTP_IDLE_TIMEOUT 60 /* seconds a local connection may sit idle */
+#define MANAGER_STATUS_INTERVAL (2 * USEC_PER_SEC) /* how often STATUS= is refreshed */
 
 static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret) {
         *ret = (UpstreamSettings) {
@@ -26,6 +27,16 @@ static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret
         };
 }
 
+static void publisher_settings_from_config(const Config *c, PublisherSettings *ret) {
+        *ret = (PublisherSettings) {
+                .batch_max = c->batch_max,
+                .max_attempts = c->max_attempts,
+                .batch_delay = (usec_t) c->batch_delay_ms * USEC_PER_MSEC,
+                .keep_succeeded_ms = (int64_t) c->keep_succeeded * 1000,
+                .keep_failed_ms = (int64_t) c->keep_failed * 1000,
+        };
+}
+
 int manager_new(Config *config, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
 
@@ -33,6 +44,7 @@ int manager_new(Config *config, Manager **ret) {
         if (!m)
                 return -ENOMEM;
         m->config = config;
+        pthread_rwlock_init(&m->config_lock, NULL);
         m->started_at = clock_now();
         *ret = TAKE_PTR(m);
         return 0;
@@ -52,8 +64,10 @@ Manager *manager_free(Manager *m) {
         store_close(m->store);
         if (m->rate_ready)
                 ratelimit_done(&m->rate);
+        sd_event_source_unref(m->status_timer);
         sd_event_unref(m->event);
         config_free(m->config);
+        pthread_rwlock_destroy(&m->config_lock);
         free(m);
         return NULL;
 }
@@ -110,7 +124,9 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
 int manager_start(Manager *m) {
         const Config *c = m->config;
         UpstreamSettings us;
+        PublisherSettings ps;
         char err[512] = "";
+        int fds[HTTP_LISTENERS_MAX], n_fds;
         sigset_t mask;
         int r;
 
@@ -146,23 +162,32 @@ int manager_start(Manager *m) {
         upstream_set_token_keeper(m->upstream, m->token);
 
         store_set_max_pending(m->store, c->max_pending);
-        r = publisher_new(m->store, m->upstream,
-                          &(PublisherSettings) {
-                                  .batch_max = c->batch_max,
-                                  .max_attempts = c->max_attempts,
-                                  .batch_delay = (usec_t) c->batch_delay_ms * USEC_PER_MSEC,
-                                  .keep_succeeded_ms = (int64_t) c->keep_succeeded * 1000,
-                                  .keep_failed_ms = (int64_t) c->keep_failed * 1000,
-                          },
-                          on_publisher, m, &m->publisher);
+        publisher_settings_from_config(c, &ps);
+        r = publisher_new(m->store, m->upstream, &ps, on_publisher, m, &m->publisher);
         if (r < 0) {
                 log_error("cannot set up the publisher: %s", strerror(-r));
                 return r;
         }
 
+        /* Sockets passed by systemd (visierd.socket) replace the configured listeners. */
+        n_fds = sd_listen_fds(1);
+        if (n_fds < 0) {
+                log_error("cannot take the sockets passed by systemd: %s", strerror(-n_fds));
+                return n_fds;
+        }
+        for (int i = 0; i < n_fds && i < HTTP_LISTENERS_MAX; i++)
+                fds[i] = SD_LISTEN_FDS_START + i;
+        if (n_fds > HTTP_LISTENERS_MAX) {
+                log_error("systemd passed %d sockets; at most %d are supported", n_fds, HTTP_LISTENERS_MAX);
+                return -E2BIG;
+        }
         r = http_server_start(&(HttpSettings) {
+                                      .fds = fds,
+                                      .n_fds = (size_t) n_fds,
                                       .address = c->listen_address,
                                       .port = c->listen_port,
+                                      .socket_path = c->listen_socket,
+                                      .socket_mode = CONFIG_SOCKET_MODE,
                                       .max_connections = c->max_connections,
                                       .max_body = c->max_body_size,
                                       .idle_timeout = HTTP_IDLE_TIMEOUT,
@@ -193,9 +218,113 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
         return sd_event_exit(m->event, 0);
 }
 
-static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        log_warning("received SIGHUP: reloading is not supported yet; restart visierd to apply changes");
+
+/* What a reload cannot change without a restart. */
+static void warn_restart_needed(const Config *old, const Config *new) {
+        if (!streq(old->listen_address, new->listen_address) || old->listen_port != new->listen_port ||
+            !streq(strempty(old->listen_socket), strempty(new->listen_socket)) ||
+            old->max_connections != new->max_connections || old->max_body_size != new->max_body_size)
+                log_warning("[listen] changes take effect only after a restart");
+        if (!streq(old->database, new->database))
+                log_warning("[store] database changes take effect only after a restart");
+}
+
+int manager_reload(Manager *m) {
+        ConfigErrors errors = {};
+        Config *nc = NULL, *old;
+        UpstreamSettings us;
+        PublisherSettings ps;
+        bool relogin;
+        int r;
+
+        sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
+        if (!m->config->path || streq(m->config->path, "--dev")) {
+                log_warning("received SIGHUP: --dev mode has no configuration file to reload");
+                sd_notify(0, "READY=1");
+                return 0;
+        }
+        r = config_load_all(m->config->path, &nc, &errors);
+        if (r < 0) {
+                for (size_t i = 0; i < errors.n; i++)
+                        log_full(LOG_ERR, LOG_MSGID_CONFIG, NULL, "%s", errors.messages[i]);
+                log_full(LOG_ERR, LOG_MSGID_CONFIG, NULL,
+                         "configuration reload rejected (%zu error%s); still running with the previous configuration",
+                         errors.n, errors.n == 1 ? "" : "s");
+                config_errors_clear(&errors);
+                sd_notify(0, "READY=1");
+                return r;
+        }
+        warn_restart_needed(m->config, nc);
+        relogin = !secret_equal(m->config->apikey, nc->apikey) || !secret_equal(m->config->password, nc->password) ||
+                  !streq(m->config->base_url, nc->base_url) || !streq(m->config->username, nc->username);
+
+        upstream_settings_from_config(nc, &us);
+        r = upstream_update(m->upstream, &us);
+        if (r < 0) {
+                log_error("configuration reload failed: %s; still running with the previous configuration",
+                          strerror(-r));
+                config_free(nc);
+                sd_notify(0, "READY=1");
+                return r;
+        }
+        token_keeper_set_times(m->token, (usec_t) nc->token_lifetime * USEC_PER_SEC,
+                               (usec_t) nc->refresh_margin * USEC_PER_SEC);
+        ratelimit_set_caps(&m->rate, nc->rate_limit_minute, nc->rate_limit_hour);
+        publisher_settings_from_config(nc, &ps);
+        publisher_set_settings(m->publisher, &ps);
+        store_set_max_pending(m->store, nc->max_pending);
+
+        pthread_rwlock_wrlock(&m->config_lock);
+        old = m->config;
+        m->config = nc;
+        pthread_rwlock_unlock(&m->config_lock);
+        config_free(old);
+
+        if (relogin) {
+                log_full(LOG_NOTICE, LOG_MSGID_CONFIG, NULL, "Visier credentials or origin changed: logging in again");
+                token_keeper_relogin(m->token);
+        }
+        log_full(LOG_INFO, LOG_MSGID_CONFIG, NULL, "configuration reloaded from %s", m->config->path);
+        sd_notify(0, "READY=1");
         return 0;
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) manager_reload(userdata);
+        return 0;
+}
+
+/* STATUS= in words: the token state and the queue depth, sent when it changes. */
+static void manager_update_status(Manager *m) {
+        char status[256];
+        TokenStatus ts;
+        json_t *counts;
+
+        token_keeper_status(m->token, &ts);
+        counts = store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC));
+        if (ts.valid)
+                snprintf(status, sizeof(status), "token valid for %llu min%s; jobs: %lld queued, %lld running",
+                         (unsigned long long) (ts.expires_in / USEC_PER_SEC / 60),
+                         streq(ts.state, "failing") ? " (refresh failing)" : "",
+                         (long long) json_integer_value(json_object_get(counts, "queued")),
+                         (long long) json_integer_value(json_object_get(counts, "running")));
+        else
+                snprintf(status, sizeof(status), "no Visier token (%s%s%.100s); jobs: %lld queued, %lld running",
+                         ts.state, ts.last_error[0] ? ": " : "", ts.last_error,
+                         (long long) json_integer_value(json_object_get(counts, "queued")),
+                         (long long) json_integer_value(json_object_get(counts, "running")));
+        json_decref(counts);
+        if (!streq(status, m->last_status)) {
+                snprintf(m->last_status, sizeof(m->last_status), "%s", status);
+                sd_notifyf(0, "STATUS=%s", status);
+        }
+}
+
+static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        manager_update_status(m);
+        return sd_event_source_set_time_relative(s, MANAGER_STATUS_INTERVAL);
 }
 
 int manager_run(Manager *m) {
@@ -214,13 +343,24 @@ int manager_run(Manager *m) {
                 return r;
         }
 
-        log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s on http://%s%s%s:%u/", PACKAGE_VERSION,
-                 m->config->base_url, strchr(m->config->listen_address, ':') ? "[" : "", m->config->listen_address,
-                 strchr(m->config->listen_address, ':') ? "]" : "", http_server_port(m->http));
-        sd_notifyf(0, "READY=1\nSTATUS=serving on port %u\nX_LISTEN_PORT=%u", http_server_port(m->http),
-                   http_server_port(m->http));
+        /* Keep-alives come from the loop itself, so a stuck loop gets the service restarted. */
+        r = sd_event_set_watchdog(m->event, true);
+        if (r < 0)
+                log_warning("cannot enable the watchdog: %s", strerror(-r));
+        r = sd_event_add_time_relative(m->event, &m->status_timer, CLOCK_MONOTONIC, MANAGER_STATUS_INTERVAL, 0,
+                                       on_status_timer, m);
+        if (r < 0)
+                log_warning("cannot start the status timer: %s", strerror(-r));
+
+        log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s on http://%s:%u/ (listening on %s)",
+                 PACKAGE_VERSION, m->config->base_url,
+                 strchr(m->config->listen_address, ':') ? "[::1]" : "127.0.0.1", http_server_port(m->http),
+                 http_server_describe(m->http));
+        manager_update_status(m);
+        sd_notifyf(0, "READY=1\nSTATUS=%s\nX_LISTEN_PORT=%u", m->last_status, http_server_port(m->http));
 
         r = sd_event_loop(m->event);
-        sd_notify(0, "STOPPING=1");
+        sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing the write call in flight");
+        log_full(LOG_INFO, LOG_MSGID_SHUTDOWN, NULL, "stopping: no new requests; finishing the write call in flight");
         return r;
 }

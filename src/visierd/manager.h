@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <pthread.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
@@ -17,7 +18,8 @@
 #include "upstream.h"
 
 typedef struct Manager {
-        Config *config;
+        Config *config;          /* replaced on reload: read it under config_lock */
+        pthread_rwlock_t config_lock;
         RateLimit rate;
         bool rate_ready;
         Upstream *upstream;
@@ -26,6 +28,8 @@ typedef struct Manager {
         Publisher *publisher;
         HttpServer *http;
         sd_event *event;
+        sd_event_source *status_timer;
+        char last_status[256];
         usec_t started_at; /* monotonic */
 } Manager;
 
@@ -38,6 +42,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_start(Manager *m);
 /* Tell systemd (or a test's notify socket) we are ready, run until SIGTERM/SIGINT. */
 int manager_run(Manager *m);
+
+/* Re-read the configuration and the credential files (SIGHUP). An invalid configuration is
+ * rejected with its errors logged, and the running one kept. */
+int manager_reload(Manager *m);
 
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);

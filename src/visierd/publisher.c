@@ -20,7 +20,8 @@
 struct Publisher {
         Store *store;
         Upstream *upstream;
-        PublisherSettings settings;
+        PublisherSettings settings; /* under lock; written by publisher_set_settings() */
+        PublisherSettings active;   /* the thread's copy, taken under lock once a round */
         publisher_event_fn event;
         void *userdata;
 
@@ -453,7 +454,7 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                         finish_jobs(p, &one, status);
                         continue;
                 }
-                if (count_attempt && job->attempts + 1 >= p->settings.max_attempts) {
+                if (count_attempt && job->attempts + 1 >= p->active.max_attempts) {
                         char msg[UPSTREAM_ERROR_MAX + 64];
                         json_t *results = store_job_item_results(p->store, job->id);
                         char *body;
@@ -637,12 +638,13 @@ static void *publisher_thread(void *arg) {
                 usec_t wait;
                 int r;
 
+                p->active = p->settings;
                 pthread_mutex_unlock(&p->lock);
                 if (clock_now() - last_prune > PUBLISHER_PRUNE_INTERVAL) {
-                        store_prune(p->store, now, p->settings.keep_succeeded_ms, p->settings.keep_failed_ms);
+                        store_prune(p->store, now, p->active.keep_succeeded_ms, p->active.keep_failed_ms);
                         last_prune = clock_now();
                 }
-                r = store_batch_claim(p->store, now, p->settings.batch_max, &b, &next_due);
+                r = store_batch_claim(p->store, now, p->active.batch_max, &b, &next_due);
                 if (r < 0)
                         emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
                                                      .message = "cannot claim queued jobs" });
@@ -693,7 +695,7 @@ int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, 
                 return -ENOMEM;
         p->store = store;
         p->upstream = upstream;
-        p->settings = *s;
+        p->settings = p->active = *s;
         p->event = event;
         p->userdata = userdata;
         pthread_mutex_init(&p->lock, NULL);
@@ -730,6 +732,12 @@ Publisher *publisher_free(Publisher *p) {
         pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
+}
+
+void publisher_set_settings(Publisher *p, const PublisherSettings *s) {
+        pthread_mutex_lock(&p->lock);
+        p->settings = *s;
+        pthread_mutex_unlock(&p->lock);
 }
 
 void publisher_release_waiters(Publisher *p) {

@@ -65,6 +65,9 @@ int publisher_start(Publisher *p);
 Publisher *publisher_free(Publisher *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Publisher *, publisher_free);
 
+/* New settings (reload); used from the next batch on. */
+void publisher_set_settings(Publisher *p, const PublisherSettings *s);
+
 /* Make every publisher_wait_job() return now (shutdown); the thread keeps running. */
 void publisher_release_waiters(Publisher *p);
 
