@@ -93,8 +93,10 @@ void harness_rmtree(const char *dir) {
         rmdir(dir);
 }
 
+const char *const *harness_child_env;
+
 /* Fork and exec argv with stderr and stdout to log, NOTIFY_SOCKET set; the child dies with us. */
-static pid_t spawn(const char *const *argv, const char *log, const char *notify_path) {
+pid_t harness_spawn(const char *const *argv, const char *log, const char *notify_path) {
         pid_t parent = getpid(), pid;
 
         pid = fork();
@@ -122,7 +124,9 @@ static pid_t spawn(const char *const *argv, const char *log, const char *notify_
                         unsetenv("NOTIFY_SOCKET");
                 unsetenv("JOURNAL_STREAM");
                 unsetenv("CREDENTIALS_DIRECTORY");
-                execv(argv[0], (char *const *) argv);
+                for (size_t i = 0; harness_child_env && harness_child_env[i]; i++)
+                        putenv((char *) harness_child_env[i]);
+                execvp(argv[0], (char *const *) argv);
                 _exit(127);
         }
         return pid;
@@ -176,7 +180,7 @@ void sim_start(Sim *s, const char *const *extra_args) {
         argv[n] = NULL;
 
         ck_assert_int_eq(notify_socket_open(&ns), 0);
-        s->pid = spawn(argv, s->log, ns.path);
+        s->pid = harness_spawn(argv, s->log, ns.path);
         wait_notify(&ns, s->pid, "visier-sim", s->log, &s->port, NULL, 0);
         notify_socket_close(&ns);
 }
@@ -272,6 +276,11 @@ char *sim_login(const Sim *s) {
 }
 
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
+        visierd_write_config(d, s, extra_visier, extra_tail);
+        visierd_restart(d);
+}
+
+void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
         char *conf, db[256];
 
         memset(d, 0, sizeof(*d));
@@ -289,7 +298,6 @@ void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const cha
                          0);
         harness_write_file(d->config, conf, 0644);
         free(conf);
-        visierd_restart(d);
 }
 
 void visierd_restart(Visierd *d) {
@@ -302,7 +310,7 @@ void visierd_restart(Visierd *d) {
         argv[3] = NULL;
         ck_assert_int_eq(notify_socket_open(&ns), 0);
         d->notify_log[0] = '\0';
-        d->pid = spawn(argv, d->log, ns.path);
+        d->pid = harness_spawn(argv, d->log, ns.path);
         wait_notify(&ns, d->pid, "visierd", d->log, &d->port, d->notify_log, sizeof(d->notify_log));
         notify_socket_close(&ns);
 }
@@ -415,7 +423,7 @@ int harness_run(const char *const *argv, char **ret_output) {
 
         harness_mkdtemp(dir, sizeof(dir), "visierd-run");
         snprintf(log, sizeof(log), "%s/out", dir);
-        pid = spawn(argv, log, NULL);
+        pid = harness_spawn(argv, log, NULL);
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
         *ret_output = harness_read_file(log);
         if (!*ret_output)

@@ -47,6 +47,13 @@ typedef struct HttpResult {
  * SIGXFSZ), so writes past it fail as on a full disk. */
 extern unsigned long harness_fsize_limit;
 
+/* Extra "NAME=value" environment for programs started next (NULL-terminated, or NULL). */
+extern const char *const *harness_child_env;
+
+/* Fork and exec argv (searched in $PATH) with stdout and stderr appended to log and
+ * NOTIFY_SOCKET set to notify_path (or unset); the child dies with the test process. */
+pid_t harness_spawn(const char *const *argv, const char *log, const char *notify_path);
+
 /* A fresh private directory under $TMPDIR. */
 void harness_mkdtemp(char *buf, size_t len, const char *prefix);
 void harness_write_file(const char *path, const char *content, mode_t mode);
@@ -72,6 +79,8 @@ char *sim_login(const Sim *s);
 /* Start visierd against the sim with extra configuration lines appended to [visier]
  * (extra_visier) and the whole file's tail (extra_tail); waits for READY=1. */
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
+/* Only write visierd's temporary directory and configuration (as visierd_start does). */
+void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
 /* Start visierd again with the same configuration and database (after a stop or a kill). */
 void visierd_restart(Visierd *d);
 /* SIGKILL, as a crash would. */

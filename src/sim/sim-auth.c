@@ -145,6 +145,27 @@ int auth_login(Auth *a, const char *username, const char *password, char *ret_to
         return 0;
 }
 
+int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
+        char *p = password ? strdup(password) : NULL, *k = apikey ? strdup(apikey) : NULL;
+
+        if ((password && !p) || (apikey && !k)) {
+                secret_free(p);
+                secret_free(k);
+                return -ENOMEM;
+        }
+        pthread_mutex_lock(&a->lock);
+        if (p) {
+                secret_free(a->password);
+                a->password = p;
+        }
+        if (k) {
+                secret_free(a->apikey);
+                a->apikey = k;
+        }
+        pthread_mutex_unlock(&a->lock);
+        return 0;
+}
+
 bool auth_apikey_valid(Auth *a, const char *key) {
         if (!key)
                 return false;

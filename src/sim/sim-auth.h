@@ -16,6 +16,8 @@
 typedef struct Auth Auth;
 
 /* Copies USERNAME, PASSWORD and APIKEY; the copies are wiped when freed. */
+/* Replace the accepted password and/or API key (NULL keeps one); tokens stay valid. */
+int auth_set_credentials(Auth *a, const char *password, const char *apikey);
 int auth_new(const char *username, const char *password, const char *apikey, uint64_t ttl_usec, Auth **ret);
 Auth *auth_free(Auth *a);
 

@@ -282,6 +282,27 @@ static int read_secret_file(const char *path, char **ret) {
         return 0;
 }
 
+/* SIGHUP: read the password and API key files again (as a credential rotation on Visier's
+ * side would change them); the files that were not given keep their defaults. */
+static void reload_credentials(const Args *a, Auth *auth) {
+        char *password = NULL, *apikey = NULL;
+
+        if (a->password_file && read_secret_file(a->password_file, &password) < 0)
+                fprintf(stderr, "visier-sim: SIGHUP: cannot read password file %s\n", a->password_file);
+        if (a->apikey_file && read_secret_file(a->apikey_file, &apikey) < 0)
+                fprintf(stderr, "visier-sim: SIGHUP: cannot read API key file %s\n", a->apikey_file);
+        if (auth_set_credentials(auth, password, apikey) >= 0)
+                fprintf(stderr, "visier-sim: credentials re-read\n");
+        if (password) {
+                explicit_bzero(password, strlen(password));
+                free(password);
+        }
+        if (apikey) {
+                explicit_bzero(apikey, strlen(apikey));
+                free(apikey);
+        }
+}
+
 static void secret_freep(char **p) {
         if (*p) {
                 explicit_bzero(*p, strlen(*p));
@@ -371,6 +392,7 @@ static int run(int argc, char *argv[]) {
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
         if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0)
                 return EXIT_FAILURE;
         (void) signal(SIGPIPE, SIG_IGN);
@@ -415,6 +437,8 @@ static int run(int argc, char *argv[]) {
                 r = sigwait(&mask, &sig);
                 if (r == 0 && (sig == SIGTERM || sig == SIGINT))
                         break;
+                if (r == 0 && sig == SIGHUP)
+                        reload_credentials(&args, s.auth);
         }
         if (getenv("NOTIFY_SOCKET"))
                 (void) sd_notify(0, "STOPPING=1");
@@ -430,6 +454,8 @@ out:
         explicit_bzero(&args, sizeof(args));
         return ret;
 }
+
+
 
 int main(int argc, char *argv[]) {
         return run(argc, argv);

@@ -1,0 +1,137 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+#
+# Benchmark: how many single-permission creates a second visierd accepts (202, committed to
+# its SQLite queue), against a plain loop of single-row SQLite inserts, one transaction
+# each, with the same journal_mode=WAL and synchronous=FULL, on the same filesystem.
+#
+#   bench/enqueue-rate.sh [BUILD_DIR] [SECONDS] [CLIENTS]
+#
+# Phases, in one run:
+#   sqlite           bench/sqlite-insert-loop.c: one thread, 300-byte rows, for SECONDS;
+#   visierd-parked   CLIENTS clients POST to visierd for SECONDS while its publisher is parked
+#                    in a single upstream call that visier-sim holds open for SECONDS + 2 s,
+#                    so the queue takes writes without the publisher competing;
+#   visierd-publish  the same with visier-sim publishing each write in 200 ms, so the
+#                    publisher drains the queue in bulk calls while clients keep writing.
+# Each visierd phase starts a fresh visierd on a fresh database. Needs a C compiler,
+# pkg-config, libcurl's and SQLite's headers, and curl. Everything listens on 127.0.0.1 only.
+set -eu
+
+build=$(cd "${1:-build}" && pwd)
+seconds=${2:-10}
+clients=${3:-64}
+bench=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+sim_pid=""
+vd_pid=""
+cleanup() {
+        [ -n "$vd_pid" ] && kill "$vd_pid" 2>/dev/null && wait "$vd_pid" 2>/dev/null
+        [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
+        rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# Probe until a condition holds (bounded: $2 probes of 50 ms, default 200), instead of
+# guessing with sleep.
+wait_for() {
+        i=0
+        until eval "$1"; do
+                i=$((i + 1))
+                [ "$i" -gt "${2:-200}" ] && { echo "bench: timed out waiting for: $1" >&2; exit 1; }
+                sleep 0.05
+        done
+}
+json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+
+cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
+cc -O2 -o "$work/sqlite-insert-loop" "$bench/sqlite-insert-loop.c" $(pkg-config --cflags --libs sqlite3)
+
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/apikey"
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/password"
+chmod 600 "$work/apikey" "$work/password"
+
+"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
+        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
+        2>"$work/sim.log" &
+sim_pid=$!
+wait_for "[ -s '$work/sim.port' ]"
+sim=http://127.0.0.1:$(cat "$work/sim.port")
+set_publish_ms() { curl -sf -o /dev/null -d "{\"publish_ms\":$1}" "$sim/_sim/faults"; }
+
+# A fresh visierd on a fresh database in $work (the same filesystem as the SQLite baseline).
+start_visierd() {
+        rm -f "$work"/visierd.db*
+        cat > "$work/visierd.conf" <<CONF
+[visier]
+base_url = $sim
+username = bench
+apikey_file = $work/apikey
+password_file = $work/password
+rate_limit_minute = 1000000
+rate_limit_hour = 100000000
+request_timeout = 3600
+[listen]
+port = 0
+[store]
+database = $work/visierd.db
+CONF
+        "$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
+        vd_pid=$!
+        wait_for "grep -qs 'serving Visier' '$work/visierd.log'"
+        vd_port=$(sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$work/visierd.log" | head -n 1)
+        vd=http://127.0.0.1:$vd_port
+        wait_for "curl -sf $vd/readyz >/dev/null"
+}
+stop_visierd() {
+        kill "$vd_pid" && wait "$vd_pid" || true
+        vd_pid=""
+}
+
+line() { printf '%-16s %8s %8s %10s %8s %11s %6s %12s %12s\n' "$@"; }
+# CPU seconds (user + system) a process has used so far.
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+echo "single creates for ${seconds}s, $clients clients, $(nproc) cores, $(df -T "$work" | awk 'NR==2 { print $2 }') under $work, load $(cut -d" " -f1-3 /proc/loadavg)"
+line target seconds clients accepted refused "accepted/s" calls server_cpu_s client_cpu_s
+
+# (a) baseline: SQLite alone.
+"$work/sqlite-insert-loop" "$work/baseline.db" "$seconds" 300 > "$work/sqlite.out"
+n=$(sed -n 's/.*inserts=\([0-9]*\).*/\1/p' "$work/sqlite.out")
+elapsed=$(sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p' "$work/sqlite.out")
+rate_sqlite=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$work/sqlite.out")
+line sqlite "$elapsed" 1 "$n" 0 "$rate_sqlite" "-" "$(sed -n 's/.*cpu=\([0-9.]*\).*/\1/p' "$work/sqlite.out")" "-"
+rm -f "$work"/baseline.db*
+
+# (b) visierd, publisher parked, then (c) visierd, publisher publishing.
+run_visierd() {
+        name=$1
+        set_publish_ms "$2"
+        start_visierd
+        cpu0=$(proc_cpu "$vd_pid")
+        "$work/post-many" -p "$name" -d "$seconds" "$vd/v1/admin/permissions" 0 "$clients" > "$work/$name.out"
+        cpu1=$(proc_cpu "$vd_pid")
+        status=$(curl -sf "$vd/status")
+        stop_visierd
+        # Let the sim finish the call that visierd left behind before the next phase.
+        wait_for "[ \"\$(curl -sf $sim/_sim/counters | json_int writes_in_flight)\" = 0 ]" $((seconds * 20 + 400))
+        elapsed=$(sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p' "$work/$name.out")
+        requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' "$work/$name.out")
+        ok=$(sed -n 's/.* s202=\([0-9]*\).*/\1/p' "$work/$name.out")
+        ok=${ok:-0}
+        rate=$(awk -v n="$ok" -v t="$elapsed" 'BEGIN { printf "%.1f", n / t }')
+        line "$name" "$elapsed" "$clients" "$ok" "$((requests - ok))" "$rate" \
+                "$(echo "$status" | sed -n 's/.*"publisher":{\([^}]*\)}.*/\1/p' | json_int write_calls)" \
+                "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }')" \
+                "$(sed -n 's/.*cpu=\([0-9.]*\).*/\1/p' "$work/$name.out")"
+        eval "rate_$(echo "$name" | tr -d -)=$rate"
+        grep -q ' s202=[0-9]* errors=0 ' "$work/$name.out" || echo "bench: $name: $(cat "$work/$name.out")" >&2
+}
+run_visierd visierd-parked $(((seconds + 2) * 1000))
+run_visierd visierd-publish 200
+
+awk -v s="$rate_sqlite" -v p="$rate_visierdparked" -v q="$rate_visierdpublish" 'BEGIN {
+        printf "visierd-parked/sqlite: %.2f\n", p / s
+        printf "visierd-publish/sqlite: %.2f\n", q / s
+}'
+echo "load at the end: $(cut -d" " -f1-3 /proc/loadavg)"

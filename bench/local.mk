@@ -1,0 +1,16 @@
+# Benchmarks (see bench/README.md). Nothing here is built by `make` or run by `make check`:
+# the scripts compile their C helpers themselves with cc and pkg-config, and
+# `make bench/post-many bench/sqlite-insert-loop` builds the same helpers with the project's
+# warning set, on demand.
+EXTRA_DIST += bench/write-coalescing.sh bench/enqueue-rate.sh bench/post-many.c bench/sqlite-insert-loop.c
+
+EXTRA_PROGRAMS = bench/post-many bench/sqlite-insert-loop
+CLEANFILES += $(EXTRA_PROGRAMS)
+
+bench_post_many_SOURCES = bench/post-many.c
+bench_post_many_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS)
+bench_post_many_LDADD = $(CURL_LIBS) -lpthread
+
+bench_sqlite_insert_loop_SOURCES = bench/sqlite-insert-loop.c
+bench_sqlite_insert_loop_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
+bench_sqlite_insert_loop_LDADD = $(SQLITE_LIBS)
