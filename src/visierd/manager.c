@@ -127,6 +127,7 @@ int manager_start(Manager *m) {
         PublisherSettings ps;
         char err[512] = "";
         int fds[HTTP_LISTENERS_MAX], n_fds;
+        char **fd_names = NULL;
         sigset_t mask;
         int r;
 
@@ -170,11 +171,17 @@ int manager_start(Manager *m) {
         }
 
         /* Sockets passed by systemd (visierd.socket) replace the configured listeners. */
-        n_fds = sd_listen_fds(1);
+        n_fds = sd_listen_fds_with_names(1, &fd_names);
         if (n_fds < 0) {
                 log_error("cannot take the sockets passed by systemd: %s", strerror(-n_fds));
                 return n_fds;
         }
+        for (int i = 0; i < n_fds; i++)
+                log_info("socket activation: listening socket %d named '%s'", SD_LISTEN_FDS_START + i,
+                         fd_names && fd_names[i] ? fd_names[i] : "unknown");
+        for (int i = 0; fd_names && fd_names[i]; i++)
+                free(fd_names[i]);
+        free(fd_names);
         for (int i = 0; i < n_fds && i < HTTP_LISTENERS_MAX; i++)
                 fds[i] = SD_LISTEN_FDS_START + i;
         if (n_fds > HTTP_LISTENERS_MAX) {
