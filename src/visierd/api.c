@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <sys/random.h>
 
+#include "metrics.h"
 #include "validate.h"
 
 #include "log.h"
@@ -25,11 +26,13 @@ typedef struct Route {
         const char *method;
         const char *pattern; /* '*' matches one path segment */
         route_fn handler;
+        ClientRole role;     /* the least role that may call it when client tokens are configured */
 } Route;
 
 static struct MHD_Response *api_healthz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -38,30 +41,31 @@ static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigne
 static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status);
 
 static const Route routes[] = {
-        { "GET", "/healthz", api_healthz },
-        { "GET", "/readyz", api_readyz },
-        { "GET", "/status", api_status },
-        { "GET", "/jobs", api_jobs_list },
-        { "GET", "/jobs/*", api_job_get },
-        { "POST", "/jobs/*/cancel", api_job_cancel },
-        { "POST", "/jobs/*/retry", api_job_retry },
-        { "POST", "/v1/admin/permissions", api_write },
-        { "PUT", "/v1/admin/permissions", api_write },
-        { "DELETE", "/v1/admin/permissions", api_write },
-        { "PUT", "/v1/admin/permissions/users", api_write },
-        { "DELETE", "/v1/admin/permissions/users", api_write },
-        { "POST", "/v1/admin/permissions/revert-to-parent", api_write },
-        { "GET", "/v1/admin/capabilities", api_proxy_read },
-        { "GET", "/v1/admin/capabilities/*", api_proxy_read },
-        { "GET", "/v1/admin/content-packages", api_proxy_read },
-        { "GET", "/v1/admin/content-packages/*", api_proxy_read },
-        { "GET", "/v1/admin/data-security-objects", api_proxy_read },
-        { "GET", "/v1/admin/permissions", api_proxy_read },
-        { "GET", "/v1/admin/permissions/*", api_proxy_read },
-        { "GET", "/v1/admin/permissions/*/users", api_proxy_read },
-        { "GET", "/v1/data/model/analytic-objects", api_proxy_read },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read },
+        { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE },
+        { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE },
+        { "GET", "/status", api_status, CLIENT_ROLE_READ },
+        { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ },
+        { "GET", "/jobs", api_jobs_list, CLIENT_ROLE_READ },
+        { "GET", "/jobs/*", api_job_get, CLIENT_ROLE_READ },
+        { "POST", "/jobs/*/cancel", api_job_cancel, CLIENT_ROLE_WRITE },
+        { "POST", "/jobs/*/retry", api_job_retry, CLIENT_ROLE_ADMIN },
+        { "POST", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
+        { "PUT", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
+        { "DELETE", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
+        { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE },
+        { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE },
+        { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE },
+        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ },
 };
 
 /* Headers a local client may pass on to Visier; everything else (apikey, Cookie,
@@ -102,32 +106,177 @@ static bool path_match(const char *pattern, const char *path) {
 }
 
 
+static bool list_contains(const char *list, const char *value, bool nocase);
+
+/* Is name (a Host header without its port) one of ours? */
+static bool host_allowed(const char *host, const char *allowed) {
+        static const char *const loopback[] = { "localhost", "127.0.0.1", "[::1]", "::1" };
+        char name[256];
+        const char *end;
+        size_t n;
+
+        if (!host)
+                return false;
+        /* Strip the port: "[::1]:8420" → "[::1]", "localhost:8420" → "localhost". */
+        end = host[0] == '[' ? strchr(host, ']') : strrchr(host, ':');
+        if (host[0] == '[' && end)
+                end++;
+        n = end && (*end == ':' || *end == '\0') ? (size_t) (end - host) : strlen(host);
+        if (n == 0 || n >= sizeof(name))
+                return false;
+        memcpy(name, host, n);
+        name[n] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(loopback); i++)
+                if (strcaseeq(name, loopback[i]))
+                        return true;
+        return list_contains(allowed, name, true);
+}
+
+/* Is value in the comma-separated list? */
+static bool list_contains(const char *list, const char *value, bool nocase) {
+        size_t vl = strlen(value);
+
+        for (const char *p = list; p && *p;) {
+                const char *comma = strchr(p, ',');
+                size_t n = comma ? (size_t) (comma - p) : strlen(p);
+
+                while (n > 0 && *p == ' ')
+                        p++, n--;
+                while (n > 0 && p[n - 1] == ' ')
+                        n--;
+                if (n == vl && (nocase ? strncasecmp(p, value, n) : strncmp(p, value, n)) == 0)
+                        return true;
+                p = comma ? comma + 1 : NULL;
+        }
+        return false;
+}
+
+static bool id_in_list(const char *list, unsigned id) {
+        char buf[16];
+
+        snprintf(buf, sizeof(buf), "%u", id);
+        return list_contains(list, buf, false);
+}
+
+static struct MHD_Response *refuse(unsigned *ret_status, unsigned status, const char *code, const char *msg) {
+        *ret_status = status;
+        return http_response_status(code, true, "%s", msg);
+}
+
+/* Find the client whose token the request carries (constant-time compare against each). */
+static const ConfigClient *client_by_token(const Config *c, const char *authorization) {
+        const ConfigClient *found = NULL;
+        Secret given;
+
+        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+                return NULL;
+        given.data = (char *) authorization + 7;
+        given.len = strlen(given.data);
+        for (size_t i = 0; i < c->n_clients; i++)
+                if (c->clients[i].token && secret_equal(&given, c->clients[i].token) && !found)
+                        found = &c->clients[i];
+        return found;
+}
+
+/*
+ * Who may do what: the Host must be ours (DNS rebinding), no foreign Origin (browser pages),
+ * the unix socket's peer must be on the allow-lists, and once client tokens are configured a
+ * valid Bearer token of a sufficient role. Fills req->client and req->role; NULL means go on.
+ */
+static struct MHD_Response *authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+        const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+        const char *origin = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin");
+        const char *auth = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
+                                                       MHD_HTTP_HEADER_AUTHORIZATION);
+        struct MHD_Response *r = NULL;
+        const Config *c;
+
+        pthread_rwlock_rdlock(&m->config_lock);
+        c = m->config;
+        snprintf(req->client, sizeof(req->client), "%s", req->peer);
+        req->role = c->n_clients > 0 ? CLIENT_ROLE_NONE : CLIENT_ROLE_ADMIN;
+
+        if (!req->unix_peer && !host_allowed(host, c->allowed_hosts))
+                r = refuse(ret_status, MHD_HTTP_MISDIRECTED_REQUEST, "MisdirectedRequest",
+                           "the Host header does not name this service (allowed: localhost, 127.0.0.1, ::1 and "
+                           "[listen] allowed_hosts)");
+        else if (origin && !list_contains(c->allowed_origins, origin, true))
+                r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
+                           "requests from web pages (Origin header) are refused unless listed in [listen] allowed_origins");
+        else if (req->unix_peer && (c->socket_allow_uids || c->socket_allow_gids) &&
+                 !(req->have_creds && ((c->socket_allow_uids && id_in_list(c->socket_allow_uids, req->uid)) ||
+                                       (c->socket_allow_gids && id_in_list(c->socket_allow_gids, req->gid)))))
+                r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
+                           "this user may not use the unix socket ([listen] socket_allow_uids, socket_allow_gids)");
+        else if (c->n_clients > 0 && route->role != CLIENT_ROLE_NONE) {
+                const ConfigClient *cl = client_by_token(c, auth);
+
+                if (!cl) {
+                        r = refuse(ret_status, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                                   auth ? "the bearer token is not valid" : "an Authorization: Bearer token is required");
+                        if (r)
+                                MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"visierd\"");
+                } else {
+                        snprintf(req->client, sizeof(req->client), "%s", cl->name);
+                        req->role = cl->role;
+                        if (cl->role < route->role) {
+                                char msg[160];
+                                snprintf(msg, sizeof(msg), "client %s has role %s; this needs %s", cl->name,
+                                         client_role_to_string(cl->role), client_role_to_string(route->role));
+                                r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden", msg);
+                        }
+                }
+        }
+        pthread_rwlock_unlock(&m->config_lock);
+        return r;
+}
+
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
         Manager *m = userdata;
+        const Route *route = NULL;
+        struct MHD_Response *r;
         char allow[64] = "";
 
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
                 if (!path_match(routes[i].pattern, req->path))
                         continue;
-                if (streq(routes[i].method, req->method))
-                        return routes[i].handler(m, req, ret_status);
+                if (streq(routes[i].method, req->method)) {
+                        route = &routes[i];
+                        break;
+                }
                 if (!strstr(allow, routes[i].method)) {
                         size_t n = strlen(allow);
                         snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", routes[i].method);
                 }
         }
-        if (allow[0]) {
-                struct MHD_Response *r;
-
+        if (route) {
+                req->route = route->pattern;
+                r = authorize(m, req, route, ret_status);
+                if (!r)
+                        r = route->handler(m, req, ret_status);
+        } else if (allow[0]) {
                 *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;
-                r = http_response_status("MethodNotAllowed", true, "%s is not allowed on %s", req->method,
-                                         req->path);
+                r = http_response_status("MethodNotAllowed", true, "%s is not allowed on %s", req->method, req->path);
                 if (r)
                         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-                return r;
+        } else {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                r = http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        *ret_status = MHD_HTTP_NOT_FOUND;
-        return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
+        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", *ret_status);
+        return r;
+}
+
+size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns) {
+        static const char *methods[ELEMENTSOF(routes)], *patterns[ELEMENTSOF(routes)];
+
+        for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
+                methods[i] = routes[i].method;
+                patterns[i] = routes[i].pattern;
+        }
+        *ret_methods = methods;
+        *ret_patterns = patterns;
+        return ELEMENTSOF(routes);
 }
 
 static struct MHD_Response *json_response(json_t *j) {
@@ -264,6 +413,7 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
 
         r = upstream_call(m->upstream,
                           &(UpstreamRequest) {
+                                  .endpoint = req->route,
                                   .method = "GET",
                                   .path = req->path,
                                   .query = q.len ? q.buf : NULL,
@@ -316,20 +466,6 @@ static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, 
         return http_response_status("BadRequest", true, "%s: %s", path, msg);
 }
 
-static void peer_name(HttpRequest *req, char *buf, size_t len) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->connection,
-                                                                     MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        char addr[INET6_ADDRSTRLEN] = "unknown";
-
-        if (ci && ci->client_addr) {
-                if (ci->client_addr->sa_family == AF_INET)
-                        inet_ntop(AF_INET, &((const struct sockaddr_in *) ci->client_addr)->sin_addr, addr, sizeof(addr));
-                else if (ci->client_addr->sa_family == AF_INET6)
-                        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) ci->client_addr)->sin6_addr, addr,
-                                  sizeof(addr));
-        }
-        snprintf(buf, len, "tcp:%s", addr);
-}
 
 /* Parse "wait=N" out of a Prefer header (RFC 7240); -1 if absent. */
 static long prefer_wait(const char *prefer) {
@@ -448,7 +584,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                 }
         extra = json_deep_copy(root);
         json_object_del(extra, job_op_items_member(op));
-        peer_name(req, client, sizeof(client));
+        snprintf(client, sizeof(client), "%s", req->client);
 
         r = store_job_submit(m->store,
                              &(JobSubmit) {
@@ -483,6 +619,8 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         }
         snprintf(jid, sizeof(jid), "JOB_ID=%lld", (long long) id);
         if (!existing) {
+                if (publisher_call_in_flight(m->publisher))
+                        metrics_overlap_prevented(m->metrics);
                 log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s", (long long) id,
                          job_op_to_string(op), n_items, client);
                 publisher_wake(m->publisher);
@@ -592,6 +730,21 @@ static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *r
 
         if (!path_job_id(req->path, &id))
                 return no_such_job(ret_status, req->path);
+        if (req->role < CLIENT_ROLE_ADMIN) {
+                /* A write client may cancel only the jobs it queued. */
+                json_t *j = store_job_json(m->store, id, false);
+                const char *owner = json_string_value(json_object_get(j, "client"));
+                bool own = owner && streq(owner, req->client);
+
+                json_decref(j);
+                if (!j)
+                        return no_such_job(ret_status, req->path);
+                if (!own) {
+                        *ret_status = MHD_HTTP_FORBIDDEN;
+                        return http_response_status("Forbidden", true, "job %lld was queued by another client",
+                                                    (long long) id);
+                }
+        }
         r = cancel ? store_job_cancel(m->store, id, &state) : store_job_retry(m->store, id, &state);
         if (r == -ENOENT)
                 return no_such_job(ret_status, req->path);
@@ -618,4 +771,32 @@ static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigne
 
 static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status) {
         return job_action(m, req, ret_status, false);
+}
+
+static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        MetricsGauges g = {};
+        TokenStatus ts;
+        json_t *counts;
+        size_t len = 0;
+        char *text;
+
+        token_keeper_status(m->token, &ts);
+        g.token_expires_in = ts.valid ? (double) ts.expires_in / (double) USEC_PER_SEC : 0.0;
+        g.logins = ts.logins;
+        g.login_failures = ts.login_failures;
+        ratelimit_snapshot(&m->rate, clock_now(), &g.budget_minute, &g.budget_hour);
+        counts = store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC));
+        for (int s = 0; s < _JOB_STATE_MAX; s++)
+                g.jobs[s] = json_integer_value(json_object_get(counts, job_state_to_string((JobState) s)));
+        g.oldest_queued_age = json_is_number(json_object_get(counts, "oldest_queued_age_seconds"))
+                                      ? json_number_value(json_object_get(counts, "oldest_queued_age_seconds"))
+                                      : -1.0;
+        json_decref(counts);
+        text = metrics_render(m->metrics, &g, &len);
+        if (!text) {
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "out of memory");
+        }
+        *ret_status = MHD_HTTP_OK;
+        return http_response_take(text, len, "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -47,6 +47,20 @@ const ConfigKey config_keys[] = {
                    "path of a unix socket to serve the local API on too (mode 0660); default none"),
         KEY_UINT("listen", "max_connections", max_connections, "256", 1, 65536,
                  "local connections served at once"),
+        KEY_UINT("listen", "max_connections_per_client", max_connections_per_client, "64", 1, 65536,
+                 "connections at once from one client address"),
+        KEY_UINT("listen", "idle_timeout", idle_timeout, "60", 1, 3600,
+                 "seconds an idle local connection is kept open"),
+        KEY_UINT("listen", "read_timeout", read_timeout, "30", 1, 3600,
+                 "seconds a client may take to send one whole request (headers and body)"),
+        KEY_STRING("listen", "allowed_hosts", allowed_hosts, NULL,
+                   "Host names accepted besides localhost, 127.0.0.1 and ::1 (comma-separated)"),
+        KEY_STRING("listen", "allowed_origins", allowed_origins, NULL,
+                   "browser Origins allowed to call the API (comma-separated); default none"),
+        KEY_STRING("listen", "socket_allow_uids", socket_allow_uids, NULL,
+                   "uids allowed on the unix socket (comma-separated); default any"),
+        KEY_STRING("listen", "socket_allow_gids", socket_allow_gids, NULL,
+                   "gids allowed on the unix socket (comma-separated); default any"),
         KEY_UINT("listen", "max_body_size", max_body_size, "1048576", 1024, 67108864,
                  "largest request body accepted, in bytes"),
         KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
@@ -96,6 +110,24 @@ const ConfigKey *config_key_find(const char *section, const char *name) {
                 if (streq(k->section, section) && streq(k->name, name))
                         return k;
         return NULL;
+}
+
+static const char *const role_names[_CLIENT_ROLE_MAX] = {
+        [CLIENT_ROLE_NONE] = "none",
+        [CLIENT_ROLE_READ] = "read",
+        [CLIENT_ROLE_WRITE] = "write",
+        [CLIENT_ROLE_ADMIN] = "admin",
+};
+
+const char *client_role_to_string(ClientRole r) {
+        return r >= 0 && r < _CLIENT_ROLE_MAX ? role_names[r] : NULL;
+}
+
+ClientRole client_role_from_string(const char *s) {
+        for (int i = CLIENT_ROLE_READ; s && i < _CLIENT_ROLE_MAX; i++)
+                if (streq(role_names[i], s))
+                        return (ClientRole) i;
+        return _CLIENT_ROLE_INVALID;
 }
 
 static bool config_section_known(const char *section) {
@@ -155,6 +187,11 @@ Config *config_free(Config *c) {
         for (const ConfigKey *k = config_keys; k->name; k++)
                 if (k->type == CONFIG_STRING)
                         free(*(char **) ((char *) c + k->offset));
+        for (size_t i = 0; i < c->n_clients; i++) {
+                free(c->clients[i].name);
+                free(c->clients[i].token_file);
+                secret_free(c->clients[i].token);
+        }
         free(c->path);
         secret_free(c->apikey);
         secret_free(c->password);
@@ -215,6 +252,61 @@ static char *config_reader(char *buf, int size, void *userdata) {
         return buf;
 }
 
+static bool client_name_ok(const char *n) {
+        size_t len = strlen(n);
+
+        if (len == 0 || len > CONFIG_CLIENT_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') || (n[i] >= '0' && n[i] <= '9') ||
+                      strchr("-_.", n[i])))
+                        return false;
+        return true;
+}
+
+/* A key of a [client NAME] section: token_file or role. */
+static int config_client_key(ParseState *p, const char *client, const char *name, const char *value) {
+        Config *c = p->config;
+        ConfigClient *cl = NULL;
+
+        if (!client_name_ok(client)) {
+                config_error(p->errors, "%s:%u: [client %s]: a client name is 1 to %d characters of A-Z a-z 0-9 - _ .",
+                             p->name, p->line, client, CONFIG_CLIENT_NAME_MAX);
+                return 1;
+        }
+        for (size_t i = 0; i < c->n_clients; i++)
+                if (streq(c->clients[i].name, client))
+                        cl = &c->clients[i];
+        if (!cl) {
+                if (c->n_clients >= CONFIG_CLIENTS_MAX) {
+                        config_error(p->errors, "%s:%u: more than %d [client] sections", p->name, p->line,
+                                     CONFIG_CLIENTS_MAX);
+                        return 1;
+                }
+                cl = &c->clients[c->n_clients++];
+                cl->name = strdup(client);
+                cl->line = p->line;
+                if (!cl->name) {
+                        p->oom = 1;
+                        return 1;
+                }
+        }
+        if (streq(name, "token_file")) {
+                free(cl->token_file);
+                cl->token_file = strdup(value);
+                if (!cl->token_file)
+                        p->oom = 1;
+        } else if (streq(name, "role")) {
+                cl->role = client_role_from_string(value);
+                if (cl->role < 0)
+                        config_error(p->errors, "%s:%u: [client %s] role: '%s' is not read, write or admin", p->name,
+                                     p->line, client, value);
+        } else
+                config_error(p->errors, "%s:%u: unknown key '%s' in section [client %s] (token_file, role)", p->name,
+                             p->line, name, client);
+        return 1;
+}
+
 static int config_handler(void *userdata, const char *section, const char *name, const char *value) {
         ParseState *p = userdata;
         const ConfigKey *k;
@@ -223,6 +315,8 @@ static int config_handler(void *userdata, const char *section, const char *name,
 
         if (!name) /* a bare section header; checked when a key uses it */
                 return 1;
+        if (strncmp(section, "client ", 7) == 0)
+                return config_client_key(p, section + 7, name, value);
         if (!config_section_known(section)) {
                 config_error(p->errors, "%s:%u: unknown section [%s]", p->name, p->line, section);
                 return 1;
@@ -294,6 +388,22 @@ out:
         curl_url_cleanup(u);
 }
 
+static bool config_id_list_ok(const char *s) {
+        bool digit = false;
+
+        if (!s)
+                return true;
+        for (; *s; s++) {
+                if (*s >= '0' && *s <= '9')
+                        digit = true;
+                else if (*s == ',' && digit)
+                        digit = false;
+                else if (*s != ' ')
+                        return false;
+        }
+        return digit;
+}
+
 static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
         struct in_addr a4;
         struct in6_addr a6;
@@ -312,11 +422,26 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->rate_limit_hour, c->rate_limit_minute);
         if (inet_pton(AF_INET, c->listen_address, &a4) != 1 && inet_pton(AF_INET6, c->listen_address, &a6) != 1)
                 config_error(errors, "%s: [listen] address: '%s' is not an IPv4 or IPv6 address", name, c->listen_address);
-        else if (!host_is_loopback(c->listen_address))
+        else if (!host_is_loopback(c->listen_address) && c->n_clients == 0)
                 config_error(errors,
                              "%s: [listen] address: %s is not a loopback address; the local API serves Visier's "
-                             "credentials to anyone who reaches it, so it listens on loopback only",
+                             "credentials to anyone who reaches it, so it listens beyond loopback only when "
+                             "[client NAME] sections with tokens are configured",
                              name, c->listen_address);
+        for (size_t i = 0; i < c->n_clients; i++) {
+                if (!c->clients[i].token_file)
+                        config_error(errors, "%s:%u: [client %s] token_file is required", name, c->clients[i].line,
+                                     c->clients[i].name);
+                if (c->clients[i].role == CLIENT_ROLE_NONE)
+                        config_error(errors, "%s:%u: [client %s] role is required (read, write or admin)", name,
+                                     c->clients[i].line, c->clients[i].name);
+        }
+        if (!config_id_list_ok(c->socket_allow_uids))
+                config_error(errors, "%s: [listen] socket_allow_uids: '%s' is not a comma-separated list of numbers",
+                             name, c->socket_allow_uids);
+        if (!config_id_list_ok(c->socket_allow_gids))
+                config_error(errors, "%s: [listen] socket_allow_gids: '%s' is not a comma-separated list of numbers",
+                             name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
 }
@@ -444,14 +569,30 @@ static int config_load_one_secret(const char *configured, const char *credential
 int config_load_secrets(Config *c, ConfigErrors *errors) {
         _cleanup_(secret_freep) Secret *apikey = NULL, *password = NULL;
         const char *name = c->path ? c->path : "configuration";
-        int r, q;
+        int r, q, q_clients = 0;
 
+        for (size_t i = 0; i < c->n_clients; i++) {
+                char err[512];
+                int k;
+
+                if (!c->clients[i].token_file)
+                        continue;
+                secret_free(c->clients[i].token);
+                c->clients[i].token = NULL;
+                k = secret_read_file(c->clients[i].token_file, &c->clients[i].token, err, sizeof(err));
+                if (k < 0) {
+                        config_error(errors, "%s: [client %s] token_file: %s", name, c->clients[i].name, err);
+                        q_clients = k;
+                }
+        }
         r = config_load_one_secret(c->apikey_file, CREDENTIAL_APIKEY, "apikey_file", &apikey, errors, name);
         q = config_load_one_secret(c->password_file, CREDENTIAL_PASSWORD, "password_file", &password, errors, name);
         if (r < 0)
                 return r;
         if (q < 0)
                 return q;
+        if (q_clients < 0)
+                return q_clients;
         secret_free(c->apikey);
         secret_free(c->password);
         c->apikey = TAKE_PTR(apikey);

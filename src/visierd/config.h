@@ -18,6 +18,29 @@
 #define CREDENTIAL_PASSWORD "visier-password"
 #define CONFIG_SOCKET_MODE 0660 /* the unix socket: owner and group may connect */
 
+typedef enum ClientRole {
+        CLIENT_ROLE_NONE,  /* nobody in particular (no client tokens configured) */
+        CLIENT_ROLE_READ,  /* proxied reads, job status, /status, /metrics */
+        CLIENT_ROLE_WRITE, /* also permission writes, and cancelling its own jobs */
+        CLIENT_ROLE_ADMIN, /* everything, on any job */
+        _CLIENT_ROLE_MAX,
+        _CLIENT_ROLE_INVALID = -1,
+} ClientRole;
+
+const char *client_role_to_string(ClientRole r);
+ClientRole client_role_from_string(const char *s);
+
+#define CONFIG_CLIENTS_MAX 64
+#define CONFIG_CLIENT_NAME_MAX 64
+
+typedef struct ConfigClient {
+        char *name;
+        char *token_file;
+        ClientRole role;
+        Secret *token; /* loaded by config_load_secrets() */
+        unsigned line;
+} ConfigClient;
+
 typedef struct Config {
         char *path;
 
@@ -41,7 +64,18 @@ typedef struct Config {
         unsigned listen_port;
         char *listen_socket; /* unix socket path, or NULL */
         unsigned max_connections;
+        unsigned max_connections_per_client;
         unsigned max_body_size; /* bytes */
+        unsigned idle_timeout;  /* seconds */
+        unsigned read_timeout;  /* seconds to send a whole request */
+        char *allowed_hosts;    /* comma-separated extra Host names */
+        char *allowed_origins;  /* comma-separated Origins allowed (none by default) */
+        char *socket_allow_uids; /* comma-separated uids allowed on the unix socket */
+        char *socket_allow_gids;
+
+        /* [client NAME] sections */
+        ConfigClient clients[CONFIG_CLIENTS_MAX];
+        size_t n_clients;
 
         /* [store] */
         char *database;

@@ -11,14 +11,32 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
+
+#include "clock.h"
 
 #include "http.h"
 
 #define HTTP_CONNECTION_MEMORY (64 * 1024) /* bounds the request line and headers */
 
+/* A connection as the read-timeout reaper sees it. */
+typedef struct HttpConn {
+        int fd;
+        bool busy;           /* its request is being answered: no read deadline */
+        usec_t reading_since;
+        struct HttpConn *prev, *next;
+} HttpConn;
+
 struct HttpServer {
         struct MHD_Daemon *daemons[HTTP_LISTENERS_MAX];
+        pthread_mutex_t conns_lock;
+        HttpConn *conns;
+        pthread_t reaper;
+        bool reaper_started, stopping;
+        pthread_cond_t reaper_cond;
+        usec_t read_timeout;
         size_t n_daemons;
         http_handler_fn handler;
         void *userdata;
@@ -74,6 +92,110 @@ struct MHD_Response *http_response_status(const char *code, bool user_error, con
         return http_response_take(body, strlen(body), "application/json");
 }
 
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+        HttpServer *h = cls;
+        HttpConn *c;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(connection,
+                                                                             MHD_CONNECTION_INFO_CONNECTION_FD);
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return;
+                c->fd = ci ? ci->connect_fd : -1;
+                c->reading_since = clock_now();
+                pthread_mutex_lock(&h->conns_lock);
+                c->next = h->conns;
+                if (h->conns)
+                        h->conns->prev = c;
+                h->conns = c;
+                pthread_mutex_unlock(&h->conns_lock);
+                *socket_context = c;
+        } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+                c = *socket_context;
+                if (!c)
+                        return;
+                pthread_mutex_lock(&h->conns_lock);
+                if (c->prev)
+                        c->prev->next = c->next;
+                else
+                        h->conns = c->next;
+                if (c->next)
+                        c->next->prev = c->prev;
+                pthread_mutex_unlock(&h->conns_lock);
+                free(c);
+                *socket_context = NULL;
+        }
+}
+
+static void conn_set_busy(HttpServer *h, struct MHD_Connection *connection, bool busy) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        HttpConn *c = ci ? ci->socket_context : NULL;
+
+        if (!c)
+                return;
+        pthread_mutex_lock(&h->conns_lock);
+        c->busy = busy;
+        c->reading_since = clock_now();
+        pthread_mutex_unlock(&h->conns_lock);
+}
+
+/* Cuts off connections that take longer than read_timeout to send a request (slow-loris
+ * clients), by shutting their socket down; the connection's own thread then ends it. */
+static void *reaper_thread(void *arg) {
+        HttpServer *h = arg;
+
+        pthread_mutex_lock(&h->conns_lock);
+        while (!h->stopping) {
+                struct timespec ts;
+                usec_t now = clock_now();
+
+                for (HttpConn *c = h->conns; c; c = c->next)
+                        if (!c->busy && c->fd >= 0 && now - c->reading_since > h->read_timeout) {
+                                (void) shutdown(c->fd, SHUT_RDWR);
+                                c->reading_since = now; /* once is enough */
+                        }
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += 1;
+                pthread_cond_timedwait(&h->reaper_cond, &h->conns_lock, &ts);
+        }
+        pthread_mutex_unlock(&h->conns_lock);
+        return NULL;
+}
+
+static void request_peer(HttpRequest *req) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->connection,
+                                                                     MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const union MHD_ConnectionInfo *fdi = MHD_get_connection_info(req->connection,
+                                                                      MHD_CONNECTION_INFO_CONNECTION_FD);
+        char addr[INET6_ADDRSTRLEN] = "unknown";
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+
+        if (fdi && getsockname(fdi->connect_fd, (struct sockaddr *) &ss, &sl) == 0 && ss.ss_family == AF_UNIX) {
+                req->unix_peer = true;
+                if (getsockopt(fdi->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+                        req->have_creds = true;
+                        req->uid = cred.uid;
+                        req->gid = cred.gid;
+                        snprintf(req->peer, sizeof(req->peer), "uid:%u", (unsigned) cred.uid);
+                } else
+                        snprintf(req->peer, sizeof(req->peer), "unix");
+                return;
+        }
+        if (ci && ci->client_addr) {
+                if (ci->client_addr->sa_family == AF_INET)
+                        inet_ntop(AF_INET, &((const struct sockaddr_in *) ci->client_addr)->sin_addr, addr, sizeof(addr));
+                else if (ci->client_addr->sa_family == AF_INET6)
+                        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) ci->client_addr)->sin6_addr, addr,
+                                  sizeof(addr));
+        }
+        snprintf(req->peer, sizeof(req->peer), "tcp:%s", addr);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -91,6 +213,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 req->method = method;
                 req->path = url;
                 req->id = atomic_fetch_add(&h->next_id, 1) + 1;
+                request_peer(req);
                 *con_cls = req;
                 return MHD_YES;
         }
@@ -117,6 +240,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 return MHD_YES;
         }
 
+        conn_set_busy(h, connection, true);
         if (req->body_too_large) {
                 status = MHD_HTTP_CONTENT_TOO_LARGE;
                 resp = http_response_status("PayloadTooLarge", true, "request body is larger than max_body_size (%zu bytes)",
@@ -137,7 +261,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
 static void on_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
         HttpRequest *req = *con_cls;
+        HttpServer *h = cls;
 
+        conn_set_busy(h, connection, false);
         if (!req)
                 return;
         free(req->body);
@@ -191,6 +317,9 @@ static int start_on_fd(HttpServer *h, int fd, const HttpSettings *s, char *err, 
         h->daemons[h->n_daemons] = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                                                     MHD_OPTION_LISTEN_SOCKET, fd,
                                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->max_connections,
+                                                    MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                                    (unsigned) s->max_connections_per_client,
+                                                    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
                                                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
                                                     MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
@@ -269,6 +398,14 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
         h->handler = handler;
         h->userdata = userdata;
         h->max_body = s->max_body;
+        pthread_mutex_init(&h->conns_lock, NULL);
+        pthread_cond_init(&h->reaper_cond, NULL);
+        h->read_timeout = (usec_t) (s->read_timeout ? s->read_timeout : 30) * USEC_PER_SEC;
+        if (pthread_create(&h->reaper, NULL, reaper_thread, h) != 0) {
+                snprintf(err, errlen, "cannot start the connection reaper");
+                return -EAGAIN;
+        }
+        h->reaper_started = true;
 
         if (s->n_fds > 0) {
                 for (size_t i = 0; i < s->n_fds; i++) {
@@ -306,6 +443,15 @@ HttpServer *http_server_stop(HttpServer *h) {
                 return NULL;
         for (size_t i = 0; i < h->n_daemons; i++)
                 MHD_stop_daemon(h->daemons[i]);
+        if (h->reaper_started) {
+                pthread_mutex_lock(&h->conns_lock);
+                h->stopping = true;
+                pthread_cond_broadcast(&h->reaper_cond);
+                pthread_mutex_unlock(&h->conns_lock);
+                pthread_join(h->reaper, NULL);
+        }
+        pthread_cond_destroy(&h->reaper_cond);
+        pthread_mutex_destroy(&h->conns_lock);
         if (h->unlink_path) {
                 (void) unlink(h->unlink_path);
                 free(h->unlink_path);

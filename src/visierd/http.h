@@ -13,6 +13,7 @@
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "macro.h"
 
@@ -20,6 +21,14 @@ typedef struct HttpServer HttpServer;
 
 typedef struct HttpRequest {
         struct MHD_Connection *connection;
+        bool unix_peer;      /* came over the unix socket */
+        bool have_creds;     /* uid and gid are the peer's (SO_PEERCRED) */
+        uid_t uid;
+        gid_t gid;
+        char peer[64];       /* "tcp:127.0.0.1" or "uid:1000" */
+        char client[80];     /* who asked: a configured client's name, or the peer (set by the router) */
+        int role;            /* that client's role (a ClientRole; set by the router) */
+        const char *route;   /* the route pattern matched (set by the router) */
         const char *method;
         const char *path; /* raw (not percent-decoded), without the query string */
         char *body;
@@ -43,8 +52,10 @@ typedef struct HttpSettings {
         const char *socket_path; /* optional unix socket listener ("" or NULL: none) */
         unsigned socket_mode;
         unsigned max_connections;
+        unsigned max_connections_per_client;
         size_t max_body;
         unsigned idle_timeout; /* seconds */
+        unsigned read_timeout; /* seconds to send a whole request; slower clients are cut off */
 } HttpSettings;
 
 int http_server_start(const HttpSettings *s, http_handler_fn handler, void *userdata, HttpServer **ret,

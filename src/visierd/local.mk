@@ -13,6 +13,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/publisher.c src/visierd/publisher.h \
 	src/visierd/log.c src/visierd/log.h \
 	src/visierd/manager.c src/visierd/manager.h \
+	src/visierd/metrics.c src/visierd/metrics.h \
 	src/visierd/ratelimit.c src/visierd/ratelimit.h \
 	src/visierd/secret.c src/visierd/secret.h \
 	src/visierd/store.c src/visierd/store.h \

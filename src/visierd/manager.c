@@ -10,7 +10,6 @@
 #include "log.h"
 #include "manager.h"
 
-#define HTTP_IDLE_TIMEOUT 60 /* seconds a local connection may sit idle */
 #define MANAGER_STATUS_INTERVAL (2 * USEC_PER_SEC) /* how often STATUS= is refreshed */
 
 static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret) {
@@ -60,6 +59,7 @@ Manager *manager_free(Manager *m) {
         http_server_stop(m->http);
         publisher_free(m->publisher);
         token_keeper_free(m->token);
+        metrics_free(m->metrics);
         upstream_free(m->upstream);
         store_close(m->store);
         if (m->rate_ready)
@@ -83,6 +83,12 @@ static void on_login(void *userdata, int result, const char *err, usec_t backoff
                          err, (unsigned long long) (backoff / USEC_PER_SEC));
 }
 
+static void on_upstream_call(void *userdata, const char *endpoint, long status, usec_t latency) {
+        Manager *m = userdata;
+
+        metrics_upstream_call(m->metrics, endpoint, status, latency);
+}
+
 static void on_publisher(void *userdata, const PublisherEvent *e) {
         char job[48], status[48], op[48];
         const char *fields[] = { job, status, op, NULL };
@@ -92,6 +98,7 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
         snprintf(op, sizeof(op), "JOB_OPERATION=%s", strempty(e->op));
         switch (e->kind) {
         case PUBLISHER_CALL:
+                metrics_write_call(((Manager *) userdata)->metrics, e->n_items);
                 if (e->message)
                         log_full(LOG_WARNING, LOG_MSGID_WRITE_CALL, fields + 1,
                                  "write call (%s of %zu items from %zu jobs) failed: %s", e->op, e->n_items, e->n_jobs,
@@ -145,6 +152,9 @@ int manager_start(Manager *m) {
                 return r;
         }
 
+        r = metrics_new(&m->metrics);
+        if (r < 0)
+                return r;
         ratelimit_init(&m->rate, c->rate_limit_minute, c->rate_limit_hour, clock_now());
         m->rate_ready = true;
 
@@ -154,6 +164,7 @@ int manager_start(Manager *m) {
                 log_error("cannot set up the Visier client: %s", strerror(-r));
                 return r;
         }
+        upstream_set_observer(m->upstream, on_upstream_call, m);
         r = token_keeper_new((usec_t) c->token_lifetime * USEC_PER_SEC, (usec_t) c->refresh_margin * USEC_PER_SEC,
                              upstream_login, m->upstream, on_login, m, &m->token);
         if (r < 0) {
@@ -196,8 +207,10 @@ int manager_start(Manager *m) {
                                       .socket_path = c->listen_socket,
                                       .socket_mode = CONFIG_SOCKET_MODE,
                                       .max_connections = c->max_connections,
+                                      .max_connections_per_client = c->max_connections_per_client,
                                       .max_body = c->max_body_size,
-                                      .idle_timeout = HTTP_IDLE_TIMEOUT,
+                                      .idle_timeout = c->idle_timeout,
+                                      .read_timeout = c->read_timeout,
                               },
                               api_handle, m, &m->http, err, sizeof(err));
         if (r < 0) {
@@ -230,7 +243,9 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 static void warn_restart_needed(const Config *old, const Config *new) {
         if (!streq(old->listen_address, new->listen_address) || old->listen_port != new->listen_port ||
             !streq(strempty(old->listen_socket), strempty(new->listen_socket)) ||
-            old->max_connections != new->max_connections || old->max_body_size != new->max_body_size)
+            old->max_connections != new->max_connections || old->max_body_size != new->max_body_size ||
+            old->max_connections_per_client != new->max_connections_per_client ||
+            old->idle_timeout != new->idle_timeout || old->read_timeout != new->read_timeout)
                 log_warning("[listen] changes take effect only after a restart");
         if (!streq(old->database, new->database))
                 log_warning("[store] database changes take effect only after a restart");

@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "metrics.h"
 #include "publisher.h"
 #include "ratelimit.h"
 #include "store.h"
@@ -26,6 +27,7 @@ typedef struct Manager {
         TokenKeeper *token;
         Store *store;
         Publisher *publisher;
+        Metrics *metrics;
         HttpServer *http;
         sd_event *event;
         sd_event_source *status_timer;
@@ -49,3 +51,5 @@ int manager_reload(Manager *m);
 
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);
+/* The route table, for the check that docs/openapi.yaml describes every route. */
+size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns);

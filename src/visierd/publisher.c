@@ -11,6 +11,7 @@
  */
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <strings.h>
 #include <sys/random.h>
 #include <time.h>
@@ -31,6 +32,7 @@ struct Publisher {
         pthread_t thread;
         bool started, stopping, woken, released;
         bool store_trouble; /* a write to the store failed; look for orphans when idle (thread only) */
+        atomic_bool in_flight;
         PublisherStats stats;
 };
 
@@ -168,6 +170,7 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                 pthread_mutex_unlock(&p->lock);
                 r = upstream_call(p->upstream,
                                   &(UpstreamRequest) {
+                                          .endpoint = "/v1/admin/permissions?correlationIds",
                                           .method = "GET",
                                           .path = "/v1/admin/permissions",
                                           .query = query,
@@ -542,8 +545,10 @@ static void publish_batch(Publisher *p, Batch *b) {
         p->stats.write_calls++;
         p->stats.items_sent += pending;
         pthread_mutex_unlock(&p->lock);
+        atomic_store(&p->in_flight, true);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
+                                  .endpoint = job_op_path(b->op),
                                   .method = job_op_method(b->op),
                                   .path = job_op_path(b->op),
                                   .query = c.query,
@@ -553,6 +558,7 @@ static void publish_batch(Publisher *p, Batch *b) {
                                   .idempotent = false,
                           },
                           &resp, err, sizeof(err));
+        atomic_store(&p->in_flight, false);
         call_done(&c);
         emit(p, &(PublisherEvent) { .kind = PUBLISHER_CALL, .op = job_op_to_string(b->op), .n_jobs = b->n_jobs,
                                      .n_items = pending, .status = r < 0 ? 0 : resp.status,
@@ -745,6 +751,10 @@ void publisher_release_waiters(Publisher *p) {
         p->released = true;
         pthread_cond_broadcast(&p->done);
         pthread_mutex_unlock(&p->lock);
+}
+
+bool publisher_call_in_flight(Publisher *p) {
+        return atomic_load(&p->in_flight);
 }
 
 void publisher_wake(Publisher *p) {

@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "clock.h"
@@ -70,6 +71,9 @@ void publisher_set_settings(Publisher *p, const PublisherSettings *s);
 
 /* Make every publisher_wait_job() return now (shutdown); the thread keeps running. */
 void publisher_release_waiters(Publisher *p);
+
+/* Is a write call to Visier in flight right now? */
+bool publisher_call_in_flight(Publisher *p);
 
 /* A job was queued (or retried). */
 void publisher_wake(Publisher *p);

@@ -37,6 +37,8 @@ struct Upstream {
         size_t pool_n;
 
         UpstreamStats stats;
+        upstream_observer_fn observer;
+        void *observer_userdata;
 };
 
 typedef struct Transfer {
@@ -173,6 +175,16 @@ int upstream_update(Upstream *u, const UpstreamSettings *in) {
         settings_unref(old);
         pthread_mutex_unlock(&u->lock);
         return 0;
+}
+
+void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata) {
+        u->observer = fn;
+        u->observer_userdata = userdata;
+}
+
+static void observe(Upstream *u, const char *endpoint, long status, usec_t started) {
+        if (u->observer)
+                u->observer(u->observer_userdata, endpoint, status, clock_now() - started);
 }
 
 void upstream_set_token_keeper(Upstream *u, TokenKeeper *tk) {
@@ -373,6 +385,7 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
         Transfer t = {};
         char *user_e = NULL, *pass_e = NULL, *form = NULL, *apikey_h = NULL, *url = NULL;
         size_t form_len = 0;
+        usec_t started;
         CURLcode c;
         CURL *h = NULL;
         long status = 0;
@@ -414,7 +427,11 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
         if (u->rl)
                 ratelimit_take_forced(u->rl, clock_now());
         STAT_INC(u, calls);
+        started = clock_now();
         c = curl_easy_perform(h);
+        if (c == CURLE_OK)
+                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        observe(u, "/v1/admin/visierSecureToken", c == CURLE_OK ? status : 0, started);
         observe_budget(u, &t);
         if (c != CURLE_OK) {
                 r = curl_to_errno(c);
@@ -604,6 +621,7 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 STAT_INC(u, calls);
                 c = curl_easy_perform(h);
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+                observe(u, req->endpoint ? req->endpoint : req->path, c == CURLE_OK ? status : 0, now);
                 curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
                 slist_wipe_free(headers);
                 handle_put(u, h);

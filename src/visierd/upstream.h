@@ -39,6 +39,7 @@ typedef struct UpstreamSettings {
 } UpstreamSettings;
 
 typedef struct UpstreamRequest {
+        const char *endpoint;        /* a label for metrics: the route pattern (NULL: path) */
         const char *method;          /* "GET", "POST", ... */
         const char *path;            /* escaped path starting with /v1/ */
         const char *query;           /* escaped query string without '?', or NULL */
@@ -68,6 +69,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Upstream *, upstream_free);
 
 /* Replace the settings (reload). In-flight calls finish with the old ones. */
 int upstream_update(Upstream *u, const UpstreamSettings *s);
+
+/* Told about every HTTP exchange with Visier (status 0: none completed). Set once, before use. */
+typedef void (*upstream_observer_fn)(void *userdata, const char *endpoint, long status, usec_t latency);
+void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata);
 
 /* The token keeper whose tokens calls use (set once, after both exist). */
 void upstream_set_token_keeper(Upstream *u, TokenKeeper *tk);

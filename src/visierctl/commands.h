@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * visierctl's commands, one function each, and the table that names them. A command talks
+ * to visierd through the client, prints what it got (a table, or the raw JSON with --json)
+ * and returns the exit status; it never calls exit().
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "client.h"
+
+/* The documented exit statuses (visierctl(1), --help). */
+typedef enum CtlExit {
+        CTL_EXIT_OK = 0,
+        CTL_EXIT_FAILED = 1,      /* a job failed or was cancelled; visierd refused (4xx) or failed (5xx) */
+        CTL_EXIT_USAGE = 2,       /* bad arguments, unusable token file */
+        CTL_EXIT_UNREACHABLE = 3, /* connection refused, no such socket, transport error */
+        CTL_EXIT_TIMEOUT = 4,     /* wait --timeout, submit --wait, or the HTTP timeout ran out */
+        CTL_EXIT_NOT_READY = 5,   /* health: visierd is up but not ready */
+} CtlExit;
+
+/* Options a command may take after its name (bit mask in Command.options). */
+enum {
+        CTL_OPT_STATE = 1u << 0,
+        CTL_OPT_LIMIT = 1u << 1,
+        CTL_OPT_BEFORE = 1u << 2,
+        CTL_OPT_OPERATION = 1u << 3,
+        CTL_OPT_IDEMPOTENCY_KEY = 1u << 4,
+        CTL_OPT_SUBMIT_WAIT = 1u << 5,
+        CTL_OPT_WAIT_TIMEOUT = 1u << 6, /* --timeout after "wait" is the wait's deadline */
+};
+
+typedef struct CtlArgs {
+        /* global */
+        const char *url;
+        const char *socket_path;
+        const char *token_file;
+        unsigned timeout_sec; /* HTTP request timeout; 0 for the default */
+        bool json;
+        /* the command's */
+        const char *state;
+        unsigned limit;      /* 0: visierd's default */
+        unsigned long long before; /* 0: none */
+        const char *operation;
+        const char *idempotency_key;
+        long submit_wait;   /* -1: none */
+        unsigned wait_timeout; /* 0: no deadline */
+        char **args;        /* positional arguments after the command name */
+        size_t n_args;
+} CtlArgs;
+
+typedef struct Ctl {
+        Client *client;
+        const CtlArgs *args;
+} Ctl;
+
+typedef struct Command {
+        const char *name;
+        int (*run)(Ctl *ctl);
+        size_t min_args, max_args;
+        unsigned options;
+        const char *synopsis;
+} Command;
+
+const Command *commands_find(const char *name);
+/* The command table, terminated by an entry with name NULL. */
+extern const Command commands[];

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Metrics (see metrics.h).
+ *
+ * DESIGN: labelled counters live in small fixed tables searched linearly under one mutex;
+ * with route patterns and status codes as labels they hold a few dozen series. A table that
+ * fills up counts further series under the label value "other" rather than growing.
+ */
+#include <pthread.h>
+#include <stdio.h>
+
+#include "jobs.h"
+#include "metrics.h"
+
+#define LABEL_MAX 96
+
+static const double latency_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+static const double items_buckets[] = { 1, 10, 50, 100, 250, 500, 1000 };
+
+typedef struct Series {
+        char a[LABEL_MAX], b[LABEL_MAX], c[24];
+        uint64_t count;
+} Series;
+
+typedef struct Table {
+        Series series[METRICS_SERIES_MAX];
+        size_t n;
+} Table;
+
+typedef struct Histogram {
+        uint64_t buckets[16];
+        uint64_t count;
+        double sum;
+} Histogram;
+
+struct Metrics {
+        pthread_mutex_t lock;
+        Table requests; /* method, route, status */
+        Table upstream; /* endpoint, status */
+        Histogram upstream_latency;
+        Histogram write_items;
+        uint64_t write_calls, overlaps_prevented;
+};
+
+int metrics_new(Metrics **ret) {
+        Metrics *m = calloc(1, sizeof(*m));
+
+        if (!m)
+                return -ENOMEM;
+        pthread_mutex_init(&m->lock, NULL);
+        *ret = m;
+        return 0;
+}
+
+Metrics *metrics_free(Metrics *m) {
+        if (!m)
+                return NULL;
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return NULL;
+}
+
+static void table_inc(Table *t, const char *a, const char *b, const char *c) {
+        for (size_t i = 0; i < t->n; i++)
+                if (streq(t->series[i].a, a) && streq(t->series[i].b, b) && streq(t->series[i].c, c)) {
+                        t->series[i].count++;
+                        return;
+                }
+        if (t->n >= METRICS_SERIES_MAX - 1) {
+                /* The last slot collects whatever does not fit. */
+                Series *o = &t->series[METRICS_SERIES_MAX - 1];
+                snprintf(o->a, sizeof(o->a), "other");
+                snprintf(o->b, sizeof(o->b), "other");
+                snprintf(o->c, sizeof(o->c), "other");
+                o->count++;
+                t->n = METRICS_SERIES_MAX;
+                return;
+        }
+        snprintf(t->series[t->n].a, LABEL_MAX, "%s", a);
+        snprintf(t->series[t->n].b, LABEL_MAX, "%s", b);
+        snprintf(t->series[t->n].c, sizeof(t->series[t->n].c), "%s", c);
+        t->series[t->n].count = 1;
+        t->n++;
+}
+
+static void histogram_observe(Histogram *h, const double *bounds, size_t n, double v) {
+        for (size_t i = 0; i < n; i++)
+                if (v <= bounds[i])
+                        h->buckets[i]++;
+        h->count++;
+        h->sum += v;
+}
+
+void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status) {
+        char s[24];
+
+        snprintf(s, sizeof(s), "%u", status);
+        pthread_mutex_lock(&m->lock);
+        table_inc(&m->requests, method, route, s);
+        pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_upstream_call(Metrics *m, const char *endpoint, long status, usec_t latency) {
+        char s[24];
+
+        if (status > 0)
+                snprintf(s, sizeof(s), "%ld", status);
+        else
+                snprintf(s, sizeof(s), "error");
+        pthread_mutex_lock(&m->lock);
+        table_inc(&m->upstream, endpoint, s, "");
+        histogram_observe(&m->upstream_latency, latency_buckets, ELEMENTSOF(latency_buckets),
+                          (double) latency / (double) USEC_PER_SEC);
+        pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_write_call(Metrics *m, size_t items) {
+        pthread_mutex_lock(&m->lock);
+        m->write_calls++;
+        histogram_observe(&m->write_items, items_buckets, ELEMENTSOF(items_buckets), (double) items);
+        pthread_mutex_unlock(&m->lock);
+}
+
+void metrics_overlap_prevented(Metrics *m) {
+        pthread_mutex_lock(&m->lock);
+        m->overlaps_prevented++;
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void header(FILE *f, const char *name, const char *type, const char *help) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void histogram_render(FILE *f, const char *name, const Histogram *h, const double *bounds, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long) h->buckets[i]);
+        fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long) h->count);
+        fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long) h->count);
+}
+
+char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return NULL;
+        pthread_mutex_lock(&m->lock);
+        header(f, "visierd_http_requests_total", "counter", "Local API requests by method, route and status.");
+        for (size_t i = 0; i < m->requests.n; i++)
+                fprintf(f, "visierd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
+                        m->requests.series[i].a, m->requests.series[i].b, m->requests.series[i].c,
+                        (unsigned long long) m->requests.series[i].count);
+        header(f, "visierd_upstream_requests_total", "counter",
+               "Calls to Visier by endpoint and status (\"error\": no HTTP answer).");
+        for (size_t i = 0; i < m->upstream.n; i++)
+                fprintf(f, "visierd_upstream_requests_total{endpoint=\"%s\",status=\"%s\"} %llu\n",
+                        m->upstream.series[i].a, m->upstream.series[i].b,
+                        (unsigned long long) m->upstream.series[i].count);
+        header(f, "visierd_upstream_request_duration_seconds", "histogram", "Duration of calls to Visier.");
+        histogram_render(f, "visierd_upstream_request_duration_seconds", &m->upstream_latency, latency_buckets,
+                         ELEMENTSOF(latency_buckets));
+        header(f, "visierd_write_calls_total", "counter", "Permission write calls sent to Visier.");
+        fprintf(f, "visierd_write_calls_total %llu\n", (unsigned long long) m->write_calls);
+        header(f, "visierd_write_call_items", "histogram", "Permission changes per write call.");
+        histogram_render(f, "visierd_write_call_items", &m->write_items, items_buckets, ELEMENTSOF(items_buckets));
+        header(f, "visierd_publish_overlaps_prevented_total", "counter",
+               "Permission writes that arrived while a write call was in flight (each would have been an "
+               "overlapping publish).");
+        fprintf(f, "visierd_publish_overlaps_prevented_total %llu\n", (unsigned long long) m->overlaps_prevented);
+        pthread_mutex_unlock(&m->lock);
+
+        header(f, "visierd_logins_total", "counter", "Successful logins to Visier.");
+        fprintf(f, "visierd_logins_total %llu\n", (unsigned long long) g->logins);
+        header(f, "visierd_login_failures_total", "counter", "Failed logins to Visier.");
+        fprintf(f, "visierd_login_failures_total %llu\n", (unsigned long long) g->login_failures);
+        header(f, "visierd_token_expiry_seconds", "gauge", "Seconds until the current token expires (0 without one).");
+        fprintf(f, "visierd_token_expiry_seconds %.3f\n", g->token_expires_in);
+        header(f, "visierd_rate_budget_remaining", "gauge", "Calls left in the rate budget by window.");
+        fprintf(f, "visierd_rate_budget_remaining{window=\"minute\"} %u\n", g->budget_minute);
+        fprintf(f, "visierd_rate_budget_remaining{window=\"hour\"} %u\n", g->budget_hour);
+        header(f, "visierd_jobs", "gauge", "Jobs in the job store by state.");
+        for (int s = 0; s < _JOB_STATE_MAX && s < (int) ELEMENTSOF(g->jobs); s++)
+                fprintf(f, "visierd_jobs{state=\"%s\"} %lld\n", job_state_to_string((JobState) s), (long long) g->jobs[s]);
+        header(f, "visierd_oldest_queued_job_age_seconds", "gauge", "Age of the oldest queued job (0 when none).");
+        fprintf(f, "visierd_oldest_queued_job_age_seconds %.3f\n", g->oldest_queued_age > 0 ? g->oldest_queued_age : 0.0);
+        header(f, "visierd_build_info", "gauge", "Build information.");
+        fprintf(f, "visierd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        *ret_len = len;
+        return buf;
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Prometheus metrics: counters and histograms that the HTTP layer, the upstream client's
+ * observer and the publisher feed, rendered in the text exposition format together with
+ * gauges the caller reads at scrape time. Label values are route patterns and status codes,
+ * never raw paths, so the number of series stays bounded. Thread-safe; never logs.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "macro.h"
+
+#define METRICS_SERIES_MAX 512
+
+typedef struct Metrics Metrics;
+
+typedef struct MetricsGauges {
+        double token_expires_in; /* seconds, 0 without a valid token */
+        uint64_t logins, login_failures;
+        unsigned budget_minute, budget_hour;
+        int64_t jobs[5]; /* by JobState */
+        double oldest_queued_age; /* seconds; negative when none is queued */
+} MetricsGauges;
+
+int metrics_new(Metrics **ret);
+Metrics *metrics_free(Metrics *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics *, metrics_free);
+
+void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status);
+/* status 0: no HTTP answer (network error or timeout). */
+void metrics_upstream_call(Metrics *m, const char *endpoint, long status, usec_t latency);
+void metrics_write_call(Metrics *m, size_t items);
+void metrics_overlap_prevented(Metrics *m);
+
+/* The whole exposition (caller frees). */
+char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len);
