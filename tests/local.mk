@@ -8,7 +8,7 @@ TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
 unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store
-integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd
+integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh
@@ -41,6 +41,9 @@ tests_test_writes_LDADD = $(TEST_LDADD)
 tests_test_systemd_SOURCES = tests/test-systemd.c
 tests_test_systemd_CFLAGS = $(TEST_CFLAGS)
 tests_test_systemd_LDADD = $(TEST_LDADD)
+tests_test_security_SOURCES = tests/test-security.c
+tests_test_security_CFLAGS = $(TEST_CFLAGS)
+tests_test_security_LDADD = $(TEST_LDADD) -lm
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)

@@ -1,0 +1,461 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: who may use the local API, and the limits that keep it serving. Foreign Host
+ * and Origin headers, missing or wrong tokens, too low a role and a disallowed unix-socket
+ * peer are refused with the right status while allowed requests pass; oversized bodies and
+ * headers, connection floods and slow clients are answered or cut off within the limits.
+ * Also: /metrics parses as Prometheus text and its counters follow a scripted workload.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "macro.h"
+
+static Sim sim;
+static Visierd vd;
+
+static void teardown(void) {
+        if (vd.pid > 0)
+                ck_assert_int_eq(visierd_stop(&vd), 0);
+        sim_stop(&sim);
+        if (vd.dir[0])
+                harness_rmtree(vd.dir);
+        if (sim.dir[0])
+                harness_rmtree(sim.dir);
+        memset(&vd, 0, sizeof(vd));
+        memset(&sim, 0, sizeof(sim));
+}
+
+static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {
+        char *u = visierd_url(&vd, path);
+        HttpResult r;
+        long status;
+
+        http_request(method, u, headers, body, 20000, &r);
+        free(u);
+        status = r.status;
+        if (ret_body)
+                *ret_body = strdup(r.body);
+        http_result_done(&r);
+        return status;
+}
+
+START_TEST(test_host_and_origin) {
+        const char *foreign_host[] = { "Host: attacker.example", NULL };
+        const char *named_host[] = { "Host: visierd.internal:8420", NULL };
+        const char *v6_host[] = { "Host: [::1]:8420", NULL };
+        const char *foreign_origin[] = { "Origin: https://evil.example", NULL };
+        const char *allowed_origin[] = { "Origin: https://ops.example", NULL };
+        char *u;
+        HttpResult r;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[listen]\nallowed_hosts = visierd.internal\nallowed_origins = https://ops.example");
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", foreign_host, NULL, NULL), 421);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", named_host, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", v6_host, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200); /* Host: 127.0.0.1:port */
+        ck_assert_int_eq(req("GET", "/status", foreign_origin, NULL, NULL), 403);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", foreign_origin,
+                             "{\"permissions\":[{\"displayName\":\"from a web page\"}]}", NULL),
+                         403);
+        u = visierd_url(&vd, "/status");
+        http_request("GET", u, allowed_origin, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        free(u);
+        /* Nothing was queued by the refused write. */
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 0);
+}
+END_TEST
+
+static void write_token(const char *dir, const char *name, const char *token, char *path, size_t len) {
+        snprintf(path, len, "%s/%s.token", dir, name);
+        harness_write_file(path, token, 0600);
+}
+
+START_TEST(test_client_tokens_and_roles) {
+        char tail[1024], rp[256], wp[256], ap[256], rt[41], wt[41], at[41], hr[80], hw[80], ha[80], path[64], *body;
+        const char *bad[] = { "Authorization: Bearer not-a-token", NULL };
+        const char *reader[] = { hr, NULL }, *writer[] = { hw, NULL }, *admin[] = { ha, NULL };
+        long long id;
+        json_t *j;
+
+        sim_start(&sim, NULL);
+        harness_random_hex(rt, 20);
+        harness_random_hex(wt, 20);
+        harness_random_hex(at, 20);
+        write_token(sim.dir, "reader", rt, rp, sizeof(rp));
+        write_token(sim.dir, "writer", wt, wp, sizeof(wp));
+        write_token(sim.dir, "boss", at, ap, sizeof(ap));
+        snprintf(tail, sizeof(tail),
+                 "[client reader]\ntoken_file = %s\nrole = read\n"
+                 "[client writer]\ntoken_file = %s\nrole = write\n"
+                 "[client boss]\ntoken_file = %s\nrole = admin\n",
+                 rp, wp, ap);
+        snprintf(hr, sizeof(hr), "Authorization: Bearer %s", rt);
+        snprintf(hw, sizeof(hw), "Authorization: Bearer %s", wt);
+        snprintf(ha, sizeof(ha), "Authorization: Bearer %s", at);
+        visierd_start(&vd, &sim, "[jobs]\nbatch_delay_ms = 0", tail);
+
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200); /* health needs no token */
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 401);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", bad, NULL, NULL), 401);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", reader, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/metrics", reader, NULL, NULL), 200);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", reader,
+                             "{\"permissions\":[{\"displayName\":\"by reader\"}]}", NULL),
+                         403);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", writer,
+                             "{\"permissions\":[{\"displayName\":\"by writer\"}]}", &body),
+                         202);
+        j = json_loads(body, 0, NULL);
+        free(body);
+        id = json_integer_value(json_object_get(j, "id"));
+        ck_assert_str_eq(json_string_value(json_object_get(j, "client")), "writer"); /* recorded on the job */
+        json_decref(j);
+        snprintf(path, sizeof(path), "/jobs/%lld/retry", id);
+        ck_assert_int_eq(req("POST", path, writer, NULL, NULL), 403); /* retry needs admin */
+        ck_assert_int_eq(req("POST", path, admin, NULL, NULL), 409);  /* allowed, but the job is not failed */
+        snprintf(path, sizeof(path), "/jobs/%lld/cancel", id);
+        ck_assert_int_eq(req("POST", path, reader, NULL, NULL), 403);
+        {
+                long s = req("POST", path, writer, NULL, NULL); /* its own job: allowed (200, or 409 once sent) */
+                ck_assert_msg(s == 200 || s == 409, "writer cancelling its own job got %ld", s);
+        }
+        /* A job queued by the admin is not the writer's to cancel. */
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", admin,
+                             "{\"permissions\":[{\"displayName\":\"by boss\"}]}", &body),
+                         202);
+        j = json_loads(body, 0, NULL);
+        free(body);
+        snprintf(path, sizeof(path), "/jobs/%lld/cancel", (long long) json_integer_value(json_object_get(j, "id")));
+        json_decref(j);
+        ck_assert_int_eq(req("POST", path, writer, NULL, NULL), 403);
+        /* No token reaches a log line. */
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        body = harness_read_file(vd.log);
+        ck_assert_msg(!strstr(body, rt) && !strstr(body, wt) && !strstr(body, at), "a client token was logged");
+        free(body);
+}
+END_TEST
+
+START_TEST(test_non_loopback_needs_tokens) {
+        char dir[128], conf[192], key[192], *out;
+        const char *argv[5];
+
+        harness_mkdtemp(dir, sizeof(dir), "visierd-sec");
+        snprintf(conf, sizeof(conf), "%s/c.conf", dir);
+        snprintf(key, sizeof(key), "%s/k", dir);
+        harness_write_file(key, "secret-value", 0600);
+        {
+                char text[1024];
+                snprintf(text, sizeof(text),
+                         "[visier]\nbase_url = https://x.api.visier.io\nusername = u\napikey_file = %s\npassword_file = %s\n"
+                         "[listen]\naddress = 192.0.2.10\n",
+                         key, key);
+                harness_write_file(conf, text, 0644);
+        }
+        argv[0] = getenv("VISIERD_BIN");
+        argv[1] = "--check-config";
+        argv[2] = "--config";
+        argv[3] = conf;
+        argv[4] = NULL;
+        ck_assert_int_ne(harness_run(argv, &out), 0);
+        ck_assert_ptr_nonnull(strstr(out, "192.0.2.10 is not a loopback address"));
+        free(out);
+        {
+                char text[1024];
+                snprintf(text, sizeof(text),
+                         "[visier]\nbase_url = https://x.api.visier.io\nusername = u\napikey_file = %s\npassword_file = %s\n"
+                         "[listen]\naddress = 192.0.2.10\n[client ops]\ntoken_file = %s\nrole = read\n",
+                         key, key, key);
+                harness_write_file(conf, text, 0644);
+        }
+        ck_assert_int_eq(harness_run(argv, &out), 0);
+        ck_assert_str_eq(out, "configuration OK\n");
+        free(out);
+        harness_rmtree(dir);
+}
+END_TEST
+
+static long unix_get(const char *sock, const char *path) {
+        CURL *h = curl_easy_init();
+        char url[128];
+        long status = 0;
+        FILE *devnull = fopen("/dev/null", "we");
+
+        snprintf(url, sizeof(url), "http://localhost%s", path);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, sock);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, devnull);
+        if (curl_easy_perform(h) == CURLE_OK)
+                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_cleanup(h);
+        fclose(devnull);
+        return status;
+}
+
+START_TEST(test_unix_socket_peer_allow_list) {
+        char tail[512], sock[256];
+
+        sim_start(&sim, NULL);
+        snprintf(sock, sizeof(sock), "%s/api.sock", sim.dir);
+        snprintf(tail, sizeof(tail), "[listen]\nsocket = %s\nsocket_allow_uids = 12345\nsocket_allow_gids = 54321\n", sock);
+        visierd_start(&vd, &sim, NULL, tail);
+        ck_assert_int_eq(unix_get(sock, "/status"), 403); /* we are uid 0, gid 0 */
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+
+        snprintf(tail, sizeof(tail), "[listen]\nsocket = %s\nsocket_allow_uids = 12345,%u\n", sock, (unsigned) getuid());
+        visierd_start(&vd, &sim, NULL, tail);
+        ck_assert_int_eq(unix_get(sock, "/status"), 200);
+        ck_assert_int_eq(unix_get(sock, "/v1/admin/capabilities"), 200);
+}
+END_TEST
+
+static int connect_raw(unsigned port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        return fd;
+}
+
+/* Wait (bounded) until the server closes the connection; returns the seconds it took. */
+static double wait_closed(int fd, unsigned max_sec, bool trickle) {
+        usec_t start = clock_now(), deadline = start + max_sec * USEC_PER_SEC;
+        char buf[256];
+
+        while (clock_now() < deadline) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 1000) > 0) {
+                        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+                        if (n <= 0)
+                                return (double) (clock_now() - start) / USEC_PER_SEC;
+                }
+                if (trickle && send(fd, "X", 1, MSG_NOSIGNAL) < 0)
+                        return (double) (clock_now() - start) / USEC_PER_SEC;
+        }
+        return -1;
+}
+
+START_TEST(test_limits_keep_it_serving) {
+        char *big_body, big_header[200 * 1024];
+        const char *headers[] = { big_header, NULL };
+        int hogs[4], slow;
+        double took;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[listen]\nmax_body_size = 4096\nread_timeout = 2\nmax_connections = 6\n");
+        visierd_wait_ready(&vd);
+
+        /* Oversized body: 413, and the next request is served. */
+        big_body = malloc(64 * 1024);
+        memset(big_body, 'a', 64 * 1024 - 1);
+        big_body[64 * 1024 - 1] = '\0';
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", NULL, big_body, NULL), 413);
+        free(big_body);
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+
+        /* Oversized header: refused with a 4xx, not a crash or a hang. */
+        snprintf(big_header, sizeof(big_header), "X-Big: ");
+        memset(big_header + 7, 'b', sizeof(big_header) - 8);
+        big_header[sizeof(big_header) - 1] = '\0';
+        {
+                long s = req("GET", "/healthz", headers, NULL, NULL);
+                ck_assert_msg(s >= 400 && s < 500, "an oversized header got %ld", s);
+        }
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+
+        /* A client sending one byte a second is cut off after read_timeout, while others are served. */
+        slow = connect_raw(vd.port);
+        ck_assert_int_eq(send(slow, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL), 23);
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+        took = wait_closed(slow, 15, true);
+        close(slow);
+        ck_assert_msg(took >= 0, "the slow client was never cut off");
+
+        /* Connections that hold slots without sending are cut off too, and the slots come back. */
+        for (int i = 0; i < 4; i++)
+                hogs[i] = connect_raw(vd.port);
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200); /* slots left: still served */
+        for (int i = 0; i < 4; i++) {
+                ck_assert_msg(wait_closed(hogs[i], 15, false) >= 0, "an idle connection was never closed");
+                close(hogs[i]);
+        }
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+}
+END_TEST
+
+START_TEST(test_connection_limit) {
+        int hogs[3], extra;
+        double took;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[listen]\nmax_connections = 3\nread_timeout = 30\n");
+        visierd_wait_ready(&vd);
+        for (int i = 0; i < 3; i++)
+                hogs[i] = connect_raw(vd.port);
+        /* Give the listener time to take the three (probing a fourth below). */
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(send(hogs[i], "G", 1, MSG_NOSIGNAL), 1);
+        extra = connect_raw(vd.port);
+        took = wait_closed(extra, 10, false);
+        ck_assert_msg(took >= 0, "a connection beyond max_connections was not refused");
+        close(extra);
+        for (int i = 0; i < 3; i++)
+                close(hogs[i]);
+        /* Once they are gone, clients are served again. */
+        for (int i = 0; i < 200; i++) {
+                if (req("GET", "/healthz", NULL, NULL, NULL) == 200)
+                        return;
+                clock_sleep(50 * USEC_PER_MSEC);
+        }
+        ck_abort_msg("not served after the connections were closed");
+}
+END_TEST
+
+/* ---- Prometheus text format ---- */
+
+static double sample(const char *text, const char *series) {
+        const char *p = text;
+        size_t n = strlen(series);
+
+        while ((p = strstr(p, series))) {
+                if ((p == text || p[-1] == '\n') && p[n] == ' ')
+                        return strtod(p + n + 1, NULL);
+                p += n;
+        }
+        return -1;
+}
+
+/* A line-by-line check of the exposition format: HELP and TYPE before samples of a family,
+ * valid names and labels, numeric values, cumulative histogram buckets ending in +Inf. */
+static void assert_prometheus_text(const char *text) {
+        regex_t sample_re, help_re, type_re;
+        char family[128] = "", type[16] = "";
+        double last_bucket = -1;
+        const char *line = text;
+        int samples = 0;
+
+        ck_assert_int_eq(regcomp(&sample_re,
+                                 "^([a-zA-Z_:][a-zA-Z0-9_:]*)(\\{([a-zA-Z_][a-zA-Z0-9_]*=\"[^\"\\\\]*\",?)*\\})? "
+                                 "(-?[0-9.eE+-]+|\\+Inf|NaN)$",
+                                 REG_EXTENDED),
+                         0);
+        ck_assert_int_eq(regcomp(&help_re, "^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$", REG_EXTENDED), 0);
+        ck_assert_int_eq(regcomp(&type_re, "^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram)$",
+                                 REG_EXTENDED),
+                         0);
+        while (*line) {
+                const char *nl = strchr(line, '\n');
+                char l[1024];
+                regmatch_t mm[5];
+                size_t n;
+
+                ck_assert_msg(nl, "the exposition must end with a newline");
+                n = (size_t) (nl - line);
+                ck_assert(n < sizeof(l));
+                memcpy(l, line, n);
+                l[n] = '\0';
+                if (regexec(&type_re, l, 3, mm, 0) == 0) {
+                        snprintf(family, sizeof(family), "%.*s", (int) (mm[1].rm_eo - mm[1].rm_so), l + mm[1].rm_so);
+                        snprintf(type, sizeof(type), "%.*s", (int) (mm[2].rm_eo - mm[2].rm_so), l + mm[2].rm_so);
+                        last_bucket = -1;
+                } else if (regexec(&help_re, l, 0, NULL, 0) == 0) {
+                } else {
+                        ck_assert_msg(regexec(&sample_re, l, 5, mm, 0) == 0, "not a valid sample line: %s", l);
+                        ck_assert_msg(family[0] && strncmp(l, family, strlen(family)) == 0, "sample before its TYPE: %s", l);
+                        ck_assert_msg(strncmp(family, "visierd_", 8) == 0, "name without the visierd_ prefix: %s", l);
+                        if (streq(type, "counter"))
+                                ck_assert_msg(strstr(family, "_total"), "counter %s lacks _total", family);
+                        if (streq(type, "histogram") && strstr(l, "_bucket{")) {
+                                double v = strtod(strrchr(l, ' ') + 1, NULL);
+                                ck_assert_msg(v >= last_bucket, "histogram buckets not cumulative: %s", l);
+                                last_bucket = v;
+                        }
+                        samples++;
+                }
+                line = nl + 1;
+        }
+        ck_assert_int_gt(samples, 20);
+        regfree(&sample_re);
+        regfree(&help_re);
+        regfree(&type_re);
+}
+
+START_TEST(test_metrics) {
+        const char *wait[] = { "Prefer: wait=20", NULL };
+        char *before, *after;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, "[jobs]\nbatch_delay_ms = 0", NULL);
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, &before), 200);
+        assert_prometheus_text(before);
+
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/no/such/thing", NULL, NULL, NULL), 404);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", wait,
+                             "{\"permissions\":[{\"displayName\":\"m1\"},{\"displayName\":\"m2\"}]}", NULL),
+                         200);
+        ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, &after), 200);
+        assert_prometheus_text(after);
+
+        ck_assert_double_eq(sample(after, "visierd_http_requests_total{method=\"GET\",route=\"/v1/admin/capabilities\",status=\"200\"}") -
+                                    fmax(0, sample(before, "visierd_http_requests_total{method=\"GET\",route=\"/v1/admin/capabilities\",status=\"200\"}")),
+                            3);
+        ck_assert_double_eq(sample(after, "visierd_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"), 1);
+        ck_assert_double_ge(sample(after, "visierd_upstream_requests_total{endpoint=\"/v1/admin/capabilities\",status=\"200\"}"), 3);
+        ck_assert_double_eq(sample(after, "visierd_upstream_requests_total{endpoint=\"/v1/admin/visierSecureToken\",status=\"200\"}"), 1);
+        ck_assert_double_eq(sample(after, "visierd_write_calls_total") - sample(before, "visierd_write_calls_total"), 1);
+        ck_assert_double_eq(sample(after, "visierd_write_call_items_sum"), 2);
+        ck_assert_double_eq(sample(after, "visierd_logins_total"), 1);
+        ck_assert_double_gt(sample(after, "visierd_token_expiry_seconds"), 3000);
+        ck_assert_double_eq(sample(after, "visierd_jobs{state=\"succeeded\"}"), 1);
+        ck_assert_double_ge(sample(after, "visierd_upstream_request_duration_seconds_count"), 5);
+        ck_assert_double_eq(sample(after, "visierd_build_info{version=\"" PACKAGE_VERSION "\"}"), 1);
+        free(before);
+        free(after);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("security");
+        TCase *tc = tcase_create("integration");
+        SRunner *sr;
+        int failed;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        tcase_set_timeout(tc, 120);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_add_test(tc, test_host_and_origin);
+        tcase_add_test(tc, test_client_tokens_and_roles);
+        tcase_add_test(tc, test_non_loopback_needs_tokens);
+        tcase_add_test(tc, test_unix_socket_peer_allow_list);
+        tcase_add_test(tc, test_limits_keep_it_serving);
+        tcase_add_test(tc, test_connection_limit);
+        tcase_add_test(tc, test_metrics);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        curl_global_cleanup();
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
