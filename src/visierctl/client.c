@@ -272,7 +272,8 @@ int client_call(Client *c, const char *method, const char *path, const char *con
                         client_set_error(err, errlen, "the answer is larger than %u bytes", CLIENT_REPLY_MAX);
                         r = -EFBIG;
                 } else {
-                        client_set_error(err, errlen, "%s %s: %s", method, c->socket_path ? c->socket_path : url,
+                        client_set_error(err, errlen, "%s %s%s%s: %s", method, url,
+                                         c->socket_path ? " over unix socket " : "", strempty(c->socket_path),
                                          curl_err[0] ? curl_err : curl_easy_strerror(code));
                         r = client_errno_from_curl(code);
                 }

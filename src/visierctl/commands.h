@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "client.h"
+#include "macro.h"
 
 /* The documented exit statuses (visierctl(1), --help). */
 typedef enum CtlExit {
