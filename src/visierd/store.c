@@ -20,6 +20,8 @@ struct Store {
         char *path;
         unsigned max_pending;
         bool in_transaction;
+        int64_t pending;  /* jobs queued or running, as committed */
+        int64_t tx_delta; /* change to pending in the open transaction */
 };
 
 static const char *const migrations[] = {
@@ -173,6 +175,8 @@ static int migrate(Store *s, char *err, size_t errlen) {
         return 0;
 }
 
+static int count_pending(Store *s, int64_t *ret);
+
 int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         _cleanup_(store_closep) Store *s = NULL;
         int rc, r;
@@ -203,6 +207,11 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         r = migrate(s, err, errlen);
         if (r < 0)
                 return r;
+        r = count_pending(s, &s->pending);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->db));
+                return r;
+        }
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -315,6 +324,7 @@ int store_begin(Store *s) {
                 return r;
         }
         s->in_transaction = true;
+        s->tx_delta = 0;
         return 0;
 }
 
@@ -326,6 +336,8 @@ int store_end(Store *s, bool commit) {
                 r = exec(s, "COMMIT", ignored, sizeof(ignored));
         if (!commit || r < 0)
                 exec(s, "ROLLBACK", ignored, sizeof(ignored));
+        else
+                s->pending += s->tx_delta;
         s->in_transaction = false;
         pthread_mutex_unlock(&s->lock);
         return r;
@@ -419,9 +431,7 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
                         goto fail_db;
         }
         if (s->max_pending > 0) {
-                r = count_pending(s, &pending);
-                if (r < 0)
-                        goto fail_db;
+                pending = s->pending;
                 if (pending >= (int64_t) s->max_pending) {
                         r = -EOVERFLOW;
                         snprintf(err, errlen, "the job queue is full (%u jobs waiting or running)", s->max_pending);
@@ -454,6 +464,7 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
         if (r < 0)
                 goto fail_db;
         id = sqlite3_last_insert_rowid(s->db);
+        s->tx_delta++;
 
         r = prepare(s, &st, "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)");
         if (r < 0)
@@ -646,7 +657,10 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
         stmt_done(&st);
         if (r < 0)
                 return r;
-        return sqlite3_changes(s->db) == 1 ? 0 : -ESTALE;
+        if (sqlite3_changes(s->db) != 1)
+                return -ESTALE;
+        s->tx_delta += (int64_t) (!job_state_is_final(to)) - (int64_t) (!job_state_is_final(from));
+        return 0;
 }
 
 static int manual_transition(Store *s, int64_t id, JobState from, JobState to, const char *extra_set,
