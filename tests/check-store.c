@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for the job store on a real SQLite file: coalescing rules, states, pruning. */
 #include <check.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 
@@ -184,6 +185,53 @@ START_TEST(test_queue_limit_and_prune) {
 }
 END_TEST
 
+static void *submitter(void *arg) {
+        int64_t *ids = arg;
+
+        for (int i = 0; i < 50; i++) {
+                char body[96];
+                snprintf(body, sizeof(body), "[{\"displayName\":\"t%p-%d\"}]", arg, i);
+                ids[i] = submit(JOB_OP_CREATE, body, "", NULL);
+        }
+        return NULL;
+}
+
+/* Concurrent submissions share commits (group commit) without losing or mixing any. */
+START_TEST(test_concurrent_submits) {
+        int64_t ids[16][50];
+        pthread_t t[16];
+        json_t *counts, *list;
+
+        for (int i = 0; i < 16; i++)
+                pthread_create(&t[i], NULL, submitter, ids[i]);
+        for (int i = 0; i < 16; i++)
+                pthread_join(t[i], NULL);
+        for (int i = 0; i < 16 * 50; i++)
+                for (int k = i + 1; k < 16 * 50; k++)
+                        ck_assert_int_ne(((int64_t *) ids)[i], ((int64_t *) ids)[k]);
+        counts = store_counts(st, 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), 800);
+        json_decref(counts);
+        ck_assert_int_eq(store_jobs_list(st, JOB_QUEUED, 0, 500, &list), 0);
+        ck_assert_int_eq(json_array_size(list), 500);
+        json_decref(list);
+        store_set_max_pending(st, 800); /* the count of pending jobs kept in memory agrees */
+        {
+                json_t *items = json_loads("[\"p\"]", 0, NULL);
+                char err[STORE_ERROR_MAX];
+                bool existing;
+                int64_t id;
+                ck_assert_int_eq(store_job_submit(st,
+                                                  &(JobSubmit) { .op = JOB_OP_DELETE, .tenant = "", .project = "",
+                                                                 .non_versioned = "", .tenant_code = "", .body = "[\"p\"]",
+                                                                 .body_len = 5, .items = items },
+                                                  &id, &existing, err, sizeof(err)),
+                                 -EOVERFLOW);
+                json_decref(items);
+        }
+}
+END_TEST
+
 START_TEST(test_newer_schema_refused) {
         char err[STORE_ERROR_MAX];
         sqlite3 *db;
@@ -210,6 +258,7 @@ int main(void) {
         tcase_add_test(tc, test_batch_max_and_conflicts);
         tcase_add_test(tc, test_idempotency_and_states);
         tcase_add_test(tc, test_queue_limit_and_prune);
+        tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_newer_schema_refused);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);

@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store
+unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
@@ -29,6 +29,9 @@ tests_check_jobs_LDADD = $(TEST_LDADD)
 tests_check_store_SOURCES = tests/check-store.c
 tests_check_store_CFLAGS = $(TEST_CFLAGS)
 tests_check_store_LDADD = $(TEST_LDADD)
+tests_check_openapi_SOURCES = tests/check-openapi.c
+tests_check_openapi_CFLAGS = $(TEST_CFLAGS)
+tests_check_openapi_LDADD = $(TEST_LDADD)
 tests_test_proxy_SOURCES = tests/test-proxy.c
 tests_test_proxy_CFLAGS = $(TEST_CFLAGS)
 tests_test_proxy_LDADD = $(TEST_LDADD)

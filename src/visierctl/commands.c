@@ -164,11 +164,11 @@ static int ctl_status_table(const json_t *s, Table *t) {
                 snprintf(age, sizeof(age), "-");
 
         r |= ctl_kv(t, "version:", "%s", strempty(ctl_str(s, "version")));
-        r |= ctl_kv(t, "uptime:", "%s (%lld s)", uptime, ctl_int(s, "uptime_seconds"));
+        r |= ctl_kv(t, "uptime:", "%s", uptime);
         r |= ctl_kv(t, "visier:", "%s as %s", strempty(ctl_str(visier, "base_url")),
                     strempty(ctl_str(visier, "username")));
-        r |= ctl_kv(t, "token:", "%s, %s%s", strempty(ctl_str(token, "state")),
-                    json_is_true(json_object_get(token, "valid")) ? "valid" : "not valid", expiry);
+        r |= ctl_kv(t, "token:", "%s%s%s", strempty(ctl_str(token, "state")),
+                    json_is_true(json_object_get(token, "valid")) ? "" : " (no valid token)", expiry);
         r |= ctl_kv(t, "logins:", "%lld, %lld failed%s%s", ctl_int(token, "logins"), ctl_int(token, "login_failures"),
                     ctl_str(token, "last_login_error") ? "; last error: " : "",
                     strempty(ctl_str(token, "last_login_error")));
@@ -274,9 +274,9 @@ static int ctl_jobs(Ctl *ctl) {
         const CtlArgs *a = ctl->args;
         _cleanup_table_ Table *t = NULL;
         ClientReply reply = {};
-        char path[256], *p = path;
-        const json_t *job, *next;
-        size_t i, n = sizeof(path);
+        const json_t *job, *list;
+        char path[256];
+        size_t i, n;
         int r;
 
         if (a->state) {
@@ -288,14 +288,15 @@ static int ctl_jobs(Ctl *ctl) {
                         return CTL_EXIT_USAGE;
                 }
         }
-        r = snprintf(p, n, "/jobs?");
+        /* Bounded: the state is one of five words, the rest are numbers. */
+        n = (size_t) snprintf(path, sizeof(path), "/jobs?");
         if (a->state)
-                r += snprintf(path + r, n - (size_t) r, "state=%s&", a->state);
+                n += (size_t) snprintf(path + n, sizeof(path) - n, "state=%s&", a->state);
         if (a->limit)
-                r += snprintf(path + r, n - (size_t) r, "limit=%u&", a->limit);
+                n += (size_t) snprintf(path + n, sizeof(path) - n, "limit=%u&", a->limit);
         if (a->before)
-                r += snprintf(path + r, n - (size_t) r, "before=%llu&", a->before);
-        path[r - 1] = '\0'; /* the last '&' or '?' */
+                n += (size_t) snprintf(path + n, sizeof(path) - n, "before=%llu&", a->before);
+        path[n - 1] = '\0'; /* the last '&' or '?' */
 
         r = ctl_get(ctl, path, &reply);
         if (r != CTL_EXIT_OK)
@@ -308,17 +309,17 @@ static int ctl_jobs(Ctl *ctl) {
                 r = CTL_EXIT_FAILED;
                 goto out;
         }
-        json_array_foreach(json_object_get(reply.json, "jobs"), i, job)
+        list = json_object_get(reply.json, "jobs");
+        json_array_foreach(list, i, job)
                 if (ctl_jobs_row(t, job) < 0) {
                         output_error("out of memory");
                         r = CTL_EXIT_FAILED;
                         goto out;
                 }
         table_print(t, stdout);
-        next = json_object_get(reply.json, "jobs");
-        next = json_array_get(next, json_array_size(next) - 1);
         if (json_is_string(json_object_get(reply.json, "next")))
-                fprintf(stderr, "more jobs: visierctl jobs --before %lld\n", ctl_int(next, "id"));
+                fprintf(stderr, "more jobs: visierctl jobs --before %lld\n",
+                        ctl_int(json_array_get(list, json_array_size(list) - 1), "id"));
 out:
         client_reply_done(&reply);
         return r;
@@ -704,13 +705,19 @@ static int ctl_submit(Ctl *ctl) {
                                 output_error("--idempotency-key may not hold control characters");
                                 return CTL_EXIT_USAGE;
                         }
-                if (asprintf(&idem, "Idempotency-Key: %s", a->idempotency_key) < 0)
-                        return idem = NULL, CTL_EXIT_FAILED;
+                if (asprintf(&idem, "Idempotency-Key: %s", a->idempotency_key) < 0) {
+                        idem = NULL;
+                        output_error("out of memory");
+                        return CTL_EXIT_FAILED;
+                }
                 headers[nh++] = idem;
         }
         if (a->submit_wait >= 0) {
-                if (asprintf(&prefer, "Prefer: wait=%ld", a->submit_wait) < 0)
-                        return prefer = NULL, CTL_EXIT_FAILED;
+                if (asprintf(&prefer, "Prefer: wait=%ld", a->submit_wait) < 0) {
+                        prefer = NULL;
+                        output_error("out of memory");
+                        return CTL_EXIT_FAILED;
+                }
                 headers[nh++] = prefer;
                 /* visierd holds the answer up to that long: the HTTP timeout comes on top. */
                 timeout_ms = (client_timeout_sec(ctl->client) + (unsigned long) a->submit_wait) * 1000UL;

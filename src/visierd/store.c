@@ -21,6 +21,10 @@ struct Store {
         unsigned max_pending;
         bool in_transaction;
         int64_t pending;  /* jobs queued or running, as committed */
+        pthread_mutex_t group_lock; /* group commit of submissions */
+        pthread_cond_t group_cond;
+        struct SubmitWaiter *group_queue;
+        bool group_leader;
         int64_t tx_delta; /* change to pending in the open transaction */
 };
 
@@ -185,6 +189,8 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         if (!s)
                 return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
+        pthread_mutex_init(&s->group_lock, NULL);
+        pthread_cond_init(&s->group_cond, NULL);
         s->path = strdup(path);
         if (!s->path)
                 return -ENOMEM;
@@ -222,6 +228,8 @@ Store *store_close(Store *s) {
         if (s->db)
                 sqlite3_close_v2(s->db);
         pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->group_lock);
+        pthread_cond_destroy(&s->group_cond);
         free(s->path);
         free(s);
         return NULL;
@@ -396,7 +404,10 @@ static int find_idempotent(Store *s, const JobSubmit *j, int64_t *ret_id) {
         return r;
 }
 
-int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
+/* Insert one job inside the open transaction, in a savepoint of its own so that a failure
+ * leaves the other jobs of the group untouched. */
+static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err,
+                             size_t errlen) {
         _cleanup_free_ char *extra = NULL;
         int64_t id = 0, pending = 0, now = now_ms();
         Stmt st = {};
@@ -409,15 +420,13 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
                 if (!extra)
                         return -ENOMEM;
         }
-        r = store_begin(s);
-        if (r < 0) {
-                set_err(s, err, errlen, "cannot start a transaction");
+        r = exec(s, "SAVEPOINT submit", err, errlen);
+        if (r < 0)
                 return r;
-        }
         if (j->idempotency_key) {
                 r = find_idempotent(s, j, &id);
                 if (r == 1) {
-                        store_end(s, false);
+                        exec(s, "RELEASE submit", err, errlen);
                         *ret_id = id;
                         *ret_existing = true;
                         return 0;
@@ -431,7 +440,7 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
                         goto fail_db;
         }
         if (s->max_pending > 0) {
-                pending = s->pending;
+                pending = s->pending + s->tx_delta;
                 if (pending >= (int64_t) s->max_pending) {
                         r = -EOVERFLOW;
                         snprintf(err, errlen, "the job queue is full (%u jobs waiting or running)", s->max_pending);
@@ -464,7 +473,6 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
         if (r < 0)
                 goto fail_db;
         id = sqlite3_last_insert_rowid(s->db);
-        s->tx_delta++;
 
         r = prepare(s, &st, "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)");
         if (r < 0)
@@ -491,11 +499,10 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
         }
         stmt_done(&st);
 
-        r = store_end(s, true);
-        if (r < 0) {
-                set_err(s, err, errlen, "cannot commit the job");
-                return r;
-        }
+        r = exec(s, "RELEASE submit", err, errlen);
+        if (r < 0)
+                goto fail;
+        s->tx_delta++;
         *ret_id = id;
         *ret_existing = false;
         return 0;
@@ -503,8 +510,89 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
 fail_db:
         set_err(s, err, errlen, "cannot queue the job");
 fail:
-        store_end(s, false);
+        {
+                char ignored[STORE_ERROR_MAX];
+                if (exec(s, "ROLLBACK TO submit", ignored, sizeof(ignored)) >= 0)
+                        exec(s, "RELEASE submit", ignored, sizeof(ignored));
+        }
         return r;
+}
+
+
+/*
+ * Group commit: every submitter queues itself; whoever finds no commit in progress becomes
+ * the leader, takes all queued submissions, inserts them in one transaction (one fsync for
+ * all), and wakes the others with their results. No answer is given before its commit.
+ */
+typedef struct SubmitWaiter {
+        const JobSubmit *job;
+        int64_t id;
+        bool existing, done;
+        int r;
+        char err[STORE_ERROR_MAX];
+        struct SubmitWaiter *next;
+} SubmitWaiter;
+
+static void group_commit(Store *s, SubmitWaiter *batch) {
+        char err[STORE_ERROR_MAX] = "";
+        int r;
+
+        r = store_begin(s);
+        if (r < 0) {
+                set_err(s, err, sizeof(err), "cannot start a transaction");
+                for (SubmitWaiter *w = batch; w; w = w->next) {
+                        w->r = r;
+                        snprintf(w->err, sizeof(w->err), "%s", err);
+                }
+                return;
+        }
+        for (SubmitWaiter *w = batch; w; w = w->next)
+                w->r = submit_one_locked(s, w->job, &w->id, &w->existing, w->err, sizeof(w->err));
+        r = store_end(s, true);
+        if (r < 0) {
+                set_err(s, err, sizeof(err), "cannot commit the job");
+                for (SubmitWaiter *w = batch; w; w = w->next)
+                        if (w->r >= 0) {
+                                w->r = r;
+                                snprintf(w->err, sizeof(w->err), "%s", err);
+                        }
+        }
+}
+
+int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
+        SubmitWaiter me = { .job = j };
+        SubmitWaiter **tail;
+
+        pthread_mutex_lock(&s->group_lock);
+        for (tail = &s->group_queue; *tail; tail = &(*tail)->next)
+                ;
+        *tail = &me;
+        while (!me.done) {
+                if (s->group_leader) {
+                        pthread_cond_wait(&s->group_cond, &s->group_lock);
+                        continue;
+                }
+                SubmitWaiter *batch = s->group_queue;
+                s->group_queue = NULL;
+                s->group_leader = true;
+                pthread_mutex_unlock(&s->group_lock);
+                group_commit(s, batch);
+                pthread_mutex_lock(&s->group_lock);
+                for (SubmitWaiter *w = batch, *next; w; w = next) {
+                        next = w->next; /* read before done: a waiter's struct lives on its stack */
+                        w->done = true;
+                }
+                s->group_leader = false;
+                pthread_cond_broadcast(&s->group_cond);
+        }
+        pthread_mutex_unlock(&s->group_lock);
+        if (me.r < 0) {
+                snprintf(err, errlen, "%s", me.err);
+                return me.r;
+        }
+        *ret_id = me.id;
+        *ret_existing = me.existing;
+        return 0;
 }
 
 static json_t *job_row_json(Stmt *st) {

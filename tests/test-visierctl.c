@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Integration: the real visierctl against the real visierd and visier-sim. Every command in
+ * table and --json form, and every documented exit status: 0 success, 1 failed job or
+ * refused request, 2 usage, 3 unreachable, 4 timeout, 5 not ready. A tiny canned HTTP server
+ * checks the exact Authorization line, a 5xx answer and the HTTP timeout.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "macro.h"
+
+static Sim sim;
+static Visierd vd;
+static char url[64], scratch[128];
+
+static void setup(void) {
+        harness_mkdtemp(scratch, sizeof(scratch), "visierctl-test");
+}
+
+static void teardown(void) {
+        if (vd.pid > 0)
+                ck_assert_int_eq(visierd_stop(&vd), 0);
+        sim_stop(&sim);
+        if (vd.dir[0])
+                harness_rmtree(vd.dir);
+        if (sim.dir[0])
+                harness_rmtree(sim.dir);
+        harness_rmtree(scratch);
+        memset(&vd, 0, sizeof(vd));
+        memset(&sim, 0, sizeof(sim));
+        url[0] = '\0';
+}
+
+static const char *const unlimited[] = { "--rate-minute", "0", "--rate-hour", "0", NULL };
+#define FAST "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 5"
+
+static void start_all(const char *tail) {
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, FAST, tail);
+        visierd_wait_ready(&vd);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+}
+
+static void set_faults(const char *json) {
+        json_decref(sim_control_post(&sim, "/_sim/faults", json));
+}
+
+static const char *ctl_bin(void) {
+        static char bin[512];
+        const char *top = getenv("TOP_BUILDDIR");
+
+        snprintf(bin, sizeof(bin), "%s/visierctl", top ? top : ".");
+        return bin;
+}
+
+/* Run visierctl with args (NULL-terminated), --url first when a visierd runs; returns its exit
+ * status and its stdout+stderr in *out (caller frees). */
+static int run_ctl_v(char **out, const char *const *args) {
+        const char *argv[32];
+        size_t n = 0;
+
+        argv[n++] = ctl_bin();
+        if (url[0]) {
+                argv[n++] = "--url";
+                argv[n++] = url;
+        }
+        for (size_t i = 0; args[i]; i++) {
+                ck_assert(n < ELEMENTSOF(argv) - 1);
+                argv[n++] = args[i];
+        }
+        argv[n] = NULL;
+        return harness_run(argv, out);
+}
+#define CTL(out, ...) run_ctl_v(out, (const char *const[]) { __VA_ARGS__, NULL })
+
+#define assert_has(out, needle) ck_assert_msg(strstr((out), (needle)), "expected \"%s\" in:\n%s", (needle), (out))
+#define assert_lacks(out, needle) ck_assert_msg(!strstr((out), (needle)), "did not expect \"%s\" in:\n%s", (needle), (out))
+
+/* The output is exactly one JSON document (nothing else on stdout or stderr). */
+static json_t *parse_one(const char *out) {
+        json_error_t e;
+        json_t *j = json_loads(out, 0, &e);
+
+        ck_assert_msg(j, "not one JSON document (%s):\n%s", e.text, out);
+        return j;
+}
+
+/* The JSON document that starts the output (an error line may follow on stderr). */
+static json_t *parse_first(const char *out) {
+        json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
+
+        ck_assert_msg(j, "no JSON document in:\n%s", out);
+        return j;
+}
+
+static char *write_change(const char *name, const char *content) {
+        char *p;
+
+        ck_assert_int_ge(asprintf(&p, "%s/%s", scratch, name), 0);
+        harness_write_file(p, content, 0600);
+        return p;
+}
+
+/* Submit a create of one permission; returns the job id. */
+static long long submit_create(const char *display_name) {
+        char body[256], *file, *out;
+        long long id;
+        json_t *j;
+
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s\"}]}", display_name);
+        file = write_change(display_name, body);
+        ck_assert_int_eq(CTL(&out, "--json", "submit", file), 0);
+        j = parse_one(out);
+        id = json_integer_value(json_object_get(j, "id"));
+        ck_assert_int_gt(id, 0);
+        json_decref(j);
+        free(out);
+        free(file);
+        return id;
+}
+
+static char *id_str(long long id) {
+        static char buf[4][32];
+        static int k;
+
+        k = (k + 1) % 4;
+        snprintf(buf[k], sizeof(buf[k]), "%lld", id);
+        return buf[k];
+}
+
+/* ---- status and health ---- */
+
+START_TEST(test_status) {
+        char *out;
+        json_t *j;
+
+        start_all(NULL);
+        ck_assert_int_eq(CTL(&out, "status"), 0);
+        assert_has(out, "version:");
+        assert_has(out, PACKAGE_VERSION);
+        assert_has(out, "uptime:");
+        assert_has(out, "token:");
+        assert_has(out, "token:          valid, expires in ");
+        assert_has(out, "rate budget:");
+        assert_has(out, "0 queued, 0 running, 0 succeeded, 0 failed, 0 cancelled");
+        assert_has(out, "oldest queued:");
+        assert_has(out, "publisher:");
+        assert_has(out, "write calls");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "status", "--json"), 0);
+        j = parse_one(out);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "version")), PACKAGE_VERSION);
+        ck_assert(json_is_object(json_object_get(j, "jobs")));
+        ck_assert(json_is_true(json_object_get(json_object_get(j, "token"), "valid")));
+        json_decref(j);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_health_ready) {
+        char *out;
+        json_t *j;
+
+        start_all(NULL);
+        ck_assert_int_eq(CTL(&out, "health"), 0);
+        assert_has(out, "healthz: ok");
+        assert_has(out, "readyz:  ready");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--json", "health"), 0);
+        j = parse_one(out);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "healthz"), "status")), "ok");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "readyz"), "status")), "ready");
+        json_decref(j);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_health_not_ready) {
+        char bad[192], *out;
+        json_t *j;
+        Sim wrong;
+
+        sim_start(&sim, NULL);
+        /* visierd gets a password the sim does not accept. */
+        snprintf(bad, sizeof(bad), "%s/wrong-password", sim.dir);
+        harness_write_file(bad, "not-the-password", 0600);
+        wrong = sim;
+        snprintf(wrong.password_file, sizeof(wrong.password_file), "%s", bad);
+        visierd_start(&vd, &wrong, "request_timeout = 3", NULL);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+        for (int i = 0; i < 500 && sim_counter(&sim, "login_failures") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+
+        ck_assert_int_eq(CTL(&out, "health"), 5);
+        assert_has(out, "healthz: ok");
+        assert_has(out, "readyz:  not ready");
+        assert_has(out, "  - no valid Visier token");
+        assert_has(out, "login refused by Visier: HTTP 401");
+        assert_has(out, "visierctl: visierd is not ready");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "health", "--json"), 5);
+        j = parse_first(out);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "readyz"), "status")), "not ready");
+        ck_assert_int_ge(json_array_size(json_object_get(json_object_get(j, "readyz"), "reasons")), 1);
+        json_decref(j);
+        free(out);
+}
+END_TEST
+
+/* ---- submit, job, wait ---- */
+
+START_TEST(test_submit_job_and_wait) {
+        char *file, *out;
+        long long id;
+        json_t *j;
+
+        start_all(NULL);
+        file = write_change("good.json",
+                            "{\"permissions\":[{\"displayName\":\"ctl-good\",\"correlationId\":\"ctl-corr-1\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file), 0);
+        assert_has(out, "id:");
+        assert_has(out, "operation:");
+        assert_has(out, "create");
+        assert_has(out, "client:");
+        free(out);
+        id = 1;
+
+        ck_assert_int_eq(CTL(&out, "wait", id_str(id), "--timeout", "60"), 0);
+        assert_has(out, "ID  STATE");
+        assert_has(out, "succeeded");
+        assert_lacks(out, "\r");
+        assert_lacks(out, "\033"); /* no progress line when stderr is not a terminal */
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "job", id_str(id)), 0);
+        assert_has(out, "state:");
+        assert_has(out, "succeeded");
+        assert_has(out, "INDEX  STATE      CORRELATION ID  PERMISSION / ERROR");
+        assert_has(out, "ctl-corr-1");
+        assert_has(out, "(ctl-good)");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "--json", "job", id_str(id)), 0);
+        j = parse_one(out);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "id")), id);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
+        ck_assert_int_eq(json_array_size(json_object_get(j, "item_results")), 1);
+        json_decref(j);
+        free(out);
+
+        /* A second submit, in --json form: the 202 job itself. */
+        ck_assert_int_eq(CTL(&out, "submit", "--json", file, "--idempotency-key", "ctl-key-1"), 0);
+        j = parse_one(out);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "id")), 2);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "idempotency_key")), "ctl-key-1");
+        json_decref(j);
+        free(out);
+        /* The same key with another body: visierd refuses with 422. */
+        free(file);
+        file = write_change("other.json", "{\"permissions\":[{\"displayName\":\"ctl-other\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--idempotency-key", "ctl-key-1"), 1);
+        assert_has(out, "(HTTP 422)");
+        free(out);
+
+        /* From standard input. */
+        {
+                const char *argv[] = { "/bin/sh", "-c", "exec \"$0\" --url \"$1\" submit - < \"$2\"", ctl_bin(), url, file,
+                                       NULL };
+                ck_assert_int_eq(harness_run(argv, &out), 0);
+                assert_has(out, "create");
+                free(out);
+        }
+        free(file);
+}
+END_TEST
+
+START_TEST(test_submit_bad_file) {
+        char *file, *out;
+        json_t *j;
+
+        start_all(NULL);
+        file = write_change("bad.json",
+                            "{\"permissions\":[{\"displayName\":\"a\"},{\"displayName\":\"b\",\"correlationId\":\"x!\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file), 1);
+        assert_has(out, "visierctl: permissions[1].correlationId: ");
+        assert_has(out, "(HTTP 400)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "submit", file, "--json"), 1);
+        j = parse_first(out);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+        json_decref(j);
+        free(out);
+        /* The route follows --operation: an update needs a permissionId. */
+        free(file);
+        file = write_change("upd.json", "{\"permissions\":[{\"displayName\":\"a\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--operation", "update"), 1);
+        assert_has(out, "permissions[0].permissionId: ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "submit", file, "--operation", "frobnicate"), 2);
+        assert_has(out, "--operation must be");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "submit", "/nonexistent/change.json"), 2);
+        assert_has(out, "cannot read /nonexistent/change.json");
+        free(out);
+        free(file);
+        /* Nothing was queued. */
+        ck_assert_int_eq(CTL(&out, "--json", "jobs"), 0);
+        j = parse_one(out);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), 0);
+        json_decref(j);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_submit_wait) {
+        char *file, *out;
+        json_t *j, *s;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        file = write_change("w.json", "{\"permissions\":[{\"displayName\":\"ctl-waited\",\"correlationId\":\"ctl-w-1\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--wait", "20"), 0);
+        assert_has(out, "RESULT     PERMISSION ID");
+        assert_has(out, "succeeded");
+        assert_has(out, "ctl-w-1");
+        assert_has(out, "ctl-waited");
+        free(out);
+        free(file);
+
+        file = write_change("w2.json", "{\"permissions\":[{\"displayName\":\"ctl-waited-2\",\"correlationId\":\"ctl-w-2\"}]}");
+        ck_assert_int_eq(CTL(&out, "--json", "submit", "--wait", "20", file), 0);
+        j = parse_one(out);
+        s = json_array_get(json_object_get(j, "successes"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(s, "correlationId")), "ctl-w-2");
+        ck_assert_int_eq(json_array_size(json_object_get(j, "failures")), 0);
+        json_decref(j);
+        free(out);
+        free(file);
+
+        /* Not done in time: the job is printed, and the exit status says timed out. */
+        set_faults("{\"publish_ms\":5000}");
+        file = write_change("w3.json", "{\"permissions\":[{\"displayName\":\"ctl-slow\"}]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--wait", "1"), 4);
+        assert_has(out, "is not finished after 1 s; follow it with: visierctl wait 3");
+        free(out);
+        free(file);
+}
+END_TEST
+
+START_TEST(test_wait_failed_and_retry) {
+        char *out;
+        long long id;
+        json_t *j;
+
+        start_all(NULL);
+        set_faults("{\"reject_display_name\":\"poison\"}");
+        id = submit_create("poison");
+        ck_assert_int_eq(CTL(&out, "wait", "--timeout", "60", id_str(id)), 1);
+        assert_has(out, "failed");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--json", "wait", id_str(id)), 1);
+        j = parse_one(out);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "jobs"), 0), "state")),
+                         "failed");
+        json_decref(j);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "job", id_str(id)), 0); /* showing a failed job is no failure */
+        assert_has(out, "upstream status:");
+        assert_has(out, "400");
+        free(out);
+
+        /* Retry: the job is queued again, and now succeeds. A second retry is refused. */
+        set_faults("{\"reject_display_name\":\"\"}");
+        ck_assert_int_eq(CTL(&out, "retry", id_str(id)), 0);
+        assert_has(out, "queued");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "retry", id_str(id)), 1);
+        assert_has(out, "only failed jobs can be retried (HTTP 409)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "wait", id_str(id), "--timeout", "60"), 0);
+        assert_has(out, "succeeded");
+        free(out);
+}
+END_TEST
+
+START_TEST(test_wait_timeout) {
+        char *out;
+        long long id;
+        usec_t t0;
+
+        start_all(NULL);
+        set_faults("{\"publish_ms\":5000}");
+        id = submit_create("ctl-held");
+        t0 = clock_now();
+        ck_assert_int_eq(CTL(&out, "wait", id_str(id), "--timeout", "1"), 4);
+        ck_assert_int_lt(clock_now() - t0, 4 * USEC_PER_SEC);
+        assert_has(out, "visierctl: timed out after 1 s: job ");
+        free(out);
+}
+END_TEST
+
+START_TEST(test_cancel) {
+        long long first, second;
+        char *out;
+        json_t *j;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"publish_ms\":3000}");
+        first = submit_create("ctl-first");
+        /* While the first is being published, the second waits in the queue. */
+        for (int i = 0; i < 400 && sim_counter(&sim, "write_calls") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 1);
+        second = submit_create("ctl-second");
+
+        ck_assert_int_eq(CTL(&out, "cancel", id_str(first)), 1);
+        assert_has(out, "is running; only queued jobs can be cancelled (HTTP 409)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--json", "cancel", id_str(second)), 0);
+        j = parse_one(out);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "cancelled");
+        json_decref(j);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "cancel", id_str(second)), 1);
+        assert_has(out, "is cancelled; only queued jobs can be cancelled (HTTP 409)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "cancel", "999999"), 1);
+        assert_has(out, "no such job");
+        assert_has(out, "(HTTP 404)");
+        free(out);
+        /* A cancelled job among those waited for: exit 1. */
+        ck_assert_int_eq(CTL(&out, "wait", id_str(first), id_str(second), "--timeout", "60"), 1);
+        assert_has(out, "succeeded");
+        assert_has(out, "cancelled");
+        free(out);
+        /* Finished: no longer cancellable. */
+        ck_assert_int_eq(CTL(&out, "cancel", id_str(first)), 1);
+        assert_has(out, "is succeeded; only queued jobs can be cancelled (HTTP 409)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "cancel", "12abc"), 2);
+        assert_has(out, "'12abc' is not a job id");
+        free(out);
+}
+END_TEST
+
+/* ---- jobs ---- */
+
+START_TEST(test_jobs_list) {
+        long long ids[4];
+        char *out, *a, *b;
+        json_t *j;
+
+        start_all(NULL);
+        set_faults("{\"reject_display_name\":\"poison\"}");
+        ids[0] = submit_create("ctl-list-0");
+        ids[1] = submit_create("ctl-list-1");
+        ids[2] = submit_create("poison");
+        ids[3] = submit_create("ctl-list-3");
+        ck_assert_int_eq(CTL(&out, "wait", id_str(ids[0]), id_str(ids[1]), id_str(ids[3]), "--timeout", "60"), 0);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "wait", id_str(ids[2]), "--timeout", "60"), 1);
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "jobs"), 0);
+        ck_assert_msg(strncmp(out, "ID  STATE      OPERATION  ITEMS  ATTEMPTS  CREATED", 50) == 0, "header:\n%s", out);
+        assert_has(out, "CLIENT\n");
+        assert_has(out, "tcp:127.0.0.1");
+        /* Newest first. */
+        a = strstr(out, "\n4  ");
+        b = strstr(out, "\n1  ");
+        ck_assert_msg(a && b && a < b, "not newest first:\n%s", out);
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "jobs", "--state", "failed"), 0);
+        assert_has(out, "\n3   failed  create");
+        assert_lacks(out, "succeeded");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "jobs", "--limit", "2"), 0);
+        assert_has(out, "\n4  ");
+        assert_has(out, "\n3  ");
+        assert_lacks(out, "\n2  ");
+        assert_has(out, "more jobs: visierctl jobs --before 3");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "--json", "jobs", "--limit", "1", "--state", "succeeded"), 0);
+        j = parse_one(out);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), 1);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(j, "jobs"), 0), "id")), 4);
+        ck_assert(json_is_string(json_object_get(j, "next")));
+        json_decref(j);
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "jobs", "--before", "3"), 0);
+        assert_has(out, "\n2  ");
+        assert_lacks(out, "\n3  ");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "jobs", "--state", "bogus"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--limit", "0"), 2);
+        free(out);
+}
+END_TEST
+
+/* ---- transports, errors and the token ---- */
+
+START_TEST(test_unreachable) {
+        char *out, sock[192];
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:1");
+        ck_assert_int_eq(CTL(&out, "status"), 3);
+        assert_has(out, "visierctl: cannot reach visierd");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "health", "--json"), 3);
+        free(out);
+        snprintf(sock, sizeof(sock), "%s/no-such.sock", scratch);
+        ck_assert_int_eq(CTL(&out, "--socket", sock, "jobs"), 3);
+        assert_has(out, sock);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_unix_socket) {
+        char tail[256], sock[192], *out;
+        json_t *j;
+
+        /* A second [listen] section adds the socket to the one the harness writes. */
+        sim_start(&sim, unlimited);
+        snprintf(sock, sizeof(sock), "%s/visierd.sock", sim.dir);
+        snprintf(tail, sizeof(tail), "[listen]\nsocket = %s", sock);
+        visierd_start(&vd, &sim, FAST, tail);
+        visierd_wait_ready(&vd);
+        /* The URL's host and port do not matter: nothing listens there. */
+        snprintf(url, sizeof(url), "http://127.0.0.1:1");
+        ck_assert_int_eq(CTL(&out, "--socket", sock, "health"), 0);
+        assert_has(out, "readyz:  ready");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "status", "--socket", sock, "--json"), 0);
+        j = parse_one(out);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "version")), PACKAGE_VERSION);
+        json_decref(j);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "status"), 3); /* and without the socket, it is unreachable */
+        free(out);
+}
+END_TEST
+
+/* A one-connection HTTP server that records the request and answers with a canned reply
+ * (or, with reply NULL, holds the connection without answering). */
+typedef struct Canned {
+        int fd;
+        unsigned port;
+        const char *reply;
+        char request[8192];
+        pthread_t thread;
+} Canned;
+
+static void *canned_serve(void *arg) {
+        Canned *c = arg;
+        size_t len = 0;
+        int conn = accept(c->fd, NULL, NULL);
+        ssize_t n;
+
+        if (conn < 0)
+                return NULL;
+        while (len < sizeof(c->request) - 1 && !strstr(c->request, "\r\n\r\n") &&
+               (n = read(conn, c->request + len, sizeof(c->request) - 1 - len)) > 0) {
+                len += (size_t) n;
+                c->request[len] = '\0';
+        }
+        if (c->reply)
+                (void) !write(conn, c->reply, strlen(c->reply));
+        else
+                while (read(conn, c->request + len, 1) > 0) /* until the client gives up */
+                        ;
+        close(conn);
+        return NULL;
+}
+
+static void canned_start(Canned *c, const char *reply) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sa);
+
+        memset(c, 0, sizeof(*c));
+        c->reply = reply;
+        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(c->fd, 0);
+        ck_assert_int_eq(bind(c->fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(c->fd, 4), 0);
+        ck_assert_int_eq(getsockname(c->fd, (struct sockaddr *) &sa, &sl), 0);
+        c->port = ntohs(sa.sin_port);
+        ck_assert_int_eq(pthread_create(&c->thread, NULL, canned_serve, c), 0);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", c->port);
+}
+
+static void canned_stop(Canned *c) {
+        pthread_join(c->thread, NULL);
+        close(c->fd);
+}
+
+START_TEST(test_token_file) {
+        char tok[192], *out, reply[512];
+        const char *body = "{\"status\":\"ok\"}";
+        Canned c;
+
+        snprintf(tok, sizeof(tok), "%s/token", scratch);
+        harness_write_file(tok, "s3cret-t0ken\n", 0644);
+        snprintf(url, sizeof(url), "http://127.0.0.1:1");
+        ck_assert_int_eq(CTL(&out, "--token-file", tok, "status"), 2);
+        assert_has(out, "is accessible by group or others (mode 0644)");
+        assert_lacks(out, "s3cret");
+        free(out);
+        harness_write_file(tok, "s3cret-t0ken\n", 0640);
+        ck_assert_int_eq(CTL(&out, "status", "--token-file", tok), 2);
+        free(out);
+
+        /* Private: sent as a bearer token, without its newline, to the configured origin. */
+        harness_write_file(tok, "s3cret-t0ken\n", 0600);
+        snprintf(reply, sizeof(reply),
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                 strlen(body), body);
+        canned_start(&c, reply);
+        ck_assert_int_eq(CTL(&out, "--token-file", tok, "status"), 0);
+        canned_stop(&c);
+        assert_lacks(out, "s3cret");
+        free(out);
+        ck_assert_msg(strstr(c.request, "GET /status HTTP/1.1\r\n"), "request:\n%s", c.request);
+        ck_assert_msg(strstr(c.request, "\r\nAuthorization: Bearer s3cret-t0ken\r\n"), "request:\n%s", c.request);
+
+        ck_assert_int_eq(CTL(&out, "--token-file", "/nonexistent/token", "status"), 2);
+        assert_has(out, "cannot open token file /nonexistent/token");
+        free(out);
+}
+END_TEST
+
+START_TEST(test_server_error_and_http_timeout) {
+        const char *body = "{\"code\":\"ServiceUnavailable\",\"message\":\"the job database is not open\","
+                           "\"localizedMessage\":\"x\",\"userError\":false}";
+        char reply[512], *out;
+        Canned c;
+        usec_t t0;
+
+        snprintf(reply, sizeof(reply),
+                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 strlen(body), body);
+        canned_start(&c, reply);
+        ck_assert_int_eq(CTL(&out, "jobs"), 1);
+        canned_stop(&c);
+        assert_has(out, "visierctl: the job database is not open (HTTP 503)");
+        free(out);
+
+        /* visierd accepts the connection but never answers: the HTTP timeout, exit 4. */
+        canned_start(&c, NULL);
+        t0 = clock_now();
+        ck_assert_int_eq(CTL(&out, "--timeout", "1", "status"), 4);
+        ck_assert_int_lt(clock_now() - t0, 5 * USEC_PER_SEC);
+        canned_stop(&c);
+        assert_has(out, "did not answer within the timeout");
+        free(out);
+}
+END_TEST
+
+START_TEST(test_usage) {
+        char *out;
+
+        ck_assert_int_eq(CTL(&out, "--help"), 0);
+        assert_has(out, "Usage: visierctl");
+        assert_has(out, "5  visierd is not ready");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--version"), 0);
+        assert_has(out, "visierctl " PACKAGE_VERSION);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "frobnicate"), 2);
+        assert_has(out, "unknown command 'frobnicate'");
+        free(out);
+        ck_assert_int_eq(CTL(&out, NULL), 2); /* no command */
+        free(out);
+        ck_assert_int_eq(CTL(&out, "job"), 2);
+        assert_has(out, "usage: visierctl job ID");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "job", "0"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--state", "queued", "jobs"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "status", "--timeout", "soon"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "--url", "ftp://127.0.0.1/", "status"), 2);
+        free(out);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("visierctl");
+        TCase *tc = tcase_create("integration");
+        SRunner *sr;
+        int failed;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        tcase_set_timeout(tc, 120);
+        tcase_add_checked_fixture(tc, setup, teardown);
+        tcase_add_test(tc, test_usage);
+        tcase_add_test(tc, test_unreachable);
+        tcase_add_test(tc, test_token_file);
+        tcase_add_test(tc, test_server_error_and_http_timeout);
+        tcase_add_test(tc, test_status);
+        tcase_add_test(tc, test_health_ready);
+        tcase_add_test(tc, test_health_not_ready);
+        tcase_add_test(tc, test_submit_job_and_wait);
+        tcase_add_test(tc, test_submit_bad_file);
+        tcase_add_test(tc, test_submit_wait);
+        tcase_add_test(tc, test_wait_failed_and_retry);
+        tcase_add_test(tc, test_wait_timeout);
+        tcase_add_test(tc, test_cancel);
+        tcase_add_test(tc, test_jobs_list);
+        tcase_add_test(tc, test_unix_socket);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        curl_global_cleanup();
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
