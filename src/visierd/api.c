@@ -441,8 +441,8 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                 default:
                         status = MHD_HTTP_BAD_GATEWAY, code = "BadGateway";
                 }
-                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s failed with %u: %s", req->path, status,
-                         err);
+                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s for %s failed with %u: %s", req->path,
+                         req->client, status, err);
                 *ret_status = status;
                 struct MHD_Response *e = http_response_status(code, false, "%s", err);
                 if (e && r == -EBUSY)
@@ -610,7 +610,8 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                 return http_response_status("UnprocessableEntity", true, "%s", err);
         }
         if (r < 0) {
-                log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s not queued: %s", req->method, req->path, err);
+                log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s from %s not queued: %s", req->method, req->path,
+                         req->client, err);
                 *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
                 resp = http_response_status("ServiceUnavailable", false, "the change was not queued: %s", err);
                 if (resp)
