@@ -143,6 +143,24 @@ START_TEST(test_client_tokens_and_roles) {
         snprintf(path, sizeof(path), "/jobs/%lld/cancel", (long long) json_integer_value(json_object_get(j, "id")));
         json_decref(j);
         ck_assert_int_eq(req("POST", path, writer, NULL, NULL), 403);
+
+        /* visierctl with the reader's token file reads job status; without a token it is refused. */
+        {
+                char ctl[512], url[64], *out;
+                const char *with[8], *without[6];
+                snprintf(ctl, sizeof(ctl), "%s/visierctl", getenv("TOP_BUILDDIR") ? getenv("TOP_BUILDDIR") : ".");
+                snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+                with[0] = ctl, with[1] = "--url", with[2] = url, with[3] = "--token-file", with[4] = rp,
+                with[5] = "jobs", with[6] = NULL;
+                without[0] = ctl, without[1] = "--url", without[2] = url, without[3] = "jobs", without[4] = NULL;
+                ck_assert_int_eq(harness_run(with, &out), 0);
+                ck_assert_msg(strstr(out, "writer") && strstr(out, "boss"), "visierctl jobs: %s", out);
+                ck_assert_ptr_null(strstr(out, rt));
+                free(out);
+                ck_assert_int_eq(harness_run(without, &out), 1);
+                ck_assert_msg(strstr(out, "Authorization: Bearer token is required"), "visierctl without a token: %s", out);
+                free(out);
+        }
         /* No token reaches a log line. */
         ck_assert_int_eq(visierd_stop(&vd), 0);
         body = harness_read_file(vd.log);
