@@ -189,6 +189,8 @@ START_TEST(test_man_page_matches_table) {
                         /* Paths under the build's localstatedir are documented by their tail. */
                         if (strncmp(d, LOCALSTATEDIR, strlen(LOCALSTATEDIR)) == 0)
                                 d += strlen(LOCALSTATEDIR);
+                        else if (strncmp(d, SYSCONFDIR, strlen(SYSCONFDIR)) == 0)
+                                d += strlen(SYSCONFDIR);
                         ck_assert_msg(strstr(text, "Default:") && strstr(text, d),
                                       "visierd.conf(5): %s should give the default %s", k->name, d);
                 } else

@@ -6,11 +6,14 @@
  * its request id; never logs or returns a secret.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <sys/random.h>
 
+#include "exports.h"
 #include "metrics.h"
 #include "validate.h"
 
@@ -35,6 +38,11 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
 static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_exports_list(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_export_run(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_export_queue(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_export_result(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -66,6 +74,14 @@ static const Route routes[] = {
         { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ },
         { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ },
         { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ },
+        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ },
+        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ },
+        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ },
+        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ },
+        { "GET", "/exports", api_exports_list, CLIENT_ROLE_READ },
+        { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ },
+        { "POST", "/exports/*/runs", api_export_queue, CLIENT_ROLE_READ },
+        { "GET", "/exports/*/runs/*", api_export_result, CLIENT_ROLE_READ },
 };
 
 /* Headers a local client may pass on to Visier; everything else (apikey, Cookie,
@@ -800,4 +816,374 @@ static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *
         }
         *ret_status = MHD_HTTP_OK;
         return http_response_take(text, len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* ---- data queries (exports), streamed ---- */
+
+#define QUERY_BLOCK (64 * 1024)
+
+static ssize_t query_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+        ssize_t n = upstream_stream_read(cls, buf, max);
+
+        if (n > 0)
+                return n;
+        /* An upstream failure mid-answer must reach the client as a failed transfer, never as
+         * a short file: ending with an error leaves the chunked body unterminated. */
+        return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void query_free(void *cls) {
+        upstream_stream_close(cls);
+}
+
+/* Read a whole (small) body of a stream, e.g. an error answer. */
+static char *stream_slurp(UpstreamStream *st, size_t max, size_t *ret_len) {
+        char *buf = malloc(max + 1);
+        size_t len = 0;
+        ssize_t n;
+
+        if (!buf)
+                return NULL;
+        while (len < max && (n = upstream_stream_read(st, buf + len, max - len)) > 0)
+                len += (size_t) n;
+        buf[len] = '\0';
+        *ret_len = len;
+        return buf;
+}
+
+/* Run a data query against Visier and stream its answer to the client. */
+static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const char *path, const char *query,
+                                         const char *const *headers, const char *body, size_t body_len,
+                                         unsigned *ret_status) {
+        char err[UPSTREAM_ERROR_MAX] = "", rid[48];
+        const char *fields[] = { rid, NULL };
+        char *content_type = NULL;
+        UpstreamStream *st = NULL;
+        struct MHD_Response *r;
+        long status = 0;
+        int k;
+
+        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+        k = upstream_stream_open(m->upstream,
+                                 &(UpstreamRequest) {
+                                         .endpoint = path,
+                                         .method = "POST",
+                                         .path = path,
+                                         .query = query,
+                                         .headers = headers,
+                                         .body = body,
+                                         .body_len = body_len,
+                                         .idempotent = true, /* a query reads; sending it twice is harmless */
+                                 },
+                                 &st, &status, &content_type, err, sizeof(err));
+        if (k < 0) {
+                unsigned s = k == -ENOKEY ? MHD_HTTP_SERVICE_UNAVAILABLE
+                             : k == -ETIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT
+                             : k == -EBUSY ? MHD_HTTP_TOO_MANY_REQUESTS : MHD_HTTP_BAD_GATEWAY;
+                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "POST %s for %s failed with %u: %s", path,
+                         req->client, s, err);
+                *ret_status = s;
+                return http_response_status(s == MHD_HTTP_SERVICE_UNAVAILABLE ? "ServiceUnavailable"
+                                            : s == MHD_HTTP_GATEWAY_TIMEOUT ? "GatewayTimeout"
+                                            : s == MHD_HTTP_TOO_MANY_REQUESTS ? "TooManyRequests" : "BadGateway",
+                                            false, "%s", err);
+        }
+        if (status == MHD_HTTP_FORBIDDEN) {
+                /* Visier refuses queries when data exports are off for the tenant or the API user
+                 * lacks the capability: say so in words, with Visier's own reason. */
+                size_t len = 0;
+                char *answer = stream_slurp(st, 16 * 1024, &len);
+                json_t *j = answer ? json_loadb(answer, len, 0, NULL) : NULL;
+                const char *why = json_string_value(json_object_get(j, "localizedMessage"));
+
+                if (!why)
+                        why = json_string_value(json_object_get(j, "message"));
+                *ret_status = MHD_HTTP_FORBIDDEN;
+                r = http_response_status("Forbidden", true,
+                                         "data exports are not available to visierd's API user: %s. Data exports must "
+                                         "be enabled for the tenant and the API user needs the Consume Data Exports "
+                                         "capability; ask your Visier administrator",
+                                         why ? why : "Visier refused the query (403)");
+                json_decref(j);
+                free(answer);
+                free(content_type);
+                upstream_stream_close(st);
+                return r;
+        }
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, QUERY_BLOCK, query_reader, st, query_free);
+        if (!r) {
+                upstream_stream_close(st);
+                free(content_type);
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "out of memory");
+        }
+        if (content_type)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        free(content_type);
+        *ret_status = (unsigned) status;
+        return r;
+}
+
+static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        static const char *const names[] = { "TargetTenantID", "ProjectID", "NonVersioned", "Accept" };
+        char header_lines[ELEMENTSOF(names)][API_HEADER_MAX];
+        const char *headers[ELEMENTSOF(names) + 2] = {};
+        QueryBuilder q = {};
+        size_t nh = 0;
+
+        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, names[i]);
+                int n;
+
+                if (!v)
+                        continue;
+                n = snprintf(header_lines[nh], API_HEADER_MAX, "%s: %s", names[i], v);
+                if (n < 0 || n >= API_HEADER_MAX)
+                        return bad_request(ret_status, names[i], "header is too long");
+                headers[nh] = header_lines[nh];
+                nh++;
+        }
+        headers[nh++] = "Content-Type: application/json";
+        return stream_query(m, req, req->path, q.len ? q.buf : NULL, headers, req->body ? req->body : "", req->body_len,
+                            ret_status);
+}
+
+/* ---- named exports ---- */
+
+#define EXPORT_PARAMS_IN_REQUEST 32
+
+static struct MHD_Response *api_exports_list(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        json_t *j;
+
+        pthread_rwlock_rdlock(&m->config_lock);
+        j = exports_describe(m->exports);
+        pthread_rwlock_unlock(&m->config_lock);
+        *ret_status = MHD_HTTP_OK;
+        return json_response(j);
+}
+
+typedef struct ParamCollector {
+        ExportParam params[EXPORT_PARAMS_IN_REQUEST];
+        char *owned[EXPORT_PARAMS_IN_REQUEST * 2];
+        size_t n, n_owned;
+        bool overflow;
+} ParamCollector;
+
+static enum MHD_Result collect_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        ParamCollector *c = cls;
+        char *k, *v;
+
+        if (c->n >= EXPORT_PARAMS_IN_REQUEST) {
+                c->overflow = true;
+                return MHD_NO;
+        }
+        k = curl_easy_unescape(NULL, key, 0, NULL);
+        v = curl_easy_unescape(NULL, value ? value : "", 0, NULL);
+        if (!k || !v) {
+                curl_free(k);
+                curl_free(v);
+                c->overflow = true;
+                return MHD_NO;
+        }
+        /* '+' means a space in a query string. */
+        for (char *p = v; *p; p++)
+                if (*p == '+')
+                        *p = ' ';
+        c->owned[c->n_owned++] = k;
+        c->owned[c->n_owned++] = v;
+        c->params[c->n++] = (ExportParam) { .name = k, .value = v };
+        return MHD_YES;
+}
+
+static void params_done(ParamCollector *c) {
+        for (size_t i = 0; i < c->n_owned; i++)
+                curl_free(c->owned[i]);
+}
+
+/* The export named in /exports/NAME[.ext][/...]: its name, and the format the suffix asks for. */
+static bool export_name_from_path(const char *path, char *name, size_t len, ExportFormat *ret_format) {
+        const char *p = path + strlen("/exports/"), *end = strchr(p, '/'), *dot;
+        size_t n = end ? (size_t) (end - p) : strlen(p);
+
+        if (n == 0 || n >= len)
+                return false;
+        memcpy(name, p, n);
+        name[n] = '\0';
+        *ret_format = _EXPORT_FORMAT_INVALID;
+        dot = strrchr(name, '.');
+        if (dot && !end) {
+                ExportFormat f = export_format_from_string(dot + 1);
+                if (f >= 0) {
+                        *ret_format = f;
+                        name[dot - name] = '\0';
+                }
+        }
+        return true;
+}
+
+/* Resolve an export and its query body for this request (under the config lock). */
+static struct MHD_Response *export_prepare(Manager *m, HttpRequest *req, char *name, size_t namelen,
+                                           ExportFormat *format, char **ret_query, char **ret_body, unsigned *ret_status) {
+        ParamCollector pc = {};
+        char err[EXPORT_ERROR_MAX];
+        const Export *x;
+        json_t *body = NULL;
+        int r;
+
+        if (!export_name_from_path(req->path, name, namelen, format)) {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                return http_response_status("NotFound", true, "no such export: %s", req->path);
+        }
+        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, collect_param, &pc);
+        if (pc.overflow) {
+                params_done(&pc);
+                return bad_request(ret_status, "parameters", "too many, or badly escaped");
+        }
+        pthread_rwlock_rdlock(&m->config_lock);
+        x = exports_find(m->exports, name);
+        if (!x) {
+                pthread_rwlock_unlock(&m->config_lock);
+                params_done(&pc);
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                return http_response_status("NotFound", true, "no export named %s (see GET /exports)", name);
+        }
+        if (*format < 0) {
+                const char *accept = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Accept");
+                *format = export_format_from_accept(accept);
+                if (*format < 0)
+                        *format = x->format;
+        }
+        r = export_build_body(x, pc.params, pc.n, &body, err, sizeof(err));
+        *ret_query = strdup(x->query);
+        pthread_rwlock_unlock(&m->config_lock);
+        params_done(&pc);
+        if (r < 0) {
+                free(*ret_query);
+                *ret_query = NULL;
+                if (r == -ENOMEM) {
+                        *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                        return http_response_status("InternalError", false, "out of memory");
+                }
+                *ret_status = MHD_HTTP_BAD_REQUEST;
+                return http_response_status("BadRequest", true, "%s", err);
+        }
+        *ret_body = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        return NULL;
+}
+
+static struct MHD_Response *api_export_run(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        char name[EXPORT_NAME_MAX + 8], upath[64], accept[80];
+        const char *headers[3];
+        ExportFormat format;
+        char *query = NULL, *body = NULL;
+        struct MHD_Response *r;
+
+        r = export_prepare(m, req, name, sizeof(name), &format, &query, &body, ret_status);
+        if (r)
+                return r;
+        snprintf(upath, sizeof(upath), "/v1/data/query/%s", query);
+        snprintf(accept, sizeof(accept), "Accept: %s", export_format_media_type(format));
+        headers[0] = accept;
+        headers[1] = "Content-Type: application/json";
+        headers[2] = NULL;
+        r = stream_query(m, req, upath, NULL, headers, body ? body : "{}", body ? strlen(body) : 2, ret_status);
+        free(query);
+        free(body);
+        return r;
+}
+
+static struct MHD_Response *api_export_queue(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        char name[EXPORT_NAME_MAX + 8], err[STORE_ERROR_MAX] = "", location[128];
+        ExportFormat format;
+        char *query = NULL, *body = NULL, *request = NULL;
+        struct MHD_Response *r;
+        json_t *reqj, *items;
+        bool existing = false;
+        int64_t id = 0;
+        int k;
+
+        r = export_prepare(m, req, name, sizeof(name), &format, &query, &body, ret_status);
+        if (r)
+                return r;
+        reqj = json_pack("{s:s, s:s, s:s, s:o}", "export", name, "query", query, "format",
+                         export_format_to_string(format), "body", json_loads(body, 0, NULL));
+        request = reqj ? json_dumps(reqj, JSON_COMPACT) : NULL;
+        json_decref(reqj);
+        free(query);
+        free(body);
+        if (!request) {
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "out of memory");
+        }
+        items = json_array();
+        k = store_job_submit(m->store,
+                             &(JobSubmit) { .op = JOB_OP_EXPORT, .tenant = "", .project = "", .non_versioned = "",
+                                            .tenant_code = "", .client = req->client, .body = request,
+                                            .body_len = strlen(request), .items = items, .solo = true },
+                             &id, &existing, err, sizeof(err));
+        json_decref(items);
+        free(request);
+        if (k < 0) {
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                return http_response_status("ServiceUnavailable", false, "the run was not queued: %s", err);
+        }
+        runner_wake(m->runner);
+        *ret_status = MHD_HTTP_ACCEPTED;
+        r = json_response(store_job_json(m->store, id, false));
+        snprintf(location, sizeof(location), "/exports/%s/runs/%lld", name, (long long) id);
+        if (r)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
+        return r;
+}
+
+static struct MHD_Response *api_export_result(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        char name[EXPORT_NAME_MAX + 8], path[1024];
+        const char *runs = strstr(req->path, "/runs/"), *res_export, *res_format;
+        ExportFormat ignored;
+        struct MHD_Response *r;
+        json_t *job, *result;
+        struct stat st;
+        int64_t id = 0;
+        int fd;
+
+        if (!export_name_from_path(req->path, name, sizeof(name), &ignored) || !runs ||
+            !parse_id(runs + 6, strlen(runs + 6), &id) || !(job = store_job_json(m->store, id, false)))
+                return no_such_job(ret_status, req->path);
+        result = json_object_get(job, "result");
+        res_export = json_string_value(json_object_get(result, "export"));
+        res_format = json_string_value(json_object_get(result, "format"));
+        if (!streq(json_string_value(json_object_get(job, "operation")) ?: "", "export")) {
+                json_decref(job);
+                return no_such_job(ret_status, req->path);
+        }
+        if (!streq(json_string_value(json_object_get(job, "state")) ?: "", "succeeded")) {
+                /* Not there yet (or failed): the job tells. */
+                *ret_status = streq(json_string_value(json_object_get(job, "state")) ?: "", "failed") ? MHD_HTTP_CONFLICT
+                                                                                                    : MHD_HTTP_ACCEPTED;
+                return json_response(job);
+        }
+        if (!res_export || !streq(res_export, name) || export_format_from_string(res_format) < 0) {
+                json_decref(job);
+                return no_such_job(ret_status, req->path);
+        }
+        runner_result_path(m->results_dir, id, export_format_from_string(res_format), path, sizeof(path));
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0) {
+                if (fd >= 0)
+                        close(fd);
+                json_decref(job);
+                *ret_status = MHD_HTTP_GONE;
+                return http_response_status("Gone", true, "the result of run %lld is no longer kept", (long long) id);
+        }
+        r = MHD_create_response_from_fd((size_t) st.st_size, fd);
+        if (r)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                        export_format_media_type(export_format_from_string(res_format)));
+        else
+                close(fd);
+        json_decref(job);
+        *ret_status = MHD_HTTP_OK;
+        return r;
 }

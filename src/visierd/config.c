@@ -65,6 +65,8 @@ const ConfigKey config_keys[] = {
                  "largest request body accepted, in bytes"),
         KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
                    "path of the SQLite job database"),
+        KEY_STRING("exports", "directory", exports_dir, SYSCONFDIR "/visierd/exports.d",
+                   "directory of named export definitions (NAME.json)"),
         KEY_UINT("jobs", "batch_max", batch_max, "1000", 1, 1000,
                  "most permission changes sent in one bulk call (Visier takes at most 1000)"),
         KEY_UINT("jobs", "max_attempts", max_attempts, "8", 1, 100,

@@ -80,6 +80,9 @@ typedef struct Config {
         /* [store] */
         char *database;
 
+        /* [exports] */
+        char *exports_dir;
+
         /* [jobs] */
         unsigned batch_max;
         unsigned max_attempts;

@@ -30,6 +30,7 @@ static const struct {
         [JOB_OP_ASSIGN] = { "assign", "PUT", "/v1/admin/permissions/users", "permissions", false },
         [JOB_OP_REMOVE] = { "remove", "DELETE", "/v1/admin/permissions/users", "permissions", false },
         [JOB_OP_REVERT] = { "revert", "POST", "/v1/admin/permissions/revert-to-parent", "permissionIds", true },
+        [JOB_OP_EXPORT] = { "export", "POST", "/exports", "items", false },
 };
 
 const char *job_state_to_string(JobState s) {

@@ -57,6 +57,7 @@ Manager *manager_free(Manager *m) {
         if (m->publisher)
                 publisher_release_waiters(m->publisher);
         http_server_stop(m->http);
+        runner_free(m->runner);
         publisher_free(m->publisher);
         token_keeper_free(m->token);
         metrics_free(m->metrics);
@@ -67,6 +68,7 @@ Manager *manager_free(Manager *m) {
         sd_event_source_unref(m->status_timer);
         sd_event_unref(m->event);
         config_free(m->config);
+        exports_free(m->exports);
         pthread_rwlock_destroy(&m->config_lock);
         free(m);
         return NULL;
@@ -128,6 +130,28 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
         }
 }
 
+/* Load the named exports; every problem is logged. */
+static int load_exports(const Config *c, Exports **ret) {
+        char **errors = NULL;
+        size_t n = 0;
+        int r;
+
+        r = exports_load(c->exports_dir, ret, &errors, &n);
+        for (size_t i = 0; i < n; i++)
+                log_full(LOG_ERR, LOG_MSGID_CONFIG, NULL, "export definition: %s", errors[i]);
+        exports_errors_free(errors, n);
+        return r;
+}
+
+static void on_export_run(void *userdata, int64_t job_id, bool ok, const char *message) {
+        char job[48];
+        const char *fields[] = { job, NULL };
+
+        snprintf(job, sizeof(job), "JOB_ID=%lld", (long long) job_id);
+        log_full(ok ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields, "export run %lld %s%s%s", (long long) job_id,
+                 ok ? "succeeded" : "failed", message ? ": " : "", strempty(message));
+}
+
 int manager_start(Manager *m) {
         const Config *c = m->config;
         UpstreamSettings us;
@@ -173,6 +197,26 @@ int manager_start(Manager *m) {
         }
         upstream_set_token_keeper(m->upstream, m->token);
 
+        r = load_exports(c, &m->exports);
+        if (r < 0) {
+                log_error("invalid export definitions in %s; not starting", c->exports_dir);
+                return r;
+        }
+        {
+                /* Export results live next to the job database. */
+                char *slash;
+                snprintf(m->results_dir, sizeof(m->results_dir), "%s", c->database);
+                slash = strrchr(m->results_dir, '/');
+                if (slash)
+                        snprintf(slash, sizeof(m->results_dir) - (size_t) (slash - m->results_dir), "/exports");
+                else
+                        snprintf(m->results_dir, sizeof(m->results_dir), "exports");
+        }
+        r = runner_new(m->store, m->upstream, m->results_dir, on_export_run, m, &m->runner);
+        if (r < 0) {
+                log_error("cannot set up export runs in %s: %s", m->results_dir, strerror(-r));
+                return r;
+        }
         store_set_max_pending(m->store, c->max_pending);
         publisher_settings_from_config(c, &ps);
         r = publisher_new(m->store, m->upstream, &ps, on_publisher, m, &m->publisher);
@@ -228,6 +272,11 @@ int manager_start(Manager *m) {
                 log_error("cannot start the publisher: %s", strerror(-r));
                 return r;
         }
+        r = runner_start(m->runner);
+        if (r < 0) {
+                log_error("cannot start export runs: %s", strerror(-r));
+                return r;
+        }
         return 0;
 }
 
@@ -254,6 +303,7 @@ static void warn_restart_needed(const Config *old, const Config *new) {
 int manager_reload(Manager *m) {
         ConfigErrors errors = {};
         Config *nc = NULL, *old;
+        Exports *nx = NULL, *old_exports;
         UpstreamSettings us;
         PublisherSettings ps;
         bool relogin;
@@ -276,6 +326,15 @@ int manager_reload(Manager *m) {
                 sd_notify(0, "READY=1");
                 return r;
         }
+        r = load_exports(nc, &nx);
+        if (r < 0) {
+                log_full(LOG_ERR, LOG_MSGID_CONFIG, NULL,
+                         "configuration reload rejected (invalid export definitions); still running with the previous "
+                         "configuration");
+                config_free(nc);
+                sd_notify(0, "READY=1");
+                return r;
+        }
         warn_restart_needed(m->config, nc);
         relogin = !secret_equal(m->config->apikey, nc->apikey) || !secret_equal(m->config->password, nc->password) ||
                   !streq(m->config->base_url, nc->base_url) || !streq(m->config->username, nc->username);
@@ -286,6 +345,7 @@ int manager_reload(Manager *m) {
                 log_error("configuration reload failed: %s; still running with the previous configuration",
                           strerror(-r));
                 config_free(nc);
+                exports_free(nx);
                 sd_notify(0, "READY=1");
                 return r;
         }
@@ -299,8 +359,11 @@ int manager_reload(Manager *m) {
         pthread_rwlock_wrlock(&m->config_lock);
         old = m->config;
         m->config = nc;
+        old_exports = m->exports;
+        m->exports = nx;
         pthread_rwlock_unlock(&m->config_lock);
         config_free(old);
+        exports_free(old_exports);
 
         if (relogin) {
                 log_full(LOG_NOTICE, LOG_MSGID_CONFIG, NULL, "Visier credentials or origin changed: logging in again");

@@ -13,6 +13,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "publisher.h"
+#include "runner.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "token.h"
@@ -27,6 +28,9 @@ typedef struct Manager {
         TokenKeeper *token;
         Store *store;
         Publisher *publisher;
+        Runner *runner;
+        Exports *exports;        /* replaced on reload: read it under config_lock */
+        char results_dir[512];
         Metrics *metrics;
         HttpServer *http;
         sd_event *event;

@@ -77,6 +77,42 @@ int ratelimit_try_take(RateLimit *rl, usec_t now, usec_t *ret_wait) {
         return r;
 }
 
+int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *ret_wait) {
+        double need_m, need_h;
+        int r = 0;
+
+        pthread_mutex_lock(&rl->lock);
+        refill(rl, now);
+        need_m = 1.0 + reserve * rl->minute_cap;
+        need_h = 1.0 + reserve * rl->hour_cap;
+        if (now < rl->blocked_until) {
+                *ret_wait = rl->blocked_until - now;
+                r = -EAGAIN;
+        } else if (rl->minute_tokens >= need_m && rl->hour_tokens >= need_h) {
+                rl->minute_tokens -= 1.0;
+                rl->hour_tokens -= 1.0;
+        } else {
+                usec_t wm = wait_for_one(rl->minute_tokens - (need_m - 1.0), rl->minute_cap, 60.0);
+                usec_t wh = wait_for_one(rl->hour_tokens - (need_h - 1.0), rl->hour_cap, 3600.0);
+                *ret_wait = (wm > wh ? wm : wh) ?: 1;
+                r = -EAGAIN;
+        }
+        pthread_mutex_unlock(&rl->lock);
+        return r;
+}
+
+int ratelimit_take_low(RateLimit *rl, usec_t deadline, double reserve) {
+        for (;;) {
+                usec_t now = clock_now(), wait = 0;
+
+                if (ratelimit_try_take_low(rl, now, reserve, &wait) == 0)
+                        return 0;
+                if (now + wait > deadline)
+                        return -ETIMEDOUT;
+                clock_sleep(wait);
+        }
+}
+
 int ratelimit_take(RateLimit *rl, usec_t deadline) {
         for (;;) {
                 usec_t now = clock_now(), wait = 0;

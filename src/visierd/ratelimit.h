@@ -33,6 +33,12 @@ int ratelimit_try_take(RateLimit *rl, usec_t now, usec_t *ret_wait);
 /* Take one call, sleeping while the budget is empty; -ETIMEDOUT if it would pass deadline. */
 int ratelimit_take(RateLimit *rl, usec_t deadline);
 
+/* Like ratelimit_try_take(), for background work: takes a call only while more than a
+ * `reserve` share (0..1) of both buckets is left, so interactive calls keep that share. */
+int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *ret_wait);
+/* Like ratelimit_take(), with the reserve of ratelimit_try_take_low(). */
+int ratelimit_take_low(RateLimit *rl, usec_t deadline, double reserve);
+
 /* Take one call even if that overdraws the budget (the login must not wait behind reads). */
 void ratelimit_take_forced(RateLimit *rl, usec_t now);
 

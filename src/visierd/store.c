@@ -1026,7 +1026,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 return r;
 
         /* The oldest due queued job that no earlier unfinished job conflicts with. */
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' ORDER BY id");
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' ORDER BY id");
         if (r < 0)
                 goto out;
         while (sqlite3_step(st.st) == SQLITE_ROW) {
@@ -1058,7 +1058,8 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         items = (size_t) first.n_items;
 
         /* Followers: the queued jobs right after it, while they can share the call. */
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id LIMIT 1000");
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' AND id > ? "
+                    "ORDER BY id LIMIT 1000");
         if (r < 0)
                 goto out;
         sqlite3_bind_int64(st.st, 1, first.id);
@@ -1103,7 +1104,7 @@ int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
         int r;
 
         pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' ORDER BY id");
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' AND operation != 'export' ORDER BY id");
         while (r >= 0 && sqlite3_step(st.st) == SQLITE_ROW) {
                 JobHead h = {};
                 Batch *b = NULL, **nl;
@@ -1204,4 +1205,60 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
         r = step_done(&st);
         stmt_done(&st);
         return r;
+}
+
+/* ---- export runs ---- */
+
+int store_export_claim(Store *s, int64_t now, int64_t *ret_id, char **ret_request) {
+        Stmt st = {};
+        int64_t id = 0;
+        char *request = NULL;
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        r = prepare(s, &st,
+                    "SELECT id, request_body FROM jobs WHERE state = 'queued' AND operation = 'export' AND "
+                    "next_run_at <= ? ORDER BY id LIMIT 1");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, now);
+                if (sqlite3_step(st.st) == SQLITE_ROW) {
+                        id = sqlite3_column_int64(st.st, 0);
+                        request = strndup(sqlite3_column_blob(st.st, 1) ?: "", (size_t) sqlite3_column_bytes(st.st, 1));
+                }
+                stmt_done(&st);
+        }
+        if (r >= 0 && id > 0) {
+                char set[64];
+                snprintf(set, sizeof(set), "started_at = %" PRId64, now_ms());
+                r = request ? transition_locked(s, id, JOB_QUEUED, JOB_RUNNING, set) : -ENOMEM;
+        }
+        if (store_end(s, r >= 0) < 0 && r >= 0)
+                r = -EIO;
+        if (r < 0 || id == 0) {
+                free(request);
+                *ret_id = 0;
+                return r;
+        }
+        *ret_id = id;
+        *ret_request = request;
+        return 0;
+}
+
+int store_export_requeue_orphans(Store *s) {
+        Stmt st = {};
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        /* An export run cut short by a restart simply runs again: it only reads. */
+        r = prepare(s, &st, "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running' AND operation = 'export'");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, now_ms());
+                r = step_done(&st);
+                stmt_done(&st);
+        }
+        return store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
 }

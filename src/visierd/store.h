@@ -125,5 +125,11 @@ int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_sta
                      long response_status, const char *response_body);
 int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo,
                       long upstream_status, const char *error);
+/* Export runs (operation "export"), which the publisher never claims: the oldest due queued
+ * one is marked running and its request (as submitted) returned; *ret_id is 0 if none. */
+int store_export_claim(Store *s, int64_t now_ms, int64_t *ret_id, char **ret_request);
+/* At start-up: runs left running by an earlier process are queued again. */
+int store_export_requeue_orphans(Store *s);
+
 /* Items of a job not yet succeeded (for building the job's answer). */
 json_t *store_job_item_results(Store *s, int64_t job_id);

@@ -686,3 +686,275 @@ out:
         settings_put(u, s);
         return r;
 }
+
+/* ---- streamed calls ---- */
+
+struct UpstreamStream {
+        Upstream *u;
+        Settings *s;
+        CURLM *multi;
+        CURL *h;
+        struct curl_slist *headers;
+        Transfer t;            /* header fields of the answer */
+        char *buf;             /* body bytes received and not yet read */
+        size_t head, tail;
+        bool paused, done, headers_done;
+        CURLcode result;
+        long status;
+        usec_t started;
+        const char *endpoint;
+};
+
+static size_t stream_on_body(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        UpstreamStream *st = userdata;
+        size_t n = size * nmemb;
+
+        if (st->head > 0 && st->tail + n > UPSTREAM_STREAM_BUFFER) {
+                memmove(st->buf, st->buf + st->head, st->tail - st->head);
+                st->tail -= st->head;
+                st->head = 0;
+        }
+        if (st->tail + n > UPSTREAM_STREAM_BUFFER) {
+                /* Full: libcurl keeps this chunk and hands it over again once we resume. */
+                st->paused = true;
+                return CURL_WRITEFUNC_PAUSE;
+        }
+        memcpy(st->buf + st->tail, ptr, n);
+        st->tail += n;
+        return n;
+}
+
+static size_t stream_on_header(char *line, size_t size, size_t nmemb, void *userdata) {
+        UpstreamStream *st = userdata;
+        size_t n = size * nmemb;
+
+        if ((n == 2 && line[0] == '\r' && line[1] == '\n') || (n == 1 && line[0] == '\n')) {
+                long status = 0;
+                curl_easy_getinfo(st->h, CURLINFO_RESPONSE_CODE, &status);
+                if (status >= 200) {
+                        st->status = status;
+                        st->headers_done = true;
+                }
+                return n;
+        }
+        return on_header(line, size, nmemb, &st->t);
+}
+
+/* Run the transfer until cond holds, the transfer ends, or (for the headers) the deadline. */
+static void stream_drive(UpstreamStream *st, bool want_headers, usec_t deadline) {
+        for (;;) {
+                int running = 0, left;
+                CURLMsg *msg;
+
+                curl_multi_perform(st->multi, &running);
+                while ((msg = curl_multi_info_read(st->multi, &left)))
+                        if (msg->msg == CURLMSG_DONE) {
+                                st->done = true;
+                                st->result = msg->data.result;
+                        }
+                if (st->done || (want_headers ? st->headers_done : st->tail > st->head))
+                        return;
+                if (want_headers && clock_now() >= deadline) {
+                        st->done = true;
+                        st->result = CURLE_OPERATION_TIMEDOUT;
+                        return;
+                }
+                curl_multi_poll(st->multi, NULL, 0, 1000, NULL);
+        }
+}
+
+static void stream_release_handle(UpstreamStream *st) {
+        if (st->h) {
+                curl_multi_remove_handle(st->multi, st->h);
+                curl_easy_setopt(st->h, CURLOPT_HTTPHEADER, NULL);
+                /* A handle whose transfer was cut short is not reused: its connection is gone. */
+                if (st->done && st->result == CURLE_OK)
+                        handle_put(st->u, st->h);
+                else
+                        curl_easy_cleanup(st->h);
+                st->h = NULL;
+        }
+        slist_wipe_free(st->headers);
+        st->headers = NULL;
+}
+
+UpstreamStream *upstream_stream_close(UpstreamStream *st) {
+        if (!st)
+                return NULL;
+        if (st->h && !st->done)
+                st->result = CURLE_ABORTED_BY_CALLBACK;
+        stream_release_handle(st);
+        if (st->multi)
+                curl_multi_cleanup(st->multi);
+        transfer_reset(&st->t, 0);
+        free(st->buf);
+        if (st->s)
+                settings_put(st->u, st->s);
+        free(st);
+        return NULL;
+}
+
+/* One attempt: start the call and wait for its answer's headers. */
+static int stream_attempt(UpstreamStream *st, const UpstreamRequest *req, const char *url, const Secret *token,
+                          usec_t deadline) {
+        usec_t now = clock_now();
+        CURL *h;
+
+        h = handle_get(st->u);
+        st->headers = build_headers(req, st->s, token);
+        if (!h || !st->headers) {
+                if (h)
+                        handle_put(st->u, h);
+                return -ENOMEM;
+        }
+        st->h = h;
+        st->head = st->tail = 0;
+        st->paused = st->done = st->headers_done = false;
+        st->status = 0;
+        transfer_reset(&st->t, 0);
+        /* No overall timeout: an export may stream for a long time. A stall is what fails it. */
+        setup_handle(st->u, h, st->s, deadline - now, &st->t);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 0L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long) (st->s->request_timeout / USEC_PER_SEC));
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, stream_on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, st);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, stream_on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, st);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, st->headers);
+        if (req->body) {
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body);
+                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+        }
+        if (!streq(req->method, "GET") && !streq(req->method, "POST"))
+                curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, req->method);
+        st->started = now;
+        curl_multi_add_handle(st->multi, h);
+        stream_drive(st, true, deadline);
+        observe(st->u, st->endpoint, st->headers_done ? st->status : 0, st->started);
+        observe_budget(st->u, &st->t);
+        return 0;
+}
+
+int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream **ret, long *ret_status,
+                         char **ret_content_type, char *err, size_t errlen) {
+        UpstreamStream *st;
+        _cleanup_free_ char *url = NULL;
+        unsigned failed_attempts = 0;
+        bool retried_401 = false;
+        usec_t deadline;
+        int r;
+
+        st = calloc(1, sizeof(*st));
+        if (!st)
+                return -ENOMEM;
+        st->u = u;
+        st->s = settings_get(u);
+        st->endpoint = req->endpoint ? req->endpoint : req->path;
+        st->multi = curl_multi_init();
+        st->buf = malloc(UPSTREAM_STREAM_BUFFER);
+        if (!st->multi || !st->buf ||
+            asprintf(&url, "%s%s%s%s", st->s->base_url, req->path, req->query && *req->query ? "?" : "",
+                     req->query ? req->query : "") < 0) {
+                url = NULL;
+                upstream_stream_close(st);
+                return -ENOMEM;
+        }
+        deadline = clock_now() + st->s->request_timeout;
+
+        for (;;) {
+                _cleanup_(secret_freep) Secret *token = NULL;
+                uint64_t generation = 0;
+
+                r = token_acquire(u->tk, deadline, &token, &generation, err, errlen);
+                if (r < 0) {
+                        r = r == -ETIMEDOUT ? -ENOKEY : r;
+                        break;
+                }
+                if (u->rl && (req->background ? ratelimit_take_low(u->rl, deadline, UPSTREAM_BACKGROUND_RESERVE)
+                                              : ratelimit_take(u->rl, deadline)) < 0) {
+                        r = -EBUSY;
+                        snprintf(err, errlen, "the Visier rate budget has no call left before the request timeout");
+                        break;
+                }
+                STAT_INC(u, calls);
+                r = stream_attempt(st, req, url, token, deadline);
+                if (r < 0) {
+                        snprintf(err, errlen, "out of memory");
+                        break;
+                }
+                if (!st->headers_done) {
+                        r = st->result == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
+                        snprintf(err, errlen, "%s %s: %s", req->method, req->path, curl_easy_strerror(st->result));
+                        stream_release_handle(st);
+                        if (req->idempotent && failed_attempts < st->s->max_retries && r == -EHOSTUNREACH) {
+                                usec_t d = retry_delay(++failed_attempts);
+                                if (clock_now() + d < deadline) {
+                                        STAT_INC(u, retries);
+                                        clock_sleep(d);
+                                        continue;
+                                }
+                        }
+                        STAT_INC(u, failures);
+                        break;
+                }
+                if (st->status == 401 && !retried_401) {
+                        STAT_INC(u, unauthorized);
+                        stream_release_handle(st);
+                        token_invalidate(u->tk, generation);
+                        retried_401 = true;
+                        continue;
+                }
+                if (st->status == 429) {
+                        usec_t wait = st->t.retry_after >= 0 ? (usec_t) st->t.retry_after * USEC_PER_SEC
+                                                             : UPSTREAM_RETRY_AFTER_DEFAULT;
+                        STAT_INC(u, throttled);
+                        if (u->rl)
+                                ratelimit_block(u->rl, clock_now() + wait);
+                        if (clock_now() + wait < deadline) {
+                                stream_release_handle(st);
+                                if (!u->rl)
+                                        clock_sleep(wait);
+                                continue;
+                        }
+                } else if (st->status >= 500 && req->idempotent && failed_attempts < st->s->max_retries) {
+                        usec_t d = retry_delay(++failed_attempts);
+                        if (clock_now() + d < deadline) {
+                                STAT_INC(u, retries);
+                                stream_release_handle(st);
+                                clock_sleep(d);
+                                continue;
+                        }
+                }
+                *ret_status = st->status;
+                *ret_content_type = st->t.content_type ? strdup(st->t.content_type) : NULL;
+                *ret = st;
+                return 0;
+        }
+        upstream_stream_close(st);
+        return r;
+}
+
+ssize_t upstream_stream_read(UpstreamStream *st, char *buf, size_t len) {
+        size_t n;
+
+        if (st->tail == st->head) {
+                if (st->paused) {
+                        st->paused = false;
+                        curl_easy_pause(st->h, CURLPAUSE_CONT);
+                }
+                if (!st->done)
+                        stream_drive(st, false, USEC_INFINITY);
+        }
+        if (st->tail > st->head) {
+                n = st->tail - st->head < len ? st->tail - st->head : len;
+                memcpy(buf, st->buf + st->head, n);
+                st->head += n;
+                if (st->head == st->tail)
+                        st->head = st->tail = 0;
+                return (ssize_t) n;
+        }
+        /* Nothing left: the end of the body, or a transfer that broke off. */
+        return st->result == CURLE_OK ? 0 : -EIO;
+}

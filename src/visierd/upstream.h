@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "clock.h"
 #include "ratelimit.h"
@@ -47,7 +48,12 @@ typedef struct UpstreamRequest {
         const char *body;            /* or NULL */
         size_t body_len;
         bool idempotent;             /* may be retried after a network error or 5xx */
+        bool background;             /* yields the rate budget's reserve to interactive calls */
 } UpstreamRequest;
+
+/* Share of the rate budget kept for interactive calls when background work (export runs)
+ * takes calls. */
+#define UPSTREAM_BACKGROUND_RESERVE 0.25
 
 typedef struct UpstreamResponse {
         long status;
@@ -93,3 +99,19 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
 void upstream_response_done(UpstreamResponse *r);
 
 void upstream_stats(Upstream *u, UpstreamStats *ret);
+
+/*
+ * Streamed calls, for answers too large to hold (data exports). upstream_stream_open() makes
+ * the call — token, rate budget, and the same retries as upstream_call(), all before any body
+ * byte is handed out — and returns once Visier's status and headers are in. The body is then
+ * read piece by piece: at most UPSTREAM_STREAM_BUFFER bytes are held, and libcurl is paused
+ * while the reader is slower than Visier. A transfer that breaks off makes the read fail
+ * (-EIO) rather than end early, so a short export is never mistaken for a whole one.
+ */
+#define UPSTREAM_STREAM_BUFFER (256 * 1024)
+typedef struct UpstreamStream UpstreamStream;
+int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream **ret, long *ret_status,
+                         char **ret_content_type, char *err, size_t errlen);
+/* > 0 bytes read, 0 at the end of the body, -EIO if the transfer failed. Blocks. */
+ssize_t upstream_stream_read(UpstreamStream *st, char *buf, size_t len);
+UpstreamStream *upstream_stream_close(UpstreamStream *st);

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Export runs: one thread that takes queued runs of named exports from the job store, streams
+ * each query's answer from Visier into a file under the results directory (never holding it
+ * in memory), and records the outcome on the job. Runs take their calls from the shared rate
+ * budget in the background, leaving a reserve to interactive calls. Old result files are
+ * removed once their jobs have been pruned. Never logs: outcomes go to the event callback.
+ */
+#pragma once
+
+#include "exports.h"
+#include "store.h"
+#include "upstream.h"
+
+#define RUNNER_RESULT_SWEEP (60 * USEC_PER_SEC)
+
+typedef void (*runner_event_fn)(void *userdata, int64_t job_id, bool ok, const char *message);
+
+typedef struct Runner Runner;
+
+int runner_new(Store *store, Upstream *upstream, const char *results_dir, runner_event_fn event, void *userdata,
+               Runner **ret);
+int runner_start(Runner *r);
+/* Stops after the run in progress (which is cut short and queued again at the next start). */
+Runner *runner_free(Runner *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Runner *, runner_free);
+void runner_wake(Runner *r);
+
+/* The result file of a run ("DIR/ID.csv"); the format's extension. */
+void runner_result_path(const char *results_dir, int64_t job_id, ExportFormat format, char *buf, size_t len);
