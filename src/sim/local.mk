@@ -17,6 +17,10 @@ visier_sim_SOURCES = \
 	src/sim/sim-model-data.c \
 	src/sim/sim-model-data.h \
 	src/sim/sim-parse.c \
+	src/sim/sim-query.c \
+	src/sim/sim-query.h \
+	src/sim/sim-query-data.c \
+	src/sim/sim-query-data.h \
 	src/sim/sim-parse.h \
 	src/sim/sim-rate.c \
 	src/sim/sim-rate.h \

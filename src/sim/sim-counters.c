@@ -37,6 +37,9 @@ static const char *const counter_table[_COUNTER_MAX] = {
         [COUNTER_WRITE_ITEMS] = "write_items",
         [COUNTER_PRODUCTION_VERSION] = "production_version",
         [COUNTER_PUBLISH_OVERLAPS] = "publish_overlaps",
+        [COUNTER_QUERY_ABORTS_INJECTED] = "query_aborts_injected",
+        [COUNTER_QUERY_CALLS] = "query_calls",
+        [COUNTER_QUERY_EXPORTS_REFUSED] = "query_exports_refused",
 };
 
 const char *counter_id_to_string(CounterId id) {

@@ -40,6 +40,9 @@ static const FaultField fault_fields[] = {
         FIELD(next_throttles, FAULTS_NEXT_MAX),
         FIELD(publish_ms, FAULTS_PUBLISH_MAX_MS),
         FIELD(next_apply_then_drop, FAULTS_NEXT_MAX),
+        FIELD(query_rows, FAULTS_QUERY_ROWS_MAX),
+        FIELD(next_query_abort_after_bytes, FAULTS_ABORT_BYTES_MAX),
+        FIELD(query_abort_after_bytes, FAULTS_ABORT_BYTES_MAX),
 };
 #undef FIELD
 
@@ -139,6 +142,7 @@ static json_t *settings_to_json(FaultSettings *s) {
                         goto fail;
         if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0 ||
             json_object_set_new(o, "reject_overlaps", json_boolean(s->reject_overlaps)) < 0 ||
+            json_object_set_new(o, "exports_disabled", json_boolean(s->exports_disabled)) < 0 ||
             json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
         return o;
@@ -172,15 +176,18 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                 const FaultField *field = NULL;
                 size_t i;
 
-                if (streq(key, "faults_include_login") || streq(key, "reject_overlaps")) {
+                if (streq(key, "faults_include_login") || streq(key, "reject_overlaps") ||
+                    streq(key, "exports_disabled")) {
                         if (!json_is_boolean(value)) {
                                 snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
                         }
                         if (streq(key, "faults_include_login"))
                                 s.faults_include_login = json_is_true(value);
-                        else
+                        else if (streq(key, "reject_overlaps"))
                                 s.reject_overlaps = json_is_true(value);
+                        else
+                                s.exports_disabled = json_is_true(value);
                         continue;
                 }
                 if (streq(key, "reject_display_name")) {
@@ -237,6 +244,18 @@ bool faults_take_apply_then_drop(Faults *f) {
         }
         pthread_mutex_unlock(&f->lock);
         return drop;
+}
+
+void faults_query_settings(Faults *f, bool take_abort, QueryFaults *ret) {
+        pthread_mutex_lock(&f->lock);
+        ret->rows = f->s.query_rows;
+        ret->exports_disabled = f->s.exports_disabled;
+        ret->abort_after_bytes = f->s.query_abort_after_bytes;
+        if (take_abort && f->s.next_query_abort_after_bytes > 0) {
+                ret->abort_after_bytes = f->s.next_query_abort_after_bytes;
+                f->s.next_query_abort_after_bytes = 0;
+        }
+        pthread_mutex_unlock(&f->lock);
 }
 
 void faults_reset(Faults *f) {

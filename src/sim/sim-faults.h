@@ -2,7 +2,8 @@
 /*
  * Injected faults: latency, random 503/429/dropped connections and one-shot counters that
  * make the next N outcomes deterministic, plus the permission-write knobs (publish duration,
- * overlap rejection, apply-then-drop, a display name to refuse). Thread-safe.
+ * overlap rejection, apply-then-drop, a display name to refuse) and the data-query knobs (answer
+ * size, answers cut mid-transfer, exports disabled). Thread-safe.
  */
 #pragma once
 
@@ -15,6 +16,11 @@
 #define FAULTS_RETRY_AFTER_MAX UINT64_C(86400)
 #define FAULTS_NEXT_MAX UINT64_C(1000000)
 #define FAULTS_PUBLISH_MAX_MS UINT64_C(600000)
+/* query_rows: records a list, SQL-like or snapshot query answers by default, and at most. */
+#define FAULTS_QUERY_ROWS_DEFAULT UINT64_C(200)
+#define FAULTS_QUERY_ROWS_MAX UINT64_C(1000000000)
+/* Largest query_abort_after_bytes / next_query_abort_after_bytes (1 TiB). */
+#define FAULTS_ABORT_BYTES_MAX (UINT64_C(1) << 40)
 /* Longest reject_display_name, in bytes. */
 #define FAULTS_NAME_MAX 256
 
@@ -30,12 +36,16 @@ typedef struct FaultSettings {
         uint64_t next_throttles;
         uint64_t publish_ms;            /* every permission write publishes this long */
         uint64_t next_apply_then_drop;  /* writes applied and published, then dropped unanswered */
+        uint64_t query_rows;            /* records behind list, SQL-like and snapshot answers */
+        uint64_t next_query_abort_after_bytes;  /* one-shot: the next data query answer is cut after N bytes */
+        uint64_t query_abort_after_bytes;       /* every data query answer is cut after N bytes; 0 = off */
         bool faults_include_login;
+        bool exports_disabled;          /* data queries answer 403 */
         bool reject_overlaps;           /* a write starting while another is in flight gets 409 */
         char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
 
-#define FAULT_SETTINGS_DEFAULT ((FaultSettings) { .retry_after = 1 })
+#define FAULT_SETTINGS_DEFAULT ((FaultSettings) { .retry_after = 1, .query_rows = FAULTS_QUERY_ROWS_DEFAULT })
 
 typedef enum FaultAction {
         FAULT_NONE,
@@ -77,6 +87,16 @@ void faults_write_settings(Faults *f, WriteFaults *ret);
 /* Consume one next_apply_then_drop if any is left; true when this write must be dropped. */
 bool faults_take_apply_then_drop(Faults *f);
 
+/* What a data query must do, decided once when it is about to answer. */
+typedef struct QueryFaults {
+        uint64_t rows;
+        uint64_t abort_after_bytes;     /* 0 = answer in full */
+        bool exports_disabled;
+} QueryFaults;
+
+/* Snapshot the query knobs, consuming next_query_abort_after_bytes when TAKE_ABORT is set. */
+void faults_query_settings(Faults *f, bool take_abort, QueryFaults *ret);
+
 /* Current settings as a JSON object (new reference), or NULL on OOM. */
 json_t *faults_to_json(Faults *f);
 
@@ -86,7 +106,7 @@ json_t *faults_to_json(Faults *f);
  */
 int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size);
 
-/* Back to no faults at all (retry_after 1). */
+/* Back to no faults at all (retry_after 1, query_rows FAULTS_QUERY_ROWS_DEFAULT). */
 void faults_reset(Faults *f);
 
 const char *fault_action_to_string(FaultAction a);

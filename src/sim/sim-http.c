@@ -14,6 +14,14 @@
  * in flight for publish_ms, and bumps production_version unless it went to a draft (ProjectID)
  * or to non-versioned artifacts (NonVersioned: true). An apply-then-drop fault closes the
  * connection only after all of that.
+ *
+ * DESIGN of a data query (POST /v1/data/query/{aggregate,list,sql,snapshot}): after the gateway
+ * steps it is counted (query_calls), refused 403 while exports_disabled is set, refused 406 when
+ * the Accept header names no format we write, checked whole (400 with a message naming the
+ * unknown metric, property, dimension or object, or the unsupported feature), and only then
+ * answered 200: a chunked response whose body a QueryStream writes while MHD sends it, so memory
+ * stays flat for a multi-gigabyte CSV. A query_abort fault is taken at that point; the reader
+ * then ends the transfer with an error after about that many bytes (query_aborts_injected).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,6 +37,7 @@
 #include "clock.h"
 #include "sim-http.h"
 #include "sim-parse.h"
+#include "sim-query.h"
 #include "sim-schema.h"
 
 #define LOGIN_PATH "/v1/admin/visierSecureToken"
@@ -86,17 +95,10 @@ typedef struct Reply {
 
 /* ---- answers --------------------------------------------------------------------------- */
 
-static enum MHD_Result reply_send(struct MHD_Connection *c, Reply *r) {
-        struct MHD_Response *resp;
-        enum MHD_Result ret;
+/* Content-Type, X-RateLimit-*, Retry-After and Allow of R onto RESP. */
+static void reply_headers(struct MHD_Response *resp, const Reply *r) {
         char buf[32];
 
-        resp = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
-        if (!resp) {
-                free(r->body);
-                return MHD_NO;
-        }
-        r->body = NULL;
         (void) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
         if (r->rate) {
                 snprintf(buf, sizeof(buf), "%" PRIu64, r->rate->limit_minute);
@@ -114,6 +116,19 @@ static enum MHD_Result reply_send(struct MHD_Connection *c, Reply *r) {
         }
         if (r->allow)
                 (void) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+}
+
+static enum MHD_Result reply_send(struct MHD_Connection *c, Reply *r) {
+        struct MHD_Response *resp;
+        enum MHD_Result ret;
+
+        resp = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(r->body);
+                return MHD_NO;
+        }
+        r->body = NULL;
+        reply_headers(resp, r);
         ret = MHD_queue_response(c, r->status, resp);
         MHD_destroy_response(resp);
         return ret;
@@ -384,6 +399,97 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
         return reply_json(c, MHD_HTTP_OK, out, rate);
 }
 
+/* ---- data queries ---------------------------------------------------------------------- */
+
+typedef struct QueryReader {
+        QueryStream *stream;
+        Counters *counters;
+        uint64_t abort_after;           /* 0 = answer in full */
+} QueryReader;
+
+static ssize_t query_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+        QueryReader *q = cls;
+        ssize_t n;
+
+        if (q->abort_after > 0) {
+                if (pos >= q->abort_after) {
+                        counters_inc(q->counters, COUNTER_QUERY_ABORTS_INJECTED);
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                if (max > q->abort_after - pos)
+                        max = (size_t) (q->abort_after - pos);
+        }
+        n = query_stream_read(q->stream, buf, max);
+        if (n < 0) {
+                fprintf(stderr, "visier-sim: data query: answer cut: %s\n", strerror((int) -n));
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+}
+
+static void query_reader_free(void *cls) {
+        QueryReader *q = cls;
+
+        if (!q)
+                return;
+        query_stream_free(q->stream);
+        free(q);
+}
+
+/* Answer an authenticated data query; see DESIGN at the top. */
+static enum MHD_Result v1_query(SimServer *s, struct MHD_Connection *c, const char *url, QueryKind kind,
+                                const Request *req, const RateInfo *rate) {
+        StatusOpts o = { .rate = rate };
+        Reply reply = { .status = MHD_HTTP_OK, .rate = rate };
+        char err[QUERY_ERROR_MAX] = "";
+        struct MHD_Response *resp;
+        QueryReader *reader;
+        QueryStream *stream = NULL;
+        QueryFaults qf;
+        QueryFormat format;
+        enum MHD_Result ret;
+        int r;
+
+        counters_inc(s->counters, COUNTER_QUERY_CALLS);
+        faults_query_settings(s->faults, false, &qf);
+        if (qf.exports_disabled) {
+                counters_inc(s->counters, COUNTER_QUERY_EXPORTS_REFUSED);
+                return reply_status(c, MHD_HTTP_FORBIDDEN, "Forbidden",
+                                    "Data queries and exports are not enabled for this tenant, or the API user does "
+                                    "not have the Consume Data Exports capability.", &o);
+        }
+        format = query_format_from_accept(header_value(c, MHD_HTTP_HEADER_ACCEPT));
+        if (format < 0)
+                return reply_status(c, MHD_HTTP_NOT_ACCEPTABLE, "NotAcceptable",
+                                    "The Accept header must allow application/json, application/jsonlines or text/csv.",
+                                    &o);
+
+        r = query_stream_new(kind, format, req->body, req->size, qf.rows, err, sizeof(err), &stream);
+        if (r == -EINVAL && err[0])
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
+
+        reader = calloc(1, sizeof(*reader));
+        if (!reader) {
+                query_stream_free(stream);
+                return MHD_NO;
+        }
+        faults_query_settings(s->faults, true, &qf);
+        *reader = (QueryReader) { .stream = stream, .counters = s->counters, .abort_after = qf.abort_after_bytes };
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, QUERY_CHUNK, query_reader, reader,
+                                                 query_reader_free);
+        if (!resp) {
+                query_reader_free(reader);
+                return MHD_NO;
+        }
+        reply.content_type = query_format_to_content_type(format);
+        reply_headers(resp, &reply);
+        ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return ret;
+}
+
 /* Answer an authenticated /v1 call. */
 static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
                                 const Request *req, const RateInfo *rate) {
@@ -472,6 +578,10 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
                                                                                "tenantFilter"),
                                                    start, limit, &body);
+        } else if (seg_is(seg, n, 4, "v1", "data", "query", NULL) && query_kind_from_string(seg[3]) >= 0) {
+                if (!post)
+                        return reply_method_not_allowed(c, "POST", rate);
+                return v1_query(s, c, url, query_kind_from_string(seg[3]), req, rate);
         } else if (seg_is(seg, n, 4, "v1", "data", "model", "analytic-objects")) {
                 REQUIRE_GET;
                 r = query_list(c, "id", &ids, &ql);
@@ -727,7 +837,7 @@ static Request *request_free(Request *req) {
         return NULL;
 }
 
-/* Permission writes may carry up to 1000 definitions; everything else stays small. */
+/* Permission writes may carry up to 1000 definitions, data queries many columns; the rest stays small. */
 static Request *request_new(const char *url, const char *method) {
         Request *req = calloc(1, sizeof(*req));
 
@@ -735,7 +845,8 @@ static Request *request_new(const char *url, const char *method) {
                 return NULL;
         req->max = strncmp(url, "/v1/admin/permissions", 21) == 0 && !streq(method, MHD_HTTP_METHOD_GET)
                            ? HTTP_WRITE_BODY_MAX
-                           : HTTP_BODY_MAX;
+                   : strncmp(url, "/v1/data/query/", 15) == 0 ? HTTP_QUERY_BODY_MAX
+                                                              : HTTP_BODY_MAX;
         req->allocated = 1;
         req->body = calloc(1, req->allocated);
         if (!req->body)

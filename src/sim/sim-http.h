@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The simulator's HTTP face: the Visier /v1 API (auth, rate limit, faults, model reads) and
+ * The simulator's HTTP face: the Visier /v1 API (auth, rate limit, faults, model reads, data
+ * queries streamed in chunks) and
  * the /_sim control API, served by libmicrohttpd with a thread per connection.
  */
 #pragma once
@@ -18,6 +19,8 @@
 #define HTTP_BODY_MAX 8192
 /* Largest body of a permission write (up to 1000 PermissionDTOs). */
 #define HTTP_WRITE_BODY_MAX (4 * 1024 * 1024)
+/* Largest body of a data query (up to QUERY_COLUMNS_MAX columns, filters, axes). */
+#define HTTP_QUERY_BODY_MAX (64 * 1024)
 #define HTTP_CONNECTIONS_MAX 256
 #define HTTP_CONNECTION_TIMEOUT_SEC 30
 

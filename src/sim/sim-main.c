@@ -64,6 +64,7 @@ enum {
         ARG_PUBLISH_MS,
         ARG_REJECT_OVERLAPS,
         ARG_REJECT_DISPLAY_NAME,
+        ARG_QUERY_ROWS,
         ARG_VERSION,
 };
 
@@ -88,6 +89,7 @@ static const NumericOption numeric_options[] = {
         NUM(ARG_THROTTLE_RATE, "throttle-rate", 0, 100, faults.throttle_rate),
         NUM(ARG_RETRY_AFTER, "retry-after", 0, FAULTS_RETRY_AFTER_MAX, faults.retry_after),
         NUM(ARG_PUBLISH_MS, "publish-ms", 0, FAULTS_PUBLISH_MAX_MS, faults.publish_ms),
+        NUM(ARG_QUERY_ROWS, "query-rows", 0, FAULTS_QUERY_ROWS_MAX, faults.query_rows),
 };
 #undef NUM
 
@@ -122,6 +124,7 @@ static void help(void) {
                "  --publish-ms N           how long every permission write publishes (default 0)\n"
                "  --reject-overlaps        answer 409 to a permission write that overlaps another\n"
                "  --reject-display-name S  answer 400 to a create/update carrying this displayName\n"
+               "  --query-rows N           records behind list/sql/snapshot answers (default 200)\n"
                "\n"
                "  -h --help                show this help\n"
                "     --version             show the version\n"
@@ -150,6 +153,7 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 { "publish-ms", required_argument, NULL, ARG_PUBLISH_MS },
                 { "reject-overlaps", no_argument, NULL, ARG_REJECT_OVERLAPS },
                 { "reject-display-name", required_argument, NULL, ARG_REJECT_DISPLAY_NAME },
+                { "query-rows", required_argument, NULL, ARG_QUERY_ROWS },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}

@@ -83,8 +83,9 @@ int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *re
 
         pthread_mutex_lock(&rl->lock);
         refill(rl, now);
+        /* The reserve is a share of a minute's budget, kept in both buckets. */
         need_m = 1.0 + reserve * rl->minute_cap;
-        need_h = 1.0 + reserve * rl->hour_cap;
+        need_h = need_m;
         if (now < rl->blocked_until) {
                 *ret_wait = rl->blocked_until - now;
                 r = -EAGAIN;

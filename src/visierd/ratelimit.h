@@ -34,7 +34,8 @@ int ratelimit_try_take(RateLimit *rl, usec_t now, usec_t *ret_wait);
 int ratelimit_take(RateLimit *rl, usec_t deadline);
 
 /* Like ratelimit_try_take(), for background work: takes a call only while more than a
- * `reserve` share (0..1) of both buckets is left, so interactive calls keep that share. */
+ * `reserve` share (0..1) of a minute's budget is left in both buckets, so interactive calls
+ * keep that much. */
 int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *ret_wait);
 /* Like ratelimit_take(), with the reserve of ratelimit_try_take_low(). */
 int ratelimit_take_low(RateLimit *rl, usec_t deadline, double reserve);
