@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "dev.h"
+#include "exports.h"
 #include "log.h"
 #include "manager.h"
 
@@ -108,6 +109,19 @@ int main(int argc, char *argv[]) {
                         return EXIT_CONFIG;
         }
         if (check_only) {
+                _cleanup_(exports_freep) Exports *exports = NULL;
+                char **errors = NULL;
+                size_t n = 0;
+
+                r = exports_load(config->exports_dir, &exports, &errors, &n);
+                for (size_t i = 0; i < n; i++)
+                        fprintf(stderr, "export definition: %s\n", errors[i]);
+                exports_errors_free(errors, n);
+                if (r < 0) {
+                        config_free(config);
+                        dev_stop(&d);
+                        return EXIT_CONFIG;
+                }
                 printf("configuration OK\n");
                 config_free(config);
                 dev_stop(&d);
