@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi
+unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
@@ -32,6 +32,9 @@ tests_check_store_LDADD = $(TEST_LDADD)
 tests_check_openapi_SOURCES = tests/check-openapi.c
 tests_check_openapi_CFLAGS = $(TEST_CFLAGS)
 tests_check_openapi_LDADD = $(TEST_LDADD)
+tests_check_exports_SOURCES = tests/check-exports.c
+tests_check_exports_CFLAGS = $(TEST_CFLAGS)
+tests_check_exports_LDADD = $(TEST_LDADD)
 tests_test_proxy_SOURCES = tests/test-proxy.c
 tests_test_proxy_CFLAGS = $(TEST_CFLAGS)
 tests_test_proxy_LDADD = $(TEST_LDADD)
