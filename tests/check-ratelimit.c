@@ -77,6 +77,25 @@ START_TEST(test_retry_after_blocks) {
 }
 END_TEST
 
+START_TEST(test_background_leaves_a_reserve) {
+        RateLimit rl;
+        usec_t wait = 0;
+        int background = 0;
+
+        ratelimit_init(&rl, 100, 6000, T0);
+        /* Background work stops while a quarter of a minute's budget is left... */
+        while (ratelimit_try_take_low(&rl, T0, 0.25, &wait) == 0)
+                background++;
+        ck_assert_int_eq(background, 75);
+        ck_assert_uint_gt(wait, 0);
+        /* ...which interactive calls can still use. */
+        for (int i = 0; i < 25; i++)
+                ck_assert_int_eq(ratelimit_try_take(&rl, T0, &wait), 0);
+        ck_assert_int_eq(ratelimit_try_take(&rl, T0, &wait), -EAGAIN);
+        ratelimit_done(&rl);
+}
+END_TEST
+
 static Suite *ratelimit_suite(void) {
         Suite *s = suite_create("ratelimit");
         TCase *tc = tcase_create("core");
@@ -85,6 +104,7 @@ static Suite *ratelimit_suite(void) {
         tcase_add_test(tc, test_hour_cap_binds);
         tcase_add_test(tc, test_headers_only_lower);
         tcase_add_test(tc, test_retry_after_blocks);
+        tcase_add_test(tc, test_background_leaves_a_reserve);
         suite_add_tcase(s, tc);
         return s;
 }
