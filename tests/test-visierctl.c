@@ -3,7 +3,9 @@
  * Integration: the real visierctl against the real visierd and visier-sim. Every command in
  * table and --json form, and every documented exit status: 0 success, 1 failed job or
  * refused request, 2 usage, 3 unreachable, 4 timeout, 5 not ready. A tiny canned HTTP server
- * checks the exact Authorization line, a 5xx answer and the HTTP timeout.
+ * checks the exact Authorization line, a 5xx answer and the HTTP timeout. Named exports are
+ * listed, and streamed to files byte-identical to what visierd serves; a broken transfer
+ * leaves no file behind.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -13,6 +15,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "clock.h"
 #include "harness.h"
@@ -671,12 +674,237 @@ START_TEST(test_server_error_and_http_timeout) {
 }
 END_TEST
 
+/* ---- named exports ---- */
+
+static const char *const employees_def =
+        "{\"description\":\"Employees\",\"query\":\"list\",\"format\":\"csv\",\"body\":"
+        "{\"source\":{\"analyticObject\":\"Employee\"},\"columns\":["
+        "{\"columnDefinition\":{\"property\":{\"name\":\"EmployeeID\",\"qualifyingPath\":\"Employee\"}}},"
+        "{\"columnDefinition\":{\"property\":{\"name\":\"Full_Name\",\"qualifyingPath\":\"Employee\"}}}],"
+        "\"timeInterval\":{\"fromDateTime\":\"2025-01-01\"}},"
+        "\"parameters\":{\"from\":{\"path\":\"/timeInterval/fromDateTime\",\"default\":\"2025-01-01\","
+        "\"pattern\":\"^[0-9]{4}-[0-9]{2}-[0-9]{2}$\"}}}";
+
+/* Start both, with an exports.d that defines "employees". */
+static void start_with_export(void) {
+        char dir[256], def[320], *conf, *all;
+
+        sim_start(&sim, unlimited);
+        visierd_write_config(&vd, &sim, FAST, NULL);
+        snprintf(dir, sizeof(dir), "%s/exports.d", vd.dir);
+        conf = harness_read_file(vd.config);
+        ck_assert_ptr_nonnull(conf);
+        ck_assert_int_ge(asprintf(&all, "%s\n[exports]\ndirectory = %s\n", conf, dir), 0);
+        harness_write_file(vd.config, all, 0644);
+        free(conf);
+        free(all);
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+        snprintf(def, sizeof(def), "%s/employees.json", dir);
+        harness_write_file(def, employees_def, 0644);
+        visierd_restart(&vd);
+        visierd_wait_ready(&vd);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+}
+
+/* What visierd serves at path, fetched directly. */
+static void fetch(const char *path, HttpResult *r) {
+        char *u = visierd_url(&vd, path);
+
+        http_request("GET", u, NULL, NULL, 30000, r);
+        free(u);
+        ck_assert_int_eq(r->curl_error, 0);
+        ck_assert_int_eq(r->status, 200);
+        ck_assert_uint_gt(r->len, 100);
+}
+
+static bool exists(const char *path) {
+        struct stat st;
+
+        return stat(path, &st) == 0;
+}
+
+/* The file holds exactly the bytes visierd serves at path. */
+static void assert_file_is(const char *file, const char *path) {
+        char *got = harness_read_file(file);
+        HttpResult r;
+
+        ck_assert_msg(got, "%s was not written", file);
+        fetch(path, &r);
+        ck_assert_msg(strlen(got) == r.len && memcmp(got, r.body, r.len) == 0,
+                      "%s: %zu bytes, but visierd serves %zu bytes at %s (or other bytes)", file, strlen(got), r.len,
+                      path);
+        http_result_done(&r);
+        free(got);
+}
+
+START_TEST(test_exports_list) {
+        char *out;
+        json_t *j, *x;
+
+        start_with_export();
+        ck_assert_int_eq(CTL(&out, "exports"), 0);
+        ck_assert_msg(strncmp(out, "NAME       QUERY  FORMAT  PARAMETERS       DESCRIPTION\n", 55) == 0, "header:\n%s",
+                      out);
+        assert_has(out, "\nemployees  list   csv     from=2025-01-01  Employees\n");
+        free(out);
+
+        ck_assert_int_eq(CTL(&out, "--json", "exports"), 0);
+        j = parse_one(out);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "exports")), 1);
+        x = json_array_get(json_object_get(j, "exports"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(x, "name")), "employees");
+        ck_assert_str_eq(json_string_value(json_object_get(x, "query")), "list");
+        ck_assert_str_eq(
+                json_string_value(json_object_get(json_object_get(json_object_get(x, "parameters"), "from"), "pattern")),
+                "^[0-9]{4}-[0-9]{2}-[0-9]{2}$");
+        json_decref(j);
+        free(out);
+}
+END_TEST
+
+START_TEST(test_export_to_file) {
+        char file[192], partial[256], *out;
+        HttpResult r;
+
+        start_with_export();
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"query_rows\":3000}"));
+        snprintf(file, sizeof(file), "%s/employees.csv", scratch);
+        snprintf(partial, sizeof(partial), "%s.partial", file);
+
+        /* The definition's format (csv), exactly as visierd serves it; nothing else printed. */
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file), 0);
+        ck_assert_str_eq(out, "");
+        free(out);
+        assert_file_is(file, "/exports/employees.csv");
+        ck_assert(!exists(partial));
+
+        ck_assert_int_eq(CTL(&out, "export", "--format", "jsonl", "employees", "--output", file), 0);
+        free(out);
+        assert_file_is(file, "/exports/employees.jsonl");
+
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file, "--param", "from=2024-06-01"), 0);
+        free(out);
+        assert_file_is(file, "/exports/employees.csv?from=2024-06-01");
+
+        /* To standard output, without -o or with "-". */
+        fetch("/exports/employees.json", &r);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "--format", "json"), 0);
+        ck_assert_msg(strlen(out) == r.len && memcmp(out, r.body, r.len) == 0, "standard output differs");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "--format", "json", "-o", "-"), 0);
+        ck_assert_msg(strlen(out) == r.len && memcmp(out, r.body, r.len) == 0, "standard output differs");
+        free(out);
+        http_result_done(&r);
+        ck_assert(!exists(partial));
+
+        /* A file that is not a regular one is written to, never replaced. */
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", "/dev/null"), 0);
+        free(out);
+        {
+                struct stat st;
+                ck_assert_int_eq(stat("/dev/null", &st), 0);
+                ck_assert(S_ISCHR(st.st_mode));
+                ck_assert(!exists("/dev/null.partial"));
+        }
+}
+END_TEST
+
+START_TEST(test_export_refused) {
+        char file[192], partial[256], *out;
+
+        start_with_export();
+        snprintf(file, sizeof(file), "%s/refused.csv", scratch);
+        snprintf(partial, sizeof(partial), "%s.partial", file);
+
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file, "--param", "from=yesterday"), 1);
+        assert_has(out, "visierctl: from: 'yesterday' is not a valid value");
+        assert_has(out, "(HTTP 400)");
+        free(out);
+        /* Names and values are URL-escaped: the value arrives as it was given. */
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file, "--param", "from=2024 06&x=#1"), 1);
+        assert_has(out, "from: '2024 06&x=#1' is not a valid value");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file, "--param", "region=emea"), 1);
+        assert_has(out, "region: export employees has no such parameter (HTTP 400)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "nothing", "-o", file), 1);
+        assert_has(out, "no export named nothing");
+        assert_has(out, "(HTTP 404)");
+        free(out);
+        ck_assert(!exists(file));
+        ck_assert(!exists(partial));
+
+        /* Usage errors. */
+        ck_assert_int_eq(CTL(&out, "export"), 2);
+        assert_has(out, "usage: visierctl export NAME");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "--format", "xml"), 2);
+        assert_has(out, "--format must be csv, jsonl or json");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "--param", "from"), 2);
+        assert_has(out, "--param takes NAME=VALUE");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "status", "-o", file), 2);
+        assert_has(out, "status does not take --output");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", "/nonexistent/dir/x.csv"), 2);
+        assert_has(out, "cannot create /nonexistent/dir/x.csv.partial");
+        free(out);
+}
+END_TEST
+
+START_TEST(test_export_broken) {
+        char file[192], partial[256], *out, *got;
+
+        start_with_export();
+        snprintf(file, sizeof(file), "%s/broken.csv", scratch);
+        snprintf(partial, sizeof(partial), "%s.partial", file);
+        set_faults("{\"query_rows\":20000,\"next_query_abort_after_bytes\":50000}");
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file), 1);
+        assert_has(out, "visierctl: the export broke off after ");
+        assert_has(out, " bytes");
+        free(out);
+        ck_assert(!exists(file));
+        ck_assert(!exists(partial));
+        ck_assert_int_eq(sim_counter(&sim, "query_aborts_injected"), 1);
+
+        /* Without the fault, the same export is whole. */
+        ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file), 0);
+        free(out);
+        got = harness_read_file(file);
+        ck_assert_uint_gt(strlen(got), 50000);
+        free(got);
+        ck_assert(!exists(partial));
+}
+END_TEST
+
+START_TEST(test_export_stalled) {
+        char file[192], *out;
+        Canned c;
+        usec_t t0;
+
+        /* visierd accepts the connection but sends nothing: the stall limit (--timeout), exit 4. */
+        snprintf(file, sizeof(file), "%s/stalled.csv", scratch);
+        canned_start(&c, NULL);
+        t0 = clock_now();
+        ck_assert_int_eq(CTL(&out, "--timeout", "1", "export", "employees", "-o", file), 4);
+        ck_assert_int_lt(clock_now() - t0, 5 * USEC_PER_SEC);
+        canned_stop(&c);
+        assert_has(out, "did not answer within the timeout");
+        free(out);
+        ck_assert_msg(strstr(c.request, "GET /exports/employees HTTP/1.1\r\n"), "request:\n%s", c.request);
+        ck_assert(!exists(file));
+}
+END_TEST
+
 START_TEST(test_usage) {
         char *out;
 
         ck_assert_int_eq(CTL(&out, "--help"), 0);
         assert_has(out, "Usage: visierctl");
         assert_has(out, "5  visierd is not ready");
+        assert_has(out, "  exports\n");
+        assert_has(out, "  export NAME [--format csv|jsonl|json] [-o FILE] [--param NAME=VALUE]...\n");
         free(out);
         ck_assert_int_eq(CTL(&out, "--version"), 0);
         assert_has(out, "visierctl " PACKAGE_VERSION);
@@ -724,6 +952,11 @@ int main(void) {
         tcase_add_test(tc, test_cancel);
         tcase_add_test(tc, test_jobs_list);
         tcase_add_test(tc, test_unix_socket);
+        tcase_add_test(tc, test_exports_list);
+        tcase_add_test(tc, test_export_to_file);
+        tcase_add_test(tc, test_export_refused);
+        tcase_add_test(tc, test_export_broken);
+        tcase_add_test(tc, test_export_stalled);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "client.h"
+#include "clock.h"
 #include "macro.h"
 
 struct Client {
@@ -218,29 +219,28 @@ static int client_header_add(struct curl_slist **list, const char *line) {
         return 0;
 }
 
-int client_call(Client *c, const char *method, const char *path, const char *const *headers, const char *body,
-                size_t body_len, unsigned long timeout_ms, ClientReply *ret, char *err, size_t errlen) {
-        struct curl_slist *list = NULL;
-        char curl_err[CURL_ERROR_SIZE] = "";
-        _cleanup_free_ char *url = NULL;
-        Buffer buf = {};
-        CURLcode code;
-        long status = 0;
-        int r = -ENOMEM;
+/* The header list may hold a copy of the token: wipe it before it is freed. */
+static void client_headers_free(struct curl_slist *list) {
+        for (struct curl_slist *l = list; l; l = l->next)
+                explicit_bzero(l->data, strlen(l->data));
+        curl_slist_free_all(list);
+}
 
-        if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
-                url = NULL;
-                return -ENOMEM;
-        }
+/* The header lines of one request and the options every request shares. On success the
+ * caller owns *ret_list and must give it to client_request_done. */
+static int client_request_setup(Client *c, const char *method, const char *url, const char *const *headers,
+                                bool json_body, char *curl_err, struct curl_slist **ret_list) {
+        struct curl_slist *list = NULL;
+
         for (size_t i = 0; headers && headers[i]; i++)
                 if (client_header_add(&list, headers[i]) < 0)
-                        goto out;
-        if (body && client_header_add(&list, "Content-Type: application/json") < 0)
-                goto out;
+                        goto fail;
+        if (json_body && client_header_add(&list, "Content-Type: application/json") < 0)
+                goto fail;
         if (c->auth_line && client_header_add(&list, c->auth_line) < 0)
-                goto out;
+                goto fail;
         if (client_header_add(&list, "Expect:") < 0) /* no 100-continue round trip */
-                goto out;
+                goto fail;
 
         curl_easy_reset(c->curl);
         curl_easy_setopt(c->curl, CURLOPT_URL, url);
@@ -253,14 +253,55 @@ int client_call(Client *c, const char *method, const char *path, const char *con
                 curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, c->socket_path);
         curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c->curl, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, (long) (timeout_ms ? timeout_ms : c->timeout_sec * 1000UL));
         curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, list);
-        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, client_on_write);
-        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &buf);
         curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, curl_err);
         curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "visierctl/" PACKAGE_VERSION);
         if (!streq(method, "GET"))
                 curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
+        *ret_list = list;
+        return 0;
+fail:
+        client_headers_free(list);
+        return -ENOMEM;
+}
+
+static void client_request_done(Client *c, struct curl_slist *list) {
+        client_headers_free(list);
+        curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL);
+}
+
+/* The answer in buf as a ClientReply (buf's data moves into it). */
+static int client_reply_take(long status, Buffer *buf, ClientReply *ret) {
+        if (!buf->data && !(buf->data = strdup("")))
+                return -ENOMEM;
+        ret->status = status;
+        ret->json = json_loadb(buf->data, buf->len, JSON_DECODE_ANY, NULL);
+        ret->body = TAKE_PTR(buf->data);
+        ret->len = buf->len;
+        return 0;
+}
+
+int client_call(Client *c, const char *method, const char *path, const char *const *headers, const char *body,
+                size_t body_len, unsigned long timeout_ms, ClientReply *ret, char *err, size_t errlen) {
+        struct curl_slist *list = NULL;
+        char curl_err[CURL_ERROR_SIZE] = "";
+        _cleanup_free_ char *url = NULL;
+        Buffer buf = {};
+        CURLcode code;
+        long status = 0;
+        int r;
+
+        if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
+                url = NULL;
+                return -ENOMEM;
+        }
+        r = client_request_setup(c, method, url, headers, body != NULL, curl_err, &list);
+        if (r < 0)
+                return r;
+        curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, (long) (timeout_ms ? timeout_ms : c->timeout_sec * 1000UL));
+        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, client_on_write);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &buf);
         if (body || streq(method, "POST")) {
                 curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) (body ? body_len : 0));
                 curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body ? body : "");
@@ -280,22 +321,121 @@ int client_call(Client *c, const char *method, const char *path, const char *con
                 goto out;
         }
         curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-        if (!buf.data && !(buf.data = strdup("")))
-                goto out;
-        ret->status = status;
-        ret->json = json_loadb(buf.data, buf.len, JSON_DECODE_ANY, NULL);
-        ret->body = TAKE_PTR(buf.data);
-        ret->len = buf.len;
-        r = 0;
+        r = client_reply_take(status, &buf, ret);
 out:
-        /* The header list held a copy of the token: wipe it before it is freed. */
-        for (struct curl_slist *l = list; l; l = l->next)
-                explicit_bzero(l->data, strlen(l->data));
-        curl_slist_free_all(list);
-        curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL);
+        client_request_done(c, list);
         free(buf.data);
         return r;
+}
+
+/* One streamed GET (see client_stream). */
+typedef struct Stream {
+        CURL *curl;
+        ClientSink sink;
+        void *userdata;
+        long status;    /* 0 until the first piece of the body */
+        Buffer answer;  /* the body of an answer that is not 2xx */
+        uint64_t bytes; /* given to the sink */
+        int sink_error;
+        usec_t last_data, stall_usec;
+        bool stalled;
+} Stream;
+
+static bool client_status_ok(long status) {
+        return status >= 200 && status < 300;
+}
+
+static size_t client_stream_on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        Stream *s = userdata;
+        size_t n = size * nmemb;
+        int r;
+
+        s->last_data = clock_now();
+        if (s->status == 0) /* the headers are in by the time the body starts */
+                curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
+        if (!client_status_ok(s->status))
+                return client_on_write(ptr, size, nmemb, &s->answer);
+        r = s->sink(ptr, n, s->userdata);
+        if (r < 0) {
+                s->sink_error = r;
+                return 0;
+        }
+        s->bytes += n;
+        return n;
+}
+
+/* Called at least once a second, also while nothing arrives: ends a transfer that stalled. */
+static int client_stream_on_progress(void *userdata, curl_off_t dltotal _unused_, curl_off_t dlnow _unused_,
+                                     curl_off_t ultotal _unused_, curl_off_t ulnow _unused_) {
+        Stream *s = userdata;
+
+        if (clock_now() - s->last_data < s->stall_usec)
+                return 0;
+        s->stalled = true;
+        return 1;
+}
+
+int client_stream(Client *c, const char *path, ClientSink sink, void *userdata, ClientReply *ret,
+                  uint64_t *ret_bytes, char *err, size_t errlen) {
+        Stream s = { .curl = c->curl, .sink = sink, .userdata = userdata,
+                     .stall_usec = c->timeout_sec * USEC_PER_SEC };
+        struct curl_slist *list = NULL;
+        char curl_err[CURL_ERROR_SIZE] = "";
+        _cleanup_free_ char *url = NULL;
+        CURLcode code;
+        long status = 0;
+        int r;
+
+        *ret_bytes = 0;
+        if (asprintf(&url, "%s%s", c->base_url, path) < 0) {
+                url = NULL;
+                return -ENOMEM;
+        }
+        r = client_request_setup(c, "GET", url, NULL, false, curl_err, &list);
+        if (r < 0)
+                return r;
+        /* No whole-request timeout, which would cut off a long export: a stall ends it. */
+        curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->timeout_sec * 1000UL));
+        curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, client_stream_on_write);
+        curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &s);
+        curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, client_stream_on_progress);
+        curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, &s);
+        curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
+
+        s.last_data = clock_now();
+        code = curl_easy_perform(c->curl);
+        curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+        *ret_bytes = s.bytes;
+        if (code == CURLE_OK)
+                r = client_reply_take(status, &s.answer, ret);
+        else if (s.sink_error < 0)
+                r = s.sink_error;
+        else if (s.stalled) {
+                client_set_error(err, errlen, "GET %s: nothing came for %u s", url, c->timeout_sec);
+                r = -ETIMEDOUT;
+        } else if (s.answer.overflow) {
+                client_set_error(err, errlen, "the answer is larger than %u bytes", CLIENT_REPLY_MAX);
+                r = -EFBIG;
+        } else {
+                client_set_error(err, errlen, "GET %s%s%s: %s", url, c->socket_path ? " over unix socket " : "",
+                                 strempty(c->socket_path), curl_err[0] ? curl_err : curl_easy_strerror(code));
+                r = code == CURLE_OUT_OF_MEMORY ? -ENOMEM
+                    : client_status_ok(status)  ? -EPIPE /* the answer began, and broke off */
+                                                : client_errno_from_curl(code);
+        }
+        client_request_done(c, list);
+        free(s.answer.data);
+        return r;
+}
+
+char *client_escape(Client *c, const char *s) {
+        char *e = curl_easy_escape(c->curl, s, 0), *copy;
+
+        if (!e)
+                return NULL;
+        copy = strdup(e);
+        curl_free(e);
+        return copy;
 }
 
 const char *client_reply_message(const ClientReply *r) {

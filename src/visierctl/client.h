@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CLIENT_DEFAULT_URL "http://127.0.0.1:8420"
 #define CLIENT_DEFAULT_TIMEOUT_SEC 30
@@ -44,6 +45,22 @@ Client *client_free(Client *c);
 int client_call(Client *c, const char *method, const char *path, const char *const *headers, const char *body,
                 size_t body_len, unsigned long timeout_ms, ClientReply *ret, char *err, size_t errlen);
 unsigned client_timeout_sec(const Client *c);
+
+/* Takes each piece of a streamed answer as it arrives; returns 0, or a negative errno to stop
+ * the transfer (client_stream then returns that errno). */
+typedef int (*ClientSink)(const void *data, size_t len, void *userdata);
+
+/* A GET whose 2xx answer is handed to sink piece by piece and never held whole; any other
+ * answer is buffered in ret (as client_call does) and sink is not called. There is no
+ * whole-request timeout: the transfer fails when nothing arrives for the client's timeout.
+ * *ret_bytes counts the bytes given to sink. Returns 0 when the answer came whole (ret->status
+ * tells which kind), -EPIPE when a 2xx answer broke off midway, -ETIMEDOUT when nothing came
+ * for the timeout, the sink's errno, or client_call's other errors. */
+int client_stream(Client *c, const char *path, ClientSink sink, void *userdata, ClientReply *ret,
+                  uint64_t *ret_bytes, char *err, size_t errlen);
+
+/* s URL-escaped (every byte but A-Z a-z 0-9 - . _ ~ as %XX), or NULL; the caller frees. */
+char *client_escape(Client *c, const char *s);
 
 /* The message of a Visier Status answer, else the body itself (never NULL). */
 const char *client_reply_message(const ClientReply *r);

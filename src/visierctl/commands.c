@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * visierctl's commands (see commands.h): status, health, jobs, job, cancel, retry, wait and
- * submit. Each does its requests through the client, prints a table or the raw JSON, and
+ * visierctl's commands (see commands.h): status, health, jobs, job, cancel, retry, wait,
+ * submit, exports and export. Each does its requests through the client, prints a table or the raw JSON, and
  * maps what happened to one of the documented exit statuses. This is the one layer that
  * prints errors; it never prints the token.
  */
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -19,6 +21,7 @@
 #define CTL_WAIT_BACKOFF_MAX (1 * USEC_PER_SEC)
 #define CTL_ID_MAX 999999999999999999ULL /* visierd's ids have at most 18 digits */
 #define CTL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CTL_PROGRESS_EVERY (200 * USEC_PER_MSEC) /* export: how often the progress line is redrawn */
 
 /* ---- small helpers ---- */
 
@@ -766,6 +769,263 @@ out:
         return r;
 }
 
+/* ---- exports ---- */
+
+/* A definition's parameters as "from=2025-01-01, to" (the default after '=', when it has one). */
+static void ctl_exports_params(const json_t *params, char *buf, size_t len) {
+        const char *name;
+        json_t *p;
+        size_t n = 0;
+
+        snprintf(buf, len, "-");
+        json_object_foreach((json_t *) params, name, p) {
+                const char *def = ctl_str(p, "default");
+                int k = snprintf(buf + n, len - n, "%s%s%s%s", n ? ", " : "", name, def ? "=" : "", strempty(def));
+
+                if (k < 0 || (size_t) k >= len - n) /* cut: the table shortens long cells anyway */
+                        break;
+                n += (size_t) k;
+        }
+}
+
+static int ctl_exports(Ctl *ctl) {
+        static const char *const headers[] = { "NAME", "QUERY", "FORMAT", "PARAMETERS", "DESCRIPTION" };
+        _cleanup_table_ Table *t = NULL;
+        ClientReply reply = {};
+        const json_t *x;
+        size_t i;
+        int r;
+
+        r = ctl_get(ctl, "/exports", &reply);
+        if (r != CTL_EXIT_OK)
+                goto out;
+        if (ctl->args->json) {
+                output_json(stdout, reply.json);
+                goto out;
+        }
+        if (!(t = table_new(ELEMENTSOF(headers), headers))) {
+                output_error("out of memory");
+                r = CTL_EXIT_FAILED;
+                goto out;
+        }
+        json_array_foreach(json_object_get(reply.json, "exports"), i, x) {
+                char params[CTL_LINE_MAX];
+
+                ctl_exports_params(json_object_get(x, "parameters"), params, sizeof(params));
+                if (table_add_row(t, (const char *const[]) { ctl_str(x, "name"), ctl_str(x, "query"),
+                                                             ctl_str(x, "format"), params,
+                                                             ctl_str(x, "description") }) < 0) {
+                        output_error("out of memory");
+                        r = CTL_EXIT_FAILED;
+                        goto out;
+                }
+        }
+        table_print(t, stdout);
+out:
+        client_reply_done(&reply);
+        return r;
+}
+
+/* ---- export ---- */
+
+typedef struct ExportSink {
+        int fd;
+        int error; /* the write's, once one failed */
+        bool progress;
+        usec_t start, drawn; /* when the transfer began, and the progress line was last drawn */
+        uint64_t bytes;
+} ExportSink;
+
+/* 1234567 as "1.2 MiB". */
+static void ctl_bytes(double n, char *buf, size_t len) {
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+        size_t u = 0;
+
+        while (n >= 1024 && u + 1 < ELEMENTSOF(units)) {
+                n /= 1024;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, len, "%.0f B", n);
+        else
+                snprintf(buf, len, "%.1f %s", n, units[u]);
+}
+
+static void ctl_export_progress(ExportSink *s, usec_t now) {
+        double secs = (double) (now - s->start) / USEC_PER_SEC;
+        char got[32], rate[32];
+
+        ctl_bytes((double) s->bytes, got, sizeof(got));
+        ctl_bytes(secs > 0 ? (double) s->bytes / secs : 0, rate, sizeof(rate));
+        fprintf(stderr, "\r\033[Kreceived %s (%s/s, %.1f s)", got, rate, secs);
+        fflush(stderr);
+        s->drawn = now;
+}
+
+static int ctl_export_write(const void *data, size_t len, void *userdata) {
+        ExportSink *s = userdata;
+        const char *p = data;
+
+        while (len > 0) {
+                ssize_t n = write(s->fd, p, len);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return (s->error = negative_errno());
+                p += n;
+                len -= (size_t) n;
+                s->bytes += (uint64_t) n;
+        }
+        if (s->progress) {
+                usec_t now = clock_now();
+                if (now - s->drawn >= CTL_PROGRESS_EVERY)
+                        ctl_export_progress(s, now);
+        }
+        return 0;
+}
+
+/* "/exports/NAME[.FORMAT][?P=V&...]" with the name and every parameter URL-escaped. */
+static int ctl_export_path(Ctl *ctl, char **ret) {
+        const CtlArgs *a = ctl->args;
+        _cleanup_free_ char *name = client_escape(ctl->client, a->args[0]);
+        char *path = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        if (!name)
+                return -ENOMEM;
+        f = open_memstream(&path, &len);
+        if (!f)
+                return -ENOMEM;
+        fprintf(f, "/exports/%s%s%s", name, a->format ? "." : "", strempty(a->format));
+        for (size_t i = 0; i < a->n_params; i++) {
+                const char *eq = strchr(a->params[i], '=');
+                _cleanup_free_ char *key = strndup(a->params[i], (size_t) (eq - a->params[i]));
+                _cleanup_free_ char *k = key ? client_escape(ctl->client, key) : NULL;
+                _cleanup_free_ char *v = client_escape(ctl->client, eq + 1);
+
+                if (!k || !v) {
+                        fclose(f);
+                        free(path);
+                        return -ENOMEM;
+                }
+                fprintf(f, "%c%s=%s", i == 0 ? '?' : '&', k, v);
+        }
+        if (fclose(f) != 0) {
+                free(path);
+                return -ENOMEM;
+        }
+        *ret = path;
+        return 0;
+}
+
+/* Write the finished export to disk and give it its name; removes the partial file on failure. */
+static int ctl_export_finish(int fd, const char *partial, const char *output) {
+        int r = 0;
+
+        if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
+                r = negative_errno();
+        if (close(fd) < 0 && r == 0 && errno != EINTR)
+                r = negative_errno();
+        if (r == 0 && rename(partial, output) < 0)
+                r = negative_errno();
+        if (r < 0)
+                (void) unlink(partial);
+        return r;
+}
+
+static int ctl_export(Ctl *ctl) {
+        const CtlArgs *a = ctl->args;
+        const bool to_stdout = !a->output || streq(a->output, "-");
+        _cleanup_free_ char *path = NULL, *partial = NULL;
+        char err[CLIENT_ERROR_MAX] = "";
+        ExportSink sink = { .fd = -1 };
+        ClientReply reply = {};
+        struct stat st;
+        uint64_t bytes = 0;
+        int r, k;
+
+        if (ctl_export_path(ctl, &path) < 0) {
+                output_error("out of memory");
+                return CTL_EXIT_FAILED;
+        }
+        if (to_stdout) {
+                fflush(stdout);
+                sink.fd = STDOUT_FILENO;
+        } else if (stat(a->output, &st) == 0 && !S_ISREG(st.st_mode)) {
+                /* A device or a pipe (/dev/null, a FIFO): written to as it is, never replaced. */
+                sink.fd = open(a->output, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+                if (sink.fd < 0) {
+                        output_error("cannot open %s: %s", a->output, strerror(errno));
+                        return CTL_EXIT_USAGE;
+                }
+        } else {
+                if (asprintf(&partial, "%s.partial", a->output) < 0) {
+                        partial = NULL;
+                        output_error("out of memory");
+                        return CTL_EXIT_FAILED;
+                }
+                sink.fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
+                if (sink.fd < 0) {
+                        output_error("cannot create %s: %s", partial, strerror(errno));
+                        return CTL_EXIT_USAGE;
+                }
+        }
+        /* Progress on a terminal, unless the export itself is going to that terminal. */
+        sink.progress = isatty(STDERR_FILENO) && !(to_stdout && isatty(STDOUT_FILENO));
+        sink.start = sink.drawn = clock_now();
+
+        k = client_stream(ctl->client, path, ctl_export_write, &sink, &reply, &bytes, err, sizeof(err));
+        if (sink.progress && sink.bytes > 0) { /* the final count, and the line ended */
+                ctl_export_progress(&sink, clock_now());
+                fputc('\n', stderr);
+        }
+        if (k == 0 && reply.status >= 200 && reply.status < 300) {
+                r = CTL_EXIT_OK;
+                if (partial) {
+                        k = ctl_export_finish(TAKE_FD(sink.fd), partial, a->output);
+                        if (k < 0) {
+                                output_error("cannot write %s: %s", a->output, strerror(-k));
+                                r = CTL_EXIT_FAILED;
+                        }
+                }
+                goto out;
+        }
+        if (k == 0)
+                r = ctl_refused(ctl, &reply);
+        else if (sink.error < 0 && k == sink.error) {
+                output_error("cannot write %s: %s", to_stdout ? "standard output" : partial ?: a->output,
+                             strerror(-k));
+                r = CTL_EXIT_FAILED;
+        } else if (k == -EPIPE) {
+                output_error("the export broke off after %llu bytes", (unsigned long long) bytes);
+                r = CTL_EXIT_FAILED;
+        } else if (k == -ETIMEDOUT && bytes > 0) {
+                output_error("the export stalled after %llu bytes: %s", (unsigned long long) bytes, err);
+                r = CTL_EXIT_TIMEOUT;
+        } else if (k == -ETIMEDOUT) {
+                output_error("visierd did not answer within the timeout: %s", err);
+                r = CTL_EXIT_TIMEOUT;
+        } else if (k == -ENOMEM) {
+                output_error("out of memory");
+                r = CTL_EXIT_FAILED;
+        } else if (k == -EFBIG) {
+                output_error("%s", err);
+                r = CTL_EXIT_FAILED;
+        } else {
+                output_error("cannot reach visierd: %s", err);
+                r = ctl_exit_from_errno(k);
+        }
+out:
+        if (partial && sink.fd >= 0) /* not finished: no partial file stays behind */
+                (void) unlink(partial);
+        if (!to_stdout && sink.fd >= 0)
+                close(sink.fd);
+        client_reply_done(&reply);
+        return r;
+}
+
 /* ---- the table ---- */
 
 const Command commands[] = {
@@ -779,6 +1039,9 @@ const Command commands[] = {
         { "wait", ctl_wait, 1, SIZE_MAX, CTL_OPT_WAIT_TIMEOUT, "wait ID... [--timeout SECONDS]" },
         { "submit", ctl_submit, 1, 1, CTL_OPT_OPERATION | CTL_OPT_IDEMPOTENCY_KEY | CTL_OPT_SUBMIT_WAIT,
           "submit FILE [--operation OP] [--idempotency-key KEY] [--wait SECONDS]" },
+        { "exports", ctl_exports, 0, 0, 0, "exports" },
+        { "export", ctl_export, 1, 1, CTL_OPT_FORMAT | CTL_OPT_OUTPUT | CTL_OPT_PARAM,
+          "export NAME [--format csv|jsonl|json] [-o FILE] [--param NAME=VALUE]..." },
         {},
 };
 

@@ -15,7 +15,7 @@
 /* The documented exit statuses (visierctl(1), --help). */
 typedef enum CtlExit {
         CTL_EXIT_OK = 0,
-        CTL_EXIT_FAILED = 1,      /* a job failed or was cancelled; visierd refused (4xx) or failed (5xx) */
+        CTL_EXIT_FAILED = 1,      /* a job failed or was cancelled; visierd refused (4xx) or failed (5xx); an export broke off */
         CTL_EXIT_USAGE = 2,       /* bad arguments, unusable token file */
         CTL_EXIT_UNREACHABLE = 3, /* connection refused, no such socket, transport error */
         CTL_EXIT_TIMEOUT = 4,     /* wait --timeout, submit --wait, or the HTTP timeout ran out */
@@ -31,7 +31,12 @@ enum {
         CTL_OPT_IDEMPOTENCY_KEY = 1u << 4,
         CTL_OPT_SUBMIT_WAIT = 1u << 5,
         CTL_OPT_WAIT_TIMEOUT = 1u << 6, /* --timeout after "wait" is the wait's deadline */
+        CTL_OPT_FORMAT = 1u << 7,
+        CTL_OPT_OUTPUT = 1u << 8,
+        CTL_OPT_PARAM = 1u << 9,
 };
+
+#define CTL_PARAMS_MAX 32 /* --param options (visierd takes no more parameters in one request) */
 
 typedef struct CtlArgs {
         /* global */
@@ -48,6 +53,10 @@ typedef struct CtlArgs {
         const char *idempotency_key;
         long submit_wait;   /* -1: none */
         unsigned wait_timeout; /* 0: no deadline */
+        const char *format;   /* export --format, or NULL for the definition's */
+        const char *output;   /* export -o, or NULL for standard output */
+        const char *params[CTL_PARAMS_MAX]; /* export --param NAME=VALUE */
+        size_t n_params;
         char **args;        /* positional arguments after the command name */
         size_t n_args;
 } CtlArgs;

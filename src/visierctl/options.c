@@ -28,6 +28,8 @@ enum {
         ARG_OPERATION,
         ARG_IDEMPOTENCY_KEY,
         ARG_WAIT,
+        ARG_FORMAT,
+        ARG_PARAM,
 };
 
 static const struct option options_all[] = {
@@ -44,13 +46,17 @@ static const struct option options_all[] = {
         { "operation", required_argument, NULL, ARG_OPERATION },
         { "idempotency-key", required_argument, NULL, ARG_IDEMPOTENCY_KEY },
         { "wait", required_argument, NULL, ARG_WAIT },
+        { "format", required_argument, NULL, ARG_FORMAT },
+        { "output", required_argument, NULL, 'o' },
+        { "param", required_argument, NULL, ARG_PARAM },
         {},
 };
 
 void options_help(FILE *f) {
         fputs("Usage: visierctl [OPTIONS] COMMAND [ARGS]\n"
               "\n"
-              "Ask visierd, the local gateway to Visier's API, about its health and permission jobs.\n"
+              "Ask visierd, the local gateway to Visier's API, about its health and permission jobs,\n"
+              "and run its named data exports.\n"
               "\n"
               "Commands:\n",
               f);
@@ -62,16 +68,18 @@ void options_help(FILE *f) {
               "  --socket PATH      talk to visierd over this unix socket\n"
               "  --token-file FILE  send the bearer token in FILE (which must be private)\n"
               "  --json             print visierd's JSON answer instead of tables\n"
-              "  --timeout SECONDS  HTTP request timeout (default 30); after 'wait', the wait's deadline\n"
+              "  --timeout SECONDS  HTTP request timeout (default 30); after 'wait', the wait's deadline;\n"
+              "                     for 'export', how long the transfer may stall\n"
               "  -h, --help         show this help\n"
               "  --version          show the version\n"
               "\n"
               "Exit status:\n"
               "  0  success\n"
-              "  1  a job failed or was cancelled, or visierd refused (4xx) or failed (5xx) the request\n"
+              "  1  a job failed or was cancelled, visierd refused (4xx) or failed (5xx) the request,\n"
+              "     or an export broke off\n"
               "  2  usage error (or an unusable token file)\n"
               "  3  visierd unreachable (connection refused, no such socket, transport error)\n"
-              "  4  timed out (wait --timeout, submit --wait, or the HTTP timeout)\n"
+              "  4  timed out (wait --timeout, submit --wait, the HTTP timeout, or an export stalled)\n"
               "  5  visierd is not ready (health)\n"
               "\n"
               "See visierctl(1).\n",
@@ -116,6 +124,12 @@ static unsigned options_mask(int c, const Command *cmd) {
                 return CTL_OPT_IDEMPOTENCY_KEY;
         case ARG_WAIT:
                 return CTL_OPT_SUBMIT_WAIT;
+        case ARG_FORMAT:
+                return CTL_OPT_FORMAT;
+        case 'o':
+                return CTL_OPT_OUTPUT;
+        case ARG_PARAM:
+                return CTL_OPT_PARAM;
         case ARG_TIMEOUT:
                 return cmd && (cmd->options & CTL_OPT_WAIT_TIMEOUT) ? CTL_OPT_WAIT_TIMEOUT : 0;
         default:
@@ -184,6 +198,23 @@ static int options_one(int c, const Command *cmd, CtlArgs *a, char *err, size_t 
                 r = options_uint("--wait", optarg, 1, OPTIONS_TIMEOUT_MAX, &v, err, errlen);
                 a->submit_wait = (long) v;
                 return r;
+        case ARG_FORMAT:
+                if (!streq(optarg, "csv") && !streq(optarg, "jsonl") && !streq(optarg, "json"))
+                        return options_error(err, errlen, "--format must be csv, jsonl or json, not '%s'", optarg);
+                a->format = optarg;
+                return 0;
+        case 'o':
+                if (!*optarg)
+                        return options_error(err, errlen, "-o needs a file name (or - for standard output)");
+                a->output = optarg;
+                return 0;
+        case ARG_PARAM:
+                if (optarg[0] == '=' || !strchr(optarg, '='))
+                        return options_error(err, errlen, "--param takes NAME=VALUE, not '%s'", optarg);
+                if (a->n_params >= CTL_PARAMS_MAX)
+                        return options_error(err, errlen, "at most %d --param options", CTL_PARAMS_MAX);
+                a->params[a->n_params++] = optarg;
+                return 0;
         default:
                 return options_error(err, errlen, "unknown option");
         }
@@ -197,7 +228,7 @@ int options_parse(int argc, char **argv, CtlArgs *ret, const Command **ret_comma
         opterr = 0;
         /* Pass 1: global options, up to the command name. */
         optind = 0;
-        while ((c = getopt_long(argc, argv, "+h", options_all, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "+ho:", options_all, NULL)) >= 0) {
                 if (c == 'h' || c == ARG_VERSION)
                         goto done;
                 if (c == '?')
@@ -216,7 +247,7 @@ int options_parse(int argc, char **argv, CtlArgs *ret, const Command **ret_comma
         argc -= optind;
         argv += optind;
         optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options_all, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "ho:", options_all, NULL)) >= 0) {
                 if (c == 'h' || c == ARG_VERSION)
                         goto done;
                 if (c == '?')
