@@ -545,6 +545,61 @@ fail:
         return NULL;
 }
 
+/* After a network error: wait and retry an idempotent call, within the retries and deadline? */
+static bool retry_after_network_error(Upstream *u, const Settings *s, const UpstreamRequest *req,
+                                      unsigned *failed_attempts, usec_t deadline) {
+        usec_t d;
+
+        if (!req->idempotent || *failed_attempts >= s->max_retries)
+                return false;
+        d = retry_delay(++*failed_attempts);
+        if (clock_now() + d >= deadline)
+                return false;
+        STAT_INC(u, retries);
+        clock_sleep(d);
+        return true;
+}
+
+/*
+ * What an HTTP answer means for the call, the same for buffered and streamed calls: a 401
+ * invalidates the token it was sent with and is retried once; a 429 closes the rate budget
+ * until Retry-After and is retried without counting as a failed attempt; a 5xx to an
+ * idempotent call is retried with backoff. True: the caller tries again (any wait is done).
+ */
+static bool retry_after_answer(Upstream *u, const Settings *s, const UpstreamRequest *req, long status,
+                               long retry_after, uint64_t generation, bool *retried_401, unsigned *failed_attempts,
+                               usec_t deadline) {
+        if (status == 401 && !*retried_401) {
+                /* The token was refused (revoked, or expired early): once more with a fresh one. */
+                STAT_INC(u, unauthorized);
+                token_invalidate(u->tk, generation);
+                *retried_401 = true;
+                return true;
+        }
+        if (status == 429) {
+                usec_t wait = retry_after >= 0 ? (usec_t) retry_after * USEC_PER_SEC : UPSTREAM_RETRY_AFTER_DEFAULT;
+
+                STAT_INC(u, throttled);
+                if (u->rl)
+                        ratelimit_block(u->rl, clock_now() + wait); /* the next ratelimit_take() waits */
+                if (clock_now() + wait >= deadline)
+                        return false;
+                if (!u->rl)
+                        clock_sleep(wait);
+                return true; /* not a failed attempt */
+        }
+        if (status >= 500 && req->idempotent && *failed_attempts < s->max_retries) {
+                usec_t d = retry_delay(++*failed_attempts);
+
+                if (clock_now() + d >= deadline)
+                        return false;
+                STAT_INC(u, retries);
+                clock_sleep(d);
+                return true;
+        }
+        return false;
+}
+
 int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret, char *err, size_t errlen) {
         Settings *s = settings_get(u);
         usec_t deadline = clock_now() + s->request_timeout;
@@ -634,44 +689,15 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                                          s->max_response);
                         else
                                 snprintf(err, errlen, "%s %s: %s", req->method, req->path, curl_easy_strerror(c));
-                        if (r == -EHOSTUNREACH && req->idempotent && failed_attempts < s->max_retries) {
-                                usec_t d = retry_delay(++failed_attempts);
-                                if (clock_now() + d < deadline) {
-                                        STAT_INC(u, retries);
-                                        clock_sleep(d);
-                                        continue;
-                                }
-                        }
+                        if (r == -EHOSTUNREACH && retry_after_network_error(u, s, req, &failed_attempts, deadline))
+                                continue;
                         STAT_INC(u, failures);
                         goto out;
                 }
 
-                if (status == 401 && !retried_401) {
-                        /* The token was refused (revoked, or expired early): once more with a fresh one. */
-                        STAT_INC(u, unauthorized);
-                        token_invalidate(u->tk, generation);
-                        retried_401 = true;
+                if (retry_after_answer(u, s, req, status, t.retry_after, generation, &retried_401, &failed_attempts,
+                                       deadline))
                         continue;
-                }
-                if (status == 429) {
-                        usec_t wait = t.retry_after >= 0 ? (usec_t) t.retry_after * USEC_PER_SEC
-                                                         : UPSTREAM_RETRY_AFTER_DEFAULT;
-                        STAT_INC(u, throttled);
-                        if (u->rl)
-                                ratelimit_block(u->rl, clock_now() + wait);
-                        if (clock_now() + wait < deadline) {
-                                if (!u->rl)
-                                        clock_sleep(wait);
-                                continue; /* not a failed attempt */
-                        }
-                } else if (status >= 500 && req->idempotent && failed_attempts < s->max_retries) {
-                        usec_t d = retry_delay(++failed_attempts);
-                        if (clock_now() + d < deadline) {
-                                STAT_INC(u, retries);
-                                clock_sleep(d);
-                                continue;
-                        }
-                }
 
                 ret->status = status;
                 ret->content_type = TAKE_PTR(t.content_type);
@@ -888,44 +914,15 @@ int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream
                         r = st->result == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EHOSTUNREACH;
                         snprintf(err, errlen, "%s %s: %s", req->method, req->path, curl_easy_strerror(st->result));
                         stream_release_handle(st);
-                        if (req->idempotent && failed_attempts < st->s->max_retries && r == -EHOSTUNREACH) {
-                                usec_t d = retry_delay(++failed_attempts);
-                                if (clock_now() + d < deadline) {
-                                        STAT_INC(u, retries);
-                                        clock_sleep(d);
-                                        continue;
-                                }
-                        }
+                        if (r == -EHOSTUNREACH && retry_after_network_error(u, st->s, req, &failed_attempts, deadline))
+                                continue;
                         STAT_INC(u, failures);
                         break;
                 }
-                if (st->status == 401 && !retried_401) {
-                        STAT_INC(u, unauthorized);
+                if (retry_after_answer(u, st->s, req, st->status, st->t.retry_after, generation, &retried_401,
+                                       &failed_attempts, deadline)) {
                         stream_release_handle(st);
-                        token_invalidate(u->tk, generation);
-                        retried_401 = true;
                         continue;
-                }
-                if (st->status == 429) {
-                        usec_t wait = st->t.retry_after >= 0 ? (usec_t) st->t.retry_after * USEC_PER_SEC
-                                                             : UPSTREAM_RETRY_AFTER_DEFAULT;
-                        STAT_INC(u, throttled);
-                        if (u->rl)
-                                ratelimit_block(u->rl, clock_now() + wait);
-                        if (clock_now() + wait < deadline) {
-                                stream_release_handle(st);
-                                if (!u->rl)
-                                        clock_sleep(wait);
-                                continue;
-                        }
-                } else if (st->status >= 500 && req->idempotent && failed_attempts < st->s->max_retries) {
-                        usec_t d = retry_delay(++failed_attempts);
-                        if (clock_now() + d < deadline) {
-                                STAT_INC(u, retries);
-                                stream_release_handle(st);
-                                clock_sleep(d);
-                                continue;
-                        }
                 }
                 *ret_status = st->status;
                 *ret_content_type = st->t.content_type ? strdup(st->t.content_type) : NULL;
