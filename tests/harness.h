@@ -91,6 +91,10 @@ void visierd_wait_ready(const Visierd *d);
 int visierd_stop(Visierd *d);
 char *visierd_url(const Visierd *d, const char *path);
 
+/* End of an integration test: visierd must exit 0 on SIGTERM; the sim is stopped and both
+ * directories removed. */
+void harness_teardown(Sim *s, Visierd *d);
+
 /* Blocking HTTP request; headers is a NULL-terminated list of "Name: value" lines or NULL. */
 void http_request(const char *method, const char *url, const char *const *headers, const char *body,
                   long timeout_ms, HttpResult *ret);

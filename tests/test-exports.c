@@ -37,15 +37,7 @@ static char *token;
         "\"timeIntervals\":{\"fromDateTime\":\"2025-01-01\",\"intervalPeriodType\":\"MONTH\",\"intervalCount\":2}}"
 
 static void teardown(void) {
-        if (vd.pid > 0)
-                ck_assert_int_eq(visierd_stop(&vd), 0);
-        sim_stop(&sim);
-        if (vd.dir[0])
-                harness_rmtree(vd.dir);
-        if (sim.dir[0])
-                harness_rmtree(sim.dir);
-        memset(&vd, 0, sizeof(vd));
-        memset(&sim, 0, sizeof(sim));
+        harness_teardown(&sim, &vd);
         free(token);
         token = NULL;
 }

@@ -25,15 +25,7 @@ static Sim sim;
 static Visierd vd;
 
 static void teardown(void) {
-        if (vd.pid > 0)
-                ck_assert_int_eq(visierd_stop(&vd), 0);
-        sim_stop(&sim);
-        if (vd.dir[0])
-                harness_rmtree(vd.dir);
-        if (sim.dir[0])
-                harness_rmtree(sim.dir);
-        memset(&vd, 0, sizeof(vd));
-        memset(&sim, 0, sizeof(sim));
+        harness_teardown(&sim, &vd);
 }
 
 static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {

@@ -26,16 +26,7 @@ static Sim sim;
 static Visierd vd;
 
 static void teardown(void) {
-        /* A clean exit on SIGTERM (under the sanitizers: no leak, no error at exit). */
-        if (vd.pid > 0)
-                ck_assert_int_eq(visierd_stop(&vd), 0);
-        sim_stop(&sim);
-        if (vd.dir[0])
-                harness_rmtree(vd.dir);
-        if (sim.dir[0])
-                harness_rmtree(sim.dir);
-        memset(&vd, 0, sizeof(vd));
-        memset(&sim, 0, sizeof(sim));
+        harness_teardown(&sim, &vd);
 }
 
 static const char *const unlimited[] = { "--rate-minute", "0", "--rate-hour", "0", NULL };
