@@ -22,34 +22,14 @@ build=$(cd "${1:-build}" && pwd)
 seconds=${2:-10}
 clients=${3:-64}
 bench=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-sim_pid=""
-vd_pid=""
-cleanup() {
-        [ -n "$vd_pid" ] && kill "$vd_pid" 2>/dev/null && wait "$vd_pid" 2>/dev/null
-        [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
-        rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+. "$(dirname "$0")/lib.sh"
 
-# Probe until a condition holds (bounded: $2 probes of 50 ms, default 200), instead of
-# guessing with sleep.
-wait_for() {
-        i=0
-        until eval "$1"; do
-                i=$((i + 1))
-                [ "$i" -gt "${2:-200}" ] && { echo "bench: timed out waiting for: $1" >&2; exit 1; }
-                sleep 0.05
-        done
-}
 json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
 cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
 cc -O2 -o "$work/sqlite-insert-loop" "$bench/sqlite-insert-loop.c" $(pkg-config --cflags --libs sqlite3)
 
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/apikey"
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/password"
-chmod 600 "$work/apikey" "$work/password"
+make_secrets
 
 "$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
         --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
@@ -78,8 +58,7 @@ database = $work/visierd.db
 CONF
         "$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
         vd_pid=$!
-        wait_for "grep -qs 'serving Visier' '$work/visierd.log'"
-        vd_port=$(sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$work/visierd.log" | head -n 1)
+        vd_port=$(visierd_port "$work/visierd.log")
         vd=http://127.0.0.1:$vd_port
         wait_for "curl -sf $vd/readyz >/dev/null"
 }

@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared by the benchmark scripts (sourced, not run): a scratch directory removed on exit
+# together with the visier-sim and visierd they started, bounded readiness probes, and
+# throwaway credentials. Set sim_pid and vd_pid to the processes to stop.
+
+work=$(mktemp -d)
+sim_pid=""
+vd_pid=""
+bench_cleanup() {
+        [ -n "$vd_pid" ] && kill "$vd_pid" 2>/dev/null && wait "$vd_pid" 2>/dev/null
+        [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
+        rm -rf "$work"
+}
+trap bench_cleanup EXIT INT TERM
+
+# Probe until a condition holds (bounded: $2 probes of 50 ms, default 200), instead of
+# guessing with sleep.
+wait_for() {
+        i=0
+        until eval "$1"; do
+                i=$((i + 1))
+                [ "$i" -gt "${2:-200}" ] && { echo "bench: timed out waiting for: $1" >&2; exit 1; }
+                sleep 0.05
+        done
+}
+
+# Random API key and password files in $work, mode 0600.
+make_secrets() {
+        head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/apikey"
+        head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/password"
+        chmod 600 "$work/apikey" "$work/password"
+}
+
+# The port visierd (started with port = 0, stderr in $1) listens on, once it logged it.
+visierd_port() {
+        wait_for "grep -qs 'serving Visier' '$1'"
+        sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$1" | head -n 1
+}
