@@ -24,6 +24,7 @@
 /* A connection as the read-timeout reaper sees it. */
 typedef struct HttpConn {
         int fd;
+        ino_t ino;           /* the socket's inode: fd numbers are reused, inodes of open sockets are not */
         bool busy;           /* its request is being answered: no read deadline */
         usec_t reading_since;
         struct HttpConn *prev, *next;
@@ -104,6 +105,10 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                 if (!c)
                         return;
                 c->fd = ci ? ci->connect_fd : -1;
+                {
+                        struct stat st;
+                        c->ino = c->fd >= 0 && fstat(c->fd, &st) == 0 ? st.st_ino : 0;
+                }
                 c->reading_since = clock_now();
                 pthread_mutex_lock(&h->conns_lock);
                 c->next = h->conns;
@@ -151,11 +156,16 @@ static void *reaper_thread(void *arg) {
                 struct timespec ts;
                 usec_t now = clock_now();
 
-                for (HttpConn *c = h->conns; c; c = c->next)
-                        if (!c->busy && c->fd >= 0 && now - c->reading_since > h->read_timeout) {
+                for (HttpConn *c = h->conns; c; c = c->next) {
+                        struct stat st;
+
+                        if (c->busy || c->fd < 0 || now - c->reading_since <= h->read_timeout)
+                                continue;
+                        /* Only if the descriptor is still this connection's socket. */
+                        if (fstat(c->fd, &st) == 0 && st.st_ino == c->ino)
                                 (void) shutdown(c->fd, SHUT_RDWR);
-                                c->reading_since = now; /* once is enough */
-                        }
+                        c->reading_since = now; /* once is enough */
+                }
                 clock_gettime(CLOCK_MONOTONIC, &ts);
                 ts.tv_sec += 1;
                 pthread_cond_timedwait(&h->reaper_cond, &h->conns_lock, &ts);
