@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include "clock.h"
@@ -313,6 +314,27 @@ START_TEST(test_export_runs) {
         through("GET", path, NULL, NULL, &r);
         ck_assert_int_eq(r.status, 404);
         http_result_done(&r);
+
+        /* Once its job is pruned, the result file goes too. (Pruning by age is unit-tested in
+         * check-store; here the row is deleted as store_prune() would.) */
+        {
+                char db[256], file[256];
+                sqlite3 *h;
+                struct stat st;
+
+                snprintf(db, sizeof(db), "%s/visierd.db", vd.dir);
+                snprintf(file, sizeof(file), "%s/exports/%lld.jsonl", vd.dir, id);
+                ck_assert_int_eq(stat(file, &st), 0);
+                ck_assert_int_eq(visierd_stop(&vd), 0);
+                ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+                snprintf(path, sizeof(path), "DELETE FROM jobs WHERE id = %lld", id);
+                ck_assert_int_eq(sqlite3_exec(h, path, NULL, NULL, NULL), SQLITE_OK);
+                sqlite3_close(h);
+                visierd_restart(&vd);
+                for (int i = 0; i < 500 && stat(file, &st) == 0; i++)
+                        clock_sleep(10 * USEC_PER_MSEC);
+                ck_assert_msg(stat(file, &st) < 0, "the result of a pruned run is still there");
+        }
 }
 END_TEST
 
