@@ -257,6 +257,37 @@ START_TEST(test_kill_during_create_call) {
 }
 END_TEST
 
+/* A delete cut short by a crash is in doubt: sent again, it finds the permission gone, and
+ * that counts as done. */
+START_TEST(test_kill_during_delete_call) {
+        const char *pid = "c25d8f3a-6e1b-4a7c-9d0e-5f4a3b2c1d93";
+        char body[128];
+        long status;
+        long long id;
+        json_t *j;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"publish_ms\":3000}");
+        snprintf(body, sizeof(body), "{\"permissionIds\":[\"%s\"]}", pid);
+        j = write_req("DELETE", "/v1/admin/permissions", body, NULL, &status);
+        ck_assert_int_eq(status, 202);
+        id = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        for (int i = 0; i < 400 && sim_counter(&sim, "write_calls") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        visierd_kill(&vd);
+        set_faults("{\"publish_ms\":0}");
+        for (int i = 0; i < 600 && sim_counter(&sim, "production_version") < 1; i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        visierd_restart(&vd);
+        wait_queue_empty();
+        j = job(id);
+        ck_assert_msg(streq(job_state(j), "succeeded"), "the delete ended %s", job_state(j));
+        json_decref(j);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 2);
+}
+END_TEST
+
 START_TEST(test_apply_then_drop) {
         long long id;
         json_t *perms;
@@ -719,6 +750,7 @@ int main(void) {
         tcase_add_test(tc, test_cancel_obeys_states);
         tcase_add_test(tc, test_apply_then_drop);
         tcase_add_test(tc, test_kill_during_create_call);
+        tcase_add_test(tc, test_kill_during_delete_call);
         tcase_add_test(tc, test_storm_of_failures);
         tcase_add_test(tc, test_2000_creates_few_calls);
         tcase_add_test(tc, test_sigterm_finishes_the_call_in_flight);

@@ -932,6 +932,10 @@ static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *re
         size_t nh = 0;
 
         MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
+        if (q.overflow) {
+                *ret_status = MHD_HTTP_URI_TOO_LONG;
+                return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+        }
         for (size_t i = 0; i < ELEMENTSOF(names); i++) {
                 const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, names[i]);
                 int n;

@@ -409,7 +409,14 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
         h->userdata = userdata;
         h->max_body = s->max_body;
         pthread_mutex_init(&h->conns_lock, NULL);
-        pthread_cond_init(&h->reaper_cond, NULL);
+        {
+                /* The reaper's waits are measured on the monotonic clock. */
+                pthread_condattr_t attr;
+                pthread_condattr_init(&attr);
+                pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+                pthread_cond_init(&h->reaper_cond, &attr);
+                pthread_condattr_destroy(&attr);
+        }
         h->read_timeout = (usec_t) (s->read_timeout ? s->read_timeout : 30) * USEC_PER_SEC;
         if (pthread_create(&h->reaper, NULL, reaper_thread, h) != 0) {
                 snprintf(err, errlen, "cannot start the connection reaper");

@@ -77,10 +77,13 @@ Manager *manager_free(Manager *m) {
 static void on_login(void *userdata, int result, const char *err, usec_t backoff) {
         Manager *m = userdata;
 
-        if (result >= 0)
+        if (result >= 0) {
+                /* The keeper's thread: the configuration may be swapped by a reload meanwhile. */
+                pthread_rwlock_rdlock(&m->config_lock);
                 log_full(LOG_INFO, LOG_MSGID_LOGIN_OK, NULL, "logged in to Visier as %s; token trusted for %u s",
                          m->config->username, m->config->token_lifetime);
-        else
+                pthread_rwlock_unlock(&m->config_lock);
+        } else
                 log_full(LOG_WARNING, LOG_MSGID_LOGIN_FAILED, NULL, "login to Visier failed: %s; next attempt in %llu s",
                          err, (unsigned long long) (backoff / USEC_PER_SEC));
 }

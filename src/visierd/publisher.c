@@ -187,7 +187,14 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                 root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 upstream_response_done(&resp);
                 list = json_object_get(root, "permissions");
-                if (store_begin(p->store) >= 0) {
+                if (store_begin(p->store) < 0) {
+                        json_decref(root);
+                        p->store_trouble = true;
+                        return -EIO;
+                }
+                {
+                        size_t found[PUBLISHER_RECONCILE_CHUNK], n_found = 0;
+
                         json_array_foreach(list, i, perm) {
                                 const char *cid = json_string_value(json_object_get(perm, "correlationId"));
                                 if (!cid)
@@ -204,9 +211,19 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                                         store_item_record(p->store, it->job_id, it->idx, true, res);
                                         json_decref(res);
                                         it->done = true;
+                                        if (n_found < ELEMENTSOF(found))
+                                                found[n_found++] = k;
                                 }
                         }
-                        store_end(p->store, true);
+                        if (store_end(p->store, true) < 0) {
+                                /* Not recorded: as if not found, so nothing is believed done that
+                                 * the store does not say is done. */
+                                for (size_t x = 0; x < n_found; x++)
+                                        b->items[found[x]].done = false;
+                                json_decref(root);
+                                p->store_trouble = true;
+                                return -EIO;
+                        }
                 }
                 json_decref(root);
         }
@@ -269,7 +286,7 @@ static void map_bulk(const Batch *b, json_t *answer, bool *ok, json_t **results,
                         results[i] = json_incref(e);
                 } else if ((e = take_match(fail, fu, field, key))) {
                         /* A delete retried after an ambiguous attempt may find its permission gone: done. */
-                        ok[i] = b->op == JOB_OP_DELETE && job_of_item[i]->attempts > 0 && message_says_not_found(e);
+                        ok[i] = b->op == JOB_OP_DELETE && job_of_item[i]->in_doubt && message_says_not_found(e);
                         results[i] = json_incref(e);
                 } else {
                         ok[i] = false;
@@ -438,7 +455,8 @@ out:
 }
 
 /* Put every job of the batch back in the queue (or fail those out of attempts). */
-static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, usec_t delay, long status,
+static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, bool in_doubt, usec_t delay,
+                        long status,
                         const char *error) {
         if (store_begin(p->store) < 0) {
                 p->store_trouble = true;
@@ -479,7 +497,7 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                         continue;
                 }
                 usec_t d = count_attempt ? publisher_backoff(job->attempts + 1) : delay;
-                store_job_requeue(p->store, job->id, count_attempt, wall_ms() + (int64_t) (d / USEC_PER_MSEC), solo,
+                store_job_requeue(p->store, job->id, count_attempt, wall_ms() + (int64_t) (d / USEC_PER_MSEC), solo, in_doubt,
                                   status, error);
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_RETRY, .job_id = job->id,
                                              .op = job_op_to_string(b->op), .n_items = job->n_items, .status = status,
@@ -515,11 +533,11 @@ static void publish_batch(Publisher *p, Batch *b) {
         int r;
 
         for (size_t j = 0; j < b->n_jobs; j++)
-                maybe_landed |= b->jobs[j].attempts > 0;
+                maybe_landed |= b->jobs[j].in_doubt;
         if (b->op == JOB_OP_CREATE && maybe_landed) {
                 r = reconcile_creates(p, b);
                 if (r < 0) {
-                        requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
+                        requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
                                     "could not ask Visier which creates already landed");
                         return;
                 }
@@ -537,7 +555,7 @@ static void publish_batch(Publisher *p, Batch *b) {
 
         r = build_call(b, &c);
         if (r < 0) {
-                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
                 call_done(&c);
                 return;
         }
@@ -565,21 +583,21 @@ static void publish_batch(Publisher *p, Batch *b) {
                                      .message = r < 0 ? err : NULL });
 
         if (r == -ENOKEY || r == -EBUSY) { /* never sent */
-                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, 0, err);
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, err);
                 return;
         }
         if (r < 0) { /* may or may not have landed */
-                requeue_all(p, b, true, false, 0, 0, err);
+                requeue_all(p, b, true, false, true, 0, 0, err);
                 return;
         }
         if (resp.status == 429) {
-                requeue_all(p, b, false, false, PUBLISHER_BACKOFF_INITIAL, resp.status, "Visier's rate limit");
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, resp.status, "Visier's rate limit");
                 upstream_response_done(&resp);
                 return;
         }
         if (resp.status >= 500) {
                 snprintf(msg, sizeof(msg), "Visier answered %ld", resp.status);
-                requeue_all(p, b, true, false, 0, resp.status, msg);
+                requeue_all(p, b, true, false, true, 0, resp.status, msg);
                 upstream_response_done(&resp);
                 return;
         }
@@ -594,7 +612,7 @@ static void publish_batch(Publisher *p, Batch *b) {
                         pthread_mutex_lock(&p->lock);
                         p->stats.splits++;
                         pthread_mutex_unlock(&p->lock);
-                        requeue_all(p, b, false, true, 0, resp.status, msg);
+                        requeue_all(p, b, false, true, false, 0, resp.status, msg);
                 } else
                         fail_alone(p, b, resp.status, resp.body ? resp.body : "", msg);
                 json_decref(st);
@@ -620,12 +638,14 @@ static void recover_orphans(Publisher *p) {
 
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_ORPHAN, .job_id = b->jobs[0].id,
                                              .op = job_op_to_string(b->op), .n_items = b->n_items });
-                /* Its call may have landed: treat it as an attempt that ended in doubt. */
-                b->jobs[0].attempts++;
+                /* Its call may have landed: it is in doubt from now on (kept in the store), so
+                 * creates are looked up before they are sent again and deletes that find
+                 * nothing count as done. */
+                b->jobs[0].in_doubt = true;
                 if (b->op == JOB_OP_CREATE && reconcile_creates(p, b) < 0) {
-                        /* Visier unreachable: try again later, the correlation IDs keep it safe. */
+                        /* Visier unreachable: the next attempt reconciles first. */
                 }
-                requeue_all(p, b, false, false, 0, 0, "recovered after a restart");
+                requeue_all(p, b, false, false, true, 0, 0, "recovered after a restart");
                 batch_free(b);
         }
         free(orphans);

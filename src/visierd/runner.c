@@ -23,6 +23,7 @@ struct Runner {
         pthread_cond_t cond;
         pthread_t thread;
         bool started, stopping, woken;
+        bool store_trouble; /* an outcome could not be recorded (thread only) */
 };
 
 void runner_result_path(const char *results_dir, int64_t job_id, ExportFormat format, char *buf, size_t len) {
@@ -34,10 +35,13 @@ static int64_t wall_ms(void) {
 }
 
 static void finish(Runner *rn, int64_t id, bool ok, long status, const char *error, const char *result) {
-        if (store_begin(rn->store) >= 0) {
+        if (store_begin(rn->store) < 0)
+                rn->store_trouble = true;
+        else {
                 store_job_finish(rn->store, id, ok ? JOB_SUCCEEDED : JOB_FAILED, status, error, ok ? 200 : status,
                                  result);
-                store_end(rn->store, true);
+                if (store_end(rn->store, true) < 0)
+                        rn->store_trouble = true;
         }
         if (rn->event)
                 rn->event(rn->userdata, id, ok, error);
@@ -74,9 +78,12 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                                  &st, &status, &content_type, err, sizeof(err));
         if (r < 0) {
                 if (r == -ENOKEY || r == -EBUSY) { /* not sent: try again shortly, no harm done */
-                        if (store_begin(rn->store) >= 0) {
-                                store_job_requeue(rn->store, id, false, wall_ms() + 5000, false, 0, err);
-                                store_end(rn->store, true);
+                        if (store_begin(rn->store) < 0)
+                                rn->store_trouble = true;
+                        else {
+                                store_job_requeue(rn->store, id, false, wall_ms() + 5000, false, false, 0, err);
+                                if (store_end(rn->store, true) < 0)
+                                        rn->store_trouble = true;
                         }
                         goto out;
                 }
@@ -90,7 +97,11 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                         len += (size_t) n;
                 small[len] = '\0';
                 snprintf(msg, sizeof(msg), "Visier answered %ld", status);
-                finish(rn, id, false, status, msg, json_loads(small, 0, NULL) ? small : NULL);
+                {
+                        json_t *parsed = json_loads(small, 0, NULL);
+                        finish(rn, id, false, status, msg, parsed ? small : NULL);
+                        json_decref(parsed);
+                }
                 goto out;
         }
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -154,8 +165,12 @@ static void sweep_results(Runner *rn) {
 
                 if (de->d_name[0] == '.' || end == de->d_name || *end != '.')
                         continue;
-                if (store_job_state(rn->store, id) == _JOB_STATE_INVALID || strstr(end, ".partial")) {
-                        if (strstr(end, ".partial") && store_job_state(rn->store, id) == JOB_RUNNING)
+                int exists = store_job_exists(rn->store, id);
+
+                if (exists < 0)
+                        break; /* the database cannot tell: keep everything */
+                if (!exists || strstr(end, ".partial")) {
+                        if (exists && store_job_state(rn->store, id) == JOB_RUNNING)
                                 continue;
                         snprintf(p, sizeof(p), "%s/%s", rn->dir, de->d_name);
                         unlink(p);
@@ -177,6 +192,8 @@ static void *runner_thread(void *arg) {
                 struct timespec ts;
 
                 pthread_mutex_unlock(&rn->lock);
+                if (rn->store_trouble && store_export_requeue_orphans(rn->store) >= 0)
+                        rn->store_trouble = false; /* idle now: any run marked running is an orphan */
                 if (clock_now() - last_sweep > RUNNER_RESULT_SWEEP) {
                         sweep_results(rn);
                         last_sweep = clock_now();

@@ -89,6 +89,11 @@ static const char *const migrations[] = {
         "  PRIMARY KEY (job_id, idx)"
         ") WITHOUT ROWID;"
         "CREATE INDEX job_items_conflict ON job_items(conflict_key) WHERE conflict_key IS NOT NULL;",
+
+        /* 3: a job whose call may have landed (an attempt ended in doubt, or a crash cut it
+         * short) stays marked, so creates are reconciled and deletes that find nothing count
+         * as done — across restarts and manual retries. */
+        "ALTER TABLE jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -902,7 +907,7 @@ typedef struct JobHead {
         int64_t id;
         JobOp op;
         char *tenant, *project, *non_versioned, *tenant_code, *extra;
-        bool solo;
+        bool solo, in_doubt;
         int64_t n_items, attempts, next_run_at;
 } JobHead;
 
@@ -915,7 +920,8 @@ static void job_head_done(JobHead *h) {
         memset(h, 0, sizeof(*h));
 }
 
-#define HEAD_COLUMNS "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at"
+#define HEAD_COLUMNS \
+        "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at, in_doubt"
 
 static void job_head_read(Stmt *st, JobHead *h) {
         h->id = sqlite3_column_int64(st->st, 0);
@@ -929,6 +935,7 @@ static void job_head_read(Stmt *st, JobHead *h) {
         h->n_items = sqlite3_column_int64(st->st, 8);
         h->attempts = sqlite3_column_int64(st->st, 9);
         h->next_run_at = sqlite3_column_int64(st->st, 10);
+        h->in_doubt = sqlite3_column_int(st->st, 11) != 0;
 }
 
 static bool heads_compatible(const JobHead *a, const JobHead *b) {
@@ -965,7 +972,8 @@ static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
         if (!jobs)
                 return -ENOMEM;
         b->jobs = jobs;
-        b->jobs[b->n_jobs] = (BatchJob) { .id = h->id, .attempts = (unsigned) h->attempts, .first_item = b->n_items };
+        b->jobs[b->n_jobs] = (BatchJob) { .id = h->id, .attempts = (unsigned) h->attempts, .in_doubt = h->in_doubt,
+                                           .first_item = b->n_items };
 
         r = prepare(s, &st, "SELECT idx, item, correlation_id, state FROM job_items WHERE job_id = ? ORDER BY idx");
         if (r < 0)
@@ -1180,7 +1188,7 @@ int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_sta
         return r;
 }
 
-int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo,
+int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo, bool in_doubt,
                       long upstream_status, const char *error) {
         Stmt st = {};
         int r;
@@ -1190,7 +1198,7 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
                 return r;
         r = prepare(s, &st,
                     "UPDATE jobs SET next_run_at = ?, attempts = attempts + ?, solo = max(solo, ?), "
-                    "upstream_status = ?, error = ? WHERE id = ?");
+                    "upstream_status = ?, error = ?, in_doubt = max(in_doubt, ?) WHERE id = ?");
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st.st, 1, next_run_ms);
@@ -1201,9 +1209,26 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
         else
                 sqlite3_bind_null(st.st, 4);
         bind_text(&st, 5, error);
-        sqlite3_bind_int64(st.st, 6, job_id);
+        sqlite3_bind_int(st.st, 6, in_doubt ? 1 : 0);
+        sqlite3_bind_int64(st.st, 7, job_id);
         r = step_done(&st);
         stmt_done(&st);
+        return r;
+}
+
+int store_job_exists(Store *s, int64_t id) {
+        Stmt st = {};
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st, "SELECT 1 FROM jobs WHERE id = ?");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, id);
+                r = sqlite3_step(st.st);
+                r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sqlite_to_errno(r);
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->lock);
         return r;
 }
 

@@ -89,6 +89,7 @@ typedef struct BatchItem {
 typedef struct BatchJob {
         int64_t id;
         unsigned attempts; /* attempts made before this one */
+        bool in_doubt;     /* an earlier attempt may have landed */
         size_t first_item, n_items;
 } BatchJob;
 
@@ -123,8 +124,10 @@ int store_end(Store *s, bool commit);
 int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, json_t *result);
 int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_status, const char *error,
                      long response_status, const char *response_body);
-int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo,
+int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next_run_ms, bool solo, bool in_doubt,
                       long upstream_status, const char *error);
+/* 1 if the job exists, 0 if not, a negative errno if the database cannot tell. */
+int store_job_exists(Store *s, int64_t id);
 /* Export runs (operation "export"), which the publisher never claims: the oldest due queued
  * one is marked running and its request (as submitted) returned; *ret_id is 0 if none. */
 int store_export_claim(Store *s, int64_t now_ms, int64_t *ret_id, char **ret_request);
