@@ -3,6 +3,7 @@
  * Developer mode (see dev.h). Runs before the manager exists, so it reports to stderr
  * itself. The generated secrets are written only to 0600 files in a 0700 directory.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
@@ -147,10 +148,25 @@ void dev_print_welcome(const Dev *d, const Config *c, unsigned port) {
 }
 
 static void remove_file(const char *dir, const char *name) {
-        char p[128];
+        char p[512];
 
         snprintf(p, sizeof(p), "%s/%s", dir, name);
         unlink(p);
+}
+
+static void remove_tree(const char *dir, const char *name) {
+        char p[192];
+        struct dirent *de;
+        DIR *dd;
+
+        snprintf(p, sizeof(p), "%s/%s", dir, name);
+        dd = opendir(p);
+        while (dd && (de = readdir(dd)))
+                if (de->d_name[0] != '.')
+                        remove_file(p, de->d_name);
+        if (dd)
+                closedir(dd);
+        rmdir(p);
 }
 
 void dev_stop(Dev *d) {
@@ -165,6 +181,7 @@ void dev_stop(Dev *d) {
                 remove_file(d->dir, "visierd.db");
                 remove_file(d->dir, "visierd.db-wal");
                 remove_file(d->dir, "visierd.db-shm");
+                remove_tree(d->dir, "exports"); /* export run results, next to the database */
                 rmdir(d->dir);
                 d->dir[0] = '\0';
         }
