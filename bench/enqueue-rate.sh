@@ -40,27 +40,9 @@ sim=http://127.0.0.1:$(cat "$work/sim.port")
 set_publish_ms() { curl -sf -o /dev/null -d "{\"publish_ms\":$1}" "$sim/_sim/faults"; }
 
 # A fresh visierd on a fresh database in $work (the same filesystem as the SQLite baseline).
-start_visierd() {
+fresh_visierd() {
         rm -f "$work"/visierd.db*
-        cat > "$work/visierd.conf" <<CONF
-[visier]
-base_url = $sim
-username = bench
-apikey_file = $work/apikey
-password_file = $work/password
-rate_limit_minute = 1000000
-rate_limit_hour = 100000000
-request_timeout = 3600
-[listen]
-port = 0
-[store]
-database = $work/visierd.db
-CONF
-        "$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
-        vd_pid=$!
-        vd_port=$(visierd_port "$work/visierd.log")
-        vd=http://127.0.0.1:$vd_port
-        wait_for "curl -sf $vd/readyz >/dev/null"
+        start_visierd "$sim" "request_timeout = 3600"
 }
 stop_visierd() {
         kill "$vd_pid" && wait "$vd_pid" || true
@@ -86,7 +68,7 @@ rm -f "$work"/baseline.db*
 run_visierd() {
         name=$1
         set_publish_ms "$2"
-        start_visierd
+        fresh_visierd
         cpu0=$(proc_cpu "$vd_pid")
         "$work/post-many" -p "$name" -d "$seconds" "$vd/v1/admin/permissions" 0 "$clients" > "$work/$name.out"
         cpu1=$(proc_cpu "$vd_pid")

@@ -36,3 +36,28 @@ visierd_port() {
         wait_for "grep -qs 'serving Visier' '$1'"
         sed -n 's/.* on http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$1" | head -n 1
 }
+
+# start_visierd SIM_URL [EXTRA_VISIER_LINES]: visierd on a free loopback port against the
+# sim, rate budget out of the way, database in $work; sets vd_pid, vd_port and vd, and
+# returns once it is ready (has a token).
+start_visierd() {
+        cat > "$work/visierd.conf" <<CONF
+[visier]
+base_url = $1
+username = bench
+apikey_file = $work/apikey
+password_file = $work/password
+rate_limit_minute = 1000000
+rate_limit_hour = 100000000
+${2:-}
+[listen]
+port = 0
+[store]
+database = $work/visierd.db
+CONF
+        "$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
+        vd_pid=$!
+        vd_port=$(visierd_port "$work/visierd.log")
+        vd=http://127.0.0.1:$vd_port
+        wait_for "curl -sf $vd/readyz >/dev/null"
+}

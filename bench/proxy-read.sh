@@ -26,23 +26,7 @@ sim_pid=$!
 wait_for "[ -s '$work/sim.port' ]"
 sim_port=$(cat "$work/sim.port")
 
-cat > "$work/visierd.conf" <<CONF
-[visier]
-base_url = http://127.0.0.1:$sim_port
-username = bench
-apikey_file = $work/apikey
-password_file = $work/password
-rate_limit_minute = 1000000
-rate_limit_hour = 100000000
-[listen]
-port = 0
-[store]
-database = $work/visierd.db
-CONF
-"$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
-vd_pid=$!
-vd_port=$(visierd_port "$work/visierd.log")
-wait_for "curl -sf http://127.0.0.1:$vd_port/readyz >/dev/null"
+start_visierd "http://127.0.0.1:$sim_port"
 
 logins() { curl -s "http://127.0.0.1:$sim_port/_sim/counters" | sed -n 's/.*"logins":\([0-9]*\).*/\1/p'; }
 token=$(curl -s -H "apikey: $(cat "$work/apikey")" \

@@ -84,24 +84,7 @@ stop_sim
 # (b) visierd: the same creates, each answered 202 once committed; visierd's publisher
 # gathers them into bulk calls. Wall time ends when no job is queued or running.
 start_sim
-cat > "$work/visierd.conf" <<CONF
-[visier]
-base_url = $sim
-username = bench
-apikey_file = $work/apikey
-password_file = $work/password
-rate_limit_minute = 1000000
-rate_limit_hour = 100000000
-[listen]
-port = 0
-[store]
-database = $work/visierd.db
-CONF
-"$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
-vd_pid=$!
-vd_port=$(visierd_port "$work/visierd.log")
-vd=http://127.0.0.1:$vd_port
-wait_for "curl -sf $vd/readyz >/dev/null"
+start_visierd "$sim"
 vd_jobs() { curl -sf "$vd/status" | sed -n 's/.*"jobs":{\([^}]*\)}.*/\1/p'; }
 drained() {
         jobs=$(vd_jobs)
