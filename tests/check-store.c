@@ -51,7 +51,7 @@ static Batch *claim(size_t batch_max) {
 }
 
 START_TEST(test_schema_version) {
-        ck_assert_int_eq(store_schema_version(st), 3);
+        ck_assert_int_eq(store_schema_version(st), 4);
 }
 END_TEST
 

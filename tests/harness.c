@@ -292,7 +292,10 @@ void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, co
                                   "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"
                                   "apikey_file = %s\npassword_file = %s\n%s\n"
                                   "[listen]\naddress = 127.0.0.1\nport = 0\n"
-                                  "[store]\ndatabase = %s\n%s\n",
+                                  "[store]\ndatabase = %s\n"
+                                  /* visier-sim publishes in well under a second unless a test
+                                   * says otherwise (publish_ms); tests that do set their own. */
+                                  "[jobs]\npublish_settle = 1\n%s\n",
                                   s->port, s->username, s->apikey_file, s->password_file,
                                   extra_visier ? extra_visier : "", db, extra_tail ? extra_tail : ""),
                          0);

@@ -318,8 +318,14 @@ static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *r
                 json_array_append_new(reasons,
                                       json_sprintf("no valid Visier token (%s%s%s)", ts.state,
                                                    ts.last_error[0] ? ": " : "", ts.last_error));
-        if (!m->store || !store_ok(m->store))
-                json_array_append_new(reasons, json_string("the job database is not open"));
+        {
+                char why[STORE_ERROR_MAX] = "";
+
+                if (!m->store)
+                        json_array_append_new(reasons, json_string("the job database is not open"));
+                else if (store_check(m->store, why, sizeof(why)) < 0)
+                        json_array_append_new(reasons, json_string(why));
+        }
         if (json_array_size(reasons) == 0) {
                 json_decref(reasons);
                 *ret_status = MHD_HTTP_OK;
@@ -624,6 +630,10 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         if (r == -EEXIST) {
                 *ret_status = MHD_HTTP_UNPROCESSABLE_CONTENT;
                 return http_response_status("UnprocessableEntity", true, "%s", err);
+        }
+        if (r == -EADDRINUSE) {
+                *ret_status = MHD_HTTP_BAD_REQUEST;
+                return http_response_status("BadRequest", true, "%s", err);
         }
         if (r < 0) {
                 log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s from %s not queued: %s", req->method, req->path,

@@ -85,7 +85,9 @@ typedef struct Config {
 
         /* [jobs] */
         unsigned batch_max;
-        unsigned max_attempts;
+        unsigned max_attempts;    /* 0: no limit */
+        unsigned give_up_after;   /* seconds */
+        unsigned publish_settle;  /* seconds */
         unsigned batch_delay_ms;
         unsigned max_wait;        /* seconds a Prefer: wait may hold an answer */
         unsigned keep_succeeded;  /* seconds */

@@ -387,7 +387,25 @@ static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        (void) unlink(path); /* a stale socket from an earlier run */
+        /* A socket left by an earlier run is replaced; one that a live process still listens on
+         * (another visierd, started by hand beside the service) is never taken from it. */
+        {
+                _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+                if (probe < 0)
+                        return -errno;
+                if (connect(probe, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
+                        snprintf(err, errlen, "cannot listen on %s: another process is listening on it", path);
+                        return -EADDRINUSE;
+                }
+                if (errno == ECONNREFUSED)
+                        (void) unlink(path);
+                else if (errno != ENOENT) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(-r));
+                        return r;
+                }
+        }
         if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || chmod(path, (mode_t) mode) < 0 ||
             listen(fd, SOMAXCONN) < 0) {
                 r = -errno;

@@ -30,7 +30,10 @@ static void publisher_settings_from_config(const Config *c, PublisherSettings *r
         *ret = (PublisherSettings) {
                 .batch_max = c->batch_max,
                 .max_attempts = c->max_attempts,
+                .give_up_after_ms = (int64_t) c->give_up_after * 1000,
                 .batch_delay = (usec_t) c->batch_delay_ms * USEC_PER_MSEC,
+                .request_timeout = (usec_t) c->request_timeout * USEC_PER_SEC,
+                .publish_settle = (usec_t) c->publish_settle * USEC_PER_SEC,
                 .keep_succeeded_ms = (int64_t) c->keep_succeeded * 1000,
                 .keep_failed_ms = (int64_t) c->keep_failed * 1000,
         };
@@ -129,6 +132,9 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
                 break;
         case PUBLISHER_STORE_ERROR:
                 log_error("job database: %s", strempty(e->message));
+                break;
+        case PUBLISHER_LANE_WAIT:
+                log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "%s", strempty(e->message));
                 break;
         }
 }
@@ -287,6 +293,7 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
         Manager *m = userdata;
 
         log_full(LOG_INFO, LOG_MSGID_SHUTDOWN, NULL, "received %s, stopping", strsignal((int) si->ssi_signo));
+        publisher_stop(m->publisher); /* first: no write is claimed or sent from now on */
         return sd_event_exit(m->event, 0);
 }
 
@@ -448,6 +455,8 @@ int manager_run(Manager *m) {
         sd_notifyf(0, "READY=1\nSTATUS=%s\nX_LISTEN_PORT=%u", m->last_status, http_server_port(m->http));
 
         r = sd_event_loop(m->event);
+        /* Stop claiming before anything else shuts down: from here on no new write is sent. */
+        publisher_stop(m->publisher);
         sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing the write call in flight");
         log_full(LOG_INFO, LOG_MSGID_SHUTDOWN, NULL, "stopping: no new requests; finishing the write call in flight");
         return r;

@@ -31,9 +31,17 @@ struct Publisher {
         pthread_cond_t done;  /* waiters for jobs wait here */
         pthread_t thread;
         bool started, stopping, woken, released;
-        bool store_trouble; /* a write to the store failed; look for orphans when idle (thread only) */
+        uint64_t done_seq;  /* bumped (under lock) whenever jobs may have reached a final state */
         atomic_bool in_flight;
         PublisherStats stats;
+
+        /* The thread's own state. */
+        bool store_trouble;         /* a write to the store failed; look for orphans when idle */
+        usec_t trouble_backoff;     /* after store errors: wait before trying again */
+        usec_t trouble_retry_at;
+        int64_t lane_free_at_ms;    /* wall clock: no write before this (a call may still run) */
+        bool lane_dirty;            /* the lane record must be updated in the next recording */
+        int64_t lane_started_ms, lane_deadline_ms;
 };
 
 static int64_t wall_ms(void) {
@@ -56,10 +64,28 @@ usec_t publisher_backoff(unsigned attempts) {
         return d / 2 + r % (d / 2 + 1); /* jitter: between half and all of the step */
 }
 
+/* Begin a recording transaction; it also brings the lane record up to date with the call
+ * whose outcome it records. */
+static int record_begin(Publisher *p) {
+        int r = store_begin(p->store);
+
+        if (r < 0) {
+                p->store_trouble = true;
+                return r;
+        }
+        if (p->lane_dirty)
+                (void) store_lane_set(p->store, p->lane_started_ms, p->lane_deadline_ms); /* fails the tx if it fails */
+        return 0;
+}
+
 /* End a recording transaction; on failure the jobs stay as they were (running) and are
  * recovered as orphans once the store works again. */
 static void record_end(Publisher *p) {
+        bool lane_dirty = p->lane_dirty;
+
+        p->lane_dirty = false;
         if (store_end(p->store, true) < 0) {
+                p->lane_dirty = lane_dirty;
                 p->store_trouble = true;
                 if (p->event)
                         p->event(p->userdata, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
@@ -135,21 +161,42 @@ static int build_call(const Batch *b, Call *c) {
 
 /* ---- reconciliation of creates ---- */
 
-/* Ask Visier which of the batch's pending creates already exist; mark them done and record
- * them. Runs inside no transaction; records each find in its own small one. */
+/* Ask Visier which of the batch's pending creates whose job is in doubt already exist, in the
+ * scope the write was sent to (TargetTenantID, ProjectID, NonVersioned, tenantCode); an item
+ * counts as landed only when what was found is that item (same displayName), since a client's
+ * own correlation ID may also name someone else's permission. Marks those done and records
+ * them, each chunk in its own small transaction. */
 static int reconcile_creates(Publisher *p, Batch *b) {
+        Call scope = {};
+        int r;
+
+        r = build_call(b, &scope);
+        if (r < 0) {
+                call_done(&scope);
+                return r;
+        }
+        /* build_call() ends the headers with Content-Type and Accept: keep the scope headers
+         * and Accept only. */
+        for (size_t i = 0; scope.headers[i]; i++)
+                if (strncasecmp(scope.headers[i], "Content-Type:", 13) == 0) {
+                        for (size_t k = i; scope.headers[k]; k++)
+                                scope.headers[k] = scope.headers[k + 1];
+                        break;
+                }
+
         for (size_t start = 0; start < b->n_items;) {
                 char *ids = NULL, err[UPSTREAM_ERROR_MAX] = "", *query = NULL;
                 size_t len = 0, taken = 0, i;
                 FILE *f = open_memstream(&ids, &len);
                 UpstreamResponse resp = {};
                 json_t *root, *list, *perm;
-                int r;
 
-                if (!f)
-                        return -ENOMEM;
+                if (!f) {
+                        r = -ENOMEM;
+                        goto out;
+                }
                 for (i = start; i < b->n_items && taken < PUBLISHER_RECONCILE_CHUNK; i++) {
-                        if (b->items[i].done || !b->items[i].correlation_id)
+                        if (b->items[i].done || !b->items[i].correlation_id || !b->items[i].in_doubt)
                                 continue;
                         fprintf(f, "%s%s", taken ? "," : "", b->items[i].correlation_id);
                         taken++;
@@ -160,11 +207,13 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                         free(ids);
                         continue;
                 }
-                if (asprintf(&query, "correlationIds=%s", ids) < 0)
+                if (asprintf(&query, "%s%scorrelationIds=%s", strempty(scope.query), scope.query ? "&" : "", ids) < 0)
                         query = NULL;
                 free(ids);
-                if (!query)
-                        return -ENOMEM;
+                if (!query) {
+                        r = -ENOMEM;
+                        goto out;
+                }
                 pthread_mutex_lock(&p->lock);
                 p->stats.reconcile_calls++;
                 pthread_mutex_unlock(&p->lock);
@@ -174,37 +223,44 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                                           .method = "GET",
                                           .path = "/v1/admin/permissions",
                                           .query = query,
+                                          .headers = scope.headers,
                                           .idempotent = true,
                                   },
                                   &resp, err, sizeof(err));
                 free(query);
                 if (r < 0)
-                        return r;
+                        goto out;
                 if (resp.status != 200) {
                         upstream_response_done(&resp);
-                        return -EPROTO;
+                        r = -EPROTO;
+                        goto out;
                 }
                 root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 upstream_response_done(&resp);
                 list = json_object_get(root, "permissions");
-                if (store_begin(p->store) < 0) {
+                if (record_begin(p) < 0) {
                         json_decref(root);
-                        p->store_trouble = true;
-                        return -EIO;
+                        r = -EIO;
+                        goto out;
                 }
                 {
                         size_t found[PUBLISHER_RECONCILE_CHUNK], n_found = 0;
 
                         json_array_foreach(list, i, perm) {
                                 const char *cid = json_string_value(json_object_get(perm, "correlationId"));
+                                const char *name = json_string_value(json_object_get(perm, "displayName"));
                                 if (!cid)
                                         continue;
                                 for (size_t k = 0; k < b->n_items; k++) {
                                         BatchItem *it = &b->items[k];
+                                        const char *want = json_string_value(json_object_get(it->item, "displayName"));
                                         json_t *res;
 
-                                        if (it->done || !it->correlation_id || !streq(it->correlation_id, cid))
+                                        if (it->done || !it->in_doubt || !it->correlation_id ||
+                                            !streq(it->correlation_id, cid))
                                                 continue;
+                                        if (!name || !want || !streq(name, want))
+                                                continue; /* not this item: someone else's use of the ID */
                                         res = json_pack("{s:O?, s:O?, s:s}", "permissionId",
                                                         json_object_get(perm, "permissionId"), "displayName",
                                                         json_object_get(perm, "displayName"), "correlationId", cid);
@@ -222,12 +278,16 @@ static int reconcile_creates(Publisher *p, Batch *b) {
                                         b->items[found[x]].done = false;
                                 json_decref(root);
                                 p->store_trouble = true;
-                                return -EIO;
+                                r = -EIO;
+                                goto out;
                         }
                 }
                 json_decref(root);
         }
-        return 0;
+        r = 0;
+out:
+        call_done(&scope);
+        return r;
 }
 
 /* ---- mapping an answer back to jobs ---- */
@@ -330,11 +390,14 @@ static void map_assignments(const Batch *b, json_t *answer, bool *ok, json_t **r
                 ok[i] = !json_object_get(found, "message") && !json_object_get(found, "error") &&
                         !streq(json_string_value(json_object_get(tenant, "status")) ?: "", "Failed");
                 {
+                        /* In a merged call the tenant's status says "Succeed" while one
+                         * permission's users each carry the reason it failed ("permission … not
+                         * found"): a message on any user fails the item. */
                         json_t *u;
                         size_t ui;
                         json_array_foreach(json_object_get(found, "users"), ui, u)
-                                if (json_object_get(u, "message") && !ok[i])
-                                        break;
+                                if (json_object_get(u, "message"))
+                                        ok[i] = false;
                 }
                 results[i] = json_pack("{s:O, s:O?, s:O?}", "entry", found, "tenantCode",
                                        json_object_get(tenant, "tenantCode"), "status",
@@ -426,18 +489,19 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
                 map_assignments(b, answer, ok, results);
 
         /* A create refused because its correlation ID is taken may be our own earlier attempt
-         * that landed unseen: ask Visier before calling it a failure. */
+         * that landed unseen — only if an earlier attempt may have landed (in doubt): ask
+         * Visier before calling it a failure. */
         if (b->op == JOB_OP_CREATE) {
                 bool ask = false;
                 for (size_t i = 0; i < b->n_items; i++) {
                         const char *m = json_string_value(json_object_get(json_object_get(results[i], "error"), "message"));
-                        ask |= !ok[i] && !b->items[i].done && m && strcasestr(m, "correlation");
+                        ask |= !ok[i] && !b->items[i].done && b->items[i].in_doubt && m && strcasestr(m, "correlation");
                 }
                 if (ask)
                         (void) reconcile_creates(p, b);
         }
 
-        if (store_begin(p->store) < 0) {
+        if (record_begin(p) < 0) {
                 p->store_trouble = true;
                 goto out;
         }
@@ -454,11 +518,19 @@ out:
         free(job_of_item);
 }
 
-/* Put every job of the batch back in the queue (or fail those out of attempts). */
+/* Has a job that failed transiently (again) been tried long enough? Only its age, and the
+ * optional attempt limit, decide: a transient failure says nothing about the job itself. */
+static bool gives_up(Publisher *p, const BatchJob *job) {
+        if (p->active.max_attempts > 0 && job->attempts + 1 >= p->active.max_attempts)
+                return true;
+        return p->active.give_up_after_ms > 0 && wall_ms() - job->created_at_ms >= p->active.give_up_after_ms;
+}
+
+/* Put every job of the batch back in the queue (or fail those that have been tried long enough). */
 static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, bool in_doubt, usec_t delay,
                         long status,
                         const char *error) {
-        if (store_begin(p->store) < 0) {
+        if (record_begin(p) < 0) {
                 p->store_trouble = true;
                 return;
         }
@@ -475,13 +547,12 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                         finish_jobs(p, &one, status);
                         continue;
                 }
-                if (count_attempt && job->attempts + 1 >= p->active.max_attempts) {
-                        char msg[UPSTREAM_ERROR_MAX + 64];
-                        json_t *results = store_job_item_results(p->store, job->id);
+                if (count_attempt && gives_up(p, job)) {
+                        char msg[UPSTREAM_ERROR_MAX + 96];
                         char *body;
 
-                        snprintf(msg, sizeof(msg), "gave up after %u attempts: %s", job->attempts + 1, error);
-                        json_decref(results);
+                        snprintf(msg, sizeof(msg), "gave up after %u attempts over %lld s: %s", job->attempts + 1,
+                                 (long long) ((wall_ms() - job->created_at_ms) / 1000), error);
                         {
                                 json_t *st = json_pack("{s:s, s:s, s:s, s:b}", "code", "ServiceUnavailable", "message",
                                                        msg, "localizedMessage", msg, "userError", 0);
@@ -510,7 +581,7 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
 }
 
 static void fail_alone(Publisher *p, const Batch *b, long status, const char *body, const char *error) {
-        if (store_begin(p->store) < 0) {
+        if (record_begin(p) < 0) {
                 p->store_trouble = true;
                 return;
         }
@@ -523,11 +594,27 @@ static void fail_alone(Publisher *p, const Batch *b, long status, const char *bo
         record_end(p);
 }
 
+/* The lane is free again at once (the call was answered), or only after publish_settle (its
+ * answer was lost: Visier may still be publishing it). Written with the outcome's recording. */
+static void lane_after_call(Publisher *p, int64_t started_ms, bool answered) {
+        int64_t now = wall_ms();
+
+        p->lane_dirty = true;
+        if (answered) {
+                p->lane_started_ms = p->lane_deadline_ms = 0;
+                return;
+        }
+        p->lane_started_ms = started_ms;
+        p->lane_deadline_ms = now; /* a restart waits publish_settle from here */
+        p->lane_free_at_ms = now + (int64_t) (p->active.publish_settle / USEC_PER_MSEC);
+}
+
 static void publish_batch(Publisher *p, Batch *b) {
         char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 64];
         UpstreamResponse resp = {};
         bool maybe_landed = false;
         size_t pending = 0;
+        int64_t started;
         Call c = {};
         json_t *answer;
         int r;
@@ -545,17 +632,29 @@ static void publish_batch(Publisher *p, Batch *b) {
         for (size_t i = 0; i < b->n_items; i++)
                 pending += !b->items[i].done;
         if (pending == 0) {
-                if (store_begin(p->store) >= 0) {
+                if (record_begin(p) >= 0) {
                         finish_jobs(p, b, 200);
                         record_end(p);
-                } else
-                        p->store_trouble = true;
+                }
                 return;
         }
 
         r = build_call(b, &c);
         if (r < 0) {
                 requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                call_done(&c);
+                return;
+        }
+        /* No write is sent before its opening is on disk: if visierd dies during the call, the
+         * next start knows until when it may run. */
+        started = wall_ms();
+        r = store_lane_open(p->store, started,
+                            started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
+        if (r < 0) {
+                /* Jobs stay running; they are recovered once the store works again. */
+                p->store_trouble = true;
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                             .message = "cannot record the opening of a write call; not sent" });
                 call_done(&c);
                 return;
         }
@@ -582,25 +681,30 @@ static void publish_batch(Publisher *p, Batch *b) {
                                      .n_items = pending, .status = r < 0 ? 0 : resp.status,
                                      .message = r < 0 ? err : NULL });
 
-        if (r == -ENOKEY || r == -EBUSY) { /* never sent */
-                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, err);
-                return;
-        }
-        if (r < 0) { /* may or may not have landed */
-                requeue_all(p, b, true, false, true, 0, 0, err);
-                return;
-        }
-        if (resp.status == 429) {
-                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, resp.status, "Visier's rate limit");
+        if (r == -ENOKEY || r == -EBUSY || r == -ECANCELED || (r >= 0 && resp.status == 429)) {
+                /* Never applied: no token (or Visier kept refusing it), no rate budget, or
+                 * refused outright until the deadline. No attempt used; nothing may be running. */
+                lane_after_call(p, started, true);
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, r < 0 ? 0 : resp.status,
+                            r < 0 ? err : "Visier's rate limit");
                 upstream_response_done(&resp);
                 return;
         }
+        if (r < 0) { /* may or may not have landed, and may still be publishing */
+                lane_after_call(p, started, false);
+                requeue_all(p, b, true, false, true, 0, 0, err);
+                return;
+        }
         if (resp.status >= 500) {
+                /* Answered, but with a server error: whether the change was applied — or is still
+                 * being published — is unknown. */
+                lane_after_call(p, started, false);
                 snprintf(msg, sizeof(msg), "Visier answered %ld", resp.status);
                 requeue_all(p, b, true, false, true, 0, resp.status, msg);
                 upstream_response_done(&resp);
                 return;
         }
+        lane_after_call(p, started, true);
         if (resp.status >= 400) {
                 json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 const char *why = json_string_value(json_object_get(st, "localizedMessage"));
@@ -630,6 +734,7 @@ static void recover_orphans(Publisher *p) {
         size_t n = 0;
 
         if (store_orphans(p->store, &orphans, &n) < 0) {
+                p->store_trouble = true;
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR, .message = "cannot list orphaned jobs" });
                 return;
         }
@@ -642,6 +747,8 @@ static void recover_orphans(Publisher *p) {
                  * creates are looked up before they are sent again and deletes that find
                  * nothing count as done. */
                 b->jobs[0].in_doubt = true;
+                for (size_t k = 0; k < b->n_items; k++)
+                        b->items[k].in_doubt = true;
                 if (b->op == JOB_OP_CREATE && reconcile_creates(p, b) < 0) {
                         /* Visier unreachable: the next attempt reconciles first. */
                 }
@@ -651,52 +758,136 @@ static void recover_orphans(Publisher *p) {
         free(orphans);
 }
 
+/* Wake every publisher_wait_job() caller: jobs may have reached a final state. Lock held. */
+static void jobs_changed_locked(Publisher *p) {
+        p->done_seq++;
+        pthread_cond_broadcast(&p->done);
+}
+
+/*
+ * Wait (lock held) until the lane is free: no write call, and no lookup of what one created,
+ * while a call whose answer was lost may still be publishing at Visier. False if stopping.
+ */
+static bool lane_wait_locked(Publisher *p) {
+        bool told = false;
+
+        for (;;) {
+                int64_t now = wall_ms(), left = p->lane_free_at_ms - now;
+
+                if (p->stopping)
+                        return false;
+                if (left <= 0)
+                        return true;
+                if (!told) {
+                        char m[160];
+
+                        snprintf(m, sizeof(m),
+                                 "waiting %lld ms before the next write: the last write call's answer was lost and "
+                                 "Visier may still be publishing it",
+                                 (long long) left);
+                        pthread_mutex_unlock(&p->lock);
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_LANE_WAIT, .message = m });
+                        pthread_mutex_lock(&p->lock);
+                        told = true;
+                        continue;
+                }
+                timed_wait(&p->wake, &p->lock, (usec_t) left * USEC_PER_MSEC);
+        }
+}
+
+/* At start-up: a write call that a dead process left open may still run at Visier until its
+ * deadline, and go on publishing for publish_settle after it. */
+static void lane_from_store(Publisher *p) {
+        int64_t started = 0, deadline = 0, now = wall_ms(), latest;
+
+        if (store_lane_get(p->store, &started, &deadline) < 0) {
+                /* Cannot tell: assume a call was opened just now. */
+                started = now;
+                deadline = now + (int64_t) (p->active.request_timeout / USEC_PER_MSEC);
+        }
+        if (deadline <= 0)
+                return;
+        /* A deadline far ahead (a clock set back since) is capped at one request timeout. */
+        latest = now + (int64_t) (p->active.request_timeout / USEC_PER_MSEC) + 1000;
+        if (deadline > latest)
+                deadline = latest;
+        p->lane_free_at_ms = deadline + (int64_t) (p->active.publish_settle / USEC_PER_MSEC);
+}
+
 static void *publisher_thread(void *arg) {
         Publisher *p = arg;
         usec_t last_prune = 0;
 
-        recover_orphans(p);
         pthread_mutex_lock(&p->lock);
-        pthread_cond_broadcast(&p->done);
+        p->active = p->settings;
+        pthread_mutex_unlock(&p->lock);
+        lane_from_store(p);
+
+        pthread_mutex_lock(&p->lock);
+        if (lane_wait_locked(p)) {
+                pthread_mutex_unlock(&p->lock);
+                recover_orphans(p);
+                pthread_mutex_lock(&p->lock);
+        }
+        jobs_changed_locked(p);
         while (!p->stopping) {
                 Batch *b = NULL;
-                int64_t next_due = INT64_MAX, now = wall_ms();
+                int64_t next_due = INT64_MAX, now;
                 usec_t wait;
                 int r;
 
+                if (!lane_wait_locked(p))
+                        break;
                 p->active = p->settings;
                 pthread_mutex_unlock(&p->lock);
+                now = wall_ms();
                 if (clock_now() - last_prune > PUBLISHER_PRUNE_INTERVAL) {
                         store_prune(p->store, now, p->active.keep_succeeded_ms, p->active.keep_failed_ms);
                         last_prune = clock_now();
                 }
-                r = store_batch_claim(p->store, now, p->active.batch_max, &b, &next_due);
-                if (r < 0)
-                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
-                                                     .message = "cannot claim queued jobs" });
-                if (b) {
-                        publish_batch(p, b);
-                        batch_free(b);
-                        pthread_mutex_lock(&p->lock);
-                        pthread_cond_broadcast(&p->done);
-                        continue;
-                }
-                if (r < 0 || p->store_trouble) {
-                        /* A store error may have left a job marked running with nobody working on
-                         * it; while idle, every running job is such an orphan. */
-                        p->store_trouble = false;
-                        recover_orphans(p);
+                r = 0;
+                if (clock_now() >= p->trouble_retry_at) {
+                        if (p->store_trouble) {
+                                /* A store error may have left a job marked running with nobody
+                                 * working on it; between calls, every running job is such an orphan. */
+                                p->store_trouble = false;
+                                recover_orphans(p);
+                        }
+                        if (!p->store_trouble) {
+                                r = store_batch_claim(p->store, now, p->active.batch_max, &b, &next_due);
+                                if (r < 0) {
+                                        p->store_trouble = true;
+                                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                                                     .message = "cannot claim queued jobs" });
+                                }
+                        }
+                        if (b) {
+                                publish_batch(p, b);
+                                batch_free(b);
+                        }
+                        /* Store errors back off like any other failure: 1 s doubling to a minute. */
+                        if (p->store_trouble) {
+                                p->trouble_backoff = p->trouble_backoff ? p->trouble_backoff * 2 : USEC_PER_SEC;
+                                if (p->trouble_backoff > PUBLISHER_TROUBLE_BACKOFF_MAX)
+                                        p->trouble_backoff = PUBLISHER_TROUBLE_BACKOFF_MAX;
+                                p->trouble_retry_at = clock_now() + p->trouble_backoff;
+                        } else
+                                p->trouble_backoff = 0;
                 }
                 pthread_mutex_lock(&p->lock);
-                pthread_cond_broadcast(&p->done);
+                jobs_changed_locked(p);
                 if (p->stopping)
                         break;
+                if (b && !p->store_trouble)
+                        continue;
                 wait = next_due == INT64_MAX ? USEC_PER_SEC
                                              : (usec_t) (next_due > now ? next_due - now : 1) * USEC_PER_MSEC;
                 if (wait > USEC_PER_SEC)
                         wait = USEC_PER_SEC;
-                if (r < 0)
-                        wait = USEC_PER_SEC;
+                if (p->store_trouble || p->trouble_backoff) {
+                        usec_t t = clock_now();
+                        wait = p->trouble_retry_at > t ? p->trouble_retry_at - t : 1;
+                }
                 if (!p->woken)
                         timed_wait(&p->wake, &p->lock, wait);
                 if (p->woken && !p->stopping && p->settings.batch_delay > 0) {
@@ -743,14 +934,20 @@ int publisher_start(Publisher *p) {
         return 0;
 }
 
-Publisher *publisher_free(Publisher *p) {
+void publisher_stop(Publisher *p) {
         if (!p)
-                return NULL;
+                return;
         pthread_mutex_lock(&p->lock);
         p->stopping = true;
         pthread_cond_broadcast(&p->wake);
         pthread_cond_broadcast(&p->done);
         pthread_mutex_unlock(&p->lock);
+}
+
+Publisher *publisher_free(Publisher *p) {
+        if (!p)
+                return NULL;
+        publisher_stop(p);
         if (p->started)
                 pthread_join(p->thread, NULL);
         pthread_cond_destroy(&p->wake);
@@ -786,9 +983,16 @@ void publisher_wake(Publisher *p) {
 
 int publisher_wait_job(Publisher *p, int64_t job_id, usec_t deadline) {
         for (;;) {
-                JobState s = store_job_state(p->store, job_id);
+                uint64_t seq;
+                JobState s;
                 usec_t now;
 
+                /* Read the sequence before the state: a job finished between the two bumps it,
+                 * so the wait below returns at once instead of sleeping through the news. */
+                pthread_mutex_lock(&p->lock);
+                seq = p->done_seq;
+                pthread_mutex_unlock(&p->lock);
+                s = store_job_state(p->store, job_id);
                 if (s == _JOB_STATE_INVALID)
                         return -ENOENT;
                 if (job_state_is_final(s))
@@ -801,7 +1005,8 @@ int publisher_wait_job(Publisher *p, int64_t job_id, usec_t deadline) {
                         pthread_mutex_unlock(&p->lock);
                         return -ETIMEDOUT;
                 }
-                timed_wait(&p->done, &p->lock, deadline - now < USEC_PER_SEC ? deadline - now : USEC_PER_SEC);
+                if (p->done_seq == seq)
+                        timed_wait(&p->done, &p->lock, deadline - now < USEC_PER_SEC ? deadline - now : USEC_PER_SEC);
                 pthread_mutex_unlock(&p->lock);
         }
 }

@@ -6,6 +6,12 @@
  * retries transient failures with backoff. Never two write calls in flight: there is one
  * thread and it makes one call at a time.
  *
+ * Never two publishes at once, also across a crash: before a write call is sent, its start and
+ * deadline are committed (store_lane_open), and a call whose answer was lost (a timeout, a
+ * dropped connection, a 5xx, a process killed mid-call) is assumed to go on publishing at
+ * Visier for publish_settle after it ended — or after its deadline, for a dead process's
+ * call — before any other write, or any lookup of what it created, is sent.
+ *
  * Recovery: every create carries a correlationId stored with the job, so whenever a create
  * may already have landed (after a network error, a 5xx, a timeout, or a crash that left the
  * job running) the publisher asks Visier which correlation IDs exist before sending again.
@@ -26,10 +32,16 @@
 #define PUBLISHER_PRUNE_INTERVAL (60 * USEC_PER_SEC)
 #define PUBLISHER_RECONCILE_CHUNK 50 /* correlation IDs per lookup */
 
+/* Longest wait between two tries to recover jobs after store errors. */
+#define PUBLISHER_TROUBLE_BACKOFF_MAX (60 * USEC_PER_SEC)
+
 typedef struct PublisherSettings {
         size_t batch_max;
-        unsigned max_attempts;
+        unsigned max_attempts;    /* 0: no limit; transient failures give up only by age */
+        int64_t give_up_after_ms; /* a job failing transiently fails for good once this old */
         usec_t batch_delay; /* how long to let jobs gather after the queue wakes up */
+        usec_t request_timeout; /* the upstream client's deadline for one call */
+        usec_t publish_settle;  /* how long Visier may go on publishing a call whose answer was lost */
         int64_t keep_succeeded_ms, keep_failed_ms;
 } PublisherSettings;
 
@@ -39,6 +51,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_JOB_RETRY, /* a job goes back to the queue */
         PUBLISHER_ORPHAN,    /* a job left running by an earlier process is being recovered */
         PUBLISHER_STORE_ERROR,
+        PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
 } PublisherEventKind;
 
 typedef struct PublisherEvent {
@@ -62,7 +75,10 @@ typedef struct Publisher Publisher;
 int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, publisher_event_fn event,
                   void *userdata, Publisher **ret);
 int publisher_start(Publisher *p);
-/* Stop claiming, let the call in flight finish and be recorded, join the thread. */
+/* Stop claiming now (SIGTERM): the call in flight finishes and is recorded, nothing new is
+ * sent. Does not wait. */
+void publisher_stop(Publisher *p);
+/* publisher_stop(), then wait for the thread. */
 Publisher *publisher_free(Publisher *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Publisher *, publisher_free);
 

@@ -7,10 +7,14 @@
  * synchronous=FULL: a committed write survives power loss, which the write path relies on
  * before it answers 202. journal_size_limit keeps the WAL file from staying large.
  */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 
@@ -20,6 +24,11 @@ struct Store {
         char *path;
         unsigned max_pending;
         bool in_transaction;
+        int tx_error;     /* the first statement that failed in the open transaction (0: none) */
+        bool had_error;   /* a transaction failed since the last one that committed */
+        dev_t dev;        /* the database file opened, to notice it being deleted or replaced */
+        ino_t ino;
+        int lock_fd;      /* flock() on <database>.lock, held for the store's lifetime */
         int64_t pending;  /* jobs queued or running, as committed */
         pthread_mutex_t group_lock; /* group commit of submissions */
         pthread_cond_t group_cond;
@@ -94,6 +103,17 @@ static const char *const migrations[] = {
          * short) stays marked, so creates are reconciled and deletes that find nothing count
          * as done — across restarts and manual retries. */
         "ALTER TABLE jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;",
+
+        /* 4: the write lane: when the last write call was opened and until when it may run,
+         * written before the call is sent, so that a restarted visierd waits out a call that a
+         * dead process left open at Visier. Correlation IDs are looked up at submission. */
+        "CREATE TABLE lane ("
+        "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+        "  call_started_at INTEGER NOT NULL,"
+        "  call_deadline_at INTEGER NOT NULL"
+        ");"
+        "INSERT INTO lane VALUES (1, 0, 0);"
+        "CREATE INDEX job_items_correlation ON job_items(correlation_id) WHERE correlation_id IS NOT NULL;",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -121,6 +141,14 @@ static int sqlite_to_errno(int rc) {
         }
 }
 
+/* A statement failed: inside a transaction, the whole transaction fails (store_end() rolls it
+ * back), whatever the caller does with the error. Returns r. */
+static int tx_note(Store *s, int r) {
+        if (r < 0 && s->in_transaction && s->tx_error == 0)
+                s->tx_error = r;
+        return r;
+}
+
 static int exec(Store *s, const char *sql, char *err, size_t errlen) {
         char *msg = NULL;
         int rc;
@@ -129,7 +157,7 @@ static int exec(Store *s, const char *sql, char *err, size_t errlen) {
         if (rc != SQLITE_OK) {
                 snprintf(err, errlen, "%s: %s", s->path, msg ? msg : sqlite3_errstr(rc));
                 sqlite3_free(msg);
-                return sqlite_to_errno(rc);
+                return tx_note(s, sqlite_to_errno(rc));
         }
         return 0;
 }
@@ -186,6 +214,48 @@ static int migrate(Store *s, char *err, size_t errlen) {
 
 static int count_pending(Store *s, int64_t *ret);
 
+/*
+ * One visierd per database: an exclusive flock() on "<database>.lock", which also holds the
+ * holder's PID for the message a second instance prints. The lock goes with the process, so
+ * a crashed holder never blocks a restart.
+ */
+static int take_lock(Store *s, char *err, size_t errlen) {
+        _cleanup_free_ char *lock_path = NULL;
+        char pid[32] = "";
+        int fd, n;
+
+        if (asprintf(&lock_path, "%s.lock", s->path) < 0)
+                return -ENOMEM;
+        fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+                int r = -errno;
+                snprintf(err, errlen, "cannot open the lock file %s: %s", lock_path, strerror(-r));
+                return r;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int r = -errno;
+
+                if (r == -EWOULDBLOCK) {
+                        n = (int) pread(fd, pid, sizeof(pid) - 1, 0);
+                        pid[n > 0 ? n : 0] = '\0';
+                        pid[strcspn(pid, "\n")] = '\0';
+                        snprintf(err, errlen,
+                                 "job database %s is in use by another visierd (pid %s); only one may use it at a time",
+                                 s->path, pid[0] ? pid : "unknown");
+                        r = -EBUSY;
+                } else
+                        snprintf(err, errlen, "cannot lock %s: %s", lock_path, strerror(-r));
+                close(fd);
+                return r;
+        }
+        n = snprintf(pid, sizeof(pid), "%ld\n", (long) getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n) {
+                /* The lock holds without the PID; only the message would lack it. */
+        }
+        s->lock_fd = fd;
+        return 0;
+}
+
 int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         _cleanup_(store_closep) Store *s = NULL;
         int rc, r;
@@ -196,9 +266,13 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         pthread_mutex_init(&s->lock, NULL);
         pthread_mutex_init(&s->group_lock, NULL);
         pthread_cond_init(&s->group_cond, NULL);
+        s->lock_fd = -1;
         s->path = strdup(path);
         if (!s->path)
                 return -ENOMEM;
+        r = take_lock(s, err, errlen);
+        if (r < 0)
+                return r;
         rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
         if (rc != SQLITE_OK) {
@@ -218,6 +292,16 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         r = migrate(s, err, errlen);
         if (r < 0)
                 return r;
+        {
+                struct stat st;
+                if (stat(path, &st) < 0) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot stat job database %s: %s", path, strerror(-r));
+                        return r;
+                }
+                s->dev = st.st_dev;
+                s->ino = st.st_ino;
+        }
         r = count_pending(s, &s->pending);
         if (r < 0) {
                 snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->db));
@@ -232,6 +316,8 @@ Store *store_close(Store *s) {
                 return NULL;
         if (s->db)
                 sqlite3_close_v2(s->db);
+        if (s->lock_fd >= 0)
+                close(s->lock_fd); /* releases the flock */
         pthread_mutex_destroy(&s->lock);
         pthread_mutex_destroy(&s->group_lock);
         pthread_cond_destroy(&s->group_cond);
@@ -240,14 +326,41 @@ Store *store_close(Store *s) {
         return NULL;
 }
 
-bool store_ok(Store *s) {
-        int v = 0;
-        bool ok;
+/* Is the open database still the file at the configured path, and writable? Callers hold the lock. */
+static int check_file_locked(Store *s, char *err, size_t errlen) {
+        struct stat st;
+
+        if (stat(s->path, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
+                if (err)
+                        snprintf(err, errlen,
+                                 "job database %s was deleted or replaced while visierd had it open; restart visierd",
+                                 s->path);
+                return -ENOENT;
+        }
+        if (sqlite3_db_readonly(s->db, "main") != 0) {
+                if (err)
+                        snprintf(err, errlen, "job database %s is open read-only", s->path);
+                return -EACCES;
+        }
+        return 0;
+}
+
+int store_check(Store *s, char *err, size_t errlen) {
+        int v = 0, r;
 
         pthread_mutex_lock(&s->lock);
-        ok = read_int(s, "SELECT count(*) FROM sqlite_master", &v) == 0;
+        r = check_file_locked(s, err, errlen);
+        if (r >= 0) {
+                r = read_int(s, "SELECT count(*) FROM sqlite_master", &v);
+                if (r < 0 && err)
+                        snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->db));
+        }
         pthread_mutex_unlock(&s->lock);
-        return ok;
+        return r;
+}
+
+bool store_ok(Store *s) {
+        return store_check(s, NULL, 0) >= 0;
 }
 
 int store_schema_version(Store *s) {
@@ -265,7 +378,10 @@ const char *store_path(Store *s) {
 }
 
 void store_set_max_pending(Store *s, unsigned max_pending) {
+        /* Submitters read it inside their transaction, under the same lock. */
+        pthread_mutex_lock(&s->lock);
         s->max_pending = max_pending;
+        pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- small statement helpers (callers hold the lock) ---- */
@@ -281,7 +397,7 @@ static void stmt_done(Stmt *st) {
 
 static int prepare(Store *s, Stmt *st, const char *sql) {
         int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL);
-        return sqlite_to_errno(rc);
+        return tx_note(s, sqlite_to_errno(rc));
 }
 
 static void bind_text(Stmt *st, int i, const char *v) {
@@ -296,9 +412,18 @@ static const char *col_text(Stmt *st, int i) {
 }
 
 /* Step a statement that returns no rows. */
-static int step_done(Stmt *st) {
+static int step_done(Store *s, Stmt *st) {
         int rc = sqlite3_step(st->st);
-        return rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
+}
+
+/* Step a statement that returns rows: 1 for a row, 0 at the end, a negative errno on failure. */
+static int step_row(Store *s, Stmt *st) {
+        int rc = sqlite3_step(st->st);
+
+        if (rc == SQLITE_ROW)
+                return 1;
+        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
 }
 
 static int64_t now_ms(void) {
@@ -338,20 +463,40 @@ int store_begin(Store *s) {
         }
         s->in_transaction = true;
         s->tx_delta = 0;
+        s->tx_error = 0;
         return 0;
 }
 
+/*
+ * All or nothing: a transaction in which any statement failed is rolled back, and so is one
+ * that SQLite already rolled back by itself (a full disk or I/O error mid-transaction returns
+ * the connection to autocommit mode, after which later statements would each commit alone).
+ */
 int store_end(Store *s, bool commit) {
         char ignored[STORE_ERROR_MAX];
+        bool open_tx = !sqlite3_get_autocommit(s->db);
         int r = 0;
 
-        if (commit)
+        if (commit && s->tx_error < 0)
+                r = s->tx_error;
+        else if (commit && !open_tx)
+                r = -EIO; /* rolled back behind our back */
+        else if (commit)
                 r = exec(s, "COMMIT", ignored, sizeof(ignored));
-        if (!commit || r < 0)
+        if ((!commit || r < 0) && !sqlite3_get_autocommit(s->db))
                 exec(s, "ROLLBACK", ignored, sizeof(ignored));
-        else
+        if (commit && r >= 0) {
                 s->pending += s->tx_delta;
+                if (s->had_error) {
+                        /* Writes work again: give back the space the WAL took while they failed
+                         * (it is otherwise truncated only after a prune). */
+                        s->in_transaction = false;
+                        s->had_error = exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored)) < 0;
+                }
+        } else if (commit)
+                s->had_error = true;
         s->in_transaction = false;
+        s->tx_error = 0;
         pthread_mutex_unlock(&s->lock);
         return r;
 }
@@ -393,8 +538,8 @@ static int find_idempotent(Store *s, const JobSubmit *j, int64_t *ret_id) {
         if (r < 0)
                 return r;
         bind_text(&st, 1, j->idempotency_key);
-        r = 0;
-        if (sqlite3_step(st.st) == SQLITE_ROW) {
+        r = step_row(s, &st);
+        if (r > 0) {
                 const void *b = sqlite3_column_blob(st.st, 2);
                 size_t n = (size_t) sqlite3_column_bytes(st.st, 2);
 
@@ -405,6 +550,26 @@ static int find_idempotent(Store *s, const JobSubmit *j, int64_t *ret_id) {
                 } else
                         r = -EEXIST;
         }
+        stmt_done(&st);
+        return r;
+}
+
+/* A create item's correlation ID that a job still queued or running uses: 1 and that job's id
+ * (two creates with one correlation ID in flight would make Visier refuse one of them and
+ * leave the lookup unable to tell them apart), 0 if none. */
+static int find_pending_correlation(Store *s, const char *cid, int64_t *ret_job) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st,
+                    "SELECT j.id FROM job_items i JOIN jobs j ON j.id = i.job_id WHERE i.correlation_id = ? AND "
+                    "j.state IN ('queued','running') AND j.operation = 'create' LIMIT 1");
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, cid);
+        r = step_row(s, &st);
+        if (r > 0)
+                *ret_job = sqlite3_column_int64(st.st, 0);
         stmt_done(&st);
         return r;
 }
@@ -444,6 +609,25 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 if (r < 0)
                         goto fail_db;
         }
+        if (j->op == JOB_OP_CREATE)
+                json_array_foreach(j->items, i, item) {
+                        const char *cid = json_string_value(json_object_get(item, "correlationId"));
+                        int64_t other = 0;
+
+                        if (!cid)
+                                continue;
+                        r = find_pending_correlation(s, cid, &other);
+                        if (r < 0)
+                                goto fail_db;
+                        if (r > 0) {
+                                r = -EADDRINUSE;
+                                snprintf(err, errlen,
+                                         "permissions[%zu].correlationId: %s is already used by job %lld, which is "
+                                         "not finished",
+                                         i, cid, (long long) other);
+                                goto fail;
+                        }
+                }
         if (s->max_pending > 0) {
                 pending = s->pending + s->tx_delta;
                 if (pending >= (int64_t) s->max_pending) {
@@ -473,7 +657,7 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
         sqlite3_bind_int64(st.st, 12, now);
         sqlite3_bind_int64(st.st, 13, now);
         sqlite3_bind_int64(st.st, 14, now);
-        r = step_done(&st);
+        r = step_done(s, &st);
         stmt_done(&st);
         if (r < 0)
                 goto fail_db;
@@ -496,7 +680,7 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 sqlite3_bind_text(st.st, 3, text, -1, free);
                 bind_text(&st, 4, j->op == JOB_OP_CREATE ? json_string_value(json_object_get(item, "correlationId")) : NULL);
                 bind_text(&st, 5, item_conflict_key(j->op, item));
-                r = step_done(&st);
+                r = step_done(s, &st);
                 if (r < 0) {
                         stmt_done(&st);
                         goto fail_db;
@@ -529,6 +713,12 @@ fail:
  * the leader, takes all queued submissions, inserts them in one transaction (one fsync for
  * all), and wakes the others with their results. No answer is given before its commit.
  */
+/* Errors about the request itself rather than the database: they stand even when the group's
+ * transaction fails. */
+static bool job_submit_error_is_logical(int r) {
+        return r == -EEXIST || r == -EOVERFLOW || r == -EADDRINUSE;
+}
+
 typedef struct SubmitWaiter {
         const JobSubmit *job;
         int64_t id;
@@ -551,14 +741,34 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
                 }
                 return;
         }
-        for (SubmitWaiter *w = batch; w; w = w->next)
+        r = check_file_locked(s, err, sizeof(err));
+        if (r < 0) {
+                store_end(s, false);
+                for (SubmitWaiter *w = batch; w; w = w->next) {
+                        w->r = r;
+                        snprintf(w->err, sizeof(w->err), "%s", err);
+                }
+                return;
+        }
+        for (SubmitWaiter *w = batch; w; w = w->next) {
+                w->r = -ECANCELED;
+                if (s->tx_error < 0)
+                        continue; /* the transaction has failed: the rest are not tried */
                 w->r = submit_one_locked(s, w->job, &w->id, &w->existing, w->err, sizeof(w->err));
+        }
+        if (s->tx_error < 0)
+                set_err(s, err, sizeof(err), "cannot queue the job");
         r = store_end(s, true);
         if (r < 0) {
-                set_err(s, err, sizeof(err), "cannot commit the job");
+                /* Nothing of the group was written: every waiter hears so, including those whose
+                 * own statements went through before another's failed. */
+                if (!err[0])
+                        snprintf(err, sizeof(err), "job database %s: cannot commit the job: %s", s->path,
+                                 strerror(-r));
                 for (SubmitWaiter *w = batch; w; w = w->next)
-                        if (w->r >= 0) {
+                        if (w->r >= 0 || w->r == -ECANCELED || !job_submit_error_is_logical(w->r)) {
                                 w->r = r;
+                                w->existing = false;
                                 snprintf(w->err, sizeof(w->err), "%s", err);
                         }
         }
@@ -746,7 +956,7 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
         sqlite3_bind_int64(st.st, 2, now_ms());
         sqlite3_bind_int64(st.st, 3, id);
         bind_text(&st, 4, job_state_to_string(from));
-        r = step_done(&st);
+        r = step_done(s, &st);
         stmt_done(&st);
         if (r < 0)
                 return r;
@@ -783,7 +993,7 @@ static int manual_transition(Store *s, int64_t id, JobState from, JobState to, c
                 Stmt st = {};
                 if (prepare(s, &st, "UPDATE job_items SET state = 'pending', result = NULL WHERE job_id = ? AND state != 'succeeded'") >= 0) {
                         sqlite3_bind_int64(st.st, 1, id);
-                        r = step_done(&st);
+                        r = step_done(s, &st);
                         stmt_done(&st);
                 }
         }
@@ -870,7 +1080,7 @@ int store_prune(Store *s, int64_t now, int64_t keep_succeeded_ms, int64_t keep_f
         if (r >= 0) {
                 sqlite3_bind_int64(st.st, 1, now - keep_succeeded_ms);
                 sqlite3_bind_int64(st.st, 2, now - keep_failed_ms);
-                r = step_done(&st);
+                r = step_done(s, &st);
                 n = sqlite3_changes(s->db);
                 stmt_done(&st);
         }
@@ -908,7 +1118,7 @@ typedef struct JobHead {
         JobOp op;
         char *tenant, *project, *non_versioned, *tenant_code, *extra;
         bool solo, in_doubt;
-        int64_t n_items, attempts, next_run_at;
+        int64_t n_items, attempts, next_run_at, created_at;
 } JobHead;
 
 static void job_head_done(JobHead *h) {
@@ -921,7 +1131,8 @@ static void job_head_done(JobHead *h) {
 }
 
 #define HEAD_COLUMNS \
-        "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at, in_doubt"
+        "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at, in_doubt, " \
+        "created_at"
 
 static void job_head_read(Stmt *st, JobHead *h) {
         h->id = sqlite3_column_int64(st->st, 0);
@@ -936,6 +1147,7 @@ static void job_head_read(Stmt *st, JobHead *h) {
         h->attempts = sqlite3_column_int64(st->st, 9);
         h->next_run_at = sqlite3_column_int64(st->st, 10);
         h->in_doubt = sqlite3_column_int(st->st, 11) != 0;
+        h->created_at = sqlite3_column_int64(st->st, 12);
 }
 
 static bool heads_compatible(const JobHead *a, const JobHead *b) {
@@ -958,7 +1170,7 @@ static bool job_conflicts(Store *s, int64_t id, int64_t batch_first_id) {
                 return true;
         sqlite3_bind_int64(st.st, 1, id);
         sqlite3_bind_int64(st.st, 2, batch_first_id);
-        conflict = sqlite3_step(st.st) == SQLITE_ROW;
+        conflict = step_row(s, &st) != 0; /* an error counts as a conflict: never claim on doubt */
         stmt_done(&st);
         return conflict;
 }
@@ -973,13 +1185,13 @@ static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
                 return -ENOMEM;
         b->jobs = jobs;
         b->jobs[b->n_jobs] = (BatchJob) { .id = h->id, .attempts = (unsigned) h->attempts, .in_doubt = h->in_doubt,
-                                           .first_item = b->n_items };
+                                           .created_at_ms = h->created_at, .first_item = b->n_items };
 
         r = prepare(s, &st, "SELECT idx, item, correlation_id, state FROM job_items WHERE job_id = ? ORDER BY idx");
         if (r < 0)
                 return r;
         sqlite3_bind_int64(st.st, 1, h->id);
-        while (sqlite3_step(st.st) == SQLITE_ROW) {
+        while ((r = step_row(s, &st)) > 0) {
                 BatchItem *items = realloc(b->items, (b->n_items + 1) * sizeof(*items));
                 if (!items) {
                         stmt_done(&st);
@@ -992,11 +1204,18 @@ static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
                         .item = json_loads(col_text(&st, 1), JSON_DECODE_ANY, NULL),
                         .correlation_id = col_text(&st, 2) ? strdup(col_text(&st, 2)) : NULL,
                         .done = streq(strempty(col_text(&st, 3)), "succeeded"),
+                        .in_doubt = h->in_doubt,
                 };
                 b->n_items++;
                 b->jobs[b->n_jobs].n_items++;
+                if (!b->items[b->n_items - 1].item) {
+                        stmt_done(&st);
+                        return -ENOMEM;
+                }
         }
         stmt_done(&st);
+        if (r < 0)
+                return r; /* never a batch with some of a job's items */
         b->n_jobs++;
         return 0;
 }
@@ -1032,12 +1251,15 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         r = store_begin(s);
         if (r < 0)
                 return r;
+        r = check_file_locked(s, NULL, 0); /* nothing is claimed into a database that is gone */
+        if (r < 0)
+                goto out;
 
         /* The oldest due queued job that no earlier unfinished job conflicts with. */
         r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' ORDER BY id");
         if (r < 0)
                 goto out;
-        while (sqlite3_step(st.st) == SQLITE_ROW) {
+        while ((r = step_row(s, &st)) > 0) {
                 int64_t due = sqlite3_column_int64(st.st, 10);
                 int64_t id = sqlite3_column_int64(st.st, 0);
 
@@ -1049,9 +1271,12 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 if (job_conflicts(s, id, INT64_MAX))
                         continue;
                 job_head_read(&st, &first);
+                r = 0;
                 break;
         }
         stmt_done(&st);
+        if (r < 0)
+                goto out;
         if (first.id == 0) {
                 *ret_next_due_ms = next_due;
                 r = 0;
@@ -1071,7 +1296,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         if (r < 0)
                 goto out;
         sqlite3_bind_int64(st.st, 1, first.id);
-        while (sqlite3_step(st.st) == SQLITE_ROW) {
+        while ((r = step_row(s, &st)) > 0) {
                 job_head_read(&st, &h);
                 if (!heads_compatible(&first, &h) || h.next_run_at > now || items + (size_t) h.n_items > batch_max ||
                     job_conflicts(s, h.id, first.id)) {
@@ -1083,6 +1308,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 job_head_done(&h);
                 if (r < 0)
                         break;
+                r = 1;
         }
         stmt_done(&st);
         if (r < 0)
@@ -1113,7 +1339,7 @@ int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
 
         pthread_mutex_lock(&s->lock);
         r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' AND operation != 'export' ORDER BY id");
-        while (r >= 0 && sqlite3_step(st.st) == SQLITE_ROW) {
+        while (r >= 0 && (r = step_row(s, &st)) > 0) {
                 JobHead h = {};
                 Batch *b = NULL, **nl;
 
@@ -1156,7 +1382,7 @@ int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, js
         bind_text(&st, 2, text);
         sqlite3_bind_int64(st.st, 3, job_id);
         sqlite3_bind_int64(st.st, 4, idx);
-        r = step_done(&st);
+        r = step_done(s, &st);
         stmt_done(&st);
         return r;
 }
@@ -1183,7 +1409,7 @@ int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_sta
         sqlite3_bind_int64(st.st, 4, response_status);
         bind_text(&st, 5, response_body);
         sqlite3_bind_int64(st.st, 6, job_id);
-        r = step_done(&st);
+        r = step_done(s, &st);
         stmt_done(&st);
         return r;
 }
@@ -1211,7 +1437,7 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
         bind_text(&st, 5, error);
         sqlite3_bind_int(st.st, 6, in_doubt ? 1 : 0);
         sqlite3_bind_int64(st.st, 7, job_id);
-        r = step_done(&st);
+        r = step_done(s, &st);
         stmt_done(&st);
         return r;
 }
@@ -1226,6 +1452,54 @@ int store_job_exists(Store *s, int64_t id) {
                 sqlite3_bind_int64(st.st, 1, id);
                 r = sqlite3_step(st.st);
                 r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sqlite_to_errno(r);
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* ---- the write lane ---- */
+
+int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "UPDATE lane SET call_started_at = ?, call_deadline_at = ? WHERE id = 1");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, started_ms);
+        sqlite3_bind_int64(st.st, 2, deadline_ms);
+        r = step_done(s, &st);
+        stmt_done(&st);
+        if (r >= 0 && sqlite3_changes(s->db) != 1)
+                r = tx_note(s, -EIO);
+        return r;
+}
+
+int store_lane_open(Store *s, int64_t started_ms, int64_t deadline_ms) {
+        int r;
+
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        r = store_lane_set(s, started_ms, deadline_ms);
+        return store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
+}
+
+int store_lane_get(Store *s, int64_t *ret_started_ms, int64_t *ret_deadline_ms) {
+        Stmt st = {};
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st, "SELECT call_started_at, call_deadline_at FROM lane WHERE id = 1");
+        if (r >= 0) {
+                r = step_row(s, &st);
+                if (r > 0) {
+                        *ret_started_ms = sqlite3_column_int64(st.st, 0);
+                        *ret_deadline_ms = sqlite3_column_int64(st.st, 1);
+                        r = 0;
+                } else if (r == 0)
+                        r = -EIO;
                 stmt_done(&st);
         }
         pthread_mutex_unlock(&s->lock);
@@ -1282,7 +1556,7 @@ int store_export_requeue_orphans(Store *s) {
         r = prepare(s, &st, "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running' AND operation = 'export'");
         if (r >= 0) {
                 sqlite3_bind_int64(st.st, 1, now_ms());
-                r = step_done(&st);
+                r = step_done(s, &st);
                 stmt_done(&st);
         }
         return store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;

@@ -23,11 +23,15 @@
 
 typedef struct Store Store;
 
-/* Open (creating if needed) the database at path; -EPROTO if its schema is newer than ours. */
+/* Open (creating if needed) the database at path; -EPROTO if its schema is newer than ours,
+ * -EBUSY if another process holds the database's lock file ("<path>.lock", flock). */
 int store_open(const char *path, Store **ret, char *err, size_t errlen);
 Store *store_close(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
 
+/* Is the database usable for writes: still the file at its path (not deleted or replaced) and
+ * not open read-only? 0, or -ENOENT / -EACCES / -EIO with a reason in err (err may be NULL). */
+int store_check(Store *s, char *err, size_t errlen);
 bool store_ok(Store *s);
 int store_schema_version(Store *s);
 const char *store_path(Store *s);
@@ -54,8 +58,10 @@ typedef struct JobSubmit {
 /*
  * Commit a new queued job durably. With an idempotency key already used: for the same
  * operation and body, *ret_existing is set and the earlier job's id returned; for another
- * body, -EEXIST. -EOVERFLOW when max_pending jobs wait already; -ENOSPC, -EACCES, -EIO
- * when the database cannot be written (nothing is left half-written).
+ * body, -EEXIST. -EADDRINUSE when a create item's correlationId is used by a job not yet
+ * finished. -EOVERFLOW when max_pending jobs wait already; -ENOSPC, -EACCES, -EIO, -ENOENT
+ * when the database cannot be written (nothing of the job is written then, and no job of the
+ * same group commit is either).
  */
 int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen);
 
@@ -84,12 +90,14 @@ typedef struct BatchItem {
         json_t *item;
         char *correlation_id; /* creates only */
         bool done;            /* already succeeded in an earlier attempt (reconciled) */
+        bool in_doubt;        /* its job's earlier attempt may have landed */
 } BatchItem;
 
 typedef struct BatchJob {
         int64_t id;
         unsigned attempts; /* attempts made before this one */
         bool in_doubt;     /* an earlier attempt may have landed */
+        int64_t created_at_ms;
         size_t first_item, n_items;
 } BatchJob;
 
@@ -118,7 +126,18 @@ int store_batch_claim(Store *s, int64_t now_ms, size_t batch_max, Batch **ret, i
 /* Jobs left running by a previous process (orphans), as a batch each, marked as they are. */
 int store_orphans(Store *s, Batch ***ret, size_t *ret_n);
 
-/* Recording an outcome: all calls between begin and end form one transaction. */
+/*
+ * The write lane: before a write call is sent, when it started and the latest time it can
+ * still be running on visierd's side (its deadline) are committed, so that a visierd started
+ * after a crash can wait out the call the dead process left open. deadline 0: no call open.
+ */
+int store_lane_open(Store *s, int64_t started_ms, int64_t deadline_ms);
+int store_lane_get(Store *s, int64_t *ret_started_ms, int64_t *ret_deadline_ms);
+/* The same, inside a transaction opened with store_begin(). */
+int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms);
+
+/* Recording an outcome: all calls between begin and end form one transaction; if any
+ * statement in it fails, store_end() rolls the whole transaction back and fails. */
 int store_begin(Store *s);
 int store_end(Store *s, bool commit);
 int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, json_t *result);

@@ -28,7 +28,8 @@ struct TokenKeeper {
         usec_t expires_at, refresh_at;
         bool login_in_flight;
 
-        unsigned failures;
+        unsigned failures;   /* logins that failed in a row */
+        unsigned rejections; /* tokens Visier refused in a row, none confirmed since */
         usec_t next_attempt_at;
         char last_error[TOKEN_ERROR_MAX];
         uint64_t logins, login_failures;
@@ -108,7 +109,8 @@ static void *keeper_thread(void *arg) {
                                 jmax = (tk->lifetime - tk->margin) / 2;
                         tk->refresh_at = tk->expires_at - tk->margin - jitter(jmax);
                         tk->failures = 0;
-                        tk->next_attempt_at = 0;
+                        /* Not next_attempt_at: a token refused again soon must still wait out the
+                         * backoff that its predecessor's refusal set. */
                         tk->last_error[0] = '\0';
                         tk->logins++;
                 } else {
@@ -222,6 +224,14 @@ int token_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t
                         r = -ENOKEY;
                         break;
                 }
+                if (!tk->login_in_flight && tk->rejections > 0 && tk->next_attempt_at > deadline) {
+                        snprintf(err, errlen,
+                                 "no Visier token: Visier refused the last %u token%s; next login in %llu s",
+                                 tk->rejections, tk->rejections == 1 ? "" : "s",
+                                 (unsigned long long) ((tk->next_attempt_at - now + USEC_PER_SEC - 1) / USEC_PER_SEC));
+                        r = -ENOKEY;
+                        break;
+                }
                 if (now >= deadline) {
                         snprintf(err, errlen, "no Visier token: timed out waiting for the login");
                         r = -ETIMEDOUT;
@@ -237,15 +247,43 @@ void token_invalidate(TokenKeeper *tk, uint64_t generation) {
         pthread_mutex_lock(&tk->lock);
         if (tk->token && tk->generation == generation) {
                 tk->token = secret_free(tk->token);
+                /* The first refusal logs in again at once (a revocation); a token refused again
+                 * before any call confirmed it waits 1 s, then 2 s, ... as failed logins do, so
+                 * a Visier that takes logins but refuses every token is not flooded with logins. */
+                tk->rejections++;
+                if (tk->rejections > 1) {
+                        usec_t at = clock_now() + token_backoff(tk->rejections - 1);
+                        if (at > tk->next_attempt_at)
+                                tk->next_attempt_at = at;
+                }
                 pthread_cond_broadcast(&tk->cond);
         }
         pthread_mutex_unlock(&tk->lock);
+}
+
+void token_confirm(TokenKeeper *tk, uint64_t generation) {
+        pthread_mutex_lock(&tk->lock);
+        if (tk->generation == generation && tk->rejections > 0) {
+                tk->rejections = 0;
+                tk->next_attempt_at = 0;
+        }
+        pthread_mutex_unlock(&tk->lock);
+}
+
+uint64_t token_generation(TokenKeeper *tk) {
+        uint64_t g;
+
+        pthread_mutex_lock(&tk->lock);
+        g = tk->generation;
+        pthread_mutex_unlock(&tk->lock);
+        return g;
 }
 
 void token_keeper_relogin(TokenKeeper *tk) {
         pthread_mutex_lock(&tk->lock);
         tk->token = secret_free(tk->token);
         tk->failures = 0;
+        tk->rejections = 0;
         tk->next_attempt_at = 0;
         pthread_cond_broadcast(&tk->cond);
         pthread_mutex_unlock(&tk->lock);
@@ -259,7 +297,8 @@ void token_keeper_status(TokenKeeper *tk, TokenStatus *ret) {
         ret->valid = tk->token && now < tk->expires_at;
         if (ret->valid)
                 ret->expires_in = tk->expires_at - now;
-        if (tk->failures > 0) {
+        ret->rejections = tk->rejections;
+        if (tk->failures > 0 || (!ret->valid && tk->rejections > 1)) {
                 ret->state = "failing";
                 ret->next_attempt_in = tk->next_attempt_at > now ? tk->next_attempt_at - now : 0;
         } else if (ret->valid)

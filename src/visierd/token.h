@@ -37,6 +37,7 @@ typedef struct TokenStatus {
         bool valid;                /* a token that may be sent is held */
         usec_t expires_in;         /* when valid */
         uint64_t logins, login_failures;
+        unsigned rejections;       /* tokens refused in a row */
         usec_t next_attempt_in;    /* when failing */
         char last_error[TOKEN_ERROR_MAX];
 } TokenStatus;
@@ -60,8 +61,13 @@ void token_keeper_set_times(TokenKeeper *tk, usec_t lifetime, usec_t margin);
 int token_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
                   size_t errlen);
 
-/* The token of this generation was refused by Visier: drop it and log in again now. */
+/* The token of this generation was refused by Visier: drop it and log in again — at once the
+ * first time, then with the login backoff while new tokens keep being refused unconfirmed. */
 void token_invalidate(TokenKeeper *tk, uint64_t generation);
+/* A call with the token of this generation was accepted: refusals no longer count. */
+void token_confirm(TokenKeeper *tk, uint64_t generation);
+/* The generation of the newest token (0 before the first login). */
+uint64_t token_generation(TokenKeeper *tk);
 
 /* Forget the token and log in now (credentials changed). */
 void token_keeper_relogin(TokenKeeper *tk);

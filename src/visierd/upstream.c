@@ -424,8 +424,12 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) form_len);
 
-        if (u->rl)
-                ratelimit_take_forced(u->rl, clock_now());
+        /* A login is a call like any other: it waits for the shared rate budget. */
+        if (u->rl && ratelimit_take(u->rl, clock_now() + s->request_timeout) < 0) {
+                r = -EBUSY;
+                snprintf(err, errlen, "the Visier rate budget has no call left for a login");
+                goto out;
+        }
         STAT_INC(u, calls);
         started = clock_now();
         c = curl_easy_perform(h);
@@ -562,20 +566,25 @@ static bool retry_after_network_error(Upstream *u, const Settings *s, const Upst
 
 /*
  * What an HTTP answer means for the call, the same for buffered and streamed calls: a 401
- * invalidates the token it was sent with and is retried once; a 429 closes the rate budget
+ * invalidates the token it was sent with and is retried within the deadline; a 429 closes the rate budget
  * until Retry-After and is retried without counting as a failed attempt; a 5xx to an
  * idempotent call is retried with backoff. True: the caller tries again (any wait is done).
  */
 static bool retry_after_answer(Upstream *u, const Settings *s, const UpstreamRequest *req, long status,
                                long retry_after, uint64_t generation, bool *retried_401, unsigned *failed_attempts,
                                usec_t deadline) {
-        if (status == 401 && !*retried_401) {
-                /* The token was refused (revoked, or expired early): once more with a fresh one. */
+        if (status == 401) {
+                /* The token was refused (revoked, or expired early): again with a fresh one, as
+                 * long as the deadline allows. A 401 about a token older than the current one
+                 * costs nothing; for the current one the keeper logs in again, with backoff
+                 * when new tokens keep being refused, and token_acquire() gives up (-ENOKEY)
+                 * rather than wait past the deadline. A 401 never reaches the caller. */
                 STAT_INC(u, unauthorized);
                 token_invalidate(u->tk, generation);
                 *retried_401 = true;
-                return true;
+                return clock_now() < deadline;
         }
+        token_confirm(u->tk, generation);
         if (status == 429) {
                 usec_t wait = retry_after >= 0 ? (usec_t) retry_after * USEC_PER_SEC : UPSTREAM_RETRY_AFTER_DEFAULT;
 
@@ -603,7 +612,7 @@ static bool retry_after_answer(Upstream *u, const Settings *s, const UpstreamReq
 int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret, char *err, size_t errlen) {
         Settings *s = settings_get(u);
         usec_t deadline = clock_now() + s->request_timeout;
-        bool retried_401 = false;
+        bool retried_401 = false, maybe_applied = false;
         unsigned failed_attempts = 0, attempts = 0;
         _cleanup_free_ char *url = NULL;
         Transfer t = {};
@@ -639,8 +648,12 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 }
                 now = clock_now();
                 if (now >= deadline) {
-                        r = -ETIMEDOUT;
-                        snprintf(err, errlen, "request to Visier timed out");
+                        /* Nothing is sent now. A write whose earlier attempts were all refused
+                         * outright (401, 429) has not landed: say so, so it is not taken for
+                         * one that may have. */
+                        r = !req->idempotent && !maybe_applied ? -ECANCELED : -ETIMEDOUT;
+                        snprintf(err, errlen, "request to Visier timed out%s",
+                                 r == -ECANCELED ? " before it could be sent" : "");
                         goto out;
                 }
 
@@ -683,6 +696,7 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 observe_budget(u, &t);
 
                 if (c != CURLE_OK) {
+                        maybe_applied = true;
                         r = t.too_large ? -EFBIG : curl_to_errno(c);
                         if (r == -EFBIG)
                                 snprintf(err, errlen, "Visier's answer is larger than max_response_size (%zu bytes)",
@@ -695,9 +709,17 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                         goto out;
                 }
 
+                if (status >= 500)
+                        maybe_applied = true;
                 if (retry_after_answer(u, s, req, status, t.retry_after, generation, &retried_401, &failed_attempts,
                                        deadline))
                         continue;
+                if (status == 401) {
+                        /* Refused until the deadline: visierd's problem, never the caller's 401. */
+                        r = -ENOKEY;
+                        snprintf(err, errlen, "Visier refused visierd's security token until the request timed out");
+                        goto out;
+                }
 
                 ret->status = status;
                 ret->content_type = TAKE_PTR(t.content_type);
@@ -923,6 +945,11 @@ int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream
                                        &failed_attempts, deadline)) {
                         stream_release_handle(st);
                         continue;
+                }
+                if (st->status == 401) {
+                        r = -ENOKEY;
+                        snprintf(err, errlen, "Visier refused visierd's security token until the request timed out");
+                        break;
                 }
                 *ret_status = st->status;
                 *ret_content_type = st->t.content_type ? strdup(st->t.content_type) : NULL;

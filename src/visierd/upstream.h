@@ -4,7 +4,8 @@
  *
  * It injects the apikey header and the VisierASIDToken cookie, sends credentials only to
  * the configured origin and follows no redirects, verifies TLS always, takes every call from
- * the shared rate budget, retries a 401 once with a fresh token, waits out a 429 without
+ * the shared rate budget (logins too), retries a 401 with a fresh token within the deadline
+ * (a 401 never reaches the caller: -ENOKEY), waits out a 429 without
  * counting it as a failed attempt, and retries idempotent calls on network errors and 5xx
  * with exponential backoff and jitter — all within one deadline per call. Connections are
  * kept warm in a pool of easy handles sharing one connection cache. Never logs.
@@ -89,7 +90,9 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
 /*
  * Make one call. Returns 0 with ret filled for any HTTP answer (the caller owns it; free
  * with upstream_response_done), or a negative errno with err set:
- *   -ENOKEY     no token could be obtained
+ *   -ENOKEY     no token could be obtained, or Visier kept refusing it (nothing was applied)
+ *   -ECANCELED  a write not sent: the deadline passed while its earlier attempts were refused
+ *               outright (401, 429), so nothing of it landed
  *   -ETIMEDOUT  the deadline passed (connect or answer)
  *   -EBUSY      the rate budget stays empty past the deadline
  *   -EFBIG      the answer was larger than max_response
