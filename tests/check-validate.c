@@ -111,6 +111,14 @@ START_TEST(test_nested_enums) {
                        "\"propertySetConfig\":{\"propertyAccessConfigs\":[{\"propertyId\":\"Employee.Salary\",\"accessLevel\":\"Full\"}]}}]}]}",
                        "permissions[0].dataSecurityProfiles[0].propertySetConfig.propertyAccessConfigs[0].accessLevel",
                        "must be one of None, Aggregate, Detailed");
+        /* An enum member that is not a string at all hears the values too. */
+        assert_refused(JOB_OP_CREATE,
+                       "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectStatus\":1}]}]}",
+                       "permissions[0].dataSecurityProfiles[0].analyticObjectStatus",
+                       "must be one of Unset, Valid, NoData, NotFound");
+        assert_refused(JOB_OP_CREATE,
+                       "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectStatus\":null}]}]}",
+                       "permissions[0].dataSecurityProfiles[0].analyticObjectStatus", "must be a string, not null");
         /* Enum values are case-sensitive, as Visier's are. */
         assert_refused(JOB_OP_CREATE,
                        "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\","

@@ -3,8 +3,9 @@
  * Write-body, header and query-value validation (see validate.h). The schema walk is driven
  * by the generated table in validate-schema.h and is bounded by it: only members the table
  * defines are descended, so the depth of a walk never depends on the input beyond the
- * table's own depth (VALIDATE_DEPTH_MAX guards against a recursive table). Never logs,
- * never allocates except the parsed body handed back to the caller.
+ * table's own depth (VALIDATE_DEPTH_MAX guards against a recursive table). Never logs;
+ * allocates only the parsed body it hands back and, while it runs, the set of correlation
+ * IDs seen.
  */
 #include <stdarg.h>
 #include <stdint.h>
@@ -113,21 +114,23 @@ static const char *type_message(ValidateType t) {
 
 /* "must be one of A, B, C", cut short with ", ..." when the values do not fit a message. */
 static int fail_enum(ValidateError *err, const char *path, const char *const *values) {
+        static const char head[] = "must be one of", more[] = ", ...";
         char m[VALIDATE_MESSAGE_MAX];
-        size_t n = 0, cap = sizeof(m) - sizeof(", ...");
-        int k;
+        size_t n = sizeof(head) - 1;
 
-        k = snprintf(m, sizeof(m), "must be one of");
-        n = (size_t) k;
+        memcpy(m, head, sizeof(head));
         for (size_t i = 0; values[i]; i++) {
-                size_t need = strlen(values[i]) + 2;
+                size_t l = strlen(values[i]);
 
-                if (n + need > cap) {
-                        memcpy(m + n, ", ...", sizeof(", ..."));
+                /* Room for ", value", and for ", ..." after it should more values follow. */
+                if (n + 2 + l + sizeof(more) > sizeof(m)) {
+                        memcpy(m + n, more, sizeof(more));
                         break;
                 }
-                k = snprintf(m + n, sizeof(m) - n, "%s %s", i ? "," : "", values[i]);
-                n += (size_t) k;
+                memcpy(m + n, i ? ", " : " ", i ? 2 : 1);
+                n += i ? 2 : 1;
+                memcpy(m + n, values[i], l + 1);
+                n += l;
         }
         return fail(err, path, "%s", m);
 }
@@ -164,6 +167,8 @@ static int walk(const ValidateSchema *s, json_t *v, char *path, size_t pathlen, 
 
         if (depth > VALIDATE_DEPTH_MAX)
                 return fail(err, path, "nested too deeply");
+        if (!value_fits(s, v) && s->type == VALIDATE_ENUM && !json_is_null(v))
+                return fail_enum(err, path, s->enum_values);
         if (!value_fits(s, v))
                 return fail(err, path, "%s%s", type_message(s->type), json_is_null(v) ? ", not null" : "");
 
