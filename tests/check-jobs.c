@@ -72,12 +72,13 @@ START_TEST(test_validate_reports_first_bad_path) {
         ValidateError e;
         json_t *root = NULL;
         const char *ok = "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\"}]}]}";
-        const char *deep = "{\"permissions\":[{\"displayName\":\"a\"},{\"displayName\":\"b\",\"x\":[{\"y\":{\"propertyId\":\"Employee.P-1\"}}]}]}";
+        const char *deep = "{\"permissions\":[{\"displayName\":\"a\"},{\"displayName\":\"b\",\"dataSecurityProfiles\":[{"
+                           "\"propertySetConfig\":{\"propertyAccessConfigs\":[{\"propertyId\":\"Employee.P-1\"}]}}]}]}";
 
         ck_assert_int_eq(validate_write(JOB_OP_CREATE, ok, strlen(ok), 1000, &root, &e), 0);
         json_decref(root);
         ck_assert_int_eq(validate_write(JOB_OP_CREATE, deep, strlen(deep), 1000, &root, &e), -EINVAL);
-        ck_assert_str_eq(e.path, "permissions[1].x[0].y.propertyId");
+        ck_assert_str_eq(e.path, "permissions[1].dataSecurityProfiles[0].propertySetConfig.propertyAccessConfigs[0].propertyId");
         ck_assert_int_eq(validate_write(JOB_OP_CREATE, ok, strlen(ok), 0, &root, &e), -EINVAL);
         ck_assert_str_eq(e.path, "permissions");
         ck_assert_int_eq(validate_write(JOB_OP_DELETE, "{\"permissionIds\":[\"a\",\"a\"]}", 27, 10, &root, &e), 0);

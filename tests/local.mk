@@ -7,12 +7,16 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports
+unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
-TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh
-dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh tests/check-units.sh
+TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
+	tests/check-validate-schema.sh
+dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
+	tests/check-validate-schema.sh tools/gen-validate-schema.py
+# The table validate.c includes, generated from Visier's definitions (see its top).
+EXTRA_DIST += src/visierd/validate-schema.h
 
 tests_check_config_SOURCES = tests/check-config.c
 tests_check_config_CFLAGS = $(TEST_CFLAGS)
@@ -35,6 +39,9 @@ tests_check_openapi_LDADD = $(TEST_LDADD)
 tests_check_exports_SOURCES = tests/check-exports.c
 tests_check_exports_CFLAGS = $(TEST_CFLAGS)
 tests_check_exports_LDADD = $(TEST_LDADD)
+tests_check_validate_SOURCES = tests/check-validate.c
+tests_check_validate_CFLAGS = $(TEST_CFLAGS)
+tests_check_validate_LDADD = $(TEST_LDADD)
 tests_test_proxy_SOURCES = tests/test-proxy.c
 tests_test_proxy_CFLAGS = $(TEST_CFLAGS)
 tests_test_proxy_LDADD = $(TEST_LDADD)
