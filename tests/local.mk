@@ -15,8 +15,6 @@ TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-ma
 	tests/check-validate-schema.sh
 dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tools/gen-validate-schema.py
-# The table validate.c includes, generated from Visier's definitions (see its top).
-EXTRA_DIST += src/visierd/validate-schema.h
 
 tests_check_config_SOURCES = tests/check-config.c
 tests_check_config_CFLAGS = $(TEST_CFLAGS)

@@ -197,14 +197,19 @@ static const ConfigClient *client_by_token(const Config *c, const char *authoriz
 /*
  * Who may do what: the Host must be ours (DNS rebinding), no foreign Origin (browser pages),
  * the unix socket's peer must be on the allow-lists, and once client tokens are configured a
- * valid Bearer token of a sufficient role. Fills req->client and req->role; NULL means go on.
+ * valid Bearer token of a sufficient role. Fills req->client and req->role. True: go on. False:
+ * refused, with the answer in *ret_refusal — which may be NULL when even that could not be
+ * built (the HTTP layer then answers its preallocated out-of-memory 500): a failed allocation
+ * never lets a request through.
  */
-static struct MHD_Response *authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
+                      struct MHD_Response **ret_refusal) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *origin = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin");
         const char *auth = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
                                                        MHD_HTTP_HEADER_AUTHORIZATION);
         struct MHD_Response *r = NULL;
+        bool allowed = false;
         const Config *c;
 
         pthread_rwlock_rdlock(&m->config_lock);
@@ -240,11 +245,15 @@ static struct MHD_Response *authorize(Manager *m, HttpRequest *req, const Route 
                                 snprintf(msg, sizeof(msg), "client %s has role %s; this needs %s", cl->name,
                                          client_role_to_string(cl->role), client_role_to_string(route->role));
                                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden", msg);
-                        }
+                        } else
+                                allowed = true;
                 }
-        }
+        } else
+                allowed = true;
         pthread_rwlock_unlock(&m->config_lock);
-        return r;
+        if (!allowed)
+                *ret_refusal = r;
+        return allowed;
 }
 
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
@@ -267,8 +276,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
         }
         if (route) {
                 req->route = route->pattern;
-                r = authorize(m, req, route, ret_status);
-                if (!r)
+                if (authorize(m, req, route, ret_status, &r))
                         r = route->handler(m, req, ret_status);
         } else if (allow[0]) {
                 *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;
@@ -571,24 +579,43 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         max_wait = m->config->max_wait;
         pthread_rwlock_unlock(&m->config_lock);
         r = validate_write(op, req->body, req->body_len, batch_max, &root, &verr);
+        if (r == -ENOMEM) {
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "out of memory");
+        }
         if (r < 0)
                 return bad_request(ret_status, verr.path, verr.message);
 
+        /* Everything stored with the job is checked first, so it can always be shown again. */
         idem = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Idempotency-Key");
+        tenant = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "TargetTenantID");
+        project = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "ProjectID");
+        non_versioned = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "NonVersioned");
         if (idem && (strlen(idem) == 0 || strlen(idem) > IDEMPOTENCY_KEY_MAX)) {
                 json_decref(root);
                 return bad_request(ret_status, "Idempotency-Key", "must be 1 to 200 characters");
         }
-        tenant = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "TargetTenantID");
-        project = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "ProjectID");
-        non_versioned = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "NonVersioned");
+        if (validate_header_value("Idempotency-Key", idem, &verr) < 0 ||
+            validate_header_value("TargetTenantID", tenant, &verr) < 0 ||
+            validate_header_value("ProjectID", project, &verr) < 0 ||
+            validate_non_versioned(non_versioned, &non_versioned, &verr) < 0) {
+                json_decref(root);
+                return bad_request(ret_status, verr.path, verr.message);
+        }
         tenant_code_raw = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "tenantCode");
         if (tenant_code_raw) {
-                tenant_code = curl_easy_unescape(NULL, tenant_code_raw, 0, NULL);
+                int decoded_len = 0;
+
+                tenant_code = curl_easy_unescape(NULL, tenant_code_raw, 0, &decoded_len);
                 if (!tenant_code) {
                         json_decref(root);
                         *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
                         return http_response_status("InternalError", false, "out of memory");
+                }
+                if (validate_tenant_code(tenant_code, (size_t) decoded_len, &verr) < 0) {
+                        json_decref(root);
+                        curl_free(tenant_code);
+                        return bad_request(ret_status, verr.path, verr.message);
                 }
         }
 

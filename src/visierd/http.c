@@ -46,7 +46,11 @@ struct HttpServer {
         unsigned port;
         char *unlink_path; /* the unix socket we created, removed at stop */
         char describe[512];
+        struct MHD_Response *oom; /* made at start: the answer when no other can be built */
 };
+
+#define HTTP_OOM_BODY \
+        "{\"code\":\"InternalError\",\"message\":\"out of memory\",\"localizedMessage\":\"out of memory\",\"userError\":false}"
 
 static size_t unescape_nothing(void *cls, struct MHD_Connection *c, char *s) {
         /* Keep paths and query arguments as the client sent them: they are forwarded raw. */
@@ -258,10 +262,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         } else
                 resp = h->handler(h->userdata, req, &status);
         if (!resp) {
-                status = 500;
-                resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
-                if (!resp)
-                        return MHD_NO;
+                /* No answer could be built (out of memory): the one made at start. Queuing
+                 * takes a reference, so it is never used up. */
+                ret = MHD_queue_response(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, h->oom);
+                return ret;
         }
         ret = MHD_queue_response(connection, status, resp);
         MHD_destroy_response(resp);
@@ -426,6 +430,10 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
         h->handler = handler;
         h->userdata = userdata;
         h->max_body = s->max_body;
+        h->oom = MHD_create_response_from_buffer(strlen(HTTP_OOM_BODY), (void *) HTTP_OOM_BODY,
+                                                 MHD_RESPMEM_PERSISTENT);
+        if (!h->oom || MHD_add_response_header(h->oom, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES)
+                return -ENOMEM;
         pthread_mutex_init(&h->conns_lock, NULL);
         {
                 /* The reaper's waits are measured on the monotonic clock. */
@@ -487,6 +495,8 @@ HttpServer *http_server_stop(HttpServer *h) {
         }
         pthread_cond_destroy(&h->reaper_cond);
         pthread_mutex_destroy(&h->conns_lock);
+        if (h->oom)
+                MHD_destroy_response(h->oom);
         if (h->unlink_path) {
                 (void) unlink(h->unlink_path);
                 free(h->unlink_path);

@@ -10,7 +10,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/exports.c src/visierd/exports.h \
 	src/visierd/http.c src/visierd/http.h \
 	src/visierd/jobs.c src/visierd/jobs.h \
-	src/visierd/validate.c src/visierd/validate.h \
+	src/visierd/validate.c src/visierd/validate.h src/visierd/validate-schema.h \
 	src/visierd/publisher.c src/visierd/publisher.h \
 	src/visierd/runner.c src/visierd/runner.h \
 	src/visierd/log.c src/visierd/log.h \
