@@ -246,6 +246,255 @@ START_TEST(test_newer_schema_refused) {
 }
 END_TEST
 
+
+/* ---- a full disk at every write: a VFS that fails writes from the N-th on ---- */
+
+/*
+ * Wraps the default VFS. Once armed with a quota, writes may grow the files by that many
+ * bytes in all; a write that would grow them past it fails with SQLITE_FULL, as on a disk
+ * with that much space left — so a large write fails while a small one after it may still
+ * fit. Every file method is passed through otherwise, shared memory included (WAL mode).
+ */
+typedef struct FaultFile {
+        sqlite3_file base;
+        sqlite3_file *real;
+} FaultFile;
+
+static sqlite3_vfs fault_vfs, *real_vfs;
+static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
+static long fault_quota = -1; /* -1: off */
+static bool fault_hit;
+
+/* May a write of these bytes to a file of this size go ahead? Takes the growth from the quota. */
+static bool fault_take(sqlite3_int64 size, sqlite3_int64 end) {
+        sqlite3_int64 grow = end > size ? end - size : 0;
+        bool ok = true;
+
+        pthread_mutex_lock(&fault_lock);
+        if (fault_quota >= 0) {
+                if (grow > fault_quota) {
+                        ok = false;
+                        fault_hit = true;
+                } else
+                        fault_quota -= (long) grow;
+        }
+        pthread_mutex_unlock(&fault_lock);
+        return ok;
+}
+
+static void fault_arm(long quota) {
+        pthread_mutex_lock(&fault_lock);
+        fault_quota = quota;
+        fault_hit = false;
+        pthread_mutex_unlock(&fault_lock);
+}
+
+#define REAL(f) (((FaultFile *) (f))->real)
+static int ff_close(sqlite3_file *f) {
+        int rc = REAL(f)->pMethods->xClose(REAL(f));
+        return rc;
+}
+static int ff_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) {
+        return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int ff_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o) {
+        sqlite3_int64 size = 0;
+
+        if (REAL(f)->pMethods->xFileSize(REAL(f), &size) != SQLITE_OK || !fault_take(size, o + n))
+                return SQLITE_FULL;
+        return REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size) {
+        return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags) {
+        return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int ff_file_size(sqlite3_file *f, sqlite3_int64 *size) {
+        return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int ff_lock(sqlite3_file *f, int l) {
+        return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int ff_unlock(sqlite3_file *f, int l) {
+        return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int ff_check_reserved(sqlite3_file *f, int *out) {
+        return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int ff_file_control(sqlite3_file *f, int op, void *arg) {
+        return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int ff_sector_size(sqlite3_file *f) {
+        return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int ff_device_chars(sqlite3_file *f) {
+        return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int ff_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp) {
+        return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, pp);
+}
+static int ff_shm_lock(sqlite3_file *f, int offset, int n, int flags) {
+        return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+}
+static void ff_shm_barrier(sqlite3_file *f) {
+        REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int ff_shm_unmap(sqlite3_file *f, int del) {
+        return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+
+/* Version 2 (no memory-mapped I/O, which would write without xWrite). */
+static const sqlite3_io_methods fault_methods = {
+        .iVersion = 2,
+        .xClose = ff_close,
+        .xRead = ff_read,
+        .xWrite = ff_write,
+        .xTruncate = ff_truncate,
+        .xSync = ff_sync,
+        .xFileSize = ff_file_size,
+        .xLock = ff_lock,
+        .xUnlock = ff_unlock,
+        .xCheckReservedLock = ff_check_reserved,
+        .xFileControl = ff_file_control,
+        .xSectorSize = ff_sector_size,
+        .xDeviceCharacteristics = ff_device_chars,
+        .xShmMap = ff_shm_map,
+        .xShmLock = ff_shm_lock,
+        .xShmBarrier = ff_shm_barrier,
+        .xShmUnmap = ff_shm_unmap,
+};
+
+static int fv_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags, int *out_flags) {
+        FaultFile *ff = (FaultFile *) f;
+        int rc;
+
+        (void) vfs;
+        ff->real = (sqlite3_file *) (ff + 1);
+        rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out_flags);
+        ff->base.pMethods = ff->real->pMethods ? &fault_methods : NULL;
+        return rc;
+}
+
+static void fault_vfs_install(void) {
+        if (real_vfs)
+                return;
+        real_vfs = sqlite3_vfs_find(NULL);
+        ck_assert_ptr_nonnull(real_vfs);
+        fault_vfs = *real_vfs;
+        fault_vfs.zName = "fault";
+        fault_vfs.szOsFile = (int) sizeof(FaultFile) + real_vfs->szOsFile;
+        fault_vfs.xOpen = fv_open;
+        ck_assert_int_eq(sqlite3_vfs_register(&fault_vfs, 1), SQLITE_OK); /* the default from now on */
+}
+
+#define FAULT_WRITERS 4
+
+typedef struct FaultSubmit {
+        char name[32];
+        char *body;
+        int r;
+        int64_t id;
+} FaultSubmit;
+
+static void *fault_submit(void *arg) {
+        FaultSubmit *fs = arg;
+        json_t *items = json_pack("[{s:s, s:s}]", "displayName", fs->name, "description", fs->body);
+        char err[STORE_ERROR_MAX];
+        bool existing;
+
+        fs->r = store_job_submit(st,
+                                 &(JobSubmit) { .op = JOB_OP_CREATE, .tenant = "", .project = "", .non_versioned = "",
+                                                .tenant_code = "", .client = "test", .body = fs->name,
+                                                .body_len = strlen(fs->name), .items = items },
+                                 &fs->id, &existing, err, sizeof(err));
+        json_decref(items);
+        return NULL;
+}
+
+/* The database as the next start sees it, read without the fault VFS. */
+static void check_after_fault(FaultSubmit *fs, size_t n, long k) {
+        sqlite3 *db;
+        sqlite3_stmt *q;
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "unix"), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &q, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+        ck_assert_str_eq((const char *) sqlite3_column_text(q, 0), "ok");
+        sqlite3_finalize(q);
+        for (size_t i = 0; i < n; i++) {
+                int jobs = 0, items = 0;
+
+                ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                                    "SELECT count(*), (SELECT count(*) FROM job_items i JOIN jobs j ON "
+                                                    "j.id = i.job_id WHERE j.request_body = ?1) FROM jobs WHERE "
+                                                    "request_body = ?1",
+                                                    -1, &q, NULL),
+                                 SQLITE_OK);
+                sqlite3_bind_blob(q, 1, fs[i].name, (int) strlen(fs[i].name), SQLITE_STATIC);
+                ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+                jobs = sqlite3_column_int(q, 0);
+                items = sqlite3_column_int(q, 1);
+                sqlite3_finalize(q);
+                if (fs[i].r == 0)
+                        ck_assert_msg(jobs == 1 && items == 1, "write %ld: job %s accepted but stored %d times (%d items)",
+                                      k, fs[i].name, jobs, items);
+                else
+                        ck_assert_msg(jobs == 0 && items == 0, "write %ld: job %s refused (%d) but stored", k, fs[i].name,
+                                      fs[i].r);
+        }
+        sqlite3_close(db);
+}
+
+/* A disk that fills at every point of a group commit of large and small jobs (from no space
+ * at all to enough for all): a job whose submission failed is never in the database, even
+ * when a small job after a failed large one would still fit; one that succeeded is there
+ * whole; and the store keeps working once space returns. */
+START_TEST(test_full_disk_at_every_write) {
+        static const size_t sizes[FAULT_WRITERS] = { 1600000, 64, 1200000, 16 };
+        FaultSubmit fs[FAULT_WRITERS];
+        long k, faults = 0;
+        bool hit = true;
+
+        fault_vfs_install();
+        st = store_close(st);
+        for (k = 0; hit; k += k < 65536 ? 4096 : 32768) {
+                char err[STORE_ERROR_MAX];
+                pthread_t t[FAULT_WRITERS];
+
+                harness_rmtree(dir);
+                harness_mkdtemp(dir, sizeof(dir), "check-store");
+                snprintf(path, sizeof(path), "%s/jobs.db", dir);
+                ck_assert_int_eq(store_open(path, &st, err, sizeof(err)), 0);
+                submit(JOB_OP_CREATE, "[{\"displayName\":\"before\"}]", "", NULL);
+                for (size_t i = 0; i < FAULT_WRITERS; i++) {
+                        snprintf(fs[i].name, sizeof(fs[i].name), "fault-%ld-%zu", k, i);
+                        fs[i].body = malloc(sizes[i] + 1);
+                        memset(fs[i].body, 'a' + (int) i, sizes[i]);
+                        fs[i].body[sizes[i]] = '\0';
+                }
+                fault_arm(k);
+                for (size_t i = 0; i < FAULT_WRITERS; i++)
+                        ck_assert_int_eq(pthread_create(&t[i], NULL, fault_submit, &fs[i]), 0);
+                for (size_t i = 0; i < FAULT_WRITERS; i++)
+                        pthread_join(t[i], NULL);
+                pthread_mutex_lock(&fault_lock);
+                hit = fault_hit;
+                pthread_mutex_unlock(&fault_lock);
+                faults += hit;
+                fault_arm(-1);
+                /* Space again: the store works without a restart. */
+                submit(JOB_OP_CREATE, "[{\"displayName\":\"after\"}]", "", NULL);
+                st = store_close(st);
+                check_after_fault(fs, FAULT_WRITERS, k);
+                for (size_t i = 0; i < FAULT_WRITERS; i++)
+                        free(fs[i].body);
+        }
+        ck_assert_int_gt(faults, 40); /* the disk did fill inside the group, at many points */
+        ck_assert_int_eq(store_open(path, &st, (char[STORE_ERROR_MAX]) {}, STORE_ERROR_MAX), 0);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("store");
         TCase *tc = tcase_create("core");
@@ -260,6 +509,7 @@ int main(void) {
         tcase_add_test(tc, test_queue_limit_and_prune);
         tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_newer_schema_refused);
+        tcase_add_test(tc, test_full_disk_at_every_write);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
