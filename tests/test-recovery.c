@@ -446,6 +446,34 @@ START_TEST(test_bad_header_values_refused) {
 }
 END_TEST
 
+/* Transient failures (every call answered 503, lookups included) fail a job only once it is
+ * older than give_up_after, and then say so; a job that meets them for a while then gets
+ * through is not failed. */
+START_TEST(test_transient_failures_give_up_only_by_age) {
+        char *state;
+        long long id;
+        json_t *j;
+
+        start_all("request_timeout = 2\nmax_retries = 0", "[jobs]\nbatch_delay_ms = 0\ngive_up_after = 4");
+        set_faults("{\"error_rate\":100}");
+        id = submit("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"never-through\"}]}");
+        state = wait_final(id);
+        ck_assert_str_eq(state, "failed");
+        free(state);
+        j = job(id);
+        ck_assert_msg(strstr(json_string_value(json_object_get(j, "error")) ?: "", "gave up after"), "error: %s",
+                      json_string_value(json_object_get(j, "error")));
+        json_decref(j);
+
+        /* 5xx for a while, shorter than give_up_after: the job gets through. */
+        set_faults("{\"error_rate\":0,\"next_errors\":2}");
+        id = submit("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"through-at-last\"}]}");
+        state = wait_final(id);
+        ck_assert_str_eq(state, "succeeded");
+        free(state);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("recovery");
         TCase *tc = tcase_create("integration");
@@ -462,6 +490,7 @@ int main(void) {
         tcase_add_test(tc, test_merged_assignment_on_missing_permission_fails);
         tcase_add_test(tc, test_deleted_database_is_noticed);
         tcase_add_test(tc, test_bad_header_values_refused);
+        tcase_add_test(tc, test_transient_failures_give_up_only_by_age);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

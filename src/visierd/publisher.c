@@ -520,8 +520,8 @@ out:
 
 /* Has a job that failed transiently (again) been tried long enough? Only its age, and the
  * optional attempt limit, decide: a transient failure says nothing about the job itself. */
-static bool gives_up(Publisher *p, const BatchJob *job) {
-        if (p->active.max_attempts > 0 && job->attempts + 1 >= p->active.max_attempts)
+static bool gives_up(Publisher *p, const BatchJob *job, bool count_attempt) {
+        if (count_attempt && p->active.max_attempts > 0 && job->attempts + 1 >= p->active.max_attempts)
                 return true;
         return p->active.give_up_after_ms > 0 && wall_ms() - job->created_at_ms >= p->active.give_up_after_ms;
 }
@@ -547,11 +547,12 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                         finish_jobs(p, &one, status);
                         continue;
                 }
-                if (count_attempt && gives_up(p, job)) {
+                if (!solo && gives_up(p, job, count_attempt)) {
                         char msg[UPSTREAM_ERROR_MAX + 96];
                         char *body;
 
-                        snprintf(msg, sizeof(msg), "gave up after %u attempts over %lld s: %s", job->attempts + 1,
+                        snprintf(msg, sizeof(msg), "gave up after %u attempts over %lld s: %s",
+                                 job->attempts + (count_attempt ? 1 : 0),
                                  (long long) ((wall_ms() - job->created_at_ms) / 1000), error);
                         {
                                 json_t *st = json_pack("{s:s, s:s, s:s, s:b}", "code", "ServiceUnavailable", "message",
