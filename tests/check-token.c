@@ -215,6 +215,72 @@ START_TEST(test_backoff_between_failed_logins) {
 }
 END_TEST
 
+/* Visier takes every login but refuses every token: the first refusal logs in again at once,
+ * the next ones wait 1 s, 2 s, ... (the clock does not move: no more logins); a confirmed
+ * token ends the backoff. */
+START_TEST(test_refused_tokens_back_off) {
+        FakeLogin f = {};
+        TokenKeeper *tk;
+        TokenStatus st;
+        uint64_t gen = 0;
+        Secret *s;
+        int r;
+
+        atomic_store(&fake_now, 1000 * USEC_PER_SEC);
+        clock_set_source(fake_clock);
+        ck_assert_int_eq(token_keeper_new(100 * USEC_PER_SEC, 10 * USEC_PER_SEC, fake_login, &f, NULL, NULL, &tk), 0);
+        ck_assert_int_eq(token_keeper_start(tk), 0);
+        s = acquire_now(tk, &r, &gen);
+        ck_assert_int_eq(r, 0);
+        secret_free(s);
+
+        token_invalidate(tk, gen); /* a revocation: logged in again at once */
+        s = acquire_now(tk, &r, &gen);
+        ck_assert_int_eq(r, 0);
+        secret_free(s);
+        ck_assert_int_eq(atomic_load(&f.calls), 2);
+
+        token_invalidate(tk, gen); /* refused again, unconfirmed: 1 s backoff */
+        {
+                char err[256] = "";
+                /* A caller whose deadline comes before the next login is told at once. */
+                r = token_acquire(tk, clock_now() + 500 * USEC_PER_MSEC, &s, &gen, err, sizeof(err));
+                ck_assert_int_eq(r, -ENOKEY);
+                ck_assert_msg(strstr(err, "refused the last 2 tokens"), "%s", err);
+        }
+        clock_sleep(1200 * USEC_PER_MSEC);
+        ck_assert_int_eq(atomic_load(&f.calls), 2);
+        token_keeper_status(tk, &st);
+        ck_assert_str_eq(st.state, "failing");
+        ck_assert_uint_eq(st.rejections, 2);
+
+        atomic_store(&fake_now, 1001 * USEC_PER_SEC + 1);
+        wait_calls(&f, 3);
+        s = acquire_now(tk, &r, &gen);
+        ck_assert_int_eq(r, 0);
+        secret_free(s);
+        token_invalidate(tk, gen); /* third in a row: 2 s */
+        atomic_store(&fake_now, 1002 * USEC_PER_SEC + 2);
+        clock_sleep(1200 * USEC_PER_MSEC);
+        ck_assert_int_eq(atomic_load(&f.calls), 3);
+        atomic_store(&fake_now, 1003 * USEC_PER_SEC + 2);
+        wait_calls(&f, 4);
+        s = acquire_now(tk, &r, &gen);
+        ck_assert_int_eq(r, 0);
+        secret_free(s);
+
+        /* A call with this token was accepted: the next refusal is a plain revocation again. */
+        token_confirm(tk, gen);
+        token_invalidate(tk, gen);
+        s = acquire_now(tk, &r, &gen);
+        ck_assert_int_eq(r, 0);
+        secret_free(s);
+        ck_assert_int_eq(atomic_load(&f.calls), 5);
+        token_keeper_free(tk);
+        clock_set_source(NULL);
+}
+END_TEST
+
 static Suite *token_suite(void) {
         Suite *s = suite_create("token");
         TCase *tc = tcase_create("core");
@@ -224,6 +290,7 @@ static Suite *token_suite(void) {
         tcase_add_test(tc, test_single_flight);
         tcase_add_test(tc, test_expiry_refresh_and_failures);
         tcase_add_test(tc, test_backoff_between_failed_logins);
+        tcase_add_test(tc, test_refused_tokens_back_off);
         suite_add_tcase(s, tc);
         return s;
 }

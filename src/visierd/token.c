@@ -255,6 +255,8 @@ void token_invalidate(TokenKeeper *tk, uint64_t generation) {
                         usec_t at = clock_now() + token_backoff(tk->rejections - 1);
                         if (at > tk->next_attempt_at)
                                 tk->next_attempt_at = at;
+                        snprintf(tk->last_error, sizeof(tk->last_error),
+                                 "Visier accepted the login but refused %u tokens in a row", tk->rejections);
                 }
                 pthread_cond_broadcast(&tk->cond);
         }
