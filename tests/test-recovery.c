@@ -10,6 +10,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -474,6 +475,125 @@ START_TEST(test_transient_failures_give_up_only_by_age) {
 }
 END_TEST
 
+/* ---- token refusals ---- */
+
+typedef struct Read {
+        const char *path;
+        long status;
+        char *body;
+} Read;
+
+static void *read_thread(void *arg) {
+        Read *rd = arg;
+        char *u = visierd_url(&vd, rd->path);
+        HttpResult r;
+
+        http_request("GET", u, NULL, NULL, 30000, &r);
+        rd->status = r.curl_error ? -r.curl_error : r.status;
+        rd->body = r.body ? strndup(r.body, r.len) : strdup("");
+        http_result_done(&r);
+        free(u);
+        return NULL;
+}
+
+/* A read during which Visier refuses visierd's token twice (two revocations) still gets
+ * Visier's answer: a 401 about a token is visierd's to cure, never the caller's. */
+START_TEST(test_read_spanning_two_refusals) {
+        Read rd = { .path = "/v1/admin/capabilities" };
+        long long logins;
+        pthread_t t;
+
+        start_all("request_timeout = 15", NULL);
+        logins = sim_counter(&sim, "logins");
+        set_faults("{\"refuse_tokens\":true}");
+        ck_assert_int_eq(pthread_create(&t, NULL, read_thread, &rd), 0);
+        wait_counter("logins", logins + 2); /* refused, logged in again, refused again, ... */
+        wait_counter("tokens_refused", 2);
+        set_faults("{\"refuse_tokens\":false}");
+        pthread_join(t, NULL);
+        ck_assert_msg(rd.status == 200, "read answered %ld: %s", rd.status, rd.body);
+        ck_assert_ptr_nonnull(strstr(rd.body, "capabilities"));
+        free(rd.body);
+}
+END_TEST
+
+/* A lone write whose call meets refused tokens is not failed: it goes through once Visier
+ * takes the token again. */
+START_TEST(test_write_spanning_refusals_not_failed) {
+        char body[256], *pid, *state;
+        long long id, logins;
+
+        start_all("request_timeout = 3", "[jobs]\nbatch_delay_ms = 0");
+        pid = create_now("refused-token");
+        logins = sim_counter(&sim, "logins");
+        set_faults("{\"refuse_tokens\":true}");
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"permissionId\":\"%s\",\"displayName\":\"refused-2\"}]}",
+                 pid);
+        id = submit("PUT", "/v1/admin/permissions", body);
+        wait_counter("tokens_refused", 3);
+        ck_assert_int_ge(sim_counter(&sim, "logins"), logins + 2);
+        state = job_state(id);
+        ck_assert_msg(!streq(state, "failed"), "the write failed on an authentication error");
+        free(state);
+        set_faults("{\"refuse_tokens\":false}");
+        state = wait_final(id);
+        ck_assert_str_eq(state, "succeeded");
+        free(state);
+        free(pid);
+}
+END_TEST
+
+static atomic_bool storm_stop;
+
+static void *storm_reader(void *arg) {
+        long *bad = arg;
+        char *u = visierd_url(&vd, "/v1/admin/capabilities");
+
+        while (!atomic_load(&storm_stop)) {
+                HttpResult r;
+                json_t *j;
+
+                http_request("GET", u, NULL, NULL, 30000, &r);
+                j = r.curl_error ? NULL : json_loadb(r.body, r.len, 0, NULL);
+                /* Either Visier's answer or visierd's Status-shaped 503; never a 401. */
+                if (!(r.status == 200 || (r.status == 503 && json_string_value(json_object_get(j, "code")))))
+                        (*bad)++;
+                json_decref(j);
+                http_result_done(&r);
+        }
+        free(u);
+        return NULL;
+}
+
+/* Visier takes every login but refuses every token: visierd backs off its logins (immediately,
+ * then 1 s, 2 s, 4 s ...) instead of logging in as fast as calls come, and answers callers
+ * with a Status-shaped 503. */
+START_TEST(test_token_storm_backs_off) {
+        long bad[4] = {};
+        long long logins, during;
+        pthread_t t[4];
+
+        start_all("request_timeout = 2", NULL);
+        logins = sim_counter(&sim, "logins");
+        set_faults("{\"refuse_tokens\":true}");
+        atomic_store(&storm_stop, false);
+        for (int i = 0; i < 4; i++)
+                ck_assert_int_eq(pthread_create(&t[i], NULL, storm_reader, &bad[i]), 0);
+        /* A window of eight seconds of refusals, while the readers keep calling. */
+        for (int i = 0; i < 80; i++)
+                clock_sleep(100 * USEC_PER_MSEC);
+        during = sim_counter(&sim, "logins") - logins;
+        atomic_store(&storm_stop, true);
+        for (int i = 0; i < 4; i++)
+                pthread_join(t[i], NULL);
+        ck_assert_int_eq(bad[0] + bad[1] + bad[2] + bad[3], 0);
+        /* 1 + immediate + 1 s + 2 s + 4 s: at most 5 in 8 s; allow a little for scheduling. */
+        ck_assert_msg(during <= 7, "%lld logins in 8 s of refused tokens", during);
+        ck_assert_int_ge(during, 2);
+        set_faults("{\"refuse_tokens\":false}");
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("recovery");
         TCase *tc = tcase_create("integration");
@@ -491,6 +611,9 @@ int main(void) {
         tcase_add_test(tc, test_deleted_database_is_noticed);
         tcase_add_test(tc, test_bad_header_values_refused);
         tcase_add_test(tc, test_transient_failures_give_up_only_by_age);
+        tcase_add_test(tc, test_read_spanning_two_refusals);
+        tcase_add_test(tc, test_write_spanning_refusals_not_failed);
+        tcase_add_test(tc, test_token_storm_backs_off);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
