@@ -556,8 +556,11 @@ static void *storm_reader(void *arg) {
                 http_request("GET", u, NULL, NULL, 30000, &r);
                 j = r.curl_error ? NULL : json_loadb(r.body, r.len, 0, NULL);
                 /* Either Visier's answer or visierd's Status-shaped 503; never a 401. */
-                if (!(r.status == 200 || (r.status == 503 && json_string_value(json_object_get(j, "code")))))
+                if (!(r.status == 200 || (r.status == 503 && json_string_value(json_object_get(j, "code"))))) {
+                        fprintf(stderr, "storm read answered %ld (curl %d): %.*s\n", r.status, r.curl_error,
+                                (int) r.len, r.body ? r.body : "");
                         (*bad)++;
+                }
                 json_decref(j);
                 http_result_done(&r);
         }

@@ -573,6 +573,7 @@ static bool retry_after_network_error(Upstream *u, const Settings *s, const Upst
 static bool retry_after_answer(Upstream *u, const Settings *s, const UpstreamRequest *req, long status,
                                long retry_after, uint64_t generation, bool *retried_401, unsigned *failed_attempts,
                                usec_t deadline) {
+        *retried_401 = status == 401; /* the latest answer refused the token */
         if (status == 401) {
                 /* The token was refused (revoked, or expired early): again with a fresh one, as
                  * long as the deadline allows. A 401 about a token older than the current one
@@ -581,7 +582,6 @@ static bool retry_after_answer(Upstream *u, const Settings *s, const UpstreamReq
                  * rather than wait past the deadline. A 401 never reaches the caller. */
                 STAT_INC(u, unauthorized);
                 token_invalidate(u->tk, generation);
-                *retried_401 = true;
                 return clock_now() < deadline;
         }
         token_confirm(u->tk, generation);
@@ -652,8 +652,12 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                          * outright (401, 429) has not landed: say so, so it is not taken for
                          * one that may have. */
                         r = !req->idempotent && !maybe_applied ? -ECANCELED : -ETIMEDOUT;
-                        snprintf(err, errlen, "request to Visier timed out%s",
-                                 r == -ECANCELED ? " before it could be sent" : "");
+                        if (retried_401 && r == -ETIMEDOUT)
+                                r = -ENOKEY; /* the last answer was a refused token */
+                        snprintf(err, errlen, "%s",
+                                 retried_401 ? "Visier refused visierd's security token until the request timed out"
+                                 : r == -ECANCELED ? "request to Visier timed out before it could be sent"
+                                                   : "request to Visier timed out");
                         goto out;
                 }
 
