@@ -697,9 +697,11 @@ static void publish_batch(Publisher *p, Batch *b) {
                 return;
         }
         if (resp.status >= 500) {
-                /* Answered, but with a server error: whether the change was applied — or is still
-                 * being published — is unknown. */
-                lane_after_call(p, started, false);
+                /* Answered, but with a server error: whether the change was applied is unknown.
+                 * Whether it may still be publishing depends on who answered: Visier's own 500,
+                 * 501 or 503 come when it has finished with the call; a gateway's 502 or 504 mean
+                 * the call may go on behind it, like a lost answer. */
+                lane_after_call(p, started, resp.status != 502 && resp.status != 504);
                 snprintf(msg, sizeof(msg), "Visier answered %ld", resp.status);
                 requeue_all(p, b, true, false, true, 0, resp.status, msg);
                 upstream_response_done(&resp);

@@ -8,7 +8,7 @@
  *
  * Never two publishes at once, also across a crash: before a write call is sent, its start and
  * deadline are committed (store_lane_open), and a call whose answer was lost (a timeout, a
- * dropped connection, a 5xx, a process killed mid-call) is assumed to go on publishing at
+ * dropped connection, a gateway's 502 or 504, a process killed mid-call) is assumed to go on publishing at
  * Visier for publish_settle after it ended — or after its deadline, for a dead process's
  * call — before any other write, or any lookup of what it created, is sent.
  *
