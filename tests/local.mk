@@ -12,6 +12,7 @@ integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/te
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
 integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
+EXTRA_DIST += tests/README
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh
