@@ -8,7 +8,7 @@
  *
  * Sized by the environment (defaults are the short run of `make check`; see tests/README):
  *   CRASHLOOP_JOBS (400), CRASHLOOP_KILLS (8), CRASHLOOP_THREADS (6), CRASHLOOP_SEED (random,
- *   printed), CRASHLOOP_DRAIN_SEC (60), CRASHLOOP_PUBLISH_SETTLE (unset: the key is not written;
+ *   printed), CRASHLOOP_DRAIN_SEC (60 + jobs / 5), CRASHLOOP_PUBLISH_SETTLE (unset: the key is not written;
  *   visierd's parser does not know it yet).
  */
 #include <check.h>
@@ -201,7 +201,9 @@ static int read_settings(void) {
         if (harness_env_u64("CRASHLOOP_JOBS", 400, &cfg.jobs) < 0 || harness_env_u64("CRASHLOOP_KILLS", 8, &cfg.kills) < 0 ||
             harness_env_u64("CRASHLOOP_THREADS", 6, &cfg.threads) < 0 ||
             harness_env_u64("CRASHLOOP_SEED", workload_random_seed(), &cfg.seed) < 0 ||
-            harness_env_u64("CRASHLOOP_DRAIN_SEC", 60, &cfg.drain_sec) < 0 ||
+            /* The writes come faster than one publisher sends them (it coalesces only jobs
+             * next to each other, some 5 to 8 a second here): the drain may take a while. */
+            harness_env_u64("CRASHLOOP_DRAIN_SEC", 60 + cfg.jobs / 5, &cfg.drain_sec) < 0 ||
             harness_env_u64("CRASHLOOP_PUBLISH_SETTLE", 0, &cfg.settle) < 0)
                 return -1;
         cfg.settle_set = settle && *settle;
