@@ -6,6 +6,7 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -281,13 +282,21 @@ void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const cha
 }
 
 void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
+        visierd_write_config_db(d, s, NULL, extra_visier, extra_tail);
+}
+
+void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, const char *extra_visier,
+                             const char *extra_tail) {
         char *conf, db[256];
 
         memset(d, 0, sizeof(*d));
         harness_mkdtemp(d->dir, sizeof(d->dir), "visierd-test");
         snprintf(d->log, sizeof(d->log), "%s/visierd.log", d->dir);
         snprintf(d->config, sizeof(d->config), "%s/visierd.conf", d->dir);
-        snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
+        if (database)
+                ck_assert_msg(snprintf(db, sizeof(db), "%s", database) < (int) sizeof(db), "database path too long");
+        else
+                snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
         ck_assert_int_ge(asprintf(&conf,
                                   "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"
                                   "apikey_file = %s\npassword_file = %s\n%s\n"
@@ -371,12 +380,25 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
 
 void http_request(const char *method, const char *url, const char *const *headers, const char *body,
                   long timeout_ms, HttpResult *ret) {
-        struct curl_slist *l = NULL;
         CURL *h = curl_easy_init();
+
+        ck_assert(h);
+        http_request_on(h, method, url, headers, body, 0, timeout_ms, ret);
+        curl_easy_cleanup(h);
+}
+
+void http_request_on(CURL *h, const char *method, const char *url, const char *const *headers, const char *body,
+                     size_t body_len, long timeout_ms, HttpResult *ret) {
+        struct curl_slist *l = NULL;
         char *ct = NULL;
 
         memset(ret, 0, sizeof(*ret));
-        ck_assert(h);
+        if (!h) {
+                ret->curl_error = CURLE_FAILED_INIT;
+                ret->body = calloc(1, 1);
+                return;
+        }
+        curl_easy_reset(h); /* options only: the connection cache stays */
         for (size_t i = 0; headers && headers[i]; i++)
                 l = curl_slist_append(l, headers[i]);
         curl_easy_setopt(h, CURLOPT_URL, url);
@@ -387,8 +409,10 @@ void http_request(const char *method, const char *url, const char *const *header
         curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
         if (strcmp(method, "GET") != 0)
                 curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-        if (body)
+        if (body) {
+                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) (body_len ? body_len : strlen(body)));
                 curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        }
         ret->curl_error = (int) curl_easy_perform(h);
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
         if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
@@ -396,7 +420,6 @@ void http_request(const char *method, const char *url, const char *const *header
         if (!ret->body)
                 ret->body = calloc(1, 1);
         curl_slist_free_all(l);
-        curl_easy_cleanup(h);
 }
 
 void http_result_done(HttpResult *r) {
@@ -417,6 +440,25 @@ json_t *http_get_json(const char *url, long *ret_status) {
                 *ret_status = r.status;
         http_result_done(&r);
         return j;
+}
+
+int harness_env_u64(const char *name, uint64_t fallback, uint64_t *ret) {
+        const char *v = getenv(name);
+        unsigned long long n;
+        char *end;
+
+        if (!v || !*v) {
+                *ret = fallback;
+                return 0;
+        }
+        if (*v < '0' || *v > '9')
+                return -EINVAL;
+        errno = 0;
+        n = strtoull(v, &end, 10);
+        if (errno != 0 || *end != '\0')
+                return -EINVAL;
+        *ret = n;
+        return 0;
 }
 
 int harness_run(const char *const *argv, char **ret_output) {

@@ -8,8 +8,10 @@
  */
 #pragma once
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define HARNESS_START_TIMEOUT_SEC 20
@@ -81,6 +83,10 @@ char *sim_login(const Sim *s);
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
 /* Only write visierd's temporary directory and configuration (as visierd_start does). */
 void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
+/* The same, with [store] database set to DATABASE (NULL: visierd.db in visierd's directory,
+ * as visierd_write_config does), e.g. on a small filesystem of the test's own. */
+void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, const char *extra_visier,
+                             const char *extra_tail);
 /* Start visierd again with the same configuration and database (after a stop or a kill). */
 void visierd_restart(Visierd *d);
 /* SIGKILL, as a crash would. */
@@ -99,8 +105,17 @@ void harness_teardown(Sim *s, Visierd *d);
 void http_request(const char *method, const char *url, const char *const *headers, const char *body,
                   long timeout_ms, HttpResult *ret);
 void http_result_done(HttpResult *r);
+/* The same on the caller's easy handle, so its connections are kept and reused (for loops that
+ * poll or submit thousands of times). BODY_LEN 0 means strlen(body). Never fails the test, so
+ * it may be called from any thread: a handle that cannot be set up is a curl_error. */
+void http_request_on(CURL *h, const char *method, const char *url, const char *const *headers, const char *body,
+                     size_t body_len, long timeout_ms, HttpResult *ret);
 /* GET and parse JSON; fails the test on a transport error. */
 json_t *http_get_json(const char *url, long *ret_status);
+
+/* A whole number from the environment into *ret, or FALLBACK when unset or empty; -EINVAL when
+ * it is not a whole number (for main to refuse before any test runs). */
+int harness_env_u64(const char *name, uint64_t fallback, uint64_t *ret);
 
 /* Run a program to completion, capturing stdout+stderr; returns its exit status. */
 int harness_run(const char *const *argv, char **ret_output);

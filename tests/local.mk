@@ -9,6 +9,10 @@ TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
 unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly
+# End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
+# (tests/README); they share the client workload in tests/workload.c.
+integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
+EXTRA_DIST += tests/README
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
@@ -64,6 +68,15 @@ tests_test_recovery_LDADD = $(TEST_LDADD)
 tests_test_readonly_SOURCES = tests/test-readonly.c
 tests_test_readonly_CFLAGS = $(TEST_CFLAGS)
 tests_test_readonly_LDADD = $(TEST_LDADD)
+tests_test_crashloop_SOURCES = tests/test-crashloop.c tests/workload.c tests/workload.h
+tests_test_crashloop_CFLAGS = $(TEST_CFLAGS)
+tests_test_crashloop_LDADD = $(TEST_LDADD)
+tests_test_storm_SOURCES = tests/test-storm.c tests/workload.c tests/workload.h
+tests_test_storm_CFLAGS = $(TEST_CFLAGS)
+tests_test_storm_LDADD = $(TEST_LDADD)
+tests_test_fulldisk_SOURCES = tests/test-fulldisk.c tests/workload.c tests/workload.h
+tests_test_fulldisk_CFLAGS = $(TEST_CFLAGS)
+tests_test_fulldisk_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)
