@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Owns request handling: body collection with a hard cap, the order in which a /v1 call
- * meets the simulated gateway (count -> rate limit -> faults -> authentication -> route), the
+ * meets the simulated gateway (count -> rate limit -> faults -> authentication, where
+ * refuse_tokens turns every live token away -> route), the
  * Visier-style answers (Status JSON errors, X-RateLimit-* headers) and the unauthenticated
  * /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
  * the one the login call just issued. Logs only internal failures, once, with the path.
@@ -671,7 +672,7 @@ static enum MHD_Result v1_login(SimServer *s, struct MHD_Connection *c, const ch
                 return reply_status(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "InternalError", "Internal error.", &o);
         }
 
-        counters_inc(s->counters, COUNTER_LOGINS);
+        counters_login_issued(s->counters, clock_now());
         reply.body = strdup(token);
         explicit_bzero(token, sizeof(token));
         if (!reply.body)
@@ -745,6 +746,11 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
         apikey_ok = auth_apikey_valid(s->auth, apikey);
         token_ok = cookies.token && !cookies.token_truncated && auth_token_valid(s->auth, cookies.token);
         explicit_bzero(cookies.token_buf, sizeof(cookies.token_buf));
+        /* refuse_tokens: a good token is refused exactly as an expired one would be. */
+        if (token_ok && apikey_ok && faults_refuse_tokens(s->faults)) {
+                counters_inc(s->counters, COUNTER_TOKENS_REFUSED);
+                token_ok = false;
+        }
         if (!apikey_ok)
                 counters_inc(s->counters, COUNTER_BAD_APIKEY);
         if (!token_ok)
