@@ -224,6 +224,15 @@ START_TEST(test_sighup_under_load) {
         ck_assert_int_eq(status, 200);
         fprintf(stderr, "SIGHUP under load: %lld logins\n", sim_counter(&sim, "logins"));
         ck_assert_int_gt(sim_counter(&sim, "logins"), 4);
+        /* A sanitizer build (ThreadSanitizer above all) reports the race in the sim's log. */
+        sim_stop(&sim);
+        {
+                char *log = harness_read_file(sim.log);
+
+                ck_assert_ptr_nonnull(log);
+                ck_assert_msg(!strstr(log, "Sanitizer"), "visier-sim's log reports:\n%s", log);
+                free(log);
+        }
 }
 END_TEST
 
