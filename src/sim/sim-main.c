@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * visier-sim: a Visier REST API simulator for tests. main() parses the command line, reads
- * the credential files, builds the model, auth, rate, fault and counter modules, starts the
+ * the credential files, builds the model, permission, auth, rate, fault and counter modules, starts the
  * HTTP daemon on a loopback address, announces the port (port file and sd_notify), then waits
  * for SIGTERM/SIGINT and tears everything down. It prints no secret, ever.
  */
@@ -409,6 +409,8 @@ static int run(int argc, char *argv[]) {
 
         r = model_new(&s.model);
         if (r >= 0)
+                r = permissions_new(s.model, &s.permissions);
+        if (r >= 0)
                 r = auth_new(args.username, password, apikey, args.token_ttl * USEC_PER_SEC, &s.auth);
         if (r >= 0)
                 r = rate_new(args.rate_minute, args.rate_hour, &s.rate);
@@ -460,6 +462,7 @@ out:
         s.faults = faults_free(s.faults);
         s.rate = rate_free(s.rate);
         s.auth = auth_free(s.auth);
+        s.permissions = permissions_free(s.permissions);
         s.model = model_free(s.model);
         explicit_bzero(&args, sizeof(args));
         return ret;
