@@ -539,7 +539,7 @@ static int scope_resolve_locked(Permissions *p, const PermissionsScope *scope, S
                 return -EPERM;
         }
         if (!directory_tenant_reaches((size_t) login, (size_t) target)) {
-                snprintf(err, err_size, "Tenant %s cannot make changes in tenant %s.",
+                snprintf(err, err_size, "Tenant %s cannot act in tenant %s.",
                          directory_tenant_code((size_t) login), directory_tenant_code((size_t) target));
                 return -EPERM;
         }
