@@ -2,19 +2,21 @@
 /*
  * Owns request handling: body collection with a hard cap, the order in which a /v1 call
  * meets the simulated gateway (count -> rate limit -> faults -> authentication, where
- * refuse_tokens turns every live token away -> route), the
- * Visier-style answers (Status JSON errors, X-RateLimit-* headers) and the unauthenticated
- * /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
+ * refuse_tokens turns every live token away -> route), the Visier-style answers (Status JSON
+ * errors, X-RateLimit-* headers) and the unauthenticated /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
  * the one the login call just issued. Logs only internal failures, once, with the path.
  *
  * DESIGN of a permission write (POST/PUT/DELETE /v1/admin/permissions, POST .../revert-to-parent,
- * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), parsed and
- * checked whole against the request schema (400, nothing applied, nothing published), checked
- * against reject_display_name (400 likewise), then it "publishes": it enters the in-flight set
- * (an overlap is counted, or answered 409 with reject_overlaps), is applied to the model, stays
- * in flight for publish_ms, and bumps production_version unless it went to a draft (ProjectID)
- * or to non-versioned artifacts (NonVersioned: true). An apply-then-drop fault closes the
- * connection only after all of that.
+ * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), its scope
+ * (TargetTenantID, tenantCode, ProjectID; see sim-permissions.c) is checked (403, 400 or 404),
+ * it is parsed and checked whole against the request schema (400, nothing applied, nothing
+ * published), checked against reject_display_name (400 likewise), then it "publishes": it
+ * enters the in-flight set (an overlap is counted, or answered 409 with reject_overlaps), is
+ * applied to its scope's store, stays in flight for publish_ms whether or not its client is
+ * still connected (the connection's thread sleeps it out), and bumps production_version unless
+ * it went to a draft (ProjectID) or to non-versioned artifacts (NonVersioned: true). An
+ * apply-then-drop fault closes the connection only after all of that. commitAndPublish of a
+ * draft project publishes the same way.
  *
  * DESIGN of a data query (POST /v1/data/query/{aggregate,list,sql,snapshot}): after the gateway
  * steps it is counted (query_calls), refused 403 while exports_disabled is set, refused 406 when
@@ -606,6 +608,8 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                 }
         }
 
+        if (r == -EPERM && !err[0])
+                snprintf(err, sizeof(err), "TargetTenantID %.64s is not a tenant you can access.", strempty(login));
         if (r == -EPERM || (r == -EINVAL && err[0]))
                 return reply_scope_error(c, r, err, url, rate);
         if (r == -ENOSPC)
