@@ -221,15 +221,30 @@ START_TEST(test_overlap_after_client_gone) {
         bool found = false;
         size_t i;
         json_t *p;
+        usec_t t0;
 
         start_sim();
         set_faults("{\"publish_ms\":1500}");
-        /* The client gives up after 200 ms; the sim goes on publishing for 1500 ms. */
+        /* The client gives up after 200 ms; the sim goes on publishing for the full 1500 ms. */
+        t0 = clock_now();
+        api("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"alone\"}]}", 200, &r);
+        ck_assert_int_eq(r.curl_error, CURLE_OPERATION_TIMEDOUT);
+        http_result_done(&r);
+        while (sim_counter(&sim, "writes_in_flight") > 0) {
+                ck_assert_msg(clock_now() - t0 < 10 * USEC_PER_SEC, "the abandoned write never finished");
+                clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
+        }
+        ck_assert_msg(clock_now() - t0 >= 1450 * USEC_PER_MSEC, "the abandoned write stopped publishing after %llu ms",
+                      (unsigned long long) ((clock_now() - t0) / USEC_PER_MSEC));
+        ck_assert_int_eq(sim_counter(&sim, "production_version"), 1);
+        json_decref(sim_control_post(&sim, "/_sim/reset", NULL));
+        set_faults("{\"publish_ms\":1500}");
+
+        /* Abandoned again; a second write meanwhile overlaps it. */
         api("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"abandoned\"}]}", 200, &r);
         ck_assert_int_eq(r.curl_error, CURLE_OPERATION_TIMEDOUT);
         http_result_done(&r);
         ck_assert_int_eq(sim_counter(&sim, "writes_in_flight"), 1);
-        /* A second write meanwhile overlaps the first. */
         json_decref(api_json("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"second\"}]}",
                              &status));
         ck_assert_int_eq(status, 200);
