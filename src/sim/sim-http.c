@@ -3,8 +3,9 @@
  * Owns request handling: body collection with a hard cap, the order in which a /v1 call
  * meets the simulated gateway (count -> rate limit -> faults -> authentication, where
  * refuse_tokens turns every live token away -> route), the Visier-style answers (Status JSON
- * errors, X-RateLimit-* headers) and the unauthenticated /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
- * the one the login call just issued. Logs only internal failures, once, with the path.
+ * errors, X-RateLimit-* headers) and the unauthenticated /_sim control API. Secrets never
+ * reach a log line or an answer; the only token ever sent is the one the login call just
+ * issued. Logs only internal failures, once, with the path.
  *
  * DESIGN of a permission write (POST/PUT/DELETE /v1/admin/permissions, POST .../revert-to-parent,
  * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), its scope

@@ -1444,7 +1444,8 @@ int projects_list(Permissions *p, const char *login, const ModelStrv *with, int6
 
         pthread_mutex_lock(&p->lock);
         for (size_t i = 0; i < p->n_projects && (int64_t) json_array_size(open) < limit; i++)
-                if (p->projects[i]->tenant == (size_t) t && json_array_append_new(open, json_deep_copy(p->projects[i]->dto)) < 0)
+                if (p->projects[i]->tenant == (size_t) t &&
+                    json_array_append_new(open, json_deep_copy(p->projects[i]->dto)) < 0)
                         r = -ENOMEM;
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
