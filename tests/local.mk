@@ -8,11 +8,14 @@ TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
 unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate
-integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly
+integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
 integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
 EXTRA_DIST += tests/README
+# visierd bugs the strict simulator exposes (see the TEST_SIM_VISIERD part of tests/test-sim.c):
+# expected to fail until visierd is fixed; an XPASS means move the case to an ordinary suite.
+XFAIL_TESTS = tests/test-sim-visierd
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
@@ -77,6 +80,12 @@ tests_test_storm_LDADD = $(TEST_LDADD)
 tests_test_fulldisk_SOURCES = tests/test-fulldisk.c tests/workload.c tests/workload.h
 tests_test_fulldisk_CFLAGS = $(TEST_CFLAGS)
 tests_test_fulldisk_LDADD = $(TEST_LDADD)
+tests_test_sim_SOURCES = tests/test-sim.c
+tests_test_sim_CFLAGS = $(TEST_CFLAGS)
+tests_test_sim_LDADD = $(TEST_LDADD)
+tests_test_sim_visierd_SOURCES = tests/test-sim.c
+tests_test_sim_visierd_CFLAGS = $(TEST_CFLAGS) -DTEST_SIM_VISIERD
+tests_test_sim_visierd_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)

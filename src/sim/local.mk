@@ -8,6 +8,8 @@ visier_sim_SOURCES = \
 	src/shared/clock.h \
 	src/sim/sim-counters.c \
 	src/sim/sim-counters.h \
+	src/sim/sim-directory.c \
+	src/sim/sim-directory.h \
 	src/sim/sim-faults.c \
 	src/sim/sim-faults.h \
 	src/sim/sim-http.c \
@@ -17,6 +19,8 @@ visier_sim_SOURCES = \
 	src/sim/sim-model-data.c \
 	src/sim/sim-model-data.h \
 	src/sim/sim-parse.c \
+	src/sim/sim-permissions.c \
+	src/sim/sim-permissions.h \
 	src/sim/sim-query.c \
 	src/sim/sim-query.h \
 	src/sim/sim-query-data.c \

@@ -3,8 +3,10 @@
  * Owns the simulated tenant's one API user, its API key and the VisierASIDTokens issued by
  * POST /v1/admin/visierSecureToken. Tokens are 32 random bytes in hex that expire a fixed
  * TTL after issue; expiry is checked against the clock at use time. Secrets are compared in
- * constant time and wiped before free. This module never logs and never hands a secret out
- * except the token it has just issued.
+ * constant time and wiped before free. The password and API key are replaced at run time
+ * (SIGHUP), so every read of them, like every read of the token table, happens under the
+ * module's mutex. This module never logs and never hands a secret out except the token it
+ * has just issued.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -110,9 +112,12 @@ int auth_login(Auth *a, const char *username, const char *password, char *ret_to
         if (size < AUTH_TOKEN_HEX_LEN + 1)
                 return -ENOBUFS;
 
-        /* Evaluate both comparisons so timing says nothing about which one failed. */
+        /* Evaluate both comparisons so timing says nothing about which one failed. Under the
+         * lock: SIGHUP's auth_set_credentials() frees the old password while we may read it. */
+        pthread_mutex_lock(&a->lock);
         ok = secret_equal(username ? username : "", a->username);
         ok = secret_equal(password ? password : "", a->password) && ok;
+        pthread_mutex_unlock(&a->lock);
         if (!ok)
                 return -EACCES;
 
@@ -167,9 +172,15 @@ int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
 }
 
 bool auth_apikey_valid(Auth *a, const char *key) {
+        bool ok;
+
         if (!key)
                 return false;
-        return secret_equal(key, a->apikey);
+        /* Under the lock, as auth_login(): a reload frees the old key. */
+        pthread_mutex_lock(&a->lock);
+        ok = secret_equal(key, a->apikey);
+        pthread_mutex_unlock(&a->lock);
+        return ok;
 }
 
 bool auth_token_valid(Auth *a, const char *token) {

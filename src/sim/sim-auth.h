@@ -16,10 +16,13 @@
 typedef struct Auth Auth;
 
 /* Copies USERNAME, PASSWORD and APIKEY; the copies are wiped when freed. */
-/* Replace the accepted password and/or API key (NULL keeps one); tokens stay valid. */
-int auth_set_credentials(Auth *a, const char *password, const char *apikey);
 int auth_new(const char *username, const char *password, const char *apikey, uint64_t ttl_usec, Auth **ret);
 Auth *auth_free(Auth *a);
+
+/* Replace the accepted password and/or API key (NULL keeps one); tokens stay valid. Safe
+ * against concurrent auth_login() and auth_apikey_valid(): the old copies are freed under
+ * the lock those read them under. */
+int auth_set_credentials(Auth *a, const char *password, const char *apikey);
 
 /*
  * Check the credentials (constant time) and, when they match, issue a fresh token written to

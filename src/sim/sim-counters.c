@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Owns the observation counters of the simulator: logins, failures, logins in flight and
- * their high-water mark, per-path call counts, the auth/fault tallies and the publishing
+ * their high-water mark, the busiest second of logins, per-path call counts, the auth/fault tallies and the publishing
  * record of permission writes (calls, items, production_version, writes in flight, overlaps). Everything sits
  * behind one mutex; the per-path map is a bounded JSON object. Never logs.
  */
@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "clock.h"
 #include "macro.h"
 #include "sim-counters.h"
 
@@ -18,6 +19,10 @@ struct Counters {
         uint64_t in_flight, in_flight_max;
         uint64_t writes_in_flight, writes_in_flight_max;
         json_t *calls;          /* path -> integer */
+        /* Times of the logins of the last second, oldest first, as a ring. */
+        uint64_t login_times[COUNTERS_LOGIN_WINDOW_MAX];
+        size_t login_head, n_login_times;
+        uint64_t logins_per_second_max;
 };
 
 static const char *const counter_table[_COUNTER_MAX] = {
@@ -40,6 +45,7 @@ static const char *const counter_table[_COUNTER_MAX] = {
         [COUNTER_QUERY_ABORTS_INJECTED] = "query_aborts_injected",
         [COUNTER_QUERY_CALLS] = "query_calls",
         [COUNTER_QUERY_EXPORTS_REFUSED] = "query_exports_refused",
+        [COUNTER_TOKENS_REFUSED] = "tokens_refused",
 };
 
 const char *counter_id_to_string(CounterId id) {
@@ -104,6 +110,22 @@ void counters_call(Counters *c, const char *path) {
         pthread_mutex_unlock(&c->lock);
 }
 
+void counters_login_issued(Counters *c, uint64_t now) {
+        pthread_mutex_lock(&c->lock);
+        c->values[COUNTER_LOGINS]++;
+        /* Forget logins a second or more before NOW; a full ring forgets its oldest. */
+        while (c->n_login_times > 0 &&
+               (c->login_times[c->login_head] + USEC_PER_SEC <= now || c->n_login_times >= COUNTERS_LOGIN_WINDOW_MAX)) {
+                c->login_head = (c->login_head + 1) % COUNTERS_LOGIN_WINDOW_MAX;
+                c->n_login_times--;
+        }
+        c->login_times[(c->login_head + c->n_login_times) % COUNTERS_LOGIN_WINDOW_MAX] = now;
+        c->n_login_times++;
+        if (c->n_login_times > c->logins_per_second_max)
+                c->logins_per_second_max = c->n_login_times;
+        pthread_mutex_unlock(&c->lock);
+}
+
 void counters_login_begin(Counters *c) {
         pthread_mutex_lock(&c->lock);
         c->in_flight++;
@@ -151,6 +173,8 @@ void counters_reset(Counters *c) {
         memset(c->values, 0, sizeof(c->values));
         c->in_flight_max = c->in_flight;
         c->writes_in_flight_max = c->writes_in_flight;
+        c->login_head = c->n_login_times = 0;
+        c->logins_per_second_max = 0;
         json_object_clear(c->calls);
         pthread_mutex_unlock(&c->lock);
 }
@@ -167,6 +191,7 @@ json_t *counters_to_json(Counters *c) {
         calls = json_deep_copy(c->calls);
         r |= json_object_set_new(o, "logins", json_integer((json_int_t) c->values[COUNTER_LOGINS]));
         r |= json_object_set_new(o, "login_failures", json_integer((json_int_t) c->values[COUNTER_LOGIN_FAILURES]));
+        r |= json_object_set_new(o, "logins_per_second_max", json_integer((json_int_t) c->logins_per_second_max));
         r |= json_object_set_new(o, "logins_in_flight", json_integer((json_int_t) c->in_flight));
         r |= json_object_set_new(o, "logins_in_flight_max", json_integer((json_int_t) c->in_flight_max));
         r |= json_object_set_new(o, "calls_total", json_integer((json_int_t) c->values[COUNTER_CALLS_TOTAL]));

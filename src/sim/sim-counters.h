@@ -10,6 +10,8 @@
 
 /* Distinct request paths tracked in "calls"; later new paths are summed under "(other)". */
 #define COUNTERS_PATHS_MAX 1024
+/* Logins remembered for logins_per_second_max; a busier second counts as this many. */
+#define COUNTERS_LOGIN_WINDOW_MAX 1024
 
 typedef enum CounterId {
         COUNTER_LOGINS,
@@ -31,6 +33,7 @@ typedef enum CounterId {
         COUNTER_QUERY_ABORTS_INJECTED,
         COUNTER_QUERY_CALLS,
         COUNTER_QUERY_EXPORTS_REFUSED,
+        COUNTER_TOKENS_REFUSED,
         _COUNTER_MAX,
         _COUNTER_INVALID = -EINVAL,
 } CounterId;
@@ -45,6 +48,12 @@ void counters_add(Counters *c, CounterId id, uint64_t n);
 
 /* Count one /v1 call on PATH (no query string): bumps calls_total and calls[PATH]. */
 void counters_call(Counters *c, const char *path);
+
+/*
+ * A token was issued at NOW (clock_now()): bumps logins and updates logins_per_second_max,
+ * the most logins seen within any one second (a sliding window, not aligned to the clock).
+ */
+void counters_login_issued(Counters *c, uint64_t now);
 
 /* A login starts or ends its (possibly slow) work; tracks logins_in_flight and its maximum. */
 void counters_login_begin(Counters *c);

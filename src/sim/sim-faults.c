@@ -142,6 +142,7 @@ static json_t *settings_to_json(FaultSettings *s) {
                         goto fail;
         if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0 ||
             json_object_set_new(o, "reject_overlaps", json_boolean(s->reject_overlaps)) < 0 ||
+            json_object_set_new(o, "refuse_tokens", json_boolean(s->refuse_tokens)) < 0 ||
             json_object_set_new(o, "exports_disabled", json_boolean(s->exports_disabled)) < 0 ||
             json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
@@ -177,7 +178,7 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                 size_t i;
 
                 if (streq(key, "faults_include_login") || streq(key, "reject_overlaps") ||
-                    streq(key, "exports_disabled")) {
+                    streq(key, "exports_disabled") || streq(key, "refuse_tokens")) {
                         if (!json_is_boolean(value)) {
                                 snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
@@ -186,6 +187,8 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                                 s.faults_include_login = json_is_true(value);
                         else if (streq(key, "reject_overlaps"))
                                 s.reject_overlaps = json_is_true(value);
+                        else if (streq(key, "refuse_tokens"))
+                                s.refuse_tokens = json_is_true(value);
                         else
                                 s.exports_disabled = json_is_true(value);
                         continue;
@@ -232,6 +235,15 @@ void faults_write_settings(Faults *f, WriteFaults *ret) {
         ret->reject_overlaps = f->s.reject_overlaps;
         memcpy(ret->reject_display_name, f->s.reject_display_name, sizeof(ret->reject_display_name));
         pthread_mutex_unlock(&f->lock);
+}
+
+bool faults_refuse_tokens(Faults *f) {
+        bool refuse;
+
+        pthread_mutex_lock(&f->lock);
+        refuse = f->s.refuse_tokens;
+        pthread_mutex_unlock(&f->lock);
+        return refuse;
 }
 
 bool faults_take_apply_then_drop(Faults *f) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Injected faults: latency, random 503/429/dropped connections and one-shot counters that
- * make the next N outcomes deterministic, plus the permission-write knobs (publish duration,
+ * make the next N outcomes deterministic, tokens refused after a good login, plus the
+ * permission-write knobs (publish duration,
  * overlap rejection, apply-then-drop, a display name to refuse) and the data-query knobs (answer
  * size, answers cut mid-transfer, exports disabled). Thread-safe.
  */
@@ -42,6 +43,7 @@ typedef struct FaultSettings {
         bool faults_include_login;
         bool exports_disabled;          /* data queries answer 403 */
         bool reject_overlaps;           /* a write starting while another is in flight gets 409 */
+        bool refuse_tokens;             /* logins succeed, every other /v1 call gets 401 */
         char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
 
@@ -83,6 +85,9 @@ typedef struct WriteFaults {
 
 /* Snapshot the write knobs; consumes nothing. */
 void faults_write_settings(Faults *f, WriteFaults *ret);
+
+/* True while refuse_tokens is set: every issued token is refused (a "token storm"). */
+bool faults_refuse_tokens(Faults *f);
 
 /* Consume one next_apply_then_drop if any is left; true when this write must be dropped. */
 bool faults_take_apply_then_drop(Faults *f);

@@ -1,19 +1,23 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Owns request handling: body collection with a hard cap, the order in which a /v1 call
- * meets the simulated gateway (count -> rate limit -> faults -> authentication -> route), the
- * Visier-style answers (Status JSON errors, X-RateLimit-* headers) and the unauthenticated
- * /_sim control API. Secrets never reach a log line or an answer; the only token ever sent is
- * the one the login call just issued. Logs only internal failures, once, with the path.
+ * meets the simulated gateway (count -> rate limit -> faults -> authentication, where
+ * refuse_tokens turns every live token away -> route), the Visier-style answers (Status JSON
+ * errors, X-RateLimit-* headers) and the unauthenticated /_sim control API. Secrets never
+ * reach a log line or an answer; the only token ever sent is the one the login call just
+ * issued. Logs only internal failures, once, with the path.
  *
  * DESIGN of a permission write (POST/PUT/DELETE /v1/admin/permissions, POST .../revert-to-parent,
- * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), parsed and
- * checked whole against the request schema (400, nothing applied, nothing published), checked
- * against reject_display_name (400 likewise), then it "publishes": it enters the in-flight set
- * (an overlap is counted, or answered 409 with reject_overlaps), is applied to the model, stays
- * in flight for publish_ms, and bumps production_version unless it went to a draft (ProjectID)
- * or to non-versioned artifacts (NonVersioned: true). An apply-then-drop fault closes the
- * connection only after all of that.
+ * PUT/DELETE .../users): after the gateway steps above it is counted (write_calls), its scope
+ * (TargetTenantID, tenantCode, ProjectID; see sim-permissions.c) is checked (403, 400 or 404),
+ * it is parsed and checked whole against the request schema (400, nothing applied, nothing
+ * published), checked against reject_display_name (400 likewise), then it "publishes": it
+ * enters the in-flight set (an overlap is counted, or answered 409 with reject_overlaps), is
+ * applied to its scope's store, stays in flight for publish_ms whether or not its client is
+ * still connected (the connection's thread sleeps it out), and bumps production_version unless
+ * it went to a draft (ProjectID) or to non-versioned artifacts (NonVersioned: true). An
+ * apply-then-drop fault closes the connection only after all of that. commitAndPublish of a
+ * draft project publishes the same way.
  *
  * DESIGN of a data query (POST /v1/data/query/{aggregate,list,sql,snapshot}): after the gateway
  * steps it is counted (query_calls), refused 403 while exports_disabled is set, refused 406 when
@@ -68,15 +72,16 @@ typedef enum WriteKind {
 /* What each write call reads and does; one row per route. */
 static const struct {
         SchemaBody schema;
-        ModelWrite op;          /* bulk calls only */
+        PermissionsWrite op;    /* bulk calls only */
+        bool tenant_code;       /* takes the tenantCode query */
         bool assign;            /* user calls only: assign (true) or remove */
 } write_table[_WRITE_KIND_MAX] = {
-        [WRITE_CREATE] = { SCHEMA_PERMISSIONS_LIST, MODEL_WRITE_CREATE, false },
-        [WRITE_UPDATE] = { SCHEMA_PERMISSIONS_LIST, MODEL_WRITE_UPDATE, false },
-        [WRITE_DELETE] = { SCHEMA_PERMISSION_IDS, MODEL_WRITE_DELETE, false },
-        [WRITE_REVERT] = { SCHEMA_PERMISSION_IDS, MODEL_WRITE_REVERT, false },
-        [WRITE_ASSIGN] = { SCHEMA_ASSIGN_REVOKE, _MODEL_WRITE_INVALID, true },
-        [WRITE_REMOVE] = { SCHEMA_ASSIGN_REVOKE, _MODEL_WRITE_INVALID, false },
+        [WRITE_CREATE] = { SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_CREATE, true, false },
+        [WRITE_UPDATE] = { SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_UPDATE, true, false },
+        [WRITE_DELETE] = { SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_DELETE, true, false },
+        [WRITE_REVERT] = { SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_REVERT, false, false },
+        [WRITE_ASSIGN] = { SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, true },
+        [WRITE_REMOVE] = { SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, false },
 };
 
 /* One answer under construction. */
@@ -332,26 +337,68 @@ static int find_display_name(json_t *items, const char *name) {
         return -ENOENT;
 }
 
+/* What the call names about where it acts (borrowed from C). TENANT_CODE: the route takes
+ * the tenantCode query. */
+static void request_scope(struct MHD_Connection *c, bool tenant_code, PermissionsScope *ret) {
+        const char *code = tenant_code ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenantCode") : NULL;
+
+        *ret = (PermissionsScope) {
+                .target_tenant = header_value(c, "TargetTenantID"),
+                .tenant_code = code && *code ? code : NULL,
+                .project_id = header_value(c, "ProjectID"),
+        };
+}
+
+/* A scope refused by permissions_scope_check() (ERR set) or gone since (-ESTALE). */
+static enum MHD_Result reply_scope_error(struct MHD_Connection *c, int r, const char *err, const char *url,
+                                         const RateInfo *rate) {
+        StatusOpts o = { .rate = rate };
+
+        switch (r) {
+        case -EPERM:
+                return reply_status(c, MHD_HTTP_FORBIDDEN, "Forbidden", err, &o);
+        case -EINVAL:
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        case -ENOENT:
+                return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", err, &o);
+        case -ESTALE:
+                return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound",
+                                    "The draft project was published or deleted while the call ran.", &o);
+        default:
+                return reply_error_errno(c, r, url, rate);
+        }
+}
+
+/* Does an assign/remove body name tenants and projects in its targetProjectForTenantsList? */
+static bool names_target_projects(json_t *in) {
+        json_t *l = json_object_get(json_object_get(in, "targetProjectForTenantsList"), "targetProjectForTenants");
+        return json_array_size(l) > 0;
+}
+
 /* Answer an authenticated permission write; see DESIGN at the top. */
 static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const char *url, WriteKind kind,
                                 const Request *req, const RateInfo *rate) {
         StatusOpts o = { .rate = rate };
         _cleanup_json_ json_t *in = NULL;
         json_t *out = NULL, *items;
-        const char *project, *tenant, *nv;
+        PermissionsScope scope;
         bool non_versioned = false, drop;
-        char err[SCHEMA_ERROR_MAX];
+        char err[SCHEMA_ERROR_MAX > PERMISSIONS_MESSAGE_MAX ? SCHEMA_ERROR_MAX : PERMISSIONS_MESSAGE_MAX];
+        const char *nv;
         json_error_t jerr;
         WriteFaults wf;
         int n, r;
 
         counters_inc(s->counters, COUNTER_WRITE_CALLS);
-        project = header_value(c, "ProjectID");
-        tenant = header_value(c, "TargetTenantID");
         nv = header_value(c, "NonVersioned");
         if (nv && parse_bool(nv, &non_versioned) < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
                                     "The NonVersioned header must be true or false.", &o);
+        /* The tenant and draft project the call acts in must exist and be within reach. */
+        request_scope(c, write_table[kind].tenant_code, &scope);
+        r = permissions_scope_check(s->permissions, &scope, err, sizeof(err));
+        if (r < 0)
+                return reply_scope_error(c, r, err, url, rate);
 
         /* Whole-call validation: on any failure nothing is applied or published. */
         in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
@@ -364,6 +411,10 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
         if (n < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
         items = json_object_get(in, schema_list_name(write_table[kind].schema));
+        if (write_table[kind].schema == SCHEMA_ASSIGN_REVOKE && names_target_projects(in))
+                return reply_status(c, MHD_HTTP_NOT_IMPLEMENTED, "NotImplemented",
+                                    "visier-sim does not model targetProjectForTenantsList; name the tenant and the "
+                                    "draft project with the TargetTenantID and ProjectID headers.", &o);
 
         faults_write_settings(s->faults, &wf);
         if (write_table[kind].schema == SCHEMA_PERMISSIONS_LIST && wf.reject_display_name[0]) {
@@ -381,16 +432,15 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
                                     "Another change is being published to production. Retry later.", &o);
         drop = faults_take_apply_then_drop(s->faults);
         if (kind == WRITE_ASSIGN || kind == WRITE_REMOVE)
-                r = model_permissions_assign(s->model, items, tenant ? tenant : MODEL_TENANT_CODE, project,
-                                             write_table[kind].assign, &out);
+                r = permissions_assign(s->permissions, &scope, items, write_table[kind].assign, &out);
         else
-                r = model_permissions_write(s->model, write_table[kind].op, items, &out);
+                r = permissions_write(s->permissions, &scope, write_table[kind].op, items, &out);
         if (wf.publish_ms > 0)
                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
-        counters_write_end(s->counters, !project && !non_versioned);
+        counters_write_end(s->counters, r >= 0 && !scope.project_id && !non_versioned);
 
         if (r < 0)
-                return reply_error_errno(c, r, url, rate);
+                return reply_scope_error(c, r, err, url, rate);
         if (drop) {
                 json_decref(out);
                 counters_inc(s->counters, COUNTER_APPLY_THEN_DROPS_INJECTED);
@@ -490,6 +540,89 @@ static enum MHD_Result v1_query(SimServer *s, struct MHD_Connection *c, const ch
         return ret;
 }
 
+/* ---- draft projects -------------------------------------------------------------------- */
+
+/*
+ * /v1/admin/projects (ID NULL) and /v1/admin/projects/{id}, in the tenant the TargetTenantID
+ * header names. commitAndPublish publishes like a permission write (in flight for publish_ms,
+ * an overlap counted or refused, production_version raised) but is not a write_call.
+ */
+static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
+                                   const char *id, const Request *req, const RateInfo *rate) {
+        bool get = streq(method, MHD_HTTP_METHOD_GET), post = streq(method, MHD_HTTP_METHOD_POST);
+        bool del = streq(method, MHD_HTTP_METHOD_DELETE);
+        const char *login = header_value(c, "TargetTenantID");
+        StatusOpts o = { .rate = rate };
+        char err[PERMISSIONS_MESSAGE_MAX] = "";
+        _cleanup_json_ json_t *in = NULL;
+        json_t *body = NULL;
+        json_error_t jerr;
+        int r;
+
+        if (id ? !get && !post && !del : !get && !post)
+                return reply_method_not_allowed(c, id ? "GET, POST, DELETE" : "GET, POST", rate);
+        if (post) {
+                in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+                if (!in) {
+                        snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).",
+                                 jerr.line, jerr.column);
+                        return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+                }
+        }
+
+        if (!id && get) {
+                ModelStrv with = {};
+                QueryList ql;
+                int64_t limit;
+
+                r = query_list(c, "with", &with, &ql);
+                if (r >= 0)
+                        r = query_int(c, "limit", 100, 1, 1000, &limit);
+                if (r >= 0)
+                        r = projects_list(s->permissions, login, &with, limit, &body, err, sizeof(err));
+                query_list_done(&ql);
+        } else if (!id)
+                r = projects_create(s->permissions, login, in, &body, err, sizeof(err));
+        else if (get)
+                r = projects_get(s->permissions, login, id, &body);
+        else if (del)
+                r = projects_delete(s->permissions, login, id, &body);
+        else {
+                const char *op = json_string_value(json_object_get(in, "operation"));
+                WriteFaults wf;
+
+                r = projects_get(s->permissions, login, id, &body);
+                json_decref(TAKE_PTR(body));
+                if (r >= 0 && (!op || !streq(op, "commitAndPublish")))
+                        return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                            "operation must be commitAndPublish", &o);
+                if (r >= 0) {
+                        faults_write_settings(s->faults, &wf);
+                        if (counters_write_begin(s->counters, wf.reject_overlaps) == -EBUSY)
+                                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
+                                                    "Another change is being published to production. Retry later.",
+                                                    &o);
+                        r = projects_operate(s->permissions, login, id, in, &body, err, sizeof(err));
+                        if (wf.publish_ms > 0)
+                                clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+                        counters_write_end(s->counters, r >= 0);
+                }
+        }
+
+        if (r == -EPERM && !err[0])
+                snprintf(err, sizeof(err), "TargetTenantID %.64s is not a tenant you can access.", strempty(login));
+        if (r == -EPERM || (r == -EINVAL && err[0]))
+                return reply_scope_error(c, r, err, url, rate);
+        if (r == -ENOSPC)
+                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict", err, &o);
+        if (r == -ENOENT)
+                return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "The draft project does not exist or is not open.",
+                                    &o);
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
+        return reply_json(c, MHD_HTTP_OK, body, rate);
+}
+
 /* Answer an authenticated /v1 call. */
 static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
                                 const Request *req, const RateInfo *rate) {
@@ -501,6 +634,8 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
         bool get = streq(method, MHD_HTTP_METHOD_GET), partial = false, b1 = false, b2 = false;
         bool post = streq(method, MHD_HTTP_METHOD_POST), put = streq(method, MHD_HTTP_METHOD_PUT);
         bool del = streq(method, MHD_HTTP_METHOD_DELETE);
+        char err[PERMISSIONS_MESSAGE_MAX];
+        PermissionsScope scope;
         size_t n;
         int r;
 
@@ -544,13 +679,17 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                         return v1_write(s, c, url, post ? WRITE_CREATE : put ? WRITE_UPDATE : WRITE_DELETE, req, rate);
                 if (!get)
                         return reply_method_not_allowed(c, "GET, POST, PUT, DELETE", rate);
+                request_scope(c, true, &scope);
+                r = permissions_scope_check(s->permissions, &scope, err, sizeof(err));
+                if (r < 0)
+                        return reply_scope_error(c, r, err, url, rate);
                 r = query_bool(c, "includeDetails", &b1);
                 if (r >= 0)
                         r = query_bool(c, "includeDetailsWithStatus", &b2);
                 if (r >= 0)
                         r = query_list(c, "correlationIds", &ids, &ql);
                 if (r >= 0)
-                        r = model_permissions(s->model, b1, b2, &ids, &body);
+                        r = permissions_list(s->permissions, &scope, b1, b2, &ids, &body);
         } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", "revert-to-parent")) {
                 if (!post)
                         return reply_method_not_allowed(c, "POST", rate);
@@ -561,23 +700,32 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                 return v1_write(s, c, url, put ? WRITE_ASSIGN : WRITE_REMOVE, req, rate);
         } else if (seg_is(seg, n, 4, "v1", "admin", "permissions", NULL)) {
                 REQUIRE_GET;
+                request_scope(c, true, &scope);
+                r = permissions_scope_check(s->permissions, &scope, err, sizeof(err));
+                if (r < 0)
+                        return reply_scope_error(c, r, err, url, rate);
                 r = query_bool(c, "includeDetailsWithStatus", &b2);
                 if (r >= 0)
-                        r = model_permission(s->model, seg[3], b2, &body);
+                        r = permissions_get(s->permissions, &scope, seg[3], b2, &body);
         } else if (seg_is(seg, n, 5, "v1", "admin", "permissions", NULL, "users")) {
                 int64_t start, limit;
 
                 REQUIRE_GET;
+                request_scope(c, false, &scope);
+                r = permissions_scope_check(s->permissions, &scope, err, sizeof(err));
+                if (r < 0)
+                        return reply_scope_error(c, r, err, url, rate);
                 r = query_bool(c, "includeUserGroups", &b1);
                 if (r >= 0)
                         r = query_int(c, "start", 0, 0, INT32_MAX, &start);
                 if (r >= 0)
-                        r = query_int(c, "limit", MODEL_USERS_LIMIT_MAX, 0, MODEL_USERS_LIMIT_MAX, &limit);
+                        r = query_int(c, "limit", PERMISSIONS_USERS_LIMIT_MAX, 0, PERMISSIONS_USERS_LIMIT_MAX, &limit);
                 if (r >= 0)
-                        r = model_permission_users(s->model, seg[3], b1,
-                                                   MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
-                                                                               "tenantFilter"),
-                                                   start, limit, &body);
+                        r = permissions_users(s->permissions, &scope, seg[3], b1,
+                                              MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenantFilter"),
+                                              start, limit, &body);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "projects") || seg_is(seg, n, 4, "v1", "admin", "projects", NULL)) {
+                return v1_projects(s, c, url, method, n == 4 ? seg[3] : NULL, req, rate);
         } else if (seg_is(seg, n, 4, "v1", "data", "query", NULL) && query_kind_from_string(seg[3]) >= 0) {
                 if (!post)
                         return reply_method_not_allowed(c, "POST", rate);
@@ -671,7 +819,7 @@ static enum MHD_Result v1_login(SimServer *s, struct MHD_Connection *c, const ch
                 return reply_status(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "InternalError", "Internal error.", &o);
         }
 
-        counters_inc(s->counters, COUNTER_LOGINS);
+        counters_login_issued(s->counters, clock_now());
         reply.body = strdup(token);
         explicit_bzero(token, sizeof(token));
         if (!reply.body)
@@ -745,6 +893,11 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
         apikey_ok = auth_apikey_valid(s->auth, apikey);
         token_ok = cookies.token && !cookies.token_truncated && auth_token_valid(s->auth, cookies.token);
         explicit_bzero(cookies.token_buf, sizeof(cookies.token_buf));
+        /* refuse_tokens: a good token is refused exactly as an expired one would be. */
+        if (token_ok && apikey_ok && faults_refuse_tokens(s->faults)) {
+                counters_inc(s->counters, COUNTER_TOKENS_REFUSED);
+                token_ok = false;
+        }
         if (!apikey_ok)
                 counters_inc(s->counters, COUNTER_BAD_APIKEY);
         if (!token_ok)
@@ -797,12 +950,18 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
                 return reply_json(c, MHD_HTTP_OK, faults_to_json(s->faults), NULL);
         }
         if (streq(url, "/_sim/permissions")) {
+                const char *tenant = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenant");
+                const char *project = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "project");
                 json_t *body = NULL;
                 int r;
 
                 if (!get)
                         return reply_method_not_allowed(c, "GET", NULL);
-                r = model_permissions_dump(s->model, &body);
+                r = permissions_dump(s->permissions, tenant && *tenant ? tenant : NULL,
+                                     project && *project ? project : NULL, &body);
+                if (r == -ENOENT)
+                        return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "No such tenant or open draft project.",
+                                            NULL);
                 if (r < 0)
                         return reply_error_errno(c, r, url, NULL);
                 return reply_json(c, MHD_HTTP_OK, body, NULL);

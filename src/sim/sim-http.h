@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The simulator's HTTP face: the Visier /v1 API (auth, rate limit, faults, model reads, data
- * queries streamed in chunks) and
+ * The simulator's HTTP face: the Visier /v1 API (auth, rate limit, faults, model reads,
+ * permissions scoped by tenant and draft project, draft projects, data queries streamed in
+ * chunks) and
  * the /_sim control API, served by libmicrohttpd with a thread per connection.
  */
 #pragma once
@@ -13,6 +14,7 @@
 #include "sim-counters.h"
 #include "sim-faults.h"
 #include "sim-model.h"
+#include "sim-permissions.h"
 #include "sim-rate.h"
 
 /* Largest request body accepted; more is answered 413. */
@@ -27,6 +29,7 @@
 /* Everything a request may touch; owned by main, borrowed by the HTTP layer. */
 typedef struct SimServer {
         Model *model;
+        Permissions *permissions;
         Auth *auth;
         Rate *rate;
         Faults *faults;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * visier-sim: a Visier REST API simulator for tests. main() parses the command line, reads
- * the credential files, builds the model, auth, rate, fault and counter modules, starts the
+ * the credential files, builds the model, permission, auth, rate, fault and counter modules, starts the
  * HTTP daemon on a loopback address, announces the port (port file and sd_notify), then waits
  * for SIGTERM/SIGINT and tears everything down. It prints no secret, ever.
  */
@@ -63,6 +63,7 @@ enum {
         ARG_RETRY_AFTER,
         ARG_PUBLISH_MS,
         ARG_REJECT_OVERLAPS,
+        ARG_REFUSE_TOKENS,
         ARG_REJECT_DISPLAY_NAME,
         ARG_QUERY_ROWS,
         ARG_VERSION,
@@ -123,6 +124,7 @@ static void help(void) {
                "  --retry-after S          Retry-After of injected 429 answers (default 1)\n"
                "  --publish-ms N           how long every permission write publishes (default 0)\n"
                "  --reject-overlaps        answer 409 to a permission write that overlaps another\n"
+               "  --refuse-tokens          accept logins but answer 401 to every other /v1 call\n"
                "  --reject-display-name S  answer 400 to a create/update carrying this displayName\n"
                "  --query-rows N           records behind list/sql/snapshot answers (default 200)\n"
                "\n"
@@ -152,6 +154,7 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 { "retry-after", required_argument, NULL, ARG_RETRY_AFTER },
                 { "publish-ms", required_argument, NULL, ARG_PUBLISH_MS },
                 { "reject-overlaps", no_argument, NULL, ARG_REJECT_OVERLAPS },
+                { "refuse-tokens", no_argument, NULL, ARG_REFUSE_TOKENS },
                 { "reject-display-name", required_argument, NULL, ARG_REJECT_DISPLAY_NAME },
                 { "query-rows", required_argument, NULL, ARG_QUERY_ROWS },
                 { "help", no_argument, NULL, 'h' },
@@ -195,6 +198,9 @@ static int parse_args(int argc, char *argv[], Args *a) {
                         break;
                 case ARG_REJECT_OVERLAPS:
                         a->faults.reject_overlaps = true;
+                        break;
+                case ARG_REFUSE_TOKENS:
+                        a->faults.refuse_tokens = true;
                         break;
                 case ARG_REJECT_DISPLAY_NAME: {
                         size_t n = strlen(optarg);
@@ -403,6 +409,8 @@ static int run(int argc, char *argv[]) {
 
         r = model_new(&s.model);
         if (r >= 0)
+                r = permissions_new(s.model, &s.permissions);
+        if (r >= 0)
                 r = auth_new(args.username, password, apikey, args.token_ttl * USEC_PER_SEC, &s.auth);
         if (r >= 0)
                 r = rate_new(args.rate_minute, args.rate_hour, &s.rate);
@@ -454,6 +462,7 @@ out:
         s.faults = faults_free(s.faults);
         s.rate = rate_free(s.rate);
         s.auth = auth_free(s.auth);
+        s.permissions = permissions_free(s.permissions);
         s.model = model_free(s.model);
         explicit_bzero(&args, sizeof(args));
         return ret;

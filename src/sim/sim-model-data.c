@@ -2,8 +2,11 @@
 /*
  * Seed data of the simulated tenant: a small HR data model (Employee, Requisition, Applicant
  * and three events) with realistic dimensions and members. Constant; never changed at run
- * time. Capabilities, content packages and permissions are built in sim-model.c.
+ * time. Capabilities and content packages are built in sim-model.c, permissions in
+ * sim-permissions.c.
  */
+#include <string.h>
+
 #include "sim-model-data.h"
 
 #define ELEMS(x) (sizeof(x) / sizeof((x)[0]))
@@ -136,3 +139,38 @@ const SeedObject seed_objects[] = {
           comp_dims, none, NULL },
 };
 const size_t seed_objects_n = ELEMS(seed_objects);
+
+const SeedObject *seed_object_find(const char *id) {
+        for (size_t i = 0; id && i < seed_objects_n; i++)
+                if (strcmp(seed_objects[i].id, id) == 0)
+                        return &seed_objects[i];
+        return NULL;
+}
+
+const SeedDimension *seed_dimension_find(const char *id) {
+        for (size_t i = 0; id && i < seed_dimensions_n; i++)
+                if (strcmp(seed_dimensions[i].id, id) == 0)
+                        return &seed_dimensions[i];
+        return NULL;
+}
+
+const SeedProperty *seed_property_find(const char *id) {
+        for (size_t i = 0; id && i < seed_properties_n; i++)
+                if (strcmp(seed_properties[i].id, id) == 0)
+                        return &seed_properties[i];
+        return NULL;
+}
+
+bool seed_object_has_dimension(const SeedObject *o, const char *dim) {
+        for (const char *const *d = o ? o->dimensions : NULL; d && *d && dim; d++)
+                if (strcmp(*d, dim) == 0)
+                        return true;
+        return false;
+}
+
+bool seed_dimension_has_member(const SeedDimension *d, const char *path) {
+        for (const char *const *m = d ? d->members : NULL; m && *m && path; m++)
+                if (strcmp(*m, path) == 0)
+                        return true;
+        return false;
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The seed tables of the simulated tenant, shared by sim-model.c only. Plain constant data:
- * objects, properties, dimensions, members, capabilities, content packages and permissions.
+ * The seed tables of the simulated tenant, shared by the catalog (sim-model.c) and the
+ * permission statuses (sim-permissions.c). Plain constant data: objects, properties,
+ * dimensions and members, with lookups that never allocate.
  */
 #pragma once
 
@@ -44,3 +45,12 @@ extern const SeedDimension seed_dimensions[];
 extern const size_t seed_dimensions_n;
 extern const SeedObject seed_objects[];
 extern const size_t seed_objects_n;
+
+/* Lookups by ID; NULL when the seed has no such thing. */
+const SeedObject *seed_object_find(const char *id);
+const SeedDimension *seed_dimension_find(const char *id);
+const SeedProperty *seed_property_find(const char *id);
+/* Does object O have dimension DIM? */
+bool seed_object_has_dimension(const SeedObject *o, const char *dim);
+/* Is PATH ("a/b/c") a member of dimension D? */
+bool seed_dimension_has_member(const SeedDimension *d, const char *path);
