@@ -186,6 +186,27 @@ void sim_start(Sim *s, const char *const *extra_args) {
         notify_socket_close(&ns);
 }
 
+/* Sanitizers write their reports to the program's stderr, which is its log. ThreadSanitizer
+ * lets a program run on after a race and only changes its exit status at the end, which a
+ * SIGKILL (visierd_kill) or an unchecked stop (the sim) would lose: so a program's log is read
+ * whenever it stops, and any report there fails the test, with the log copied to the test's
+ * own output (its .log file under make check). `what` names the text, e.g. "visierd's log". */
+static void check_no_sanitizer_report(const char *what, const char *where, const char *text) {
+        bool found = text && strstr(text, "Sanitizer:");
+
+        if (found)
+                fprintf(stderr, "---- %s (%s) ----\n%s\n---- end of %s ----\n", what, where, text, what);
+        ck_assert_msg(!found, "a sanitizer reported an error in %s (%s); it is copied to this test's output",
+                      what, where);
+}
+
+static void check_log(const char *what, const char *log) {
+        char *l = harness_read_file(log);
+
+        check_no_sanitizer_report(what, log, l); /* a failure ends the test here, l unfreed */
+        free(l);
+}
+
 static int stop_pid(pid_t *pid) {
         int status = 0;
 
@@ -207,6 +228,8 @@ static int stop_pid(pid_t *pid) {
 
 void sim_stop(Sim *s) {
         stop_pid(&s->pid);
+        if (s->log[0])
+                check_log("visier-sim's log", s->log);
 }
 
 char *sim_url(const Sim *s, const char *path) {
@@ -333,6 +356,7 @@ void visierd_kill(Visierd *d) {
         kill(d->pid, SIGKILL);
         waitpid(d->pid, NULL, 0);
         d->pid = 0;
+        check_log("visierd's log", d->log);
 }
 
 void visierd_wait_ready(const Visierd *d) {
@@ -355,7 +379,11 @@ void visierd_wait_ready(const Visierd *d) {
 }
 
 int visierd_stop(Visierd *d) {
-        return stop_pid(&d->pid);
+        int r = stop_pid(&d->pid);
+
+        if (d->log[0])
+                check_log("visierd's log", d->log);
+        return r;
 }
 
 char *visierd_url(const Visierd *d, const char *path) {
@@ -474,6 +502,7 @@ int harness_run(const char *const *argv, char **ret_output) {
         if (!*ret_output)
                 *ret_output = strdup("");
         harness_rmtree(dir);
+        check_no_sanitizer_report("the output", argv[0], *ret_output);
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
