@@ -13,9 +13,8 @@ integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/te
 # (tests/README); they share the client workload in tests/workload.c.
 integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
 EXTRA_DIST += tests/README
-# visierd bugs the strict simulator exposes (see the TEST_SIM_VISIERD part of tests/test-sim.c):
-# expected to fail until visierd is fixed; an XPASS means move the case to an ordinary suite.
-XFAIL_TESTS = tests/test-sim-visierd
+# tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
+# tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \

@@ -8,8 +8,8 @@
  *
  * Sized by the environment (defaults are the short run of `make check`; see tests/README):
  *   CRASHLOOP_JOBS (400), CRASHLOOP_KILLS (8), CRASHLOOP_THREADS (6), CRASHLOOP_SEED (random,
- *   printed), CRASHLOOP_DRAIN_SEC (60 + jobs / 5), CRASHLOOP_PUBLISH_SETTLE (unset: the key is not written;
- *   visierd's parser does not know it yet).
+ *   printed), CRASHLOOP_DRAIN_SEC (60 + jobs / 5), CRASHLOOP_PUBLISH_SETTLE (1 s: the sim publishes
+ *   in at most 300 ms).
  */
 #include <check.h>
 #include <curl/curl.h>
@@ -34,7 +34,6 @@
 
 static struct {
         uint64_t jobs, kills, threads, seed, drain_sec, settle;
-        bool settle_set;
 } cfg;
 
 static Sim sim;
@@ -96,11 +95,8 @@ START_TEST(test_crashloop) {
          * that waits out a dead process's call deadline restarts quickly. */
         snprintf(visier_conf, sizeof(visier_conf),
                  "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 2");
-        if (cfg.settle_set)
-                snprintf(jobs_conf, sizeof(jobs_conf), "[jobs]\nbatch_delay_ms = 50\npublish_settle = %llu",
-                         (unsigned long long) cfg.settle);
-        else
-                snprintf(jobs_conf, sizeof(jobs_conf), "[jobs]\nbatch_delay_ms = 50");
+        snprintf(jobs_conf, sizeof(jobs_conf), "[jobs]\nbatch_delay_ms = 50\npublish_settle = %llu",
+                 (unsigned long long) cfg.settle);
         visierd_start(&vd, &sim, visier_conf, jobs_conf);
         snprintf(db, sizeof(db), "%s/visierd.db", vd.dir);
 
@@ -196,17 +192,14 @@ START_TEST(test_crashloop) {
 END_TEST
 
 static int read_settings(void) {
-        const char *settle = getenv("CRASHLOOP_PUBLISH_SETTLE");
-
         if (harness_env_u64("CRASHLOOP_JOBS", 400, &cfg.jobs) < 0 || harness_env_u64("CRASHLOOP_KILLS", 8, &cfg.kills) < 0 ||
             harness_env_u64("CRASHLOOP_THREADS", 6, &cfg.threads) < 0 ||
             harness_env_u64("CRASHLOOP_SEED", workload_random_seed(), &cfg.seed) < 0 ||
             /* The writes come faster than one publisher sends them (it coalesces only jobs
              * next to each other, some 5 to 8 a second here): the drain may take a while. */
             harness_env_u64("CRASHLOOP_DRAIN_SEC", 60 + cfg.jobs / 5, &cfg.drain_sec) < 0 ||
-            harness_env_u64("CRASHLOOP_PUBLISH_SETTLE", 0, &cfg.settle) < 0)
+            harness_env_u64("CRASHLOOP_PUBLISH_SETTLE", 1, &cfg.settle) < 0)
                 return -1;
-        cfg.settle_set = settle && *settle;
         if (cfg.threads == 0 || cfg.threads > 64 || cfg.jobs > 1000000 || cfg.kills > 100000)
                 return -1;
         return 0;

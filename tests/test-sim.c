@@ -778,11 +778,11 @@ int main(void) {
 
 #else /* TEST_SIM_VISIERD */
 /*
- * ---- visierd against the strict sim: known visierd bugs --------------------------------
+ * ---- visierd against the strict sim ---------------------------------------------------
  *
- * Built as tests/test-sim-visierd and listed in XFAIL_TESTS: each case here fails today
- * because of a visierd bug the lenient simulator used to hide. When visierd is fixed the
- * program passes, make check reports XPASS, and the case moves to an ordinary suite.
+ * Built as tests/test-sim-visierd: cases where a visierd bug used to hide behind the lenient
+ * simulator (the lookup after a lost create sent without the create's tenant; a missing
+ * permission in a merged assignment recorded as succeeded). Each failed before the fix.
  */
 static Visierd vd;
 

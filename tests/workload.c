@@ -344,7 +344,8 @@ static int client_touch(Client *c, WorkloadOp op, Perm *p) {
                 method = "PUT", path = "/v1/admin/permissions";
                 break;
         case WORKLOAD_ASSIGN:
-                snprintf(user, sizeof(user), "%s-u%u-%u", c->w->prefix, c->index, ++c->users);
+                /* Users of visier-sim's directory (u-000 to u-999 in its tenant), spread over clients. */
+                snprintf(user, sizeof(user), "u-%03u", (c->index * 167 + ++c->users) % 1000);
                 snprintf(body, sizeof(body), "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"%s\"]}]}", p->pid,
                          user);
                 method = "PUT", path = "/v1/admin/permissions/users";

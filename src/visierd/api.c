@@ -995,13 +995,21 @@ static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *re
 #define EXPORT_PARAMS_IN_REQUEST 32
 
 static struct MHD_Response *api_exports_list(Manager *m, HttpRequest *req, unsigned *ret_status) {
-        json_t *j;
+        char *body;
 
+        /* The description shares JSON values with the loaded definitions, which a reload frees:
+         * it is written out and let go while the configuration is held. */
         pthread_rwlock_rdlock(&m->config_lock);
-        j = exports_describe(m->exports);
+        {
+                json_t *j = exports_describe(m->exports);
+                body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+        }
         pthread_rwlock_unlock(&m->config_lock);
+        if (!body)
+                return NULL;
         *ret_status = MHD_HTTP_OK;
-        return json_response(j);
+        return http_response_take(body, strlen(body), "application/json");
 }
 
 typedef struct ParamCollector {

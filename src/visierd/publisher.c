@@ -358,13 +358,21 @@ static void map_bulk(const Batch *b, json_t *answer, bool *ok, json_t **results,
         json_decref(fu);
 }
 
+/*
+ * Per assignment item: Visier answers one group per tenant the users belong to, each listing
+ * the permissions of the call with their users. An item succeeded when its permission appears
+ * and none of its entries, in any tenant, carries a failure: a message on the entry or on any
+ * of its users (in a merged call a tenant's status says "Succeed" while a missing permission's
+ * users each say "permission … not found"), or a tenant whose every change failed.
+ */
 static void map_assignments(const Batch *b, json_t *answer, bool *ok, json_t **results) {
-        json_t *tenants = json_object_get(answer, "tenants"), *t, *e;
-        size_t ti, ei;
+        json_t *tenants = json_object_get(answer, "tenants"), *t, *e, *u;
+        size_t ti, ei, ui;
 
         for (size_t i = 0; i < b->n_items; i++) {
                 const char *pid = json_string_value(json_object_get(b->items[i].item, "permissionId"));
                 json_t *found = NULL, *tenant = NULL;
+                bool failed = false;
 
                 if (b->items[i].done)
                         continue;
@@ -372,33 +380,33 @@ static void map_assignments(const Batch *b, json_t *answer, bool *ok, json_t **r
                         json_array_foreach(json_object_get(t, "permissions"), ei, e) {
                                 const char *v = json_string_value(
                                         json_object_get(json_object_get(e, "permission"), "permissionId"));
-                                if (v && pid && streq(v, pid)) {
+
+                                if (!v || !pid || !streq(v, pid))
+                                        continue;
+                                if (!found) {
                                         found = e;
                                         tenant = t;
-                                        break;
+                                }
+                                if (json_object_get(e, "message") || json_object_get(e, "error") ||
+                                    streq(json_string_value(json_object_get(t, "status")) ?: "", "Failed"))
+                                        failed = true;
+                                json_array_foreach(json_object_get(e, "users"), ui, u)
+                                        if (json_object_get(u, "message"))
+                                                failed = true;
+                                if (failed && found != e) {
+                                        /* Keep the entry that tells the failure for the job's answer. */
+                                        found = e;
+                                        tenant = t;
                                 }
                         }
-                        if (found)
-                                break;
                 }
                 if (!found) {
                         ok[i] = false;
-                        results[i] = json_pack("{s:{s:s?}, s:s}", "permission", "permissionId", pid, "message",
-                                               "Visier's answer did not mention this permission");
+                        results[i] = json_pack("{s:{s:{s:s?}, s:[]}, s:s}", "entry", "permission", "permissionId", pid,
+                                               "users", "error", "Visier's answer did not mention this permission");
                         continue;
                 }
-                ok[i] = !json_object_get(found, "message") && !json_object_get(found, "error") &&
-                        !streq(json_string_value(json_object_get(tenant, "status")) ?: "", "Failed");
-                {
-                        /* In a merged call the tenant's status says "Succeed" while one
-                         * permission's users each carry the reason it failed ("permission … not
-                         * found"): a message on any user fails the item. */
-                        json_t *u;
-                        size_t ui;
-                        json_array_foreach(json_object_get(found, "users"), ui, u)
-                                if (json_object_get(u, "message"))
-                                        ok[i] = false;
-                }
+                ok[i] = !failed;
                 results[i] = json_pack("{s:O, s:O?, s:O?}", "entry", found, "tenantCode",
                                        json_object_get(tenant, "tenantCode"), "status",
                                        json_object_get(tenant, "status"));
