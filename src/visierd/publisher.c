@@ -350,8 +350,12 @@ static void map_bulk(const Batch *b, json_t *answer, bool *ok, json_t **results,
                         results[i] = json_incref(e);
                 } else {
                         ok[i] = false;
-                        results[i] = json_pack("{s:s?, s:{s:s}}", "permissionId", by_cid ? NULL : key, "error", "message",
-                                               "Visier's answer did not mention this item");
+                        /* PermissionFailureDTO: no member is null, so an unknown ID is left out. */
+                        results[i] = json_pack("{s:{s:s}}", "error", "message", "Visier's answer did not mention this item");
+                        if (results[i] && !by_cid && key)
+                                json_object_set_new(results[i], "permissionId", json_string(key));
+                        if (results[i] && by_cid && it->correlation_id)
+                                json_object_set_new(results[i], "correlationId", json_string(it->correlation_id));
                 }
         }
         json_decref(su);
@@ -451,9 +455,12 @@ static char *job_answer(JobOp op, json_t *item_results, bool *ret_any_ok, bool *
                         else
                                 json_array_append(perms, res);
                 }
-                root = json_pack("{s:[{s:O?, s:s, s:o}]}", "tenants", "tenantCode",
-                                 first ? json_object_get(first, "tenantCode") : NULL, "status",
-                                 *ret_any_ok ? "Succeed" : "Failed", "permissions", perms);
+                json_t *tenant = json_pack("{s:s, s:o}", "status", *ret_any_ok ? "Succeed" : "Failed", "permissions", perms);
+                json_t *code = first ? json_object_get(first, "tenantCode") : NULL;
+
+                if (tenant && json_is_string(code)) /* never null: the schema says string */
+                        json_object_set(tenant, "tenantCode", code);
+                root = json_pack("{s:[o]}", "tenants", tenant);
         }
         s = json_dumps(root, JSON_COMPACT);
         json_decref(root);
