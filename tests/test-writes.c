@@ -410,6 +410,13 @@ START_TEST(test_bad_bodies) {
                 { "PUT", "/v1/admin/permissions/users", "{\"permissions\":[{\"permissionId\":\"p\"}]}", "permissions[0].userIds:" },
                 { "DELETE", "/v1/admin/permissions/users", "{\"permissions\":[{\"permissionId\":\"p\",\"userIds\":[\"\"]}]}", "permissions[0].userIds[0]:" },
                 { "POST", "/v1/admin/permissions/revert-to-parent", "{\"permissionIds\":[]}", "permissionIds:" },
+                /* Members' types and enums as Visier's schemas define them. */
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\",\"allDataPointAccess\":\"yes\"}]}]}", "permissions[0].dataSecurityProfiles[0].allDataPointAccess: must be a boolean" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"adminCapabilityConfig\":{\"capabilities\":\"data\"}}]}", "permissions[0].adminCapabilityConfig.capabilities: must be an array" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\",\"analyticObjectStatus\":\"Bogus\"}]}]}", "permissions[0].dataSecurityProfiles[0].analyticObjectStatus: must be one of " },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\",\"description\":5}]}", "permissions[0].description: must be a string" },
+                { "PUT", "/v1/admin/permissions/users", "{\"permissions\":[{\"permissionId\":\"p\",\"userIds\":[\"u-1\"]}],\"targetProjectForTenantsList\":\"x\"}", "targetProjectForTenantsList: must be an object" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"a\"}],\"targetProjectForTenantsList\":{}}", "targetProjectForTenantsList: is not a member of admin.PermissionsListDTO" },
         };
         long status;
         json_t *j;
