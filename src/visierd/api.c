@@ -557,7 +557,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         char client[80], err[STORE_ERROR_MAX] = "", rid[48], jid[48];
         const char *fields[] = { rid, jid, NULL };
         char *tenant_code = NULL;
-        json_t *root = NULL, *items, *extra;
+        json_t *root = NULL, *items, *extra, *client_cids = NULL;
         ValidateError verr;
         JobOp op = job_op_from_request(req->method, req->path);
         struct MHD_Response *resp;
@@ -623,12 +623,18 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
          * ask Visier what landed instead of creating twice. */
         items = json_object_get(root, job_op_items_member(op));
         n_items = json_array_size(items);
+        client_cids = op == JOB_OP_CREATE ? json_array() : NULL;
         if (op == JOB_OP_CREATE)
                 json_array_foreach(items, i, extra) {
-                        if (!json_object_get(extra, "correlationId")) {
-                                char cid[32];
-                                make_correlation_id(cid, sizeof(cid));
-                                json_object_set_new(extra, "correlationId", json_string(cid));
+                        json_t *cid = json_object_get(extra, "correlationId");
+
+                        if (cid) /* the client's own: checked against pending jobs when stored */
+                                json_array_append_new(client_cids, json_pack("{s:I, s:O}", "index", (json_int_t) i,
+                                                                             "correlationId", cid));
+                        else {
+                                char made[32];
+                                make_correlation_id(made, sizeof(made));
+                                json_object_set_new(extra, "correlationId", json_string(made));
                         }
                 }
         extra = json_deep_copy(root);
@@ -648,11 +654,13 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                                      .body_len = req->body_len,
                                      .items = items,
                                      .extra = extra,
+                                     .client_correlation_ids = client_cids,
                                      .solo = json_object_size(extra) > 0,
                              },
                              &id, &existing, err, sizeof(err));
         json_decref(extra);
         json_decref(root);
+        json_decref(client_cids);
         curl_free(tenant_code);
         if (r == -EEXIST) {
                 *ret_status = MHD_HTTP_UNPROCESSABLE_CONTENT;

@@ -113,7 +113,13 @@ static const char *const migrations[] = {
         "  call_deadline_at INTEGER NOT NULL"
         ");"
         "INSERT INTO lane VALUES (1, 0, 0);"
-        "CREATE INDEX job_items_correlation ON job_items(correlation_id) WHERE correlation_id IS NOT NULL;",
+        /* Correlation IDs that clients chose (visierd's own are random and never collide),
+         * with the job that last used each, so a second pending create with one is refused. */
+        "CREATE TABLE client_correlation_ids ("
+        "  correlation_id TEXT PRIMARY KEY,"
+        "  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX client_correlation_ids_job ON client_correlation_ids(job_id);",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -562,8 +568,8 @@ static int find_pending_correlation(Store *s, const char *cid, int64_t *ret_job)
         int r;
 
         r = prepare(s, &st,
-                    "SELECT j.id FROM job_items i JOIN jobs j ON j.id = i.job_id WHERE i.correlation_id = ? AND "
-                    "j.state IN ('queued','running') AND j.operation = 'create' LIMIT 1");
+                    "SELECT j.id FROM client_correlation_ids c JOIN jobs j ON j.id = c.job_id WHERE "
+                    "c.correlation_id = ? AND j.state IN ('queued','running')");
         if (r < 0)
                 return r;
         bind_text(&st, 1, cid);
@@ -609,25 +615,22 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 if (r < 0)
                         goto fail_db;
         }
-        if (j->op == JOB_OP_CREATE)
-                json_array_foreach(j->items, i, item) {
-                        const char *cid = json_string_value(json_object_get(item, "correlationId"));
-                        int64_t other = 0;
+        json_array_foreach(j->client_correlation_ids, i, item) {
+                const char *cid = json_string_value(json_object_get(item, "correlationId"));
+                int64_t other = 0;
 
-                        if (!cid)
-                                continue;
-                        r = find_pending_correlation(s, cid, &other);
-                        if (r < 0)
-                                goto fail_db;
-                        if (r > 0) {
-                                r = -EADDRINUSE;
-                                snprintf(err, errlen,
-                                         "permissions[%zu].correlationId: %s is already used by job %lld, which is "
-                                         "not finished",
-                                         i, cid, (long long) other);
-                                goto fail;
-                        }
+                r = find_pending_correlation(s, cid, &other);
+                if (r < 0)
+                        goto fail_db;
+                if (r > 0) {
+                        r = -EADDRINUSE;
+                        snprintf(err, errlen,
+                                 "permissions[%lld].correlationId: %s is already used by job %lld, which is not "
+                                 "finished",
+                                 (long long) json_integer_value(json_object_get(item, "index")), cid, (long long) other);
+                        goto fail;
                 }
+        }
         if (s->max_pending > 0) {
                 pending = s->pending + s->tx_delta;
                 if (pending >= (int64_t) s->max_pending) {
@@ -687,6 +690,25 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 }
         }
         stmt_done(&st);
+
+        if (json_array_size(j->client_correlation_ids) > 0) {
+                json_t *c;
+
+                r = prepare(s, &st, "INSERT OR REPLACE INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?)");
+                if (r < 0)
+                        goto fail_db;
+                json_array_foreach(j->client_correlation_ids, i, c) {
+                        sqlite3_reset(st.st);
+                        bind_text(&st, 1, json_string_value(json_object_get(c, "correlationId")));
+                        sqlite3_bind_int64(st.st, 2, id);
+                        r = step_done(s, &st);
+                        if (r < 0) {
+                                stmt_done(&st);
+                                goto fail_db;
+                        }
+                }
+                stmt_done(&st);
+        }
 
         r = exec(s, "RELEASE submit", err, errlen);
         if (r < 0)

@@ -52,6 +52,7 @@ typedef struct JobSubmit {
         size_t body_len;
         json_t *items;             /* the items to send (creates carry their correlationId) */
         json_t *extra;             /* other members of the body to send along, or NULL */
+        json_t *client_correlation_ids; /* creates: [{"index":N,"correlationId":"…"}] the client chose, or NULL */
         bool solo;                 /* never merge with other jobs */
 } JobSubmit;
 
