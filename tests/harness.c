@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "macro.h"
 #include "harness.h"
 #include "notify.h"
 
@@ -517,4 +518,48 @@ void harness_teardown(Sim *s, Visierd *d) {
                 harness_rmtree(s->dir);
         memset(d, 0, sizeof(*d));
         memset(s, 0, sizeof(*s));
+}
+
+json_t *visierd_request_json(const Visierd *d, const char *method, const char *path, const char *body,
+                             const char *const *headers, long *ret_status) {
+        char *u = visierd_url(d, path);
+        HttpResult r;
+        json_t *j;
+
+        http_request(method, u, headers, body, 60000, &r);
+        ck_assert_msg(r.curl_error == 0, "%s %s: transport error %d", method, path, r.curl_error);
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_msg(j, "%s %s answered %ld with non-JSON: %s", method, path, r.status, r.body);
+        *ret_status = r.status;
+        http_result_done(&r);
+        free(u);
+        return j;
+}
+
+void visierd_wait_drained(const Visierd *d, unsigned seconds) {
+        usec_t deadline = clock_now() + (usec_t) seconds * USEC_PER_SEC;
+        char *u = visierd_url(d, "/status");
+
+        for (;;) {
+                long status;
+                json_t *j = http_get_json(u, &status), *jobs = json_object_get(j, "jobs");
+                long long pending = json_integer_value(json_object_get(jobs, "queued")) +
+                                    json_integer_value(json_object_get(jobs, "running"));
+                json_decref(j);
+                if (pending == 0)
+                        break;
+                ck_assert_msg(clock_now() < deadline, "%lld jobs still pending", pending);
+                clock_sleep(50 * USEC_PER_MSEC);
+        }
+        free(u);
+}
+
+int sim_count_named(json_t *dump, const char *name) {
+        json_t *p;
+        size_t i;
+        int n = 0;
+
+        json_array_foreach(json_object_get(dump, "permissions"), i, p)
+                n += streq(json_string_value(json_object_get(p, "displayName")) ?: "", name);
+        return n;
 }

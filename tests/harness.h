@@ -117,5 +117,14 @@ json_t *http_get_json(const char *url, long *ret_status);
  * it is not a whole number (for main to refuse before any test runs). */
 int harness_env_u64(const char *name, uint64_t fallback, uint64_t *ret);
 
+/* A request to visierd (path from the root) whose answer must be JSON: the parsed answer
+ * (caller decrefs) and its status; fails the test on a transport error or a non-JSON answer. */
+json_t *visierd_request_json(const Visierd *d, const char *method, const char *path, const char *body,
+                             const char *const *headers, long *ret_status);
+/* Wait (probing /status) until no job is queued or running; fails the test after seconds. */
+void visierd_wait_drained(const Visierd *d, unsigned seconds);
+/* How many permissions of a GET /_sim/permissions dump carry this display name. */
+int sim_count_named(json_t *dump, const char *name);
+
 /* Run a program to completion, capturing stdout+stderr; returns its exit status. */
 int harness_run(const char *const *argv, char **ret_output);

@@ -49,18 +49,7 @@ static void set_faults(const char *json) {
 
 static json_t *write_req(const char *method, const char *path, const char *body, const char *const *headers,
                          long *ret_status) {
-        char *u = visierd_url(&vd, path);
-        HttpResult r;
-        json_t *j;
-
-        http_request(method, u, headers, body, 60000, &r);
-        ck_assert_msg(r.curl_error == 0, "%s %s: transport error %d", method, path, r.curl_error);
-        j = json_loadb(r.body, r.len, 0, NULL);
-        ck_assert_msg(j, "%s %s answered %ld with non-JSON: %s", method, path, r.status, r.body);
-        *ret_status = r.status;
-        http_result_done(&r);
-        free(u);
-        return j;
+        return visierd_request_json(&vd, method, path, body, headers, ret_status);
 }
 
 static long long submit(const char *method, const char *path, const char *body) {

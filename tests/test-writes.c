@@ -45,18 +45,7 @@ static void set_faults(const char *json) {
 /* Send a write; returns the HTTP status and the parsed body (caller decrefs). */
 static json_t *write_req(const char *method, const char *path, const char *body, const char *const *headers,
                          long *ret_status) {
-        char *u = visierd_url(&vd, path);
-        HttpResult r;
-        json_t *j;
-
-        http_request(method, u, headers, body, 60000, &r);
-        ck_assert_msg(r.curl_error == 0, "%s %s: transport error %d", method, path, r.curl_error);
-        j = json_loadb(r.body, r.len, 0, NULL);
-        ck_assert_msg(j, "%s %s answered %ld with non-JSON: %s", method, path, r.status, r.body);
-        *ret_status = r.status;
-        http_result_done(&r);
-        free(u);
-        return j;
+        return visierd_request_json(&vd, method, path, body, headers, ret_status);
 }
 
 static long long submit_create(const char *display_name, const char *extra_item_json) {
@@ -91,23 +80,8 @@ static const char *job_state(json_t *j) {
         return json_string_value(json_object_get(j, "state"));
 }
 
-/* Wait (probing) until no job is queued or running. */
 static void wait_queue_empty(void) {
-        usec_t deadline = clock_now() + JOB_WAIT_SEC * USEC_PER_SEC;
-        char *u = visierd_url(&vd, "/status");
-
-        for (;;) {
-                long status;
-                json_t *j = http_get_json(u, &status), *jobs = json_object_get(j, "jobs");
-                long long pending = json_integer_value(json_object_get(jobs, "queued")) +
-                                    json_integer_value(json_object_get(jobs, "running"));
-                json_decref(j);
-                if (pending == 0)
-                        break;
-                ck_assert_msg(clock_now() < deadline, "%lld jobs still pending", pending);
-                clock_sleep(50 * USEC_PER_MSEC);
-        }
-        free(u);
+        visierd_wait_drained(&vd, JOB_WAIT_SEC);
 }
 
 /* Does the JSON text of j contain needle? */
@@ -117,17 +91,6 @@ static bool json_has(json_t *j, const char *needle) {
 
         free(text);
         return found;
-}
-
-/* How many permissions in the sim carry this display name. */
-static int sim_count_named(json_t *perms, const char *name) {
-        json_t *p;
-        size_t i;
-        int n = 0;
-
-        json_array_foreach(json_object_get(perms, "permissions"), i, p)
-                n += streq(json_string_value(json_object_get(p, "displayName")) ?: "", name);
-        return n;
 }
 
 /* ---- 2,000 creates from 20 clients ---- */
