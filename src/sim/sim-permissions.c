@@ -464,6 +464,24 @@ static Project *project_free(Project *pr) {
         return NULL;
 }
 
+/*
+ * Answers are built under the lock from values the store holds, then written out after it is
+ * released. A value shared with the store (a reference, not a copy) would be read while a
+ * write frees or changes it — jansson's reference counts do not order that — so every answer
+ * is made a deep copy of itself before the lock is let go. Returns 0, or -ENOMEM (*v is
+ * then NULL).
+ */
+static int answer_unshare(json_t **v) {
+        json_t *copy;
+
+        if (!*v)
+                return 0;
+        copy = json_deep_copy(*v);
+        json_decref(*v);
+        *v = copy;
+        return copy ? 0 : -ENOMEM;
+}
+
 int permissions_new(Model *catalog, Permissions **ret) {
         Permissions *p;
         int r = 0;
@@ -727,6 +745,8 @@ int permissions_list(Permissions *p, const PermissionsScope *scope, bool details
                 if (json_array_append_new(a, permission_render(e, details, with_status)) < 0)
                         r = -ENOMEM;
         }
+        if (r >= 0)
+                r = answer_unshare(&a);
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
@@ -749,6 +769,8 @@ int permissions_get(Permissions *p, const PermissionsScope *scope, const char *i
                 else if (!(o = permission_render(e, true, with_status)))
                         r = -ENOMEM;
         }
+        if (r >= 0)
+                r = answer_unshare(&o);
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
@@ -810,6 +832,8 @@ int permissions_users(Permissions *p, const PermissionsScope *scope, const char 
                                 break;
                         }
                 }
+        if (r >= 0)
+                r = answer_unshare(&tenants);
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
@@ -1004,6 +1028,10 @@ int permissions_write(Permissions *p, const PermissionsScope *scope, Permissions
         }
         if (r != -ESTALE)
                 store_compact(s);
+        if (r >= 0 && answer_unshare(&successes) < 0)
+                r = -ENOMEM;
+        if (r >= 0 && answer_unshare(&failures) < 0)
+                r = -ENOMEM;
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
@@ -1223,6 +1251,8 @@ int permissions_assign(Permissions *p, const PermissionsScope *scope, json_t *it
                         break;
                 r = assign_item_locked(s, tenant, pr != NULL, item, assign, groups, &next_order);
         }
+        for (size_t t = 0; r >= 0 && t < DIRECTORY_TENANTS_N; t++)
+                r = answer_unshare(&groups[t].permissions);
         pthread_mutex_unlock(&p->lock);
 
         if (r >= 0 && next_order == 0) {
@@ -1318,6 +1348,8 @@ int permissions_dump(Permissions *p, const char *tenant, const char *project, js
                 if (!o || (pr && json_object_set_new(o, "projectId", json_string(pr->id)) < 0))
                         r = -ENOMEM;
         }
+        if (r >= 0)
+                r = answer_unshare(&o);
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
@@ -1556,6 +1588,8 @@ int projects_operate(Permissions *p, const char *login, const char *id, json_t *
                 r = project_publish_locked(p, pr);
         if (r >= 0)
                 project_remove_locked(p, index);
+        if (r >= 0)
+                r = answer_unshare(&published);
         pthread_mutex_unlock(&p->lock);
         if (r < 0)
                 return r;
