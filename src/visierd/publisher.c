@@ -123,19 +123,11 @@ static void call_done(Call *c) {
         free(c->query);
 }
 
-static int build_call(const Batch *b, Call *c) {
-        json_t *root = b->extra ? json_deep_copy(b->extra) : json_object();
-        json_t *list = json_array();
+/* The scope a batch's calls carry: the tenantCode query and the TargetTenantID, ProjectID and
+ * NonVersioned headers, then Accept (and Content-Type when with_body), the same for the
+ * write and for the lookup that checks what it created. */
+static int build_scope(const Batch *b, bool with_body, Call *c) {
         size_t nh = 0;
-
-        for (size_t i = 0; i < b->n_items; i++)
-                if (!b->items[i].done)
-                        json_array_append(list, b->items[i].item);
-        json_object_set_new(root, job_op_items_member(b->op), list);
-        c->body = json_dumps(root, JSON_COMPACT);
-        json_decref(root);
-        if (!c->body)
-                return -ENOMEM;
 
         if (*b->tenant_code) {
                 char *e = curl_easy_escape(NULL, b->tenant_code, 0);
@@ -153,10 +145,26 @@ static int build_call(const Batch *b, Call *c) {
                 snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "NonVersioned: %s", b->non_versioned);
         for (size_t i = 0; i < nh; i++)
                 c->headers[i] = c->header_lines[i];
-        c->headers[nh++] = "Content-Type: application/json";
+        if (with_body)
+                c->headers[nh++] = "Content-Type: application/json";
         c->headers[nh++] = "Accept: application/json";
         c->headers[nh] = NULL;
         return 0;
+}
+
+static int build_call(const Batch *b, Call *c) {
+        json_t *root = b->extra ? json_deep_copy(b->extra) : json_object();
+        json_t *list = json_array();
+
+        for (size_t i = 0; i < b->n_items; i++)
+                if (!b->items[i].done)
+                        json_array_append(list, b->items[i].item);
+        json_object_set_new(root, job_op_items_member(b->op), list);
+        c->body = json_dumps(root, JSON_COMPACT);
+        json_decref(root);
+        if (!c->body)
+                return -ENOMEM;
+        return build_scope(b, true, c);
 }
 
 /* ---- reconciliation of creates ---- */
@@ -170,19 +178,11 @@ static int reconcile_creates(Publisher *p, Batch *b) {
         Call scope = {};
         int r;
 
-        r = build_call(b, &scope);
+        r = build_scope(b, false, &scope);
         if (r < 0) {
                 call_done(&scope);
                 return r;
         }
-        /* build_call() ends the headers with Content-Type and Accept: keep the scope headers
-         * and Accept only. */
-        for (size_t i = 0; scope.headers[i]; i++)
-                if (strncasecmp(scope.headers[i], "Content-Type:", 13) == 0) {
-                        for (size_t k = i; scope.headers[k]; k++)
-                                scope.headers[k] = scope.headers[k + 1];
-                        break;
-                }
 
         for (size_t start = 0; start < b->n_items;) {
                 char *ids = NULL, err[UPSTREAM_ERROR_MAX] = "", *query = NULL;
