@@ -563,3 +563,26 @@ int sim_count_named(json_t *dump, const char *name) {
                 n += streq(json_string_value(json_object_get(p, "displayName")) ?: "", name);
         return n;
 }
+
+json_t *visierd_job(const Visierd *d, long long id) {
+        char path[64], *u;
+        long status;
+        json_t *j;
+
+        snprintf(path, sizeof(path), "/jobs/%lld", id);
+        u = visierd_url(d, path);
+        j = http_get_json(u, &status);
+        ck_assert_int_eq(status, 200);
+        free(u);
+        return j;
+}
+
+bool readyz_says(json_t *readyz, const char *needle) {
+        json_t *reason;
+        size_t i;
+
+        json_array_foreach(json_object_get(readyz, "reasons"), i, reason)
+                if (strstr(json_string_value(reason) ?: "", needle))
+                        return true;
+        return false;
+}

@@ -123,6 +123,10 @@ json_t *visierd_request_json(const Visierd *d, const char *method, const char *p
                              const char *const *headers, long *ret_status);
 /* Wait (probing /status) until no job is queued or running; fails the test after seconds. */
 void visierd_wait_drained(const Visierd *d, unsigned seconds);
+/* GET /jobs/ID (must answer 200); caller decrefs. */
+json_t *visierd_job(const Visierd *d, long long id);
+/* Does one of the reasons of a /readyz answer contain needle? */
+bool readyz_says(json_t *readyz, const char *needle);
 /* How many permissions of a GET /_sim/permissions dump carry this display name. */
 int sim_count_named(json_t *dump, const char *name);
 

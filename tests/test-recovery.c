@@ -79,16 +79,7 @@ static char *create_now(const char *name) {
 }
 
 static json_t *job(long long id) {
-        char path[64], *u;
-        long status;
-        json_t *j;
-
-        snprintf(path, sizeof(path), "/jobs/%lld", id);
-        u = visierd_url(&vd, path);
-        j = http_get_json(u, &status);
-        ck_assert_int_eq(status, 200);
-        free(u);
-        return j;
+        return visierd_job(&vd, id);
 }
 
 static char *job_state(long long id) {
@@ -385,15 +376,7 @@ START_TEST(test_deleted_database_is_noticed) {
         u = visierd_url(&vd, "/readyz");
         j = http_get_json(u, &status);
         ck_assert_int_eq(status, 503);
-        {
-                json_t *reason;
-                size_t i;
-                bool said = false;
-
-                json_array_foreach(json_object_get(j, "reasons"), i, reason)
-                        said |= strstr(json_string_value(reason) ?: "", "deleted or replaced") != NULL;
-                ck_assert_msg(said, "readyz reasons: %s", json_dumps(j, JSON_COMPACT));
-        }
+        ck_assert_msg(readyz_says(j, "deleted or replaced"), "readyz reasons: %s", json_dumps(j, JSON_COMPACT));
         json_decref(j);
         free(u);
         j = write_req("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"into-the-void\"}]}", NULL,

@@ -64,16 +64,7 @@ static long long submit_create(const char *display_name, const char *extra_item_
 }
 
 static json_t *job(long long id) {
-        char path[64], *u;
-        long status;
-        json_t *j;
-
-        snprintf(path, sizeof(path), "/jobs/%lld", id);
-        u = visierd_url(&vd, path);
-        j = http_get_json(u, &status);
-        ck_assert_int_eq(status, 200);
-        free(u);
-        return j;
+        return visierd_job(&vd, id);
 }
 
 static const char *job_state(json_t *j) {
