@@ -155,10 +155,24 @@ static int tx_note(Store *s, int r) {
         return r;
 }
 
+/* May a statement run in the open transaction? Not once one has failed: SQLite may have rolled
+ * the transaction back already, and every statement after that would commit on its own. */
+static int tx_usable(Store *s) {
+        if (!s->in_transaction)
+                return 0;
+        if (s->tx_error == 0 && sqlite3_get_autocommit(s->db))
+                s->tx_error = -EIO; /* rolled back behind our back */
+        return s->tx_error;
+}
+
 static int exec(Store *s, const char *sql, char *err, size_t errlen) {
         char *msg = NULL;
         int rc;
 
+        if (tx_usable(s) < 0) {
+                snprintf(err, errlen, "%s: not run: an earlier statement of the transaction failed", s->path);
+                return s->tx_error;
+        }
         rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
         if (rc != SQLITE_OK) {
                 snprintf(err, errlen, "%s: %s", s->path, msg ? msg : sqlite3_errstr(rc));
@@ -402,7 +416,11 @@ static void stmt_done(Stmt *st) {
 }
 
 static int prepare(Store *s, Stmt *st, const char *sql) {
-        int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL);
+        int rc;
+
+        if (tx_usable(s) < 0)
+                return s->tx_error;
+        rc = sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL);
         return tx_note(s, sqlite_to_errno(rc));
 }
 
@@ -483,6 +501,7 @@ int store_end(Store *s, bool commit) {
         bool open_tx = !sqlite3_get_autocommit(s->db);
         int r = 0;
 
+        s->in_transaction = false; /* COMMIT and ROLLBACK below run whatever failed before */
         if (commit && s->tx_error < 0)
                 r = s->tx_error;
         else if (commit && !open_tx)
@@ -496,7 +515,6 @@ int store_end(Store *s, bool commit) {
                 if (s->had_error) {
                         /* Writes work again: give back the space the WAL took while they failed
                          * (it is otherwise truncated only after a prune). */
-                        s->in_transaction = false;
                         s->had_error = exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored)) < 0;
                 }
         } else if (commit)
