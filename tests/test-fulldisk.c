@@ -383,7 +383,9 @@ START_TEST(test_full_disk_on_tmpfs) {
         ck_assert_msg(strcmp(integrity, "ok") == 0, "integrity_check: %s", integrity);
         ck_assert_msg(db_pending == 0, "%lld jobs queued or running in the database", db_pending);
         elapsed = (double) (clock_now() - start) / USEC_PER_SEC;
-        ck_assert_msg(store_errors <= 10 + (unsigned) elapsed,
+        /* One try at recovery logs a few lines (each recording that fails says so); tries back
+         * off from 1 s, so a handful a second at most — the loop without backoff logged tens. */
+        ck_assert_msg(store_errors <= 10 + 5 * (unsigned) elapsed,
                       "store errors do not back off: %u logged (and %u orphan recoveries) in %.0f s", store_errors,
                       recoveries, elapsed);
 }
