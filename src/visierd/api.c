@@ -6,6 +6,7 @@
  * its request id; never logs or returns a secret.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <curl/curl.h>
@@ -25,11 +26,19 @@
 
 typedef struct MHD_Response *(*route_fn)(Manager *m, HttpRequest *req, unsigned *ret_status);
 
+/* Where a route's handler runs. */
+typedef enum RouteKind {
+        ROUTE_LOOP,   /* on the loop: never blocks (memory, the store's read connection) */
+        ROUTE_WORKER, /* on a worker thread (it blocks: a store commit, Visier); the connection is suspended */
+        ROUTE_OPS,    /* on the loop, and served even past max_connections (probes, scrapes) */
+} RouteKind;
+
 typedef struct Route {
         const char *method;
         const char *pattern; /* '*' matches one path segment */
         route_fn handler;
         ClientRole role;     /* the least role that may call it when client tokens are configured */
+        RouteKind kind;
 } Route;
 
 static struct MHD_Response *api_healthz(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -49,39 +58,39 @@ static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigne
 static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status);
 
 static const Route routes[] = {
-        { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE },
-        { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE },
-        { "GET", "/status", api_status, CLIENT_ROLE_READ },
-        { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ },
-        { "GET", "/jobs", api_jobs_list, CLIENT_ROLE_READ },
-        { "GET", "/jobs/*", api_job_get, CLIENT_ROLE_READ },
-        { "POST", "/jobs/*/cancel", api_job_cancel, CLIENT_ROLE_WRITE },
-        { "POST", "/jobs/*/retry", api_job_retry, CLIENT_ROLE_ADMIN },
-        { "POST", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
-        { "PUT", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
-        { "DELETE", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE },
-        { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE },
-        { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE },
-        { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE },
-        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ },
-        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ },
-        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ },
-        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ },
-        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ },
-        { "GET", "/exports", api_exports_list, CLIENT_ROLE_READ },
-        { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ },
-        { "POST", "/exports/*/runs", api_export_queue, CLIENT_ROLE_READ },
-        { "GET", "/exports/*/runs/*", api_export_result, CLIENT_ROLE_READ },
+        { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS },
+        { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS },
+        { "GET", "/status", api_status, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ, ROUTE_OPS },
+        { "GET", "/jobs", api_jobs_list, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/jobs/*", api_job_get, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "POST", "/jobs/*/cancel", api_job_cancel, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "POST", "/jobs/*/retry", api_job_retry, CLIENT_ROLE_ADMIN, ROUTE_WORKER },
+        { "POST", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "PUT", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "DELETE", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/exports", api_exports_list, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "POST", "/exports/*/runs", api_export_queue, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/exports/*/runs/*", api_export_result, CLIENT_ROLE_READ, ROUTE_WORKER },
 };
 
 /* Headers a local client may pass on to Visier; everything else (apikey, Cookie,
@@ -256,6 +265,169 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         return allowed;
 }
 
+/* ---- dispatch ---- */
+
+/* A request handed to a worker thread (its connection suspended meanwhile). */
+typedef struct ApiTask {
+        Manager *m;
+        HttpRequest *req;
+        const Route *route;
+        unsigned status;
+        struct MHD_Response *resp;
+        char identity[80]; /* counted against max_connections_per_client ("" : not counted) */
+        int64_t hold_job;  /* set by a write handler: hold the answer until this job ends */
+        long hold_wait;    /* seconds applied */
+        struct ApiTask *hold_next;
+        sd_event_source *hold_timer;
+} ApiTask;
+
+/* Requests in progress per identified client (loop thread only). */
+typedef struct ClientCount {
+        char identity[80];
+        unsigned n;
+        struct ClientCount *next;
+} ClientCount;
+
+static ClientCount **client_count_find(Manager *m, const char *identity) {
+        ClientCount **p;
+
+        for (p = (ClientCount **) &m->client_counts; *p; p = &(*p)->next)
+                if (streq((*p)->identity, identity))
+                        break;
+        return p;
+}
+
+static void client_count_put(Manager *m, const char *identity) {
+        ClientCount **p = client_count_find(m, identity), *c = *p;
+
+        if (!c)
+                return;
+        if (--c->n == 0) {
+                *p = c->next;
+                free(c);
+        }
+}
+
+static bool client_count_take(Manager *m, const char *identity, unsigned max) {
+        ClientCount **p = client_count_find(m, identity), *c = *p;
+
+        if (!c) {
+                c = calloc(1, sizeof(*c));
+                if (!c)
+                        return false;
+                snprintf(c->identity, sizeof(c->identity), "%s", identity);
+                *p = c;
+        }
+        if (c->n >= max) {
+                if (c->n == 0) {
+                        *p = c->next;
+                        free(c);
+                }
+                return false;
+        }
+        c->n++;
+        return true;
+}
+
+static void task_free(ApiTask *t) {
+        if (t->resp)
+                MHD_destroy_response(t->resp);
+        sd_event_source_disable_unref(t->hold_timer);
+        free(t);
+}
+
+/* The request ended (answered and sent, or its connection gone): loop thread. */
+static void task_request_done(void *ctx, HttpRequest *req) {
+        ApiTask *t = ctx;
+
+        if (t->identity[0])
+                client_count_put(t->m, t->identity);
+        assert(t->m->held > 0);
+        t->m->held--;
+        task_free(t);
+}
+
+/* Hands resp over to the HTTP layer. */
+static void task_answer(ApiTask *t, unsigned status, struct MHD_Response *resp) {
+        if (resp == t->resp)
+                t->resp = NULL;
+        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, resp ? status : 500);
+        http_request_answer(t->req, status, resp);
+}
+
+static void hold_start(ApiTask *t);
+
+static void task_work(void *userdata) {
+        ApiTask *t = userdata;
+
+        t->resp = t->route->handler(t->m, t->req, &t->status);
+}
+
+static void task_done(void *userdata) {
+        ApiTask *t = userdata;
+
+        if (t->hold_job > 0 && !t->resp) {
+                hold_start(t);
+                return;
+        }
+        task_answer(t, t->status, t->resp);
+}
+
+_printf_(2, 3) static struct MHD_Response *overloaded(unsigned *ret_status, const char *fmt, ...) {
+        struct MHD_Response *r;
+        char msg[256];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        r = http_response_status("ServiceUnavailable", false, "%s", msg);
+        if (r)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        return r;
+}
+
+/* Hand the request to a worker: counted against the caps on requests in progress. */
+static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+        unsigned max_held, per_client;
+        ApiTask *t;
+
+        pthread_rwlock_rdlock(&m->config_lock);
+        max_held = m->config->max_held_requests;
+        per_client = m->config->max_connections_per_client;
+        pthread_rwlock_unlock(&m->config_lock);
+        if (m->held >= max_held)
+                return overloaded(ret_status, "%u requests are in progress ([listen] max_held_requests); try again",
+                                  max_held);
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return NULL;
+        *t = (ApiTask) { .m = m, .req = req, .route = route };
+        /* Clients known by token or by uid share their own allowance; each anonymous TCP
+         * connection is its own (one request at a time), bounded by max_connections. */
+        if (!streq(req->client, req->peer) || req->unix_peer)
+                snprintf(t->identity, sizeof(t->identity), "%s", req->client);
+        if (t->identity[0] && !client_count_take(m, t->identity, per_client)) {
+                free(t);
+                return overloaded(ret_status,
+                                  "this client has %u requests in progress ([listen] max_connections_per_client); try "
+                                  "again",
+                                  per_client);
+        }
+        m->held++;
+        req->ctx = t;
+        req->done = task_request_done;
+        if (worker_queue(m->workers, task_work, task_done, t) < 0) {
+                /* Stopping: the request still gets an answer. */
+                req->done = NULL;
+                req->ctx = NULL;
+                task_request_done(t, req);
+                return overloaded(ret_status, "visierd is stopping");
+        }
+        return HTTP_DEFER;
+}
+
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
         Manager *m = userdata;
         const Route *route = NULL;
@@ -274,10 +446,27 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                         snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", routes[i].method);
                 }
         }
-        if (route) {
+        if (route && req->over_capacity && route->kind != ROUTE_OPS) {
+                unsigned max;
+
+                /* Past max_connections only probes and scrapes are served (their reserve). */
+                pthread_rwlock_rdlock(&m->config_lock);
+                max = m->config->max_connections;
+                pthread_rwlock_unlock(&m->config_lock);
+                r = overloaded(ret_status, "visierd has %u connections open ([listen] max_connections); try again",
+                               max);
+                if (r)
+                        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        } else if (route) {
                 req->route = route->pattern;
-                if (authorize(m, req, route, ret_status, &r))
-                        r = route->handler(m, req, ret_status);
+                if (authorize(m, req, route, ret_status, &r)) {
+                        if (route->kind == ROUTE_WORKER) {
+                                r = dispatch_worker(m, req, route, ret_status);
+                                if (r == HTTP_DEFER)
+                                        return r; /* counted in metrics when answered */
+                        } else
+                                r = route->handler(m, req, ret_status);
+                }
         } else if (allow[0]) {
                 *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;
                 r = http_response_status("MethodNotAllowed", true, "%s is not allowed on %s", req->method, req->path);
@@ -287,7 +476,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 r = http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", *ret_status);
+        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", r ? *ret_status : 500);
         return r;
 }
 
@@ -690,23 +879,81 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
 
         prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
         wait = prefer_wait(prefer);
-        if (wait > 0) {
-                long applied = wait > (long) max_wait ? (long) max_wait : wait;
-                char pa[32];
-                long status;
-                char *body;
+        if (wait > 0 && req->ctx) {
+                /* Held on the loop (no thread waits): answered when the job ends or the wait is
+                 * up, whichever comes first. */
+                ApiTask *t = req->ctx;
 
-                if (publisher_wait_job(m->publisher, id, clock_now() + (usec_t) applied * USEC_PER_SEC) == 0 &&
-                    store_job_response(m->store, id, &status, &body) == 0) {
-                        *ret_status = (unsigned) status;
-                        resp = http_response_take(body, strlen(body), "application/json");
-                        snprintf(pa, sizeof(pa), "wait=%ld", applied);
-                        if (resp)
-                                MHD_add_response_header(resp, "Preference-Applied", pa);
-                        return resp;
-                }
+                t->hold_job = id;
+                t->hold_wait = wait > (long) max_wait ? (long) max_wait : wait;
+                return NULL;
         }
         return job_accepted(m, id, ret_status);
+}
+
+/* ---- held answers (Prefer: wait), on the loop ---- */
+
+static void hold_unlink(ApiTask *t) {
+        for (ApiTask **p = (ApiTask **) &t->m->holds; *p; p = &(*p)->hold_next)
+                if (*p == t) {
+                        *p = t->hold_next;
+                        break;
+                }
+        t->hold_next = NULL;
+        t->hold_timer = sd_event_source_disable_unref(t->hold_timer);
+}
+
+/* The job's own answer if it has ended, else its 202. */
+static void hold_answer(ApiTask *t) {
+        struct MHD_Response *resp = NULL;
+        unsigned status = 0;
+        long vstatus;
+        char *body;
+
+        hold_unlink(t);
+        if (job_state_is_final(store_job_state(t->m->store, t->hold_job)) &&
+            store_job_response(t->m->store, t->hold_job, &vstatus, &body) == 0) {
+                char pa[32];
+
+                status = (unsigned) vstatus;
+                resp = http_response_take(body, strlen(body), "application/json");
+                snprintf(pa, sizeof(pa), "wait=%ld", t->hold_wait);
+                if (resp)
+                        MHD_add_response_header(resp, "Preference-Applied", pa);
+        } else
+                resp = job_accepted(t->m, t->hold_job, &status);
+        task_answer(t, status, resp);
+}
+
+static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        hold_answer(userdata);
+        return 0;
+}
+
+static void hold_start(ApiTask *t) {
+        Manager *m = t->m;
+        int r;
+
+        t->hold_next = m->holds;
+        m->holds = t;
+        r = sd_event_add_time_relative(m->event, &t->hold_timer, CLOCK_MONOTONIC,
+                                       (usec_t) t->hold_wait * USEC_PER_SEC, 0, on_hold_timer, t);
+        /* Ended already (before the hold was in the list), or no timer: answer now. */
+        if (r < 0 || m->draining || job_state_is_final(store_job_state(m->store, t->hold_job)))
+                hold_answer(t);
+}
+
+void api_job_finished(Manager *m, int64_t job_id) {
+        for (ApiTask *t = m->holds, *next; t; t = next) {
+                next = t->hold_next;
+                if (t->hold_job == job_id)
+                        hold_answer(t);
+        }
+}
+
+void api_release_holds(Manager *m) {
+        while (m->holds)
+                hold_answer(m->holds);
 }
 
 /* ---- job status ---- */
@@ -823,6 +1070,8 @@ static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *r
         }
         if (!cancel)
                 publisher_wake(m->publisher);
+        else
+                manager_job_finished(m, id);
         *ret_status = MHD_HTTP_OK;
         return json_response(store_job_json(m->store, id, false));
 }

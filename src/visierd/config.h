@@ -65,6 +65,8 @@ typedef struct Config {
         char *listen_socket; /* unix socket path, or NULL */
         unsigned max_connections;
         unsigned max_connections_per_client;
+        unsigned max_held_requests;
+        unsigned drain_timeout; /* seconds a stop waits for requests in progress */
         unsigned max_body_size; /* bytes */
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */

@@ -11,8 +11,11 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <stdarg.h>
+#include <assert.h>
+#include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include "clock.h"
@@ -21,36 +24,55 @@
 
 #define HTTP_CONNECTION_MEMORY (64 * 1024) /* bounds the request line and headers */
 
-/* A connection as the read-timeout reaper sees it. */
+/* A connection as the read-timeout reaper sees it (loop thread only). */
 typedef struct HttpConn {
         int fd;
-        ino_t ino;           /* the socket's inode: fd numbers are reused, inodes of open sockets are not */
         bool busy;           /* its request is being answered: no read deadline */
+        bool over_capacity;  /* opened past max_connections */
         usec_t reading_since;
         struct HttpConn *prev, *next;
 } HttpConn;
 
 struct HttpServer {
+        sd_event *event;
         struct MHD_Daemon *daemons[HTTP_LISTENERS_MAX];
-        pthread_mutex_t conns_lock;
-        HttpConn *conns;
-        pthread_t reaper;
-        bool reaper_started, stopping;
-        pthread_cond_t reaper_cond;
-        usec_t read_timeout;
+        sd_event_source *daemon_io[HTTP_LISTENERS_MAX];
         size_t n_daemons;
+        sd_event_source *mhd_timer;    /* libmicrohttpd's own timeouts */
+        sd_event_source *reaper;       /* read_timeout */
+        sd_event_source *wake;         /* answers from other threads */
+        int wake_fd;
+        pthread_mutex_t answer_lock;
+        HttpRequest *answered;         /* answered (any thread), to be resumed on the loop */
+        HttpConn *conns;
+        HttpRequest *requests;         /* every request in progress */
+        unsigned n_conns, max_connections;
+        unsigned active;               /* requests between their first byte and their end */
+        bool draining;
+        void (*drained)(void *userdata);
+        void *drained_userdata;
+        usec_t read_timeout;
         http_handler_fn handler;
         void *userdata;
         size_t max_body;
-        atomic_uint_fast64_t next_id;
+        uint64_t next_id;
         unsigned port;
         char *unlink_path; /* the unix socket we created, removed at stop */
         char describe[512];
-        struct MHD_Response *oom; /* made at start: the answer when no other can be built */
+        struct MHD_Response *oom;      /* made at start: the answer when no other can be built */
+        struct MHD_Response *stopping; /* made at start: the answer to requests during shutdown */
 };
+
+static char http_defer_marker; /* its address is HTTP_DEFER: never a real response */
+struct MHD_Response *const HTTP_DEFER = (struct MHD_Response *) &http_defer_marker;
 
 #define HTTP_OOM_BODY \
         "{\"code\":\"InternalError\",\"message\":\"out of memory\",\"localizedMessage\":\"out of memory\",\"userError\":false}"
+#define HTTP_STOPPING_BODY                                                                                     \
+        "{\"code\":\"ServiceUnavailable\",\"message\":\"visierd is stopping\",\"localizedMessage\":\"visierd is " \
+        "stopping\",\"userError\":false}"
+
+static void http_run(HttpServer *h);
 
 static size_t unescape_nothing(void *cls, struct MHD_Connection *c, char *s) {
         /* Keep paths and query arguments as the client sent them: they are forwarded raw. */
@@ -97,6 +119,151 @@ struct MHD_Response *http_response_status(const char *code, bool user_error, con
         return http_response_take(body, strlen(body), "application/json");
 }
 
+/* ---- answers from other threads ---- */
+
+static void request_free(HttpServer *h, HttpRequest *req) {
+        if (req->answer && req->answer != h->oom)
+                MHD_destroy_response(req->answer);
+        free(req->body);
+        free(req);
+}
+
+static void wake_loop(HttpServer *h) {
+        uint64_t one = 1;
+
+        /* A full counter already wakes the loop, so a failed write loses nothing. */
+        (void) !write(h->wake_fd, &one, sizeof(one));
+}
+
+void http_request_answer(HttpRequest *req, unsigned status, struct MHD_Response *resp) {
+        HttpServer *h = req->server;
+        bool wake;
+
+        if (!resp) {
+                resp = h->oom;
+                status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        pthread_mutex_lock(&h->answer_lock);
+        if (resp != HTTP_DEFER) {
+                assert(!req->answer);
+                req->answer = resp;
+                req->answer_status = status;
+        }
+        wake = !req->answered;
+        if (wake) {
+                req->answered = true;
+                req->answer_next = h->answered;
+                h->answered = req;
+        }
+        pthread_mutex_unlock(&h->answer_lock);
+        if (wake)
+                wake_loop(h);
+}
+
+void http_stream_resume(HttpRequest *req) {
+        /* The same path as an answer, without one: the connection is resumed and its stream
+         * read again. */
+        http_request_answer(req, 0, HTTP_DEFER);
+}
+
+/* Take req off the list of answered requests (it ends before the loop got to it). */
+static void request_unqueue(HttpServer *h, HttpRequest *req) {
+        pthread_mutex_lock(&h->answer_lock);
+        if (req->answered)
+                for (HttpRequest **p = &h->answered; *p; p = &(*p)->answer_next)
+                        if (*p == req) {
+                                *p = req->answer_next;
+                                break;
+                        }
+        req->answered = false;
+        pthread_mutex_unlock(&h->answer_lock);
+}
+
+static void resume(HttpRequest *r) {
+        if (r->suspended) {
+                r->suspended = false;
+                MHD_resume_connection(r->connection);
+        }
+}
+
+static int on_wake(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        HttpServer *h = userdata;
+        HttpRequest *list;
+        uint64_t n;
+
+        (void) !read(h->wake_fd, &n, sizeof(n));
+        pthread_mutex_lock(&h->answer_lock);
+        list = TAKE_PTR(h->answered);
+        for (HttpRequest *r = list; r; r = r->answer_next)
+                r->answered = false; /* a stream may be resumed again later */
+        pthread_mutex_unlock(&h->answer_lock);
+        /* Only the loop frees requests, so the list stays valid while it is walked. */
+        while (list) {
+                HttpRequest *r = list;
+
+                list = r->answer_next;
+                r->answer_next = NULL;
+                resume(r);
+        }
+        http_run(h);
+        return 0;
+}
+
+/* ---- streamed answers ---- */
+
+typedef struct HttpStream {
+        HttpRequest *req;
+        http_stream_read_fn read;
+        void (*free_fn)(void *cls);
+        void *cls;
+} HttpStream;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+        HttpStream *st = cls;
+        ssize_t n = st->read(st->cls, buf, max);
+
+        if (n > 0)
+                return n;
+        if (n == 0)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        if (n == HTTP_STREAM_AGAIN) {
+                /* Nothing yet: the connection waits, suspended, until the producer says so. */
+                st->req->suspended = true;
+                MHD_suspend_connection(st->req->connection);
+                return 0;
+        }
+        /* A failure mid-answer must reach the client as a failed transfer, never as a short
+         * file: ending with an error leaves the chunked body unterminated. */
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls) {
+        HttpStream *st = cls;
+
+        if (st->free_fn)
+                st->free_fn(st->cls);
+        free(st);
+}
+
+struct MHD_Response *http_response_stream(HttpRequest *req, size_t block, http_stream_read_fn read, void *cls,
+                                          void (*free_fn)(void *cls)) {
+        HttpStream *st = calloc(1, sizeof(*st));
+        struct MHD_Response *r;
+
+        if (!st) {
+                if (free_fn)
+                        free_fn(cls);
+                return NULL;
+        }
+        *st = (HttpStream) { .req = req, .read = read, .free_fn = free_fn, .cls = cls };
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, block, stream_reader, st, stream_free);
+        if (!r)
+                stream_free(st);
+        return r;
+}
+
+/* ---- connections ---- */
+
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
         HttpServer *h = cls;
@@ -109,73 +276,59 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                 if (!c)
                         return;
                 c->fd = ci ? ci->connect_fd : -1;
-                {
-                        struct stat st;
-                        c->ino = c->fd >= 0 && fstat(c->fd, &st) == 0 ? st.st_ino : 0;
-                }
                 c->reading_since = clock_now();
-                pthread_mutex_lock(&h->conns_lock);
+                c->over_capacity = h->n_conns >= h->max_connections;
                 c->next = h->conns;
                 if (h->conns)
                         h->conns->prev = c;
                 h->conns = c;
-                pthread_mutex_unlock(&h->conns_lock);
+                h->n_conns++;
                 *socket_context = c;
         } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
                 c = *socket_context;
                 if (!c)
                         return;
-                pthread_mutex_lock(&h->conns_lock);
                 if (c->prev)
                         c->prev->next = c->next;
                 else
                         h->conns = c->next;
                 if (c->next)
                         c->next->prev = c->prev;
-                pthread_mutex_unlock(&h->conns_lock);
+                h->n_conns--;
                 free(c);
                 *socket_context = NULL;
         }
 }
 
-static void conn_set_busy(HttpServer *h, struct MHD_Connection *connection, bool busy) {
+static HttpConn *conn_of(struct MHD_Connection *connection) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-        HttpConn *c = ci ? ci->socket_context : NULL;
+
+        return ci ? ci->socket_context : NULL;
+}
+
+static void conn_set_busy(struct MHD_Connection *connection, bool busy) {
+        HttpConn *c = conn_of(connection);
 
         if (!c)
                 return;
-        pthread_mutex_lock(&h->conns_lock);
         c->busy = busy;
         c->reading_since = clock_now();
-        pthread_mutex_unlock(&h->conns_lock);
 }
 
 /* Cuts off connections that take longer than read_timeout to send a request (slow-loris
- * clients), by shutting their socket down; the connection's own thread then ends it. */
-static void *reaper_thread(void *arg) {
-        HttpServer *h = arg;
+ * clients), by shutting their socket down; libmicrohttpd then ends it. */
+static int on_reaper(sd_event_source *s, uint64_t usec, void *userdata) {
+        HttpServer *h = userdata;
+        usec_t now = clock_now();
 
-        pthread_mutex_lock(&h->conns_lock);
-        while (!h->stopping) {
-                struct timespec ts;
-                usec_t now = clock_now();
-
-                for (HttpConn *c = h->conns; c; c = c->next) {
-                        struct stat st;
-
-                        if (c->busy || c->fd < 0 || now - c->reading_since <= h->read_timeout)
-                                continue;
-                        /* Only if the descriptor is still this connection's socket. */
-                        if (fstat(c->fd, &st) == 0 && st.st_ino == c->ino)
-                                (void) shutdown(c->fd, SHUT_RDWR);
-                        c->reading_since = now; /* once is enough */
-                }
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += 1;
-                pthread_cond_timedwait(&h->reaper_cond, &h->conns_lock, &ts);
+        for (HttpConn *c = h->conns; c; c = c->next) {
+                if (c->busy || c->fd < 0 || now - c->reading_since <= h->read_timeout)
+                        continue;
+                (void) shutdown(c->fd, SHUT_RDWR);
+                c->reading_since = now; /* once is enough */
         }
-        pthread_mutex_unlock(&h->conns_lock);
-        return NULL;
+        http_run(h);
+        return sd_event_source_set_time_relative(s, USEC_PER_SEC);
 }
 
 static void request_peer(HttpRequest *req) {
@@ -186,12 +339,10 @@ static void request_peer(HttpRequest *req) {
         char addr[INET6_ADDRSTRLEN] = "unknown";
         struct ucred cred;
         socklen_t len = sizeof(cred);
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
 
-        if (fdi && getsockname(fdi->connect_fd, (struct sockaddr *) &ss, &sl) == 0 && ss.ss_family == AF_UNIX) {
+        if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
                 req->unix_peer = true;
-                if (getsockopt(fdi->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+                if (fdi && getsockopt(fdi->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
                         req->have_creds = true;
                         req->uid = cred.uid;
                         req->gid = cred.gid;
@@ -210,6 +361,10 @@ static void request_peer(HttpRequest *req) {
         snprintf(req->peer, sizeof(req->peer), "tcp:%s", addr);
 }
 
+static enum MHD_Result queue(struct MHD_Connection *connection, unsigned status, struct MHD_Response *resp) {
+        return MHD_queue_response(connection, status, resp);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -220,16 +375,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         enum MHD_Result ret;
 
         if (!req) {
+                HttpConn *c = conn_of(connection);
+
                 req = calloc(1, sizeof(*req));
                 if (!req)
                         return MHD_NO;
+                req->server = h;
                 req->connection = connection;
                 req->method = method;
                 req->path = url;
-                req->id = atomic_fetch_add(&h->next_id, 1) + 1;
+                req->id = ++h->next_id;
+                req->over_capacity = c && c->over_capacity;
+                req->draining = h->draining;
                 request_peer(req);
+                req->next = h->requests;
+                if (h->requests)
+                        h->requests->prev = req;
+                h->requests = req;
+                h->active++;
                 *con_cls = req;
                 return MHD_YES;
+        }
+        if (req->deferred) {
+                /* Resumed: the deferred answer is in. */
+                if (!req->answer)
+                        return MHD_YES; /* a spurious resume; wait on */
+                req->deferred = false;
+                return queue(connection, req->answer_status, req->answer);
         }
         if (*upload_data_size > 0) {
                 size_t n = *upload_data_size;
@@ -254,20 +426,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 return MHD_YES;
         }
 
-        conn_set_busy(h, connection, true);
+        conn_set_busy(connection, true);
+        if (req->draining) {
+                status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                resp = h->stopping;
+                return queue(connection, status, resp);
+        }
         if (req->body_too_large) {
                 status = MHD_HTTP_CONTENT_TOO_LARGE;
                 resp = http_response_status("PayloadTooLarge", true, "request body is larger than max_body_size (%zu bytes)",
                                             h->max_body);
         } else
                 resp = h->handler(h->userdata, req, &status);
+        if (resp == HTTP_DEFER) {
+                /* Suspend now unless the answer is already in (a handler that answered from
+                 * another thread at once): on_wake resumes it. */
+                pthread_mutex_lock(&h->answer_lock);
+                req->deferred = true;
+                if (!req->answer) {
+                        req->suspended = true;
+                        MHD_suspend_connection(connection);
+                        pthread_mutex_unlock(&h->answer_lock);
+                        return MHD_YES;
+                }
+                pthread_mutex_unlock(&h->answer_lock);
+                req->deferred = false;
+                return queue(connection, req->answer_status, req->answer);
+        }
         if (!resp) {
                 /* No answer could be built (out of memory): the one made at start. Queuing
                  * takes a reference, so it is never used up. */
-                ret = MHD_queue_response(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, h->oom);
-                return ret;
+                return queue(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, h->oom);
         }
-        ret = MHD_queue_response(connection, status, resp);
+        ret = queue(connection, status, resp);
         MHD_destroy_response(resp);
         return ret;
 }
@@ -277,12 +468,55 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
         HttpRequest *req = *con_cls;
         HttpServer *h = cls;
 
-        conn_set_busy(h, connection, false);
+        conn_set_busy(connection, false);
         if (!req)
                 return;
-        free(req->body);
-        free(req);
         *con_cls = NULL;
+        if (req->done)
+                req->done(req->ctx, req);
+        request_unqueue(h, req);
+        if (req->prev)
+                req->prev->next = req->next;
+        else
+                h->requests = req->next;
+        if (req->next)
+                req->next->prev = req->prev;
+        request_free(h, req);
+        assert(h->active > 0);
+        h->active--;
+        if (h->draining && h->active == 0 && h->drained)
+                h->drained(h->drained_userdata);
+}
+
+/* ---- the loop ---- */
+
+static int on_mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        http_run(userdata);
+        return 0;
+}
+
+/* Let libmicrohttpd do what it can now, then arm the timer for its next timeout. */
+static void http_run(HttpServer *h) {
+        MHD_UNSIGNED_LONG_LONG t, next = ULLONG_MAX;
+
+        for (size_t i = 0; i < h->n_daemons; i++) {
+                if (!h->daemons[i])
+                        continue;
+                (void) MHD_run(h->daemons[i]);
+                if (MHD_get_timeout(h->daemons[i], &t) == MHD_YES && t < next)
+                        next = t;
+        }
+        if (next == ULLONG_MAX)
+                (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_OFF);
+        else {
+                (void) sd_event_source_set_time_relative(h->mhd_timer, (usec_t) next * USEC_PER_MSEC);
+                (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_ONESHOT);
+        }
+}
+
+static int on_daemon_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        http_run(userdata);
+        return 0;
 }
 
 static void describe_append(HttpServer *h, const char *what) {
@@ -291,12 +525,16 @@ static void describe_append(HttpServer *h, const char *what) {
         snprintf(h->describe + n, sizeof(h->describe) - n, "%s%s", n ? " and " : "", what);
 }
 
-/* One libmicrohttpd daemon on a listening socket we own (it closes it when stopped). */
+/* One libmicrohttpd daemon on a listening socket we own (it closes it when stopped), driven
+ * by the loop through its epoll descriptor. */
 static int start_on_fd(HttpServer *h, int fd, const HttpSettings *s, char *err, size_t errlen) {
-        unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD;
+        unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+        const union MHD_DaemonInfo *info;
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
+        struct MHD_Daemon *d;
         char what[160];
+        int r;
 
         if (h->n_daemons >= HTTP_LISTENERS_MAX) {
                 snprintf(err, errlen, "more than %d listening sockets", HTTP_LISTENERS_MAX);
@@ -328,22 +566,35 @@ static int start_on_fd(HttpServer *h, int fd, const HttpSettings *s, char *err, 
                 snprintf(err, errlen, "listening socket %d is neither TCP nor a unix socket", fd);
                 return -EAFNOSUPPORT;
         }
-        h->daemons[h->n_daemons] = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
-                                                    MHD_OPTION_LISTEN_SOCKET, fd,
-                                                    MHD_OPTION_CONNECTION_LIMIT, (unsigned) s->max_connections,
-                                                    MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                                                    (unsigned) s->max_connections_per_client,
-                                                    MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-                                                    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
-                                                    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
-                                                    MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
-                                                    MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                                                    MHD_OPTION_END);
-        if (!h->daemons[h->n_daemons]) {
+        /* The hard limit is max_connections plus the ops reserve; past it libmicrohttpd stops
+         * accepting, which leaves new connections waiting in the backlog (never a silent
+         * close). */
+        d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+                             MHD_OPTION_LISTEN_SOCKET, fd,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned) (s->max_connections + s->ops_reserve),
+                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
+                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
+                             MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
+                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                             MHD_OPTION_END);
+        if (!d) {
                 snprintf(err, errlen, "cannot serve on %s", what);
                 return -EIO;
         }
-        h->n_daemons++;
+        info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info) {
+                MHD_stop_daemon(d);
+                snprintf(err, errlen, "cannot serve on %s: no epoll descriptor", what);
+                return -EIO;
+        }
+        r = sd_event_add_io(h->event, &h->daemon_io[h->n_daemons], info->epoll_fd, EPOLLIN, on_daemon_io, h);
+        if (r < 0) {
+                MHD_stop_daemon(d);
+                snprintf(err, errlen, "cannot serve on %s: %s", what, strerror(-r));
+                return r;
+        }
+        h->daemons[h->n_daemons++] = d;
         describe_append(h, what);
         return 0;
 }
@@ -419,36 +670,47 @@ static int listen_unix(const char *path, unsigned mode, char *err, size_t errlen
         return TAKE_FD(fd);
 }
 
-int http_server_start(const HttpSettings *s, http_handler_fn handler, void *userdata, HttpServer **ret,
-                      char *err, size_t errlen) {
+int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handler, void *userdata,
+                      HttpServer **ret, char *err, size_t errlen) {
         _cleanup_(http_server_stopp) HttpServer *h = NULL;
         int r, fd;
 
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
+        h->wake_fd = -1;
+        h->event = sd_event_ref(e);
         h->handler = handler;
         h->userdata = userdata;
         h->max_body = s->max_body;
+        h->max_connections = s->max_connections;
+        pthread_mutex_init(&h->answer_lock, NULL);
         h->oom = MHD_create_response_from_buffer(strlen(HTTP_OOM_BODY), (void *) HTTP_OOM_BODY,
                                                  MHD_RESPMEM_PERSISTENT);
         if (!h->oom || MHD_add_response_header(h->oom, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES)
                 return -ENOMEM;
-        pthread_mutex_init(&h->conns_lock, NULL);
-        {
-                /* The reaper's waits are measured on the monotonic clock. */
-                pthread_condattr_t attr;
-                pthread_condattr_init(&attr);
-                pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-                pthread_cond_init(&h->reaper_cond, &attr);
-                pthread_condattr_destroy(&attr);
-        }
+        h->stopping = MHD_create_response_from_buffer(strlen(HTTP_STOPPING_BODY), (void *) HTTP_STOPPING_BODY,
+                                                      MHD_RESPMEM_PERSISTENT);
+        if (!h->stopping ||
+            MHD_add_response_header(h->stopping, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") != MHD_YES ||
+            MHD_add_response_header(h->stopping, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES ||
+            MHD_add_response_header(h->stopping, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES)
+                return -ENOMEM;
         h->read_timeout = (usec_t) (s->read_timeout ? s->read_timeout : 30) * USEC_PER_SEC;
-        if (pthread_create(&h->reaper, NULL, reaper_thread, h) != 0) {
-                snprintf(err, errlen, "cannot start the connection reaper");
-                return -EAGAIN;
-        }
-        h->reaper_started = true;
+
+        h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (h->wake_fd < 0)
+                return -errno;
+        r = sd_event_add_io(e, &h->wake, h->wake_fd, EPOLLIN, on_wake, h);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time_relative(e, &h->mhd_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_mhd_timer, h);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time_relative(e, &h->reaper, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_reaper, h);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(h->reaper, SD_EVENT_ON);
 
         if (s->n_fds > 0) {
                 for (size_t i = 0; i < s->n_fds; i++) {
@@ -477,30 +739,66 @@ int http_server_start(const HttpSettings *s, http_handler_fn handler, void *user
                         }
                 }
         }
+        http_run(h);
         *ret = TAKE_PTR(h);
         return 0;
+}
+
+void http_server_drain(HttpServer *h, void (*drained)(void *userdata), void *userdata) {
+        h->draining = true;
+        h->drained = drained;
+        h->drained_userdata = userdata;
+        for (size_t i = 0; i < h->n_daemons; i++) {
+                MHD_socket fd = MHD_quiesce_daemon(h->daemons[i]);
+
+                if (fd != MHD_INVALID_SOCKET)
+                        close(fd);
+        }
+        if (h->unlink_path) {
+                (void) unlink(h->unlink_path);
+                free(h->unlink_path);
+                h->unlink_path = NULL;
+        }
+        http_run(h);
+        if (h->active == 0 && drained)
+                drained(userdata);
+}
+
+unsigned http_server_active(HttpServer *h) {
+        return h->active;
+}
+
+unsigned http_server_connections(HttpServer *h) {
+        return h->n_conns;
 }
 
 HttpServer *http_server_stop(HttpServer *h) {
         if (!h)
                 return NULL;
-        for (size_t i = 0; i < h->n_daemons; i++)
+        /* libmicrohttpd must not be stopped with suspended connections: resume them all (their
+         * owners have answered, or they are streams cut off now). */
+        on_wake(NULL, -1, 0, h);
+        for (HttpRequest *r = h->requests; r; r = r->next)
+                resume(r);
+        for (size_t i = 0; i < h->n_daemons; i++) {
+                h->daemon_io[i] = sd_event_source_disable_unref(h->daemon_io[i]);
                 MHD_stop_daemon(h->daemons[i]);
-        if (h->reaper_started) {
-                pthread_mutex_lock(&h->conns_lock);
-                h->stopping = true;
-                pthread_cond_broadcast(&h->reaper_cond);
-                pthread_mutex_unlock(&h->conns_lock);
-                pthread_join(h->reaper, NULL);
         }
-        pthread_cond_destroy(&h->reaper_cond);
-        pthread_mutex_destroy(&h->conns_lock);
+        sd_event_source_disable_unref(h->mhd_timer);
+        sd_event_source_disable_unref(h->reaper);
+        sd_event_source_disable_unref(h->wake);
+        if (h->wake_fd >= 0)
+                close(h->wake_fd);
+        pthread_mutex_destroy(&h->answer_lock);
         if (h->oom)
                 MHD_destroy_response(h->oom);
+        if (h->stopping)
+                MHD_destroy_response(h->stopping);
         if (h->unlink_path) {
                 (void) unlink(h->unlink_path);
                 free(h->unlink_path);
         }
+        sd_event_unref(h->event);
         free(h);
         return NULL;
 }

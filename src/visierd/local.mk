@@ -20,7 +20,8 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/secret.c src/visierd/secret.h \
 	src/visierd/store.c src/visierd/store.h \
 	src/visierd/token.c src/visierd/token.h \
-	src/visierd/upstream.c src/visierd/upstream.h
+	src/visierd/upstream.c src/visierd/upstream.h \
+	src/visierd/worker.c src/visierd/worker.h
 VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS)
 VISIERD_DEP_LIBS = $(MHD_LIBS) $(CURL_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS) $(INIH_LIBS) -lm
 libvisierd_core_a_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS)

@@ -5,12 +5,28 @@
  * HTTP layer that logs.
  */
 #include <signal.h>
+#include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
 #include "manager.h"
 
 #define MANAGER_STATUS_INTERVAL (2 * USEC_PER_SEC) /* how often STATUS= is refreshed */
+#define MANAGER_WORKERS 4        /* threads for blocking work: a fixed number, whatever the load */
+#define MANAGER_OPS_RESERVE 64   /* connections past max_connections kept for /healthz, /readyz, /metrics */
+
+/* Every connection is a descriptor: raise the soft limit as far as the hard one allows. */
+static void raise_fd_limit(unsigned max_connections) {
+        struct rlimit rl;
+        rlim_t want = (rlim_t) max_connections + MANAGER_OPS_RESERVE + 256;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+                return;
+        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+                log_warning("only %llu file descriptors are allowed; max_connections=%u needs %llu (raise LimitNOFILE=)",
+                            (unsigned long long) rl.rlim_cur, max_connections, (unsigned long long) want);
+}
 
 static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret) {
         *ret = (UpstreamSettings) {
@@ -55,10 +71,19 @@ int manager_new(Config *config, Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
-        /* Reverse order: stop taking requests (waiters for jobs are released first), let the
-         * publisher finish and record the call in flight, then stop the keeper and the rest. */
+        /* Reverse order: held answers go out, the workers finish what they run (their
+         * answers are queued), the listener closes; then the publisher finishes and records
+         * the call in flight, and the keeper and the rest stop. */
+        m->draining = true;
         if (m->publisher)
                 publisher_release_waiters(m->publisher);
+        if (m->http)
+                api_release_holds(m);
+        if (m->runner)
+                runner_stop(m->runner);
+        worker_pool_free(m->workers);
+        if (m->http)
+                api_release_holds(m); /* holds the last completions started */
         http_server_stop(m->http);
         runner_free(m->runner);
         publisher_free(m->publisher);
@@ -69,6 +94,7 @@ Manager *manager_free(Manager *m) {
         if (m->rate_ready)
                 ratelimit_done(&m->rate);
         sd_event_source_unref(m->status_timer);
+        sd_event_source_unref(m->drain_timer);
         sd_event_unref(m->event);
         config_free(m->config);
         exports_free(m->exports);
@@ -97,6 +123,29 @@ static void on_upstream_call(void *userdata, const char *endpoint, long status, 
         metrics_upstream_call(m->metrics, endpoint, status, latency);
 }
 
+typedef struct JobFinished {
+        Manager *m;
+        int64_t id;
+} JobFinished;
+
+static void job_finished_on_loop(void *userdata) {
+        JobFinished *f = userdata;
+
+        api_job_finished(f->m, f->id);
+        free(f);
+}
+
+void manager_job_finished(Manager *m, int64_t job_id) {
+        JobFinished *f = malloc(sizeof(*f));
+
+        /* Without memory the hold still ends: at its deadline, with the job's 202. */
+        if (!f)
+                return;
+        *f = (JobFinished) { .m = m, .id = job_id };
+        if (worker_post(m->workers, job_finished_on_loop, f) < 0)
+                free(f);
+}
+
 static void on_publisher(void *userdata, const PublisherEvent *e) {
         char job[48], status[48], op[48];
         const char *fields[] = { job, status, op, NULL };
@@ -117,6 +166,7 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
                                  e->status);
                 break;
         case PUBLISHER_JOB_DONE:
+                manager_job_finished(userdata, e->job_id);
                 log_full(streq(strempty(e->state), "succeeded") ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields,
                          "job %lld (%s, %zu items) %s%s%s", (long long) e->job_id, e->op, e->n_items, e->state,
                          e->message ? ": " : "", strempty(e->message));
@@ -178,6 +228,18 @@ int manager_start(Manager *m) {
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
+
+        r = sd_event_default(&m->event);
+        if (r < 0) {
+                log_error("cannot set up the event loop: %s", strerror(-r));
+                return r;
+        }
+        r = worker_pool_new(m->event, MANAGER_WORKERS, &m->workers);
+        if (r < 0) {
+                log_error("cannot start the worker threads: %s", strerror(-r));
+                return r;
+        }
+        raise_fd_limit(c->max_connections);
 
         r = store_open(c->database, &m->store, err, sizeof(err));
         if (r < 0) {
@@ -252,7 +314,8 @@ int manager_start(Manager *m) {
                 log_error("systemd passed %d sockets; at most %d are supported", n_fds, HTTP_LISTENERS_MAX);
                 return -E2BIG;
         }
-        r = http_server_start(&(HttpSettings) {
+        r = http_server_start(m->event,
+                              &(HttpSettings) {
                                       .fds = fds,
                                       .n_fds = (size_t) n_fds,
                                       .address = c->listen_address,
@@ -260,7 +323,7 @@ int manager_start(Manager *m) {
                                       .socket_path = c->listen_socket,
                                       .socket_mode = CONFIG_SOCKET_MODE,
                                       .max_connections = c->max_connections,
-                                      .max_connections_per_client = c->max_connections_per_client,
+                                      .ops_reserve = MANAGER_OPS_RESERVE,
                                       .max_body = c->max_body_size,
                                       .idle_timeout = c->idle_timeout,
                                       .read_timeout = c->read_timeout,
@@ -289,12 +352,41 @@ int manager_start(Manager *m) {
         return 0;
 }
 
-static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+static void on_drained(void *userdata) {
         Manager *m = userdata;
 
+        (void) sd_event_exit(m->event, 0);
+}
+
+static int on_drain_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_full(LOG_WARNING, LOG_MSGID_SHUTDOWN, NULL,
+                 "stopping: %u requests still in progress after %u s ([listen] drain_timeout); cutting them off",
+                 http_server_active(m->http), m->config->drain_timeout);
+        return sd_event_exit(m->event, 0);
+}
+
+/* SIGTERM: stop claiming writes, stop accepting, let what is in progress finish (within
+ * drain_timeout), then leave the loop. */
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->draining)
+                return 0;
         log_full(LOG_INFO, LOG_MSGID_SHUTDOWN, NULL, "received %s, stopping", strsignal((int) si->ssi_signo));
         publisher_stop(m->publisher); /* first: no write is claimed or sent from now on */
-        return sd_event_exit(m->event, 0);
+        m->draining = true;
+        sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing the requests in progress");
+        api_release_holds(m);   /* held writes get their 202 with the job now */
+        runner_stop(m->runner); /* an export run is cut short and queued again */
+        r = sd_event_add_time_relative(m->event, &m->drain_timer, CLOCK_MONOTONIC,
+                                       (usec_t) m->config->drain_timeout * USEC_PER_SEC, 0, on_drain_timeout, m);
+        if (r < 0)
+                return sd_event_exit(m->event, 0);
+        http_server_drain(m->http, on_drained, m);
+        return 0;
 }
 
 
@@ -425,9 +517,6 @@ static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 int manager_run(Manager *m) {
         int r;
 
-        r = sd_event_default(&m->event);
-        if (r < 0)
-                return r;
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);

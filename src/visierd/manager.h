@@ -18,6 +18,7 @@
 #include "store.h"
 #include "token.h"
 #include "upstream.h"
+#include "worker.h"
 
 typedef struct Manager {
         Config *config;          /* replaced on reload: read it under config_lock */
@@ -33,7 +34,14 @@ typedef struct Manager {
         char results_dir[512];
         Metrics *metrics;
         HttpServer *http;
-        sd_event *event;
+        WorkerPool *workers;     /* blocking work off the loop */
+        sd_event *event;         /* the one loop: signals, timers, HTTP, completions */
+        sd_event_source *drain_timer;
+        bool draining;
+        /* Loop thread only: */
+        unsigned held;           /* requests answered later (worker or hold) */
+        void *client_counts;     /* requests in progress per identified client (api.c) */
+        void *holds;             /* writes waiting for their job (Prefer: wait; api.c) */
         sd_event_source *status_timer;
         char last_status[256];
         usec_t started_at; /* monotonic */
@@ -53,7 +61,13 @@ int manager_run(Manager *m);
  * rejected with its errors logged, and the running one kept. */
 int manager_reload(Manager *m);
 
+/* A job reached a final state (any thread): held answers for it go out. */
+void manager_job_finished(Manager *m, int64_t job_id);
+
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);
+/* On the loop: answer the holds waiting for this job / all of them (shutdown). */
+void api_job_finished(Manager *m, int64_t job_id);
+void api_release_holds(Manager *m);
 /* The route table, for the check that docs/openapi.yaml describes every route. */
 size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns);

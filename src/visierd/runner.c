@@ -112,6 +112,20 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                 goto out;
         }
         while ((n = upstream_stream_read(st, buf, RUNNER_CHUNK)) > 0) {
+                if (__atomic_load_n(&rn->stopping, __ATOMIC_RELAXED)) {
+                        /* Shutdown: cut the run short and queue it again, so the stop stays
+                         * within its bound however large the export. */
+                        unlink(tmp);
+                        if (store_begin(rn->store) < 0)
+                                rn->store_trouble = true;
+                        else {
+                                store_job_requeue(rn->store, id, false, wall_ms(), false, false, 0,
+                                                  "cut short by shutdown; runs again at the next start");
+                                if (store_end(rn->store, true) < 0)
+                                        rn->store_trouble = true;
+                        }
+                        goto out;
+                }
                 for (ssize_t off = 0; off < n;) {
                         ssize_t w = write(fd, buf + off, (size_t) (n - off));
                         if (w < 0) {
@@ -186,7 +200,7 @@ static void *runner_thread(void *arg) {
 
         store_export_requeue_orphans(rn->store);
         pthread_mutex_lock(&rn->lock);
-        while (!rn->stopping) {
+        while (!__atomic_load_n(&rn->stopping, __ATOMIC_RELAXED)) {
                 int64_t id = 0;
                 char *request = NULL;
                 struct timespec ts;
@@ -205,7 +219,7 @@ static void *runner_thread(void *arg) {
                         continue;
                 }
                 pthread_mutex_lock(&rn->lock);
-                if (!rn->woken && !rn->stopping) {
+                if (!rn->woken && !__atomic_load_n(&rn->stopping, __ATOMIC_RELAXED)) {
                         clock_gettime(CLOCK_MONOTONIC, &ts);
                         ts.tv_sec += 1;
                         pthread_cond_timedwait(&rn->cond, &rn->lock, &ts);
@@ -253,13 +267,17 @@ int runner_start(Runner *rn) {
         return 0;
 }
 
+void runner_stop(Runner *rn) {
+        pthread_mutex_lock(&rn->lock);
+        __atomic_store_n(&rn->stopping, true, __ATOMIC_RELAXED);
+        pthread_cond_broadcast(&rn->cond);
+        pthread_mutex_unlock(&rn->lock);
+}
+
 Runner *runner_free(Runner *rn) {
         if (!rn)
                 return NULL;
-        pthread_mutex_lock(&rn->lock);
-        rn->stopping = true;
-        pthread_cond_broadcast(&rn->cond);
-        pthread_mutex_unlock(&rn->lock);
+        runner_stop(rn);
         if (rn->started)
                 pthread_join(rn->thread, NULL);
         pthread_cond_destroy(&rn->cond);

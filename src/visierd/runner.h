@@ -21,7 +21,10 @@ typedef struct Runner Runner;
 int runner_new(Store *store, Upstream *upstream, const char *results_dir, runner_event_fn event, void *userdata,
                Runner **ret);
 int runner_start(Runner *r);
-/* Stops after the run in progress (which is cut short and queued again at the next start). */
+/* Stop: the run in progress is cut short at its next piece and queued again (it runs at the
+ * next start); no new run starts. Does not wait. */
+void runner_stop(Runner *r);
+/* runner_stop(), then wait for the thread. */
 Runner *runner_free(Runner *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Runner *, runner_free);
 void runner_wake(Runner *r);
