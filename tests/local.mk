@@ -12,6 +12,8 @@ integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/te
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
 integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
+# The one event loop: holds, caps, probes, graceful drain.
+integration_tests += tests/test-loop
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -64,6 +66,9 @@ tests_test_security_LDADD = $(TEST_LDADD) -lm
 tests_test_exports_SOURCES = tests/test-exports.c
 tests_test_exports_CFLAGS = $(TEST_CFLAGS)
 tests_test_exports_LDADD = $(TEST_LDADD)
+tests_test_loop_SOURCES = tests/test-loop.c
+tests_test_loop_CFLAGS = $(TEST_CFLAGS)
+tests_test_loop_LDADD = $(TEST_LDADD)
 tests_test_recovery_SOURCES = tests/test-recovery.c
 tests_test_recovery_CFLAGS = $(TEST_CFLAGS)
 tests_test_recovery_LDADD = $(TEST_LDADD)

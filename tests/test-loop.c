@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one event loop (docs/architecture.md): a held request costs no thread, the ops routes
+ * are answered while every other slot is held, requests past the caps get a 503 in Visier's
+ * Status shape with Retry-After, and SIGTERM lets what is in progress finish (reads complete,
+ * held writes get their 202, an export run is cut short and queued again) before exit 0.
+ */
+#include <check.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "macro.h"
+
+static Sim sim;
+static Visierd vd;
+
+static void teardown(void) {
+        harness_teardown(&sim, &vd);
+}
+
+static const char *const unlimited[] = { "--rate-minute", "0", "--rate-hour", "0", NULL };
+#define FAST "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 30\n"
+
+static void set_faults(const char *json) {
+        json_decref(sim_control_post(&sim, "/_sim/faults", json));
+}
+
+static long threads_of(pid_t pid) {
+        char path[64], *status, *p;
+        long n = -1;
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        status = harness_read_file(path);
+        ck_assert_ptr_nonnull(status);
+        p = strstr(status, "\nThreads:");
+        if (p)
+                n = strtol(p + 9, NULL, 10);
+        free(status);
+        return n;
+}
+
+/* N concurrent requests on N connections from this one thread (curl multi). */
+typedef struct Many {
+        size_t n;
+        CURL **h;
+        CURLM *multi;
+        HttpResult *res;
+        struct curl_slist *headers;
+        char **bodies;
+} Many;
+
+static size_t many_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        HttpResult *r = userdata;
+        size_t n = size * nmemb;
+        char *b = realloc(r->body, r->len + n + 1);
+
+        if (!b)
+                return 0;
+        memcpy(b + r->len, ptr, n);
+        r->body = b;
+        r->len += n;
+        r->body[r->len] = '\0';
+        return n;
+}
+
+/* Each request creates one permission named NAME-i. */
+static void many_start(Many *m, size_t n, const char *method, const char *path, const char *const *headers,
+                       const char *name) {
+        char *u = visierd_url(&vd, path);
+
+        *m = (Many) { .n = n };
+        m->h = calloc(n, sizeof(*m->h));
+        m->res = calloc(n, sizeof(*m->res));
+        m->bodies = calloc(n, sizeof(*m->bodies));
+        m->multi = curl_multi_init();
+        ck_assert(m->h && m->res && m->bodies && m->multi);
+        for (const char *const *hd = headers; hd && *hd; hd++)
+                m->headers = curl_slist_append(m->headers, *hd);
+        m->headers = curl_slist_append(m->headers, "Content-Type: application/json");
+        curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) n + 1);
+        for (size_t i = 0; i < n; i++) {
+                m->h[i] = curl_easy_init();
+                ck_assert_ptr_nonnull(m->h[i]);
+                ck_assert_int_ge(asprintf(&m->bodies[i], "{\"permissions\":[{\"displayName\":\"%s-%zu\"}]}", name, i), 0);
+                curl_easy_setopt(m->h[i], CURLOPT_URL, u);
+                curl_easy_setopt(m->h[i], CURLOPT_CUSTOMREQUEST, method);
+                curl_easy_setopt(m->h[i], CURLOPT_POSTFIELDS, m->bodies[i]);
+                curl_easy_setopt(m->h[i], CURLOPT_HTTPHEADER, m->headers);
+                curl_easy_setopt(m->h[i], CURLOPT_TIMEOUT_MS, 60000L);
+                curl_easy_setopt(m->h[i], CURLOPT_NOSIGNAL, 1L);
+                curl_easy_setopt(m->h[i], CURLOPT_WRITEFUNCTION, many_write);
+                curl_easy_setopt(m->h[i], CURLOPT_WRITEDATA, &m->res[i]);
+                curl_easy_setopt(m->h[i], CURLOPT_FORBID_REUSE, 1L);
+                curl_multi_add_handle(m->multi, m->h[i]);
+        }
+        free(u);
+}
+
+/* Drive the transfers for up to ms; true when all are done. */
+static bool many_run(Many *m, long ms) {
+        usec_t until = clock_now() + (usec_t) ms * USEC_PER_MSEC;
+        int running = 1;
+
+        while (running && clock_now() < until) {
+                CURLMsg *msg;
+                int left;
+
+                curl_multi_perform(m->multi, &running);
+                while ((msg = curl_multi_info_read(m->multi, &left)))
+                        if (msg->msg == CURLMSG_DONE)
+                                for (size_t i = 0; i < m->n; i++)
+                                        if (m->h[i] == msg->easy_handle) {
+                                                m->res[i].curl_error = (int) msg->data.result;
+                                                curl_easy_getinfo(m->h[i], CURLINFO_RESPONSE_CODE, &m->res[i].status);
+                                        }
+                if (running)
+                        curl_multi_poll(m->multi, NULL, 0, 20, NULL);
+        }
+        return running == 0;
+}
+
+static void many_done(Many *m) {
+        for (size_t i = 0; i < m->n; i++) {
+                curl_multi_remove_handle(m->multi, m->h[i]);
+                curl_easy_cleanup(m->h[i]);
+                free(m->res[i].body);
+                free(m->bodies[i]);
+        }
+        curl_multi_cleanup(m->multi);
+        curl_slist_free_all(m->headers);
+        free(m->h);
+        free(m->res);
+        free(m->bodies);
+}
+
+static long get(const char *path, long timeout_ms) {
+        char *u = visierd_url(&vd, path);
+        HttpResult r;
+        long status;
+
+        http_request("GET", u, NULL, NULL, timeout_ms, &r);
+        free(u);
+        status = r.status;
+        http_result_done(&r);
+        return status;
+}
+
+/* 100 writes held (Prefer: wait) while Visier publishes slowly fill max_held_requests: the
+ * next ones get 503 with Retry-After in Visier's Status shape, the probes are answered all
+ * along, the number of threads does not move, and every held write ends with Visier's answer. */
+START_TEST(test_holds_cost_no_thread) {
+        static const char refused[] =
+                "{\"code\":\"ServiceUnavailable\",\"message\":\"100 requests are in progress ([listen] "
+                "max_held_requests); try again\",\"localizedMessage\":\"100 requests are in progress ([listen] "
+                "max_held_requests); try again\",\"userError\":false}";
+        const char *const wait[] = { "Prefer: wait=60", NULL };
+        Many held, extra;
+        long before, during, st;
+        size_t ok = 0;
+
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, FAST, "[listen]\nmax_held_requests = 100\n[jobs]\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(get("/healthz", 5000), 200);
+        before = threads_of(vd.pid);
+        set_faults("{\"publish_ms\":3000}");
+
+        many_start(&held, 100, "POST", "/v1/admin/permissions", wait, "held");
+        /* Until all 100 are in (queued or running), with none answered. */
+        for (int i = 0; i < 500; i++) {
+                json_t *s;
+
+                many_run(&held, 20);
+                s = http_get_json(visierd_url(&vd, "/status"), &st);
+                if (json_integer_value(json_object_get(json_object_get(s, "jobs"), "queued")) +
+                            json_integer_value(json_object_get(json_object_get(s, "jobs"), "running")) >=
+                    100) {
+                        json_decref(s);
+                        break;
+                }
+                json_decref(s);
+        }
+        for (size_t i = 0; i < held.n; i++)
+                ck_assert_int_eq(held.res[i].status, 0); /* still held */
+
+        many_start(&extra, 10, "POST", "/v1/admin/permissions", wait, "extra");
+        ck_assert(many_run(&extra, 20000));
+        for (size_t i = 0; i < extra.n; i++) {
+                ck_assert_int_eq(extra.res[i].status, 503);
+                ck_assert_str_eq(extra.res[i].body, refused);
+        }
+        /* Every slot for requests in progress is held: the probes are still answered. */
+        for (int i = 0; i < 20; i++) {
+                many_run(&held, 5);
+                ck_assert_int_eq(get("/healthz", 5000), 200);
+                ck_assert_int_eq(get("/readyz", 5000), 200);
+        }
+        ck_assert_int_eq(get("/metrics", 5000), 200);
+        during = threads_of(vd.pid);
+        ck_assert_msg(during == before, "%ld threads before the holds, %ld while 100 are held", before, during);
+        for (size_t i = 0; i < held.n; i++)
+                ck_assert_int_eq(held.res[i].status, 0);
+
+        set_faults("{\"publish_ms\":0}");
+        ck_assert(many_run(&held, 60000));
+        for (size_t i = 0; i < held.n; i++) {
+                json_t *j = json_loads(held.res[i].body ? held.res[i].body : "", 0, NULL);
+
+                ck_assert_msg(held.res[i].status == 200, "held write %zu answered %ld: %s", i, held.res[i].status,
+                              held.res[i].body);
+                ok += json_array_size(json_object_get(j, "successes")) == 1;
+                json_decref(j);
+        }
+        ck_assert_int_eq(ok, 100);
+        /* The refused ones queued nothing. */
+        visierd_wait_drained(&vd, 60);
+        {
+                json_t *s = http_get_json(visierd_url(&vd, "/status"), &st);
+                ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(s, "jobs"), "succeeded")), 100);
+                json_decref(s);
+        }
+        many_done(&held);
+        many_done(&extra);
+}
+END_TEST
+
+/* ---- SIGTERM ---- */
+
+#define LIST_BODY                                                                                        \
+        "{\"source\":{\"analyticObject\":\"Employee\"},\"columns\":[{\"columnDefinition\":{\"property\":" \
+        "{\"name\":\"Employee.EmployeeID\"}}}]}"
+
+typedef struct Call {
+        const char *method, *path, *body;
+        const char *const *headers;
+        HttpResult r;
+} Call;
+
+static void *call_thread(void *arg) {
+        Call *c = arg;
+        char *u = visierd_url(&vd, c->path);
+
+        http_request(c->method, u, c->headers, c->body, 60000, &c->r);
+        free(u);
+        return NULL;
+}
+
+static char *job_state_in_db(long long id) {
+        char path[256];
+        sqlite3 *db = NULL;
+        sqlite3_stmt *st = NULL;
+        char *state = NULL;
+
+        snprintf(path, sizeof(path), "%s/visierd.db", vd.dir);
+        ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT state FROM jobs WHERE id = ?", -1, &st, NULL), SQLITE_OK);
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                state = strdup((const char *) sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return state;
+}
+
+/* SIGTERM with a read waiting on Visier, a write held and an export run streaming: the read
+ * gets its whole answer, the write its 202 with the job, the run is cut short and queued
+ * again, and visierd exits 0 well within drain_timeout (not after the whole export). */
+START_TEST(test_sigterm_drains) {
+        const char *const wait[] = { "Prefer: wait=60", "Content-Type: application/json", NULL };
+        Call read = { .method = "GET", .path = "/v1/admin/capabilities" };
+        Call write = { .method = "POST", .path = "/v1/admin/permissions",
+                       .body = "{\"permissions\":[{\"displayName\":\"drain-1\"}]}", .headers = wait };
+        char dir[256], partial[320], tail[512], *state;
+        pthread_t tr, tw;
+        long long run;
+        usec_t t0;
+        long st;
+        json_t *j;
+        int status;
+
+        sim_start(&sim, unlimited);
+        snprintf(tail, sizeof(tail), "[listen]\ndrain_timeout = 20\n[jobs]\nbatch_delay_ms = 0\n[exports]\ndirectory = ");
+        visierd_write_config(&vd, &sim, FAST, NULL);
+        snprintf(dir, sizeof(dir), "%s/exports.d", vd.dir);
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+        {
+                char path[320], *conf = harness_read_file(vd.config), *all;
+
+                snprintf(path, sizeof(path), "%s/employees.json", dir);
+                harness_write_file(path, "{\"query\":\"list\",\"format\":\"jsonl\",\"body\":" LIST_BODY "}", 0644);
+                ck_assert_int_ge(asprintf(&all, "%s%s%s\n", conf, tail, dir), 0);
+                harness_write_file(vd.config, all, 0644);
+                free(conf);
+                free(all);
+        }
+        visierd_restart(&vd);
+        visierd_wait_ready(&vd);
+
+        /* An export run large enough to be streaming when the stop comes. */
+        set_faults("{\"query_rows\":20000000}");
+        j = visierd_request_json(&vd, "POST", "/exports/employees/runs", NULL, NULL, &st);
+        ck_assert_int_eq(st, 202);
+        run = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        snprintf(partial, sizeof(partial), "%s/exports/%lld.jsonl.partial", vd.dir, run);
+        for (int i = 0; i < 1000; i++) {
+                struct stat s;
+
+                if (stat(partial, &s) == 0 && s.st_size > 0)
+                        break;
+                clock_sleep(10 * USEC_PER_MSEC);
+        }
+
+        set_faults("{\"query_rows\":20000000,\"latency_ms\":2000,\"publish_ms\":1000}");
+        ck_assert_int_eq(pthread_create(&tr, NULL, call_thread, &read), 0);
+        ck_assert_int_eq(pthread_create(&tw, NULL, call_thread, &write), 0);
+        for (int i = 0; i < 500 && (sim_calls(&sim, "/v1/admin/capabilities") < 1 ||
+                                    sim_calls(&sim, "/v1/admin/permissions") < 1);
+             i++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        ck_assert_int_ge(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+
+        t0 = clock_now();
+        status = visierd_stop(&vd);
+        ck_assert_int_eq(status, 0);
+        ck_assert_msg(clock_now() - t0 < 20 * USEC_PER_SEC, "the stop took %.1f s",
+                      (double) (clock_now() - t0) / USEC_PER_SEC);
+        pthread_join(tr, NULL);
+        pthread_join(tw, NULL);
+
+        /* The read in flight got Visier's whole answer. */
+        ck_assert_msg(read.r.status == 200, "the read in flight got %ld (curl %d)", read.r.status, read.r.curl_error);
+        j = json_loadb(read.r.body, read.r.len, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        json_decref(j);
+        /* The held write got an answer with its job: 202 (or Visier's 200 if it ended first). */
+        ck_assert_msg(write.r.status == 202 || write.r.status == 200, "the held write got %ld (curl %d)",
+                      write.r.status, write.r.curl_error);
+        if (write.r.status == 202) {
+                j = json_loadb(write.r.body, write.r.len, 0, NULL);
+                ck_assert_int_gt(json_integer_value(json_object_get(j, "id")), 0);
+                json_decref(j);
+        }
+        /* The run was cut short and waits for the next start. */
+        state = job_state_in_db(run);
+        ck_assert_str_eq(state, "queued");
+        free(state);
+        ck_assert_int_ne(access(partial, F_OK), 0);
+        http_result_done(&read.r);
+        http_result_done(&write.r);
+        set_faults("{\"latency_ms\":0,\"publish_ms\":0,\"query_rows\":1000}");
+        visierd_restart(&vd);
+        visierd_wait_ready(&vd);
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("loop");
+        TCase *tc = tcase_create("integration");
+        SRunner *sr;
+        int failed;
+
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        tcase_set_timeout(tc, 240);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_add_test(tc, test_holds_cost_no_thread);
+        tcase_add_test(tc, test_sigterm_drains);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
