@@ -89,6 +89,17 @@ const ConfigKey config_keys[] = {
                  "seconds a failed or cancelled job is kept before it is pruned (30 days)"),
         KEY_UINT("jobs", "max_pending", max_pending, "100000", 1, 100000000,
                  "jobs queued or running at most; more are refused with 503"),
+        KEY_UINT("cache", "max_bytes", cache_max_bytes, "67108864", 0, 2147483648UL,
+                 "memory for cached metadata answers, in bytes; 0 turns the cache off"),
+        KEY_UINT("cache", "model_ttl", cache_model_ttl, "300", 0, 86400,
+                 "seconds capabilities, content packages, data security objects, analytic objects and "
+                 "dimensions are cached; 0: not cached"),
+        KEY_UINT("cache", "members_ttl", cache_members_ttl, "300", 0, 86400,
+                 "seconds dimension members are cached; 0: not cached"),
+        KEY_UINT("cache", "permissions_ttl", cache_permissions_ttl, "60", 0, 86400,
+                 "seconds the permission list and single permissions are cached; 0: not cached"),
+        KEY_UINT("cache", "assignments_ttl", cache_assignments_ttl, "0", 0, 86400,
+                 "seconds the users assigned a permission are cached; 0: not cached"),
         {},
 };
 

@@ -96,6 +96,13 @@ typedef struct Config {
         unsigned keep_failed;     /* seconds */
         unsigned max_pending;
 
+        /* [cache] */
+        unsigned cache_max_bytes;       /* 0: no cache */
+        unsigned cache_model_ttl;       /* seconds; 0: not cached */
+        unsigned cache_members_ttl;
+        unsigned cache_permissions_ttl;
+        unsigned cache_assignments_ttl;
+
         /* Loaded by config_load_secrets(). */
         Secret *apikey;
         Secret *password;

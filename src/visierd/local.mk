@@ -5,6 +5,7 @@ libvisierd_core_a_SOURCES = \
 	src/shared/clock.c src/shared/clock.h \
 	src/shared/notify.c src/shared/notify.h \
 	src/visierd/api.c \
+	src/visierd/cache.c src/visierd/cache.h \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \

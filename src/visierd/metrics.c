@@ -131,6 +131,45 @@ static void header(FILE *f, const char *name, const char *type, const char *help
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The metadata cache's counters (docs/architecture.md, "Metadata cache"). */
+static void cache_render(FILE *f, const CacheStats *s) {
+        const struct {
+                const char *name, *type, *help;
+                uint64_t value;
+        } rows[] = {
+                { "visierd_cache_hits_total", "counter", "Proxied reads answered from the metadata cache.", s->hits },
+                { "visierd_cache_misses_total", "counter",
+                  "Proxied reads of a cacheable answer that called Visier (nothing fresh stored, or the client "
+                  "asked for a refresh).", s->misses },
+                { "visierd_cache_collapsed_total", "counter",
+                  "Proxied reads that waited for another read's call to Visier of the same request.", s->collapsed },
+                { "visierd_cache_bypasses_total", "counter",
+                  "Proxied reads the cache does not handle (route or class not cached, cache off, no-store).",
+                  s->bypasses },
+                { "visierd_cache_upstream_calls_saved_total", "counter",
+                  "Calls to Visier the cache saved (hits plus collapsed reads).", s->saved },
+                { "visierd_cache_stored_total", "counter", "Answers stored in the metadata cache.", s->stored },
+                { "visierd_cache_evictions_total", "counter", "Stored answers dropped to make room (LRU).", s->evictions },
+                { "visierd_cache_expirations_total", "counter", "Stored answers dropped past their TTL.", s->expirations },
+                { "visierd_cache_invalidations_total", "counter",
+                  "Stored answers dropped because visierd wrote what they show.", s->invalidations },
+                { "visierd_cache_bytes", "gauge", "Memory held by stored answers, in bytes.", s->bytes },
+                { "visierd_cache_max_bytes", "gauge", "The cache's memory bound ([cache] max_bytes).", s->max_bytes },
+                { "visierd_cache_entries", "gauge", "Stored answers.", s->entries },
+                { "visierd_cache_flights", "gauge", "Shared calls to Visier in progress for the cache.", s->flights },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+                header(f, rows[i].name, rows[i].type, rows[i].help);
+                fprintf(f, "%s %llu\n", rows[i].name, (unsigned long long) rows[i].value);
+        }
+        header(f, "visierd_cache_not_stored_total", "counter",
+               "200 answers not stored, by reason: too big for the cache, or outdated by a write while in flight.");
+        fprintf(f, "visierd_cache_not_stored_total{reason=\"oversize\"} %llu\n",
+                (unsigned long long) s->not_stored_oversize);
+        fprintf(f, "visierd_cache_not_stored_total{reason=\"stale\"} %llu\n", (unsigned long long) s->not_stored_stale);
+}
+
 static void histogram_render(FILE *f, const char *name, const Histogram *h, const double *bounds, size_t n) {
         for (size_t i = 0; i < n; i++)
                 fprintf(f, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], (unsigned long long) h->buckets[i]);
@@ -184,6 +223,8 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                 fprintf(f, "visierd_jobs{state=\"%s\"} %lld\n", job_state_to_string((JobState) s), (long long) g->jobs[s]);
         header(f, "visierd_oldest_queued_job_age_seconds", "gauge", "Age of the oldest queued job (0 when none).");
         fprintf(f, "visierd_oldest_queued_job_age_seconds %.3f\n", g->oldest_queued_age > 0 ? g->oldest_queued_age : 0.0);
+        if (g->cache)
+                cache_render(f, g->cache);
         header(f, "visierd_build_info", "gauge", "Build information.");
         fprintf(f, "visierd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
         if (fclose(f) != 0) {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache.h"
 #include "clock.h"
 #include "macro.h"
 
@@ -23,6 +24,7 @@ typedef struct MetricsGauges {
         unsigned budget_minute, budget_hour;
         int64_t jobs[5]; /* by JobState */
         double oldest_queued_age; /* seconds; negative when none is queued */
+        const CacheStats *cache;  /* the metadata cache's counters (cache_stats()); NULL: none rendered */
 } MetricsGauges;
 
 int metrics_new(Metrics **ret);
