@@ -328,7 +328,10 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                                   "[store]\ndatabase = %s\n"
                                   /* visier-sim publishes in well under a second unless a test
                                    * says otherwise (publish_ms); tests that do set their own. */
-                                  "[jobs]\npublish_settle = 1\n%s\n",
+                                  "[jobs]\npublish_settle = 1\n"
+                                  /* Suites that count the calls Visier sees read through to it;
+                                   * the cache's own tests turn it on. */
+                                  "[cache]\nmax_bytes = 0\n%s\n",
                                   s->port, s->username, s->apikey_file, s->password_file,
                                   extra_visier ? extra_visier : "", db, extra_tail ? extra_tail : ""),
                          0);

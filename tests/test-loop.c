@@ -5,10 +5,14 @@
  * Status shape with Retry-After, and SIGTERM lets what is in progress finish (reads complete,
  * held writes get their 202, an export run is cut short and queued again) before exit 0.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -89,7 +93,8 @@ static void many_start(Many *m, size_t n, const char *method, const char *path, 
                 ck_assert_int_ge(asprintf(&m->bodies[i], "{\"permissions\":[{\"displayName\":\"%s-%zu\"}]}", name, i), 0);
                 curl_easy_setopt(m->h[i], CURLOPT_URL, u);
                 curl_easy_setopt(m->h[i], CURLOPT_CUSTOMREQUEST, method);
-                curl_easy_setopt(m->h[i], CURLOPT_POSTFIELDS, m->bodies[i]);
+                if (!streq(method, "GET"))
+                        curl_easy_setopt(m->h[i], CURLOPT_POSTFIELDS, m->bodies[i]);
                 curl_easy_setopt(m->h[i], CURLOPT_HTTPHEADER, m->headers);
                 curl_easy_setopt(m->h[i], CURLOPT_TIMEOUT_MS, 60000L);
                 curl_easy_setopt(m->h[i], CURLOPT_NOSIGNAL, 1L);
@@ -226,6 +231,94 @@ START_TEST(test_holds_cost_no_thread) {
         }
         many_done(&held);
         many_done(&extra);
+}
+END_TEST
+
+/* ---- the metadata cache ---- */
+
+/* One raw GET; the whole answer, headers included (caller frees). */
+static char *raw_get(const char *path, const char *extra_header) {
+        char req[512], *out = calloc(1, 65536);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) vd.port) };
+        size_t len = 0;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert(fd >= 0 && out);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n%sConnection: close\r\n\r\n", path,
+                 extra_header ? extra_header : "");
+        ck_assert_int_eq(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t) strlen(req));
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t n;
+
+                if (poll(&p, 1, 20000) <= 0)
+                        break;
+                n = recv(fd, out + len, 65535 - len, 0);
+                if (n <= 0)
+                        break;
+                len += (size_t) n;
+        }
+        close(fd);
+        return out;
+}
+
+/* Many readers of one key make one upstream call (single flight, then hits); a hit says so
+ * (Cache-Status, Age); Cache-Control: no-cache fetches anew; and after a write through
+ * visierd ends, no read shows the list from before it (read-your-writes), 20 times over. */
+START_TEST(test_cache_coherent) {
+        const char *const wait[] = { "Prefer: wait=30", NULL };
+        Many readers;
+        char *a, name[64];
+        long st;
+
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, FAST, "[cache]\nmax_bytes = 67108864\n");
+        visierd_wait_ready(&vd);
+
+        many_start(&readers, 50, "GET", "/v1/admin/capabilities", NULL, "unused");
+        ck_assert(many_run(&readers, 30000));
+        for (size_t i = 0; i < readers.n; i++)
+                ck_assert_int_eq(readers.res[i].status, 200);
+        for (size_t i = 1; i < readers.n; i++)
+                ck_assert_str_eq(readers.res[i].body, readers.res[0].body);
+        many_done(&readers);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+
+        a = raw_get("/v1/admin/capabilities", NULL);
+        ck_assert_msg(strncmp(a, "HTTP/1.1 200 ", 13) == 0, "%s", a);
+        ck_assert_msg(strstr(a, "\r\nCache-Status: visierd; hit; ttl=") != NULL, "%s", a);
+        ck_assert_ptr_nonnull(strstr(a, "\r\nAge: "));
+        free(a);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+        a = raw_get("/v1/admin/capabilities", "Cache-Control: no-cache\r\n");
+        ck_assert_ptr_nonnull(strstr(a, "\r\nCache-Status: visierd; fwd=request; fwd-status=200; stored; ttl="));
+        free(a);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 2);
+
+        /* Read, write, read: the second read always shows the write. */
+        for (int i = 0; i < 20; i++) {
+                json_t *list = visierd_request_json(&vd, "GET", "/v1/admin/permissions", NULL, NULL, &st), *w;
+                char body[160], *dump;
+
+                ck_assert_int_eq(st, 200);
+                snprintf(name, sizeof(name), "ryw-%d", i);
+                dump = json_dumps(list, JSON_COMPACT);
+                ck_assert_ptr_null(strstr(dump, name));
+                free(dump);
+                json_decref(list);
+                snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s\"}]}", name);
+                w = visierd_request_json(&vd, "POST", "/v1/admin/permissions", body, wait, &st);
+                ck_assert_int_eq(st, 200);
+                json_decref(w);
+                list = visierd_request_json(&vd, "GET", "/v1/admin/permissions", NULL, NULL, &st);
+                ck_assert_int_eq(st, 200);
+                dump = json_dumps(list, JSON_COMPACT);
+                ck_assert_msg(strstr(dump, name) != NULL, "read %d after its write did not show %s", i, name);
+                free(dump);
+                json_decref(list);
+        }
 }
 END_TEST
 
@@ -370,6 +463,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_holds_cost_no_thread);
         tcase_add_test(tc, test_sigterm_drains);
+        tcase_add_test(tc, test_cache_coherent);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -265,6 +265,12 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         return allowed;
 }
 
+typedef struct QueryBuilder {
+        char buf[API_QUERY_MAX];
+        size_t len;
+        bool overflow;
+} QueryBuilder;
+
 /* ---- dispatch ---- */
 
 /* A request handed to a worker thread (its connection suspended meanwhile). */
@@ -279,6 +285,7 @@ typedef struct ApiTask {
         long hold_wait;    /* seconds applied */
         struct ApiTask *hold_next;
         sd_event_source *hold_timer;
+        CacheFlight *flight; /* a proxied read that fills the cache (it leads) */
 } ApiTask;
 
 /* Requests in progress per identified client (loop thread only). */
@@ -388,8 +395,10 @@ _printf_(2, 3) static struct MHD_Response *overloaded(unsigned *ret_status, cons
         return r;
 }
 
-/* Hand the request to a worker: counted against the caps on requests in progress. */
-static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+/* A task for a request answered later, counted against the caps on requests in progress;
+ * NULL with *ret the refusal (503) when a cap is reached. */
+static ApiTask *task_new(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
+                         struct MHD_Response **ret) {
         unsigned max_held, per_client;
         ApiTask *t;
 
@@ -397,9 +406,12 @@ static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const 
         max_held = m->config->max_held_requests;
         per_client = m->config->max_connections_per_client;
         pthread_rwlock_unlock(&m->config_lock);
-        if (m->held >= max_held)
-                return overloaded(ret_status, "%u requests are in progress ([listen] max_held_requests); try again",
+        *ret = NULL;
+        if (m->held >= max_held) {
+                *ret = overloaded(ret_status, "%u requests are in progress ([listen] max_held_requests); try again",
                                   max_held);
+                return NULL;
+        }
         t = calloc(1, sizeof(*t));
         if (!t)
                 return NULL;
@@ -410,22 +422,143 @@ static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const 
                 snprintf(t->identity, sizeof(t->identity), "%s", req->client);
         if (t->identity[0] && !client_count_take(m, t->identity, per_client)) {
                 free(t);
-                return overloaded(ret_status,
+                *ret = overloaded(ret_status,
                                   "this client has %u requests in progress ([listen] max_connections_per_client); try "
                                   "again",
                                   per_client);
+                return NULL;
         }
         m->held++;
         req->ctx = t;
         req->done = task_request_done;
+        return t;
+}
+
+/* Hand the request to a worker (flight: a cache fill it leads, or NULL). */
+static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const Route *route, CacheFlight *flight,
+                                            unsigned *ret_status) {
+        struct MHD_Response *r;
+        ApiTask *t = task_new(m, req, route, ret_status, &r);
+
+        if (!t) {
+                if (flight)
+                        cache_flight_fail(flight, -EBUSY);
+                return r;
+        }
+        t->flight = flight;
         if (worker_queue(m->workers, task_work, task_done, t) < 0) {
                 /* Stopping: the request still gets an answer. */
+                if (flight)
+                        cache_flight_fail(flight, -ESHUTDOWN);
                 req->done = NULL;
                 req->ctx = NULL;
                 task_request_done(t, req);
                 return overloaded(ret_status, "visierd is stopping");
         }
         return HTTP_DEFER;
+}
+
+/* ---- cached metadata reads ---- */
+
+static void entry_release(void *cls) {
+        cache_entry_unref(cls);
+}
+
+/* The answer for a cache entry (takes the caller's reference), with Age and Cache-Status. */
+static struct MHD_Response *response_from_entry(CacheEntry *e, CacheResult how, unsigned *ret_status) {
+        char cs[CACHE_STATUS_MAX], age[32];
+        struct MHD_Response *r;
+        const char *body, *ct;
+        usec_t now = clock_now();
+        size_t len;
+
+        body = cache_entry_body(e, &len);
+        ct = cache_entry_content_type(e);
+        *ret_status = cache_entry_status(e);
+        cache_status_format(cs, sizeof(cs), how, e, now);
+        snprintf(age, sizeof(age), "%llu", (unsigned long long) cache_entry_age(e, now));
+        r = MHD_create_response_from_buffer_with_free_callback_cls(len, (void *) body, entry_release, e);
+        if (!r) {
+                cache_entry_unref(e);
+                return NULL;
+        }
+        if (ct)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ct);
+        if (how == CACHE_HIT)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_AGE, age);
+        MHD_add_response_header(r, "Cache-Status", cs);
+        return r;
+}
+
+static struct MHD_Response *upstream_error_response(int r, const char *err, unsigned *ret_status);
+
+/* A follower's answer: called on the thread that ended the lead's flight. */
+static void on_follow(CacheEntry *e, int error, void *userdata) {
+        ApiTask *t = userdata;
+        unsigned status = 500;
+        struct MHD_Response *r;
+
+        if (e)
+                r = response_from_entry(e, CACHE_FOLLOW, &status);
+        else
+                r = upstream_error_response(error, error == -EBUSY ? "too many requests in progress"
+                                                   : error == -ESHUTDOWN ? "visierd is stopping"
+                                                                         : strerror(-error),
+                                            &status);
+        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, r ? status : 500);
+        http_request_answer(t->req, status, r);
+}
+
+static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
+
+/* A proxied metadata read through the cache (on the loop): a hit is answered at once; the
+ * first miss for a key fetches (on a worker), later misses for it wait for that answer. */
+static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+        CacheEntry *e = NULL;
+        CacheFlight *flight = NULL;
+        CacheWaiter *waiter = NULL;
+        CacheDirectives d;
+        QueryBuilder *q;
+        struct MHD_Response *r;
+        ApiTask *t;
+        int k;
+
+#define H(name) MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name)
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return NULL;
+        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, q);
+        if (q->overflow) {
+                free(q);
+                return dispatch_worker(m, req, route, NULL, ret_status); /* answers 414 */
+        }
+        cache_directives_parse(H("Cache-Control"), H("Pragma"), &d);
+        /* The follower's task exists before the lookup, so that the callback has it. */
+        t = task_new(m, req, route, ret_status, &r);
+        if (!t) {
+                free(q);
+                return r;
+        }
+        k = cache_lookup(m->cache,
+                         &(CacheKey) { .route = route->pattern, .tenant = H("TargetTenantID"), .project = H("ProjectID"),
+                                       .non_versioned = H("NonVersioned"), .accept = H("Accept"), .path = req->path,
+                                       .query = q->len ? q->buf : NULL },
+                         &d, clock_now(), on_follow, t, &e, &flight, &waiter);
+#undef H
+        free(q);
+        if (k == CACHE_FOLLOW)
+                return HTTP_DEFER;
+        /* Not a follower: the task is not needed for the wait. */
+        req->done = NULL;
+        req->ctx = NULL;
+        task_request_done(t, req);
+        if (k == CACHE_HIT) {
+                r = response_from_entry(e, CACHE_HIT, ret_status);
+                return r;
+        }
+        if (k == CACHE_LEAD)
+                return dispatch_worker(m, req, route, flight, ret_status);
+        return dispatch_worker(m, req, route, NULL, ret_status); /* no memory for the cache: fetch alone */
 }
 
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
@@ -460,8 +593,13 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
         } else if (route) {
                 req->route = route->pattern;
                 if (authorize(m, req, route, ret_status, &r)) {
-                        if (route->kind == ROUTE_WORKER) {
-                                r = dispatch_worker(m, req, route, ret_status);
+                        if (route->handler == api_proxy_read && m->cache &&
+                            cache_route_ttl(m->cache, route->pattern) > 0) {
+                                r = proxy_cached(m, req, route, ret_status);
+                                if (r == HTTP_DEFER)
+                                        return r;
+                        } else if (route->kind == ROUTE_WORKER) {
+                                r = dispatch_worker(m, req, route, NULL, ret_status);
                                 if (r == HTTP_DEFER)
                                         return r; /* counted in metrics when answered */
                         } else
@@ -579,11 +717,6 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         return out;
 }
 
-typedef struct QueryBuilder {
-        char buf[API_QUERY_MAX];
-        size_t len;
-        bool overflow;
-} QueryBuilder;
 
 static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
         QueryBuilder *q = cls;
@@ -600,6 +733,7 @@ static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const ch
 }
 
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        ApiTask *t = req->ctx;
         char header_lines[ELEMENTSOF(forwarded_headers)][API_HEADER_MAX];
         const char *headers[ELEMENTSOF(forwarded_headers) + 1] = {};
         UpstreamResponse resp = {};
@@ -623,6 +757,8 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                         continue;
                 n = snprintf(header_lines[nh], API_HEADER_MAX, "%s: %s", forwarded_headers[i], v);
                 if (n < 0 || n >= API_HEADER_MAX) {
+                        if (t && t->flight)
+                                cache_flight_fail(TAKE_PTR(t->flight), -EINVAL);
                         *ret_status = MHD_HTTP_BAD_REQUEST;
                         return http_response_status("BadRequest", true, "header %s is too long", forwarded_headers[i]);
                 }
@@ -641,32 +777,23 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                           },
                           &resp, err, sizeof(err));
         if (r < 0) {
-                const char *code;
-                unsigned status;
-
-                switch (r) {
-                case -ENOKEY:
-                        status = MHD_HTTP_SERVICE_UNAVAILABLE, code = "ServiceUnavailable";
-                        break;
-                case -ETIMEDOUT:
-                        status = MHD_HTTP_GATEWAY_TIMEOUT, code = "GatewayTimeout";
-                        break;
-                case -EBUSY:
-                        status = MHD_HTTP_TOO_MANY_REQUESTS, code = "TooManyRequests";
-                        break;
-                case -ENOMEM:
-                        status = MHD_HTTP_INTERNAL_SERVER_ERROR, code = "InternalError";
-                        break;
-                default:
-                        status = MHD_HTTP_BAD_GATEWAY, code = "BadGateway";
-                }
+                if (t && t->flight)
+                        cache_flight_fail(TAKE_PTR(t->flight), r);
+                struct MHD_Response *e = upstream_error_response(r, err, ret_status);
                 log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s for %s failed with %u: %s", req->path,
-                         req->client, status, err);
-                *ret_status = status;
-                struct MHD_Response *e = http_response_status(code, false, "%s", err);
-                if (e && r == -EBUSY)
-                        MHD_add_response_header(e, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+                         req->client, *ret_status, err);
                 return e;
+        }
+        if (t && t->flight) {
+                /* This request leads the cache's fetch: the answer goes to the cache, and from
+                 * it to this client and every one that waited for the same read. */
+                CacheEntry *ce = cache_flight_done(TAKE_PTR(t->flight), (unsigned) resp.status, resp.content_type,
+                                                   TAKE_PTR(resp.body), resp.body_len, clock_now());
+
+                upstream_response_done(&resp);
+                if (!ce)
+                        return NULL;
+                return response_from_entry(ce, CACHE_LEAD, ret_status);
         }
 
         *ret_status = (unsigned) resp.status;
@@ -674,6 +801,36 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                                                       resp.content_type);
         upstream_response_done(&resp);
         return out;
+}
+
+/* The answer for a failed upstream call (the errno of upstream_call()). */
+static struct MHD_Response *upstream_error_response(int r, const char *err, unsigned *ret_status) {
+        struct MHD_Response *e;
+        const char *code;
+        unsigned status;
+
+        switch (r) {
+        case -ENOKEY:
+        case -ESHUTDOWN:
+                status = MHD_HTTP_SERVICE_UNAVAILABLE, code = "ServiceUnavailable";
+                break;
+        case -ETIMEDOUT:
+                status = MHD_HTTP_GATEWAY_TIMEOUT, code = "GatewayTimeout";
+                break;
+        case -EBUSY:
+                status = MHD_HTTP_TOO_MANY_REQUESTS, code = "TooManyRequests";
+                break;
+        case -ENOMEM:
+                status = MHD_HTTP_INTERNAL_SERVER_ERROR, code = "InternalError";
+                break;
+        default:
+                status = MHD_HTTP_BAD_GATEWAY, code = "BadGateway";
+        }
+        *ret_status = status;
+        e = http_response_status(code, false, "%s", err);
+        if (e && r == -EBUSY)
+                MHD_add_response_header(e, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        return e;
 }
 
 /* ---- permission writes ---- */

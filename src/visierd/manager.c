@@ -42,6 +42,14 @@ static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret
         };
 }
 
+static void cache_settings_from_config(const Config *c, CacheSettings *ret) {
+        *ret = (CacheSettings) { .max_bytes = c->cache_max_bytes };
+        ret->ttl[CACHE_CLASS_MODEL] = (usec_t) c->cache_model_ttl * USEC_PER_SEC;
+        ret->ttl[CACHE_CLASS_MEMBERS] = (usec_t) c->cache_members_ttl * USEC_PER_SEC;
+        ret->ttl[CACHE_CLASS_PERMISSIONS] = (usec_t) c->cache_permissions_ttl * USEC_PER_SEC;
+        ret->ttl[CACHE_CLASS_ASSIGNMENTS] = (usec_t) c->cache_assignments_ttl * USEC_PER_SEC;
+}
+
 static void publisher_settings_from_config(const Config *c, PublisherSettings *ret) {
         *ret = (PublisherSettings) {
                 .batch_max = c->batch_max,
@@ -81,12 +89,15 @@ Manager *manager_free(Manager *m) {
                 api_release_holds(m);
         if (m->runner)
                 runner_stop(m->runner);
-        worker_pool_free(m->workers);
+        worker_pool_stop(m->workers);
         if (m->http)
                 api_release_holds(m); /* holds the last completions started */
         http_server_stop(m->http);
+        m->http = NULL;
         runner_free(m->runner);
-        publisher_free(m->publisher);
+        publisher_free(m->publisher); /* its last events still post to the pool */
+        worker_pool_free(m->workers);
+        cache_free(m->cache);
         token_keeper_free(m->token);
         metrics_free(m->metrics);
         upstream_free(m->upstream);
@@ -295,6 +306,17 @@ int manager_start(Manager *m) {
                 log_error("cannot set up the publisher: %s", strerror(-r));
                 return r;
         }
+        {
+                CacheSettings cs;
+
+                cache_settings_from_config(c, &cs);
+                r = cache_new(&cs, &m->cache);
+                if (r < 0) {
+                        log_error("cannot set up the metadata cache: %s", strerror(-r));
+                        return r;
+                }
+                publisher_set_cache(m->publisher, m->cache);
+        }
 
         /* Sockets passed by systemd (visierd.socket) replace the configured listeners. */
         n_fds = sd_listen_fds_with_names(1, &fd_names);
@@ -456,6 +478,14 @@ int manager_reload(Manager *m) {
         ratelimit_set_caps(&m->rate, nc->rate_limit_minute, nc->rate_limit_hour);
         publisher_settings_from_config(nc, &ps);
         publisher_set_settings(m->publisher, &ps);
+        {
+                CacheSettings cs;
+
+                cache_settings_from_config(nc, &cs);
+                cache_set_settings(m->cache, &cs);
+                if (relogin) /* the answers stored belong to another identity */
+                        cache_invalidate(m->cache, NULL, CACHE_CLASSES_ALL);
+        }
         store_set_max_pending(m->store, nc->max_pending);
 
         pthread_rwlock_wrlock(&m->config_lock);

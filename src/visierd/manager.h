@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <systemd/sd-event.h>
 
+#include "cache.h"
 #include "config.h"
 #include "http.h"
 #include "metrics.h"
@@ -35,6 +36,7 @@ typedef struct Manager {
         Metrics *metrics;
         HttpServer *http;
         WorkerPool *workers;     /* blocking work off the loop */
+        Cache *cache;            /* metadata reads (thread-safe) */
         sd_event *event;         /* the one loop: signals, timers, HTTP, completions */
         sd_event_source *drain_timer;
         bool draining;

@@ -31,6 +31,7 @@ struct Publisher {
         pthread_cond_t done;  /* waiters for jobs wait here */
         pthread_t thread;
         bool started, stopping, woken, released;
+        Cache *cache;       /* set before start: invalidated by every write sent */
         uint64_t done_seq;  /* bumped (under lock) whenever jobs may have reached a final state */
         atomic_bool in_flight;
         PublisherStats stats;
@@ -469,6 +470,9 @@ static char *job_answer(JobOp op, json_t *item_results, bool *ret_any_ok, bool *
 
 /* Finish every job of the batch whose items all have an outcome now. */
 static void finish_jobs(Publisher *p, const Batch *b, long status) {
+        /* Before any job is marked done or its waiter answered. */
+        if (p->cache)
+                cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
         for (size_t j = 0; j < b->n_jobs; j++) {
                 json_t *results = store_job_item_results(p->store, b->jobs[j].id);
                 bool any_ok, any_failed;
@@ -693,6 +697,11 @@ static void publish_batch(Publisher *p, Batch *b) {
                           &resp, err, sizeof(err));
         atomic_store(&p->in_flight, false);
         call_done(&c);
+        /* Sent: whatever Visier did with it, no cached read from before it may be served
+         * again (read-your-writes). Every tenant: a write's tenant header does not bound
+         * what it changes (docs/architecture.md, "Metadata cache"). */
+        if (p->cache)
+                cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
         emit(p, &(PublisherEvent) { .kind = PUBLISHER_CALL, .op = job_op_to_string(b->op), .n_jobs = b->n_jobs,
                                      .n_items = pending, .status = r < 0 ? 0 : resp.status,
                                      .message = r < 0 ? err : NULL });
@@ -973,6 +982,10 @@ Publisher *publisher_free(Publisher *p) {
         pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
+}
+
+void publisher_set_cache(Publisher *p, Cache *cache) {
+        p->cache = cache;
 }
 
 void publisher_set_settings(Publisher *p, const PublisherSettings *s) {

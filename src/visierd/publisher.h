@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "clock.h"
+#include "cache.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -81,6 +82,9 @@ void publisher_stop(Publisher *p);
 /* publisher_stop(), then wait for the thread. */
 Publisher *publisher_free(Publisher *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Publisher *, publisher_free);
+
+/* The metadata cache every write sent invalidates (set once, before publisher_start). */
+void publisher_set_cache(Publisher *p, Cache *cache);
 
 /* New settings (reload); used from the next batch on. */
 void publisher_set_settings(Publisher *p, const PublisherSettings *s);

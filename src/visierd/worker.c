@@ -33,6 +33,14 @@ struct WorkerPool {
         pthread_t threads[WORKER_THREADS_MAX];
 };
 
+/* The threads to join, once. */
+#define TAKE_THREADS(p)                       \
+        ({                                    \
+                unsigned _n_ = (p)->n_threads; \
+                (p)->n_threads = 0;           \
+                _n_;                          \
+        })
+
 static void push(Queue *q, Item *it) {
         it->next = NULL;
         if (q->tail)
@@ -140,16 +148,25 @@ int worker_pool_new(sd_event *e, unsigned n, WorkerPool **ret) {
         return 0;
 }
 
-WorkerPool *worker_pool_free(WorkerPool *p) {
+void worker_pool_stop(WorkerPool *p) {
+        unsigned n;
+
         if (!p)
-                return NULL;
+                return;
         pthread_mutex_lock(&p->lock);
         p->stopping = true;
         pthread_cond_broadcast(&p->cond);
+        n = TAKE_THREADS(p);
         pthread_mutex_unlock(&p->lock);
-        for (unsigned i = 0; i < p->n_threads; i++)
+        for (unsigned i = 0; i < n; i++)
                 pthread_join(p->threads[i], NULL);
         run_done(p);
+}
+
+WorkerPool *worker_pool_free(WorkerPool *p) {
+        if (!p)
+                return NULL;
+        worker_pool_stop(p);
         sd_event_source_disable_unref(p->source);
         if (p->fd >= 0)
                 close(p->fd);

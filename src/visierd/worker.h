@@ -23,7 +23,11 @@ typedef void (*worker_fn)(void *userdata);
 
 /* n threads; completions and posts are run by the loop e. */
 int worker_pool_new(sd_event *e, unsigned n, WorkerPool **ret);
-/* Runs every queued work item and completion, then joins the threads (loop thread). */
+/* Runs every queued work item, joins the threads, runs the completions (loop thread). Posts
+ * are still accepted afterwards (a thread that outlives the pool's work may still post); they
+ * run at worker_pool_free. */
+void worker_pool_stop(WorkerPool *p);
+/* worker_pool_stop(), then runs what was posted since and frees the pool. */
 WorkerPool *worker_pool_free(WorkerPool *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(WorkerPool *, worker_pool_free);
 
