@@ -51,7 +51,7 @@ static Batch *claim(size_t batch_max) {
 }
 
 START_TEST(test_schema_version) {
-        ck_assert_int_eq(store_schema_version(st), 4);
+        ck_assert_int_eq(store_schema_version(st), 5);
 }
 END_TEST
 
@@ -246,6 +246,519 @@ START_TEST(test_newer_schema_refused) {
 }
 END_TEST
 
+
+/* ---- counters, indexes, the read connection, asynchronous submission ---- */
+
+/* Jobs per state counted straight from the table, through a connection of the test's own. */
+static json_t *counted_by_scan(void) {
+        json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0, "failed", 0,
+                              "cancelled", 0);
+        sqlite3 *db;
+        sqlite3_stmt *q;
+
+        ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT state, count(*) FROM jobs GROUP BY state", -1, &q, NULL),
+                         SQLITE_OK);
+        while (sqlite3_step(q) == SQLITE_ROW)
+                json_object_set_new(j, (const char *) sqlite3_column_text(q, 0), json_integer(sqlite3_column_int64(q, 1)));
+        sqlite3_finalize(q);
+        sqlite3_close(db);
+        return j;
+}
+
+/* store_counts() agrees with a scan of the table, state by state. */
+static void assert_counts_match(const char *when) {
+        json_t *counts = store_counts(st, 0), *scan = counted_by_scan();
+        const char *states[] = { "queued", "running", "succeeded", "failed", "cancelled" };
+
+        for (size_t i = 0; i < ELEMENTSOF(states); i++)
+                ck_assert_msg(json_integer_value(json_object_get(counts, states[i])) ==
+                                      json_integer_value(json_object_get(scan, states[i])),
+                              "%s: %s counted %lld, the table has %lld", when, states[i],
+                              (long long) json_integer_value(json_object_get(counts, states[i])),
+                              (long long) json_integer_value(json_object_get(scan, states[i])));
+        json_decref(counts);
+        json_decref(scan);
+}
+
+/* Every path that adds, moves or deletes a job keeps the counters exact: submission, claim,
+ * finish, requeue, cancel, retry, prune; and the answer keeps its shape and order. */
+START_TEST(test_counts_follow_the_table) {
+        JobState s;
+        json_t *counts;
+        char *text;
+        Batch *b;
+        int64_t a, c, d, e;
+
+        counts = store_counts(st, 1000);
+        text = json_dumps(counts, JSON_COMPACT);
+        ck_assert_str_eq(text, "{\"queued\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0,"
+                               "\"oldest_queued_age_seconds\":null}");
+        free(text);
+        json_decref(counts);
+
+        a = submit(JOB_OP_DELETE, "[\"p1\"]", "", NULL);
+        c = submit(JOB_OP_DELETE, "[\"p2\"]", "T2", NULL);
+        d = submit(JOB_OP_DELETE, "[\"p3\"]", "T3", NULL);
+        e = submit(JOB_OP_DELETE, "[\"p4\"]", "T4", NULL);
+        assert_counts_match("after submits");
+        counts = store_counts(st, INT64_MAX / 4);
+        ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), 4);
+        ck_assert(json_is_real(json_object_get(counts, "oldest_queued_age_seconds")));
+        ck_assert(json_real_value(json_object_get(counts, "oldest_queued_age_seconds")) > 0);
+        json_decref(counts);
+
+        b = claim(1000); /* a */
+        ck_assert_int_eq(b->jobs[0].id, a);
+        batch_free(b);
+        assert_counts_match("after a claim");
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, a, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        assert_counts_match("after a finish");
+
+        b = claim(1000); /* c */
+        batch_free(b);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_requeue(st, c, true, 0, false, false, 503, "later"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        assert_counts_match("after a requeue");
+        /* A transaction rolled back leaves the counters as they were. */
+        b = claim(1000); /* c again */
+        ck_assert_int_eq(b->jobs[0].id, c);
+        batch_free(b);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, c, JOB_FAILED, 400, "no", 400, "{}"), 0);
+        ck_assert_int_eq(store_end(st, false), 0);
+        assert_counts_match("after a rollback");
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, c, JOB_FAILED, 400, "no", 400, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        assert_counts_match("after a failure");
+
+        ck_assert_int_eq(store_job_cancel(st, d, &s), 0);
+        assert_counts_match("after a cancel");
+        ck_assert_int_eq(store_job_retry(st, c, &s), 0);
+        assert_counts_match("after a retry");
+        ck_assert_int_eq(store_job_cancel(st, c, &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, e, &s), 0);
+
+        /* Prune: succeeded and the other final states each by their own retention. */
+        ck_assert_int_eq(store_prune(st, INT64_MAX / 2, 1000, INT64_MAX / 2), 1);
+        assert_counts_match("after pruning succeeded jobs");
+        ck_assert_int_eq(store_prune(st, INT64_MAX / 2, 1000, 1000), 3);
+        assert_counts_match("after pruning the rest");
+        counts = store_counts(st, 0);
+        text = json_dumps(counts, JSON_COMPACT);
+        ck_assert_str_eq(text, "{\"queued\":0,\"running\":0,\"succeeded\":0,\"failed\":0,\"cancelled\":0,"
+                               "\"oldest_queued_age_seconds\":null}");
+        free(text);
+        json_decref(counts);
+}
+END_TEST
+
+/* A version-4 database with jobs in it is migrated to 5 with its counters built from the rows
+ * already there, and from then on kept. */
+START_TEST(test_migration_builds_counts) {
+        char err[STORE_ERROR_MAX];
+        sqlite3 *db;
+
+        st = store_close(st);
+        /* Back to version 4's schema (what 5 added, removed), then rows written the old way. */
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        ck_assert_int_eq(sqlite3_exec(db,
+                                      "DROP TRIGGER jobs_count_insert; DROP TRIGGER jobs_count_update;"
+                                      "DROP TRIGGER jobs_count_delete; DROP TABLE job_counts;"
+                                      "DROP INDEX jobs_state_created; DROP INDEX jobs_state_finished;"
+                                      "PRAGMA user_version = 4;"
+                                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+                                      "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, "
+                                      "request_body, n_items, next_run_at, created_at, updated_at, finished_at) "
+                                      "SELECT CASE WHEN i % 10 = 0 THEN 'failed' WHEN i % 25 = 1 THEN 'queued' "
+                                      "WHEN i % 50 = 2 THEN 'cancelled' ELSE 'succeeded' END, 'delete', '', '', '', '', "
+                                      "'[]', 0, i, i, i, CASE WHEN i % 25 = 1 THEN NULL ELSE i END FROM n;",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+        ck_assert_int_eq(store_open(path, &st, err, sizeof(err)), 0);
+        ck_assert_int_eq(store_schema_version(st), 5);
+        assert_counts_match("after the migration");
+        {
+                json_t *counts = store_counts(st, 2000);
+                ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), 40);
+                ck_assert_int_eq(json_integer_value(json_object_get(counts, "failed")), 100);
+                /* The oldest queued job was created at 1 ms. */
+                ck_assert(json_real_value(json_object_get(counts, "oldest_queued_age_seconds")) == 1.999);
+                json_decref(counts);
+        }
+        submit(JOB_OP_DELETE, "[\"x\"]", "", NULL);
+        ck_assert_int_eq(store_prune(st, 600, 0, 0), 575); /* finished before 600 ms: 599 jobs less 24 queued */
+        assert_counts_match("after a submit and a prune");
+}
+END_TEST
+
+/* The plan SQLite chooses for each statement the store keeps prepared: a statement on the job
+ * table never scans it (its cost would grow with the table), and the list, count and prune
+ * statements search the index made for them. */
+START_TEST(test_query_plans_use_indexes) {
+        static const struct {
+                const char *statement, *plan;
+        } expected[] = {
+                { "job_get", "INTEGER PRIMARY KEY (rowid=?)" },
+                { "list_all", "INTEGER PRIMARY KEY (rowid<?)" },
+                { "list_state", "INDEX jobs_state (state=? AND id<?)" },
+                { "oldest_queued", "INDEX jobs_state_created (state=?)" },
+                { "prune", "INDEX jobs_state_finished (state=? AND finished_at<?)" },
+                { "job_state", "INTEGER PRIMARY KEY (rowid=?)" },
+                { "job_response", "INTEGER PRIMARY KEY (rowid=?)" },
+                { "job_exists", "INTEGER PRIMARY KEY (rowid=?)" },
+                { "find_idempotent", "INDEX sqlite_autoindex_jobs_1 (idempotency_key=?)" },
+        };
+        json_t *plans = store_query_plans(st), *p, *line;
+        size_t i, k, found = 0;
+
+        ck_assert_ptr_nonnull(plans);
+        ck_assert_int_gt(json_array_size(plans), 10);
+        json_array_foreach(plans, i, p) {
+                const char *name = json_string_value(json_object_get(p, "statement"));
+                const char *sql = json_string_value(json_object_get(p, "sql"));
+                bool has = false;
+
+                json_array_foreach(json_object_get(p, "plan"), k, line) {
+                        const char *d = json_string_value(line);
+                        const char *scan = strstr(d, "SCAN ");
+
+                        /* A scan of the small tables (job_counts: one row a state) is fine. */
+                        ck_assert_msg(!scan || (strncmp(scan + 5, "jobs", 4) != 0 && strncmp(scan + 5, "job_items", 9) != 0 &&
+                                                strncmp(scan + 5, "j ", 2) != 0 && strncmp(scan + 5, "c ", 2) != 0),
+                                      "%s scans a table: %s (%s)", name, d, sql);
+                        for (size_t e = 0; e < ELEMENTSOF(expected); e++)
+                                if (streq(name, expected[e].statement) && strncmp(d, "SEARCH jobs USING ", 18) == 0 &&
+                                    strstr(d, expected[e].plan))
+                                        has = true;
+                }
+                for (size_t e = 0; e < ELEMENTSOF(expected); e++)
+                        if (streq(name, expected[e].statement)) {
+                                ck_assert_msg(has, "%s: plan %s, expected %s", name,
+                                              json_dumps(json_object_get(p, "plan"), JSON_COMPACT), expected[e].plan);
+                                found++;
+                        }
+        }
+        ck_assert_uint_eq(found, ELEMENTSOF(expected));
+        json_decref(plans);
+}
+END_TEST
+
+/* Paging through the list, with and without a state, after the list statements were split. */
+START_TEST(test_list_pages) {
+        int64_t ids[7];
+        json_t *list;
+        JobState s;
+
+        for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+                char body[32];
+                snprintf(body, sizeof(body), "[\"l%zu\"]", i);
+                ids[i] = submit(JOB_OP_DELETE, body, "", NULL);
+        }
+        ck_assert_int_eq(store_job_cancel(st, ids[1], &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, ids[4], &s), 0);
+
+        ck_assert_int_eq(store_jobs_list(st, _JOB_STATE_INVALID, 0, 3, &list), 0);
+        ck_assert_uint_eq(json_array_size(list), 3);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), ids[6]);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 2), "id")), ids[4]);
+        json_decref(list);
+        ck_assert_int_eq(store_jobs_list(st, _JOB_STATE_INVALID, ids[4], 10, &list), 0);
+        ck_assert_uint_eq(json_array_size(list), 4);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), ids[3]);
+        json_decref(list);
+        ck_assert_int_eq(store_jobs_list(st, JOB_CANCELLED, 0, 10, &list), 0);
+        ck_assert_uint_eq(json_array_size(list), 2);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), ids[4]);
+        json_decref(list);
+        ck_assert_int_eq(store_jobs_list(st, JOB_CANCELLED, ids[4], 10, &list), 0);
+        ck_assert_uint_eq(json_array_size(list), 1);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 0), "id")), ids[1]);
+        json_decref(list);
+        ck_assert_int_eq(store_jobs_list(st, JOB_FAILED, 0, 10, &list), 0);
+        ck_assert_uint_eq(json_array_size(list), 0);
+        json_decref(list);
+}
+END_TEST
+
+/* What an asynchronous submission's callback was told. */
+typedef struct Answer {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int calls;
+        int r;
+        int64_t id;
+        bool existing;
+        char err[STORE_ERROR_MAX];
+        char *job; /* job_json as text */
+        pthread_t thread;
+} Answer;
+
+#define ANSWER_INIT { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER }
+
+static void answer_done(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json) {
+        Answer *a = userdata;
+
+        pthread_mutex_lock(&a->lock);
+        a->calls++;
+        a->r = r;
+        a->id = id;
+        a->existing = existing;
+        a->thread = pthread_self();
+        snprintf(a->err, sizeof(a->err), "%s", err);
+        free(a->job);
+        a->job = job_json ? json_dumps(job_json, JSON_COMPACT) : NULL;
+        pthread_cond_broadcast(&a->cond);
+        pthread_mutex_unlock(&a->lock);
+}
+
+static void answer_wait(Answer *a) {
+        pthread_mutex_lock(&a->lock);
+        while (a->calls == 0)
+                pthread_cond_wait(&a->cond, &a->lock);
+        pthread_mutex_unlock(&a->lock);
+}
+
+/* Submit asynchronously from buffers that are gone (freed and overwritten) by the time the
+ * store thread writes the job. */
+static void submit_async_from_scratch(Answer *a, JobOp op, const char *items_json, const char *tenant,
+                                      const char *client, const char *key, const char *extra_json) {
+        char *items_text = strdup(items_json), *t = strdup(tenant), *c = client ? strdup(client) : NULL,
+             *k = key ? strdup(key) : NULL;
+        json_t *items = json_loads(items_text, 0, NULL), *extra = extra_json ? json_loads(extra_json, 0, NULL) : NULL;
+        json_t *cids = json_pack("[{s:i, s:s}]", "index", 0, "correlationId", "client-chosen-1");
+
+        ck_assert_ptr_nonnull(items);
+        ck_assert_int_eq(store_job_submit_async(st,
+                                                &(JobSubmit) { .op = op, .tenant = t, .project = "P", .non_versioned = "true",
+                                                               .tenant_code = "TC", .client = c, .idempotency_key = k,
+                                                               .body = items_text, .body_len = strlen(items_text),
+                                                               .items = items, .extra = extra,
+                                                               .client_correlation_ids = op == JOB_OP_CREATE && !extra ? cids : NULL,
+                                                               .solo = extra != NULL },
+                                                answer_done, a),
+                         0);
+        memset(items_text, 'x', strlen(items_text));
+        memset(t, 'x', strlen(t));
+        if (c)
+                memset(c, 'x', strlen(c));
+        if (k)
+                memset(k, 'x', strlen(k));
+        json_array_clear(items);
+        json_decref(items);
+        json_decref(extra);
+        json_decref(cids);
+        free(items_text);
+        free(t);
+        free(c);
+        free(k);
+}
+
+/* The callback's job JSON is store_job_json()'s, byte for byte; the job stored is the one
+ * submitted, though the caller's buffers went away at once; the callback runs on the store's
+ * thread, not the caller's. */
+START_TEST(test_async_submit_answers_with_the_job) {
+        static const struct {
+                JobOp op;
+                const char *items, *tenant, *client, *key, *extra;
+        } cases[] = {
+                { JOB_OP_CREATE, "[{\"displayName\":\"a1\",\"correlationId\":\"client-chosen-1\"}]", "T1", "svc", NULL, NULL },
+                { JOB_OP_DELETE, "[\"p1\",\"p2\"]", "", NULL, "key-1", NULL },
+                { JOB_OP_CREATE, "[{\"displayName\":\"a2\",\"correlationId\":\"vd-2\"}]", "", "svc2", NULL,
+                  "{\"targetProjectForTenantsList\":{\"x\":1}}" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                Answer a = ANSWER_INIT;
+                json_t *stored, *items;
+                char *text;
+
+                submit_async_from_scratch(&a, cases[i].op, cases[i].items, cases[i].tenant, cases[i].client,
+                                          cases[i].key, cases[i].extra);
+                answer_wait(&a);
+                ck_assert_msg(a.r == 0, "case %zu: %s", i, a.err);
+                ck_assert_str_eq(a.err, "");
+                ck_assert(!a.existing);
+                ck_assert_int_gt(a.id, 0);
+                ck_assert(!pthread_equal(a.thread, pthread_self()));
+                ck_assert_ptr_nonnull(a.job);
+                stored = store_job_json(st, a.id, false);
+                text = json_dumps(stored, JSON_COMPACT);
+                ck_assert_str_eq(a.job, text);
+                free(text);
+                json_decref(stored);
+                /* The items and body as submitted, not the bytes left in the freed buffers. */
+                stored = store_job_json(st, a.id, true);
+                items = json_object_get(stored, "item_results");
+                ck_assert_uint_eq(json_array_size(items), json_array_size(json_loads(cases[i].items, 0, NULL)));
+                text = json_dumps(json_object_get(json_array_get(items, 0), "item"), JSON_COMPACT | JSON_ENCODE_ANY);
+                ck_assert_ptr_nonnull(strstr(cases[i].items, text));
+                free(text);
+                ck_assert_str_eq(json_string_value(json_object_get(stored, "tenant")), cases[i].tenant);
+                json_decref(stored);
+                free(a.job);
+        }
+
+        /* The same Idempotency-Key and body again: the earlier job, as store_job_json() shows it. */
+        {
+                Answer a = ANSWER_INIT;
+                json_t *stored;
+                char *text;
+
+                submit_async_from_scratch(&a, JOB_OP_DELETE, "[\"p1\",\"p2\"]", "", NULL, "key-1", NULL);
+                answer_wait(&a);
+                ck_assert_int_eq(a.r, 0);
+                ck_assert(a.existing);
+                stored = store_job_json(st, a.id, false);
+                text = json_dumps(stored, JSON_COMPACT);
+                ck_assert_str_eq(a.job, text);
+                free(text);
+                json_decref(stored);
+                free(a.job);
+        }
+        /* Errors are answered the same way: a client correlation ID in use, another body for a key. */
+        {
+                Answer a = ANSWER_INIT, b = ANSWER_INIT;
+
+                submit_async_from_scratch(&a, JOB_OP_CREATE, "[{\"displayName\":\"a3\",\"correlationId\":\"client-chosen-1\"}]",
+                                          "T1", "svc", NULL, NULL);
+                submit_async_from_scratch(&b, JOB_OP_DELETE, "[\"p3\"]", "", NULL, "key-1", NULL);
+                answer_wait(&a);
+                answer_wait(&b);
+                ck_assert_int_eq(a.r, -EADDRINUSE);
+                ck_assert_ptr_nonnull(strstr(a.err, "permissions[0].correlationId: client-chosen-1 is already used"));
+                ck_assert_ptr_null(a.job);
+                ck_assert_int_eq(b.r, -EEXIST);
+                ck_assert_ptr_null(b.job);
+                ck_assert_int_eq(a.calls, 1);
+                ck_assert_int_eq(b.calls, 1);
+        }
+}
+END_TEST
+
+#define CLOSE_SUBMITS 300
+
+/* store_close() with submissions queued: each is answered exactly once, either written (and
+ * then in the database) or refused with -ECANCELED (and then not). */
+START_TEST(test_close_answers_every_submission) {
+        static Answer answers[CLOSE_SUBMITS];
+        char err[STORE_ERROR_MAX];
+        json_t *items = json_loads("[\"p\"]", 0, NULL);
+        int written = 0, cancelled = 0;
+
+        for (size_t i = 0; i < CLOSE_SUBMITS; i++) {
+                char body[32];
+
+                answers[i] = (Answer) ANSWER_INIT;
+                snprintf(body, sizeof(body), "[\"c%zu\"]", i);
+                ck_assert_int_eq(store_job_submit_async(st,
+                                                        &(JobSubmit) { .op = JOB_OP_DELETE, .tenant = "", .project = "",
+                                                                       .non_versioned = "", .tenant_code = "", .body = body,
+                                                                       .body_len = strlen(body), .items = items },
+                                                        answer_done, &answers[i]),
+                                 0);
+        }
+        json_decref(items);
+        st = store_close(st);
+        ck_assert_int_eq(store_open(path, &st, err, sizeof(err)), 0);
+        for (size_t i = 0; i < CLOSE_SUBMITS; i++) {
+                json_t *j;
+
+                ck_assert_int_eq(answers[i].calls, 1);
+                j = answers[i].r == 0 ? store_job_json(st, answers[i].id, false) : NULL;
+                if (answers[i].r == 0) {
+                        ck_assert_ptr_nonnull(j);
+                        written++;
+                } else {
+                        ck_assert_int_eq(answers[i].r, -ECANCELED);
+                        ck_assert_ptr_nonnull(strstr(answers[i].err, "closed before the job was written"));
+                        cancelled++;
+                }
+                json_decref(j);
+                free(answers[i].job);
+        }
+        {
+                json_t *counts = store_counts(st, 0);
+                ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), written);
+                json_decref(counts);
+        }
+        ck_assert_int_eq(written + cancelled, CLOSE_SUBMITS);
+}
+END_TEST
+
+typedef struct Reader {
+        int64_t id;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool done;
+        char state[16];
+        int64_t running;
+        size_t listed;
+} Reader;
+
+static void *reader(void *arg) {
+        Reader *rd = arg;
+        json_t *j = store_job_json(st, rd->id, true), *counts = store_counts(st, 0), *list = NULL;
+
+        ck_assert_int_eq(store_jobs_list(st, JOB_RUNNING, 0, 10, &list), 0);
+        ck_assert(store_ok(st));
+        pthread_mutex_lock(&rd->lock);
+        snprintf(rd->state, sizeof(rd->state), "%s", json_string_value(json_object_get(j, "state")));
+        rd->running = json_integer_value(json_object_get(counts, "running"));
+        rd->listed = json_array_size(list);
+        rd->done = true;
+        pthread_cond_signal(&rd->cond);
+        pthread_mutex_unlock(&rd->lock);
+        json_decref(j);
+        json_decref(counts);
+        json_decref(list);
+        return NULL;
+}
+
+/* Reads are answered while a write transaction is open (they go through the read connection),
+ * and see what was committed, not the open transaction's changes. */
+START_TEST(test_reads_beside_a_write_transaction) {
+        Reader rd = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        struct timespec deadline;
+        pthread_t t;
+        Batch *b;
+        int r = 0;
+
+        rd.id = submit(JOB_OP_DELETE, "[\"p\"]", "", NULL);
+        b = claim(1000);
+        batch_free(b);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, rd.id, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(pthread_create(&t, NULL, reader, &rd), 0);
+        /* Not a timing assertion: a reader that waits for the transaction never finishes
+         * before store_end(), however long this waits. */
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 30;
+        pthread_mutex_lock(&rd.lock);
+        while (!rd.done && r == 0)
+                r = pthread_cond_timedwait(&rd.cond, &rd.lock, &deadline);
+        pthread_mutex_unlock(&rd.lock);
+        ck_assert_int_eq(store_end(st, true), 0);
+        pthread_join(t, NULL);
+        ck_assert_msg(r == 0, "a read waited for the open write transaction");
+        ck_assert_str_eq(rd.state, "running");
+        ck_assert_int_eq(rd.running, 1);
+        ck_assert_uint_eq(rd.listed, 1);
+        /* Once committed, the read connection sees it at once. */
+        ck_assert_int_eq(store_job_state(st, rd.id), JOB_SUCCEEDED);
+        {
+                json_t *counts = store_counts(st, 0);
+                ck_assert_int_eq(json_integer_value(json_object_get(counts, "succeeded")), 1);
+                ck_assert_int_eq(json_integer_value(json_object_get(counts, "running")), 0);
+                json_decref(counts);
+        }
+}
+END_TEST
 
 /* ---- a full disk at every write: a VFS that fails writes from the N-th on ---- */
 
@@ -509,6 +1022,13 @@ int main(void) {
         tcase_add_test(tc, test_queue_limit_and_prune);
         tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_newer_schema_refused);
+        tcase_add_test(tc, test_counts_follow_the_table);
+        tcase_add_test(tc, test_migration_builds_counts);
+        tcase_add_test(tc, test_query_plans_use_indexes);
+        tcase_add_test(tc, test_list_pages);
+        tcase_add_test(tc, test_async_submit_answers_with_the_job);
+        tcase_add_test(tc, test_close_answers_every_submission);
+        tcase_add_test(tc, test_reads_beside_a_write_transaction);
         tcase_add_test(tc, test_full_disk_at_every_write);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);

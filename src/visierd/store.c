@@ -6,7 +6,19 @@
  * inside one transaction, so a crash mid-migration leaves the old version intact. WAL with
  * synchronous=FULL: a committed write survives power loss, which the write path relies on
  * before it answers 202. journal_size_limit keeps the WAL file from staying large.
+ *
+ * Two connections. The write connection (behind `lock`) runs every transaction: the store
+ * thread's group commits of submissions, the publisher's claims and outcomes, cancel, retry,
+ * prune. The read connection (behind `read_lock`, query_only) answers the read functions;
+ * in WAL mode it reads the last committed snapshot beside a writer, so a job GET or /status
+ * never waits for an fsync. Each connection prepares its hot statements once (stmt_table).
+ *
+ * Submissions: store_job_submit_async() copies the job into a SubmitWaiter and queues it; the
+ * store thread takes the whole queue, writes it in one transaction (one savepoint per job, so
+ * a refused job leaves the others in; a failed statement or commit fails the whole group),
+ * and then calls each waiter's callback. store_job_submit() is that plus a condvar wait.
  */
+#include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -18,23 +30,114 @@
 
 #include "store.h"
 
-struct Store {
-        pthread_mutex_t lock;
+/*
+ * Statements prepared once per connection (sqlite3_prepare_v3 with SQLITE_PREPARE_PERSISTENT)
+ * and reset after each use: the hot paths (submission, job reads, lists, counts, prune).
+ * Each connection has its own set, used only under that connection's lock.
+ */
+typedef enum StmtId {
+        STMT_SAVEPOINT,
+        STMT_RELEASE,
+        STMT_ROLLBACK_TO,
+        STMT_FIND_IDEMPOTENT,
+        STMT_FIND_CORRELATION,
+        STMT_INSERT_JOB,
+        STMT_INSERT_ITEM,
+        STMT_INSERT_CID,
+        STMT_JOB_GET,
+        STMT_ITEM_RESULTS,
+        STMT_LIST_ALL,
+        STMT_LIST_STATE,
+        STMT_COUNTS,
+        STMT_OLDEST_QUEUED,
+        STMT_PENDING,
+        STMT_JOB_STATE,
+        STMT_JOB_RESPONSE,
+        STMT_JOB_EXISTS,
+        STMT_PRUNE,
+        STMT_READ_BEGIN,
+        STMT_READ_END,
+        _STMT_MAX,
+} StmtId;
+
+#define JOB_COLUMNS                                                                                          \
+        "id, state, operation, tenant, project, non_versioned, tenant_code, client, n_items, attempts, "    \
+        "next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error, "          \
+        "response_status, response_body, idempotency_key"
+
+static const struct {
+        const char *name; /* for store_query_plans() */
+        const char *sql;
+} stmt_table[_STMT_MAX] = {
+        [STMT_SAVEPOINT] = { "savepoint", "SAVEPOINT submit" },
+        [STMT_RELEASE] = { "release", "RELEASE submit" },
+        [STMT_ROLLBACK_TO] = { "rollback_to", "ROLLBACK TO submit" },
+        [STMT_FIND_IDEMPOTENT] = { "find_idempotent",
+                                   "SELECT id, operation, request_body FROM jobs WHERE idempotency_key = ?" },
+        [STMT_FIND_CORRELATION] = { "find_correlation",
+                                    "SELECT j.id FROM client_correlation_ids c JOIN jobs j ON j.id = c.job_id WHERE "
+                                    "c.correlation_id = ? AND j.state IN ('queued','running')" },
+        [STMT_INSERT_JOB] = { "insert_job",
+                              "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, client, "
+                              "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at) "
+                              "VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" },
+        [STMT_INSERT_ITEM] = { "insert_item",
+                               "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)" },
+        [STMT_INSERT_CID] = { "insert_cid",
+                              "INSERT OR REPLACE INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?)" },
+        [STMT_JOB_GET] = { "job_get", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?" },
+        [STMT_ITEM_RESULTS] = { "item_results",
+                                "SELECT idx, state, correlation_id, result, item FROM job_items WHERE job_id = ? ORDER BY idx" },
+        /* One statement per shape of the list, so each is an index search: a filter written as
+         * "(?1 IS NULL OR state = ?1)" would make SQLite scan the whole table. The first page
+         * passes before = INT64_MAX. */
+        [STMT_LIST_ALL] = { "list_all", "SELECT " JOB_COLUMNS " FROM jobs WHERE id < ?2 ORDER BY id DESC LIMIT ?3" },
+        [STMT_LIST_STATE] = { "list_state",
+                              "SELECT " JOB_COLUMNS " FROM jobs WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3" },
+        /* Maintained by triggers (schema 5): five rows, whatever the size of the job table. */
+        [STMT_COUNTS] = { "counts", "SELECT state, n FROM job_counts" },
+        [STMT_OLDEST_QUEUED] = { "oldest_queued", "SELECT min(created_at) FROM jobs WHERE state = 'queued'" },
+        [STMT_PENDING] = { "pending", "SELECT coalesce(sum(n), 0) FROM job_counts WHERE state IN ('queued','running')" },
+        [STMT_JOB_STATE] = { "job_state", "SELECT state FROM jobs WHERE id = ?" },
+        [STMT_JOB_RESPONSE] = { "job_response", "SELECT state, response_status, response_body FROM jobs WHERE id = ?" },
+        [STMT_JOB_EXISTS] = { "job_exists", "SELECT 1 FROM jobs WHERE id = ?" },
+        /* Run once per final state, each an index search on (state, finished_at). */
+        [STMT_PRUNE] = { "prune", "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2" },
+        [STMT_READ_BEGIN] = { "read_begin", "BEGIN" },
+        [STMT_READ_END] = { "read_end", "COMMIT" },
+};
+
+typedef struct Conn {
         sqlite3 *db;
+        sqlite3_stmt *stmt[_STMT_MAX];
+} Conn;
+
+struct Store {
+        pthread_mutex_t lock; /* the write connection and everything below up to read_lock */
+        Conn w;
         char *path;
         unsigned max_pending;
         bool in_transaction;
         int tx_error;     /* the first statement that failed in the open transaction (0: none) */
         bool had_error;   /* a transaction failed since the last one that committed */
+        bool read_only;   /* the write connection was opened read-only (SQLite decides at open) */
         dev_t dev;        /* the database file opened, to notice it being deleted or replaced */
         ino_t ino;
         int lock_fd;      /* flock() on <database>.lock, held for the store's lifetime */
         int64_t pending;  /* jobs queued or running, as committed */
-        pthread_mutex_t group_lock; /* group commit of submissions */
-        pthread_cond_t group_cond;
-        struct SubmitWaiter *group_queue;
-        bool group_leader;
         int64_t tx_delta; /* change to pending in the open transaction */
+
+        pthread_mutex_t read_lock; /* the read connection */
+        Conn r;
+
+        /* Submissions waiting for the store thread, which commits all of them in one
+         * transaction per round (group commit). */
+        pthread_mutex_t group_lock;
+        pthread_cond_t group_cond;
+        struct SubmitWaiter *group_queue, **group_tail;
+        bool stopping;
+        bool thread_started;
+        pthread_t thread;
 };
 
 static const char *const migrations[] = {
@@ -120,6 +223,31 @@ static const char *const migrations[] = {
         "  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE"
         ") WITHOUT ROWID;"
         "CREATE INDEX client_correlation_ids_job ON client_correlation_ids(job_id);",
+
+        /* 5: costs that stay flat as the job table grows. Jobs per state are counted by
+         * triggers on every insert, change of state and delete of a job row, whichever code
+         * path makes it (submission, the publisher, cancel, retry, prune, a later
+         * migration), starting from the rows already there. The oldest queued job and the
+         * prune of old finished jobs become index searches. */
+        "CREATE TABLE job_counts ("
+        "  state TEXT PRIMARY KEY,"
+        "  n INTEGER NOT NULL"
+        ") WITHOUT ROWID;"
+        "INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state;"
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN"
+        "  INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)"
+        "    ON CONFLICT (state) DO UPDATE SET n = n + 1;"
+        "END;"
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state IS NOT NEW.state BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "  INSERT INTO job_counts (state, n) VALUES (NEW.state, 1)"
+        "    ON CONFLICT (state) DO UPDATE SET n = n + 1;"
+        "END;"
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN"
+        "  UPDATE job_counts SET n = n - 1 WHERE state = OLD.state;"
+        "END;"
+        "CREATE INDEX jobs_state_created ON jobs(state, created_at);"
+        "CREATE INDEX jobs_state_finished ON jobs(state, finished_at);",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -160,7 +288,7 @@ static int tx_note(Store *s, int r) {
 static int tx_usable(Store *s) {
         if (!s->in_transaction)
                 return 0;
-        if (s->tx_error == 0 && sqlite3_get_autocommit(s->db))
+        if (s->tx_error == 0 && sqlite3_get_autocommit(s->w.db))
                 s->tx_error = -EIO; /* rolled back behind our back */
         return s->tx_error;
 }
@@ -173,7 +301,7 @@ static int exec(Store *s, const char *sql, char *err, size_t errlen) {
                 snprintf(err, errlen, "%s: not run: an earlier statement of the transaction failed", s->path);
                 return s->tx_error;
         }
-        rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+        rc = sqlite3_exec(s->w.db, sql, NULL, NULL, &msg);
         if (rc != SQLITE_OK) {
                 snprintf(err, errlen, "%s: %s", s->path, msg ? msg : sqlite3_errstr(rc));
                 sqlite3_free(msg);
@@ -186,7 +314,7 @@ static int read_int(Store *s, const char *sql, int *ret) {
         sqlite3_stmt *st = NULL;
         int rc;
 
-        rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+        rc = sqlite3_prepare_v2(s->w.db, sql, -1, &st, NULL);
         if (rc == SQLITE_OK) {
                 rc = sqlite3_step(st);
                 if (rc == SQLITE_ROW) {
@@ -203,7 +331,7 @@ static int migrate(Store *s, char *err, size_t errlen) {
 
         r = read_int(s, "PRAGMA user_version", &version);
         if (r < 0) {
-                snprintf(err, errlen, "%s: cannot read the schema version: %s", s->path, sqlite3_errmsg(s->db));
+                snprintf(err, errlen, "%s: cannot read the schema version: %s", s->path, sqlite3_errmsg(s->w.db));
                 return r;
         }
         if (version > (int) ELEMENTSOF(migrations)) {
@@ -276,6 +404,28 @@ static int take_lock(Store *s, char *err, size_t errlen) {
         return 0;
 }
 
+static void *store_thread(void *arg);
+
+/* The second connection, for reads beside the writer (WAL): each statement or read
+ * transaction sees the database as last committed, never waiting for a commit in progress. */
+static int open_reader(Store *s, char *err, size_t errlen) {
+        char *msg = NULL;
+        int rc;
+
+        rc = sqlite3_open_v2(s->path, &s->r.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+        if (rc == SQLITE_OK) {
+                sqlite3_busy_timeout(s->r.db, STORE_BUSY_TIMEOUT_MS);
+                rc = sqlite3_exec(s->r.db, "PRAGMA query_only = 1", NULL, NULL, &msg);
+        }
+        if (rc != SQLITE_OK) {
+                snprintf(err, errlen, "cannot open job database %s for reading: %s", s->path,
+                         msg ? msg : s->r.db ? sqlite3_errmsg(s->r.db) : sqlite3_errstr(rc));
+                sqlite3_free(msg);
+                return sqlite_to_errno(rc);
+        }
+        return 0;
+}
+
 int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         _cleanup_(store_closep) Store *s = NULL;
         int rc, r;
@@ -284,8 +434,10 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         if (!s)
                 return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
+        pthread_mutex_init(&s->read_lock, NULL);
         pthread_mutex_init(&s->group_lock, NULL);
         pthread_cond_init(&s->group_cond, NULL);
+        s->group_tail = &s->group_queue;
         s->lock_fd = -1;
         s->path = strdup(path);
         if (!s->path)
@@ -293,14 +445,14 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         r = take_lock(s, err, errlen);
         if (r < 0)
                 return r;
-        rc = sqlite3_open_v2(path, &s->db,
+        rc = sqlite3_open_v2(path, &s->w.db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
         if (rc != SQLITE_OK) {
                 snprintf(err, errlen, "cannot open job database %s: %s", path,
-                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+                         s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(rc));
                 return sqlite_to_errno(rc);
         }
-        sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+        sqlite3_busy_timeout(s->w.db, STORE_BUSY_TIMEOUT_MS);
         r = exec(s,
                  "PRAGMA journal_mode = WAL;"
                  "PRAGMA synchronous = FULL;"
@@ -312,6 +464,7 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         r = migrate(s, err, errlen);
         if (r < 0)
                 return r;
+        s->read_only = sqlite3_db_readonly(s->w.db, "main") != 0;
         {
                 struct stat st;
                 if (stat(path, &st) < 0) {
@@ -324,21 +477,51 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         }
         r = count_pending(s, &s->pending);
         if (r < 0) {
-                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->db));
+                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->w.db));
                 return r;
         }
+        r = open_reader(s, err, errlen);
+        if (r < 0)
+                return r;
+        r = -pthread_create(&s->thread, NULL, store_thread, s);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot start the job store's thread: %s", strerror(-r));
+                return r;
+        }
+        s->thread_started = true;
         *ret = TAKE_PTR(s);
         return 0;
+}
+
+static void conn_close(Conn *c) {
+        for (size_t i = 0; i < _STMT_MAX; i++) {
+                sqlite3_finalize(c->stmt[i]);
+                c->stmt[i] = NULL;
+        }
+        if (c->db)
+                sqlite3_close_v2(c->db);
+        c->db = NULL;
 }
 
 Store *store_close(Store *s) {
         if (!s)
                 return NULL;
-        if (s->db)
-                sqlite3_close_v2(s->db);
+        if (s->thread_started) {
+                /* The store thread finishes the group it is committing, answers whatever is
+                 * still queued with an error (never dropping one), and stops. */
+                pthread_mutex_lock(&s->group_lock);
+                s->stopping = true;
+                pthread_cond_broadcast(&s->group_cond);
+                pthread_mutex_unlock(&s->group_lock);
+                pthread_join(s->thread, NULL);
+        }
+        /* The reader first: the writer, closing last, checkpoints and removes the WAL. */
+        conn_close(&s->r);
+        conn_close(&s->w);
         if (s->lock_fd >= 0)
                 close(s->lock_fd); /* releases the flock */
         pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->read_lock);
         pthread_mutex_destroy(&s->group_lock);
         pthread_cond_destroy(&s->group_cond);
         free(s->path);
@@ -346,8 +529,9 @@ Store *store_close(Store *s) {
         return NULL;
 }
 
-/* Is the open database still the file at the configured path, and writable? Callers hold the lock. */
-static int check_file_locked(Store *s, char *err, size_t errlen) {
+/* Is the open database still the file at the configured path, and writable? Needs no lock:
+ * the identity of the file and the read-only flag are fixed at open. */
+static int check_file(Store *s, char *err, size_t errlen) {
         struct stat st;
 
         if (stat(s->path, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
@@ -357,7 +541,7 @@ static int check_file_locked(Store *s, char *err, size_t errlen) {
                                  s->path);
                 return -ENOENT;
         }
-        if (sqlite3_db_readonly(s->db, "main") != 0) {
+        if (s->read_only) {
                 if (err)
                         snprintf(err, errlen, "job database %s is open read-only", s->path);
                 return -EACCES;
@@ -365,17 +549,36 @@ static int check_file_locked(Store *s, char *err, size_t errlen) {
         return 0;
 }
 
+/* Read an integer through the read connection (callers hold read_lock). */
+static int read_int_reader(Store *s, const char *sql, int *ret) {
+        sqlite3_stmt *st = NULL;
+        int rc;
+
+        rc = sqlite3_prepare_v2(s->r.db, sql, -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        *ret = sqlite3_column_int(st, 0);
+                        rc = SQLITE_OK;
+                }
+        }
+        sqlite3_finalize(st);
+        return sqlite_to_errno(rc);
+}
+
+/* Readiness: the file check, and a read through the read connection, so that a probe never
+ * waits behind a group commit or the publisher's transaction. */
 int store_check(Store *s, char *err, size_t errlen) {
         int v = 0, r;
 
-        pthread_mutex_lock(&s->lock);
-        r = check_file_locked(s, err, errlen);
-        if (r >= 0) {
-                r = read_int(s, "SELECT count(*) FROM sqlite_master", &v);
-                if (r < 0 && err)
-                        snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->db));
-        }
-        pthread_mutex_unlock(&s->lock);
+        r = check_file(s, err, errlen);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&s->read_lock);
+        r = read_int_reader(s, "SELECT count(*) FROM sqlite_master", &v);
+        if (r < 0 && err)
+                snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->r.db));
+        pthread_mutex_unlock(&s->read_lock);
         return r;
 }
 
@@ -386,10 +589,10 @@ bool store_ok(Store *s) {
 int store_schema_version(Store *s) {
         int v = -1;
 
-        pthread_mutex_lock(&s->lock);
-        if (read_int(s, "PRAGMA user_version", &v) < 0)
+        pthread_mutex_lock(&s->read_lock);
+        if (read_int_reader(s, "PRAGMA user_version", &v) < 0)
                 v = -1;
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->read_lock);
         return v;
 }
 
@@ -408,11 +611,17 @@ void store_set_max_pending(Store *s, unsigned max_pending) {
 
 typedef struct Stmt {
         sqlite3_stmt *st;
+        bool cached; /* one of a connection's prepared statements: reset, not finalized */
 } Stmt;
 
 static void stmt_done(Stmt *st) {
-        sqlite3_finalize(st->st);
+        if (st->cached) {
+                sqlite3_reset(st->st);
+                sqlite3_clear_bindings(st->st);
+        } else
+                sqlite3_finalize(st->st);
         st->st = NULL;
+        st->cached = false;
 }
 
 static int prepare(Store *s, Stmt *st, const char *sql) {
@@ -420,8 +629,77 @@ static int prepare(Store *s, Stmt *st, const char *sql) {
 
         if (tx_usable(s) < 0)
                 return s->tx_error;
-        rc = sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL);
+        st->cached = false;
+        rc = sqlite3_prepare_v2(s->w.db, sql, -1, &st->st, NULL);
         return tx_note(s, sqlite_to_errno(rc));
+}
+
+/* A connection's statement, prepared on first use (the caller holds the connection's lock). */
+static int conn_stmt(Conn *c, StmtId id, Stmt *st) {
+        if (!c->stmt[id]) {
+                int rc = sqlite3_prepare_v3(c->db, stmt_table[id].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[id],
+                                            NULL);
+                if (rc != SQLITE_OK)
+                        return sqlite_to_errno(rc);
+        }
+        st->st = c->stmt[id];
+        st->cached = true;
+        return 0;
+}
+
+/* A cached statement of the write connection (callers hold the lock). */
+static int prepare_cached(Store *s, Stmt *st, StmtId id) {
+        if (tx_usable(s) < 0)
+                return s->tx_error;
+        return tx_note(s, conn_stmt(&s->w, id, st));
+}
+
+/* A cached statement of the read connection (callers hold read_lock). Reads never touch the
+ * write connection's transaction state. */
+static int read_prepare(Store *s, Stmt *st, StmtId id) {
+        return conn_stmt(&s->r, id, st);
+}
+
+/* A read transaction on the read connection: the statements between see one snapshot. */
+static void read_begin(Store *s) {
+        Stmt st = {};
+
+        if (read_prepare(s, &st, STMT_READ_BEGIN) >= 0) {
+                (void) sqlite3_step(st.st);
+                stmt_done(&st);
+        }
+}
+
+static void read_end(Store *s) {
+        Stmt st = {};
+
+        if (read_prepare(s, &st, STMT_READ_END) >= 0) {
+                (void) sqlite3_step(st.st);
+                stmt_done(&st);
+        }
+        if (!sqlite3_get_autocommit(s->r.db))
+                sqlite3_exec(s->r.db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Run a cached statement that returns nothing, as exec() does. */
+static int exec_cached(Store *s, StmtId id, char *err, size_t errlen) {
+        Stmt st = {};
+        int rc, r;
+
+        if (tx_usable(s) < 0) {
+                snprintf(err, errlen, "%s: not run: an earlier statement of the transaction failed", s->path);
+                return s->tx_error;
+        }
+        r = prepare_cached(s, &st, id);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->w.db));
+                return r;
+        }
+        rc = sqlite3_step(st.st);
+        if (rc != SQLITE_DONE)
+                snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->w.db));
+        stmt_done(&st);
+        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
 }
 
 static void bind_text(Stmt *st, int i, const char *v) {
@@ -472,7 +750,7 @@ static json_t *json_time(int64_t ms) {
 
 static void set_err(Store *s, char *err, size_t errlen, const char *what) {
         if (err)
-                snprintf(err, errlen, "job database %s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+                snprintf(err, errlen, "job database %s: %s: %s", s->path, what, sqlite3_errmsg(s->w.db));
 }
 
 int store_begin(Store *s) {
@@ -498,7 +776,7 @@ int store_begin(Store *s) {
  */
 int store_end(Store *s, bool commit) {
         char ignored[STORE_ERROR_MAX];
-        bool open_tx = !sqlite3_get_autocommit(s->db);
+        bool open_tx = !sqlite3_get_autocommit(s->w.db);
         int r = 0;
 
         s->in_transaction = false; /* COMMIT and ROLLBACK below run whatever failed before */
@@ -508,7 +786,7 @@ int store_end(Store *s, bool commit) {
                 r = -EIO; /* rolled back behind our back */
         else if (commit)
                 r = exec(s, "COMMIT", ignored, sizeof(ignored));
-        if ((!commit || r < 0) && !sqlite3_get_autocommit(s->db))
+        if ((!commit || r < 0) && !sqlite3_get_autocommit(s->w.db))
                 exec(s, "ROLLBACK", ignored, sizeof(ignored));
         if (commit && r >= 0) {
                 s->pending += s->tx_delta;
@@ -544,31 +822,165 @@ static int count_pending(Store *s, int64_t *ret) {
         Stmt st = {};
         int r;
 
-        r = prepare(s, &st, "SELECT count(*) FROM jobs WHERE state IN ('queued','running')");
+        r = prepare_cached(s, &st, STMT_PENDING);
         if (r < 0)
                 return r;
-        if (sqlite3_step(st.st) == SQLITE_ROW)
+        r = sqlite3_step(st.st);
+        if (r == SQLITE_ROW) {
                 *ret = sqlite3_column_int64(st.st, 0);
+                r = 0;
+        } else
+                r = sqlite_to_errno(r == SQLITE_DONE ? SQLITE_ERROR : r);
         stmt_done(&st);
+        return r;
+}
+
+/*
+ * A submission as the store thread needs it: everything copied from the caller's JobSubmit
+ * (whose buffers may be gone once store_job_submit_async() returns), the JSON already turned
+ * into the text that is stored, so the store thread only runs SQL.
+ */
+typedef struct SubmitItem {
+        char *text;           /* the item as stored */
+        char *correlation_id; /* creates only, or NULL */
+        char *conflict_key;   /* or NULL */
+} SubmitItem;
+
+typedef struct SubmitCid {
+        char *correlation_id;
+        json_int_t index;
+} SubmitCid;
+
+typedef struct SubmitWaiter {
+        JobOp op;
+        char *tenant, *project, *non_versioned, *tenant_code, *client, *idempotency_key;
+        char *body; /* NULL if the caller passed none */
+        size_t body_len;
+        char *extra; /* JSON text, or NULL */
+        SubmitItem *items;
+        size_t n_items;
+        SubmitCid *cids;
+        size_t n_cids;
+        bool solo;
+        bool want_json; /* build the job's JSON for done() */
+        store_submit_fn done;
+        void *userdata;
+
+        /* the outcome, set by the store thread */
+        int r;
+        int64_t id;
+        int64_t created_ms; /* the row's created_at, updated_at and next_run_at */
+        bool existing;
+        char err[STORE_ERROR_MAX];
+        struct SubmitWaiter *next;
+} SubmitWaiter;
+
+static SubmitWaiter *submit_waiter_free(SubmitWaiter *w) {
+        if (!w)
+                return NULL;
+        free(w->tenant);
+        free(w->project);
+        free(w->non_versioned);
+        free(w->tenant_code);
+        free(w->client);
+        free(w->idempotency_key);
+        free(w->body);
+        free(w->extra);
+        for (size_t i = 0; i < w->n_items; i++) {
+                free(w->items[i].text);
+                free(w->items[i].correlation_id);
+                free(w->items[i].conflict_key);
+        }
+        free(w->items);
+        for (size_t i = 0; i < w->n_cids; i++)
+                free(w->cids[i].correlation_id);
+        free(w->cids);
+        free(w);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(SubmitWaiter *, submit_waiter_free);
+
+/* strdup() that keeps NULL as NULL; false only when out of memory. */
+static bool dup_or_null(char **ret, const char *v) {
+        *ret = v ? strdup(v) : NULL;
+        return !v || *ret;
+}
+
+static int submit_waiter_new(const JobSubmit *j, SubmitWaiter **ret) {
+        _cleanup_(submit_waiter_freep) SubmitWaiter *w = NULL;
+        json_t *item;
+        size_t i;
+
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->op = j->op;
+        w->solo = j->solo;
+        if (!dup_or_null(&w->tenant, j->tenant) || !dup_or_null(&w->project, j->project) ||
+            !dup_or_null(&w->non_versioned, j->non_versioned) || !dup_or_null(&w->tenant_code, j->tenant_code) ||
+            !dup_or_null(&w->client, j->client) || !dup_or_null(&w->idempotency_key, j->idempotency_key))
+                return -ENOMEM;
+        if (j->body) {
+                w->body = malloc(j->body_len + 1);
+                if (!w->body)
+                        return -ENOMEM;
+                memcpy(w->body, j->body, j->body_len);
+                w->body[j->body_len] = '\0';
+                w->body_len = j->body_len;
+        }
+        if (j->extra && json_object_size(j->extra) > 0) {
+                w->extra = json_dumps(j->extra, JSON_COMPACT);
+                if (!w->extra)
+                        return -ENOMEM;
+        }
+        if (json_array_size(j->items) > 0) {
+                w->items = calloc(json_array_size(j->items), sizeof(*w->items));
+                if (!w->items)
+                        return -ENOMEM;
+        }
+        json_array_foreach(j->items, i, item) {
+                SubmitItem *it = &w->items[i];
+
+                w->n_items = i + 1;
+                it->text = json_dumps(item, JSON_COMPACT | JSON_ENCODE_ANY);
+                if (!it->text ||
+                    !dup_or_null(&it->correlation_id, j->op == JOB_OP_CREATE
+                                                              ? json_string_value(json_object_get(item, "correlationId"))
+                                                              : NULL) ||
+                    !dup_or_null(&it->conflict_key, item_conflict_key(j->op, item)))
+                        return -ENOMEM;
+        }
+        if (json_array_size(j->client_correlation_ids) > 0) {
+                w->cids = calloc(json_array_size(j->client_correlation_ids), sizeof(*w->cids));
+                if (!w->cids)
+                        return -ENOMEM;
+        }
+        json_array_foreach(j->client_correlation_ids, i, item) {
+                w->n_cids = i + 1;
+                w->cids[i].index = json_integer_value(json_object_get(item, "index"));
+                if (!dup_or_null(&w->cids[i].correlation_id, json_string_value(json_object_get(item, "correlationId"))))
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(w);
         return 0;
 }
 
 /* An earlier job with this idempotency key: 1 and its id if the same request, -EEXIST if not, 0 if none. */
-static int find_idempotent(Store *s, const JobSubmit *j, int64_t *ret_id) {
+static int find_idempotent(Store *s, const SubmitWaiter *w, int64_t *ret_id) {
         Stmt st = {};
         int r;
 
-        r = prepare(s, &st, "SELECT id, operation, request_body FROM jobs WHERE idempotency_key = ?");
+        r = prepare_cached(s, &st, STMT_FIND_IDEMPOTENT);
         if (r < 0)
                 return r;
-        bind_text(&st, 1, j->idempotency_key);
+        bind_text(&st, 1, w->idempotency_key);
         r = step_row(s, &st);
         if (r > 0) {
                 const void *b = sqlite3_column_blob(st.st, 2);
                 size_t n = (size_t) sqlite3_column_bytes(st.st, 2);
 
-                if (streq(strempty(col_text(&st, 1)), job_op_to_string(j->op)) && n == j->body_len &&
-                    (n == 0 || memcmp(b, j->body, n) == 0)) {
+                if (streq(strempty(col_text(&st, 1)), job_op_to_string(w->op)) && n == w->body_len &&
+                    (n == 0 || memcmp(b, w->body, n) == 0)) {
                         *ret_id = sqlite3_column_int64(st.st, 0);
                         r = 1;
                 } else
@@ -585,9 +997,7 @@ static int find_pending_correlation(Store *s, const char *cid, int64_t *ret_job)
         Stmt st = {};
         int r;
 
-        r = prepare(s, &st,
-                    "SELECT j.id FROM client_correlation_ids c JOIN jobs j ON j.id = c.job_id WHERE "
-                    "c.correlation_id = ? AND j.state IN ('queued','running')");
+        r = prepare_cached(s, &st, STMT_FIND_CORRELATION);
         if (r < 0)
                 return r;
         bind_text(&st, 1, cid);
@@ -600,44 +1010,34 @@ static int find_pending_correlation(Store *s, const char *cid, int64_t *ret_job)
 
 /* Insert one job inside the open transaction, in a savepoint of its own so that a failure
  * leaves the other jobs of the group untouched. */
-static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err,
-                             size_t errlen) {
-        _cleanup_free_ char *extra = NULL;
+static int submit_one_locked(Store *s, SubmitWaiter *w, char *err, size_t errlen) {
         int64_t id = 0, pending = 0, now = now_ms();
         Stmt st = {};
-        json_t *item;
-        size_t i;
         int r;
 
-        if (j->extra && json_object_size(j->extra) > 0) {
-                extra = json_dumps(j->extra, JSON_COMPACT);
-                if (!extra)
-                        return -ENOMEM;
-        }
-        r = exec(s, "SAVEPOINT submit", err, errlen);
+        r = exec_cached(s, STMT_SAVEPOINT, err, errlen);
         if (r < 0)
                 return r;
-        if (j->idempotency_key) {
-                r = find_idempotent(s, j, &id);
+        if (w->idempotency_key) {
+                r = find_idempotent(s, w, &id);
                 if (r == 1) {
-                        exec(s, "RELEASE submit", err, errlen);
-                        *ret_id = id;
-                        *ret_existing = true;
+                        exec_cached(s, STMT_RELEASE, err, errlen);
+                        w->id = id;
+                        w->existing = true;
                         return 0;
                 }
                 if (r == -EEXIST) {
                         snprintf(err, errlen, "Idempotency-Key '%s' was already used with a different request",
-                                 j->idempotency_key);
+                                 w->idempotency_key);
                         goto fail;
                 }
                 if (r < 0)
                         goto fail_db;
         }
-        json_array_foreach(j->client_correlation_ids, i, item) {
-                const char *cid = json_string_value(json_object_get(item, "correlationId"));
+        for (size_t i = 0; i < w->n_cids; i++) {
                 int64_t other = 0;
 
-                r = find_pending_correlation(s, cid, &other);
+                r = find_pending_correlation(s, w->cids[i].correlation_id, &other);
                 if (r < 0)
                         goto fail_db;
                 if (r > 0) {
@@ -645,7 +1045,7 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                         snprintf(err, errlen,
                                  "permissions[%lld].correlationId: %s is already used by job %lld, which is not "
                                  "finished",
-                                 (long long) json_integer_value(json_object_get(item, "index")), cid, (long long) other);
+                                 (long long) w->cids[i].index, w->cids[i].correlation_id, (long long) other);
                         goto fail;
                 }
         }
@@ -658,23 +1058,20 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 }
         }
 
-        r = prepare(s, &st,
-                    "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, client, "
-                    "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at) "
-                    "VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        r = prepare_cached(s, &st, STMT_INSERT_JOB);
         if (r < 0)
                 goto fail_db;
-        bind_text(&st, 1, job_op_to_string(j->op));
-        bind_text(&st, 2, j->tenant);
-        bind_text(&st, 3, j->project);
-        bind_text(&st, 4, j->non_versioned);
-        bind_text(&st, 5, j->tenant_code);
-        bind_text(&st, 6, j->client);
-        bind_text(&st, 7, j->idempotency_key);
-        sqlite3_bind_blob(st.st, 8, j->body, (int) j->body_len, SQLITE_TRANSIENT);
-        bind_text(&st, 9, extra);
-        sqlite3_bind_int64(st.st, 10, (sqlite3_int64) json_array_size(j->items));
-        sqlite3_bind_int(st.st, 11, j->solo ? 1 : 0);
+        bind_text(&st, 1, job_op_to_string(w->op));
+        bind_text(&st, 2, w->tenant);
+        bind_text(&st, 3, w->project);
+        bind_text(&st, 4, w->non_versioned);
+        bind_text(&st, 5, w->tenant_code);
+        bind_text(&st, 6, w->client);
+        bind_text(&st, 7, w->idempotency_key);
+        sqlite3_bind_blob(st.st, 8, w->body, (int) w->body_len, SQLITE_STATIC);
+        bind_text(&st, 9, w->extra);
+        sqlite3_bind_int64(st.st, 10, (sqlite3_int64) w->n_items);
+        sqlite3_bind_int(st.st, 11, w->solo ? 1 : 0);
         sqlite3_bind_int64(st.st, 12, now);
         sqlite3_bind_int64(st.st, 13, now);
         sqlite3_bind_int64(st.st, 14, now);
@@ -682,42 +1079,35 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
         stmt_done(&st);
         if (r < 0)
                 goto fail_db;
-        id = sqlite3_last_insert_rowid(s->db);
+        id = sqlite3_last_insert_rowid(s->w.db);
 
-        r = prepare(s, &st, "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)");
-        if (r < 0)
-                goto fail_db;
-        json_array_foreach(j->items, i, item) {
-                char *text = json_dumps(item, JSON_COMPACT | JSON_ENCODE_ANY);
-
-                if (!text) {
-                        stmt_done(&st);
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                sqlite3_reset(st.st);
-                sqlite3_bind_int64(st.st, 1, id);
-                sqlite3_bind_int64(st.st, 2, (sqlite3_int64) i);
-                sqlite3_bind_text(st.st, 3, text, -1, free);
-                bind_text(&st, 4, j->op == JOB_OP_CREATE ? json_string_value(json_object_get(item, "correlationId")) : NULL);
-                bind_text(&st, 5, item_conflict_key(j->op, item));
-                r = step_done(s, &st);
-                if (r < 0) {
-                        stmt_done(&st);
-                        goto fail_db;
-                }
-        }
-        stmt_done(&st);
-
-        if (json_array_size(j->client_correlation_ids) > 0) {
-                json_t *c;
-
-                r = prepare(s, &st, "INSERT OR REPLACE INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?)");
+        if (w->n_items > 0) {
+                r = prepare_cached(s, &st, STMT_INSERT_ITEM);
                 if (r < 0)
                         goto fail_db;
-                json_array_foreach(j->client_correlation_ids, i, c) {
+                for (size_t i = 0; i < w->n_items; i++) {
                         sqlite3_reset(st.st);
-                        bind_text(&st, 1, json_string_value(json_object_get(c, "correlationId")));
+                        sqlite3_bind_int64(st.st, 1, id);
+                        sqlite3_bind_int64(st.st, 2, (sqlite3_int64) i);
+                        sqlite3_bind_text(st.st, 3, w->items[i].text, -1, SQLITE_STATIC);
+                        bind_text(&st, 4, w->items[i].correlation_id);
+                        bind_text(&st, 5, w->items[i].conflict_key);
+                        r = step_done(s, &st);
+                        if (r < 0) {
+                                stmt_done(&st);
+                                goto fail_db;
+                        }
+                }
+                stmt_done(&st);
+        }
+
+        if (w->n_cids > 0) {
+                r = prepare_cached(s, &st, STMT_INSERT_CID);
+                if (r < 0)
+                        goto fail_db;
+                for (size_t i = 0; i < w->n_cids; i++) {
+                        sqlite3_reset(st.st);
+                        bind_text(&st, 1, w->cids[i].correlation_id);
                         sqlite3_bind_int64(st.st, 2, id);
                         r = step_done(s, &st);
                         if (r < 0) {
@@ -728,12 +1118,13 @@ static int submit_one_locked(Store *s, const JobSubmit *j, int64_t *ret_id, bool
                 stmt_done(&st);
         }
 
-        r = exec(s, "RELEASE submit", err, errlen);
+        r = exec_cached(s, STMT_RELEASE, err, errlen);
         if (r < 0)
                 goto fail;
         s->tx_delta++;
-        *ret_id = id;
-        *ret_existing = false;
+        w->id = id;
+        w->created_ms = now;
+        w->existing = false;
         return 0;
 
 fail_db:
@@ -741,32 +1132,22 @@ fail_db:
 fail:
         {
                 char ignored[STORE_ERROR_MAX];
-                if (exec(s, "ROLLBACK TO submit", ignored, sizeof(ignored)) >= 0)
-                        exec(s, "RELEASE submit", ignored, sizeof(ignored));
+                if (exec_cached(s, STMT_ROLLBACK_TO, ignored, sizeof(ignored)) >= 0)
+                        exec_cached(s, STMT_RELEASE, ignored, sizeof(ignored));
         }
         return r;
 }
 
-
 /*
- * Group commit: every submitter queues itself; whoever finds no commit in progress becomes
- * the leader, takes all queued submissions, inserts them in one transaction (one fsync for
- * all), and wakes the others with their results. No answer is given before its commit.
+ * Group commit: submissions queue themselves; the store thread takes everything queued,
+ * inserts it in one transaction (one fsync for all), and answers each submission once that
+ * transaction has committed or failed. No answer is given before its commit.
  */
 /* Errors about the request itself rather than the database: they stand even when the group's
  * transaction fails. */
 static bool job_submit_error_is_logical(int r) {
         return r == -EEXIST || r == -EOVERFLOW || r == -EADDRINUSE;
 }
-
-typedef struct SubmitWaiter {
-        const JobSubmit *job;
-        int64_t id;
-        bool existing, done;
-        int r;
-        char err[STORE_ERROR_MAX];
-        struct SubmitWaiter *next;
-} SubmitWaiter;
 
 static void group_commit(Store *s, SubmitWaiter *batch) {
         char err[STORE_ERROR_MAX] = "";
@@ -781,7 +1162,7 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
                 }
                 return;
         }
-        r = check_file_locked(s, err, sizeof(err));
+        r = check_file(s, err, sizeof(err));
         if (r < 0) {
                 store_end(s, false);
                 for (SubmitWaiter *w = batch; w; w = w->next) {
@@ -794,7 +1175,7 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
                 w->r = -ECANCELED;
                 if (s->tx_error < 0)
                         continue; /* the transaction has failed: the rest are not tried */
-                w->r = submit_one_locked(s, w->job, &w->id, &w->existing, w->err, sizeof(w->err));
+                w->r = submit_one_locked(s, w, w->err, sizeof(w->err));
         }
         if (s->tx_error < 0)
                 set_err(s, err, sizeof(err), "cannot queue the job");
@@ -814,86 +1195,226 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
         }
 }
 
-int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
-        SubmitWaiter me = { .job = j };
-        SubmitWaiter **tail;
+static json_t *submitted_job_json(const SubmitWaiter *w);
+
+/* Answer each submission of a round, in order, and free it. Called on the store thread with
+ * no lock held, so done() may call the store's read functions. */
+static void submit_answer_all(Store *s, SubmitWaiter *list) {
+        for (SubmitWaiter *w = list, *next; w; w = next) {
+                json_t *job = NULL;
+
+                next = w->next;
+                if (w->r >= 0 && w->want_json)
+                        /* A new job is described from what was just written; an earlier job
+                         * (the same Idempotency-Key) is read. */
+                        job = w->existing ? store_job_json(s, w->id, false) : submitted_job_json(w);
+                w->done(w->userdata, w->r < 0 ? w->r : 0, w->r < 0 ? 0 : w->id, w->r >= 0 && w->existing,
+                        w->r < 0 ? w->err : "", job);
+                json_decref(job);
+                submit_waiter_free(w);
+        }
+}
+
+static void *store_thread(void *arg) {
+        Store *s = arg;
 
         pthread_mutex_lock(&s->group_lock);
-        for (tail = &s->group_queue; *tail; tail = &(*tail)->next)
-                ;
-        *tail = &me;
-        while (!me.done) {
-                if (s->group_leader) {
+        for (;;) {
+                SubmitWaiter *batch;
+
+                while (!s->group_queue && !s->stopping)
                         pthread_cond_wait(&s->group_cond, &s->group_lock);
-                        continue;
-                }
-                SubmitWaiter *batch = s->group_queue;
+                batch = s->group_queue;
                 s->group_queue = NULL;
-                s->group_leader = true;
+                s->group_tail = &s->group_queue;
+                if (s->stopping) {
+                        pthread_mutex_unlock(&s->group_lock);
+                        /* store_close(): nothing queued is written, and every submission hears so. */
+                        for (SubmitWaiter *w = batch; w; w = w->next) {
+                                w->r = -ECANCELED;
+                                snprintf(w->err, sizeof(w->err), "job database %s: closed before the job was written",
+                                         s->path);
+                        }
+                        submit_answer_all(s, batch);
+                        return NULL;
+                }
                 pthread_mutex_unlock(&s->group_lock);
                 group_commit(s, batch);
+                submit_answer_all(s, batch);
                 pthread_mutex_lock(&s->group_lock);
-                for (SubmitWaiter *w = batch, *next; w; w = next) {
-                        next = w->next; /* read before done: a waiter's struct lives on its stack */
-                        w->done = true;
-                }
-                s->group_leader = false;
-                pthread_cond_broadcast(&s->group_cond);
         }
+}
+
+static int submit_enqueue(Store *s, const JobSubmit *j, bool want_json, store_submit_fn done, void *userdata) {
+        SubmitWaiter *w = NULL;
+        int r;
+
+        assert(s);
+        assert(j);
+        assert(done);
+        r = submit_waiter_new(j, &w);
+        if (r < 0)
+                return r;
+        w->want_json = want_json;
+        w->done = done;
+        w->userdata = userdata;
+        pthread_mutex_lock(&s->group_lock);
+        if (s->stopping) {
+                pthread_mutex_unlock(&s->group_lock);
+                submit_waiter_free(w);
+                return -ESHUTDOWN;
+        }
+        *s->group_tail = w;
+        s->group_tail = &w->next;
+        pthread_cond_signal(&s->group_cond);
         pthread_mutex_unlock(&s->group_lock);
-        if (me.r < 0) {
-                snprintf(err, errlen, "%s", me.err);
-                return me.r;
-        }
-        *ret_id = me.id;
-        *ret_existing = me.existing;
         return 0;
 }
 
-static json_t *job_row_json(Stmt *st) {
-        json_t *j;
-        const char *resp;
+int store_job_submit_async(Store *s, const JobSubmit *j, store_submit_fn done, void *userdata) {
+        return submit_enqueue(s, j, true, done, userdata);
+}
 
-        /* id, state, operation, tenant, project, non_versioned, tenant_code, client, n_items, attempts,
-         * next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error,
-         * response_status, response_body, idempotency_key */
-        j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I}", "id",
-                      (json_int_t) sqlite3_column_int64(st->st, 0), "state", col_text(st, 1), "operation",
-                      col_text(st, 2), "tenant", col_text(st, 3), "project", col_text(st, 4), "non_versioned",
-                      col_text(st, 5), "tenant_code", col_text(st, 6), "client", col_text(st, 7), "items",
-                      (json_int_t) sqlite3_column_int64(st->st, 8), "attempts",
-                      (json_int_t) sqlite3_column_int64(st->st, 9));
+/* The blocking submission: the asynchronous one, and a wait for its answer. */
+typedef struct SubmitSync {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool done;
+        int r;
+        int64_t id;
+        bool existing;
+        char err[STORE_ERROR_MAX];
+} SubmitSync;
+
+static void submit_sync_done(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json) {
+        SubmitSync *sync = userdata;
+
+        (void) job_json;
+        pthread_mutex_lock(&sync->lock);
+        sync->r = r;
+        sync->id = id;
+        sync->existing = existing;
+        snprintf(sync->err, sizeof(sync->err), "%s", err);
+        sync->done = true;
+        pthread_cond_signal(&sync->cond);
+        pthread_mutex_unlock(&sync->lock);
+}
+
+int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
+        SubmitSync sync = {};
+        int r;
+
+        pthread_mutex_init(&sync.lock, NULL);
+        pthread_cond_init(&sync.cond, NULL);
+        r = submit_enqueue(s, j, false, submit_sync_done, &sync);
+        if (r < 0)
+                snprintf(sync.err, sizeof(sync.err), "job database %s: cannot queue the job: %s", s->path, strerror(-r));
+        else {
+                pthread_mutex_lock(&sync.lock);
+                while (!sync.done)
+                        pthread_cond_wait(&sync.cond, &sync.lock);
+                pthread_mutex_unlock(&sync.lock);
+                r = sync.r;
+        }
+        pthread_mutex_destroy(&sync.lock);
+        pthread_cond_destroy(&sync.cond);
+        if (r < 0) {
+                snprintf(err, errlen, "%s", sync.err);
+                return r;
+        }
+        *ret_id = sync.id;
+        *ret_existing = sync.existing;
+        return 0;
+}
+
+/* A job as shown by /jobs: the one place its JSON is built, from a row read back or from the
+ * row a submission has just written. */
+typedef struct JobView {
+        int64_t id;
+        const char *state, *operation, *tenant, *project, *non_versioned, *tenant_code, *client;
+        int64_t n_items, attempts, next_run_at, created_at, updated_at, started_at, finished_at;
+        bool has_upstream_status;
+        int64_t upstream_status;
+        const char *error, *response_body, *idempotency_key;
+} JobView;
+
+static json_t *job_view_json(const JobView *v) {
+        json_t *j;
+
+        j = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I}", "id", (json_int_t) v->id, "state",
+                      v->state, "operation", v->operation, "tenant", v->tenant, "project", v->project, "non_versioned",
+                      v->non_versioned, "tenant_code", v->tenant_code, "client", v->client, "items",
+                      (json_int_t) v->n_items, "attempts", (json_int_t) v->attempts);
         if (!j)
                 return NULL;
-        if (streq(col_text(st, 1), "queued"))
-                json_object_set_new(j, "next_run_at", json_time(sqlite3_column_int64(st->st, 10)));
-        json_object_set_new(j, "created_at", json_time(sqlite3_column_int64(st->st, 11)));
-        json_object_set_new(j, "updated_at", json_time(sqlite3_column_int64(st->st, 12)));
-        json_object_set_new(j, "started_at", json_time(sqlite3_column_int64(st->st, 13)));
-        json_object_set_new(j, "finished_at", json_time(sqlite3_column_int64(st->st, 14)));
-        json_object_set_new(j, "upstream_status", sqlite3_column_type(st->st, 15) == SQLITE_NULL
-                                                          ? json_null()
-                                                          : json_integer(sqlite3_column_int64(st->st, 15)));
-        json_object_set_new(j, "error", col_text(st, 16) ? json_string(col_text(st, 16)) : json_null());
-        resp = col_text(st, 18);
-        json_object_set_new(j, "result", resp ? json_loads(resp, 0, NULL) : json_null());
+        if (streq(v->state, "queued"))
+                json_object_set_new(j, "next_run_at", json_time(v->next_run_at));
+        json_object_set_new(j, "created_at", json_time(v->created_at));
+        json_object_set_new(j, "updated_at", json_time(v->updated_at));
+        json_object_set_new(j, "started_at", json_time(v->started_at));
+        json_object_set_new(j, "finished_at", json_time(v->finished_at));
+        json_object_set_new(j, "upstream_status", v->has_upstream_status ? json_integer(v->upstream_status) : json_null());
+        json_object_set_new(j, "error", v->error ? json_string(v->error) : json_null());
+        json_object_set_new(j, "result", v->response_body ? json_loads(v->response_body, 0, NULL) : json_null());
         if (!json_object_get(j, "result"))
                 json_object_set_new(j, "result", json_null());
-        if (col_text(st, 19))
-                json_object_set_new(j, "idempotency_key", json_string(col_text(st, 19)));
+        if (v->idempotency_key)
+                json_object_set_new(j, "idempotency_key", json_string(v->idempotency_key));
         return j;
 }
 
-#define JOB_COLUMNS                                                                                          \
-        "id, state, operation, tenant, project, non_versioned, tenant_code, client, n_items, attempts, "    \
-        "next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error, "          \
-        "response_status, response_body, idempotency_key"
+/* A row of JOB_COLUMNS. */
+static json_t *job_row_json(Stmt *st) {
+        return job_view_json(&(JobView) {
+                .id = sqlite3_column_int64(st->st, 0),
+                .state = col_text(st, 1),
+                .operation = col_text(st, 2),
+                .tenant = col_text(st, 3),
+                .project = col_text(st, 4),
+                .non_versioned = col_text(st, 5),
+                .tenant_code = col_text(st, 6),
+                .client = col_text(st, 7),
+                .n_items = sqlite3_column_int64(st->st, 8),
+                .attempts = sqlite3_column_int64(st->st, 9),
+                .next_run_at = sqlite3_column_int64(st->st, 10),
+                .created_at = sqlite3_column_int64(st->st, 11),
+                .updated_at = sqlite3_column_int64(st->st, 12),
+                .started_at = sqlite3_column_int64(st->st, 13),
+                .finished_at = sqlite3_column_int64(st->st, 14),
+                .has_upstream_status = sqlite3_column_type(st->st, 15) != SQLITE_NULL,
+                .upstream_status = sqlite3_column_int64(st->st, 15),
+                .error = col_text(st, 16),
+                .response_body = col_text(st, 18),
+                .idempotency_key = col_text(st, 19),
+        });
+}
 
-static json_t *item_results_locked(Store *s, int64_t job_id) {
+/* The job a submission has just committed, as store_job_json(s, id, false) would read it:
+ * the values submit_one_locked() bound to STMT_INSERT_JOB, and the columns' defaults. */
+static json_t *submitted_job_json(const SubmitWaiter *w) {
+        return job_view_json(&(JobView) {
+                .id = w->id,
+                .state = job_state_to_string(JOB_QUEUED),
+                .operation = job_op_to_string(w->op),
+                .tenant = w->tenant,
+                .project = w->project,
+                .non_versioned = w->non_versioned,
+                .tenant_code = w->tenant_code,
+                .client = w->client,
+                .n_items = (int64_t) w->n_items,
+                .next_run_at = w->created_ms,
+                .created_at = w->created_ms,
+                .updated_at = w->created_ms,
+                .idempotency_key = w->idempotency_key,
+        });
+}
+
+/* Per-item results of a job, through the connection c (its lock held). */
+static json_t *item_results_conn(Conn *c, int64_t job_id) {
         json_t *a = json_array();
         Stmt st = {};
 
-        if (prepare(s, &st, "SELECT idx, state, correlation_id, result, item FROM job_items WHERE job_id = ? ORDER BY idx") < 0)
+        if (conn_stmt(c, STMT_ITEM_RESULTS, &st) < 0)
                 return a;
         sqlite3_bind_int64(st.st, 1, job_id);
         while (sqlite3_step(st.st) == SQLITE_ROW) {
@@ -911,44 +1432,54 @@ static json_t *item_results_locked(Store *s, int64_t job_id) {
 }
 
 json_t *store_job_item_results(Store *s, int64_t job_id) {
-        return item_results_locked(s, job_id); /* called inside store_begin/store_end */
+        /* Called inside store_begin/store_end: the write connection, which sees the transaction. */
+        if (tx_usable(s) < 0)
+                return json_array();
+        return item_results_conn(&s->w, job_id);
 }
 
 json_t *store_job_json(Store *s, int64_t id, bool with_items) {
         json_t *j = NULL;
         Stmt st = {};
 
-        pthread_mutex_lock(&s->lock);
-        if (prepare(s, &st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?") >= 0) {
+        pthread_mutex_lock(&s->read_lock);
+        if (with_items)
+                read_begin(s); /* the job and its items from one snapshot */
+        if (read_prepare(s, &st, STMT_JOB_GET) >= 0) {
                 sqlite3_bind_int64(st.st, 1, id);
                 if (sqlite3_step(st.st) == SQLITE_ROW)
                         j = job_row_json(&st);
                 stmt_done(&st);
         }
         if (j && with_items)
-                json_object_set_new(j, "item_results", item_results_locked(s, id));
-        pthread_mutex_unlock(&s->lock);
+                json_object_set_new(j, "item_results", item_results_conn(&s->r, id));
+        if (with_items)
+                read_end(s);
+        pthread_mutex_unlock(&s->read_lock);
         return j;
 }
 
 int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret) {
         json_t *a = json_array();
         Stmt st = {};
-        int r;
+        int r, rc = SQLITE_DONE;
 
-        pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st,
-                    "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 = 0 OR id < ?2) "
-                    "ORDER BY id DESC LIMIT ?3");
+        if (!a)
+                return -ENOMEM;
+        pthread_mutex_lock(&s->read_lock);
+        r = read_prepare(s, &st, state >= 0 ? STMT_LIST_STATE : STMT_LIST_ALL);
         if (r >= 0) {
-                bind_text(&st, 1, state >= 0 ? job_state_to_string(state) : NULL);
-                sqlite3_bind_int64(st.st, 2, before_id);
+                if (state >= 0)
+                        bind_text(&st, 1, job_state_to_string(state));
+                sqlite3_bind_int64(st.st, 2, before_id > 0 ? before_id : INT64_MAX);
                 sqlite3_bind_int64(st.st, 3, limit);
-                while (sqlite3_step(st.st) == SQLITE_ROW)
+                while ((rc = sqlite3_step(st.st)) == SQLITE_ROW)
                         json_array_append_new(a, job_row_json(&st));
                 stmt_done(&st);
+                if (rc != SQLITE_DONE)
+                        r = sqlite_to_errno(rc);
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->read_lock);
         if (r < 0) {
                 json_decref(a);
                 return r;
@@ -957,11 +1488,12 @@ int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit,
         return 0;
 }
 
+/* The state of a job through the write connection (inside a transaction: it sees its own changes). */
 static JobState state_locked(Store *s, int64_t id) {
         JobState state = _JOB_STATE_INVALID;
         Stmt st = {};
 
-        if (prepare(s, &st, "SELECT state FROM jobs WHERE id = ?") < 0)
+        if (prepare_cached(s, &st, STMT_JOB_STATE) < 0)
                 return state;
         sqlite3_bind_int64(st.st, 1, id);
         if (sqlite3_step(st.st) == SQLITE_ROW)
@@ -971,11 +1503,17 @@ static JobState state_locked(Store *s, int64_t id) {
 }
 
 JobState store_job_state(Store *s, int64_t id) {
-        JobState state;
+        JobState state = _JOB_STATE_INVALID;
+        Stmt st = {};
 
-        pthread_mutex_lock(&s->lock);
-        state = state_locked(s, id);
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_lock(&s->read_lock);
+        if (read_prepare(s, &st, STMT_JOB_STATE) >= 0) {
+                sqlite3_bind_int64(st.st, 1, id);
+                if (sqlite3_step(st.st) == SQLITE_ROW)
+                        state = job_state_from_string(col_text(&st, 0));
+                stmt_done(&st);
+        }
+        pthread_mutex_unlock(&s->read_lock);
         return state;
 }
 
@@ -1000,7 +1538,7 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
         stmt_done(&st);
         if (r < 0)
                 return r;
-        if (sqlite3_changes(s->db) != 1)
+        if (sqlite3_changes(s->w.db) != 1)
                 return -ESTALE;
         s->tx_delta += (int64_t) (!job_state_is_final(to)) - (int64_t) (!job_state_is_final(from));
         return 0;
@@ -1066,8 +1604,8 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
         Stmt st = {};
         int r = -ENOENT;
 
-        pthread_mutex_lock(&s->lock);
-        if (prepare(s, &st, "SELECT state, response_status, response_body FROM jobs WHERE id = ?") >= 0) {
+        pthread_mutex_lock(&s->read_lock);
+        if (read_prepare(s, &st, STMT_JOB_RESPONSE) >= 0) {
                 sqlite3_bind_int64(st.st, 1, id);
                 if (sqlite3_step(st.st) == SQLITE_ROW) {
                         JobState state = job_state_from_string(col_text(&st, 0));
@@ -1081,22 +1619,26 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
                 }
                 stmt_done(&st);
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->read_lock);
         return r;
 }
 
+/* The counts kept by schema 5's triggers and the oldest queued job from the index on
+ * (state, created_at): a few rows read, whatever the size of the job table, through the read
+ * connection in one snapshot. */
 json_t *store_counts(Store *s, int64_t now) {
         json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0, "failed", 0,
                               "cancelled", 0);
         Stmt st = {};
 
-        pthread_mutex_lock(&s->lock);
-        if (prepare(s, &st, "SELECT state, count(*) FROM jobs GROUP BY state") >= 0) {
+        pthread_mutex_lock(&s->read_lock);
+        read_begin(s);
+        if (read_prepare(s, &st, STMT_COUNTS) >= 0) {
                 while (sqlite3_step(st.st) == SQLITE_ROW)
                         json_object_set_new(j, col_text(&st, 0), json_integer(sqlite3_column_int64(st.st, 1)));
                 stmt_done(&st);
         }
-        if (prepare(s, &st, "SELECT min(created_at) FROM jobs WHERE state = 'queued'") >= 0) {
+        if (read_prepare(s, &st, STMT_OLDEST_QUEUED) >= 0) {
                 if (sqlite3_step(st.st) == SQLITE_ROW && sqlite3_column_type(st.st, 0) != SQLITE_NULL) {
                         int64_t oldest = sqlite3_column_int64(st.st, 0);
                         json_object_set_new(j, "oldest_queued_age_seconds",
@@ -1105,32 +1647,72 @@ json_t *store_counts(Store *s, int64_t now) {
                         json_object_set_new(j, "oldest_queued_age_seconds", json_null());
                 stmt_done(&st);
         }
-        pthread_mutex_unlock(&s->lock);
+        read_end(s);
+        pthread_mutex_unlock(&s->read_lock);
         return j;
 }
 
 int store_prune(Store *s, int64_t now, int64_t keep_succeeded_ms, int64_t keep_failed_ms) {
-        Stmt st = {};
+        static const JobState finals[] = { JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
         int r, n = 0;
 
-        pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st,
-                    "DELETE FROM jobs WHERE (state = 'succeeded' AND finished_at < ?1) OR "
-                    "(state IN ('failed','cancelled') AND finished_at < ?2)");
-        if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, now - keep_succeeded_ms);
-                sqlite3_bind_int64(st.st, 2, now - keep_failed_ms);
+        r = store_begin(s);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(finals) && r >= 0; i++) {
+                Stmt st = {};
+
+                r = prepare_cached(s, &st, STMT_PRUNE);
+                if (r < 0)
+                        break;
+                bind_text(&st, 1, job_state_to_string(finals[i]));
+                sqlite3_bind_int64(st.st, 2, now - (finals[i] == JOB_SUCCEEDED ? keep_succeeded_ms : keep_failed_ms));
                 r = step_done(s, &st);
-                n = sqlite3_changes(s->db);
+                if (r >= 0)
+                        n += sqlite3_changes(s->w.db);
                 stmt_done(&st);
         }
+        r = store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
         if (r >= 0 && n > 0) {
                 char ignored[STORE_ERROR_MAX];
-                /* Give the WAL back to the database file now and then. */
+
+                /* Give the WAL back to the database file now and then (outside the transaction:
+                 * a checkpoint cannot run inside one). */
+                pthread_mutex_lock(&s->lock);
                 exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored));
+                pthread_mutex_unlock(&s->lock);
+        }
+        return r < 0 ? r : n;
+}
+
+json_t *store_query_plans(Store *s) {
+        json_t *a = json_array();
+
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; a && i < _STMT_MAX; i++) {
+                const char *sql = stmt_table[i].sql;
+                _cleanup_free_ char *explain = NULL;
+                sqlite3_stmt *st = NULL;
+                json_t *plan;
+
+                if (strncmp(sql, "SELECT", 6) != 0 && strncmp(sql, "INSERT", 6) != 0 && strncmp(sql, "UPDATE", 6) != 0 &&
+                    strncmp(sql, "DELETE", 6) != 0)
+                        continue; /* transaction control */
+                if (asprintf(&explain, "EXPLAIN QUERY PLAN %s", sql) < 0 ||
+                    sqlite3_prepare_v2(s->w.db, explain, -1, &st, NULL) != SQLITE_OK) {
+                        json_decref(a);
+                        a = NULL;
+                        break;
+                }
+                plan = json_array();
+                while (sqlite3_step(st) == SQLITE_ROW)
+                        json_array_append_new(plan, json_string((const char *) sqlite3_column_text(st, 3)));
+                sqlite3_finalize(st);
+                json_array_append_new(a, json_pack("{s:s, s:s, s:o}", "statement", stmt_table[i].name, "sql", sql,
+                                                   "plan", plan));
         }
         pthread_mutex_unlock(&s->lock);
-        return r < 0 ? r : n;
+        return a;
 }
 
 /* ---- batches ---- */
@@ -1291,7 +1873,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         r = store_begin(s);
         if (r < 0)
                 return r;
-        r = check_file_locked(s, NULL, 0); /* nothing is claimed into a database that is gone */
+        r = check_file(s, NULL, 0); /* nothing is claimed into a database that is gone */
         if (r < 0)
                 goto out;
 
@@ -1486,15 +2068,15 @@ int store_job_exists(Store *s, int64_t id) {
         Stmt st = {};
         int r;
 
-        pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st, "SELECT 1 FROM jobs WHERE id = ?");
+        pthread_mutex_lock(&s->read_lock);
+        r = read_prepare(s, &st, STMT_JOB_EXISTS);
         if (r >= 0) {
                 sqlite3_bind_int64(st.st, 1, id);
                 r = sqlite3_step(st.st);
                 r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sqlite_to_errno(r);
                 stmt_done(&st);
         }
-        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->read_lock);
         return r;
 }
 
@@ -1511,7 +2093,7 @@ int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
         sqlite3_bind_int64(st.st, 2, deadline_ms);
         r = step_done(s, &st);
         stmt_done(&st);
-        if (r >= 0 && sqlite3_changes(s->db) != 1)
+        if (r >= 0 && sqlite3_changes(s->w.db) != 1)
                 r = tx_note(s, -EIO);
         return r;
 }

@@ -2,8 +2,15 @@
 /*
  * The job store: one SQLite database in WAL mode (synchronous=FULL), its schema versioned
  * with PRAGMA user_version and migrated forward at open. Owns every SQL statement in
- * visierd. Thread-safe (one mutex around the one connection). Never logs; errors come back
- * as negative errno with a message.
+ * visierd. Never logs; errors come back as negative errno with a message.
+ *
+ * Threads: every function may be called from any thread. Writes go through one connection
+ * behind one mutex; submissions are committed by the store's own thread, which groups all
+ * those waiting into one transaction; reads (store_job_json, store_jobs_list, store_counts,
+ * store_job_state, store_job_response, store_job_exists, store_check) go through a second
+ * connection behind its own mutex, so they never wait behind a commit, and see what was last
+ * committed. A transaction opened with store_begin() is seen only by the write connection's
+ * functions called inside it.
  *
  * Every state change goes through job_state_transition_ok() (jobs.h) and is written with
  * "WHERE state = <from>", so the table in jobs.c is the only place the rules live.
@@ -26,6 +33,9 @@ typedef struct Store Store;
 /* Open (creating if needed) the database at path; -EPROTO if its schema is newer than ours,
  * -EBUSY if another process holds the database's lock file ("<path>.lock", flock). */
 int store_open(const char *path, Store **ret, char *err, size_t errlen);
+/* Stops the store thread first: the group it is committing finishes and is answered, and
+ * submissions still queued are answered with -ECANCELED. Nothing else may call into the
+ * store during or after it. */
 Store *store_close(Store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
 
@@ -62,9 +72,34 @@ typedef struct JobSubmit {
  * body, -EEXIST. -EADDRINUSE when a create item's correlationId is used by a job not yet
  * finished. -EOVERFLOW when max_pending jobs wait already; -ENOSPC, -EACCES, -EIO, -ENOENT
  * when the database cannot be written (nothing of the job is written then, and no job of the
- * same group commit is either).
+ * same group commit is either). Blocks until the store thread has committed the group the
+ * job went into (store_job_submit_async() and a wait); never call it from a store_submit_fn.
  */
 int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen);
+
+/*
+ * The answer to an asynchronous submission, called once, on the store's thread, after the
+ * transaction holding the job committed (or failed), with no store lock held. r is 0 or one
+ * of store_job_submit()'s errors (and -ECANCELED when the store closed before the job was
+ * written); id and existing as store_job_submit() returns them (id 0 on error); err is ""
+ * on success. job_json is the job exactly as store_job_json(s, id, false) would give it,
+ * built from what was written (read back only for an existing job), or NULL on error; it
+ * belongs to the store and is freed when done returns: json_incref() it to keep it. err and
+ * job_json are valid only during the call. done should return quickly (the next group waits
+ * for it) and must not call store_job_submit(); it may call the store's read functions and
+ * store_job_submit_async().
+ */
+typedef void (*store_submit_fn)(void *userdata, int r, int64_t id, bool existing, const char *err,
+                                json_t *job_json);
+
+/*
+ * Queue a job for the store thread's next group commit and return at once: everything needed
+ * is copied from j (its strings, body and JSON may be freed as soon as this returns). 0, and
+ * done(userdata, ...) will be called exactly once; or -ENOMEM, or -ESHUTDOWN when the store is
+ * closing, and done is never called. The store thread takes every submission queued when it
+ * starts a round, so a group is as large as the queue, with no added delay.
+ */
+int store_job_submit_async(Store *s, const JobSubmit *j, store_submit_fn done, void *userdata);
 
 /* The job as JSON (with per-item results if with_items), or NULL if there is no such job. */
 json_t *store_job_json(Store *s, int64_t id, bool with_items);
@@ -78,7 +113,8 @@ JobState store_job_state(Store *s, int64_t id);
 /* Final answer kept for Prefer: wait: HTTP status and body (caller frees), or -EAGAIN if not final. */
 int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body);
 
-/* {"queued":N,...,"oldest_queued_age_seconds":S} */
+/* {"queued":N,...,"oldest_queued_age_seconds":S}, from counters kept in step with the job
+ * table (a few rows read, whatever its size). */
 json_t *store_counts(Store *s, int64_t now_ms);
 /* Delete finished jobs older than their retention; returns how many. */
 int store_prune(Store *s, int64_t now_ms, int64_t keep_succeeded_ms, int64_t keep_failed_ms);
@@ -153,6 +189,10 @@ int store_job_exists(Store *s, int64_t id);
 int store_export_claim(Store *s, int64_t now_ms, int64_t *ret_id, char **ret_request);
 /* At start-up: runs left running by an earlier process are queued again. */
 int store_export_requeue_orphans(Store *s);
+
+/* For tests: the plan (EXPLAIN QUERY PLAN) of each statement the store keeps prepared, as
+ * [{"statement":NAME, "sql":SQL, "plan":["SEARCH jobs USING INDEX ...", ...]}, ...]. */
+json_t *store_query_plans(Store *s);
 
 /* Items of a job not yet succeeded (for building the job's answer). */
 json_t *store_job_item_results(Store *s, int64_t job_id);
