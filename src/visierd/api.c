@@ -1101,9 +1101,17 @@ static void hold_start(ApiTask *t) {
 }
 
 void api_job_finished(Manager *m, int64_t job_id) {
+        bool final = false, read = false;
+
         for (ApiTask *t = m->holds, *next; t; t = next) {
                 next = t->hold_next;
-                if (t->hold_job == job_id)
+                if (t->hold_job != job_id)
+                        continue;
+                if (!read) {
+                        final = job_state_is_final(store_job_state(m->store, job_id));
+                        read = true;
+                }
+                if (final) /* else it goes back to the queue: the hold waits on */
                         hold_answer(t);
         }
 }

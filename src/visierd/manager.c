@@ -71,6 +71,7 @@ int manager_new(Config *config, Manager **ret) {
                 return -ENOMEM;
         m->config = config;
         pthread_rwlock_init(&m->config_lock, NULL);
+        pthread_mutex_init(&m->finished_lock, NULL);
         m->started_at = clock_now();
         *ret = TAKE_PTR(m);
         return 0;
@@ -110,6 +111,8 @@ Manager *manager_free(Manager *m) {
         config_free(m->config);
         exports_free(m->exports);
         pthread_rwlock_destroy(&m->config_lock);
+        pthread_mutex_destroy(&m->finished_lock);
+        free(m->finished);
         free(m);
         return NULL;
 }
@@ -136,25 +139,60 @@ static void on_upstream_call(void *userdata, const char *endpoint, long status, 
 
 typedef struct JobFinished {
         Manager *m;
-        int64_t id;
+        size_t n;
+        int64_t ids[];
 } JobFinished;
 
 static void job_finished_on_loop(void *userdata) {
         JobFinished *f = userdata;
 
-        api_job_finished(f->m, f->id);
+        for (size_t i = 0; i < f->n; i++)
+                api_job_finished(f->m, f->ids[i]);
         free(f);
 }
 
-void manager_job_finished(Manager *m, int64_t job_id) {
-        JobFinished *f = malloc(sizeof(*f));
+static void post_finished(Manager *m, const int64_t *ids, size_t n) {
+        JobFinished *f = malloc(sizeof(*f) + n * sizeof(int64_t));
 
-        /* Without memory the hold still ends: at its deadline, with the job's 202. */
+        /* Without memory the holds still end: at their deadline, with the job's 202. */
         if (!f)
                 return;
-        *f = (JobFinished) { .m = m, .id = job_id };
+        f->m = m;
+        f->n = n;
+        memcpy(f->ids, ids, n * sizeof(int64_t));
         if (worker_post(m->workers, job_finished_on_loop, f) < 0)
                 free(f);
+}
+
+void manager_job_finished(Manager *m, int64_t job_id) {
+        post_finished(m, &job_id, 1);
+}
+
+/* The publisher's JOB_DONE events come inside its recording transaction: the jobs are told
+ * to the loop once it is committed (JOBS_CHANGED), so a held answer reads the outcome. */
+static void finished_note(Manager *m, int64_t id) {
+        pthread_mutex_lock(&m->finished_lock);
+        if (m->n_finished == m->cap_finished) {
+                size_t cap = m->cap_finished ? m->cap_finished * 2 : 64;
+                int64_t *a = realloc(m->finished, cap * sizeof(int64_t));
+
+                if (!a) {
+                        pthread_mutex_unlock(&m->finished_lock);
+                        return;
+                }
+                m->finished = a;
+                m->cap_finished = cap;
+        }
+        m->finished[m->n_finished++] = id;
+        pthread_mutex_unlock(&m->finished_lock);
+}
+
+static void finished_flush(Manager *m) {
+        pthread_mutex_lock(&m->finished_lock);
+        if (m->n_finished > 0)
+                post_finished(m, m->finished, m->n_finished);
+        m->n_finished = 0;
+        pthread_mutex_unlock(&m->finished_lock);
 }
 
 static void on_publisher(void *userdata, const PublisherEvent *e) {
@@ -176,8 +214,11 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
                                  "write call (%s of %zu items from %zu jobs) answered %ld", e->op, e->n_items, e->n_jobs,
                                  e->status);
                 break;
+        case PUBLISHER_JOBS_CHANGED:
+                finished_flush(userdata);
+                break;
         case PUBLISHER_JOB_DONE:
-                manager_job_finished(userdata, e->job_id);
+                finished_note(userdata, e->job_id);
                 log_full(streq(strempty(e->state), "succeeded") ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields,
                          "job %lld (%s, %zu items) %s%s%s", (long long) e->job_id, e->op, e->n_items, e->state,
                          e->message ? ": " : "", strempty(e->message));

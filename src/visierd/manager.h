@@ -37,6 +37,9 @@ typedef struct Manager {
         HttpServer *http;
         WorkerPool *workers;     /* blocking work off the loop */
         Cache *cache;            /* metadata reads (thread-safe) */
+        pthread_mutex_t finished_lock; /* jobs finished in the publisher's open transaction */
+        int64_t *finished;
+        size_t n_finished, cap_finished;
         sd_event *event;         /* the one loop: signals, timers, HTTP, completions */
         sd_event_source *drain_timer;
         bool draining;

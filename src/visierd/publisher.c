@@ -787,6 +787,7 @@ static void recover_orphans(Publisher *p) {
 
 /* Wake every publisher_wait_job() caller: jobs may have reached a final state. Lock held. */
 static void jobs_changed_locked(Publisher *p) {
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOBS_CHANGED });
         p->done_seq++;
         pthread_cond_broadcast(&p->done);
 }

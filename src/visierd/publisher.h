@@ -53,6 +53,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_ORPHAN,    /* a job left running by an earlier process is being recovered */
         PUBLISHER_STORE_ERROR,
         PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
+        PUBLISHER_JOBS_CHANGED, /* the outcomes of the JOB_DONE events so far are committed */
 } PublisherEventKind;
 
 typedef struct PublisherEvent {
