@@ -2,13 +2,19 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Benchmark: how many single-permission creates a second visierd accepts (202, committed to
-# its SQLite queue), against a plain loop of single-row SQLite inserts, one transaction
-# each, with the same journal_mode=WAL and synchronous=FULL, on the same filesystem.
+# its SQLite queue), against two floors with the same journal_mode=WAL and synchronous=FULL
+# on the same filesystem: a plain loop of single-row SQLite inserts, one transaction each,
+# and the grouped floor, where CLIENTS producers wait for their rows as visierd's clients
+# wait for their 202s and one writer commits all rows waiting in one transaction.
 #
 #   bench/enqueue-rate.sh [BUILD_DIR] [SECONDS] [CLIENTS]
 #
 # Phases, in one run:
 #   sqlite           bench/sqlite-insert-loop.c: one thread, 300-byte rows, for SECONDS;
+#   sqlite-grouped   bench/sqlite-insert-loop.c -g CLIENTS: the same rows, grouped;
+#   store-async      bench/store-submit-rate.c: the build's job store alone, no HTTP, CLIENTS
+#                    threads each with one store_job_submit_async() in flight (store-blocking:
+#                    store_job_submit(), for a build without the asynchronous call);
 #   visierd-parked   CLIENTS clients POST to visierd for SECONDS while its publisher is parked
 #                    in a single upstream call that visier-sim holds open for SECONDS + 2 s,
 #                    so the queue takes writes without the publisher competing;
@@ -27,7 +33,7 @@ bench=$(cd "$(dirname "$0")" && pwd)
 json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
 cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
-cc -O2 -o "$work/sqlite-insert-loop" "$bench/sqlite-insert-loop.c" $(pkg-config --cflags --libs sqlite3)
+cc -O2 -o "$work/sqlite-insert-loop" "$bench/sqlite-insert-loop.c" $(pkg-config --cflags --libs sqlite3) -pthread
 
 make_secrets
 
@@ -64,6 +70,33 @@ rate_sqlite=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$work/sqlite.out")
 line sqlite "$elapsed" 1 "$n" 0 "$rate_sqlite" "-" "$(sed -n 's/.*cpu=\([0-9.]*\).*/\1/p' "$work/sqlite.out")" "-"
 rm -f "$work"/baseline.db*
 
+# (a') the grouped floor: CLIENTS producers, every waiting row in one transaction.
+"$work/sqlite-insert-loop" -g "$clients" "$work/grouped.db" "$seconds" 300 > "$work/grouped.out"
+n=$(sed -n 's/.*inserts=\([0-9]*\).*/\1/p' "$work/grouped.out")
+elapsed=$(sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p' "$work/grouped.out")
+rate_grouped=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$work/grouped.out")
+line sqlite-grouped "$elapsed" "$clients" "$n" 0 "$rate_grouped" "-" "$(sed -n 's/.*cpu=\([0-9.]*\).*/\1/p' "$work/grouped.out")" "-"
+echo "  (rows per commit: $(sed -n 's/.*rows_per_commit=\([0-9.]*\).*/\1/p' "$work/grouped.out"))"
+rm -f "$work"/grouped.db*
+
+# (a'') the job store alone: the asynchronous submission if this build has it.
+store_phase=store-async
+blocking=""
+if ! nm "$build/libvisierd-core.a" 2>/dev/null | grep -q ' T store_job_submit_async$'; then
+        store_phase=store-blocking
+        blocking=-DSTORE_SUBMIT_BLOCKING
+fi
+cc -O2 $blocking -o "$work/store-submit-rate" -I"$bench/../src/visierd" -I"$bench/../src/shared" -I"$build" \
+        "$bench/store-submit-rate.c" "$build/libvisierd-core.a" \
+        $(pkg-config --cflags --libs jansson sqlite3 libsystemd libcurl libmicrohttpd) -linih -lm -pthread
+"$work/store-submit-rate" "$work/store.db" "$seconds" "$clients" > "$work/store.out"
+n=$(sed -n 's/.*inserts=\([0-9]*\).*/\1/p' "$work/store.out")
+elapsed=$(sed -n 's/.*elapsed=\([0-9.]*\).*/\1/p' "$work/store.out")
+rate_store=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' "$work/store.out")
+line "$store_phase" "$elapsed" "$clients" "$n" "$(sed -n 's/.*failed=\([0-9]*\).*/\1/p' "$work/store.out")" \
+        "$rate_store" "-" "$(sed -n 's/.*cpu=\([0-9.]*\).*/\1/p' "$work/store.out")" "-"
+rm -f "$work"/store.db*
+
 # (b) visierd, publisher parked, then (c) visierd, publisher publishing.
 run_visierd() {
         name=$1
@@ -91,8 +124,11 @@ run_visierd() {
 run_visierd visierd-parked $(((seconds + 2) * 1000))
 run_visierd visierd-publish 200
 
-awk -v s="$rate_sqlite" -v p="$rate_visierdparked" -v q="$rate_visierdpublish" 'BEGIN {
+awk -v s="$rate_sqlite" -v g="$rate_grouped" -v p="$rate_visierdparked" -v q="$rate_visierdpublish" 'BEGIN {
         printf "visierd-parked/sqlite: %.2f\n", p / s
         printf "visierd-publish/sqlite: %.2f\n", q / s
+        printf "visierd-parked/sqlite-grouped: %.2f\n", p / g
+        printf "visierd-publish/sqlite-grouped: %.2f\n", q / g
 }'
+awk -v g="$rate_grouped" -v t="$rate_store" -v name="$store_phase" 'BEGIN { printf "%s/sqlite-grouped: %.2f\n", name, t / g }'
 echo "load at the end: $(cut -d" " -f1-3 /proc/loadavg)"

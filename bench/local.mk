@@ -1,10 +1,11 @@
 # Benchmarks (see bench/README.md). Nothing here is built by `make` or run by `make check`:
 # the scripts compile their C helpers themselves with cc and pkg-config, and
-# `make bench/post-many bench/sqlite-insert-loop` builds the same helpers with the project's
-# warning set, on demand.
-EXTRA_DIST += bench/lib.sh bench/write-coalescing.sh bench/enqueue-rate.sh bench/export-stream.sh bench/post-many.c bench/sqlite-insert-loop.c
+# `make bench/post-many bench/sqlite-insert-loop bench/store-submit-rate` builds the same
+# helpers with the project's warning set, on demand.
+EXTRA_DIST += bench/lib.sh bench/write-coalescing.sh bench/enqueue-rate.sh bench/export-stream.sh bench/post-many.c bench/sqlite-insert-loop.c \
+	bench/store-scale.sh bench/store-submit-rate.c
 
-EXTRA_PROGRAMS = bench/post-many bench/sqlite-insert-loop
+EXTRA_PROGRAMS = bench/post-many bench/sqlite-insert-loop bench/store-submit-rate
 CLEANFILES += $(EXTRA_PROGRAMS)
 
 bench_post_many_SOURCES = bench/post-many.c
@@ -13,4 +14,8 @@ bench_post_many_LDADD = $(CURL_LIBS) -lpthread
 
 bench_sqlite_insert_loop_SOURCES = bench/sqlite-insert-loop.c
 bench_sqlite_insert_loop_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
-bench_sqlite_insert_loop_LDADD = $(SQLITE_LIBS)
+bench_sqlite_insert_loop_LDADD = $(SQLITE_LIBS) -lpthread
+
+bench_store_submit_rate_SOURCES = bench/store-submit-rate.c
+bench_store_submit_rate_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd
+bench_store_submit_rate_LDADD = libvisierd-core.a $(VISIERD_DEP_LIBS) -lpthread
