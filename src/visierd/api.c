@@ -31,6 +31,7 @@ typedef enum RouteKind {
         ROUTE_LOOP,   /* on the loop: never blocks (memory, the store's read connection) */
         ROUTE_WORKER, /* on a worker thread (it blocks: a store commit, Visier); the connection is suspended */
         ROUTE_OPS,    /* on the loop, and served even past max_connections (probes, scrapes) */
+        ROUTE_ASYNC,  /* on the loop, answered later by whatever it started (a write's commit) */
 } RouteKind;
 
 typedef struct Route {
@@ -66,12 +67,12 @@ static const Route routes[] = {
         { "GET", "/jobs/*", api_job_get, CLIENT_ROLE_READ, ROUTE_LOOP },
         { "POST", "/jobs/*/cancel", api_job_cancel, CLIENT_ROLE_WRITE, ROUTE_WORKER },
         { "POST", "/jobs/*/retry", api_job_retry, CLIENT_ROLE_ADMIN, ROUTE_WORKER },
-        { "POST", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
-        { "PUT", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
-        { "DELETE", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
-        { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
-        { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
-        { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_WORKER },
+        { "POST", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "PUT", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "DELETE", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
         { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
         { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
@@ -286,6 +287,8 @@ typedef struct ApiTask {
         struct ApiTask *hold_next;
         sd_event_source *hold_timer;
         CacheFlight *flight; /* a proxied read that fills the cache (it leads) */
+        JobOp write_op;      /* a write being committed */
+        size_t write_items;
 } ApiTask;
 
 /* Requests in progress per identified client (loop thread only). */
@@ -458,6 +461,22 @@ static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const 
         return HTTP_DEFER;
 }
 
+/* Run the handler on the loop; it answers through the task later, or at once (a refusal). */
+static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+        struct MHD_Response *r;
+        ApiTask *t = task_new(m, req, route, ret_status, &r);
+
+        if (!t)
+                return r;
+        r = route->handler(m, req, ret_status);
+        if (r != HTTP_DEFER) {
+                req->done = NULL;
+                req->ctx = NULL;
+                task_request_done(t, req);
+        }
+        return r;
+}
+
 /* ---- cached metadata reads ---- */
 
 static void entry_release(void *cls) {
@@ -596,6 +615,10 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                         if (route->handler == api_proxy_read && m->cache &&
                             cache_route_ttl(m->cache, route->pattern) > 0) {
                                 r = proxy_cached(m, req, route, ret_status);
+                                if (r == HTTP_DEFER)
+                                        return r;
+                        } else if (route->kind == ROUTE_ASYNC) {
+                                r = dispatch_async(m, req, route, ret_status);
                                 if (r == HTTP_DEFER)
                                         return r;
                         } else if (route->kind == ROUTE_WORKER) {
@@ -898,10 +921,12 @@ static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_s
         return r;
 }
 
+static void write_submitted(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json);
+
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
         const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem, *prefer;
-        char client[80], err[STORE_ERROR_MAX] = "", rid[48], jid[48];
-        const char *fields[] = { rid, jid, NULL };
+        char client[80], rid[48];
+        const char *fields[] = { rid, NULL };
         char *tenant_code = NULL;
         json_t *root = NULL, *items, *extra, *client_cids = NULL;
         ValidateError verr;
@@ -909,8 +934,6 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         struct MHD_Response *resp;
         size_t n_items = 0, batch_max;
         unsigned max_wait;
-        bool existing = false;
-        int64_t id = 0;
         long wait;
         size_t i;
         int r;
@@ -987,65 +1010,102 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         json_object_del(extra, job_op_items_member(op));
         snprintf(client, sizeof(client), "%s", req->client);
 
-        r = store_job_submit(m->store,
-                             &(JobSubmit) {
-                                     .op = op,
-                                     .tenant = strempty(tenant),
-                                     .project = strempty(project),
-                                     .non_versioned = strempty(non_versioned),
-                                     .tenant_code = strempty(tenant_code),
-                                     .client = client,
-                                     .idempotency_key = idem,
-                                     .body = req->body,
-                                     .body_len = req->body_len,
-                                     .items = items,
-                                     .extra = extra,
-                                     .client_correlation_ids = client_cids,
-                                     .solo = json_object_size(extra) > 0,
-                             },
-                             &id, &existing, err, sizeof(err));
+        prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
+        wait = prefer_wait(prefer);
+        {
+                ApiTask *t = req->ctx;
+
+                assert(t);
+                t->write_op = op;
+                t->write_items = n_items;
+                t->hold_wait = wait > 0 ? (wait > (long) max_wait ? (long) max_wait : wait) : 0;
+        }
+        /* Committed by the store thread with whatever else is pending (one transaction, one
+         * fsync); the answer comes from write_submitted(). */
+        r = store_job_submit_async(m->store,
+                                   &(JobSubmit) {
+                                           .op = op,
+                                           .tenant = strempty(tenant),
+                                           .project = strempty(project),
+                                           .non_versioned = strempty(non_versioned),
+                                           .tenant_code = strempty(tenant_code),
+                                           .client = client,
+                                           .idempotency_key = idem,
+                                           .body = req->body,
+                                           .body_len = req->body_len,
+                                           .items = items,
+                                           .extra = extra,
+                                           .client_correlation_ids = client_cids,
+                                           .solo = json_object_size(extra) > 0,
+                                   },
+                                   write_submitted, req->ctx);
         json_decref(extra);
         json_decref(root);
         json_decref(client_cids);
         curl_free(tenant_code);
-        if (r == -EEXIST) {
-                *ret_status = MHD_HTTP_UNPROCESSABLE_CONTENT;
-                return http_response_status("UnprocessableEntity", true, "%s", err);
-        }
-        if (r == -EADDRINUSE) {
-                *ret_status = MHD_HTTP_BAD_REQUEST;
-                return http_response_status("BadRequest", true, "%s", err);
-        }
         if (r < 0) {
                 log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s from %s not queued: %s", req->method, req->path,
-                         req->client, err);
+                         req->client, strerror(-r));
                 *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-                resp = http_response_status("ServiceUnavailable", false, "the change was not queued: %s", err);
+                resp = http_response_status("ServiceUnavailable", false, "the change was not queued: %s",
+                                            r == -ESHUTDOWN ? "visierd is stopping" : strerror(-r));
                 if (resp)
                         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
                 return resp;
         }
+        return HTTP_DEFER;
+}
+
+static void hold_start_on_loop(void *userdata);
+
+/* A write's commit ended (on the store thread): answer, or hold the answer on the loop. */
+static void write_submitted(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json) {
+        ApiTask *t = userdata;
+        Manager *m = t->m;
+        HttpRequest *req = t->req;
+        char rid[48], jid[48], location[64];
+        const char *fields[] = { rid, jid, NULL };
+        struct MHD_Response *resp;
+        unsigned status;
+
+        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
         snprintf(jid, sizeof(jid), "JOB_ID=%lld", (long long) id);
-        if (!existing) {
-                if (publisher_call_in_flight(m->publisher))
-                        metrics_overlap_prevented(m->metrics);
-                log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s", (long long) id,
-                         job_op_to_string(op), n_items, client);
-                publisher_wake(m->publisher);
+        if (r == -EEXIST) {
+                status = MHD_HTTP_UNPROCESSABLE_CONTENT;
+                resp = http_response_status("UnprocessableEntity", true, "%s", err);
+        } else if (r == -EADDRINUSE) {
+                status = MHD_HTTP_BAD_REQUEST;
+                resp = http_response_status("BadRequest", true, "%s", err);
+        } else if (r < 0) {
+                log_full(LOG_ERR, LOG_MSGID_REQUEST, fields + 1, "%s %s from %s not queued: %s", req->method, req->path,
+                         req->client, err);
+                status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                resp = http_response_status("ServiceUnavailable", false, "the change was not queued: %s", err);
+                if (resp)
+                        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
+        } else {
+                if (!existing) {
+                        if (publisher_call_in_flight(m->publisher))
+                                metrics_overlap_prevented(m->metrics);
+                        log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s",
+                                 (long long) id, job_op_to_string(t->write_op), t->write_items, req->client);
+                        publisher_wake(m->publisher);
+                }
+                if (t->hold_wait > 0) {
+                        /* Held on the loop (no thread waits): answered when the job ends or the
+                         * wait is up, whichever comes first. */
+                        t->hold_job = id;
+                        if (worker_post(m->workers, hold_start_on_loop, t) >= 0)
+                                return;
+                }
+                /* The 202 from what was just written: the job is not read again. */
+                status = MHD_HTTP_ACCEPTED;
+                resp = job_json ? json_response(json_incref(job_json)) : NULL;
+                snprintf(location, sizeof(location), "/jobs/%lld", (long long) id);
+                if (resp)
+                        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
         }
-
-        prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
-        wait = prefer_wait(prefer);
-        if (wait > 0 && req->ctx) {
-                /* Held on the loop (no thread waits): answered when the job ends or the wait is
-                 * up, whichever comes first. */
-                ApiTask *t = req->ctx;
-
-                t->hold_job = id;
-                t->hold_wait = wait > (long) max_wait ? (long) max_wait : wait;
-                return NULL;
-        }
-        return job_accepted(m, id, ret_status);
+        task_answer(t, status, resp);
 }
 
 /* ---- held answers (Prefer: wait), on the loop ---- */
@@ -1085,6 +1145,10 @@ static void hold_answer(ApiTask *t) {
 static int on_hold_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         hold_answer(userdata);
         return 0;
+}
+
+static void hold_start_on_loop(void *userdata) {
+        hold_start(userdata);
 }
 
 static void hold_start(ApiTask *t) {
