@@ -595,7 +595,12 @@ START_TEST(test_async_submit_answers_with_the_job) {
                 /* The items and body as submitted, not the bytes left in the freed buffers. */
                 stored = store_job_json(st, a.id, true);
                 items = json_object_get(stored, "item_results");
-                ck_assert_uint_eq(json_array_size(items), json_array_size(json_loads(cases[i].items, 0, NULL)));
+                {
+                        json_t *sent = json_loads(cases[i].items, 0, NULL);
+
+                        ck_assert_uint_eq(json_array_size(items), json_array_size(sent));
+                        json_decref(sent);
+                }
                 text = json_dumps(json_object_get(json_array_get(items, 0), "item"), JSON_COMPACT | JSON_ENCODE_ANY);
                 ck_assert_ptr_nonnull(strstr(cases[i].items, text));
                 free(text);

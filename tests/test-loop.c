@@ -143,6 +143,17 @@ static void many_done(Many *m) {
         free(m->bodies);
 }
 
+static json_t *status_json(void) {
+        char *u = visierd_url(&vd, "/status");
+        json_t *j;
+        long st;
+
+        j = http_get_json(u, &st);
+        free(u);
+        ck_assert_int_eq(st, 200);
+        return j;
+}
+
 static long get(const char *path, long timeout_ms) {
         char *u = visierd_url(&vd, path);
         HttpResult r;
@@ -181,7 +192,7 @@ START_TEST(test_holds_cost_no_thread) {
                 json_t *s;
 
                 many_run(&held, 20);
-                s = http_get_json(visierd_url(&vd, "/status"), &st);
+                s = status_json();
                 if (json_integer_value(json_object_get(json_object_get(s, "jobs"), "queued")) +
                             json_integer_value(json_object_get(json_object_get(s, "jobs"), "running")) >=
                     100) {
@@ -225,7 +236,7 @@ START_TEST(test_holds_cost_no_thread) {
         /* The refused ones queued nothing. */
         visierd_wait_drained(&vd, 60);
         {
-                json_t *s = http_get_json(visierd_url(&vd, "/status"), &st);
+                json_t *s = status_json();
                 ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(s, "jobs"), "succeeded")), 100);
                 json_decref(s);
         }
