@@ -176,7 +176,7 @@ START_TEST(test_holds_cost_no_thread) {
                 "max_held_requests); try again\",\"userError\":false}";
         const char *const wait[] = { "Prefer: wait=60", NULL };
         Many held, extra;
-        long before, during, st;
+        long before, during;
         size_t ok = 0;
 
         sim_start(&sim, unlimited);
