@@ -123,6 +123,7 @@ typedef struct EnvOptions {
         unsigned rate_minute; /* 0: plenty */
         token_login_fn login; /* NULL: upstream_login */
         bool no_keeper_start;
+        unsigned max_connections; /* 0: the default */
 } EnvOptions;
 
 static void env_start(const EnvOptions *o) {
@@ -139,6 +140,7 @@ static void env_start(const EnvOptions *o) {
                 .request_timeout = (o->request_timeout_sec ?: 20) * USEC_PER_SEC,
                 .max_retries = 3,
                 .max_response = 32 * 1024 * 1024,
+                .max_connections = o->max_connections,
         };
 
         ck_assert_int_ge(sd_event_new(&env.event), 0);
@@ -847,6 +849,63 @@ START_TEST(test_connections_stay_warm) {
 }
 END_TEST
 
+/* max_connections caps the connections to Visier too: 40 concurrent calls over 8
+ * connections all succeed, in waves; a call still waiting for a connection at its deadline
+ * (all of them held by streams) gets -ETIMEDOUT then, not whenever one comes free. */
+START_TEST(test_connection_cap_and_deadline_while_queued) {
+        enum { N = 40 };
+        static const char *const accept_csv[] = { "Accept: text/csv", NULL };
+        const UpstreamRequest query = { .method = "POST", .path = "/v1/data/query/list", .body = LIST_BODY,
+                                        .body_len = strlen(LIST_BODY), .idempotent = true, .headers = accept_csv };
+        static Result res[N];
+        UpstreamStream *streams[2];
+        long long c0, c1;
+        usec_t t0;
+
+        start_sim();
+        env_start(&(EnvOptions) { .max_connections = 8 });
+        wait_token();
+        set_faults("{\"latency_ms\":100}");
+        c0 = sim_counter(&sim, "connections");
+        t0 = clock_now();
+        n_done = 0;
+        for (size_t i = 0; i < N; i++)
+                start_call("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res[i]);
+        loop_until(&n_done, N, 60 * USEC_PER_SEC);
+        c1 = sim_counter(&sim, "connections");
+        for (size_t i = 0; i < N; i++) {
+                ck_assert_msg(res[i].r == 0, "call %zu: %s", i, res[i].err);
+                ck_assert_int_eq(res[i].status, 200);
+                ck_assert_uint_ge(res[i].at - t0, 100 * USEC_PER_MSEC);
+                result_done(&res[i]);
+        }
+        ck_assert_msg(c1 - c0 <= 8 + 1, "%lld connections with max_connections = 8", c1 - c0);
+        ck_assert_uint_ge(clock_now() - t0, 450 * USEC_PER_MSEC); /* 5 waves of 100 ms */
+        env_stop();
+
+        /* Both connections held by streams nobody reads (libcurl paused, the connection kept):
+         * a call queued behind them ends at its deadline. */
+        set_faults("{\"latency_ms\":0,\"query_rows\":200000}");
+        env_start(&(EnvOptions) { .max_connections = 2, .request_timeout_sec = 1 });
+        wait_token();
+        stream_headers_called = 0;
+        for (size_t i = 0; i < ELEMENTSOF(streams); i++) {
+                streams[i] = upstream_stream_start(env.u, &query, on_stream_headers_note, NULL);
+                ck_assert_ptr_nonnull(streams[i]);
+        }
+        loop_until(&stream_headers_called, ELEMENTSOF(streams), 30 * USEC_PER_SEC);
+        ck_assert_int_eq(stream_headers_r, 0);
+        t0 = clock_now();
+        call_on_loop("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res[0]);
+        ck_assert_msg(res[0].r == -ETIMEDOUT, "%d %s", res[0].r, res[0].err);
+        ck_assert_uint_ge(res[0].at - t0, 900 * USEC_PER_MSEC);
+        ck_assert_uint_lt(res[0].at - t0, 1600 * USEC_PER_MSEC);
+        result_done(&res[0]);
+        for (size_t i = 0; i < ELEMENTSOF(streams); i++)
+                upstream_stream_close(streams[i]);
+}
+END_TEST
+
 /* ---- streams ---- */
 
 typedef struct Reader {
@@ -1096,6 +1155,7 @@ static Suite *upstream_async_suite(void) {
         tcase_add_test(tc, test_abort_never_calls_back);
         tcase_add_test(tc, test_waits_for_keeper_without_polling);
         tcase_add_test(tc, test_connections_stay_warm);
+        tcase_add_test(tc, test_connection_cap_and_deadline_while_queued);
         tcase_add_test(tc, test_stream_slow_reader_within_cap);
         tcase_add_test(tc, test_stream_broken_gives_eio);
         tcase_add_test(tc, test_stream_retries_before_headers);

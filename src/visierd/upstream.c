@@ -44,6 +44,10 @@ _Static_assert(UPSTREAM_STREAM_BUFFER >= 4 * CURL_MAX_WRITE_SIZE, "stream buffer
  * own cache is all it can reuse. */
 #define UPSTREAM_HANDLE_CONNECTIONS 1L
 
+/* How long after its deadline a call on the loop still in libcurl is cut short by us: libcurl's
+ * own timeout (at the deadline) normally ends it first. */
+#define UPSTREAM_DEADLINE_GRACE (100 * USEC_PER_MSEC)
+
 typedef struct Settings {
         unsigned refs;
         char *base_url, *username, *ca_file;
@@ -1439,13 +1443,16 @@ static int on_token_event(sd_event_source *s, int fd, uint32_t revents, void *us
         return 0;
 }
 
-/* Size the multi's connection cache for the settings the call runs with. */
+/* Size the multi's connection cache for the settings the call runs with, and cap the
+ * connections to Visier at the same number: calls beyond it wait inside libcurl for one to
+ * come free (within their deadline, see op_step_budget) rather than open more. */
 static int loop_apply_settings(Upstream *u, const Settings *s) {
         long want = (long) s->max_connections;
 
         if (want == u->multi_maxconnects)
                 return 0;
-        if (curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, want) != CURLM_OK)
+        if (curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, want) != CURLM_OK ||
+            curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, want) != CURLM_OK)
                 return -EINVAL;
         u->multi_maxconnects = want;
         return 0;
@@ -1821,8 +1828,10 @@ static void op_step_budget(UpstreamCall *op) {
         }
         op->state = OP_SENDING;
         /* A stream has no overall timeout (see setup_stream): until its headers are in, the
-         * deadline holds. A call's is libcurl's CURLOPT_TIMEOUT_MS. */
-        if (op->kind == OP_STREAM && op_schedule(op, op->cs.deadline) < 0) {
+         * deadline holds. A call has libcurl's CURLOPT_TIMEOUT_MS, but libcurl does not time
+         * out a transfer still waiting for a connection (max_connections all busy), so the
+         * deadline holds for it too, a little after libcurl's own. */
+        if (op_schedule(op, op->cs.deadline + (op->kind == OP_CALL ? UPSTREAM_DEADLINE_GRACE : 0)) < 0) {
                 op_release_transfer(op);
                 op_fail(op, -ENOMEM, "out of memory");
         }
@@ -1868,11 +1877,8 @@ static void op_run(UpstreamCall *op) {
                 op_step_budget(op);
                 return;
         case OP_SENDING:
-                /* Only a stream has its timer on while sending: its headers are in, or its
-                 * deadline came first. */
-                if (op->kind != OP_STREAM)
-                        return;
-                if (op->headers_done) {
+                /* A stream's headers are in, or the deadline came first. */
+                if (op->kind == OP_STREAM && op->headers_done) {
                         op_stream_headers(op);
                         return;
                 }

@@ -37,7 +37,7 @@
 #define UPSTREAM_RETRY_MAX (5 * USEC_PER_SEC)
 #define UPSTREAM_RETRY_AFTER_DEFAULT (1 * USEC_PER_SEC)
 #define UPSTREAM_POOL_MAX 64              /* idle easy handles kept, per kind (blocking, loop) */
-#define UPSTREAM_CONNECTIONS_DEFAULT 256 /* idle connections the loop keeps warm (max_connections 0) */
+#define UPSTREAM_CONNECTIONS_DEFAULT 256 /* connections the loop opens and keeps warm (max_connections 0) */
 
 typedef struct UpstreamSettings {
         const char *base_url;
@@ -49,7 +49,8 @@ typedef struct UpstreamSettings {
         usec_t request_timeout;
         unsigned max_retries;
         size_t max_response;
-        /* Idle connections to Visier the loop's multi handle keeps for reuse (0: the default).
+        /* Connections to Visier the loop's multi handle opens at most and keeps for reuse
+         * (0: the default); calls beyond wait for one to come free, within their deadline.
          * Size it for the local concurrency (e.g. [listen] max_connections): a smaller cache
          * closes connections after every burst, and each new one is a TLS handshake. */
         unsigned max_connections;
