@@ -100,6 +100,78 @@ START_TEST(test_single_flight) {
 }
 END_TEST
 
+typedef struct Subscriber {
+        atomic_int notified;
+        TokenKeeper *tk;
+        atomic_int saw_token; /* token_try_acquire() from inside the notification gave one */
+} Subscriber;
+
+static void on_login_result(void *userdata) {
+        Subscriber *sub = userdata;
+        Secret *s = NULL;
+        char err[256];
+
+        /* A subscriber may look at the keeper from its notification (no lock is held). */
+        if (token_try_acquire(sub->tk, clock_now() + USEC_PER_SEC, &s, NULL, err, sizeof(err)) == 0)
+                atomic_fetch_add(&sub->saw_token, 1);
+        secret_free(s);
+        atomic_fetch_add(&sub->notified, 1);
+}
+
+/* token_try_acquire() never waits: -EAGAIN while a login is due or running, the token once it
+ * is in, -ENOKEY at once while the keeper backs off; subscribers hear of every login attempt,
+ * and not after unsubscribing. */
+START_TEST(test_try_acquire_and_subscribers) {
+        FakeLogin f = { .delay = 200 * USEC_PER_MSEC };
+        Subscriber sub = {};
+        TokenKeeper *tk;
+        Secret *s = NULL;
+        char err[256] = "";
+        usec_t t0;
+
+        clock_set_source(NULL);
+        ck_assert_int_eq(token_keeper_new(60 * USEC_PER_SEC, 10 * USEC_PER_SEC, fake_login, &f, NULL, NULL, &tk), 0);
+        sub.tk = tk;
+        ck_assert_int_eq(token_keeper_subscribe(tk, on_login_result, &sub), 0);
+        for (int i = 1; i < TOKEN_SUBSCRIBERS_MAX; i++)
+                ck_assert_int_eq(token_keeper_subscribe(tk, on_login_result, &sub), 0);
+        ck_assert_int_eq(token_keeper_subscribe(tk, on_login_result, &sub), -ENOSPC);
+        token_keeper_unsubscribe(tk, on_login_result, &sub); /* every slot of the pair */
+        ck_assert_int_eq(token_keeper_subscribe(tk, on_login_result, &sub), 0);
+
+        ck_assert_int_eq(token_try_acquire(tk, clock_now() + 5 * USEC_PER_SEC, &s, NULL, err, sizeof(err)), -EAGAIN);
+        ck_assert_int_eq(token_try_acquire(tk, clock_now(), &s, NULL, err, sizeof(err)), -ETIMEDOUT);
+        ck_assert_int_eq(token_keeper_start(tk), 0);
+        t0 = clock_now();
+        ck_assert_int_eq(token_try_acquire(tk, clock_now() + 5 * USEC_PER_SEC, &s, NULL, err, sizeof(err)), -EAGAIN);
+        ck_assert_uint_lt(clock_now() - t0, 100 * USEC_PER_MSEC); /* did not wait for the 200 ms login */
+        for (int i = 0; i < 1000 && atomic_load(&sub.notified) < 1; i++)
+                clock_sleep(5 * USEC_PER_MSEC);
+        ck_assert_int_eq(atomic_load(&sub.notified), 1);
+        ck_assert_int_eq(atomic_load(&sub.saw_token), 1);
+        ck_assert_int_eq(token_try_acquire(tk, clock_now() + 5 * USEC_PER_SEC, &s, NULL, err, sizeof(err)), 0);
+        ck_assert_str_eq(s->data, "tok1");
+        s = secret_free(s);
+
+        /* A failed login: notified too, and then calls fail fast with its reason. */
+        atomic_store(&f.fail, true);
+        token_keeper_relogin(tk);
+        for (int i = 0; i < 1000 && atomic_load(&sub.notified) < 2; i++)
+                clock_sleep(5 * USEC_PER_MSEC);
+        ck_assert_int_eq(atomic_load(&sub.notified), 2);
+        ck_assert_int_eq(token_try_acquire(tk, clock_now() + 5 * USEC_PER_SEC, &s, NULL, err, sizeof(err)), -ENOKEY);
+        ck_assert_msg(strstr(err, "the last login failed (refused)"), "%s", err);
+
+        /* Unsubscribed: the next login attempt (after the 1 s backoff) is not told. */
+        token_keeper_unsubscribe(tk, on_login_result, &sub);
+        atomic_store(&f.fail, false);
+        wait_calls(&f, 3);
+        clock_sleep(50 * USEC_PER_MSEC);
+        ck_assert_int_eq(atomic_load(&sub.notified), 2);
+        token_keeper_free(tk);
+}
+END_TEST
+
 static Secret *acquire_now(TokenKeeper *tk, int *ret, uint64_t *gen) {
         Secret *s = NULL;
         char err[256];
@@ -288,6 +360,7 @@ static Suite *token_suite(void) {
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_backoff_doubles_and_caps);
         tcase_add_test(tc, test_single_flight);
+        tcase_add_test(tc, test_try_acquire_and_subscribers);
         tcase_add_test(tc, test_expiry_refresh_and_failures);
         tcase_add_test(tc, test_backoff_between_failed_logins);
         tcase_add_test(tc, test_refused_tokens_back_off);

@@ -14,6 +14,8 @@ integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/te
 integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
 # The one event loop: holds, caps, probes, graceful drain.
 integration_tests += tests/test-loop
+# The upstream client on an sd-event loop, in the test's own thread, against visier-sim.
+integration_tests += tests/test-upstream-async
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -93,6 +95,9 @@ tests_test_sim_LDADD = $(TEST_LDADD)
 tests_test_sim_visierd_SOURCES = tests/test-sim.c
 tests_test_sim_visierd_CFLAGS = $(TEST_CFLAGS) -DTEST_SIM_VISIERD
 tests_test_sim_visierd_LDADD = $(TEST_LDADD)
+tests_test_upstream_async_SOURCES = tests/test-upstream-async.c
+tests_test_upstream_async_CFLAGS = $(TEST_CFLAGS)
+tests_test_upstream_async_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)

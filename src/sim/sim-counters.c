@@ -2,7 +2,8 @@
 /*
  * Owns the observation counters of the simulator: logins, failures, logins in flight and
  * their high-water mark, the busiest second of logins, per-path call counts, the auth/fault tallies and the publishing
- * record of permission writes (calls, items, production_version, writes in flight, overlaps). Everything sits
+ * record of permission writes (calls, items, production_version, writes in flight, overlaps),
+ * and the TCP connections accepted (so tests can see whether a client keeps them warm). Everything sits
  * behind one mutex; the per-path map is a bounded JSON object. Never logs.
  */
 #include <errno.h>
@@ -46,6 +47,7 @@ static const char *const counter_table[_COUNTER_MAX] = {
         [COUNTER_QUERY_CALLS] = "query_calls",
         [COUNTER_QUERY_EXPORTS_REFUSED] = "query_exports_refused",
         [COUNTER_TOKENS_REFUSED] = "tokens_refused",
+        [COUNTER_CONNECTIONS] = "connections",
 };
 
 const char *counter_id_to_string(CounterId id) {

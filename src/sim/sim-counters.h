@@ -34,6 +34,7 @@ typedef enum CounterId {
         COUNTER_QUERY_CALLS,
         COUNTER_QUERY_EXPORTS_REFUSED,
         COUNTER_TOKENS_REFUSED,
+        COUNTER_CONNECTIONS,
         _COUNTER_MAX,
         _COUNTER_INVALID = -EINVAL,
 } CounterId;

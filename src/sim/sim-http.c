@@ -1070,6 +1070,16 @@ static void http_completed(void *cls, struct MHD_Connection *c, void **con_cls, 
         *con_cls = request_free(*con_cls);
 }
 
+/* Every connection accepted counts, control calls included: a client that keeps its
+ * connections warm opens few. */
+static void http_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe) {
+        SimServer *s = cls;
+
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+                counters_inc(s->counters, COUNTER_CONNECTIONS);
+}
+
 int http_start(SimServer *s, const struct sockaddr *addr, HttpDaemon **ret, uint16_t *ret_port) {
         const union MHD_DaemonInfo *info;
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
@@ -1087,6 +1097,7 @@ int http_start(SimServer *s, const struct sockaddr *addr, HttpDaemon **ret, uint
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_CONNECTION_TIMEOUT_SEC,
                                   MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
+                                  MHD_OPTION_NOTIFY_CONNECTION, http_connection, s,
                                   MHD_OPTION_END);
         if (!d->mhd) {
                 int r = errno > 0 ? -errno : -EADDRNOTAVAIL;

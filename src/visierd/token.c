@@ -6,6 +6,10 @@
  * login function and drops the mutex while it runs. Condition waits use CLOCK_MONOTONIC
  * with relative times taken from the clock module, so a replaced clock still drives the
  * decisions (what is valid, what is due) even though sleeps are real.
+ *
+ * Subscribers sit under a lock of their own, held while the keeper's thread calls them and
+ * never together with the state lock, so unsubscribing waits out a call in progress and a
+ * subscriber may read the keeper's state (token_try_acquire) from another thread at any time.
  */
 #include <sys/random.h>
 
@@ -33,6 +37,12 @@ struct TokenKeeper {
         usec_t next_attempt_at;
         char last_error[TOKEN_ERROR_MAX];
         uint64_t logins, login_failures;
+
+        pthread_mutex_t subscribers_lock;
+        struct {
+                token_notify_fn fn;
+                void *userdata;
+        } subscribers[TOKEN_SUBSCRIBERS_MAX];
 };
 
 usec_t token_backoff(unsigned failures) {
@@ -122,11 +132,15 @@ static void *keeper_thread(void *arg) {
                 }
                 pthread_cond_broadcast(&tk->cond);
 
-                if (tk->event) {
-                        pthread_mutex_unlock(&tk->lock);
+                pthread_mutex_unlock(&tk->lock);
+                if (tk->event)
                         tk->event(tk->event_userdata, r, err, backoff);
-                        pthread_mutex_lock(&tk->lock);
-                }
+                pthread_mutex_lock(&tk->subscribers_lock);
+                for (size_t i = 0; i < ELEMENTSOF(tk->subscribers); i++)
+                        if (tk->subscribers[i].fn)
+                                tk->subscribers[i].fn(tk->subscribers[i].userdata);
+                pthread_mutex_unlock(&tk->subscribers_lock);
+                pthread_mutex_lock(&tk->lock);
         }
         pthread_mutex_unlock(&tk->lock);
         return NULL;
@@ -143,6 +157,7 @@ int token_keeper_new(usec_t lifetime, usec_t margin, token_login_fn login, void 
         if (!tk)
                 return -ENOMEM;
         pthread_mutex_init(&tk->lock, NULL);
+        pthread_mutex_init(&tk->subscribers_lock, NULL);
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&tk->cond, &attr);
@@ -178,6 +193,7 @@ TokenKeeper *token_keeper_free(TokenKeeper *tk) {
                 pthread_join(tk->thread, NULL);
         secret_free(tk->token);
         pthread_cond_destroy(&tk->cond);
+        pthread_mutex_destroy(&tk->subscribers_lock);
         pthread_mutex_destroy(&tk->lock);
         free(tk);
         return NULL;
@@ -192,55 +208,91 @@ void token_keeper_set_times(TokenKeeper *tk, usec_t lifetime, usec_t margin) {
         pthread_mutex_unlock(&tk->lock);
 }
 
+/* One look at the state, with the lock held: what token_acquire() does at this moment.
+ * -EAGAIN: it would wait for a login. */
+static int acquire_locked(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
+                          size_t errlen) {
+        usec_t now = clock_now();
+
+        if (tk->token && now < tk->expires_at) {
+                Secret *copy = secret_dup(tk->token);
+                if (!copy)
+                        return -ENOMEM;
+                *ret_token = copy;
+                if (ret_generation)
+                        *ret_generation = tk->generation;
+                return 0;
+        }
+        if (tk->token) {
+                /* Expired before the keeper noticed (a late timer, a suspend): never send it. */
+                tk->token = secret_free(tk->token);
+                pthread_cond_broadcast(&tk->cond);
+        }
+        if (!tk->login_in_flight && tk->failures > 0 && now < tk->next_attempt_at) {
+                snprintf(err, errlen, "no Visier token: the last login failed (%s); next attempt in %llu s",
+                         tk->last_error,
+                         (unsigned long long) ((tk->next_attempt_at - now + USEC_PER_SEC - 1) / USEC_PER_SEC));
+                return -ENOKEY;
+        }
+        if (!tk->login_in_flight && tk->rejections > 0 && tk->next_attempt_at > deadline) {
+                snprintf(err, errlen, "no Visier token: Visier refused the last %u token%s; next login in %llu s",
+                         tk->rejections, tk->rejections == 1 ? "" : "s",
+                         (unsigned long long) ((tk->next_attempt_at - now + USEC_PER_SEC - 1) / USEC_PER_SEC));
+                return -ENOKEY;
+        }
+        if (now >= deadline) {
+                snprintf(err, errlen, "no Visier token: timed out waiting for the login");
+                return -ETIMEDOUT;
+        }
+        return -EAGAIN;
+}
+
 int token_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
                   size_t errlen) {
         int r;
 
         pthread_mutex_lock(&tk->lock);
-        for (;;) {
-                usec_t now = clock_now();
+        while ((r = acquire_locked(tk, deadline, ret_token, ret_generation, err, errlen)) == -EAGAIN)
+                keeper_wait_until(tk, deadline);
+        pthread_mutex_unlock(&tk->lock);
+        return r;
+}
 
-                if (tk->token && now < tk->expires_at) {
-                        Secret *copy = secret_dup(tk->token);
-                        if (!copy) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        *ret_token = copy;
-                        if (ret_generation)
-                                *ret_generation = tk->generation;
+int token_try_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
+                      size_t errlen) {
+        int r;
+
+        pthread_mutex_lock(&tk->lock);
+        r = acquire_locked(tk, deadline, ret_token, ret_generation, err, errlen);
+        pthread_mutex_unlock(&tk->lock);
+        return r;
+}
+
+int token_keeper_subscribe(TokenKeeper *tk, token_notify_fn fn, void *userdata) {
+        int r = -ENOSPC;
+
+        if (!fn)
+                return -EINVAL;
+        pthread_mutex_lock(&tk->subscribers_lock);
+        for (size_t i = 0; i < ELEMENTSOF(tk->subscribers); i++)
+                if (!tk->subscribers[i].fn) {
+                        tk->subscribers[i].fn = fn;
+                        tk->subscribers[i].userdata = userdata;
                         r = 0;
                         break;
                 }
-                if (tk->token) {
-                        /* Expired before the keeper noticed (a late timer, a suspend): never send it. */
-                        tk->token = secret_free(tk->token);
-                        pthread_cond_broadcast(&tk->cond);
-                }
-                if (!tk->login_in_flight && tk->failures > 0 && now < tk->next_attempt_at) {
-                        snprintf(err, errlen, "no Visier token: the last login failed (%s); next attempt in %llu s",
-                                 tk->last_error, (unsigned long long) ((tk->next_attempt_at - now + USEC_PER_SEC - 1) /
-                                                                       USEC_PER_SEC));
-                        r = -ENOKEY;
-                        break;
-                }
-                if (!tk->login_in_flight && tk->rejections > 0 && tk->next_attempt_at > deadline) {
-                        snprintf(err, errlen,
-                                 "no Visier token: Visier refused the last %u token%s; next login in %llu s",
-                                 tk->rejections, tk->rejections == 1 ? "" : "s",
-                                 (unsigned long long) ((tk->next_attempt_at - now + USEC_PER_SEC - 1) / USEC_PER_SEC));
-                        r = -ENOKEY;
-                        break;
-                }
-                if (now >= deadline) {
-                        snprintf(err, errlen, "no Visier token: timed out waiting for the login");
-                        r = -ETIMEDOUT;
-                        break;
-                }
-                keeper_wait_until(tk, deadline);
-        }
-        pthread_mutex_unlock(&tk->lock);
+        pthread_mutex_unlock(&tk->subscribers_lock);
         return r;
+}
+
+void token_keeper_unsubscribe(TokenKeeper *tk, token_notify_fn fn, void *userdata) {
+        pthread_mutex_lock(&tk->subscribers_lock);
+        for (size_t i = 0; i < ELEMENTSOF(tk->subscribers); i++)
+                if (tk->subscribers[i].fn == fn && tk->subscribers[i].userdata == userdata) {
+                        tk->subscribers[i].fn = NULL;
+                        tk->subscribers[i].userdata = NULL;
+                }
+        pthread_mutex_unlock(&tk->subscribers_lock);
 }
 
 void token_invalidate(TokenKeeper *tk, uint64_t generation) {

@@ -10,6 +10,10 @@
  * keeps being handed out while a refresh is failing. A 401 from Visier is reported with
  * token_invalidate() naming the generation the caller was given, so a late report cannot
  * throw away a newer token. Never logs: the login callback's error text is kept for /status.
+ *
+ * Callers on an event loop never wait here: token_try_acquire() answers at once, and a
+ * subscriber (token_keeper_subscribe()) is told from the keeper's thread after every login
+ * attempt, so such a caller can bounce the news onto its loop and try again then.
  */
 #pragma once
 
@@ -29,6 +33,12 @@
 typedef int (*token_login_fn)(void *userdata, Secret **ret_token, char *err, size_t errlen);
 /* Told after each login attempt (from the keeper's thread, without its lock held). */
 typedef void (*token_event_fn)(void *userdata, int result, const char *err, usec_t backoff);
+/* Told that a login attempt ended (from the keeper's thread): must be quick and must not call
+ * into the keeper; writing to an eventfd is the intended use. */
+typedef void (*token_notify_fn)(void *userdata);
+
+/* Subscribers a keeper tells about login results (token_keeper_subscribe). */
+#define TOKEN_SUBSCRIBERS_MAX 4
 
 typedef struct TokenKeeper TokenKeeper;
 
@@ -60,6 +70,23 @@ void token_keeper_set_times(TokenKeeper *tk, usec_t lifetime, usec_t margin);
  */
 int token_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
                   size_t errlen);
+
+/*
+ * The same without waiting: 0 with a copy of the token, -ENOKEY and -ETIMEDOUT exactly when
+ * token_acquire() would return them at this moment, or -EAGAIN when token_acquire() would
+ * wait for a login (one is in progress or due): try again after the next subscriber
+ * notification, or give up at the deadline as token_acquire() does (-ETIMEDOUT).
+ */
+int token_try_acquire(TokenKeeper *tk, usec_t deadline, Secret **ret_token, uint64_t *ret_generation, char *err,
+                      size_t errlen);
+
+/*
+ * Call fn(userdata) from the keeper's thread after every login attempt, successful or not
+ * (-ENOSPC past TOKEN_SUBSCRIBERS_MAX). Once token_keeper_unsubscribe() returns, fn is not
+ * running and is never called again for that pair.
+ */
+int token_keeper_subscribe(TokenKeeper *tk, token_notify_fn fn, void *userdata);
+void token_keeper_unsubscribe(TokenKeeper *tk, token_notify_fn fn, void *userdata);
 
 /* The token of this generation was refused by Visier: drop it and log in again — at once the
  * first time, then with the login backoff while new tokens keep being refused unconfirmed. */

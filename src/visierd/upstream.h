@@ -7,8 +7,17 @@
  * the shared rate budget (logins too), retries a 401 with a fresh token within the deadline
  * (a 401 never reaches the caller: -ENOKEY), waits out a 429 without
  * counting it as a failed attempt, and retries idempotent calls on network errors and 5xx
- * with exponential backoff and jitter — all within one deadline per call. Connections are
- * kept warm in a pool of easy handles sharing one connection cache. Never logs.
+ * with exponential backoff and jitter — all within one deadline per call. Never logs.
+ *
+ * Two ways to call, one set of rules. The blocking calls (upstream_call, upstream_stream_open
+ * and _read, upstream_login) are for threads of their own (the publisher, the export runner,
+ * the token keeper); each keeps its connections warm in a pooled easy handle. The calls on an
+ * sd-event loop (upstream_attach_event, upstream_call_start, upstream_stream_start) never
+ * block: one libcurl multi handle driven by the loop's io and time sources, the rate budget's
+ * waits and the backoff as timers, and a wait for the token keeper's login as a notification
+ * from its thread. They and everything done with what they return run on the loop's thread
+ * only, and their callbacks are always called from the loop, never from inside the function
+ * that started the work.
  */
 #pragma once
 
@@ -16,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
 
 #include "clock.h"
 #include "ratelimit.h"
@@ -26,7 +36,8 @@
 #define UPSTREAM_RETRY_BASE (250 * USEC_PER_MSEC)
 #define UPSTREAM_RETRY_MAX (5 * USEC_PER_SEC)
 #define UPSTREAM_RETRY_AFTER_DEFAULT (1 * USEC_PER_SEC)
-#define UPSTREAM_POOL_MAX 64
+#define UPSTREAM_POOL_MAX 64              /* idle easy handles kept, per kind (blocking, loop) */
+#define UPSTREAM_CONNECTIONS_DEFAULT 256 /* connections the loop opens and keeps warm (max_connections 0) */
 
 typedef struct UpstreamSettings {
         const char *base_url;
@@ -38,6 +49,11 @@ typedef struct UpstreamSettings {
         usec_t request_timeout;
         unsigned max_retries;
         size_t max_response;
+        /* Connections to Visier the loop's multi handle opens at most and keeps for reuse
+         * (0: the default); calls beyond wait for one to come free, within their deadline.
+         * Size it for the local concurrency (e.g. [listen] max_connections): a smaller cache
+         * closes connections after every burst, and each new one is a TLS handshake. */
+        unsigned max_connections;
 } UpstreamSettings;
 
 typedef struct UpstreamRequest {
@@ -115,6 +131,63 @@ void upstream_stats(Upstream *u, UpstreamStats *ret);
 typedef struct UpstreamStream UpstreamStream;
 int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream **ret, long *ret_status,
                          char **ret_content_type, char *err, size_t errlen);
-/* > 0 bytes read, 0 at the end of the body, -EIO if the transfer failed. Blocks. */
+/* > 0 bytes read, 0 at the end of the body, -EIO if the transfer failed. Blocks. Only for
+ * streams from upstream_stream_open(). */
 ssize_t upstream_stream_read(UpstreamStream *st, char *buf, size_t len);
+/* Ends a stream of either kind (cutting the transfer short if it is still going) and frees
+ * it; after it returns, no callback of the stream is called. Accepts NULL. */
 UpstreamStream *upstream_stream_close(UpstreamStream *st);
+DEFINE_TRIVIAL_CLEANUP_FUNC(UpstreamStream *, upstream_stream_close);
+
+/* ---- on an sd-event loop: every function below runs on the loop's thread only ---- */
+
+/*
+ * Drive the calls below from this loop: one libcurl multi handle on its io and time sources,
+ * and the token keeper's login results bounced onto it through an eventfd. Once per Upstream.
+ * -EBUSY if already attached; -ENOMEM, or -EINVAL if libcurl refuses the multi's options.
+ */
+int upstream_attach_event(Upstream *u, sd_event *e);
+/*
+ * The reverse (upstream_free() does it too): every call and stream still going is cut short
+ * and freed without a callback, so their owners must have dropped them first. Call it before
+ * the token keeper or the loop is freed.
+ */
+void upstream_detach_event(Upstream *u);
+
+/*
+ * A call on the loop: the same rules, errors (r) and bytes on the wire as upstream_call(),
+ * within the same single deadline; everything in req is copied. done is called once, from
+ * the loop, with r = 0 and the answer (resp, whose fields the callback may take, e.g. with
+ * TAKE_PTR; the rest is freed when it returns) or a negative errno, resp NULL and err the
+ * reason. The call is freed before done runs: do not abort it from there. NULL (errno set)
+ * when out of memory or not attached.
+ */
+typedef struct UpstreamCall UpstreamCall;
+typedef void (*upstream_done_fn)(void *userdata, int r, UpstreamResponse *resp, const char *err);
+UpstreamCall *upstream_call_start(Upstream *u, const UpstreamRequest *req, upstream_done_fn done, void *userdata);
+/* Cancel a call not yet done (its client went away; shutdown): once this returns, done is
+ * never called. Accepts NULL. */
+void upstream_call_abort(UpstreamCall *c);
+
+/*
+ * A streamed call on the loop (data queries): token, budget, the same retries and errors as
+ * upstream_stream_open(), then on_headers once, from the loop, with r = 0, Visier's status and
+ * content type (valid during the callback), or a negative errno and err — no body byte is
+ * handed out before it. Then read with upstream_stream_read_nb() and wait with
+ * upstream_stream_notify(). The caller owns the stream in every case and ends it with
+ * upstream_stream_close() (from a callback too). At most UPSTREAM_STREAM_BUFFER bytes are
+ * held: libcurl is paused while the buffer is full and resumed as the reader drains it.
+ */
+typedef void (*upstream_stream_headers_fn)(void *userdata, int r, long status, const char *content_type,
+                                           const char *err);
+UpstreamStream *upstream_stream_start(Upstream *u, const UpstreamRequest *req, upstream_stream_headers_fn on_headers,
+                                      void *userdata);
+/* > 0 bytes read, 0 at the end of the body, -EAGAIN when nothing is buffered yet, -EIO when
+ * the transfer broke off (after every byte received before) or on_headers reported an error,
+ * -EINVAL before on_headers. Never blocks. */
+ssize_t upstream_stream_read_nb(UpstreamStream *st, char *buf, size_t len);
+/* Call fn(userdata) once, from the loop, when data, the end or an error can be read (at the
+ * next loop iteration if that is already so). Replaces an earlier request; fn NULL cancels. */
+void upstream_stream_notify(UpstreamStream *st, void (*fn)(void *userdata), void *userdata);
+/* Body bytes held now (at most UPSTREAM_STREAM_BUFFER). */
+size_t upstream_stream_buffered(const UpstreamStream *st);
