@@ -73,23 +73,23 @@ static const Route routes[] = {
         { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
-        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
-        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
         { "GET", "/exports", api_exports_list, CLIENT_ROLE_READ, ROUTE_LOOP },
-        { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ, ROUTE_WORKER },
+        { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ, ROUTE_ASYNC },
         { "POST", "/exports/*/runs", api_export_queue, CLIENT_ROLE_READ, ROUTE_WORKER },
         { "GET", "/exports/*/runs/*", api_export_result, CLIENT_ROLE_READ, ROUTE_WORKER },
 };
@@ -287,6 +287,8 @@ typedef struct ApiTask {
         struct ApiTask *hold_next;
         sd_event_source *hold_timer;
         CacheFlight *flight; /* a proxied read that fills the cache (it leads) */
+        UpstreamCall *call;  /* a proxied read in flight on the loop */
+        struct QueryStream *stream; /* a streamed query's state (shared with its response) */
         JobOp write_op;      /* a write being committed */
         size_t write_items;
 } ApiTask;
@@ -347,8 +349,18 @@ static void task_free(ApiTask *t) {
 }
 
 /* The request ended (answered and sent, or its connection gone): loop thread. */
+static void query_stream_detach(struct QueryStream *qs);
+
 static void task_request_done(void *ctx, HttpRequest *req) {
         ApiTask *t = ctx;
+
+        /* The client went away (or visierd stops) before the answer: nothing calls back. */
+        if (t->call)
+                upstream_call_abort(TAKE_PTR(t->call));
+        if (t->flight)
+                cache_flight_fail(TAKE_PTR(t->flight), -ECANCELED);
+        if (t->stream)
+                query_stream_detach(TAKE_PTR(t->stream));
 
         if (t->identity[0])
                 client_count_put(t->m, t->identity);
@@ -462,12 +474,17 @@ static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const 
 }
 
 /* Run the handler on the loop; it answers through the task later, or at once (a refusal). */
-static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
+static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const Route *route, CacheFlight *flight,
+                                           unsigned *ret_status) {
         struct MHD_Response *r;
         ApiTask *t = task_new(m, req, route, ret_status, &r);
 
-        if (!t)
+        if (!t) {
+                if (flight)
+                        cache_flight_fail(flight, -EBUSY);
                 return r;
+        }
+        t->flight = flight;
         r = route->handler(m, req, ret_status);
         if (r != HTTP_DEFER) {
                 req->done = NULL;
@@ -549,7 +566,7 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
         MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, q);
         if (q->overflow) {
                 free(q);
-                return dispatch_worker(m, req, route, NULL, ret_status); /* answers 414 */
+                return dispatch_async(m, req, route, NULL, ret_status); /* answers 414 */
         }
         cache_directives_parse(H("Cache-Control"), H("Pragma"), &d);
         /* The follower's task exists before the lookup, so that the callback has it. */
@@ -576,8 +593,8 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
                 return r;
         }
         if (k == CACHE_LEAD)
-                return dispatch_worker(m, req, route, flight, ret_status);
-        return dispatch_worker(m, req, route, NULL, ret_status); /* no memory for the cache: fetch alone */
+                return dispatch_async(m, req, route, flight, ret_status);
+        return dispatch_async(m, req, route, NULL, ret_status); /* no memory for the cache: fetch alone */
 }
 
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
@@ -618,7 +635,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                                 if (r == HTTP_DEFER)
                                         return r;
                         } else if (route->kind == ROUTE_ASYNC) {
-                                r = dispatch_async(m, req, route, ret_status);
+                                r = dispatch_async(m, req, route, NULL, ret_status);
                                 if (r == HTTP_DEFER)
                                         return r;
                         } else if (route->kind == ROUTE_WORKER) {
@@ -755,18 +772,16 @@ static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const ch
         return MHD_YES;
 }
 
+static void proxy_done(void *userdata, int r, UpstreamResponse *resp, const char *err);
+
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status) {
         ApiTask *t = req->ctx;
         char header_lines[ELEMENTSOF(forwarded_headers)][API_HEADER_MAX];
         const char *headers[ELEMENTSOF(forwarded_headers) + 1] = {};
-        UpstreamResponse resp = {};
-        char err[UPSTREAM_ERROR_MAX] = "", rid[48];
-        const char *fields[] = { rid, NULL };
         QueryBuilder q = {};
         size_t nh = 0;
-        int r;
 
-        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+        assert(t);
         MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
         if (q.overflow) {
                 *ret_status = MHD_HTTP_URI_TOO_LONG;
@@ -789,41 +804,54 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                 nh++;
         }
 
-        r = upstream_call(m->upstream,
-                          &(UpstreamRequest) {
-                                  .endpoint = req->route,
-                                  .method = "GET",
-                                  .path = req->path,
-                                  .query = q.len ? q.buf : NULL,
-                                  .headers = headers,
-                                  .idempotent = true,
-                          },
-                          &resp, err, sizeof(err));
-        if (r < 0) {
-                if (t && t->flight)
-                        cache_flight_fail(TAKE_PTR(t->flight), r);
-                struct MHD_Response *e = upstream_error_response(r, err, ret_status);
-                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s for %s failed with %u: %s", req->path,
-                         req->client, *ret_status, err);
-                return e;
+        t->call = upstream_call_start(m->upstream,
+                                      &(UpstreamRequest) {
+                                              .endpoint = req->route,
+                                              .method = "GET",
+                                              .path = req->path,
+                                              .query = q.len ? q.buf : NULL,
+                                              .headers = headers,
+                                              .idempotent = true,
+                                      },
+                                      proxy_done, t);
+        if (!t->call) {
+                if (t->flight)
+                        cache_flight_fail(TAKE_PTR(t->flight), -ENOMEM);
+                return NULL;
         }
-        if (t && t->flight) {
+        return HTTP_DEFER;
+}
+
+/* Visier's answer to a proxied read (on the loop). */
+static void proxy_done(void *userdata, int r, UpstreamResponse *resp, const char *err) {
+        ApiTask *t = userdata;
+        HttpRequest *req = t->req;
+        char rid[48];
+        const char *fields[] = { rid, NULL };
+        struct MHD_Response *out;
+        unsigned status = 500;
+
+        t->call = NULL;
+        if (r < 0) {
+                if (t->flight)
+                        cache_flight_fail(TAKE_PTR(t->flight), r);
+                out = upstream_error_response(r, err, &status);
+                snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s for %s failed with %u: %s", req->path,
+                         req->client, status, err);
+        } else if (t->flight) {
                 /* This request leads the cache's fetch: the answer goes to the cache, and from
                  * it to this client and every one that waited for the same read. */
-                CacheEntry *ce = cache_flight_done(TAKE_PTR(t->flight), (unsigned) resp.status, resp.content_type,
-                                                   TAKE_PTR(resp.body), resp.body_len, clock_now());
+                CacheEntry *ce = cache_flight_done(TAKE_PTR(t->flight), (unsigned) resp->status, resp->content_type,
+                                                   TAKE_PTR(resp->body), resp->body_len, clock_now());
 
-                upstream_response_done(&resp);
-                if (!ce)
-                        return NULL;
-                return response_from_entry(ce, CACHE_LEAD, ret_status);
+                out = ce ? response_from_entry(ce, CACHE_LEAD, &status) : NULL;
+        } else {
+                status = (unsigned) resp->status;
+                out = http_response_take(resp->body ? TAKE_PTR(resp->body) : strdup(""), resp->body_len,
+                                         resp->content_type);
         }
-
-        *ret_status = (unsigned) resp.status;
-        struct MHD_Response *out = http_response_take(resp.body ? TAKE_PTR(resp.body) : strdup(""), resp.body_len,
-                                                      resp.content_type);
-        upstream_response_done(&resp);
-        return out;
+        task_answer(t, status, out);
 }
 
 /* The answer for a failed upstream call (the errno of upstream_call()). */
@@ -1344,107 +1372,172 @@ static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *
 /* ---- data queries (exports), streamed ---- */
 
 #define QUERY_BLOCK (64 * 1024)
+#define QUERY_REFUSAL_MAX (16 * 1024)
 
-static ssize_t query_reader(void *cls, uint64_t pos, char *buf, size_t max) {
-        ssize_t n = upstream_stream_read(cls, buf, max);
+/* A streamed query: shared by the request's task (until the request ends) and, once the
+ * answer has begun, its response (until libmicrohttpd frees it). Loop thread only. */
+typedef struct QueryStream {
+        unsigned refs;
+        UpstreamStream *st;  /* closed when the request ends: nothing calls back after */
+        HttpRequest *req;    /* NULL once the request has ended */
+        ApiTask *t;
+        char *refusal;       /* a 403's body, read whole before answering */
+        size_t refusal_len;
+} QueryStream;
 
-        if (n > 0)
-                return n;
-        /* An upstream failure mid-answer must reach the client as a failed transfer, never as
-         * a short file: ending with an error leaves the chunked body unterminated. */
-        return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+static void query_stream_unref(QueryStream *qs) {
+        if (--qs->refs > 0)
+                return;
+        upstream_stream_close(qs->st);
+        free(qs->refusal);
+        free(qs);
+}
+
+static void query_stream_detach(QueryStream *qs) {
+        qs->req = NULL;
+        qs->t = NULL;
+        qs->st = upstream_stream_close(qs->st);
+        query_stream_unref(qs);
 }
 
 static void query_free(void *cls) {
-        upstream_stream_close(cls);
+        query_stream_unref(cls);
 }
 
-/* Read a whole (small) body of a stream, e.g. an error answer. */
-static char *stream_slurp(UpstreamStream *st, size_t max, size_t *ret_len) {
-        char *buf = malloc(max + 1);
-        size_t len = 0;
+static void query_resume(void *userdata) {
+        QueryStream *qs = userdata;
+
+        if (qs->req)
+                http_stream_resume(qs->req);
+}
+
+static ssize_t query_read(void *cls, char *buf, size_t max) {
+        QueryStream *qs = cls;
         ssize_t n;
 
-        if (!buf)
-                return NULL;
-        while (len < max && (n = upstream_stream_read(st, buf + len, max - len)) > 0)
-                len += (size_t) n;
-        buf[len] = '\0';
-        *ret_len = len;
-        return buf;
+        if (!qs->st)
+                return HTTP_STREAM_ERROR;
+        n = upstream_stream_read_nb(qs->st, buf, max);
+        if (n >= 0)
+                return n;
+        if (n == -EAGAIN) {
+                /* The connection is suspended until more of Visier's answer is in. */
+                upstream_stream_notify(qs->st, query_resume, qs);
+                return HTTP_STREAM_AGAIN;
+        }
+        return HTTP_STREAM_ERROR;
 }
 
-/* Run a data query against Visier and stream its answer to the client. */
-static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const char *path, const char *query,
-                                         const char *const *headers, const char *body, size_t body_len,
-                                         unsigned *ret_status) {
-        char err[UPSTREAM_ERROR_MAX] = "", rid[48];
-        const char *fields[] = { rid, NULL };
-        char *content_type = NULL;
-        UpstreamStream *st = NULL;
+/* Visier refused the query (403): its reason, read whole, in words. */
+static void query_refused(void *userdata) {
+        QueryStream *qs = userdata;
         struct MHD_Response *r;
-        long status = 0;
-        int k;
+        ssize_t n;
 
-        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
-        k = upstream_stream_open(m->upstream,
-                                 &(UpstreamRequest) {
-                                         .endpoint = path,
-                                         .method = "POST",
-                                         .path = path,
-                                         .query = query,
-                                         .headers = headers,
-                                         .body = body,
-                                         .body_len = body_len,
-                                         .idempotent = true, /* a query reads; sending it twice is harmless */
-                                 },
-                                 &st, &status, &content_type, err, sizeof(err));
-        if (k < 0) {
-                unsigned s = k == -ENOKEY ? MHD_HTTP_SERVICE_UNAVAILABLE
-                             : k == -ETIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT
-                             : k == -EBUSY ? MHD_HTTP_TOO_MANY_REQUESTS : MHD_HTTP_BAD_GATEWAY;
-                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "POST %s for %s failed with %u: %s", path,
-                         req->client, s, err);
-                *ret_status = s;
-                return http_response_status(s == MHD_HTTP_SERVICE_UNAVAILABLE ? "ServiceUnavailable"
-                                            : s == MHD_HTTP_GATEWAY_TIMEOUT ? "GatewayTimeout"
-                                            : s == MHD_HTTP_TOO_MANY_REQUESTS ? "TooManyRequests" : "BadGateway",
-                                            false, "%s", err);
+        for (;;) {
+                n = qs->refusal_len < QUERY_REFUSAL_MAX
+                            ? upstream_stream_read_nb(qs->st, qs->refusal + qs->refusal_len,
+                                                      QUERY_REFUSAL_MAX - qs->refusal_len)
+                            : 0;
+                if (n == -EAGAIN) {
+                        upstream_stream_notify(qs->st, query_refused, qs);
+                        return;
+                }
+                if (n <= 0)
+                        break;
+                qs->refusal_len += (size_t) n;
         }
-        if (status == MHD_HTTP_FORBIDDEN) {
-                /* Visier refuses queries when data exports are off for the tenant or the API user
-                 * lacks the capability: say so in words, with Visier's own reason. */
-                size_t len = 0;
-                char *answer = stream_slurp(st, 16 * 1024, &len);
-                json_t *j = answer ? json_loadb(answer, len, 0, NULL) : NULL;
+        {
+                json_t *j = json_loadb(qs->refusal, qs->refusal_len, 0, NULL);
                 const char *why = json_string_value(json_object_get(j, "localizedMessage"));
 
                 if (!why)
                         why = json_string_value(json_object_get(j, "message"));
-                *ret_status = MHD_HTTP_FORBIDDEN;
                 r = http_response_status("Forbidden", true,
                                          "data exports are not available to visierd's API user: %s. Data exports must "
                                          "be enabled for the tenant and the API user needs the Consume Data Exports "
                                          "capability; ask your Visier administrator",
                                          why ? why : "Visier refused the query (403)");
                 json_decref(j);
-                free(answer);
-                free(content_type);
-                upstream_stream_close(st);
-                return r;
         }
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, QUERY_BLOCK, query_reader, st, query_free);
-        if (!r) {
-                upstream_stream_close(st);
-                free(content_type);
-                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-                return http_response_status("InternalError", false, "out of memory");
+        task_answer(qs->t, MHD_HTTP_FORBIDDEN, r);
+}
+
+static void query_headers(void *userdata, int k, long status, const char *content_type, const char *err) {
+        QueryStream *qs = userdata;
+        ApiTask *t = qs->t;
+        HttpRequest *req = qs->req;
+        struct MHD_Response *r;
+        char rid[48];
+        const char *fields[] = { rid, NULL };
+        unsigned s;
+
+        if (k < 0) {
+                s = k == -ENOKEY ? MHD_HTTP_SERVICE_UNAVAILABLE
+                    : k == -ETIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT
+                    : k == -EBUSY ? MHD_HTTP_TOO_MANY_REQUESTS : MHD_HTTP_BAD_GATEWAY;
+                snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+                log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "POST %s for %s failed with %u: %s", req->path,
+                         req->client, s, err);
+                task_answer(t, s,
+                            http_response_status(s == MHD_HTTP_SERVICE_UNAVAILABLE ? "ServiceUnavailable"
+                                                 : s == MHD_HTTP_GATEWAY_TIMEOUT ? "GatewayTimeout"
+                                                 : s == MHD_HTTP_TOO_MANY_REQUESTS ? "TooManyRequests" : "BadGateway",
+                                                 false, "%s", err));
+                return;
         }
-        if (content_type)
-                MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        free(content_type);
-        *ret_status = (unsigned) status;
-        return r;
+        if (status == MHD_HTTP_FORBIDDEN) {
+                /* Visier refuses queries when data exports are off for the tenant or the API user
+                 * lacks the capability: say so in words, with Visier's own reason. */
+                qs->refusal = malloc(QUERY_REFUSAL_MAX + 1);
+                if (!qs->refusal) {
+                        task_answer(t, 500, NULL);
+                        return;
+                }
+                query_refused(qs);
+                return;
+        }
+        r = http_response_stream(req, QUERY_BLOCK, query_read, qs, query_free);
+        if (r) {
+                qs->refs++; /* the response's */
+                if (content_type)
+                        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        }
+        task_answer(t, (unsigned) status, r);
+}
+
+/* Run a data query against Visier and stream its answer to the client (on the loop: the
+ * connection waits suspended for each piece, and libcurl is paused while the client is
+ * slower than Visier). */
+static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const char *path, const char *query,
+                                         const char *const *headers, const char *body, size_t body_len,
+                                         unsigned *ret_status) {
+        ApiTask *t = req->ctx;
+        QueryStream *qs;
+
+        assert(t);
+        qs = calloc(1, sizeof(*qs));
+        if (!qs)
+                return NULL;
+        *qs = (QueryStream) { .refs = 1, .req = req, .t = t };
+        qs->st = upstream_stream_start(m->upstream,
+                                       &(UpstreamRequest) {
+                                               .endpoint = path,
+                                               .method = "POST",
+                                               .path = path,
+                                               .query = query,
+                                               .headers = headers,
+                                               .body = body,
+                                               .body_len = body_len,
+                                               .idempotent = true, /* a query reads; sending it twice is harmless */
+                                       },
+                                       query_headers, qs);
+        if (!qs->st) {
+                free(qs);
+                return NULL;
+        }
+        t->stream = qs;
+        return HTTP_DEFER;
 }
 
 static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *ret_status) {

@@ -93,8 +93,10 @@ Manager *manager_free(Manager *m) {
         worker_pool_stop(m->workers);
         if (m->http)
                 api_release_holds(m); /* holds the last completions started */
-        http_server_stop(m->http);
+        http_server_stop(m->http); /* every call and stream of a request is aborted with it */
         m->http = NULL;
+        if (m->upstream)
+                upstream_detach_event(m->upstream); /* before the keeper it subscribes to goes */
         runner_free(m->runner);
         publisher_free(m->publisher); /* its last events still post to the pool */
         worker_pool_free(m->workers);
@@ -319,6 +321,11 @@ int manager_start(Manager *m) {
                 return r;
         }
         upstream_set_token_keeper(m->upstream, m->token);
+        r = upstream_attach_event(m->upstream, m->event);
+        if (r < 0) {
+                log_error("cannot drive the Visier client from the event loop: %s", strerror(-r));
+                return r;
+        }
 
         r = load_exports(c, &m->exports);
         if (r < 0) {
