@@ -84,4 +84,4 @@ for what in "jobs/1 job.json" "status status.json" "v1/admin/capabilities capabi
         printf '%-22s %8s %14s %14s %8s\n' "/$vpath" "$(wc -c < "$work/www/$npath")" "$v" "$n" \
                 "$(awk -v a="$v" -v b="$n" 'BEGIN { printf "%.2f", a / b }')"
 done
-echo "upstream calls for /v1/admin/capabilities during the run: $(curl -s "http://127.0.0.1:$sim_port/_sim/counters" | sed -n 's/.*"calls":\([0-9]*\).*/\1/p')"
+

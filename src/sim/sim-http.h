@@ -23,7 +23,7 @@
 #define HTTP_WRITE_BODY_MAX (4 * 1024 * 1024)
 /* Largest body of a data query (up to QUERY_COLUMNS_MAX columns, filters, axes). */
 #define HTTP_QUERY_BODY_MAX (64 * 1024)
-#define HTTP_CONNECTIONS_MAX 256
+#define HTTP_CONNECTIONS_MAX 2048
 #define HTTP_CONNECTION_TIMEOUT_SEC 30
 
 /* Everything a request may touch; owned by main, borrowed by the HTTP layer. */

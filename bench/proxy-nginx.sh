@@ -1,0 +1,87 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+#
+# Benchmark: an uncached proxied GET through visierd against nginx proxy_pass to the same
+# visier-sim (keep-alive upstream, the same apikey and cookie injected) and against the sim
+# directly, at several connection counts, in the same run: requests/s, p50, p99, socket
+# errors. visierd's metadata cache is off ([cache] max_bytes = 0), so every read goes to the
+# sim.
+#
+#   bench/proxy-nginx.sh [BUILD_DIR] [DURATION_SECONDS] [CONNECTIONS...]
+#
+# Needs wrk, curl and nginx (apt-get install wrk curl nginx-light). Loopback only.
+set -eu
+
+build=$(cd "${1:-build}" && pwd)
+duration=${2:-10}
+shift 2 2>/dev/null || shift $#
+counts=${*:-1 32 256 1000}
+path=/v1/admin/capabilities
+. "$(dirname "$0")/lib.sh"
+
+ulimit -n 65536
+make_secrets
+"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
+        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
+        2>"$work/sim.log" &
+sim_pid=$!
+wait_for "[ -s '$work/sim.port' ]"
+sim_port=$(cat "$work/sim.port")
+start_visierd "http://127.0.0.1:$sim_port" "$(printf '[cache]\nmax_bytes = 0')"
+token=$(curl -s -H "apikey: $(cat "$work/apikey")" \
+        --data-urlencode "username=bench" --data-urlencode "password=$(cat "$work/password")" \
+        "http://127.0.0.1:$sim_port/v1/admin/visierSecureToken")
+
+nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream sim { server 127.0.0.1:$sim_port; keepalive 256; keepalive_requests 1000000; }
+    server {
+        listen 127.0.0.1:$nginx_port backlog=4096;
+        location / {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header apikey "$(cat "$work/apikey")";
+            proxy_set_header Cookie "VisierASIDToken=$token";
+        }
+    }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work"
+trap 'kill $(cat "$work/nginx.pid" 2>/dev/null) 2>/dev/null; bench_cleanup' EXIT INT TERM
+wait_for "curl -sf http://127.0.0.1:$nginx_port$path > /dev/null"
+
+run() {
+        name=$1
+        conns=$2
+        shift 2
+        threads=2
+        [ "$conns" -lt 2 ] && threads=1
+        wrk -t"$threads" -c"$conns" -d"${duration}s" --latency "$@" > "$work/$name.wrk" 2>&1
+        rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/$name.wrk")
+        p50=$(awk '$1=="50%"{print $2}' "$work/$name.wrk")
+        p99=$(awk '$1=="99%"{print $2}' "$work/$name.wrk")
+        errs=$(sed -n 's/.*Socket errors: *\(.*\)/\1/p' "$work/$name.wrk")
+        non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' "$work/$name.wrk")
+        printf '%-8s %6s %12s %10s %10s %8s  %s\n' "$name" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" "${errs:-none}"
+        eval "rps_$name=$rps"
+}
+
+echo "GET $path, wrk -d${duration}s, $(nproc) cores; visierd's cache off"
+printf '%-8s %6s %12s %10s %10s %8s  %s\n' "target" "conns" "requests/s" "p50" "p99" "non-2xx" "socket errors"
+for c in $counts; do
+        run direct "$c" -H "apikey: $(cat "$work/apikey")" -H "Cookie: VisierASIDToken=$token" \
+                "http://127.0.0.1:$sim_port$path"
+        run nginx "$c" "http://127.0.0.1:$nginx_port$path"
+        run visierd "$c" "http://127.0.0.1:$vd_port$path"
+        awk -v a="$rps_visierd" -v b="$rps_nginx" -v c="$c" \
+                'BEGIN { printf "  %s connections: visierd/nginx %.2f\n", c, a / b }'
+done
+echo "sim TCP connections accepted in all: $(curl -s "http://127.0.0.1:$sim_port/_sim/counters" | sed -n 's/.*"connections":\([0-9]*\).*/\1/p')"
