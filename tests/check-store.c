@@ -283,6 +283,61 @@ static void assert_counts_match(const char *when) {
 
 /* Every path that adds, moves or deletes a job keeps the counters exact: submission, claim,
  * finish, requeue, cancel, retry, prune; and the answer keeps its shape and order. */
+/* The text GET /jobs/{id} shows: the same as the job's JSON with items, kept for final jobs,
+ * and never stale after a retry or a prune. */
+static char *job_text(int64_t id) {
+        char *text = NULL;
+        size_t len = 0;
+        int r = store_job_text(st, id, &text, &len);
+
+        if (r == -ENOENT)
+                return NULL;
+        ck_assert_int_eq(r, 0);
+        ck_assert_uint_eq(strlen(text), len);
+        return text;
+}
+
+START_TEST(test_job_text_follows_the_job) {
+        char *t1, *t2, *want;
+        json_t *j;
+        JobState s;
+        Batch *b;
+        int64_t a;
+
+        a = submit(JOB_OP_DELETE, "[\"p1\"]", "", NULL);
+        t1 = job_text(a);
+        j = store_job_json(st, a, true);
+        want = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        ck_assert_str_eq(t1, want);
+        free(want);
+        free(t1);
+
+        b = claim(1000);
+        batch_free(b);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, a, JOB_FAILED, 400, "no", 400, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        t1 = job_text(a); /* read, and kept */
+        t2 = job_text(a); /* from memory */
+        ck_assert_str_eq(t1, t2);
+        ck_assert_ptr_nonnull(strstr(t1, "\"state\":\"failed\""));
+        free(t1);
+        free(t2);
+
+        ck_assert_int_eq(store_job_retry(st, a, &s), 0);
+        t1 = job_text(a);
+        ck_assert_ptr_nonnull(strstr(t1, "\"state\":\"queued\""));
+        free(t1);
+        ck_assert_int_eq(store_job_cancel(st, a, &s), 0);
+        t1 = job_text(a);
+        ck_assert_ptr_nonnull(strstr(t1, "\"state\":\"cancelled\""));
+        free(t1);
+        ck_assert_int_eq(store_prune(st, INT64_MAX / 2, 1000, 1000), 1);
+        ck_assert_ptr_null(job_text(a));
+}
+END_TEST
+
 START_TEST(test_counts_follow_the_table) {
         JobState s;
         json_t *counts;
@@ -1028,6 +1083,7 @@ int main(void) {
         tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_newer_schema_refused);
         tcase_add_test(tc, test_counts_follow_the_table);
+        tcase_add_test(tc, test_job_text_follows_the_job);
         tcase_add_test(tc, test_migration_builds_counts);
         tcase_add_test(tc, test_query_plans_use_indexes);
         tcase_add_test(tc, test_list_pages);

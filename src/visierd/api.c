@@ -1280,13 +1280,20 @@ static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned
 }
 
 static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        char *text;
+        size_t len;
         int64_t id;
-        json_t *j;
+        int r;
 
-        if (!path_job_id(req->path, &id) || !(j = store_job_json(m->store, id, true)))
+        if (!path_job_id(req->path, &id))
                 return no_such_job(ret_status, req->path);
+        r = store_job_text(m->store, id, &text, &len);
+        if (r == -ENOENT)
+                return no_such_job(ret_status, req->path);
+        if (r < 0)
+                return NULL;
         *ret_status = MHD_HTTP_OK;
-        return json_response(j);
+        return http_response_take(text, len, "application/json");
 }
 
 static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *ret_status, bool cancel) {

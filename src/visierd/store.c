@@ -55,6 +55,7 @@ typedef enum StmtId {
         STMT_JOB_RESPONSE,
         STMT_JOB_EXISTS,
         STMT_PRUNE,
+        STMT_CHECK,
         STMT_READ_BEGIN,
         STMT_READ_END,
         _STMT_MAX,
@@ -103,6 +104,7 @@ static const struct {
         [STMT_JOB_EXISTS] = { "job_exists", "SELECT 1 FROM jobs WHERE id = ?" },
         /* Run once per final state, each an index search on (state, finished_at). */
         [STMT_PRUNE] = { "prune", "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2" },
+        [STMT_CHECK] = { "check", "SELECT count(*) FROM sqlite_master" },
         [STMT_READ_BEGIN] = { "read_begin", "BEGIN" },
         [STMT_READ_END] = { "read_end", "COMMIT" },
 };
@@ -126,6 +128,22 @@ struct Store {
         int lock_fd;      /* flock() on <database>.lock, held for the store's lifetime */
         int64_t pending;  /* jobs queued or running, as committed */
         int64_t tx_delta; /* change to pending in the open transaction */
+        bool tx_touched_final; /* the open transaction changes or removes a final job */
+        int schema_version;   /* after the migrations at open: it does not change while open */
+        /* The job counts as of the last commit (read on the write connection right after it),
+         * so /status and /metrics read memory, not the database. */
+        pthread_mutex_t counts_lock;
+        int64_t counts[_JOB_STATE_MAX];
+        int64_t oldest_queued; /* created_at in ms, or -1: none queued */
+        /* The text of final jobs as GET /jobs/{id} shows them (final jobs change only when
+         * retried or pruned, and both empty this): one slot per id modulo the size. */
+        pthread_mutex_t final_lock;
+        uint64_t final_gen;   /* bumped whenever the slots are emptied */
+        struct {
+                int64_t id;
+                char *text;
+                size_t len;
+        } final[STORE_FINAL_TEXTS];
 
         pthread_mutex_t read_lock; /* the read connection */
         Conn r;
@@ -357,10 +375,13 @@ static int migrate(Store *s, char *err, size_t errlen) {
                         return r;
                 }
         }
+        s->schema_version = (int) ELEMENTSOF(migrations);
         return 0;
 }
 
 static int count_pending(Store *s, int64_t *ret);
+static void final_texts_clear(Store *s);
+static void counts_refresh(Store *s);
 
 /*
  * One visierd per database: an exclusive flock() on "<database>.lock", which also holds the
@@ -435,6 +456,8 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
                 return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
         pthread_mutex_init(&s->read_lock, NULL);
+        pthread_mutex_init(&s->final_lock, NULL);
+        pthread_mutex_init(&s->counts_lock, NULL);
         pthread_mutex_init(&s->group_lock, NULL);
         pthread_cond_init(&s->group_cond, NULL);
         s->group_tail = &s->group_queue;
@@ -480,6 +503,7 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
                 snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->w.db));
                 return r;
         }
+        counts_refresh(s);
         r = open_reader(s, err, errlen);
         if (r < 0)
                 return r;
@@ -522,6 +546,9 @@ Store *store_close(Store *s) {
                 close(s->lock_fd); /* releases the flock */
         pthread_mutex_destroy(&s->lock);
         pthread_mutex_destroy(&s->read_lock);
+        final_texts_clear(s);
+        pthread_mutex_destroy(&s->final_lock);
+        pthread_mutex_destroy(&s->counts_lock);
         pthread_mutex_destroy(&s->group_lock);
         pthread_cond_destroy(&s->group_cond);
         free(s->path);
@@ -549,51 +576,14 @@ static int check_file(Store *s, char *err, size_t errlen) {
         return 0;
 }
 
-/* Read an integer through the read connection (callers hold read_lock). */
-static int read_int_reader(Store *s, const char *sql, int *ret) {
-        sqlite3_stmt *st = NULL;
-        int rc;
-
-        rc = sqlite3_prepare_v2(s->r.db, sql, -1, &st, NULL);
-        if (rc == SQLITE_OK) {
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_ROW) {
-                        *ret = sqlite3_column_int(st, 0);
-                        rc = SQLITE_OK;
-                }
-        }
-        sqlite3_finalize(st);
-        return sqlite_to_errno(rc);
-}
-
-/* Readiness: the file check, and a read through the read connection, so that a probe never
- * waits behind a group commit or the publisher's transaction. */
-int store_check(Store *s, char *err, size_t errlen) {
-        int v = 0, r;
-
-        r = check_file(s, err, errlen);
-        if (r < 0)
-                return r;
-        pthread_mutex_lock(&s->read_lock);
-        r = read_int_reader(s, "SELECT count(*) FROM sqlite_master", &v);
-        if (r < 0 && err)
-                snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->r.db));
-        pthread_mutex_unlock(&s->read_lock);
-        return r;
-}
 
 bool store_ok(Store *s) {
-        return store_check(s, NULL, 0) >= 0;
+        /* No read: the file check and how the last write transaction ended. */
+        return check_file(s, NULL, 0) >= 0 && !__atomic_load_n(&s->had_error, __ATOMIC_RELAXED);
 }
 
 int store_schema_version(Store *s) {
-        int v = -1;
-
-        pthread_mutex_lock(&s->read_lock);
-        if (read_int_reader(s, "PRAGMA user_version", &v) < 0)
-                v = -1;
-        pthread_mutex_unlock(&s->read_lock);
-        return v;
+        return s->schema_version;
 }
 
 const char *store_path(Store *s) {
@@ -679,6 +669,32 @@ static void read_end(Store *s) {
         }
         if (!sqlite3_get_autocommit(s->r.db))
                 sqlite3_exec(s->r.db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Readiness: the file check, and a read through the read connection, so that a probe never
+ * waits behind a group commit or the publisher's transaction. */
+int store_check(Store *s, char *err, size_t errlen) {
+        int r;
+
+        r = check_file(s, err, errlen);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&s->read_lock);
+        {
+                Stmt st = {};
+
+                r = read_prepare(s, &st, STMT_CHECK);
+                if (r >= 0) {
+                        int rc = sqlite3_step(st.st);
+
+                        r = rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc);
+                        stmt_done(&st);
+                }
+        }
+        if (r < 0 && err)
+                snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->r.db));
+        pthread_mutex_unlock(&s->read_lock);
+        return r;
 }
 
 /* Run a cached statement that returns nothing, as exec() does. */
@@ -774,6 +790,43 @@ int store_begin(Store *s) {
  * that SQLite already rolled back by itself (a full disk or I/O error mid-transaction returns
  * the connection to autocommit mode, after which later statements would each commit alone).
  */
+/* Read the counters the triggers keep (write lock held, outside a transaction: what was just
+ * committed) into memory. */
+static void counts_refresh(Store *s) {
+        int64_t counts[_JOB_STATE_MAX] = {}, oldest = -1;
+        Stmt st = {};
+
+        if (conn_stmt(&s->w, STMT_COUNTS, &st) < 0)
+                return;
+        while (sqlite3_step(st.st) == SQLITE_ROW) {
+                JobState js = job_state_from_string(col_text(&st, 0));
+
+                if (js >= 0)
+                        counts[js] = sqlite3_column_int64(st.st, 1);
+        }
+        stmt_done(&st);
+        if (conn_stmt(&s->w, STMT_OLDEST_QUEUED, &st) < 0)
+                return;
+        if (sqlite3_step(st.st) == SQLITE_ROW && sqlite3_column_type(st.st, 0) != SQLITE_NULL)
+                oldest = sqlite3_column_int64(st.st, 0);
+        stmt_done(&st);
+        pthread_mutex_lock(&s->counts_lock);
+        memcpy(s->counts, counts, sizeof(counts));
+        s->oldest_queued = oldest;
+        pthread_mutex_unlock(&s->counts_lock);
+}
+
+static void final_texts_clear(Store *s) {
+        pthread_mutex_lock(&s->final_lock);
+        for (size_t i = 0; i < STORE_FINAL_TEXTS; i++) {
+                free(s->final[i].text);
+                s->final[i].text = NULL;
+                s->final[i].id = 0;
+        }
+        s->final_gen++;
+        pthread_mutex_unlock(&s->final_lock);
+}
+
 int store_end(Store *s, bool commit) {
         char ignored[STORE_ERROR_MAX];
         bool open_tx = !sqlite3_get_autocommit(s->w.db);
@@ -788,15 +841,24 @@ int store_end(Store *s, bool commit) {
                 r = exec(s, "COMMIT", ignored, sizeof(ignored));
         if ((!commit || r < 0) && !sqlite3_get_autocommit(s->w.db))
                 exec(s, "ROLLBACK", ignored, sizeof(ignored));
+        if (s->tx_touched_final) {
+                /* After the commit: a reader that read the old text before it cannot store it
+                 * now (its generation is gone). */
+                s->tx_touched_final = false;
+                final_texts_clear(s);
+        }
         if (commit && r >= 0) {
                 s->pending += s->tx_delta;
-                if (s->had_error) {
+                counts_refresh(s);
+                if (__atomic_load_n(&s->had_error, __ATOMIC_RELAXED)) {
                         /* Writes work again: give back the space the WAL took while they failed
                          * (it is otherwise truncated only after a prune). */
-                        s->had_error = exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored)) < 0;
+                        __atomic_store_n(&s->had_error,
+                                         exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored)) < 0,
+                                         __ATOMIC_RELAXED);
                 }
         } else if (commit)
-                s->had_error = true;
+                __atomic_store_n(&s->had_error, true, __ATOMIC_RELAXED);
         s->in_transaction = false;
         s->tx_error = 0;
         pthread_mutex_unlock(&s->lock);
@@ -1438,6 +1500,56 @@ json_t *store_job_item_results(Store *s, int64_t job_id) {
         return item_results_conn(&s->w, job_id);
 }
 
+int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
+        size_t slot = (size_t) ((uint64_t) id % STORE_FINAL_TEXTS), len;
+        const char *state;
+        uint64_t gen;
+        char *text;
+        json_t *j;
+
+        pthread_mutex_lock(&s->final_lock);
+        if (s->final[slot].id == id && s->final[slot].text) {
+                text = malloc(s->final[slot].len + 1);
+                if (text) {
+                        memcpy(text, s->final[slot].text, s->final[slot].len + 1);
+                        *ret_len = s->final[slot].len;
+                }
+                pthread_mutex_unlock(&s->final_lock);
+                if (!text)
+                        return -ENOMEM;
+                *ret_text = text;
+                return 0;
+        }
+        gen = s->final_gen;
+        pthread_mutex_unlock(&s->final_lock);
+
+        j = store_job_json(s, id, true);
+        if (!j)
+                return -ENOENT;
+        text = json_dumps(j, JSON_COMPACT);
+        state = json_string_value(json_object_get(j, "state"));
+        if (text && state && job_state_is_final(job_state_from_string(state)) &&
+            (len = strlen(text)) <= STORE_FINAL_TEXT_MAX) {
+                char *keep = strdup(text);
+
+                pthread_mutex_lock(&s->final_lock);
+                if (keep && s->final_gen == gen) {
+                        free(s->final[slot].text);
+                        s->final[slot].id = id;
+                        s->final[slot].text = TAKE_PTR(keep);
+                        s->final[slot].len = len;
+                }
+                pthread_mutex_unlock(&s->final_lock);
+                free(keep);
+        }
+        json_decref(j);
+        if (!text)
+                return -ENOMEM;
+        *ret_text = text;
+        *ret_len = strlen(text);
+        return 0;
+}
+
 json_t *store_job_json(Store *s, int64_t id, bool with_items) {
         json_t *j = NULL;
         Stmt st = {};
@@ -1525,6 +1637,10 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
 
         if (!job_state_transition_ok(from, to))
                 return -EINVAL;
+        if (job_state_is_final(from)) {
+                s->tx_touched_final = true;
+                final_texts_clear(s); /* now, and again at the commit */
+        }
         snprintf(sql, sizeof(sql), "UPDATE jobs SET state = ?, updated_at = ?%s%s WHERE id = ? AND state = ?",
                  extra_set ? ", " : "", extra_set ? extra_set : "");
         r = prepare(s, &st, sql);
@@ -1627,28 +1743,20 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
  * (state, created_at): a few rows read, whatever the size of the job table, through the read
  * connection in one snapshot. */
 json_t *store_counts(Store *s, int64_t now) {
-        json_t *j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0, "failed", 0,
-                              "cancelled", 0);
-        Stmt st = {};
+        int64_t counts[_JOB_STATE_MAX], oldest;
+        json_t *j;
 
-        pthread_mutex_lock(&s->read_lock);
-        read_begin(s);
-        if (read_prepare(s, &st, STMT_COUNTS) >= 0) {
-                while (sqlite3_step(st.st) == SQLITE_ROW)
-                        json_object_set_new(j, col_text(&st, 0), json_integer(sqlite3_column_int64(st.st, 1)));
-                stmt_done(&st);
-        }
-        if (read_prepare(s, &st, STMT_OLDEST_QUEUED) >= 0) {
-                if (sqlite3_step(st.st) == SQLITE_ROW && sqlite3_column_type(st.st, 0) != SQLITE_NULL) {
-                        int64_t oldest = sqlite3_column_int64(st.st, 0);
-                        json_object_set_new(j, "oldest_queued_age_seconds",
-                                            json_real(oldest < now ? (double) (now - oldest) / 1000.0 : 0.0));
-                } else
-                        json_object_set_new(j, "oldest_queued_age_seconds", json_null());
-                stmt_done(&st);
-        }
-        read_end(s);
-        pthread_mutex_unlock(&s->read_lock);
+        pthread_mutex_lock(&s->counts_lock);
+        memcpy(counts, s->counts, sizeof(counts));
+        oldest = s->oldest_queued;
+        pthread_mutex_unlock(&s->counts_lock);
+        j = json_pack("{s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t) counts[JOB_QUEUED], "running",
+                      (json_int_t) counts[JOB_RUNNING], "succeeded", (json_int_t) counts[JOB_SUCCEEDED], "failed",
+                      (json_int_t) counts[JOB_FAILED], "cancelled", (json_int_t) counts[JOB_CANCELLED]);
+        if (j)
+                json_object_set_new(j, "oldest_queued_age_seconds",
+                                    oldest < 0 ? json_null()
+                                               : json_real(oldest < now ? (double) (now - oldest) / 1000.0 : 0.0));
         return j;
 }
 
@@ -1659,6 +1767,7 @@ int store_prune(Store *s, int64_t now, int64_t keep_succeeded_ms, int64_t keep_f
         r = store_begin(s);
         if (r < 0)
                 return r;
+        s->tx_touched_final = true;
         for (size_t i = 0; i < ELEMENTSOF(finals) && r >= 0; i++) {
                 Stmt st = {};
 

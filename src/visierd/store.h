@@ -42,6 +42,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
 /* Is the database usable for writes: still the file at its path (not deleted or replaced) and
  * not open read-only? 0, or -ENOENT / -EACCES / -EIO with a reason in err (err may be NULL). */
 int store_check(Store *s, char *err, size_t errlen);
+/* For /status, without touching the database: the file check of store_check(), and the last
+ * write transaction committed. */
 bool store_ok(Store *s);
 int store_schema_version(Store *s);
 const char *store_path(Store *s);
@@ -103,6 +105,12 @@ int store_job_submit_async(Store *s, const JobSubmit *j, store_submit_fn done, v
 
 /* The job as JSON (with per-item results if with_items), or NULL if there is no such job. */
 json_t *store_job_json(Store *s, int64_t id, bool with_items);
+/* The job with its items as compact JSON text (caller frees): GET /jobs/{id}. The text of a
+ * final job is kept in memory (up to STORE_FINAL_TEXTS of them, each at most
+ * STORE_FINAL_TEXT_MAX bytes) until it is retried or pruned. -ENOENT, -ENOMEM. */
+#define STORE_FINAL_TEXTS 4096
+#define STORE_FINAL_TEXT_MAX (16 * 1024)
+int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len);
 /* Newest first; state _JOB_STATE_INVALID for all; before_id 0 for the first page. */
 int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret);
 /* queued → cancelled; -ENOENT, or -EBUSY with *ret_state when the job is not queued. */
