@@ -333,6 +333,49 @@ START_TEST(test_cache_coherent) {
 }
 END_TEST
 
+/* /status is written by hand (it is asked many times a second): the very bytes jansson would
+ * write for the same members, in the documented order, with a job queued (a real age). */
+START_TEST(test_status_text) {
+        static const char *const members[] = { "jobs", "publisher", "version", "uptime_seconds", "visier",
+                                               "token", "rate_budget", "upstream", "store" };
+        char *u, *again;
+        HttpResult r;
+        json_t *j;
+        size_t i = 0;
+        const char *key;
+        json_t *v;
+        long st;
+
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, FAST, "[jobs]\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        set_faults("{\"publish_ms\":2000}");
+        json_decref(visierd_request_json(&vd, "POST", "/v1/admin/permissions",
+                                         "{\"permissions\":[{\"displayName\":\"s-1\"}]}", NULL, &st));
+        json_decref(visierd_request_json(&vd, "POST", "/v1/admin/permissions",
+                                         "{\"permissions\":[{\"displayName\":\"s-2\"}]}", NULL, &st));
+        u = visierd_url(&vd, "/status");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(r.content_type, "application/json");
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        again = json_dumps(j, JSON_COMPACT);
+        ck_assert_str_eq(r.body, again);
+        json_object_foreach(j, key, v) {
+                ck_assert_uint_lt(i, ELEMENTSOF(members));
+                ck_assert_str_eq(key, members[i++]);
+        }
+        ck_assert_uint_eq(i, ELEMENTSOF(members));
+        ck_assert(json_is_real(json_object_get(json_object_get(j, "jobs"), "oldest_queued_age_seconds")));
+        free(again);
+        json_decref(j);
+        http_result_done(&r);
+        set_faults("{\"publish_ms\":0}");
+}
+END_TEST
+
 /* ---- SIGTERM ---- */
 
 #define LIST_BODY                                                                                        \
@@ -475,6 +518,7 @@ int main(void) {
         tcase_add_test(tc, test_holds_cost_no_thread);
         tcase_add_test(tc, test_sigterm_drains);
         tcase_add_test(tc, test_cache_coherent);
+        tcase_add_test(tc, test_status_text);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

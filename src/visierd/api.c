@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <assert.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <curl/curl.h>
@@ -710,53 +711,143 @@ static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *r
         return json_response(json_pack("{s:s, s:o}", "status", "not ready", "reasons", reasons));
 }
 
+/* A JSON text built by hand, for the ops answers asked many times a second (/status): the
+ * same bytes jansson would write, without building a tree first. */
+typedef struct JsonOut {
+        char buf[4096];
+        size_t len;
+        bool overflow;
+} JsonOut;
+
+_printf_(2, 3) static void out_printf(JsonOut *o, const char *fmt, ...) {
+        va_list ap;
+        int n;
+
+        if (o->overflow)
+                return;
+        va_start(ap, fmt);
+        n = vsnprintf(o->buf + o->len, sizeof(o->buf) - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0 || (size_t) n >= sizeof(o->buf) - o->len)
+                o->overflow = true;
+        else
+                o->len += (size_t) n;
+}
+
+/* A JSON string (escaped as jansson escapes it), or null. */
+static void out_string(JsonOut *o, const char *v) {
+        if (!v) {
+                out_printf(o, "null");
+                return;
+        }
+        out_printf(o, "\"");
+        for (const unsigned char *p = (const unsigned char *) v; *p && !o->overflow; p++) {
+                if (*p == '"' || *p == '\\')
+                        out_printf(o, "\\%c", *p);
+                else if (*p == '\n')
+                        out_printf(o, "\\n");
+                else if (*p == '\t')
+                        out_printf(o, "\\t");
+                else if (*p == '\r')
+                        out_printf(o, "\\r");
+                else if (*p == '\b')
+                        out_printf(o, "\\b");
+                else if (*p == '\f')
+                        out_printf(o, "\\f");
+                else if (*p < 0x20)
+                        out_printf(o, "\\u%04X", *p);
+                else if (o->len + 1 < sizeof(o->buf))
+                        o->buf[o->len++] = (char) *p;
+                else
+                        o->overflow = true;
+        }
+        out_printf(o, "\"");
+}
+
 static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *ret_status) {
-        unsigned minute = 0, hour = 0;
+        unsigned minute = 0, hour = 0, minute_limit, hour_limit;
+        int64_t counts[_JOB_STATE_MAX], oldest, now_ms = (int64_t) (clock_realtime() / USEC_PER_MSEC);
+        usec_t now = clock_now();
+        PublisherStats ps;
         UpstreamStats us;
         TokenStatus ts;
-        usec_t now = clock_now();
-        json_t *token;
+        JsonOut *o;
 
+        o = malloc(sizeof(*o));
+        if (!o)
+                return NULL;
+        o->len = 0;
+        o->overflow = false;
         token_keeper_status(m->token, &ts);
         ratelimit_snapshot(&m->rate, now, &minute, &hour);
         upstream_stats(m->upstream, &us);
-
-        token = json_pack("{s:s, s:b, s:I, s:I, s:s?}", "state", ts.state, "valid", ts.valid, "logins",
-                          (json_int_t) ts.logins, "login_failures", (json_int_t) ts.login_failures,
-                          "last_login_error", ts.last_error[0] ? ts.last_error : NULL);
-        if (ts.valid)
-                json_object_set_new(token, "expires_in_seconds", json_integer((json_int_t) (ts.expires_in / USEC_PER_SEC)));
-        if (ts.next_attempt_in > 0)
-                json_object_set_new(token, "next_login_in_seconds",
-                                    json_integer((json_int_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC)));
-
-        struct MHD_Response *out;
-        PublisherStats ps;
-
         publisher_stats(m->publisher, &ps);
-        *ret_status = MHD_HTTP_OK;
-        pthread_rwlock_rdlock(&m->config_lock);
-        out = json_response(json_pack(
-                "{s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:s, s:I, s:{s:s, s:s}, s:o, s:{s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:s, s:b, s:i}}",
-                "jobs", store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC)),
-                "publisher", "write_calls", (json_int_t) ps.write_calls, "items_sent", (json_int_t) ps.items_sent,
-                "reconcile_calls", (json_int_t) ps.reconcile_calls, "splits", (json_int_t) ps.splits,
-                "retries", (json_int_t) ps.retries,
-                "version", PACKAGE_VERSION,
-                "uptime_seconds", (json_int_t) ((now - m->started_at) / USEC_PER_SEC),
-                "visier", "base_url", m->config->base_url, "username", m->config->username,
-                "token", token,
-                "rate_budget", "minute_remaining", (int) minute, "hour_remaining", (int) hour,
-                "minute_limit", (int) m->config->rate_limit_minute, "hour_limit", (int) m->config->rate_limit_hour,
-                "upstream", "calls", (json_int_t) us.calls, "retries", (json_int_t) us.retries,
-                "unauthorized", (json_int_t) us.unauthorized, "throttled", (json_int_t) us.throttled,
-                "failures", (json_int_t) us.failures,
-                "store", "path", store_path(m->store), "ok", store_ok(m->store),
-                "schema_version", store_schema_version(m->store)));
-        pthread_rwlock_unlock(&m->config_lock);
-        return out;
-}
+        store_counts_get(m->store, counts, &oldest);
 
+        out_printf(o, "{\"jobs\":{\"queued\":%" PRId64 ",\"running\":%" PRId64 ",\"succeeded\":%" PRId64
+                      ",\"failed\":%" PRId64 ",\"cancelled\":%" PRId64 ",\"oldest_queued_age_seconds\":",
+                   counts[JOB_QUEUED], counts[JOB_RUNNING], counts[JOB_SUCCEEDED], counts[JOB_FAILED],
+                   counts[JOB_CANCELLED]);
+        if (oldest < 0)
+                out_printf(o, "null");
+        else {
+                /* As jansson writes a real: %.17g, and a ".0" when that looks like an integer. */
+                char real[64];
+
+                snprintf(real, sizeof(real), "%.17g", oldest < now_ms ? (double) (now_ms - oldest) / 1000.0 : 0.0);
+                out_printf(o, "%s%s", real, strpbrk(real, ".eE") ? "" : ".0");
+        }
+        out_printf(o,
+                   "},\"publisher\":{\"write_calls\":%" PRIu64 ",\"items_sent\":%" PRIu64 ",\"reconcile_calls\":%" PRIu64
+                   ",\"splits\":%" PRIu64 ",\"retries\":%" PRIu64 "},\"version\":\"" PACKAGE_VERSION
+                   "\",\"uptime_seconds\":%" PRIu64 ",\"visier\":{\"base_url\":",
+                   ps.write_calls, ps.items_sent, ps.reconcile_calls, ps.splits, ps.retries,
+                   (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
+        pthread_rwlock_rdlock(&m->config_lock);
+        out_string(o, m->config->base_url);
+        out_printf(o, ",\"username\":");
+        out_string(o, m->config->username);
+        minute_limit = m->config->rate_limit_minute;
+        hour_limit = m->config->rate_limit_hour;
+        pthread_rwlock_unlock(&m->config_lock);
+        out_printf(o, "},\"token\":{\"state\":");
+        out_string(o, ts.state);
+        out_printf(o, ",\"valid\":%s,\"logins\":%" PRIu64 ",\"login_failures\":%" PRIu64 ",\"last_login_error\":",
+                   ts.valid ? "true" : "false", ts.logins, ts.login_failures);
+        out_string(o, ts.last_error[0] ? ts.last_error : NULL);
+        if (ts.valid)
+                out_printf(o, ",\"expires_in_seconds\":%" PRIu64, (uint64_t) (ts.expires_in / USEC_PER_SEC));
+        if (ts.next_attempt_in > 0)
+                out_printf(o, ",\"next_login_in_seconds\":%" PRIu64,
+                           (uint64_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC));
+        out_printf(o,
+                   "},\"rate_budget\":{\"minute_remaining\":%u,\"hour_remaining\":%u,\"minute_limit\":%u,"
+                   "\"hour_limit\":%u},\"upstream\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64
+                   ",\"unauthorized\":%" PRIu64 ",\"throttled\":%" PRIu64 ",\"failures\":%" PRIu64
+                   "},\"store\":{\"path\":",
+                   minute, hour, minute_limit, hour_limit, us.calls, us.retries, us.unauthorized, us.throttled,
+                   us.failures);
+        out_string(o, store_path(m->store));
+        out_printf(o, ",\"ok\":%s,\"schema_version\":%d}}", store_ok(m->store) ? "true" : "false",
+                   store_schema_version(m->store));
+        if (o->overflow) {
+                free(o);
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "the status is larger than %zu bytes",
+                                            sizeof(o->buf));
+        }
+        *ret_status = MHD_HTTP_OK;
+        {
+                struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(o->len, o->buf, free, o);
+
+                if (!r) {
+                        free(o);
+                        return NULL;
+                }
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+                return r;
+        }
+}
 
 static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
         QueryBuilder *q = cls;

@@ -1742,14 +1742,18 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
 /* The counts kept by schema 5's triggers and the oldest queued job from the index on
  * (state, created_at): a few rows read, whatever the size of the job table, through the read
  * connection in one snapshot. */
+void store_counts_get(Store *s, int64_t ret_counts[_JOB_STATE_MAX], int64_t *ret_oldest_queued) {
+        pthread_mutex_lock(&s->counts_lock);
+        memcpy(ret_counts, s->counts, sizeof(s->counts));
+        *ret_oldest_queued = s->oldest_queued;
+        pthread_mutex_unlock(&s->counts_lock);
+}
+
 json_t *store_counts(Store *s, int64_t now) {
         int64_t counts[_JOB_STATE_MAX], oldest;
         json_t *j;
 
-        pthread_mutex_lock(&s->counts_lock);
-        memcpy(counts, s->counts, sizeof(counts));
-        oldest = s->oldest_queued;
-        pthread_mutex_unlock(&s->counts_lock);
+        store_counts_get(s, counts, &oldest);
         j = json_pack("{s:I, s:I, s:I, s:I, s:I}", "queued", (json_int_t) counts[JOB_QUEUED], "running",
                       (json_int_t) counts[JOB_RUNNING], "succeeded", (json_int_t) counts[JOB_SUCCEEDED], "failed",
                       (json_int_t) counts[JOB_FAILED], "cancelled", (json_int_t) counts[JOB_CANCELLED]);

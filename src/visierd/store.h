@@ -123,6 +123,9 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body);
 
 /* {"queued":N,...,"oldest_queued_age_seconds":S}, from counters kept in step with the job
  * table (a few rows read, whatever its size). */
+/* The same counts as numbers (as of the last commit); oldest: created_at (ms) of the oldest
+ * queued job, or -1. */
+void store_counts_get(Store *s, int64_t ret_counts[_JOB_STATE_MAX], int64_t *ret_oldest_queued);
 json_t *store_counts(Store *s, int64_t now_ms);
 /* Delete finished jobs older than their retention; returns how many. */
 int store_prune(Store *s, int64_t now_ms, int64_t keep_succeeded_ms, int64_t keep_failed_ms);
