@@ -22,7 +22,7 @@
 
 #include "http.h"
 
-#define HTTP_CONNECTION_MEMORY (64 * 1024) /* bounds the request line and headers */
+#define HTTP_CONNECTION_MEMORY (32 * 1024) /* bounds the request line and headers (libmicrohttpd zeroes it per request) */
 
 /* A connection as the read-timeout reaper sees it (loop thread only). */
 typedef struct HttpConn {
