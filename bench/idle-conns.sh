@@ -13,6 +13,7 @@ build=$(cd "${1:-build}" && pwd)
 count=${2:-10000}
 . "$(dirname "$0")/lib.sh"
 
+[ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge $((count + 1024)) ] || { echo "bench: the hard limit on open files is below $((count + 1024))" >&2; exit 1; }
 ulimit -n $((count + 1024))
 make_secrets
 "$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \

@@ -19,7 +19,7 @@ counts=${*:-1 32 256 1000}
 path=/v1/admin/capabilities
 . "$(dirname "$0")/lib.sh"
 
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 make_secrets
 "$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
         --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \

@@ -704,7 +704,9 @@ int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handle
         r = sd_event_add_io(e, &h->wake, h->wake_fd, EPOLLIN, on_wake, h);
         if (r < 0)
                 return r;
-        r = sd_event_add_time_relative(e, &h->mhd_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_mhd_timer, h);
+        /* Accuracy 1 µs: libmicrohttpd asks for 0 ms when it has work ready (a resumed
+         * connection), and sd-event's default accuracy would coalesce that to 250 ms. */
+        r = sd_event_add_time_relative(e, &h->mhd_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 1, on_mhd_timer, h);
         if (r < 0)
                 return r;
         r = sd_event_add_time_relative(e, &h->reaper, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_reaper, h);
