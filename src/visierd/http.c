@@ -39,6 +39,8 @@ struct HttpServer {
         sd_event_source *daemon_io[HTTP_LISTENERS_MAX];
         size_t n_daemons;
         sd_event_source *mhd_timer;    /* libmicrohttpd's own timeouts */
+        sd_event_source *mhd_defer;    /* libmicrohttpd has work ready now (timeout 0) */
+        usec_t mhd_timer_at;           /* when mhd_timer is set for (0: off) */
         sd_event_source *reaper;       /* read_timeout */
         sd_event_source *wake;         /* answers from other threads */
         int wake_fd;
@@ -491,13 +493,20 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 /* ---- the loop ---- */
 
 static int on_mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        http_run(userdata);
+        HttpServer *h = userdata;
+
+        h->mhd_timer_at = 0; /* a one-shot: it is off now */
+        http_run(h);
         return 0;
 }
 
-/* Let libmicrohttpd do what it can now, then arm the timer for its next timeout. */
+/* Let libmicrohttpd do what it can now, then arm the timer for its next timeout: "now" is a
+ * defer source, and a later timeout moves the timer only when it is due earlier or 10 ms
+ * later than set (its timeouts are connection timeouts, in seconds), since every move costs
+ * a timerfd_settime(). */
 static void http_run(HttpServer *h) {
         MHD_UNSIGNED_LONG_LONG t, next = ULLONG_MAX;
+        usec_t now, at;
 
         for (size_t i = 0; i < h->n_daemons; i++) {
                 if (!h->daemons[i])
@@ -506,12 +515,29 @@ static void http_run(HttpServer *h) {
                 if (MHD_get_timeout(h->daemons[i], &t) == MHD_YES && t < next)
                         next = t;
         }
-        if (next == ULLONG_MAX)
-                (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_OFF);
-        else {
-                (void) sd_event_source_set_time_relative(h->mhd_timer, (usec_t) next * USEC_PER_MSEC);
-                (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_ONESHOT);
+        if (next == 0) {
+                (void) sd_event_source_set_enabled(h->mhd_defer, SD_EVENT_ONESHOT);
+                return;
         }
+        if (next == ULLONG_MAX) {
+                if (h->mhd_timer_at) {
+                        (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_OFF);
+                        h->mhd_timer_at = 0;
+                }
+                return;
+        }
+        (void) sd_event_now(h->event, CLOCK_MONOTONIC, &now);
+        at = now + (usec_t) next * USEC_PER_MSEC;
+        if (h->mhd_timer_at && at >= h->mhd_timer_at && at <= h->mhd_timer_at + 10 * USEC_PER_MSEC)
+                return;
+        (void) sd_event_source_set_time(h->mhd_timer, at);
+        (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_ONESHOT);
+        h->mhd_timer_at = at;
+}
+
+static int on_mhd_defer(sd_event_source *s, void *userdata) {
+        http_run(userdata);
+        return 0;
 }
 
 static int on_daemon_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -704,11 +730,18 @@ int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handle
         r = sd_event_add_io(e, &h->wake, h->wake_fd, EPOLLIN, on_wake, h);
         if (r < 0)
                 return r;
-        /* Accuracy 1 µs: libmicrohttpd asks for 0 ms when it has work ready (a resumed
-         * connection), and sd-event's default accuracy would coalesce that to 250 ms. */
-        r = sd_event_add_time_relative(e, &h->mhd_timer, CLOCK_MONOTONIC, USEC_PER_SEC, 1, on_mhd_timer, h);
+        /* libmicrohttpd asks for 0 ms when it has work ready (a resumed connection): that is
+         * the defer source. Its other timeouts need no better than 1 ms (sd-event's default
+         * accuracy, 250 ms, would be too coarse for the defer's fallback). */
+        r = sd_event_add_time_relative(e, &h->mhd_timer, CLOCK_MONOTONIC, USEC_PER_SEC, USEC_PER_MSEC, on_mhd_timer,
+                                       h);
         if (r < 0)
                 return r;
+        (void) sd_event_source_set_enabled(h->mhd_timer, SD_EVENT_OFF);
+        r = sd_event_add_defer(e, &h->mhd_defer, on_mhd_defer, h);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(h->mhd_defer, SD_EVENT_OFF);
         r = sd_event_add_time_relative(e, &h->reaper, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_reaper, h);
         if (r < 0)
                 return r;
@@ -787,6 +820,7 @@ HttpServer *http_server_stop(HttpServer *h) {
                 MHD_stop_daemon(h->daemons[i]);
         }
         sd_event_source_disable_unref(h->mhd_timer);
+        sd_event_source_disable_unref(h->mhd_defer);
         sd_event_source_disable_unref(h->reaper);
         sd_event_source_disable_unref(h->wake);
         if (h->wake_fd >= 0)

@@ -86,6 +86,7 @@ struct Upstream {
         CURLM *multi;
         long multi_maxconnects;
         sd_event_source *curl_timer;
+        sd_event_source *curl_defer; /* libcurl asked to be called at once (timeout 0) */
         GlueSocket *sockets;
         int token_fd;
         sd_event_source *token_source;
@@ -150,6 +151,7 @@ struct UpstreamCall {
         usec_t started; /* the attempt in flight */
 
         sd_event_source *timer; /* the next step */
+        sd_event_source *defer; /* the next step, when it is due now */
         CURL *h;
         struct curl_slist *header_list;
         Transfer t;
@@ -1402,11 +1404,25 @@ static int glue_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int glue_on_defer(sd_event_source *s, void *userdata) {
+        return glue_on_timer(s, 0, userdata);
+}
+
+/* A timeout of 0 ("now") is a defer source: setting a timer's time for every such request
+ * costs a timerfd_settime() each, which under load was a large part of the loop's time. */
 static int glue_on_timer_change(CURLM *m, long timeout_ms, void *userdata) {
         Upstream *u = userdata;
 
         if (timeout_ms < 0)
-                return sd_event_source_set_enabled(u->curl_timer, SD_EVENT_OFF) < 0 ? -1 : 0;
+                return sd_event_source_set_enabled(u->curl_timer, SD_EVENT_OFF) < 0 ||
+                                       sd_event_source_set_enabled(u->curl_defer, SD_EVENT_OFF) < 0
+                               ? -1
+                               : 0;
+        if (timeout_ms == 0) {
+                (void) sd_event_source_set_enabled(u->curl_timer, SD_EVENT_OFF);
+                return sd_event_source_set_enabled(u->curl_defer, SD_EVENT_ONESHOT) < 0 ? -1 : 0;
+        }
+        (void) sd_event_source_set_enabled(u->curl_defer, SD_EVENT_OFF);
         if (sd_event_source_set_time(u->curl_timer, event_now() + (usec_t) timeout_ms * USEC_PER_MSEC) < 0 ||
             sd_event_source_set_enabled(u->curl_timer, SD_EVENT_ONESHOT) < 0)
                 return -1;
@@ -1466,9 +1482,13 @@ int upstream_attach_event(Upstream *u, sd_event *e) {
         if (u->event)
                 return -EBUSY;
         u->event = sd_event_ref(e);
-        r = sd_event_add_time(e, &u->curl_timer, CLOCK_BOOTTIME, 0, 1, glue_on_timer, u);
+        r = sd_event_add_time(e, &u->curl_timer, CLOCK_BOOTTIME, 0, USEC_PER_MSEC, glue_on_timer, u);
         if (r >= 0)
                 r = sd_event_source_set_enabled(u->curl_timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_defer(e, &u->curl_defer, glue_on_defer, u);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(u->curl_defer, SD_EVENT_OFF);
         if (r < 0)
                 goto fail;
         u->multi = curl_multi_init();
@@ -1533,6 +1553,7 @@ void upstream_detach_event(Upstream *u) {
         while (u->sockets)
                 glue_socket_free(u, u->sockets);
         u->curl_timer = sd_event_source_disable_unref(u->curl_timer);
+        u->curl_defer = sd_event_source_disable_unref(u->curl_defer);
         for (size_t i = 0; i < u->loop_pool_n; i++)
                 curl_easy_cleanup(u->loop_pool[i]);
         u->loop_pool_n = 0;
@@ -1580,6 +1601,7 @@ static UpstreamCall *op_free(UpstreamCall *op) {
         if (op->stream)
                 op->stream->op = NULL;
         sd_event_source_disable_unref(op->timer);
+        sd_event_source_disable_unref(op->defer);
         secret_free(op->token);
         free(op->method);
         free(op->path);
@@ -1603,6 +1625,13 @@ static int op_schedule(UpstreamCall *op, usec_t at) {
         usec_t now = clock_now(), when = event_now();
         int r;
 
+        if (at <= now && sd_event_source_set_enabled(op->defer, SD_EVENT_ONESHOT) >= 0) {
+                /* Due now: a defer source, not a timer moved to now (a timerfd_settime() each).
+                 * As with the timer, the next step is the only wake-up left. */
+                (void) sd_event_source_set_enabled(op->timer, SD_EVENT_OFF);
+                return 0;
+        }
+        (void) sd_event_source_set_enabled(op->defer, SD_EVENT_OFF);
         if (at > now)
                 when += at - now;
         r = sd_event_source_set_time(op->timer, when);
@@ -1634,6 +1663,7 @@ static void op_fail(UpstreamCall *op, int r, const char *err) {
         op_release_transfer(op);
         op->state = OP_FAILED;
         (void) sd_event_source_set_enabled(op->timer, SD_EVENT_OFF); /* a late firing finds OP_FAILED anyway */
+        (void) sd_event_source_set_enabled(op->defer, SD_EVENT_OFF);
         on_headers = op->on_headers;
         on_headers(op->userdata, r, 0, NULL, err); /* last: the owner may close the stream */
 }
@@ -1803,7 +1833,18 @@ static void op_transfer_done(UpstreamCall *op, CURLcode result) {
 static void op_run(UpstreamCall *op);
 
 static int op_on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        op_run(userdata);
+        UpstreamCall *op = userdata;
+
+        (void) sd_event_source_set_enabled(op->defer, SD_EVENT_OFF);
+        op_run(op);
+        return 0;
+}
+
+static int op_on_defer(sd_event_source *s, void *userdata) {
+        UpstreamCall *op = userdata;
+
+        (void) sd_event_source_set_enabled(op->timer, SD_EVENT_OFF);
+        op_run(op);
         return 0;
 }
 
@@ -1963,9 +2004,15 @@ static int op_new(Upstream *u, OpKind kind, const UpstreamRequest *req, Upstream
                 r = request_url(op->s, &op->req, &op->url);
         if (r >= 0 && kind == OP_STREAM && !(op->sb.data = malloc(UPSTREAM_STREAM_BUFFER)))
                 r = -ENOMEM;
-        /* The first step runs at the next iteration, never inside the caller's start. */
+        /* The first step runs at the next iteration, never inside the caller's start. Later
+         * steps, deadlines and backoffs, are timers at 1 ms accuracy; a step due now is the
+         * defer source. */
         if (r >= 0)
-                r = sd_event_add_time(u->event, &op->timer, CLOCK_BOOTTIME, 0, 1, op_on_timer, op);
+                r = sd_event_add_time(u->event, &op->timer, CLOCK_BOOTTIME, 0, USEC_PER_MSEC, op_on_timer, op);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(op->timer, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_defer(u->event, &op->defer, op_on_defer, op);
         if (r < 0) {
                 op_free(op);
                 return r;
