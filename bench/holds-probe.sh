@@ -26,7 +26,7 @@ sim_port=$(cat "$work/sim.port")
 start_visierd "http://127.0.0.1:$sim_port"
 base="http://127.0.0.1:$vd_port"
 
-field() { sed -n "s/^$1: *\([0-9]*\).*/\1/p" "/proc/$vd_pid/status"; }
+field() { sed -n "s/^$1:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$vd_pid/status"; }
 p99() {
         wrk -t1 -c1 -d"${probe}s" --latency "$base/healthz" > "$work/wrk.out"
         awk '$1=="99%"{print $2}' "$work/wrk.out"

@@ -22,7 +22,7 @@ sim_pid=$!
 wait_for "[ -s '$work/sim.port' ]"
 start_visierd "http://127.0.0.1:$(cat "$work/sim.port")"
 
-field() { sed -n "s/^$1: *\([0-9]*\).*/\1/p" "/proc/$vd_pid/status"; }
+field() { sed -n "s/^$1:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$vd_pid/status"; }
 threads_before=$(field Threads)
 rss_before=$(field VmRSS)
 python3 - "$vd_port" "$count" "$work/held" <<'PY' &
