@@ -307,6 +307,20 @@ START_TEST(test_cache_coherent) {
         ck_assert_ptr_nonnull(strstr(a, "\r\nCache-Status: visierd; fwd=request; fwd-status=200; stored; ttl="));
         free(a);
         ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 2);
+        /* The metrics count what the cache saved: 49 followers or hits of the first 50, the hit. */
+        {
+                char *mu = visierd_url(&vd, "/metrics");
+                HttpResult mr;
+                const char *p;
+
+                http_request("GET", mu, NULL, NULL, 10000, &mr);
+                free(mu);
+                ck_assert_int_eq(mr.status, 200);
+                p = strstr(mr.body, "\nvisierd_cache_upstream_calls_saved_total ");
+                ck_assert_ptr_nonnull(p);
+                ck_assert_int_eq(strtoll(p + strlen("\nvisierd_cache_upstream_calls_saved_total "), NULL, 10), 50);
+                http_result_done(&mr);
+        }
 
         /* Read, write, read: the second read always shows the write. */
         for (int i = 0; i < 20; i++) {

@@ -1441,6 +1441,7 @@ static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned
 
 static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *ret_status) {
         MetricsGauges g = {};
+        CacheStats cs;
         TokenStatus ts;
         json_t *counts;
         size_t len = 0;
@@ -1458,6 +1459,10 @@ static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *
                                       ? json_number_value(json_object_get(counts, "oldest_queued_age_seconds"))
                                       : -1.0;
         json_decref(counts);
+        if (m->cache) {
+                cache_stats(m->cache, &cs);
+                g.cache = &cs;
+        }
         text = metrics_render(m->metrics, &g, &len);
         if (!text) {
                 *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
