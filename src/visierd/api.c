@@ -288,6 +288,7 @@ typedef struct ApiTask {
         struct ApiTask *hold_next;
         sd_event_source *hold_timer;
         CacheFlight *flight; /* a proxied read that fills the cache (it leads) */
+        CacheWaiter *waiter; /* a proxied read waiting for another's fill (it follows) */
         UpstreamCall *call;  /* a proxied read in flight on the loop */
         struct QueryStream *stream; /* a streamed query's state (shared with its response) */
         JobOp write_op;      /* a write being committed */
@@ -360,6 +361,8 @@ static void task_request_done(void *ctx, HttpRequest *req) {
                 upstream_call_abort(TAKE_PTR(t->call));
         if (t->flight)
                 cache_flight_fail(TAKE_PTR(t->flight), -ECANCELED);
+        if (t->waiter) /* on the loop, as its callback: never after that has run */
+                cache_waiter_cancel(TAKE_PTR(t->waiter));
         if (t->stream)
                 query_stream_detach(TAKE_PTR(t->stream));
 
@@ -371,6 +374,15 @@ static void task_request_done(void *ctx, HttpRequest *req) {
 }
 
 /* Hands resp over to the HTTP layer. */
+/* A task that was not needed after all (the request is answered at once): let go of it. */
+static void task_drop(ApiTask *t) {
+        HttpRequest *req = t->req;
+
+        req->done = NULL;
+        req->ctx = NULL;
+        task_request_done(t, req);
+}
+
 static void task_answer(ApiTask *t, unsigned status, struct MHD_Response *resp) {
         if (resp == t->resp)
                 t->resp = NULL;
@@ -450,25 +462,16 @@ static ApiTask *task_new(Manager *m, HttpRequest *req, const Route *route, unsig
         return t;
 }
 
-/* Hand the request to a worker (flight: a cache fill it leads, or NULL). */
-static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const Route *route, CacheFlight *flight,
-                                            unsigned *ret_status) {
+/* Hand the request to a worker. */
+static struct MHD_Response *dispatch_worker(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
         struct MHD_Response *r;
         ApiTask *t = task_new(m, req, route, ret_status, &r);
 
-        if (!t) {
-                if (flight)
-                        cache_flight_fail(flight, -EBUSY);
+        if (!t)
                 return r;
-        }
-        t->flight = flight;
         if (worker_queue(m->workers, task_work, task_done, t) < 0) {
                 /* Stopping: the request still gets an answer. */
-                if (flight)
-                        cache_flight_fail(flight, -ESHUTDOWN);
-                req->done = NULL;
-                req->ctx = NULL;
-                task_request_done(t, req);
+                task_drop(t);
                 return overloaded(ret_status, "visierd is stopping");
         }
         return HTTP_DEFER;
@@ -487,11 +490,8 @@ static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const R
         }
         t->flight = flight;
         r = route->handler(m, req, ret_status);
-        if (r != HTTP_DEFER) {
-                req->done = NULL;
-                req->ctx = NULL;
-                task_request_done(t, req);
-        }
+        if (r != HTTP_DEFER)
+                task_drop(t);
         return r;
 }
 
@@ -529,12 +529,15 @@ static struct MHD_Response *response_from_entry(CacheEntry *e, CacheResult how, 
 
 static struct MHD_Response *upstream_error_response(int r, const char *err, unsigned *ret_status);
 
-/* A follower's answer: called on the thread that ended the lead's flight. */
+/* A follower's answer. Flights are ended on the loop only (a lead's answer, or its request
+ * ending), so this runs on the loop, never inside cache_lookup(). */
 static void on_follow(CacheEntry *e, int error, void *userdata) {
-        ApiTask *t = userdata;
+        HttpRequest *req = userdata;
+        ApiTask *t = req->ctx;
         unsigned status = 500;
         struct MHD_Response *r;
 
+        t->waiter = NULL;
         if (e)
                 r = response_from_entry(e, CACHE_FOLLOW, &status);
         else
@@ -570,32 +573,28 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
                 return dispatch_async(m, req, route, NULL, ret_status); /* answers 414 */
         }
         cache_directives_parse(H("Cache-Control"), H("Pragma"), &d);
-        /* The follower's task exists before the lookup, so that the callback has it. */
-        t = task_new(m, req, route, ret_status, &r);
-        if (!t) {
-                free(q);
-                return r;
-        }
         k = cache_lookup(m->cache,
                          &(CacheKey) { .route = route->pattern, .tenant = H("TargetTenantID"), .project = H("ProjectID"),
                                        .non_versioned = H("NonVersioned"), .accept = H("Accept"), .path = req->path,
                                        .query = q->len ? q->buf : NULL },
-                         &d, clock_now(), on_follow, t, &e, &flight, &waiter);
+                         &d, clock_now(), on_follow, req, &e, &flight, &waiter);
 #undef H
         free(q);
-        if (k == CACHE_FOLLOW)
-                return HTTP_DEFER;
-        /* Not a follower: the task is not needed for the wait. */
-        req->done = NULL;
-        req->ctx = NULL;
-        task_request_done(t, req);
-        if (k == CACHE_HIT) {
-                r = response_from_entry(e, CACHE_HIT, ret_status);
-                return r;
-        }
+        if (k == CACHE_HIT)
+                return response_from_entry(e, CACHE_HIT, ret_status);
         if (k == CACHE_LEAD)
                 return dispatch_async(m, req, route, flight, ret_status);
-        return dispatch_async(m, req, route, NULL, ret_status); /* no memory for the cache: fetch alone */
+        if (k != CACHE_FOLLOW)
+                return dispatch_async(m, req, route, NULL, ret_status); /* no memory for the cache: fetch alone */
+        /* A follower waits like any request in progress, counted against the caps; the
+         * callback cannot come before this returns (both on the loop). */
+        t = task_new(m, req, route, ret_status, &r);
+        if (!t) {
+                cache_waiter_cancel(waiter);
+                return r;
+        }
+        t->waiter = waiter;
+        return HTTP_DEFER;
 }
 
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
@@ -640,7 +639,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                                 if (r == HTTP_DEFER)
                                         return r;
                         } else if (route->kind == ROUTE_WORKER) {
-                                r = dispatch_worker(m, req, route, NULL, ret_status);
+                                r = dispatch_worker(m, req, route, ret_status);
                                 if (r == HTTP_DEFER)
                                         return r; /* counted in metrics when answered */
                         } else
