@@ -15,13 +15,7 @@ seconds=${2:-60}
 clients=${3:-50}
 . "$(dirname "$0")/lib.sh"
 
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
-        2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-sim_port=$(cat "$work/sim.port")
+start_sim
 cat > "$work/paths.lua" <<'LUA'
 local paths = { "/v1/admin/capabilities",
                 "/v1/data/model/analytic-objects/Employee/dimensions/Location/members",

@@ -16,13 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 cc -O2 -o "$work/post-many" "$here/post-many.c" $(pkg-config --cflags --libs libcurl) -lpthread
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
-        2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-sim_port=$(cat "$work/sim.port")
+start_sim
 start_visierd "http://127.0.0.1:$sim_port"
 base="http://127.0.0.1:$vd_port"
 

@@ -15,12 +15,8 @@ count=${2:-10000}
 
 [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge $((count + 1024)) ] || { echo "bench: the hard limit on open files is below $((count + 1024))" >&2; exit 1; }
 ulimit -n $((count + 1024))
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" 2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-start_visierd "http://127.0.0.1:$(cat "$work/sim.port")"
+start_sim
+start_visierd "http://127.0.0.1:$sim_port"
 
 field() { sed -n "s/^$1:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$vd_pid/status"; }
 threads_before=$(field Threads)

@@ -7,6 +7,7 @@ work=$(mktemp -d)
 sim_pid=""
 vd_pid=""
 bench_cleanup() {
+        [ -s "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
         [ -n "$vd_pid" ] && kill "$vd_pid" 2>/dev/null && wait "$vd_pid" 2>/dev/null
         [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null
         rm -rf "$work"
@@ -60,4 +61,42 @@ CONF
         vd_port=$(visierd_port "$work/visierd.log")
         vd=http://127.0.0.1:$vd_port
         wait_for "curl -sf $vd/readyz >/dev/null"
+}
+
+# start_sim: throwaway secrets and visier-sim on a free loopback port with no rate limit of
+# its own; sets sim_pid and sim_port.
+start_sim() {
+        make_secrets
+        "$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
+                --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
+                2>"$work/sim.log" &
+        sim_pid=$!
+        wait_for "[ -s '$work/sim.port' ]"
+        sim_port=$(cat "$work/sim.port")
+}
+
+# A free loopback TCP port.
+free_port() {
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_nginx HTTP_BLOCK: nginx (never as a service) with worker_processes 2, access logs off
+# and long keep-alive, serving what HTTP_BLOCK (server and upstream blocks) says; stopped on
+# exit. Its workers run as an unprivileged user: they may pass through $work (whose secret
+# files stay 0600).
+start_nginx() {
+        chmod 0711 "$work"
+        cat > "$work/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    default_type application/json;
+    keepalive_requests 1000000;
+$1
+}
+CONF
+        nginx -c "$work/nginx.conf" -p "$work"
 }

@@ -18,46 +18,21 @@ conns=${3:-32}
 rounds=${4:-3}
 . "$(dirname "$0")/lib.sh"
 
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
-        2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-sim_port=$(cat "$work/sim.port")
+start_sim
 start_visierd "http://127.0.0.1:$sim_port"
 base="http://127.0.0.1:$vd_port"
 
 # A job to read (the publisher sends it to the sim; its answer is recorded).
 curl -s -H 'Content-Type: application/json' -H 'Prefer: wait=30' \
         -d '{"permissions":[{"displayName":"bench-loop-reads"}]}' "$base/v1/admin/permissions" > /dev/null
-# nginx's workers run as an unprivileged user: they may pass through $work (its secret files
-# stay 0600) and read www/.
-chmod 0711 "$work"
 mkdir -p "$work/www"
 chmod 0755 "$work/www"
 curl -s "$base/jobs/1" > "$work/www/job.json"
 curl -s "$base/status" > "$work/www/status.json"
 curl -s "$base/v1/admin/capabilities" > "$work/www/capabilities.json"
 
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/nginx.conf" <<CONF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    default_type application/json;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        root $work/www;
-    }
-}
-CONF
-nginx -c "$work/nginx.conf" -p "$work"
-trap 'kill $(cat "$work/nginx.pid" 2>/dev/null) 2>/dev/null; bench_cleanup' EXIT INT TERM
+nginx_port=$(free_port)
+start_nginx "    server { listen 127.0.0.1:$nginx_port; root $work/www; }"
 wait_for "curl -sf http://127.0.0.1:$nginx_port/job.json > /dev/null"
 
 rps() {

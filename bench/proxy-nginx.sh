@@ -20,42 +20,24 @@ path=/v1/admin/capabilities
 . "$(dirname "$0")/lib.sh"
 
 ulimit -n "$(ulimit -Hn)"
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
-        2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-sim_port=$(cat "$work/sim.port")
+start_sim
 start_visierd "http://127.0.0.1:$sim_port" "$(printf '[cache]\nmax_bytes = 0')"
 token=$(curl -s -H "apikey: $(cat "$work/apikey")" \
         --data-urlencode "username=bench" --data-urlencode "password=$(cat "$work/password")" \
         "http://127.0.0.1:$sim_port/v1/admin/visierSecureToken")
 
-nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/nginx.conf" <<CONF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream sim { server 127.0.0.1:$sim_port; keepalive 256; keepalive_requests 1000000; }
+nginx_port=$(free_port)
+start_nginx "    upstream sim { server 127.0.0.1:$sim_port; keepalive 256; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$nginx_port backlog=4096;
         location / {
             proxy_pass http://sim;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header apikey "$(cat "$work/apikey")";
-            proxy_set_header Cookie "VisierASIDToken=$token";
+            proxy_set_header Connection \"\";
+            proxy_set_header apikey \"$(cat "$work/apikey")\";
+            proxy_set_header Cookie \"VisierASIDToken=$token\";
         }
-    }
-}
-CONF
-nginx -c "$work/nginx.conf" -p "$work"
-trap 'kill $(cat "$work/nginx.pid" 2>/dev/null) 2>/dev/null; bench_cleanup' EXIT INT TERM
+    }"
 wait_for "curl -sf http://127.0.0.1:$nginx_port$path > /dev/null"
 
 run() {

@@ -17,13 +17,7 @@ conns=${3:-32}
 path=/v1/admin/capabilities
 . "$(dirname "$0")/lib.sh"
 
-make_secrets
-"$build/visier-sim" --listen 127.0.0.1 --port 0 --port-file "$work/sim.port" --username bench \
-        --apikey-file "$work/apikey" --password-file "$work/password" --rate-minute 0 --rate-hour 0 \
-        2>"$work/sim.log" &
-sim_pid=$!
-wait_for "[ -s '$work/sim.port' ]"
-sim_port=$(cat "$work/sim.port")
+start_sim
 logins() { curl -s "http://127.0.0.1:$sim_port/_sim/counters" | sed -n 's/.*"logins":\([0-9]*\).*/\1/p'; }
 
 phase() {

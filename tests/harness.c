@@ -396,7 +396,7 @@ char *visierd_url(const Visierd *d, const char *path) {
         return u;
 }
 
-static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
+size_t harness_body_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
         HttpResult *r = userdata;
         size_t n = size * nmemb;
         char *b = realloc(r->body, r->len + n + 1);
@@ -437,7 +437,7 @@ void http_request_on(CURL *h, const char *method, const char *url, const char *c
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, harness_body_write);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
         if (strcmp(method, "GET") != 0)
                 curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);

@@ -105,6 +105,8 @@ void harness_teardown(Sim *s, Visierd *d);
 void http_request(const char *method, const char *url, const char *const *headers, const char *body,
                   long timeout_ms, HttpResult *ret);
 void http_result_done(HttpResult *r);
+/* A CURLOPT_WRITEFUNCTION appending to the HttpResult in CURLOPT_WRITEDATA (kept NUL-terminated). */
+size_t harness_body_write(char *ptr, size_t size, size_t nmemb, void *userdata);
 /* The same on the caller's easy handle, so its connections are kept and reused (for loops that
  * poll or submit thousands of times). BODY_LEN 0 means strlen(body). Never fails the test, so
  * it may be called from any thread: a handle that cannot be set up is a curl_error. */

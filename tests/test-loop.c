@@ -58,20 +58,6 @@ typedef struct Many {
         char **bodies;
 } Many;
 
-static size_t many_write(char *ptr, size_t size, size_t nmemb, void *userdata) {
-        HttpResult *r = userdata;
-        size_t n = size * nmemb;
-        char *b = realloc(r->body, r->len + n + 1);
-
-        if (!b)
-                return 0;
-        memcpy(b + r->len, ptr, n);
-        r->body = b;
-        r->len += n;
-        r->body[r->len] = '\0';
-        return n;
-}
-
 /* Each request creates one permission named NAME-i. */
 static void many_start(Many *m, size_t n, const char *method, const char *path, const char *const *headers,
                        const char *name) {
@@ -98,7 +84,7 @@ static void many_start(Many *m, size_t n, const char *method, const char *path, 
                 curl_easy_setopt(m->h[i], CURLOPT_HTTPHEADER, m->headers);
                 curl_easy_setopt(m->h[i], CURLOPT_TIMEOUT_MS, 60000L);
                 curl_easy_setopt(m->h[i], CURLOPT_NOSIGNAL, 1L);
-                curl_easy_setopt(m->h[i], CURLOPT_WRITEFUNCTION, many_write);
+                curl_easy_setopt(m->h[i], CURLOPT_WRITEFUNCTION, harness_body_write);
                 curl_easy_setopt(m->h[i], CURLOPT_WRITEDATA, &m->res[i]);
                 curl_easy_setopt(m->h[i], CURLOPT_FORBID_REUSE, 1L);
                 curl_multi_add_handle(m->multi, m->h[i]);
