@@ -321,6 +321,41 @@ START_TEST(test_limits_keep_it_serving) {
 }
 END_TEST
 
+/* max_header_size bounds a request's line and headers: a head within it is served, on the
+ * proxied path too (the answer's header lines have room of their own), a larger one gets 431 in
+ * Visier's Status shape and the connection's next client is served. */
+START_TEST(test_header_size_limit) {
+        static const char expected[] =
+                "{\"code\":\"RequestHeaderFieldsTooLarge\",\"message\":\"request line and headers are larger than "
+                "max_header_size (2048 bytes)\",\"localizedMessage\":\"request line and headers are larger than "
+                "max_header_size (2048 bytes)\",\"userError\":true}";
+        char fits[2048 - 400], too_big[2048 + 200];
+        const char *h_fits[] = { fits, NULL }, *h_too_big[] = { too_big, NULL };
+        char *body = NULL;
+
+        snprintf(fits, sizeof(fits), "X-Pad: ");
+        memset(fits + 7, 'f', sizeof(fits) - 8);
+        fits[sizeof(fits) - 1] = '\0';
+        snprintf(too_big, sizeof(too_big), "X-Pad: ");
+        memset(too_big + 7, 't', sizeof(too_big) - 8);
+        too_big[sizeof(too_big) - 1] = '\0';
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[listen]\nmax_header_size = 2048\n");
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", h_fits, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/status", h_fits, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", h_too_big, NULL, &body), 431);
+        ck_assert_str_eq(body, expected);
+        free(body);
+        body = NULL;
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", h_too_big, "[]", &body), 431);
+        ck_assert_str_eq(body, expected);
+        free(body);
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+}
+END_TEST
+
 /* Past max_connections a connection is answered, never closed silently: 503 in Visier's
  * Status shape with Retry-After for API routes, while the ops routes keep their reserve. */
 START_TEST(test_connection_limit) {
@@ -507,6 +542,7 @@ int main(void) {
         tcase_add_test(tc, test_non_loopback_needs_tokens);
         tcase_add_test(tc, test_unix_socket_peer_allow_list);
         tcase_add_test(tc, test_limits_keep_it_serving);
+        tcase_add_test(tc, test_header_size_limit);
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_metrics);
         suite_add_tcase(s, tc);

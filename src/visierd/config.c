@@ -67,6 +67,8 @@ const ConfigKey config_keys[] = {
                    "gids allowed on the unix socket (comma-separated); default any"),
         KEY_UINT("listen", "max_body_size", max_body_size, "1048576", 1024, 67108864,
                  "largest request body accepted, in bytes"),
+        KEY_UINT("listen", "max_header_size", max_header_size, "6144", 1024, 1048576,
+                 "largest request line and headers accepted, in bytes"),
         KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
                    "path of the SQLite job database"),
         KEY_STRING("exports", "directory", exports_dir, SYSCONFDIR "/visierd/exports.d",

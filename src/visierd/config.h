@@ -68,6 +68,7 @@ typedef struct Config {
         unsigned max_held_requests;
         unsigned drain_timeout; /* seconds a stop waits for requests in progress */
         unsigned max_body_size; /* bytes */
+        unsigned max_header_size; /* bytes: libmicrohttpd's per-connection memory pool */
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */
         char *allowed_hosts;    /* comma-separated extra Host names */

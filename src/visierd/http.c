@@ -22,7 +22,10 @@
 
 #include "http.h"
 
-#define HTTP_CONNECTION_MEMORY (32 * 1024) /* bounds the request line and headers (libmicrohttpd zeroes it per request) */
+/* libmicrohttpd keeps each connection's request line, headers and the answer's header lines in
+ * one pool, which it zeroes after every request: max_header_size for the request, and this much
+ * more for the answer's header lines and the pool's bookkeeping. */
+#define HTTP_ANSWER_HEAD_RESERVE 2048
 
 /* A connection as the read-timeout reaper sees it (loop thread only). */
 typedef struct HttpConn {
@@ -57,6 +60,7 @@ struct HttpServer {
         http_handler_fn handler;
         void *userdata;
         size_t max_body;
+        size_t max_header;
         uint64_t next_id;
         unsigned port;
         char *unlink_path; /* the unix socket we created, removed at stop */
@@ -367,6 +371,25 @@ static enum MHD_Result queue(struct MHD_Connection *connection, unsigned status,
         return MHD_queue_response(connection, status, resp);
 }
 
+/* The size of a request's line and header lines as sent, near enough: each name and value with
+ * its ": " and line end. */
+static enum MHD_Result add_field_size(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        size_t *n = cls;
+
+        (void) kind;
+        *n += strlen(key) + (value ? strlen(value) + 1 : 0) + 4;
+        return MHD_YES;
+}
+
+static size_t request_head_size(struct MHD_Connection *connection, const char *url, const char *method,
+                                const char *version) {
+        size_t n = strlen(method) + strlen(url) + strlen(version) + 4;
+
+        MHD_get_connection_values(connection, MHD_HEADER_KIND, add_field_size, &n);
+        MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, add_field_size, &n);
+        return n;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -389,6 +412,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 req->id = ++h->next_id;
                 req->over_capacity = c && c->over_capacity;
                 req->draining = h->draining;
+                /* The connection's memory is max_header_size plus room for the answer's header
+                 * lines: a head that does not leave that room is refused here, with an answer. */
+                req->head_too_large = request_head_size(connection, url, method, version) > h->max_header;
                 request_peer(req);
                 req->next = h->requests;
                 if (h->requests)
@@ -434,7 +460,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 resp = h->stopping;
                 return queue(connection, status, resp);
         }
-        if (req->body_too_large) {
+        if (req->head_too_large) {
+                status = MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
+                resp = http_response_status("RequestHeaderFieldsTooLarge", true,
+                                            "request line and headers are larger than max_header_size (%zu bytes)",
+                                            h->max_header);
+        } else if (req->body_too_large) {
                 status = MHD_HTTP_CONTENT_TOO_LARGE;
                 resp = http_response_status("PayloadTooLarge", true, "request body is larger than max_body_size (%zu bytes)",
                                             h->max_body);
@@ -600,7 +631,7 @@ static int start_on_fd(HttpServer *h, int fd, const HttpSettings *s, char *err, 
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned) (s->max_connections + s->ops_reserve),
                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) s->idle_timeout,
-                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_CONNECTION_MEMORY,
+                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->max_header + HTTP_ANSWER_HEAD_RESERVE,
                              MHD_OPTION_UNESCAPE_CALLBACK, unescape_nothing, NULL,
                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                              MHD_OPTION_END);
@@ -709,6 +740,7 @@ int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handle
         h->handler = handler;
         h->userdata = userdata;
         h->max_body = s->max_body;
+        h->max_header = s->max_header;
         h->max_connections = s->max_connections;
         pthread_mutex_init(&h->answer_lock, NULL);
         h->oom = MHD_create_response_from_buffer(strlen(HTTP_OOM_BODY), (void *) HTTP_OOM_BODY,

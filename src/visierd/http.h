@@ -38,6 +38,7 @@ typedef struct HttpRequest {
         char *body;
         size_t body_len;
         bool body_too_large;
+        bool head_too_large; /* request line and headers past max_header_size: answered 431 */
         bool over_capacity;  /* arrived on a connection past max_connections (ops routes only) */
         bool draining;       /* arrived after shutdown began */
         uint64_t id;
@@ -97,6 +98,7 @@ typedef struct HttpSettings {
         unsigned max_connections;  /* beyond these, only ops routes are served (503 for others) */
         unsigned ops_reserve;      /* extra connections kept for ops routes */
         size_t max_body;
+        size_t max_header; /* each connection's memory for the request line and headers */
         unsigned idle_timeout; /* seconds */
         unsigned read_timeout; /* seconds to send a whole request; slower clients are cut off */
 } HttpSettings;

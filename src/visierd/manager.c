@@ -395,6 +395,7 @@ int manager_start(Manager *m) {
                                       .max_connections = c->max_connections,
                                       .ops_reserve = MANAGER_OPS_RESERVE,
                                       .max_body = c->max_body_size,
+                                      .max_header = c->max_header_size,
                                       .idle_timeout = c->idle_timeout,
                                       .read_timeout = c->read_timeout,
                               },
@@ -465,6 +466,7 @@ static void warn_restart_needed(const Config *old, const Config *new) {
         if (!streq(old->listen_address, new->listen_address) || old->listen_port != new->listen_port ||
             !streq(strempty(old->listen_socket), strempty(new->listen_socket)) ||
             old->max_connections != new->max_connections || old->max_body_size != new->max_body_size ||
+            old->max_header_size != new->max_header_size ||
             old->max_connections_per_client != new->max_connections_per_client ||
             old->idle_timeout != new->idle_timeout || old->read_timeout != new->read_timeout)
                 log_warning("[listen] changes take effect only after a restart");
