@@ -376,6 +376,43 @@ START_TEST(test_status_text) {
 }
 END_TEST
 
+/* Strings in /status are escaped as jansson escapes them: a database path with a quote, a
+ * backslash and control characters comes back byte for byte as json_dumps() writes it. */
+START_TEST(test_status_text_escapes) {
+        char dir[256], sub[512], db[600];
+        const char *path;
+        char *u, *again;
+        HttpResult r;
+        json_t *j;
+
+        harness_mkdtemp(dir, sizeof(dir), "visierd-status");
+        snprintf(sub, sizeof(sub), "%s/q\"b\\s\001\037e", dir);
+        ck_assert_int_eq(mkdir(sub, 0700), 0);
+        snprintf(db, sizeof(db), "%s/jobs.db", sub);
+        sim_start(&sim, unlimited);
+        visierd_write_config_db(&vd, &sim, db, FAST, NULL);
+        visierd_restart(&vd);
+        visierd_wait_ready(&vd);
+        u = visierd_url(&vd, "/status");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 200);
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        path = json_string_value(json_object_get(json_object_get(j, "store"), "path"));
+        ck_assert_ptr_nonnull(path);
+        ck_assert_str_eq(path, db);
+        ck_assert_ptr_nonnull(strstr(r.body, "q\\\"b\\\\s\\u0001\\u001Fe/jobs.db\""));
+        again = json_dumps(j, JSON_COMPACT);
+        ck_assert_str_eq(r.body, again);
+        free(again);
+        json_decref(j);
+        http_result_done(&r);
+        harness_teardown(&sim, &vd);
+        harness_rmtree(dir);
+}
+END_TEST
+
 /* ---- SIGTERM ---- */
 
 #define LIST_BODY                                                                                        \
@@ -519,6 +556,7 @@ int main(void) {
         tcase_add_test(tc, test_sigterm_drains);
         tcase_add_test(tc, test_cache_coherent);
         tcase_add_test(tc, test_status_text);
+        tcase_add_test(tc, test_status_text_escapes);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -718,49 +718,81 @@ typedef struct JsonOut {
         bool overflow;
 } JsonOut;
 
-_printf_(2, 3) static void out_printf(JsonOut *o, const char *fmt, ...) {
-        va_list ap;
-        int n;
-
-        if (o->overflow)
-                return;
-        va_start(ap, fmt);
-        n = vsnprintf(o->buf + o->len, sizeof(o->buf) - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0 || (size_t) n >= sizeof(o->buf) - o->len)
+/* Append n bytes. */
+static void out_mem(JsonOut *o, const char *p, size_t n) {
+        if (o->overflow || n >= sizeof(o->buf) - o->len) {
                 o->overflow = true;
+                return;
+        }
+        memcpy(o->buf + o->len, p, n);
+        o->len += n;
+}
+
+#define out_lit(o, lit) out_mem((o), "" lit, sizeof(lit) - 1)
+
+static void out_u64(JsonOut *o, uint64_t v) {
+        char d[20];
+        size_t n = 0;
+
+        do
+                d[sizeof(d) - ++n] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        out_mem(o, d + sizeof(d) - n, n);
+}
+
+static void out_i64(JsonOut *o, int64_t v) {
+        if (v < 0) {
+                out_lit(o, "-");
+                out_u64(o, (uint64_t) 0 - (uint64_t) v);
+        } else
+                out_u64(o, (uint64_t) v);
+}
+
+static void out_bool(JsonOut *o, bool v) {
+        if (v)
+                out_lit(o, "true");
         else
-                o->len += (size_t) n;
+                out_lit(o, "false");
 }
 
 /* A JSON string (escaped as jansson escapes it), or null. */
 static void out_string(JsonOut *o, const char *v) {
+        static const char hex[] = "0123456789ABCDEF";
+
         if (!v) {
-                out_printf(o, "null");
+                out_lit(o, "null");
                 return;
         }
-        out_printf(o, "\"");
+        out_lit(o, "\"");
         for (const unsigned char *p = (const unsigned char *) v; *p && !o->overflow; p++) {
-                if (*p == '"' || *p == '\\')
-                        out_printf(o, "\\%c", *p);
+                const unsigned char *run = p;
+
+                while (*p >= 0x20 && *p != '"' && *p != '\\')
+                        p++;
+                out_mem(o, (const char *) run, (size_t) (p - run));
+                if (!*p)
+                        break;
+                if (*p == '"')
+                        out_lit(o, "\\\"");
+                else if (*p == '\\')
+                        out_lit(o, "\\\\");
                 else if (*p == '\n')
-                        out_printf(o, "\\n");
+                        out_lit(o, "\\n");
                 else if (*p == '\t')
-                        out_printf(o, "\\t");
+                        out_lit(o, "\\t");
                 else if (*p == '\r')
-                        out_printf(o, "\\r");
+                        out_lit(o, "\\r");
                 else if (*p == '\b')
-                        out_printf(o, "\\b");
+                        out_lit(o, "\\b");
                 else if (*p == '\f')
-                        out_printf(o, "\\f");
-                else if (*p < 0x20)
-                        out_printf(o, "\\u%04X", *p);
-                else if (o->len + 1 < sizeof(o->buf))
-                        o->buf[o->len++] = (char) *p;
-                else
-                        o->overflow = true;
+                        out_lit(o, "\\f");
+                else {
+                        char u[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+
+                        out_mem(o, u, sizeof(u));
+                }
         }
-        out_printf(o, "\"");
+        out_lit(o, "\"");
 }
 
 static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *ret_status) {
@@ -783,52 +815,92 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         publisher_stats(m->publisher, &ps);
         store_counts_get(m->store, counts, &oldest);
 
-        out_printf(o, "{\"jobs\":{\"queued\":%" PRId64 ",\"running\":%" PRId64 ",\"succeeded\":%" PRId64
-                      ",\"failed\":%" PRId64 ",\"cancelled\":%" PRId64 ",\"oldest_queued_age_seconds\":",
-                   counts[JOB_QUEUED], counts[JOB_RUNNING], counts[JOB_SUCCEEDED], counts[JOB_FAILED],
-                   counts[JOB_CANCELLED]);
+        out_lit(o, "{\"jobs\":{\"queued\":");
+        out_i64(o, counts[JOB_QUEUED]);
+        out_lit(o, ",\"running\":");
+        out_i64(o, counts[JOB_RUNNING]);
+        out_lit(o, ",\"succeeded\":");
+        out_i64(o, counts[JOB_SUCCEEDED]);
+        out_lit(o, ",\"failed\":");
+        out_i64(o, counts[JOB_FAILED]);
+        out_lit(o, ",\"cancelled\":");
+        out_i64(o, counts[JOB_CANCELLED]);
+        out_lit(o, ",\"oldest_queued_age_seconds\":");
         if (oldest < 0)
-                out_printf(o, "null");
+                out_lit(o, "null");
         else {
                 /* As jansson writes a real: %.17g, and a ".0" when that looks like an integer. */
                 char real[64];
+                int n = snprintf(real, sizeof(real), "%.17g",
+                                 oldest < now_ms ? (double) (now_ms - oldest) / 1000.0 : 0.0);
 
-                snprintf(real, sizeof(real), "%.17g", oldest < now_ms ? (double) (now_ms - oldest) / 1000.0 : 0.0);
-                out_printf(o, "%s%s", real, strpbrk(real, ".eE") ? "" : ".0");
+                out_mem(o, real, n > 0 ? (size_t) n : 0);
+                if (!strpbrk(real, ".eE"))
+                        out_lit(o, ".0");
         }
-        out_printf(o,
-                   "},\"publisher\":{\"write_calls\":%" PRIu64 ",\"items_sent\":%" PRIu64 ",\"reconcile_calls\":%" PRIu64
-                   ",\"splits\":%" PRIu64 ",\"retries\":%" PRIu64 "},\"version\":\"" PACKAGE_VERSION
-                   "\",\"uptime_seconds\":%" PRIu64 ",\"visier\":{\"base_url\":",
-                   ps.write_calls, ps.items_sent, ps.reconcile_calls, ps.splits, ps.retries,
-                   (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
+        out_lit(o, "},\"publisher\":{\"write_calls\":");
+        out_u64(o, ps.write_calls);
+        out_lit(o, ",\"items_sent\":");
+        out_u64(o, ps.items_sent);
+        out_lit(o, ",\"reconcile_calls\":");
+        out_u64(o, ps.reconcile_calls);
+        out_lit(o, ",\"splits\":");
+        out_u64(o, ps.splits);
+        out_lit(o, ",\"retries\":");
+        out_u64(o, ps.retries);
+        out_lit(o, "},\"version\":\"" PACKAGE_VERSION "\",\"uptime_seconds\":");
+        out_u64(o, (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
+        out_lit(o, ",\"visier\":{\"base_url\":");
         pthread_rwlock_rdlock(&m->config_lock);
         out_string(o, m->config->base_url);
-        out_printf(o, ",\"username\":");
+        out_lit(o, ",\"username\":");
         out_string(o, m->config->username);
         minute_limit = m->config->rate_limit_minute;
         hour_limit = m->config->rate_limit_hour;
         pthread_rwlock_unlock(&m->config_lock);
-        out_printf(o, "},\"token\":{\"state\":");
+        out_lit(o, "},\"token\":{\"state\":");
         out_string(o, ts.state);
-        out_printf(o, ",\"valid\":%s,\"logins\":%" PRIu64 ",\"login_failures\":%" PRIu64 ",\"last_login_error\":",
-                   ts.valid ? "true" : "false", ts.logins, ts.login_failures);
+        out_lit(o, ",\"valid\":");
+        out_bool(o, ts.valid);
+        out_lit(o, ",\"logins\":");
+        out_u64(o, ts.logins);
+        out_lit(o, ",\"login_failures\":");
+        out_u64(o, ts.login_failures);
+        out_lit(o, ",\"last_login_error\":");
         out_string(o, ts.last_error[0] ? ts.last_error : NULL);
-        if (ts.valid)
-                out_printf(o, ",\"expires_in_seconds\":%" PRIu64, (uint64_t) (ts.expires_in / USEC_PER_SEC));
-        if (ts.next_attempt_in > 0)
-                out_printf(o, ",\"next_login_in_seconds\":%" PRIu64,
-                           (uint64_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC));
-        out_printf(o,
-                   "},\"rate_budget\":{\"minute_remaining\":%u,\"hour_remaining\":%u,\"minute_limit\":%u,"
-                   "\"hour_limit\":%u},\"upstream\":{\"calls\":%" PRIu64 ",\"retries\":%" PRIu64
-                   ",\"unauthorized\":%" PRIu64 ",\"throttled\":%" PRIu64 ",\"failures\":%" PRIu64
-                   "},\"store\":{\"path\":",
-                   minute, hour, minute_limit, hour_limit, us.calls, us.retries, us.unauthorized, us.throttled,
-                   us.failures);
+        if (ts.valid) {
+                out_lit(o, ",\"expires_in_seconds\":");
+                out_u64(o, (uint64_t) (ts.expires_in / USEC_PER_SEC));
+        }
+        if (ts.next_attempt_in > 0) {
+                out_lit(o, ",\"next_login_in_seconds\":");
+                out_u64(o, (uint64_t) ((ts.next_attempt_in + USEC_PER_SEC - 1) / USEC_PER_SEC));
+        }
+        out_lit(o, "},\"rate_budget\":{\"minute_remaining\":");
+        out_u64(o, minute);
+        out_lit(o, ",\"hour_remaining\":");
+        out_u64(o, hour);
+        out_lit(o, ",\"minute_limit\":");
+        out_u64(o, minute_limit);
+        out_lit(o, ",\"hour_limit\":");
+        out_u64(o, hour_limit);
+        out_lit(o, "},\"upstream\":{\"calls\":");
+        out_u64(o, us.calls);
+        out_lit(o, ",\"retries\":");
+        out_u64(o, us.retries);
+        out_lit(o, ",\"unauthorized\":");
+        out_u64(o, us.unauthorized);
+        out_lit(o, ",\"throttled\":");
+        out_u64(o, us.throttled);
+        out_lit(o, ",\"failures\":");
+        out_u64(o, us.failures);
+        out_lit(o, "},\"store\":{\"path\":");
         out_string(o, store_path(m->store));
-        out_printf(o, ",\"ok\":%s,\"schema_version\":%d}}", store_ok(m->store) ? "true" : "false",
-                   store_schema_version(m->store));
+        out_lit(o, ",\"ok\":");
+        out_bool(o, store_ok(m->store));
+        out_lit(o, ",\"schema_version\":");
+        out_i64(o, store_schema_version(m->store));
+        out_lit(o, "}}");
         if (o->overflow) {
                 free(o);
                 *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "store.h"
 
 /*
@@ -125,6 +126,8 @@ struct Store {
         bool read_only;   /* the write connection was opened read-only (SQLite decides at open) */
         dev_t dev;        /* the database file opened, to notice it being deleted or replaced */
         ino_t ino;
+        bool file_ok;            /* the last file check passed (store_ok) */
+        usec_t file_checked_at;  /* when store_ok last checked the file (0: never) */
         int lock_fd;      /* flock() on <database>.lock, held for the store's lifetime */
         int64_t pending;  /* jobs queued or running, as committed */
         int64_t tx_delta; /* change to pending in the open transaction */
@@ -577,9 +580,19 @@ static int check_file(Store *s, char *err, size_t errlen) {
 }
 
 
+/* The file check is a stat() of the path: /status, asked many times a second, repeats it at
+ * most every STORE_FILE_CHECK_INTERVAL. */
+#define STORE_FILE_CHECK_INTERVAL (250 * USEC_PER_MSEC)
+
 bool store_ok(Store *s) {
+        usec_t now = clock_now(), at = __atomic_load_n(&s->file_checked_at, __ATOMIC_ACQUIRE);
+
         /* No read: the file check and how the last write transaction ended. */
-        return check_file(s, NULL, 0) >= 0 && !__atomic_load_n(&s->had_error, __ATOMIC_RELAXED);
+        if (at == 0 || now < at || now - at >= STORE_FILE_CHECK_INTERVAL) {
+                __atomic_store_n(&s->file_ok, check_file(s, NULL, 0) >= 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&s->file_checked_at, now, __ATOMIC_RELEASE);
+        }
+        return __atomic_load_n(&s->file_ok, __ATOMIC_RELAXED) && !__atomic_load_n(&s->had_error, __ATOMIC_RELAXED);
 }
 
 int store_schema_version(Store *s) {

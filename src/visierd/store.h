@@ -42,8 +42,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Store *, store_close);
 /* Is the database usable for writes: still the file at its path (not deleted or replaced) and
  * not open read-only? 0, or -ENOENT / -EACCES / -EIO with a reason in err (err may be NULL). */
 int store_check(Store *s, char *err, size_t errlen);
-/* For /status, without touching the database: the file check of store_check(), and the last
- * write transaction committed. */
+/* For /status, without touching the database: the file check of store_check() (repeated at
+ * most every 250 ms), and the last write transaction committed. */
 bool store_ok(Store *s);
 int store_schema_version(Store *s);
 const char *store_path(Store *s);
