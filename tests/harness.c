@@ -300,6 +300,22 @@ char *sim_login(const Sim *s) {
         return token;
 }
 
+char *visierd_signin(const Visierd *d, const char *username, const char *password) {
+        char *url = visierd_url(d, "/v1/admin/visierSecureToken"), *body, *token;
+        const char *headers[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+        HttpResult r;
+
+        ck_assert_int_ge(asprintf(&body, "username=%s&password=%s", username, password), 0);
+        http_request("POST", url, headers, body, 10000, &r);
+        ck_assert_msg(r.status == 200, "local sign-in answered %ld: %s", r.status, r.body);
+        ck_assert_str_eq(r.content_type, "text/plain");
+        token = strndup(r.body, r.len);
+        http_result_done(&r);
+        free(url);
+        free(body);
+        return token;
+}
+
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail) {
         visierd_write_config(d, s, extra_visier, extra_tail);
         visierd_restart(d);

@@ -81,6 +81,9 @@ char *sim_login(const Sim *s);
 /* Start visierd against the sim with extra configuration lines appended to [visier]
  * (extra_visier) and the whole file's tail (extra_tail); waits for READY=1. */
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
+/* Sign in to visierd as Visier's clients do (POST /v1/admin/visierSecureToken, form body);
+ * asserts 200 text/plain and returns the session token (caller frees). */
+char *visierd_signin(const Visierd *d, const char *username, const char *password);
 /* Only write visierd's temporary directory and configuration (as visierd_start does). */
 void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
 /* The same, with [store] database set to DATABASE (NULL: visierd.db in visierd's directory,

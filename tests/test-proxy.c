@@ -121,20 +121,36 @@ START_TEST(test_local_errors_use_status_shape) {
 END_TEST
 
 START_TEST(test_client_credentials_never_forwarded) {
-        const char *headers[] = {
+        const char *stale[] = {
                 "apikey: client-supplied-key",
                 "Cookie: VisierASIDToken=client-token; session=abc",
-                "Authorization: Bearer client-bearer",
-                "TargetTenantID: WFF_j1r",
                 NULL,
         };
+        const char *stale_bearer[] = { "Authorization: Bearer client-bearer", NULL };
+        char *session, cookie[128], bearer[128];
+        const char *with_cookie[] = { "apikey: client-supplied-key", cookie, "TargetTenantID: WFF_j1r", NULL };
+        const char *with_bearer[] = { "apikey: client-supplied-key", bearer, NULL };
         HttpResult r;
         char *u;
 
         start_all(NULL, NULL);
         u = visierd_url(&vd, "/v1/admin/capabilities");
+        /* A token visierd did not hand out is refused (the client signs in again), and
+         * nothing reaches Visier. */
+        http_request("GET", u, stale, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 401);
+        http_result_done(&r);
+        http_request("GET", u, stale_bearer, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 401);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 0);
+
+        /* A local session, as cookie or bearer, with the client's own apikey beside it. */
+        session = visierd_signin(&vd, "any-user", "any-password");
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s; session=abc", session);
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", session);
         for (int i = 0; i < 3; i++) {
-                http_request("GET", u, headers, NULL, 10000, &r);
+                http_request("GET", u, i == 2 ? with_bearer : with_cookie, NULL, 10000, &r);
                 ck_assert_int_eq(r.status, 200);
                 http_result_done(&r);
         }
@@ -144,6 +160,7 @@ START_TEST(test_client_credentials_never_forwarded) {
         ck_assert_int_eq(sim_counter(&sim, "bad_token"), 0);
         ck_assert_int_eq(sim_counter(&sim, "authorization_headers"), 0);
         ck_assert_int_eq(sim_counter(&sim, "foreign_cookies"), 0);
+        free(session);
         free(u);
         stop_all();
 }

@@ -18,14 +18,14 @@ visier_sim_SOURCES = \
 	src/sim/sim-model.h \
 	src/sim/sim-model-data.c \
 	src/sim/sim-model-data.h \
-	src/sim/sim-parse.c \
+	src/shared/parse.c \
 	src/sim/sim-permissions.c \
 	src/sim/sim-permissions.h \
 	src/sim/sim-query.c \
 	src/sim/sim-query.h \
 	src/sim/sim-query-data.c \
 	src/sim/sim-query-data.h \
-	src/sim/sim-parse.h \
+	src/shared/parse.h \
 	src/sim/sim-rate.c \
 	src/sim/sim-rate.h \
 	src/sim/sim-schema.c \

@@ -40,7 +40,7 @@
 #include "macro.h"
 #include "clock.h"
 #include "sim-http.h"
-#include "sim-parse.h"
+#include "parse.h"
 #include "sim-query.h"
 #include "sim-schema.h"
 

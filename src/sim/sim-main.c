@@ -26,7 +26,7 @@
 #include "sim-faults.h"
 #include "sim-http.h"
 #include "sim-model.h"
-#include "sim-parse.h"
+#include "parse.h"
 #include "sim-rate.h"
 
 #define SECRET_FILE_MAX 4096

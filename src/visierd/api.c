@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <sys/random.h>
 
+#include "api-signin.h"
 #include "exports.h"
 #include "metrics.h"
 #include "validate.h"
@@ -63,6 +64,8 @@ static const Route routes[] = {
         { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS },
         { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS },
         { "GET", "/status", api_status, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "POST", "/v1/admin/visierSecureToken", api_signin_asid, CLIENT_ROLE_NONE, ROUTE_LOOP },
+        { "POST", "/v1/auth/oauth2/token", api_signin_oauth2, CLIENT_ROLE_NONE, ROUTE_LOOP },
         { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ, ROUTE_OPS },
         { "GET", "/jobs", api_jobs_list, CLIENT_ROLE_READ, ROUTE_LOOP },
         { "GET", "/jobs/*", api_job_get, CLIENT_ROLE_READ, ROUTE_LOOP },
@@ -190,14 +193,12 @@ static struct MHD_Response *refuse(unsigned *ret_status, unsigned status, const 
         return http_response_status(code, true, "%s", msg);
 }
 
-/* Find the client whose token the request carries (constant-time compare against each). */
-static const ConfigClient *client_by_token(const Config *c, const char *authorization) {
+/* The client whose token is given (constant-time compare against each). */
+static const ConfigClient *client_by_token(const Config *c, const char *token) {
         const ConfigClient *found = NULL;
         Secret given;
 
-        if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-                return NULL;
-        given.data = (char *) authorization + 7;
+        given.data = (char *) token;
         given.len = strlen(given.data);
         for (size_t i = 0; i < c->n_clients; i++)
                 if (c->clients[i].token && secret_equal(&given, c->clients[i].token) && !found)
@@ -205,20 +206,87 @@ static const ConfigClient *client_by_token(const Config *c, const char *authoriz
         return found;
 }
 
+static const ConfigClient *client_by_name(const Config *c, const char *name) {
+        for (size_t i = 0; i < c->n_clients; i++)
+                if (streq(c->clients[i].name, name))
+                        return &c->clients[i];
+        return NULL;
+}
+
+/* 401 in Visier's Status shape: a client signs in again and resends. */
+static struct MHD_Response *refuse_credential(unsigned *ret_status, bool bearer, const char *msg) {
+        struct MHD_Response *r = refuse(ret_status, MHD_HTTP_UNAUTHORIZED, "Unauthorized", msg);
+
+        if (r && bearer)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"visierd\"");
+        return r;
+}
+
+/*
+ * Who is calling, from the credential the request carries (a client's bearer token, or a
+ * local sign-in session as bearer or VisierASIDToken cookie). Sets req->client and req->role.
+ * A credential that is not valid — a session from before a restart, an expired one — is
+ * refused even when no client sections are configured, so that the client signs in again.
+ */
+static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const Route *route,
+                            unsigned *ret_status, struct MHD_Response **ret_refusal) {
+        _cleanup_(free_credentialp) char *cred = NULL;
+        const ConfigClient *cl = NULL;
+        SessionInfo si;
+        bool bearer = false;
+        int r;
+
+        cred = api_request_credential(req, &bearer);
+        if (!cred) {
+                if (c->n_clients == 0)
+                        return true;
+                *ret_refusal = refuse_credential(ret_status, true,
+                                                 "an Authorization: Bearer token is required (a client token or a sign-in session)");
+                return false;
+        }
+        if (bearer && c->n_clients > 0)
+                cl = client_by_token(c, cred);
+        if (!cl) {
+                r = session_lookup(m->sessions, cred, clock_now(), &si);
+                if (r < 0) {
+                        *ret_refusal = refuse_credential(ret_status, bearer,
+                                                         r == -ETIME ? "the session has expired; sign in again"
+                                                                     : "the token is not valid; sign in again");
+                        return false;
+                }
+                if (si.client[0] ? !(cl = client_by_name(c, si.client)) : c->n_clients > 0) {
+                        *ret_refusal = refuse_credential(ret_status, bearer,
+                                                         "the session's client is no longer configured; sign in again");
+                        return false;
+                }
+                if (!cl)
+                        return true; /* the anonymous local caller's session */
+        }
+        snprintf(req->client, sizeof(req->client), "%s", cl->name);
+        req->role = cl->role;
+        if (cl->role < route->role) {
+                char msg[160];
+
+                snprintf(msg, sizeof(msg), "client %s has role %s; this needs %s", cl->name,
+                         client_role_to_string(cl->role), client_role_to_string(route->role));
+                *ret_refusal = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden", msg);
+                return false;
+        }
+        return true;
+}
+
 /*
  * Who may do what: the Host must be ours (DNS rebinding), no foreign Origin (browser pages),
  * the unix socket's peer must be on the allow-lists, and once client tokens are configured a
- * valid Bearer token of a sufficient role. Fills req->client and req->role. True: go on. False:
- * refused, with the answer in *ret_refusal — which may be NULL when even that could not be
- * built (the HTTP layer then answers its preallocated out-of-memory 500): a failed allocation
- * never lets a request through.
+ * valid Bearer token (or a sign-in session) of a sufficient role. Fills req->client and
+ * req->role. True: go on. False: refused, with the answer in *ret_refusal — which may be NULL
+ * when even that could not be built (the HTTP layer then answers its preallocated
+ * out-of-memory 500): a failed allocation never lets a request through.
  */
 static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
                       struct MHD_Response **ret_refusal) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *origin = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin");
-        const char *auth = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND,
-                                                       MHD_HTTP_HEADER_AUTHORIZATION);
         struct MHD_Response *r = NULL;
         bool allowed = false;
         const Config *c;
@@ -240,26 +308,9 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                                        (c->socket_allow_gids && id_in_list(c->socket_allow_gids, req->gid)))))
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "this user may not use the unix socket ([listen] socket_allow_uids, socket_allow_gids)");
-        else if (c->n_clients > 0 && route->role != CLIENT_ROLE_NONE) {
-                const ConfigClient *cl = client_by_token(c, auth);
-
-                if (!cl) {
-                        r = refuse(ret_status, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
-                                   auth ? "the bearer token is not valid" : "an Authorization: Bearer token is required");
-                        if (r)
-                                MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"visierd\"");
-                } else {
-                        snprintf(req->client, sizeof(req->client), "%s", cl->name);
-                        req->role = cl->role;
-                        if (cl->role < route->role) {
-                                char msg[160];
-                                snprintf(msg, sizeof(msg), "client %s has role %s; this needs %s", cl->name,
-                                         client_role_to_string(cl->role), client_role_to_string(route->role));
-                                r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden", msg);
-                        } else
-                                allowed = true;
-                }
-        } else
+        else if (route->role != CLIENT_ROLE_NONE)
+                allowed = identify_caller(m, c, req, route, ret_status, &r);
+        else
                 allowed = true;
         pthread_rwlock_unlock(&m->config_lock);
         if (!allowed)

@@ -69,6 +69,8 @@ typedef struct Config {
         unsigned drain_timeout; /* seconds a stop waits for requests in progress */
         unsigned max_body_size; /* bytes */
         unsigned max_header_size; /* bytes: libmicrohttpd's per-connection memory pool */
+        unsigned session_lifetime; /* seconds */
+        unsigned max_sessions;
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */
         char *allowed_hosts;    /* comma-separated extra Host names */

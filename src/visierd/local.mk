@@ -4,7 +4,10 @@ libvisierd_core_a_SOURCES = \
 	src/shared/macro.h \
 	src/shared/clock.c src/shared/clock.h \
 	src/shared/notify.c src/shared/notify.h \
+	src/shared/parse.c src/shared/parse.h \
 	src/visierd/api.c \
+	src/visierd/api-signin.c src/visierd/api-signin.h \
+	src/visierd/session.c src/visierd/session.h \
 	src/visierd/cache.c src/visierd/cache.h \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \

@@ -101,6 +101,7 @@ Manager *manager_free(Manager *m) {
         publisher_free(m->publisher); /* its last events still post to the pool */
         worker_pool_free(m->workers);
         cache_free(m->cache);
+        session_table_free(m->sessions);
         token_keeper_free(m->token);
         metrics_free(m->metrics);
         upstream_free(m->upstream);
@@ -365,6 +366,11 @@ int manager_start(Manager *m) {
                 }
                 publisher_set_cache(m->publisher, m->cache);
         }
+        r = session_table_new(c->max_sessions, &m->sessions);
+        if (r < 0) {
+                log_error("cannot set up the sign-in sessions: %s", strerror(-r));
+                return r;
+        }
 
         /* Sockets passed by systemd (visierd.socket) replace the configured listeners. */
         n_fds = sd_listen_fds_with_names(1, &fd_names);
@@ -466,12 +472,29 @@ static void warn_restart_needed(const Config *old, const Config *new) {
         if (!streq(old->listen_address, new->listen_address) || old->listen_port != new->listen_port ||
             !streq(strempty(old->listen_socket), strempty(new->listen_socket)) ||
             old->max_connections != new->max_connections || old->max_body_size != new->max_body_size ||
-            old->max_header_size != new->max_header_size ||
+            old->max_header_size != new->max_header_size || old->max_sessions != new->max_sessions ||
             old->max_connections_per_client != new->max_connections_per_client ||
             old->idle_timeout != new->idle_timeout || old->read_timeout != new->read_timeout)
                 log_warning("[listen] changes take effect only after a restart");
         if (!streq(old->database, new->database))
                 log_warning("[store] database changes take effect only after a restart");
+}
+
+/* Sessions of a [client] whose section went or whose token changed end with the reload; the
+ * anonymous ones end once client sections appear. */
+static void end_changed_sessions(Manager *m, const Config *old, const Config *new) {
+        if (old->n_clients == 0 && new->n_clients > 0)
+                (void) session_end_client(m->sessions, "");
+        for (size_t i = 0; i < old->n_clients; i++) {
+                bool kept = false;
+
+                for (size_t j = 0; j < new->n_clients && !kept; j++)
+                        kept = streq(old->clients[i].name, new->clients[j].name) &&
+                               secret_equal(old->clients[i].token, new->clients[j].token);
+                if (!kept && session_end_client(m->sessions, old->clients[i].name) > 0)
+                        log_full(LOG_NOTICE, LOG_MSGID_CONFIG, NULL,
+                                 "[client %s] changed: its sign-in sessions end", old->clients[i].name);
+        }
 }
 
 int manager_reload(Manager *m) {
@@ -538,6 +561,7 @@ int manager_reload(Manager *m) {
         }
         store_set_max_pending(m->store, nc->max_pending);
 
+        end_changed_sessions(m, m->config, nc);
         pthread_rwlock_wrlock(&m->config_lock);
         old = m->config;
         m->config = nc;

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "publisher.h"
 #include "runner.h"
+#include "session.h"
 #include "ratelimit.h"
 #include "store.h"
 #include "token.h"
@@ -37,6 +38,7 @@ typedef struct Manager {
         HttpServer *http;
         WorkerPool *workers;     /* blocking work off the loop */
         Cache *cache;            /* metadata reads (thread-safe) */
+        SessionTable *sessions;  /* local sign-ins (thread-safe; memory only) */
         pthread_mutex_t finished_lock; /* jobs finished in the publisher's open transaction */
         int64_t *finished;
         size_t n_finished, cap_finished;

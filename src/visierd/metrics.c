@@ -40,6 +40,7 @@ struct Metrics {
         Histogram upstream_latency;
         Histogram write_items;
         uint64_t write_calls, overlaps_prevented;
+        uint64_t signins[2]; /* refused, started */
 };
 
 int metrics_new(Metrics **ret) {
@@ -127,6 +128,12 @@ void metrics_overlap_prevented(Metrics *m) {
         pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_signin(Metrics *m, bool ok) {
+        pthread_mutex_lock(&m->lock);
+        m->signins[ok]++;
+        pthread_mutex_unlock(&m->lock);
+}
+
 static void header(FILE *f, const char *name, const char *type, const char *help) {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -207,6 +214,11 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                "Permission writes that arrived while a write call was in flight (each would have been an "
                "overlapping publish).");
         fprintf(f, "visierd_publish_overlaps_prevented_total %llu\n", (unsigned long long) m->overlaps_prevented);
+        header(f, "visierd_signins_total", "counter",
+               "Local sign-ins (visierSecureToken, oauth2/token) by result: ok started a session, refused had "
+               "wrong credentials.");
+        fprintf(f, "visierd_signins_total{result=\"ok\"} %llu\n", (unsigned long long) m->signins[1]);
+        fprintf(f, "visierd_signins_total{result=\"refused\"} %llu\n", (unsigned long long) m->signins[0]);
         pthread_mutex_unlock(&m->lock);
 
         header(f, "visierd_logins_total", "counter", "Successful logins to Visier.");

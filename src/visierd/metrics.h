@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,8 @@ void metrics_local_request(Metrics *m, const char *method, const char *route, un
 void metrics_upstream_call(Metrics *m, const char *endpoint, long status, usec_t latency);
 void metrics_write_call(Metrics *m, size_t items);
 void metrics_overlap_prevented(Metrics *m);
+/* A local sign-in: ok (a session started) or refused (wrong credentials). */
+void metrics_signin(Metrics *m, bool ok);
 
 /* The whole exposition (caller frees). */
 char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len);

@@ -12,7 +12,7 @@
 #include <strings.h>
 
 #include "macro.h"
-#include "sim-parse.h"
+#include "parse.h"
 
 int parse_uint64(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
         unsigned long long v;

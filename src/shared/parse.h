@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Pure parsers for the bits of HTTP the simulator reads itself: decimal numbers with bounds,
- * application/x-www-form-urlencoded bodies, Cookie headers and boolean query values.
+ * Pure parsers for the bits of HTTP that visierd and the simulator read themselves: decimal
+ * numbers with bounds, application/x-www-form-urlencoded bodies, Cookie headers and boolean
+ * query values.
  * Nothing here allocates except where stated, logs or knows about the server.
  */
 #pragma once
