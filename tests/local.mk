@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache
+unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -16,6 +16,8 @@ integration_tests += tests/test-crashloop tests/test-storm tests/test-fulldisk
 integration_tests += tests/test-loop
 # The upstream client on an sd-event loop, in the test's own thread, against visier-sim.
 integration_tests += tests/test-upstream-async
+# Visier's clients against visierd: local sign-in.
+integration_tests += tests/test-signin
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -50,6 +52,12 @@ tests_check_exports_LDADD = $(TEST_LDADD)
 tests_check_validate_SOURCES = tests/check-validate.c
 tests_check_validate_CFLAGS = $(TEST_CFLAGS)
 tests_check_validate_LDADD = $(TEST_LDADD)
+tests_check_session_SOURCES = tests/check-session.c
+tests_check_session_CFLAGS = $(TEST_CFLAGS)
+tests_check_session_LDADD = $(TEST_LDADD)
+tests_test_signin_SOURCES = tests/test-signin.c
+tests_test_signin_CFLAGS = $(TEST_CFLAGS)
+tests_test_signin_LDADD = $(TEST_LDADD)
 tests_check_cache_SOURCES = tests/check-cache.c
 tests_check_cache_CFLAGS = $(TEST_CFLAGS)
 tests_check_cache_LDADD = $(TEST_LDADD)
