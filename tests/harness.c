@@ -345,6 +345,9 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                                   /* visier-sim publishes in well under a second unless a test
                                    * says otherwise (publish_ms); tests that do set their own. */
                                   "[jobs]\npublish_settle = 1\n"
+                                  /* Suites that follow jobs get the 202 at once; the tests of
+                                   * the Visier-shaped answer (test-answers) set their own. */
+                                  "answer_wait = 0\n"
                                   /* Suites that count the calls Visier sees read through to it;
                                    * the cache's own tests turn it on. */
                                   "[cache]\nmax_bytes = 0\n%s\n",

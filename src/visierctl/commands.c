@@ -715,7 +715,11 @@ static int ctl_submit(Ctl *ctl) {
                 }
                 headers[nh++] = idem;
         }
-        if (a->submit_wait >= 0) {
+        /* Without --wait, the job at once (visierd would otherwise hold the answer until the
+         * job ends, as Visier answers). */
+        if (a->submit_wait < 0)
+                headers[nh++] = "Prefer: respond-async";
+        else {
                 if (asprintf(&prefer, "Prefer: wait=%ld", a->submit_wait) < 0) {
                         prefer = NULL;
                         output_error("out of memory");

@@ -336,6 +336,8 @@ typedef struct ApiTask {
         char identity[80]; /* counted against max_connections_per_client ("" : not counted) */
         int64_t hold_job;  /* set by a write handler: hold the answer until this job ends */
         long hold_wait;    /* seconds applied */
+        bool hold_asked;   /* the wait came from the client's Prefer: wait (Preference-Applied) */
+        bool respond_async; /* Prefer: respond-async applied: the 202 says so */
         struct ApiTask *hold_next;
         sd_event_source *hold_timer;
         CacheFlight *flight; /* a proxied read that fills the cache (it leads) */
@@ -1107,32 +1109,54 @@ static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, 
 }
 
 
-/* Parse "wait=N" out of a Prefer header (RFC 7240); -1 if absent. */
-static long prefer_wait(const char *prefer) {
-        const char *p;
-        char *end;
-        long v;
+/* What a request's Prefer headers (RFC 7240) ask of visierd: respond-async, and wait=N. */
+typedef struct Preferences {
+        bool respond_async;
+        long wait; /* seconds; -1: not asked */
+} Preferences;
 
-        if (!prefer)
-                return -1;
-        for (p = prefer; (p = strcasestr(p, "wait")); p += 4) {
-                if (p != prefer && p[-1] != ' ' && p[-1] != ',' && p[-1] != ';')
-                        continue;
-                p += 4;
-                while (*p == ' ')
-                        p++;
-                if (*p != '=')
-                        continue;
-                p++;
-                while (*p == ' ')
-                        p++;
-                errno = 0;
-                v = strtol(p, &end, 10);
-                if (errno == 0 && end != p && v >= 0)
-                        return v;
-                return -1;
+/* One Prefer header: comma-separated preferences, each a token with an optional "=value" and
+ * ";"-parameters (ignored). Others' preferences (Visier's own nvLock=…) are left alone. */
+static enum MHD_Result prefer_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        Preferences *p = cls;
+
+        (void) kind;
+        if (!value || strcasecmp(key, "Prefer") != 0)
+                return MHD_YES;
+        for (const char *e = value; e && *e;) {
+                const char *end = strchr(e, ','), *stop;
+                size_t n;
+
+                while (*e == ' ' || *e == '\t')
+                        e++;
+                stop = e + strcspn(e, "=;,");
+                n = (size_t) (stop - e);
+                while (n > 0 && (e[n - 1] == ' ' || e[n - 1] == '\t'))
+                        n--;
+                if (n == 13 && strncasecmp(e, "respond-async", 13) == 0)
+                        p->respond_async = true;
+                else if (n == 4 && strncasecmp(e, "wait", 4) == 0 && *stop == '=') {
+                        const char *v = stop + 1;
+                        char *vend;
+                        long w;
+
+                        while (*v == ' ' || *v == '"')
+                                v++;
+                        errno = 0;
+                        w = strtol(v, &vend, 10);
+                        if (errno == 0 && vend != v && w >= 0 && p->wait < 0)
+                                p->wait = w;
+                }
+                e = end ? end + 1 : NULL;
         }
-        return -1;
+        return MHD_YES;
+}
+
+static Preferences request_preferences(HttpRequest *req) {
+        Preferences p = { .wait = -1 };
+
+        MHD_get_connection_values(req->connection, MHD_HEADER_KIND, prefer_scan, &p);
+        return p;
 }
 
 static void make_correlation_id(char *buf, size_t len) {
@@ -1165,7 +1189,8 @@ static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_s
 static void write_submitted(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json);
 
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
-        const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem, *prefer;
+        const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem;
+        Preferences prefer;
         char client[80], rid[48];
         const char *fields[] = { rid, NULL };
         char *tenant_code = NULL;
@@ -1174,8 +1199,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         JobOp op = job_op_from_request(req->method, req->path);
         struct MHD_Response *resp;
         size_t n_items = 0, batch_max;
-        unsigned max_wait;
-        long wait;
+        unsigned max_wait, answer_wait;
         size_t i;
         int r;
 
@@ -1187,6 +1211,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         pthread_rwlock_rdlock(&m->config_lock);
         batch_max = m->config->batch_max;
         max_wait = m->config->max_wait;
+        answer_wait = m->config->answer_wait;
         pthread_rwlock_unlock(&m->config_lock);
         r = validate_write(op, req->body, req->body_len, batch_max, &root, &verr);
         if (r == -ENOMEM) {
@@ -1251,15 +1276,24 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         json_object_del(extra, job_op_items_member(op));
         snprintf(client, sizeof(client), "%s", req->client);
 
-        prefer = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Prefer");
-        wait = prefer_wait(prefer);
+        /* Answered as Visier answers (the job's own answer, held until it ends, at most
+         * answer_wait), unless the client asks for the job at once (respond-async) or names its
+         * own wait (at most max_wait). */
+        prefer = request_preferences(req);
         {
                 ApiTask *t = req->ctx;
 
                 assert(t);
                 t->write_op = op;
                 t->write_items = n_items;
-                t->hold_wait = wait > 0 ? (wait > (long) max_wait ? (long) max_wait : wait) : 0;
+                if (prefer.wait >= 0) {
+                        t->hold_wait = prefer.wait > (long) max_wait ? (long) max_wait : prefer.wait;
+                        t->hold_asked = true;
+                } else if (prefer.respond_async) {
+                        t->hold_wait = 0;
+                        t->respond_async = true;
+                } else
+                        t->hold_wait = answer_wait;
         }
         /* Committed by the store thread with whatever else is pending (one transaction, one
          * fsync); the answer comes from write_submitted(). */
@@ -1343,8 +1377,11 @@ static void write_submitted(void *userdata, int r, int64_t id, bool existing, co
                 status = MHD_HTTP_ACCEPTED;
                 resp = job_json ? json_response(json_incref(job_json)) : NULL;
                 snprintf(location, sizeof(location), "/jobs/%lld", (long long) id);
-                if (resp)
+                if (resp) {
                         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+                        if (t->respond_async)
+                                MHD_add_response_header(resp, "Preference-Applied", "respond-async");
+                }
         }
         task_answer(t, status, resp);
 }
@@ -1373,11 +1410,18 @@ static void hold_answer(ApiTask *t) {
             store_job_response(t->m->store, t->hold_job, &vstatus, &body) == 0) {
                 char pa[32];
 
+                char location[64];
+
                 status = (unsigned) vstatus;
                 resp = http_response_take(body, strlen(body), "application/json");
                 snprintf(pa, sizeof(pa), "wait=%ld", t->hold_wait);
-                if (resp)
-                        MHD_add_response_header(resp, "Preference-Applied", pa);
+                snprintf(location, sizeof(location), "/jobs/%lld", (long long) t->hold_job);
+                if (resp) {
+                        /* Which job this answer is, to follow it at /jobs/{id}. */
+                        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_LOCATION, location);
+                        if (t->hold_asked)
+                                MHD_add_response_header(resp, "Preference-Applied", pa);
+                }
         } else
                 resp = job_accepted(t->m, t->hold_job, &status);
         task_answer(t, status, resp);

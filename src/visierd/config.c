@@ -87,6 +87,9 @@ const ConfigKey config_keys[] = {
                  "seconds Visier is assumed to go on publishing a write whose answer was lost; no write is sent meanwhile"),
         KEY_UINT("jobs", "batch_delay_ms", batch_delay_ms, "200", 0, 10000,
                  "milliseconds queued jobs are given to gather into one call after the queue wakes"),
+        KEY_UINT("jobs", "answer_wait", answer_wait, "60", 0, 3600,
+                 "seconds a write without Prefer: respond-async or wait= waits for its job to end, to answer as Visier "
+                 "does; then (or with 0 at once) the 202 with the job"),
         KEY_UINT("jobs", "max_wait", max_wait, "60", 0, 3600,
                  "longest Prefer: wait=N honoured, in seconds"),
         KEY_UINT("jobs", "keep_succeeded", keep_succeeded, "604800", 60, 315360000,

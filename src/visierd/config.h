@@ -94,7 +94,8 @@ typedef struct Config {
         unsigned give_up_after;   /* seconds */
         unsigned publish_settle;  /* seconds */
         unsigned batch_delay_ms;
-        unsigned max_wait;        /* seconds a Prefer: wait may hold an answer */
+        unsigned max_wait;
+        unsigned answer_wait; /* seconds a write without a Prefer waits for its job's answer */        /* seconds a Prefer: wait may hold an answer */
         unsigned keep_succeeded;  /* seconds */
         unsigned keep_failed;     /* seconds */
         unsigned max_pending;

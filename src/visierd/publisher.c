@@ -418,8 +418,23 @@ static void map_assignments(const Batch *b, json_t *answer, bool *ok, json_t **r
         }
 }
 
-/* Visier's answer for exactly one job's items, from the recorded item results. */
-static char *job_answer(JobOp op, json_t *item_results, bool *ret_any_ok, bool *ret_any_failed) {
+static bool in_string_array(json_t *list, const char *v) {
+        json_t *e;
+        size_t i;
+
+        json_array_foreach(list, i, e)
+                if (v && streq(strempty(json_string_value(e)), v))
+                        return true;
+        return false;
+}
+
+/*
+ * Visier's answer for exactly one job's items, from the recorded item results. A create's
+ * entries keep a correlationId only when the request had it (client_cids): Visier answers
+ * with the ones it was given, and the ones visierd added for its own bookkeeping were not the
+ * client's.
+ */
+static char *job_answer(JobOp op, json_t *item_results, json_t *client_cids, bool *ret_any_ok, bool *ret_any_failed) {
         json_t *root, *r;
         size_t i;
         char *s;
@@ -434,7 +449,15 @@ static char *job_answer(JobOp op, json_t *item_results, bool *ret_any_ok, bool *
                                 *ret_any_ok = true;
                         else
                                 *ret_any_failed = true;
-                        if (res)
+                        if (!res)
+                                continue;
+                        if (op == JOB_OP_CREATE &&
+                            !in_string_array(client_cids, json_string_value(json_object_get(res, "correlationId")))) {
+                                json_t *copy = json_copy(res);
+
+                                json_object_del(copy, "correlationId");
+                                json_array_append_new(ok ? succ : fail, copy);
+                        } else
                                 json_array_append(ok ? succ : fail, res);
                 }
                 root = json_pack("{s:o, s:o}", "successes", succ, "failures", fail);
@@ -475,8 +498,9 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
                 cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
         for (size_t j = 0; j < b->n_jobs; j++) {
                 json_t *results = store_job_item_results(p->store, b->jobs[j].id);
+                json_t *cids = b->op == JOB_OP_CREATE ? store_job_client_correlation_ids(p->store, b->jobs[j].id) : NULL;
                 bool any_ok, any_failed;
-                char *answer = job_answer(b->op, results, &any_ok, &any_failed);
+                char *answer = job_answer(b->op, results, cids, &any_ok, &any_failed);
                 JobState state = any_ok ? JOB_SUCCEEDED : JOB_FAILED;
 
                 store_job_finish(p->store, b->jobs[j].id, state, status,
@@ -489,6 +513,7 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
                                              .message = any_failed ? "some items failed" : NULL });
                 free(answer);
                 json_decref(results);
+                json_decref(cids);
         }
 }
 

@@ -1513,6 +1513,22 @@ json_t *store_job_item_results(Store *s, int64_t job_id) {
         return item_results_conn(&s->w, job_id);
 }
 
+json_t *store_job_client_correlation_ids(Store *s, int64_t job_id) {
+        json_t *ids = json_array();
+        Stmt st = {};
+        int r;
+
+        if (!ids || tx_usable(s) < 0 ||
+            prepare(s, &st, "SELECT correlation_id FROM client_correlation_ids WHERE job_id = ?") < 0)
+                return ids;
+        sqlite3_bind_int64(st.st, 1, job_id);
+        while ((r = step_row(s, &st)) > 0)
+                if (col_text(&st, 0))
+                        json_array_append_new(ids, json_string(col_text(&st, 0)));
+        stmt_done(&st);
+        return ids;
+}
+
 int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
         size_t slot = (size_t) ((uint64_t) id % STORE_FINAL_TEXTS), len;
         const char *state;

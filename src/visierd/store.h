@@ -207,3 +207,6 @@ json_t *store_query_plans(Store *s);
 
 /* Items of a job not yet succeeded (for building the job's answer). */
 json_t *store_job_item_results(Store *s, int64_t job_id);
+/* The correlationIds a create job's request had itself (not the ones visierd added), inside
+ * store_begin/store_end. An empty array for other jobs (or on error). */
+json_t *store_job_client_correlation_ids(Store *s, int64_t job_id);

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Writes answered the way Visier answers them (../shared/visier-api/CLIENTS.md: the SDK turns
+ * any 2xx but 200 into None): by default the answer is held until the job ends and is
+ * Visier's own answer for exactly that request's items, naming the job in Content-Location;
+ * Prefer: respond-async gives the 202 with the job at once; a job not done within answer_wait
+ * gets the 202, never a dropped connection. Answers are read off the socket, headers and all.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "macro.h"
+
+static Sim sim;
+static Visierd vd;
+
+static void teardown(void) {
+        harness_teardown(&sim, &vd);
+}
+
+/* One request on its own connection (Connection: close); the whole answer as sent, with the
+ * Date header's value blanked so that the rest can be compared byte for byte. */
+static char *raw_exchange(const char *method, const char *path, const char *extra_headers, const char *body,
+                          unsigned timeout_s) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) vd.port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        usec_t deadline = clock_now() + timeout_s * USEC_PER_SEC;
+        char *req, *out = NULL, *date;
+        size_t len = 0;
+        int fd, n;
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        n = asprintf(&req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                     "%sContent-Length: %zu\r\n\r\n%s",
+                     method, path, vd.port, extra_headers ? extra_headers : "", strlen(body), body);
+        ck_assert_int_ge(n, 0);
+        ck_assert_int_eq(send(fd, req, (size_t) n, MSG_NOSIGNAL), n);
+        free(req);
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                char buf[4096];
+                ssize_t k;
+
+                ck_assert_msg(clock_now() < deadline, "no whole answer within %u s", timeout_s);
+                if (poll(&p, 1, 1000) <= 0)
+                        continue;
+                k = recv(fd, buf, sizeof(buf), 0);
+                ck_assert_int_ge(k, 0);
+                if (k == 0)
+                        break;
+                out = realloc(out, len + (size_t) k + 1);
+                ck_assert_ptr_nonnull(out);
+                memcpy(out + len, buf, (size_t) k);
+                len += (size_t) k;
+                out[len] = '\0';
+        }
+        close(fd);
+        ck_assert_msg(out, "the connection was closed without an answer");
+        date = strstr(out, "\r\nDate: ");
+        if (date)
+                for (char *p = date + 8; *p && *p != '\r'; p++)
+                        *p = 'D';
+        return out;
+}
+
+static const char *body_of(const char *answer) {
+        const char *b = strstr(answer, "\r\n\r\n");
+
+        ck_assert_ptr_nonnull(b);
+        return b + 4;
+}
+
+/* The head up to (not including) Content-Length, which depends on the IDs the sim made. */
+static void assert_head(const char *answer, const char *expected) {
+        ck_assert_msg(strncmp(answer, expected, strlen(expected)) == 0, "answer:\n%s\nexpected to begin with:\n%s", answer,
+                      expected);
+}
+
+#define DATE "Date: DDDDDDDDDDDDDDDDDDDDDDDDDDDDD\r\n" /* as raw_exchange() blanks it */
+
+START_TEST(test_create_answered_as_visier) {
+        char *a, expected[4096], head[256];
+        json_t *j, *s;
+        const char *id1, *id2;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        a = raw_exchange("POST", "/v1/admin/permissions", NULL,
+                         "{\"permissions\":[{\"displayName\":\"p1\"},{\"displayName\":\"p2\",\"correlationId\":\"mine-1\"}]}",
+                         30);
+        assert_head(a, "HTTP/1.1 200 OK\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n"
+                       "Content-Location: /jobs/1\r\nContent-Length: ");
+        /* Visier's PermissionBulkOperationResponseDTO for these two items: the IDs Visier gave,
+         * the correlationId the request had, and not the one visierd added to p1. */
+        j = json_loads(body_of(a), 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        s = json_object_get(j, "successes");
+        id1 = json_string_value(json_object_get(json_array_get(s, 0), "permissionId"));
+        id2 = json_string_value(json_object_get(json_array_get(s, 1), "permissionId"));
+        ck_assert_ptr_nonnull(id1);
+        ck_assert_ptr_nonnull(id2);
+        snprintf(expected, sizeof(expected),
+                 "{\"successes\":[{\"permissionId\":\"%s\",\"displayName\":\"p1\"},{\"permissionId\":\"%s\","
+                 "\"displayName\":\"p2\",\"correlationId\":\"mine-1\"}],\"failures\":[]}",
+                 id1, id2);
+        ck_assert_str_eq(body_of(a), expected);
+        snprintf(head, sizeof(head), "Content-Length: %zu\r\n\r\n", strlen(expected));
+        ck_assert_ptr_nonnull(strstr(a, head));
+        json_decref(j);
+        free(a);
+
+        /* The job stays visible where Content-Location said. */
+        {
+                long st;
+
+                j = visierd_request_json(&vd, "GET", "/jobs/1", NULL, NULL, &st);
+                ck_assert_int_eq(st, 200);
+                ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
+                json_decref(j);
+        }
+
+        /* A change Visier refuses: still its 200 with the failure, as Visier answers. */
+        a = raw_exchange("PUT", "/v1/admin/permissions", NULL,
+                         "{\"permissions\":[{\"permissionId\":\"nope-123\",\"displayName\":\"x\"}]}", 30);
+        assert_head(a, "HTTP/1.1 200 OK\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n"
+                       "Content-Location: /jobs/2\r\nContent-Length: ");
+        j = json_loads(body_of(a), 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_uint_eq(json_array_size(json_object_get(j, "successes")), 0);
+        s = json_array_get(json_object_get(j, "failures"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(s, "permissionId")), "nope-123");
+        ck_assert_str_eq(json_string_value(json_object_get(s, "displayName")), "x");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(s, "error"), "message")),
+                         "permission nope-123 not found");
+        json_decref(j);
+        free(a);
+}
+END_TEST
+
+START_TEST(test_assignment_answered_as_visier) {
+        char *a;
+        json_t *j, *t;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        a = raw_exchange("PUT", "/v1/admin/permissions/users", NULL,
+                         "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"userIds\":[\"u-1\"]}]}",
+                         30);
+        assert_head(a, "HTTP/1.1 200 OK\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n"
+                       "Content-Location: /jobs/1\r\nContent-Length: ");
+        /* Visier's answer: one entry per tenant, tenantCode a string (never null). */
+        j = json_loads(body_of(a), 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_uint_eq(json_object_size(j), 1);
+        t = json_array_get(json_object_get(j, "tenants"), 0);
+        ck_assert(json_is_string(json_object_get(t, "tenantCode")));
+        ck_assert(json_is_string(json_object_get(t, "status")));
+        {
+                json_t *entry = json_array_get(json_object_get(t, "permissions"), 0);
+
+                ck_assert_str_eq(json_string_value(json_object_get(json_object_get(entry, "permission"), "permissionId")),
+                                 "3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71");
+        }
+        json_decref(j);
+        free(a);
+}
+END_TEST
+
+/* Prefer: respond-async: the 202 with the job at once, saying the preference was applied. */
+START_TEST(test_respond_async) {
+        char *a;
+        json_t *j;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\n");
+        visierd_wait_ready(&vd);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":5000}"));
+        a = raw_exchange("POST", "/v1/admin/permissions", "Prefer: respond-async\r\n",
+                         "{\"permissions\":[{\"displayName\":\"later\"}]}", 3);
+        assert_head(a, "HTTP/1.1 202 Accepted\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n"
+                       "Location: /jobs/1\r\nPreference-Applied: respond-async\r\nContent-Length: ");
+        j = json_loads(body_of(a), 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "id")), 1);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "queued");
+        json_decref(j);
+        free(a);
+        /* Visier's own preferences beside visierd's do not change that. */
+        a = raw_exchange("POST", "/v1/admin/permissions", "Prefer: nvLock=none, respond-async\r\n",
+                         "{\"permissions\":[{\"displayName\":\"later-2\"}]}", 3);
+        assert_head(a, "HTTP/1.1 202 Accepted\r\n");
+        free(a);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":0}"));
+}
+END_TEST
+
+/* A job not done within answer_wait: the 202 with the job, then the job ends on its own. */
+START_TEST(test_answer_wait_bound) {
+        char *a;
+        json_t *j;
+        long st;
+        int i;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 1\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":4000}"));
+        a = raw_exchange("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"slow\"}]}", 20);
+        assert_head(a, "HTTP/1.1 202 Accepted\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n"
+                       "Location: /jobs/1\r\nContent-Length: ");
+        free(a);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":0}"));
+        for (i = 0; i < 600; i++) {
+                j = visierd_request_json(&vd, "GET", "/jobs/1", NULL, NULL, &st);
+                if (streq(json_string_value(json_object_get(j, "state")), "succeeded")) {
+                        json_decref(j);
+                        break;
+                }
+                json_decref(j);
+                usleep(50000); /* probing, bounded */
+        }
+        ck_assert_msg(i < 600, "the job never ended");
+}
+END_TEST
+
+int main(void) {
+        Suite *s = suite_create("answers");
+        TCase *tc = tcase_create("integration");
+        SRunner *sr;
+        int failed;
+
+        tcase_set_timeout(tc, 120);
+        tcase_add_checked_fixture(tc, NULL, teardown);
+        tcase_add_test(tc, test_create_answered_as_visier);
+        tcase_add_test(tc, test_assignment_answered_as_visier);
+        tcase_add_test(tc, test_respond_async);
+        tcase_add_test(tc, test_answer_wait_bound);
+        suite_add_tcase(s, tc);
+        sr = srunner_create(s);
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
