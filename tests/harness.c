@@ -3,11 +3,14 @@
  * Integration test harness (see harness.h). Fails the running Check test on any problem it
  * cannot recover from, with a message naming what went wrong.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -298,6 +302,40 @@ char *sim_login(const Sim *s) {
         free(body);
         free(apikey_h);
         return token;
+}
+
+char *harness_raw_exchange(unsigned port, const char *request, unsigned timeout_s) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        usec_t deadline = clock_now() + timeout_s * USEC_PER_SEC;
+        size_t len = 0, n = strlen(request);
+        char *out = NULL;
+        int fd;
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        ck_assert_int_eq(send(fd, request, n, MSG_NOSIGNAL), (ssize_t) n);
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                char buf[4096];
+                ssize_t k;
+
+                ck_assert_msg(clock_now() < deadline, "no whole answer within %u s", timeout_s);
+                if (poll(&p, 1, 1000) <= 0)
+                        continue;
+                k = recv(fd, buf, sizeof(buf), 0);
+                if (k <= 0)
+                        break;
+                out = realloc(out, len + (size_t) k + 1);
+                ck_assert_ptr_nonnull(out);
+                memcpy(out + len, buf, (size_t) k);
+                len += (size_t) k;
+                out[len] = '\0';
+        }
+        close(fd);
+        ck_assert_msg(out, "the connection was closed without an answer");
+        return out;
 }
 
 char *visierd_signin(const Visierd *d, const char *username, const char *password) {

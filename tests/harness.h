@@ -81,6 +81,10 @@ char *sim_login(const Sim *s);
 /* Start visierd against the sim with extra configuration lines appended to [visier]
  * (extra_visier) and the whole file's tail (extra_tail); waits for READY=1. */
 void visierd_start(Visierd *d, const Sim *s, const char *extra_visier, const char *extra_tail);
+/* Send request (the whole text, as is) on a new loopback connection to port and read until
+ * the server closes it (bounded by timeout_s); the answer as received (caller frees). Fails
+ * the test when the connection closes without a byte. */
+char *harness_raw_exchange(unsigned port, const char *request, unsigned timeout_s);
 /* Sign in to visierd as Visier's clients do (POST /v1/admin/visierSecureToken, form body);
  * asserts 200 text/plain and returns the session token (caller frees). */
 char *visierd_signin(const Visierd *d, const char *username, const char *password);

@@ -31,43 +31,15 @@ static void teardown(void) {
  * Date header's value blanked so that the rest can be compared byte for byte. */
 static char *raw_exchange(const char *method, const char *path, const char *extra_headers, const char *body,
                           unsigned timeout_s) {
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) vd.port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        usec_t deadline = clock_now() + timeout_s * USEC_PER_SEC;
-        char *req, *out = NULL, *date;
-        size_t len = 0;
-        int fd, n;
+        char *req, *out, *date;
 
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ck_assert_int_ge(fd, 0);
-        ck_assert_int_eq(connect(fd, (struct sockaddr *) &a, sizeof(a)), 0);
-        n = asprintf(&req,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                     "%sContent-Length: %zu\r\n\r\n%s",
-                     method, path, vd.port, extra_headers ? extra_headers : "", strlen(body), body);
-        ck_assert_int_ge(n, 0);
-        ck_assert_int_eq(send(fd, req, (size_t) n, MSG_NOSIGNAL), n);
+        ck_assert_int_ge(asprintf(&req,
+                                  "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n"
+                                  "Content-Type: application/json\r\n%sContent-Length: %zu\r\n\r\n%s",
+                                  method, path, vd.port, extra_headers ? extra_headers : "", strlen(body), body),
+                         0);
+        out = harness_raw_exchange(vd.port, req, timeout_s);
         free(req);
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                char buf[4096];
-                ssize_t k;
-
-                ck_assert_msg(clock_now() < deadline, "no whole answer within %u s", timeout_s);
-                if (poll(&p, 1, 1000) <= 0)
-                        continue;
-                k = recv(fd, buf, sizeof(buf), 0);
-                ck_assert_int_ge(k, 0);
-                if (k == 0)
-                        break;
-                out = realloc(out, len + (size_t) k + 1);
-                ck_assert_ptr_nonnull(out);
-                memcpy(out + len, buf, (size_t) k);
-                len += (size_t) k;
-                out[len] = '\0';
-        }
-        close(fd);
-        ck_assert_msg(out, "the connection was closed without an answer");
         date = strstr(out, "\r\nDate: ");
         if (date)
                 for (char *p = date + 8; *p && *p != '\r'; p++)

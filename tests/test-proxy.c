@@ -120,6 +120,57 @@ START_TEST(test_local_errors_use_status_shape) {
 }
 END_TEST
 
+/* Paths a server on the way might normalise into another endpoint are refused (404), never
+ * forwarded: matrix parameters and "..;", backslashes, escaped dots, slashes, backslashes and
+ * semicolons, double encoding, control characters. The requests go on the wire as written. */
+START_TEST(test_path_tricks_refused) {
+        static const char *const tricks[] = {
+                "/v1/admin/permissions/..;/users",
+                "/v1/admin/permissions/x;y/users",
+                "/v1/admin/permissions/%3B/users",
+                "/v1/admin/permissions/%3b/users",
+                "/v1/admin/permissions/a\\b/users",
+                "/v1/admin/permissions/%5c/users",
+                "/v1/admin/permissions/%5C..%5C/users",
+                "/v1/admin/permissions/%2e%2e/users",
+                "/v1/admin/permissions/.%2E/users",
+                "/v1/admin/permissions/%252e%252e/users",
+                "/v1/admin/permissions/%252f/users",
+                "/v1/admin/permissions/.../users",
+                "/v1/admin/permissions/%2f/users",
+                "/v1/admin/capabilities/%00",
+                "/v1/admin/capabilities/a%0d%0aX",
+                "/v1/admin/capabilities/%zz",
+                "/v1/admin/capabilities/%4",
+                "/v1/admin/capabilities/a:b",
+                "/v1/admin/capabilities/a@b",
+        };
+        char req[512], *a;
+        long long calls;
+
+        start_all(NULL, NULL);
+        calls = sim_counter(&sim, "calls_total");
+        for (size_t i = 0; i < sizeof(tricks) / sizeof(tricks[0]); i++) {
+                snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                         tricks[i], vd.port);
+                a = harness_raw_exchange(vd.port, req, 10);
+                ck_assert_msg(strncmp(a, "HTTP/1.1 404 ", 13) == 0 || strncmp(a, "HTTP/1.1 400 ", 13) == 0,
+                              "%s was answered:\n%s", tricks[i], a);
+                free(a);
+        }
+        ck_assert_int_eq(sim_counter(&sim, "calls_total"), calls); /* none reached Visier */
+        /* The same shapes with plain IDs are served. */
+        snprintf(req, sizeof(req),
+                 "GET /v1/admin/permissions/3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71/users HTTP/1.1\r\nHost: "
+                 "127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                 vd.port);
+        a = harness_raw_exchange(vd.port, req, 10);
+        ck_assert_msg(strncmp(a, "HTTP/1.1 200 ", 13) == 0, "answer:\n%s", a);
+        free(a);
+        stop_all();
+}
+END_TEST
+
 START_TEST(test_client_credentials_never_forwarded) {
         const char *stale[] = {
                 "apikey: client-supplied-key",
@@ -392,6 +443,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_reads_match_visier);
         tcase_add_test(tc, test_local_errors_use_status_shape);
         tcase_add_test(tc, test_client_credentials_never_forwarded);
+        tcase_add_test(tc, test_path_tricks_refused);
         tcase_add_test(tc, test_revoked_token_recovers);
         tcase_add_test(tc, test_429_is_waited_out);
         tcase_add_test(tc, test_5xx_and_drops_are_retried);

@@ -102,26 +102,63 @@ static const Route routes[] = {
  * Authorization above all) is dropped. */
 static const char *const forwarded_headers[] = { "TargetTenantID", "ProjectID", "NonVersioned", "Accept" };
 
-static bool segment_char_ok(char c) {
-        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-               strchr("-._~%!$&'()*+,;=:@", c);
+static int hex_value(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
 }
 
-/* Does the raw path match the pattern? Wildcard segments must be non-empty, plain and not
- * dot segments (which could walk the forwarded path elsewhere). */
+/*
+ * A wildcard segment: an ID as Visier's paths name them — letters, digits, "-._~", and
+ * %-escapes of other characters. Refused: an empty segment, one of dots only ("." and ".."
+ * walk the forwarded path elsewhere), and whatever a server on the way might read as a step
+ * or a parameter: ';' ("..;", matrix parameters), '\', other delimiters, and escapes of '.',
+ * '/', '\', ';', '?', '#', '%' itself (double encoding) or of control characters.
+ */
+static bool segment_ok(const char *s, size_t n) {
+        bool dots_only = true;
+
+        if (n == 0)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (c == '%') {
+                        int hi, lo;
+
+                        if (i + 2 >= n)
+                                return false; /* fewer than two digits follow */
+                        hi = hex_value(s[i + 1]);
+                        lo = hex_value(s[i + 2]);
+                        if (hi < 0 || lo < 0)
+                                return false;
+                        c = (char) (hi << 4 | lo);
+                        if ((unsigned char) c < 0x20 || c == 0x7f || strchr("./\\;?#%", c))
+                                return false;
+                        dots_only = false;
+                        i += 2;
+                        continue;
+                }
+                if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-._~", c)))
+                        return false;
+                if (c != '.')
+                        dots_only = false;
+        }
+        return !dots_only;
+}
+
+/* Does the raw path match the pattern? Wildcard segments must pass segment_ok(). */
 static bool path_match(const char *pattern, const char *path) {
         while (*pattern && *path) {
                 if (*pattern == '*') {
                         const char *end = strchr(path, '/');
                         size_t n = end ? (size_t) (end - path) : strlen(path);
 
-                        if (n == 0 || (n == 1 && path[0] == '.') || (n == 2 && path[0] == '.' && path[1] == '.'))
-                                return false;
-                        for (size_t i = 0; i < n; i++)
-                                if (!segment_char_ok(path[i]))
-                                        return false;
-                        if (memmem(path, n, "%2e", 3) || memmem(path, n, "%2E", 3) || memmem(path, n, "%2f", 3) ||
-                            memmem(path, n, "%2F", 3))
+                        if (!segment_ok(path, n))
                                 return false;
                         path += n;
                         pattern++;
