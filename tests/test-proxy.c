@@ -37,6 +37,14 @@ static void start_all(const char *const *sim_args, const char *extra_visier) {
         visierd_wait_ready(&vd);
 }
 
+#define LIST_QUERY                                                                                         \
+        "{\"source\":{\"analyticObject\":\"Employee\"},\"columns\":[{\"columnDefinition\":{\"property\":" \
+        "{\"name\":\"Employee.EmployeeID\"}}}]}"
+/* LIST_QUERY as a JSON string value */
+#define LIST_QUERY_JSON                                                                                    \
+        "\"{\\\"source\\\":{\\\"analyticObject\\\":\\\"Employee\\\"},\\\"columns\\\":[{\\\"columnDefinition\\\":" \
+        "{\\\"property\\\":{\\\"name\\\":\\\"Employee.EmployeeID\\\"}}}]}\""
+
 static const char *const read_paths[] = {
         "/v1/admin/capabilities",
         "/v1/admin/capabilities/data",
@@ -167,6 +175,73 @@ START_TEST(test_path_tricks_refused) {
         a = harness_raw_exchange(vd.port, req, 10);
         ck_assert_msg(strncmp(a, "HTTP/1.1 200 ", 13) == 0, "answer:\n%s", a);
         free(a);
+        stop_all();
+}
+END_TEST
+
+/* The exact requests visierd sends Visier, from the sim's request log: each header Visier
+ * defines for the operation is forwarded (and only those), booleans as true/false; a header
+ * with a control character is refused with 400 naming it, and never sent. */
+START_TEST(test_upstream_request_bytes) {
+        const char *read_headers[] = { "TargetTenantID: WFF_j1a~c01", "NonVersioned: True",
+                                       "DataVersionID: 7", "Accept: application/json", "FastMode: true", NULL };
+        const char *query_headers[] = { "DataVersionID: 12345", "Accept: application/jsonlines",
+                                        "Content-Type: application/json", "NonVersioned: true", NULL };
+        const char *bad_boolean[] = { "NonVersioned: maybe", NULL };
+        char expected[4096], *got, req[256], *a;
+        json_t *log;
+        HttpResult r;
+        char *u;
+
+        start_all(NULL, NULL);
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        u = visierd_url(&vd, "/v1/admin/permissions?includeDetails=true&x=a%20b");
+        http_request("GET", u, read_headers, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        free(u);
+        u = visierd_url(&vd, "/v1/data/query/list");
+        http_request("POST", u, query_headers, LIST_QUERY, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        free(u);
+
+        /* Refused before anything is sent: a bare CR in a forwarded header, a non-boolean. */
+        snprintf(req, sizeof(req),
+                 "GET /v1/admin/capabilities HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nTargetTenantID: a\rb\r\n"
+                 "Connection: close\r\n\r\n",
+                 vd.port);
+        a = harness_raw_exchange(vd.port, req, 10);
+        ck_assert_msg(strstr(a, "HTTP/1.1 400 Bad Request\r\n") == a, "answer:\n%s", a);
+        ck_assert_ptr_nonnull(strstr(a, "\"message\":\"TargetTenantID: must not contain control characters\""));
+        free(a);
+        u = visierd_url(&vd, "/v1/admin/permissions");
+        http_request("GET", u, bad_boolean, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 400);
+        ck_assert_str_eq(r.body, "{\"code\":\"BadRequest\",\"message\":\"NonVersioned: must be true or false\","
+                                 "\"localizedMessage\":\"NonVersioned: must be true or false\",\"userError\":true}");
+        http_result_done(&r);
+        free(u);
+
+        log = sim_control_get(&sim, "/_sim/requests");
+        got = json_dumps(log, JSON_COMPACT);
+        snprintf(expected, sizeof(expected),
+                 "{\"requests\":["
+                 "{\"method\":\"GET\",\"target\":\"/v1/admin/permissions?includeDetails=true&x=a%%20b\","
+                 "\"headers\":[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
+                 "[\"TargetTenantID\",\"WFF_j1a~c01\"],[\"NonVersioned\",\"true\"],"
+                 "[\"Accept\",\"application/json\"],[\"apikey\",\"<apikey>\"],[\"Cookie\",\"VisierASIDToken=<token>\"]],"
+                 "\"body\":\"\"},"
+                 "{\"method\":\"POST\",\"target\":\"/v1/data/query/list\","
+                 "\"headers\":[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
+                 "[\"DataVersionID\",\"12345\"],[\"Accept\",\"application/jsonlines\"],"
+                 "[\"Content-Type\",\"application/json\"],[\"apikey\",\"<apikey>\"],"
+                 "[\"Cookie\",\"VisierASIDToken=<token>\"],[\"Content-Length\",\"%zu\"]],"
+                 "\"body\":%s}]}",
+                 sim.port, sim.port, strlen(LIST_QUERY), LIST_QUERY_JSON);
+        ck_assert_str_eq(got, expected);
+        free(got);
+        json_decref(log);
         stop_all();
 }
 END_TEST
@@ -444,6 +519,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_local_errors_use_status_shape);
         tcase_add_test(tc, test_client_credentials_never_forwarded);
         tcase_add_test(tc, test_path_tricks_refused);
+        tcase_add_test(tc, test_upstream_request_bytes);
         tcase_add_test(tc, test_revoked_token_recovers);
         tcase_add_test(tc, test_429_is_waited_out);
         tcase_add_test(tc, test_5xx_and_drops_are_retried);

@@ -27,6 +27,8 @@ visier_sim_SOURCES = \
 	src/sim/sim-query-data.h \
 	src/shared/parse.h \
 	src/sim/sim-rate.c \
+	src/sim/sim-requests.c \
+	src/sim/sim-requests.h \
 	src/sim/sim-rate.h \
 	src/sim/sim-schema.c \
 	src/sim/sim-schema.h

@@ -52,6 +52,7 @@ struct HttpDaemon {
 };
 
 typedef struct Request {
+        char *target;                   /* the request target as sent: path and query */
         char *body;                     /* NUL-terminated; wiped before it is freed (logins carry passwords) */
         size_t size, allocated;         /* allocated counts the NUL */
         size_t max;                     /* HTTP_BODY_MAX, or HTTP_WRITE_BODY_MAX for permission writes */
@@ -966,6 +967,15 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
                         return reply_error_errno(c, r, url, NULL);
                 return reply_json(c, MHD_HTTP_OK, body, NULL);
         }
+        if (streq(url, "/_sim/requests")) {
+                if (post) {
+                        request_log_clear(s->requests);
+                        return reply_json(c, MHD_HTTP_OK, json_pack("{s:[]}", "requests"), NULL);
+                }
+                if (!get)
+                        return reply_method_not_allowed(c, "GET, POST", NULL);
+                return reply_json(c, MHD_HTTP_OK, request_log_to_json(s->requests), NULL);
+        }
         if (streq(url, "/_sim/revoke-tokens")) {
                 if (!post)
                         return reply_method_not_allowed(c, "POST", NULL);
@@ -976,6 +986,7 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
                 if (!post)
                         return reply_method_not_allowed(c, "POST", NULL);
                 counters_reset(s->counters);
+                request_log_clear(s->requests);
                 faults_reset(s->faults);
                 rate_reset(s->rate);
                 return reply_json(c, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL);
@@ -988,6 +999,7 @@ static enum MHD_Result sim_handle(SimServer *s, struct MHD_Connection *c, const 
 static Request *request_free(Request *req) {
         if (!req)
                 return NULL;
+        free(req->target);
         if (req->body) {
                 explicit_bzero(req->body, req->allocated);
                 free(req->body);
@@ -996,21 +1008,49 @@ static Request *request_free(Request *req) {
         return NULL;
 }
 
-/* Permission writes may carry up to 1000 definitions, data queries many columns; the rest stays small. */
-static Request *request_new(const char *url, const char *method) {
+/* Made when the request line arrives (libmicrohttpd's URI callback), with the target as sent. */
+static void *request_start(void *cls, const char *uri, struct MHD_Connection *c) {
         Request *req = calloc(1, sizeof(*req));
 
         if (!req)
                 return NULL;
+        req->target = strdup(uri ? uri : "");
+        req->allocated = 1;
+        req->body = calloc(1, req->allocated);
+        if (!req->target || !req->body)
+                return request_free(req);
+        return req;
+}
+
+/* Permission writes may carry up to 1000 definitions, data queries many columns; the rest stays small. */
+static void request_set_max(Request *req, const char *url, const char *method) {
         req->max = strncmp(url, "/v1/admin/permissions", 21) == 0 && !streq(method, MHD_HTTP_METHOD_GET)
                            ? HTTP_WRITE_BODY_MAX
                    : strncmp(url, "/v1/data/query/", 15) == 0 ? HTTP_QUERY_BODY_MAX
                                                               : HTTP_BODY_MAX;
-        req->allocated = 1;
-        req->body = calloc(1, req->allocated);
-        if (!req->body)
-                return request_free(req);
-        return req;
+}
+
+#define LOGGED_HEADERS_MAX 64
+
+typedef struct HeaderScan {
+        RequestLogHeader h[LOGGED_HEADERS_MAX];
+        size_t n;
+} HeaderScan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        HeaderScan *hs = cls;
+
+        if (hs->n < LOGGED_HEADERS_MAX)
+                hs->h[hs->n++] = (RequestLogHeader) { key, value };
+        return MHD_YES;
+}
+
+static void log_request(SimServer *s, struct MHD_Connection *c, const char *url, const char *method, Request *req) {
+        HeaderScan hs = { .n = 0 };
+
+        MHD_get_connection_values(c, MHD_HEADER_KIND, scan_header, &hs);
+        request_log_add(s->requests, method, req->target ? req->target : url, hs.h, hs.n, req->body, req->size,
+                        streq(url, "/v1/admin/visierSecureToken") || streq(url, "/v1/auth/oauth2/token"));
 }
 
 /* Make room for SIZE bytes plus the NUL (SIZE <= max). Never reallocs in place: the old copy is wiped. */
@@ -1039,11 +1079,10 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
         SimServer *s = cls;
         Request *req = *con_cls;
 
-        if (!req) {
-                req = request_new(url, method);
-                if (!req)
-                        return MHD_NO;
-                *con_cls = req;
+        if (!req)
+                return MHD_NO; /* request_start() had no memory */
+        if (req->max == 0) {
+                request_set_max(req, url, method);
                 return MHD_YES;
         }
         if (*upload_data_size > 0) {
@@ -1059,8 +1098,10 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
                 return MHD_YES;
         }
 
-        if (strncmp(url, "/v1/", 4) == 0)
+        if (strncmp(url, "/v1/", 4) == 0) {
+                log_request(s, c, url, method, req);
                 return v1_handle(s, c, url, method, req);
+        }
         if (strncmp(url, "/_sim/", 6) == 0)
                 return sim_handle(s, c, url, method, req);
         return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "Unknown path.", NULL);
@@ -1097,6 +1138,7 @@ int http_start(SimServer *s, const struct sockaddr *addr, HttpDaemon **ret, uint
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_CONNECTION_TIMEOUT_SEC,
                                   MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
+                                  MHD_OPTION_URI_LOG_CALLBACK, request_start, NULL,
                                   MHD_OPTION_NOTIFY_CONNECTION, http_connection, s,
                                   MHD_OPTION_END);
         if (!d->mhd) {

@@ -7,6 +7,8 @@
  */
 #pragma once
 
+#include "sim-requests.h"
+
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -34,6 +36,7 @@ typedef struct SimServer {
         Rate *rate;
         Faults *faults;
         Counters *counters;
+        RequestLog *requests;
 } SimServer;
 
 typedef struct HttpDaemon HttpDaemon;

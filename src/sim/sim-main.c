@@ -418,6 +418,8 @@ static int run(int argc, char *argv[]) {
                 r = faults_new(&args.faults, &s.faults);
         if (r >= 0)
                 r = counters_new(&s.counters);
+        if (r >= 0)
+                r = request_log_new(&s.requests);
         if (r < 0) {
                 fprintf(stderr, "visier-sim: cannot set up: %s\n", strerror(-r));
                 goto out;
@@ -459,6 +461,7 @@ static int run(int argc, char *argv[]) {
 out:
         daemon = http_stop(daemon);
         s.counters = counters_free(s.counters);
+        s.requests = request_log_free(s.requests);
         s.faults = faults_free(s.faults);
         s.rate = rate_free(s.rate);
         s.auth = auth_free(s.auth);

@@ -42,7 +42,31 @@ typedef struct Route {
         route_fn handler;
         ClientRole role;     /* the least role that may call it when client tokens are configured */
         RouteKind kind;
+        unsigned headers;    /* VH_* : the request headers Visier defines for it, forwarded */
 } Route;
+
+/* The request headers Visier's definitions give the proxied operations (../shared/visier-api),
+ * each forwarded only to the operations that define it, validated (valid UTF-8, no control
+ * characters) and, where Visier types it boolean, normalised to true/false. Accept is the
+ * client's content negotiation (data queries choose JSON, JSON lines or CSV). */
+enum {
+        VH_TARGET_TENANT = 1u << 0,
+        VH_PROJECT = 1u << 1,
+        VH_NON_VERSIONED = 1u << 2,
+        VH_DATA_VERSION = 1u << 3,
+        VH_ACCEPT = 1u << 4,
+};
+static const struct {
+        const char *name;
+        bool boolean;
+} visier_headers[] = {
+        { "TargetTenantID", false }, { "ProjectID", false }, { "NonVersioned", true },
+        { "DataVersionID", false },  { "Accept", false },
+};
+#define VH_MAX ELEMENTSOF(visier_headers)
+#define VH_READ (VH_TARGET_TENANT | VH_PROJECT | VH_ACCEPT)
+#define VH_PERMISSION_READ (VH_READ | VH_NON_VERSIONED)
+#define VH_QUERY (VH_TARGET_TENANT | VH_PROJECT | VH_DATA_VERSION | VH_ACCEPT)
 
 static struct MHD_Response *api_healthz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -77,21 +101,21 @@ static const Route routes[] = {
         { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
-        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
-        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC },
+        { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/admin/content-packages/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/admin/data-security-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/admin/permissions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_PERMISSION_READ },
+        { "GET", "/v1/admin/permissions/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_PERMISSION_READ },
+        { "GET", "/v1/admin/permissions/*/users", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_PERMISSION_READ },
+        { "GET", "/v1/data/model/analytic-objects", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "GET", "/v1/data/model/analytic-objects/*/dimensions/*/members", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
+        { "POST", "/v1/data/query/aggregate", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_QUERY },
+        { "POST", "/v1/data/query/list", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_QUERY },
+        { "POST", "/v1/data/query/sql", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_QUERY },
+        { "POST", "/v1/data/query/snapshot", api_query, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_QUERY },
         { "GET", "/exports", api_exports_list, CLIENT_ROLE_READ, ROUTE_LOOP },
         { "GET", "/exports/*", api_export_run, CLIENT_ROLE_READ, ROUTE_ASYNC },
         { "POST", "/exports/*/runs", api_export_queue, CLIENT_ROLE_READ, ROUTE_WORKER },
@@ -100,7 +124,6 @@ static const Route routes[] = {
 
 /* Headers a local client may pass on to Visier; everything else (apikey, Cookie,
  * Authorization above all) is dropped. */
-static const char *const forwarded_headers[] = { "TargetTenantID", "ProjectID", "NonVersioned", "Accept" };
 
 static int hex_value(char c) {
         if (c >= '0' && c <= '9')
@@ -1024,14 +1047,50 @@ static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const ch
         return MHD_YES;
 }
 
+static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, const char *msg);
+
+/* The headers forwarded to Visier for one request (NULL-terminated list, room for one more). */
+typedef struct Forwarded {
+        char lines[VH_MAX][API_HEADER_MAX];
+        const char *list[VH_MAX + 2];
+        size_t n;
+} Forwarded;
+
+/* Build f from the request's headers that mask names; -EINVAL with err naming the header. */
+static int forwarded_build(HttpRequest *req, unsigned mask, Forwarded *f, ValidateError *err) {
+        f->n = 0;
+        for (size_t i = 0; i < VH_MAX; i++) {
+                const char *v;
+                int n;
+
+                if (!(mask & (1u << i)))
+                        continue;
+                v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, visier_headers[i].name);
+                if (!v)
+                        continue;
+                if (validate_header_value(visier_headers[i].name, v, err) < 0 ||
+                    (visier_headers[i].boolean && validate_boolean_header(visier_headers[i].name, v, &v, err) < 0))
+                        return -EINVAL;
+                n = snprintf(f->lines[f->n], API_HEADER_MAX, "%s: %s", visier_headers[i].name, v);
+                if (n < 0 || n >= API_HEADER_MAX) {
+                        snprintf(err->path, sizeof(err->path), "%s", visier_headers[i].name);
+                        snprintf(err->message, sizeof(err->message), "header is too long");
+                        return -EINVAL;
+                }
+                f->list[f->n] = f->lines[f->n];
+                f->n++;
+        }
+        f->list[f->n] = NULL;
+        return 0;
+}
+
 static void proxy_done(void *userdata, int r, UpstreamResponse *resp, const char *err);
 
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status) {
         ApiTask *t = req->ctx;
-        char header_lines[ELEMENTSOF(forwarded_headers)][API_HEADER_MAX];
-        const char *headers[ELEMENTSOF(forwarded_headers) + 1] = {};
+        ValidateError verr;
         QueryBuilder q = {};
-        size_t nh = 0;
+        Forwarded *f;
 
         assert(t);
         MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
@@ -1039,21 +1098,17 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                 *ret_status = MHD_HTTP_URI_TOO_LONG;
                 return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
         }
-        for (size_t i = 0; i < ELEMENTSOF(forwarded_headers); i++) {
-                const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, forwarded_headers[i]);
-                int n;
-
-                if (!v)
-                        continue;
-                n = snprintf(header_lines[nh], API_HEADER_MAX, "%s: %s", forwarded_headers[i], v);
-                if (n < 0 || n >= API_HEADER_MAX) {
-                        if (t && t->flight)
-                                cache_flight_fail(TAKE_PTR(t->flight), -EINVAL);
-                        *ret_status = MHD_HTTP_BAD_REQUEST;
-                        return http_response_status("BadRequest", true, "header %s is too long", forwarded_headers[i]);
-                }
-                headers[nh] = header_lines[nh];
-                nh++;
+        f = malloc(sizeof(*f));
+        if (!f) {
+                if (t->flight)
+                        cache_flight_fail(TAKE_PTR(t->flight), -ENOMEM);
+                return NULL;
+        }
+        if (forwarded_build(req, t->route->headers, f, &verr) < 0) {
+                free(f);
+                if (t->flight)
+                        cache_flight_fail(TAKE_PTR(t->flight), -EINVAL);
+                return bad_request(ret_status, verr.path, verr.message);
         }
 
         t->call = upstream_call_start(m->upstream,
@@ -1062,10 +1117,11 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
                                               .method = "GET",
                                               .path = req->path,
                                               .query = q.len ? q.buf : NULL,
-                                              .headers = headers,
+                                              .headers = f->list,
                                               .idempotent = true,
                                       },
                                       proxy_done, t);
+        free(f); /* upstream_call_start() copied what it keeps */
         if (!t->call) {
                 if (t->flight)
                         cache_flight_fail(TAKE_PTR(t->flight), -ENOMEM);
@@ -1225,6 +1281,31 @@ static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_s
 
 static void write_submitted(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json);
 
+/* Headers Visier defines for permission writes that the job queue does not carry yet: their
+ * default (false, or absent) is fine; anything else is refused rather than silently dropped. */
+static int write_header_unsupported(HttpRequest *req, ValidateError *err) {
+        static const char *const booleans[] = { "FastMode", "SessionBasedPermissions" };
+        const char *v;
+
+        for (size_t i = 0; i < ELEMENTSOF(booleans); i++) {
+                v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, booleans[i]);
+                if (validate_header_value(booleans[i], v, err) < 0 || validate_boolean_header(booleans[i], v, &v, err) < 0)
+                        return -EINVAL;
+                if (v && streq(v, "true")) {
+                        snprintf(err->path, sizeof(err->path), "%s", booleans[i]);
+                        snprintf(err->message, sizeof(err->message),
+                                 "true is not supported by visierd's write queue yet; send the change without it");
+                        return -EINVAL;
+                }
+        }
+        if (MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "SessionRepoId")) {
+                snprintf(err->path, sizeof(err->path), "SessionRepoId");
+                snprintf(err->message, sizeof(err->message), "is not supported by visierd's write queue yet");
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
         const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem;
         Preferences prefer;
@@ -1270,7 +1351,8 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
         if (validate_header_value("Idempotency-Key", idem, &verr) < 0 ||
             validate_header_value("TargetTenantID", tenant, &verr) < 0 ||
             validate_header_value("ProjectID", project, &verr) < 0 ||
-            validate_non_versioned(non_versioned, &non_versioned, &verr) < 0) {
+            validate_non_versioned(non_versioned, &non_versioned, &verr) < 0 ||
+            write_header_unsupported(req, &verr) < 0) {
                 json_decref(root);
                 return bad_request(ret_status, verr.path, verr.message);
         }
@@ -1847,31 +1929,24 @@ static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const cha
 }
 
 static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *ret_status) {
-        static const char *const names[] = { "TargetTenantID", "ProjectID", "NonVersioned", "Accept" };
-        char header_lines[ELEMENTSOF(names)][API_HEADER_MAX];
-        const char *headers[ELEMENTSOF(names) + 2] = {};
+        _cleanup_free_ Forwarded *f = NULL;
+        ValidateError verr;
         QueryBuilder q = {};
-        size_t nh = 0;
+        const Route *route = ((ApiTask *) req->ctx)->route;
 
         MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
         if (q.overflow) {
                 *ret_status = MHD_HTTP_URI_TOO_LONG;
                 return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
         }
-        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
-                const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, names[i]);
-                int n;
-
-                if (!v)
-                        continue;
-                n = snprintf(header_lines[nh], API_HEADER_MAX, "%s: %s", names[i], v);
-                if (n < 0 || n >= API_HEADER_MAX)
-                        return bad_request(ret_status, names[i], "header is too long");
-                headers[nh] = header_lines[nh];
-                nh++;
-        }
-        headers[nh++] = "Content-Type: application/json";
-        return stream_query(m, req, req->path, q.len ? q.buf : NULL, headers, req->body ? req->body : "", req->body_len,
+        f = malloc(sizeof(*f));
+        if (!f)
+                return NULL;
+        if (forwarded_build(req, route->headers, f, &verr) < 0)
+                return bad_request(ret_status, verr.path, verr.message);
+        f->list[f->n++] = "Content-Type: application/json";
+        f->list[f->n] = NULL;
+        return stream_query(m, req, req->path, q.len ? q.buf : NULL, f->list, req->body ? req->body : "", req->body_len,
                             ret_status);
 }
 

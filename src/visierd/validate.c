@@ -443,6 +443,10 @@ int validate_tenant_code(const char *value, size_t len, ValidateError *err) {
 }
 
 int validate_non_versioned(const char *value, const char **ret_normalized, ValidateError *err) {
+        return validate_boolean_header("NonVersioned", value, ret_normalized, err);
+}
+
+int validate_boolean_header(const char *name, const char *value, const char **ret_normalized, ValidateError *err) {
         static const char *const trues[] = { "true", "True", "TRUE" }, *const falses[] = { "false", "False", "FALSE" };
 
         if (!value) {
@@ -459,5 +463,5 @@ int validate_non_versioned(const char *value, const char **ret_normalized, Valid
                         return 0;
                 }
         }
-        return fail(err, "NonVersioned", "must be true or false");
+        return fail(err, name, "must be true or false");
 }

@@ -100,6 +100,9 @@ int validate_tenant_code(const char *value, size_t len, ValidateError *err);
  * *ret_normalized (a static string); anything else -EINVAL. NULL (header absent) gives 0
  * and *ret_normalized NULL. */
 int validate_non_versioned(const char *value, const char **ret_normalized, ValidateError *err);
+/* The same for any header Visier types as boolean (FastMode, SessionBasedPermissions, ...):
+ * Python clients send True/False; Visier's definitions say true/false. */
+int validate_boolean_header(const char *name, const char *value, const char **ret_normalized, ValidateError *err);
 
 bool validate_correlation_id(const char *s);
 bool validate_model_id(const char *s);
