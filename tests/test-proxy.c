@@ -318,6 +318,37 @@ START_TEST(test_revoked_token_recovers) {
 }
 END_TEST
 
+/* visierd's own 429 (the budget has no call before request_timeout) says in Retry-After how
+ * long the budget really stays empty: with the hour's budget spent, well over the minute's
+ * 20 s a call. */
+START_TEST(test_own_429_retry_after) {
+        char req[256], *a, *ra;
+        long retry;
+        int i;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, "request_timeout = 1\nrate_limit_minute = 3\nrate_limit_hour = 3", NULL);
+        visierd_wait_ready(&vd);
+        snprintf(req, sizeof(req), "GET /v1/admin/capabilities HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                 vd.port);
+        /* The login took one call of the hour's three; two reads take the rest. */
+        for (i = 0; i < 2; i++) {
+                a = harness_raw_exchange(vd.port, req, 10);
+                ck_assert_msg(strncmp(a, "HTTP/1.1 200 ", 13) == 0, "read %d:\n%s", i, a);
+                free(a);
+        }
+        a = harness_raw_exchange(vd.port, req, 10);
+        ck_assert_msg(strncmp(a, "HTTP/1.1 429 Too Many Requests\r\n", 32) == 0, "answer:\n%s", a);
+        ra = strstr(a, "\r\nRetry-After: ");
+        ck_assert_ptr_nonnull(ra);
+        retry = strtol(ra + 15, NULL, 10);
+        /* The hour's bucket gives one call every 1200 s, the minute's one every 20 s. */
+        ck_assert_msg(retry > 60 && retry <= 1200, "Retry-After: %ld", retry);
+        ck_assert_ptr_nonnull(strstr(a, "\"code\":\"TooManyRequests\""));
+        free(a);
+}
+END_TEST
+
 START_TEST(test_429_is_waited_out) {
         HttpResult r;
         json_t *j;
@@ -522,6 +553,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_upstream_request_bytes);
         tcase_add_test(tc, test_revoked_token_recovers);
         tcase_add_test(tc, test_429_is_waited_out);
+        tcase_add_test(tc, test_own_429_retry_after);
         tcase_add_test(tc, test_5xx_and_drops_are_retried);
         tcase_add_test(tc, test_unreachable_and_slow_visier);
         tcase_add_test(tc, test_no_token_gives_503_and_readyz_says_why);

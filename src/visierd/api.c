@@ -640,7 +640,7 @@ static struct MHD_Response *response_from_entry(CacheEntry *e, CacheResult how, 
         return r;
 }
 
-static struct MHD_Response *upstream_error_response(int r, const char *err, unsigned *ret_status);
+static struct MHD_Response *upstream_error_response(Manager *m, int r, const char *err, unsigned *ret_status);
 
 /* A follower's answer. Flights are ended on the loop only (a lead's answer, or its request
  * ending), so this runs on the loop, never inside cache_lookup(). */
@@ -654,7 +654,7 @@ static void on_follow(CacheEntry *e, int error, void *userdata) {
         if (e)
                 r = response_from_entry(e, CACHE_FOLLOW, &status);
         else
-                r = upstream_error_response(error, error == -EBUSY ? "too many requests in progress"
+                r = upstream_error_response(t->m, error, error == -EBUSY ? "too many requests in progress"
                                                    : error == -ESHUTDOWN ? "visierd is stopping"
                                                                          : strerror(-error),
                                             &status);
@@ -1143,7 +1143,7 @@ static void proxy_done(void *userdata, int r, UpstreamResponse *resp, const char
         if (r < 0) {
                 if (t->flight)
                         cache_flight_fail(TAKE_PTR(t->flight), r);
-                out = upstream_error_response(r, err, &status);
+                out = upstream_error_response(t->m, r, err, &status);
                 snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
                 log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "GET %s for %s failed with %u: %s", req->path,
                          req->client, status, err);
@@ -1163,7 +1163,7 @@ static void proxy_done(void *userdata, int r, UpstreamResponse *resp, const char
 }
 
 /* The answer for a failed upstream call (the errno of upstream_call()). */
-static struct MHD_Response *upstream_error_response(int r, const char *err, unsigned *ret_status) {
+static struct MHD_Response *upstream_error_response(Manager *m, int r, const char *err, unsigned *ret_status) {
         struct MHD_Response *e;
         const char *code;
         unsigned status;
@@ -1187,8 +1187,14 @@ static struct MHD_Response *upstream_error_response(int r, const char *err, unsi
         }
         *ret_status = status;
         e = http_response_status(code, false, "%s", err);
-        if (e && r == -EBUSY)
-                MHD_add_response_header(e, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        if (e && r == -EBUSY) {
+                /* How long the budget really stays empty (the hour's budget may be spent). */
+                usec_t wait = m->rate_ready ? ratelimit_next_free(&m->rate, clock_now()) : 0;
+                char v[24];
+
+                snprintf(v, sizeof(v), "%llu", (unsigned long long) (wait > 0 ? (wait + USEC_PER_SEC - 1) / USEC_PER_SEC : 1));
+                MHD_add_response_header(e, MHD_HTTP_HEADER_RETRY_AFTER, v);
+        }
         return e;
 }
 
@@ -1861,17 +1867,11 @@ static void query_headers(void *userdata, int k, long status, const char *conten
         unsigned s;
 
         if (k < 0) {
-                s = k == -ENOKEY ? MHD_HTTP_SERVICE_UNAVAILABLE
-                    : k == -ETIMEDOUT ? MHD_HTTP_GATEWAY_TIMEOUT
-                    : k == -EBUSY ? MHD_HTTP_TOO_MANY_REQUESTS : MHD_HTTP_BAD_GATEWAY;
+                r = upstream_error_response(t->m, k, err, &s);
                 snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
                 log_full(LOG_WARNING, LOG_MSGID_UPSTREAM_ERROR, fields, "POST %s for %s failed with %u: %s", req->path,
                          req->client, s, err);
-                task_answer(t, s,
-                            http_response_status(s == MHD_HTTP_SERVICE_UNAVAILABLE ? "ServiceUnavailable"
-                                                 : s == MHD_HTTP_GATEWAY_TIMEOUT ? "GatewayTimeout"
-                                                 : s == MHD_HTTP_TOO_MANY_REQUESTS ? "TooManyRequests" : "BadGateway",
-                                                 false, "%s", err));
+                task_answer(t, s, r);
                 return;
         }
         if (status == MHD_HTTP_FORBIDDEN) {

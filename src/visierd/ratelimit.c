@@ -77,6 +77,25 @@ int ratelimit_try_take(RateLimit *rl, usec_t now, usec_t *ret_wait) {
         return r;
 }
 
+usec_t ratelimit_next_free(RateLimit *rl, usec_t now) {
+        usec_t wm, wh, w = 0;
+
+        pthread_mutex_lock(&rl->lock);
+        refill(rl, now);
+        if (now < rl->blocked_until)
+                w = rl->blocked_until - now;
+        if (rl->minute_tokens < 1.0 || rl->hour_tokens < 1.0) {
+                wm = wait_for_one(rl->minute_tokens, rl->minute_cap, 60.0);
+                wh = wait_for_one(rl->hour_tokens, rl->hour_cap, 3600.0);
+                if (wm > w)
+                        w = wm;
+                if (wh > w)
+                        w = wh;
+        }
+        pthread_mutex_unlock(&rl->lock);
+        return w;
+}
+
 int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *ret_wait) {
         double need_m, need_h;
         int r = 0;

@@ -30,6 +30,10 @@ void ratelimit_set_caps(RateLimit *rl, unsigned per_minute, unsigned per_hour);
  */
 int ratelimit_try_take(RateLimit *rl, usec_t now, usec_t *ret_wait);
 
+/* How long from now until a call could be taken (0: now), without taking it: a 429's
+ * Retry-After. */
+usec_t ratelimit_next_free(RateLimit *rl, usec_t now);
+
 /* Take one call, sleeping while the budget is empty; -ETIMEDOUT if it would pass deadline. */
 int ratelimit_take(RateLimit *rl, usec_t deadline);
 
