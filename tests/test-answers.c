@@ -209,6 +209,74 @@ START_TEST(test_answer_wait_bound) {
 }
 END_TEST
 
+/* The headers Visier defines for a write travel with its job, exactly as the write call
+ * sends them (the sim's request log): FastMode on a create, booleans as true/false;
+ * SessionBasedPermissions and SessionRepoId on an assignment, and not FastMode, which Visier
+ * does not define there. */
+START_TEST(test_write_headers_sent) {
+        char expected[2048], *got, *a;
+        json_t *log, *e;
+        size_t i;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        a = raw_exchange("POST", "/v1/admin/permissions", "FastMode: True\r\n", "{\"permissions\":[{\"displayName\":\"f1\"}]}",
+                         30);
+        assert_head(a, "HTTP/1.1 200 OK\r\n");
+        free(a);
+        a = raw_exchange("PUT", "/v1/admin/permissions/users",
+                         "SessionBasedPermissions: False\r\nSessionRepoId: repo-1\r\nFastMode: true\r\n",
+                         "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"userIds\":[\"u-001\"]}]}",
+                         30);
+        assert_head(a, "HTTP/1.1 200 OK\r\n");
+        free(a);
+
+        log = sim_control_get(&sim, "/_sim/requests");
+        ck_assert_uint_eq(json_array_size(json_object_get(log, "requests")), 2);
+        json_array_foreach(json_object_get(log, "requests"), i, e) {
+                const char *body = json_string_value(json_object_get(e, "body"));
+
+                got = json_dumps(json_object_get(e, "headers"), JSON_COMPACT);
+                if (i == 0) {
+                        ck_assert_str_eq(json_string_value(json_object_get(e, "target")), "/v1/admin/permissions");
+                        /* visierd's correlationId: vd- and 20 hex digits */
+                        ck_assert_uint_eq(strlen(body), strlen("{\"permissions\":[{\"displayName\":\"f1\",\"correlationId\":"
+                                                               "\"vd-00000000000000000000\"}]}"));
+                        snprintf(expected, sizeof(expected),
+                                 "[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
+                                 "[\"FastMode\",\"true\"],[\"Content-Type\",\"application/json\"],"
+                                 "[\"Accept\",\"application/json\"],[\"apikey\",\"<apikey>\"],"
+                                 "[\"Cookie\",\"VisierASIDToken=<token>\"],[\"Content-Length\",\"%zu\"]]",
+                                 sim.port, strlen(body));
+                } else {
+                        ck_assert_str_eq(json_string_value(json_object_get(e, "target")), "/v1/admin/permissions/users");
+                        ck_assert_str_eq(body, "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\","
+                                               "\"userIds\":[\"u-001\"]}]}");
+                        snprintf(expected, sizeof(expected),
+                                 "[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
+                                 "[\"SessionBasedPermissions\",\"false\"],[\"SessionRepoId\",\"repo-1\"],"
+                                 "[\"Content-Type\",\"application/json\"],[\"Accept\",\"application/json\"],"
+                                 "[\"apikey\",\"<apikey>\"],[\"Cookie\",\"VisierASIDToken=<token>\"],"
+                                 "[\"Content-Length\",\"%zu\"]]",
+                                 sim.port, strlen(body));
+                }
+                ck_assert_str_eq(got, expected);
+                free(got);
+        }
+        json_decref(log);
+
+        /* A value that is not a boolean is refused before anything is queued. */
+        a = raw_exchange("POST", "/v1/admin/permissions", "FastMode: yes\r\n", "{\"permissions\":[{\"displayName\":\"f2\"}]}",
+                         30);
+        assert_head(a, "HTTP/1.1 400 Bad Request\r\n");
+        ck_assert_str_eq(body_of(a), "{\"code\":\"BadRequest\",\"message\":\"FastMode: must be true or false\","
+                                     "\"localizedMessage\":\"FastMode: must be true or false\",\"userError\":true}");
+        free(a);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("answers");
         TCase *tc = tcase_create("integration");
@@ -221,6 +289,7 @@ int main(void) {
         tcase_add_test(tc, test_assignment_answered_as_visier);
         tcase_add_test(tc, test_respond_async);
         tcase_add_test(tc, test_answer_wait_bound);
+        tcase_add_test(tc, test_write_headers_sent);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

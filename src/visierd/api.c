@@ -1287,27 +1287,39 @@ static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_s
 
 static void write_submitted(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json);
 
-/* Headers Visier defines for permission writes that the job queue does not carry yet: their
- * default (false, or absent) is fine; anything else is refused rather than silently dropped. */
-static int write_header_unsupported(HttpRequest *req, ValidateError *err) {
-        static const char *const booleans[] = { "FastMode", "SessionBasedPermissions" };
-        const char *v;
+/* The headers Visier defines for this write beyond the scope (TargetTenantID, ProjectID,
+ * NonVersioned): FastMode on creates and updates, SessionBasedPermissions and SessionRepoId on
+ * assignments, validated, booleans as true/false, as "Name: value" lines in this order for
+ * the job (jobs merge only with jobs that carry the same). Others are not forwarded. */
+static int write_upstream_headers(HttpRequest *req, JobOp op, char *buf, size_t size, ValidateError *err) {
+        static const struct {
+                const char *name;
+                bool boolean;
+                bool (*applies)(JobOp op);
+        } table[] = {
+                { "FastMode", true, job_op_takes_fast_mode },
+                { "SessionBasedPermissions", true, job_op_takes_session_headers },
+                { "SessionRepoId", false, job_op_takes_session_headers },
+        };
+        size_t len = 0;
 
-        for (size_t i = 0; i < ELEMENTSOF(booleans); i++) {
-                v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, booleans[i]);
-                if (validate_header_value(booleans[i], v, err) < 0 || validate_boolean_header(booleans[i], v, &v, err) < 0)
+        buf[0] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, table[i].name);
+                int n;
+
+                if (!v || !table[i].applies(op))
+                        continue;
+                if (validate_header_value(table[i].name, v, err) < 0 ||
+                    (table[i].boolean && validate_boolean_header(table[i].name, v, &v, err) < 0))
                         return -EINVAL;
-                if (v && streq(v, "true")) {
-                        snprintf(err->path, sizeof(err->path), "%s", booleans[i]);
-                        snprintf(err->message, sizeof(err->message),
-                                 "true is not supported by visierd's write queue yet; send the change without it");
+                n = snprintf(buf + len, size - len, "%s%s: %s", len ? "\n" : "", table[i].name, v);
+                if (n < 0 || (size_t) n >= size - len) {
+                        snprintf(err->path, sizeof(err->path), "%s", table[i].name);
+                        snprintf(err->message, sizeof(err->message), "header is too long");
                         return -EINVAL;
                 }
-        }
-        if (MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "SessionRepoId")) {
-                snprintf(err->path, sizeof(err->path), "SessionRepoId");
-                snprintf(err->message, sizeof(err->message), "is not supported by visierd's write queue yet");
-                return -EINVAL;
+                len += (size_t) n;
         }
         return 0;
 }
@@ -1315,7 +1327,7 @@ static int write_header_unsupported(HttpRequest *req, ValidateError *err) {
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
         const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem;
         Preferences prefer;
-        char client[80], rid[48];
+        char client[80], rid[48], upstream_headers[3 * 600];
         const char *fields[] = { rid, NULL };
         char *tenant_code = NULL;
         json_t *root = NULL, *items, *extra, *client_cids = NULL;
@@ -1358,7 +1370,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
             validate_header_value("TargetTenantID", tenant, &verr) < 0 ||
             validate_header_value("ProjectID", project, &verr) < 0 ||
             validate_non_versioned(non_versioned, &non_versioned, &verr) < 0 ||
-            write_header_unsupported(req, &verr) < 0) {
+            write_upstream_headers(req, op, upstream_headers, sizeof(upstream_headers), &verr) < 0) {
                 json_decref(root);
                 return bad_request(ret_status, verr.path, verr.message);
         }
@@ -1429,6 +1441,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                                            .project = strempty(project),
                                            .non_versioned = strempty(non_versioned),
                                            .tenant_code = strempty(tenant_code),
+                                           .upstream_headers = upstream_headers,
                                            .client = client,
                                            .idempotency_key = idem,
                                            .body = req->body,

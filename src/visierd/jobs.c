@@ -87,3 +87,11 @@ const char *job_op_items_member(JobOp op) {
 bool job_op_is_bulk(JobOp op) {
         return ops[op].bulk;
 }
+
+bool job_op_takes_fast_mode(JobOp op) {
+        return op == JOB_OP_CREATE || op == JOB_OP_UPDATE;
+}
+
+bool job_op_takes_session_headers(JobOp op) {
+        return op == JOB_OP_ASSIGN;
+}

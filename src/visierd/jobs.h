@@ -51,3 +51,7 @@ JobOp job_op_from_request(const char *method, const char *path);
 const char *job_op_items_member(JobOp op);
 /* Bulk operations answer {"successes","failures"}; assign and remove answer {"tenants"}. */
 bool job_op_is_bulk(JobOp op);
+/* Which of Visier's write headers the operation takes (its definitions): FastMode on
+ * creates and updates; SessionBasedPermissions and SessionRepoId on assignments. */
+bool job_op_takes_fast_mode(JobOp op);
+bool job_op_takes_session_headers(JobOp op);

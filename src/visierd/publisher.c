@@ -115,8 +115,8 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *m, usec_t rel) {
 typedef struct Call {
         char *body;
         char *query;
-        char header_lines[4][512];
-        const char *headers[6];
+        char header_lines[7][512];
+        const char *headers[9];
 } Call;
 
 static void call_done(Call *c) {
@@ -144,6 +144,18 @@ static int build_scope(const Batch *b, bool with_body, Call *c) {
                 snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "ProjectID: %s", b->project);
         if (*b->non_versioned)
                 snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "NonVersioned: %s", b->non_versioned);
+        /* FastMode, SessionBasedPermissions, SessionRepoId as the job recorded them. */
+        for (const char *p = b->upstream_headers ? b->upstream_headers : ""; *p && nh < ELEMENTSOF(c->header_lines);) {
+                size_t n = strcspn(p, "\n");
+
+                if (n > 0 && n < sizeof(c->header_lines[0])) {
+                        memcpy(c->header_lines[nh], p, n);
+                        c->header_lines[nh++][n] = '\0';
+                }
+                p += n;
+                if (*p == '\n')
+                        p++;
+        }
         for (size_t i = 0; i < nh; i++)
                 c->headers[i] = c->header_lines[i];
         if (with_body)

@@ -81,8 +81,8 @@ static const struct {
                                     "c.correlation_id = ? AND j.state IN ('queued','running')" },
         [STMT_INSERT_JOB] = { "insert_job",
                               "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, client, "
-                              "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at) "
-                              "VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" },
+                              "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at, "
+                              "upstream_headers) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" },
         [STMT_INSERT_ITEM] = { "insert_item",
                                "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)" },
         [STMT_INSERT_CID] = { "insert_cid",
@@ -269,6 +269,10 @@ static const char *const migrations[] = {
         "END;"
         "CREATE INDEX jobs_state_created ON jobs(state, created_at);"
         "CREATE INDEX jobs_state_finished ON jobs(state, finished_at);",
+        /* 6: Visier's own write headers beyond the scope (FastMode, SessionBasedPermissions,
+         * SessionRepoId), as "Name: value" lines, sent with the job's calls; jobs merge only
+         * with jobs that carry the same. */
+        "ALTER TABLE jobs ADD COLUMN upstream_headers TEXT NOT NULL DEFAULT '';",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -928,7 +932,7 @@ typedef struct SubmitCid {
 
 typedef struct SubmitWaiter {
         JobOp op;
-        char *tenant, *project, *non_versioned, *tenant_code, *client, *idempotency_key;
+        char *tenant, *project, *non_versioned, *tenant_code, *client, *idempotency_key, *upstream_headers;
         char *body; /* NULL if the caller passed none */
         size_t body_len;
         char *extra; /* JSON text, or NULL */
@@ -959,6 +963,7 @@ static SubmitWaiter *submit_waiter_free(SubmitWaiter *w) {
         free(w->tenant_code);
         free(w->client);
         free(w->idempotency_key);
+        free(w->upstream_headers);
         free(w->body);
         free(w->extra);
         for (size_t i = 0; i < w->n_items; i++) {
@@ -993,7 +998,8 @@ static int submit_waiter_new(const JobSubmit *j, SubmitWaiter **ret) {
         w->solo = j->solo;
         if (!dup_or_null(&w->tenant, j->tenant) || !dup_or_null(&w->project, j->project) ||
             !dup_or_null(&w->non_versioned, j->non_versioned) || !dup_or_null(&w->tenant_code, j->tenant_code) ||
-            !dup_or_null(&w->client, j->client) || !dup_or_null(&w->idempotency_key, j->idempotency_key))
+            !dup_or_null(&w->client, j->client) || !dup_or_null(&w->idempotency_key, j->idempotency_key) ||
+            !dup_or_null(&w->upstream_headers, strempty(j->upstream_headers)))
                 return -ENOMEM;
         if (j->body) {
                 w->body = malloc(j->body_len + 1);
@@ -1150,6 +1156,7 @@ static int submit_one_locked(Store *s, SubmitWaiter *w, char *err, size_t errlen
         sqlite3_bind_int64(st.st, 12, now);
         sqlite3_bind_int64(st.st, 13, now);
         sqlite3_bind_int64(st.st, 14, now);
+        bind_text(&st, 15, w->upstream_headers);
         r = step_done(s, &st);
         stmt_done(&st);
         if (r < 0)
@@ -1872,6 +1879,7 @@ Batch *batch_free(Batch *b) {
         free(b->project);
         free(b->non_versioned);
         free(b->tenant_code);
+        free(b->upstream_headers);
         json_decref(b->extra);
         free(b);
         return NULL;
@@ -1880,7 +1888,7 @@ Batch *batch_free(Batch *b) {
 typedef struct JobHead {
         int64_t id;
         JobOp op;
-        char *tenant, *project, *non_versioned, *tenant_code, *extra;
+        char *tenant, *project, *non_versioned, *tenant_code, *extra, *upstream_headers;
         bool solo, in_doubt;
         int64_t n_items, attempts, next_run_at, created_at;
 } JobHead;
@@ -1891,12 +1899,13 @@ static void job_head_done(JobHead *h) {
         free(h->non_versioned);
         free(h->tenant_code);
         free(h->extra);
+        free(h->upstream_headers);
         memset(h, 0, sizeof(*h));
 }
 
 #define HEAD_COLUMNS \
         "id, operation, tenant, project, non_versioned, tenant_code, extra, solo, n_items, attempts, next_run_at, in_doubt, " \
-        "created_at"
+        "created_at, upstream_headers"
 
 static void job_head_read(Stmt *st, JobHead *h) {
         h->id = sqlite3_column_int64(st->st, 0);
@@ -1912,11 +1921,13 @@ static void job_head_read(Stmt *st, JobHead *h) {
         h->next_run_at = sqlite3_column_int64(st->st, 10);
         h->in_doubt = sqlite3_column_int(st->st, 11) != 0;
         h->created_at = sqlite3_column_int64(st->st, 12);
+        h->upstream_headers = strdup(strempty(col_text(st, 13)));
 }
 
 static bool heads_compatible(const JobHead *a, const JobHead *b) {
         return a->op == b->op && streq(a->tenant, b->tenant) && streq(a->project, b->project) &&
-               streq(a->non_versioned, b->non_versioned) && streq(a->tenant_code, b->tenant_code) && !a->solo &&
+               streq(a->non_versioned, b->non_versioned) && streq(a->tenant_code, b->tenant_code) &&
+               streq(strempty(a->upstream_headers), strempty(b->upstream_headers)) && !a->solo &&
                !b->solo && !a->extra && !b->extra;
 }
 
@@ -1994,8 +2005,9 @@ static int batch_from_head(Batch **ret, const JobHead *h) {
         b->project = strdup(h->project);
         b->non_versioned = strdup(h->non_versioned);
         b->tenant_code = strdup(h->tenant_code);
+        b->upstream_headers = strdup(strempty(h->upstream_headers));
         b->extra = h->extra ? json_loads(h->extra, 0, NULL) : NULL;
-        if (!b->tenant || !b->project || !b->non_versioned || !b->tenant_code) {
+        if (!b->tenant || !b->project || !b->non_versioned || !b->tenant_code || !b->upstream_headers) {
                 batch_free(b);
                 return -ENOMEM;
         }

@@ -58,6 +58,7 @@ typedef struct JobSubmit {
         const char *project;       /* ProjectID, or "" */
         const char *non_versioned; /* NonVersioned, or "" */
         const char *tenant_code;   /* ?tenantCode=, or "" */
+        const char *upstream_headers; /* Visier's other write headers, "Name: value" lines, or "" / NULL */
         const char *client;        /* who asked */
         const char *idempotency_key; /* or NULL */
         const char *body;          /* the request body as received */
@@ -152,6 +153,7 @@ typedef struct BatchJob {
 typedef struct Batch {
         JobOp op;
         char *tenant, *project, *non_versioned, *tenant_code;
+        char *upstream_headers; /* "Name: value" lines, or "" */
         json_t *extra;
         BatchJob *jobs;
         size_t n_jobs;
