@@ -7,7 +7,9 @@
  * until COUNT creates were sent or, with -d, until SECONDS have passed (COUNT 0 = no cap).
  * It prints one line of key=value pairs: elapsed seconds (start to the last answer), the
  * requests made, the count of each HTTP status seen, transport errors, and its own CPU
- * seconds (user + system), since on a small machine the client competes with the server.
+ * seconds (user + system), since on a small machine the client competes with the server, and
+ * the latency of the answered requests (p50, p99, max in milliseconds; the first LATENCIES_MAX
+ * requests).
  *
  *   post-many [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS
  *
@@ -28,6 +30,7 @@
 #define HEADERS_MAX 16
 #define STATUS_MAX 600
 #define REQUEST_TIMEOUT_S 300L
+#define LATENCIES_MAX (1L << 21)
 
 static const char *url, *prefix = "bench";
 static long count;           /* 0: no cap (needs -d) */
@@ -35,6 +38,8 @@ static double deadline;      /* 0: none */
 static struct curl_slist *headers;
 static atomic_long next_index, requests, transport_errors;
 static atomic_long status_counts[STATUS_MAX];
+static double *latencies; /* seconds, one per answered request */
+static atomic_long n_latencies;
 
 static double now(void) {
         struct timespec ts;
@@ -80,18 +85,38 @@ static void *client(void *arg) {
                 i = atomic_fetch_add(&next_index, 1);
                 if (count > 0 && i >= count)
                         break;
+                double t0;
+
                 snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s-%07ld\"}]}", prefix, i);
                 curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
                 atomic_fetch_add(&requests, 1);
+                t0 = now();
                 if (curl_easy_perform(h) != CURLE_OK ||
                     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK || status <= 0 ||
                     status >= STATUS_MAX)
                         atomic_fetch_add(&transport_errors, 1);
-                else
+                else {
+                        long k = atomic_fetch_add(&n_latencies, 1);
+
+                        if (k < LATENCIES_MAX)
+                                latencies[k] = now() - t0;
                         atomic_fetch_add(&status_counts[status], 1);
+                }
         }
         curl_easy_cleanup(h);
         return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *) a, y = *(const double *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+static double percentile(const double *sorted, long n, double p) {
+        long i = (long) (p * (double) (n - 1) + 0.5);
+
+        return n > 0 ? sorted[i] : 0;
 }
 
 static void usage(void) {
@@ -148,6 +173,11 @@ int main(int argc, char **argv) {
                 return 2;
         }
         headers = curl_slist_append(headers, "Content-Type: application/json");
+        latencies = calloc(LATENCIES_MAX, sizeof(*latencies));
+        if (!latencies) {
+                fprintf(stderr, "post-many: out of memory\n");
+                return 1;
+        }
         if (!headers || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "post-many: libcurl initialisation failed\n");
                 return 1;
@@ -171,7 +201,17 @@ int main(int argc, char **argv) {
         for (int s = 0; s < STATUS_MAX; s++)
                 if (atomic_load(&status_counts[s]) > 0)
                         printf(" s%d=%ld", s, atomic_load(&status_counts[s]));
-        printf(" errors=%ld cpu=%.2f\n", atomic_load(&transport_errors), cpu_seconds());
+        {
+                long n = atomic_load(&n_latencies);
+
+                if (n > LATENCIES_MAX)
+                        n = LATENCIES_MAX;
+                qsort(latencies, (size_t) n, sizeof(*latencies), cmp_double);
+                printf(" errors=%ld cpu=%.2f p50_ms=%.1f p99_ms=%.1f max_ms=%.1f\n", atomic_load(&transport_errors),
+                       cpu_seconds(), percentile(latencies, n, 0.50) * 1e3, percentile(latencies, n, 0.99) * 1e3,
+                       n > 0 ? latencies[n - 1] * 1e3 : 0);
+        }
+        free(latencies);
 
         curl_slist_free_all(headers);
         curl_global_cleanup();
