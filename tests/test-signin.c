@@ -312,6 +312,154 @@ START_TEST(test_oauth2_token) {
 }
 END_TEST
 
+/* Only members Visier's schema defines for the object, each of the type it defines. */
+static void assert_members(json_t *o, const char *const *allowed) {
+        const char *key;
+        json_t *v;
+
+        ck_assert(json_is_object(o));
+        json_object_foreach(o, key, v) {
+                bool ok = false;
+
+                for (const char *const *a = allowed; *a && !ok; a++)
+                        ok = strcmp(*a, key) == 0;
+                ck_assert_msg(ok, "member %s is not in Visier's schema", key);
+                ck_assert_msg(!json_is_null(v), "member %s is null", key);
+        }
+}
+
+static json_t *json_of(long status, char *body, long expected) {
+        json_t *j;
+
+        ck_assert_msg(status == expected, "answered %ld, not %ld: %s", status, expected, body);
+        j = json_loads(body, 0, NULL);
+        ck_assert_msg(j, "not JSON: %s", body);
+        free(body);
+        return j;
+}
+
+static long send_json(const char *method, const char *path, const char *const *headers, const char *body,
+                      char **ret_body) {
+        char *u = visierd_url(&vd, path);
+        HttpResult r;
+        long status;
+
+        http_request(method, u, headers, body, 30000, &r);
+        free(u);
+        ck_assert_int_eq(r.curl_error, 0);
+        status = r.status;
+        *ret_body = strndup(r.body ? r.body : "", r.len);
+        http_result_done(&r);
+        return status;
+}
+
+/* The SDK's and the connector's whole sequence with only the base URL changed: sign-in, reads
+ * with the cookie and with a bearer, a paged read (206), a create, an update, an assignment
+ * and a delete answered as Visier answers them, a data query in each format, then a restart:
+ * 401, a fresh sign-in, and the calls work again. Each answer's status and shape is Visier's. */
+START_TEST(test_sdk_replay) {
+        static const char *const success_members[] = { "permissionId", "displayName", "correlationId", NULL };
+        static const char *const bulk_members[] = { "successes", "failures", NULL };
+        char *token, *body, cookie[128], bearer[128], path[160], write_body[256];
+        const char *sdk[] = { "apikey: the-clients-key", cookie, "User-Agent: Visier-SDK/0.99/python",
+                              "Accept: application/json", "Content-Type: application/json", NULL };
+        const char *with_bearer[] = { bearer, "Accept: application/json", NULL };
+        const char *jsonlines[] = { "apikey: k", cookie, "Accept: application/jsonlines, application/json",
+                                    "Content-Type: application/json", NULL };
+        const char *csv[] = { "apikey: k", cookie, "Accept: text/csv", "Content-Type: application/json", NULL };
+        const char *query = "{\"source\":{\"analyticObject\":\"Employee\"},\"columns\":[{\"columnDefinition\":"
+                            "{\"property\":{\"name\":\"Employee.EmployeeID\"}}}]}";
+        json_t *j, *e;
+        char *id;
+        long st;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(post("/v1/admin/visierSecureToken", sdk_login_headers, "username=svc&password=pw", &token), 200);
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", token);
+        free(token);
+
+        st = get("/v1/admin/capabilities", sdk, &body);
+        j = json_of(st, body, 200);
+        json_decref(j);
+        st = get("/v1/data/model/analytic-objects/Employee/dimensions/Location/members?limit=2", with_bearer, &body);
+        j = json_of(st, body, 206);
+        json_decref(j);
+
+        /* Create: Visier's PermissionBulkOperationResponseDTO, the new ID in it. */
+        st = send_json("POST", "/v1/admin/permissions", sdk, "{\"permissions\":[{\"displayName\":\"replay\"}]}",
+                              &body);
+        j = json_of(st, body, 200);
+        assert_members(j, bulk_members);
+        ck_assert_uint_eq(json_array_size(json_object_get(j, "failures")), 0);
+        e = json_array_get(json_object_get(j, "successes"), 0);
+        assert_members(e, success_members);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "displayName")), "replay");
+        id = strdup(json_string_value(json_object_get(e, "permissionId")));
+        ck_assert_ptr_nonnull(id);
+        json_decref(j);
+
+        /* Update, assignment, delete. */
+        snprintf(write_body, sizeof(write_body), "{\"permissions\":[{\"permissionId\":\"%s\",\"displayName\":\"replay 2\"}]}",
+                 id);
+        st = send_json("PUT", "/v1/admin/permissions", sdk, write_body, &body);
+        j = json_of(st, body, 200);
+        assert_members(j, bulk_members);
+        e = json_array_get(json_object_get(j, "successes"), 0);
+        assert_members(e, success_members);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "permissionId")), id);
+        json_decref(j);
+        snprintf(write_body, sizeof(write_body), "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"u-001\"]}]}", id);
+        st = send_json("PUT", "/v1/admin/permissions/users", sdk, write_body, &body);
+        j = json_of(st, body, 200);
+        ck_assert_uint_eq(json_object_size(j), 1);
+        ck_assert(json_is_array(json_object_get(j, "tenants")));
+        ck_assert(json_is_string(json_object_get(json_array_get(json_object_get(j, "tenants"), 0), "tenantCode")));
+        json_decref(j);
+        snprintf(write_body, sizeof(write_body), "{\"permissionIds\":[\"%s\"]}", id);
+        st = send_json("DELETE", "/v1/admin/permissions", sdk, write_body, &body);
+        j = json_of(st, body, 200);
+        assert_members(j, bulk_members);
+        e = json_array_get(json_object_get(j, "successes"), 0);
+        assert_members(e, success_members);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "permissionId")), id);
+        json_decref(j);
+        snprintf(path, sizeof(path), "/v1/admin/permissions/%s", id);
+        ck_assert_int_eq(get(path, sdk, &body), 404);
+        free(body);
+        free(id);
+
+        /* A data query in each format: JSON, JSON lines (header line, then rows), CSV. */
+        st = send_json("POST", "/v1/data/query/list", sdk, query, &body);
+        j = json_of(st, body, 200);
+        json_decref(j);
+        ck_assert_int_eq(send_json("POST", "/v1/data/query/list", jsonlines, query, &body), 200);
+        ck_assert_msg(strncmp(body, "[\"Employee.EmployeeID\"]\n[\"", 26) == 0, "JSON lines answer: %.200s", body);
+        free(body);
+        ck_assert_int_eq(send_json("POST", "/v1/data/query/list", csv, query, &body), 200);
+        ck_assert_msg(strncmp(body, "Employee.EmployeeID", 19) == 0, "CSV answer: %.200s", body);
+        free(body);
+
+        /* Restart: 401 in Visier's shape, a fresh sign-in, and on. */
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        visierd_restart(&vd);
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(get("/v1/admin/capabilities", sdk, &body), 401);
+        j = json_loads(body, 0, NULL);
+        free(body);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "Unauthorized");
+        ck_assert(json_is_true(json_object_get(j, "userError")));
+        json_decref(j);
+        ck_assert_int_eq(post("/v1/admin/visierSecureToken", sdk_login_headers, "username=svc&password=pw", &token), 200);
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
+        free(token);
+        ck_assert_int_eq(get("/v1/admin/capabilities", sdk, &body), 200);
+        free(body);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("signin");
         TCase *tc = tcase_create("integration");
@@ -324,6 +472,7 @@ int main(void) {
         tcase_add_test(tc, test_connector_relogin_with_stale_cookie);
         tcase_add_test(tc, test_clients_sign_in_with_their_tokens);
         tcase_add_test(tc, test_oauth2_token);
+        tcase_add_test(tc, test_sdk_replay);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -329,8 +329,10 @@ static int buf_csv_field(Buf *b, const char *s) {
 }
 
 /*
- * One record of N named string values in the table formats: JSON lines object, CSV line, or
- * (JSON) an object keyed by column index. FIRST: no separator before it.
+ * One record of N named string values in the table formats: a JSON lines array (Visier's
+ * connector reads the first line as the column names and every later line as one row, each a
+ * JSON array), a CSV line, or (JSON) an object keyed by column index. FIRST: no separator
+ * before it.
  */
 static int buf_record(Buf *b, QueryFormat f, const char *const *names, const char *const *values, size_t n,
                       bool first) {
@@ -346,27 +348,28 @@ static int buf_record(Buf *b, QueryFormat f, const char *const *names, const cha
                 }
                 return r < 0 ? r : buf_put(b, "\r\n", 2);
         case QUERY_FORMAT_JSONLINES:
+                r = buf_put(b, "[", 1);
+                for (size_t i = 0; r >= 0 && i < n; i++) {
+                        if (i > 0)
+                                r = buf_put(b, ",", 1);
+                        if (r >= 0)
+                                r = buf_json_string(b, values[i]);
+                }
+                return r < 0 ? r : buf_put(b, "]\n", 2);
         case QUERY_FORMAT_JSON:
-                if (f == QUERY_FORMAT_JSON && !first)
+                if (!first)
                         r = buf_put(b, ",", 1);
                 if (r >= 0)
                         r = buf_put(b, "{", 1);
                 for (size_t i = 0; r >= 0 && i < n; i++) {
                         if (i > 0)
                                 r = buf_put(b, ",", 1);
-                        if (r >= 0 && f == QUERY_FORMAT_JSON)
+                        if (r >= 0)
                                 r = buf_printf(b, "\"%zu\":", i);
-                        else if (r >= 0) {
-                                r = buf_json_string(b, names[i]);
-                                if (r >= 0)
-                                        r = buf_put(b, ":", 1);
-                        }
                         if (r >= 0)
                                 r = buf_json_string(b, values[i]);
                 }
-                if (r >= 0)
-                        r = buf_put(b, "}", 1);
-                return r < 0 || f == QUERY_FORMAT_JSON ? r : buf_put(b, "\n", 1);
+                return r < 0 ? r : buf_put(b, "}", 1);
         default:
                 return -EINVAL;
         }
@@ -1596,7 +1599,8 @@ static int emit_head(QueryStream *s) {
                         r = buf_record(&s->out, QUERY_FORMAT_JSON, np, np, n, true);
                 return r < 0 ? r : buf_puts(&s->out, ",\"rows\":[");
         case QUERY_FORMAT_CSV:
-                return s->omit_header ? 0 : buf_record(&s->out, QUERY_FORMAT_CSV, np, np, n, true);
+        case QUERY_FORMAT_JSONLINES:
+                return s->omit_header ? 0 : buf_record(&s->out, s->format, np, np, n, true);
         default:
                 return 0;
         }
