@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "harness.h"
+#include "policy-table.h"
 #include "manager.h"
 
 #define MAX_OPS 128
@@ -101,6 +102,48 @@ START_TEST(test_openapi_matches_router) {
 }
 END_TEST
 
+/* The policy table and the router agree: every Visier operation the router serves with a
+ * handler of its own is a row of the table, of the class that handler is for (reads and data
+ * queries: read; permission writes: publish; sign-in: local); the table has each operation
+ * once; and each of visierd's own routes is outside Visier's API. */
+START_TEST(test_policy_table_matches_router) {
+        const char *const *methods, *const *patterns;
+        size_t n_routes = api_routes(&methods, &patterns), n_local = 0, n_served = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++)
+                for (size_t k = i + 1; k < ELEMENTSOF(policy_rows); k++)
+                        ck_assert_msg(!(streq(policy_rows[i].method, policy_rows[k].method) &&
+                                        streq(policy_rows[i].pattern, policy_rows[k].pattern)),
+                                      "%s %s is in the table twice", policy_rows[i].method, policy_rows[i].pattern);
+        for (size_t i = 0; i < n_routes; i++) {
+                const PolicyRow *row = NULL;
+                PolicyClass want;
+
+                for (size_t k = 0; k < ELEMENTSOF(policy_rows) && !row; k++)
+                        if (streq(policy_rows[k].method, methods[i]) && streq(policy_rows[k].pattern, patterns[i]))
+                                row = &policy_rows[k];
+                if (strncmp(patterns[i], "/v1/", 4) != 0) {
+                        ck_assert_msg(!row, "%s %s is visierd's own route but a Visier operation", methods[i], patterns[i]);
+                        continue;
+                }
+                ck_assert_msg(row, "the router serves %s %s, which Visier's definitions do not have", methods[i],
+                              patterns[i]);
+                if (strstr(patterns[i], "visierSecureToken") || strstr(patterns[i], "oauth2"))
+                        want = POLICY_LOCAL, n_local++;
+                else if (streq(methods[i], "GET") || strncmp(patterns[i], "/v1/data/query/", 15) == 0)
+                        want = POLICY_READ;
+                else
+                        want = POLICY_PUBLISH;
+                ck_assert_msg(row->class == want, "%s %s: the table says %s, the router serves it as %s", methods[i],
+                              patterns[i], policy_class_to_string(row->class), policy_class_to_string(want));
+                n_served++;
+        }
+        ck_assert_uint_eq(n_local, 2);
+        ck_assert_uint_ge(n_served, 20);
+        ck_assert_uint_ge(ELEMENTSOF(policy_rows), 259);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("openapi");
         TCase *tc = tcase_create("core");
@@ -108,6 +151,7 @@ int main(void) {
         int failed;
 
         tcase_add_test(tc, test_openapi_matches_router);
+        tcase_add_test(tc, test_policy_table_matches_router);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

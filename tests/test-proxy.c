@@ -246,6 +246,76 @@ START_TEST(test_upstream_request_bytes) {
 }
 END_TEST
 
+/* The rest of Visier's published API, as the policy table says: a read visierd has no
+ * handler of its own for is proxied (the sim's log shows it, with the headers Visier defines
+ * for it); a denied operation gets 403 and a write the publisher does not send yet 501, both
+ * in Visier's Status shape and without reaching Visier; a path Visier does not have is 404,
+ * a known path with another method 405. */
+START_TEST(test_policy_table_routes) {
+        const char *tenant[] = { "TargetTenantID: WFF_j1a~c01", "DataVersionID: 9", NULL };
+        char expected[1024], *got, *body;
+        json_t *log;
+        HttpResult r;
+        long long calls;
+        char *u;
+
+        start_all(NULL, NULL);
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        u = visierd_url(&vd, "/v1/admin/users?limit=5");
+        http_request("GET", u, tenant, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_ne(r.status, 0);
+        http_result_done(&r);
+        log = sim_control_get(&sim, "/_sim/requests");
+        got = json_dumps(json_array_get(json_object_get(log, "requests"), 0), JSON_COMPACT);
+        /* GET /v1/admin/users defines TargetTenantID (and ProjectID, NonVersioned), not
+         * DataVersionID: only the first goes. */
+        snprintf(expected, sizeof(expected),
+                 "{\"method\":\"GET\",\"target\":\"/v1/admin/users?limit=5\",\"headers\":[[\"Host\",\"127.0.0.1:%u\"],"
+                 "[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],[\"TargetTenantID\",\"WFF_j1a~c01\"],"
+                 "[\"Accept\",\"*/*\"],[\"apikey\",\"<apikey>\"],[\"Cookie\",\"VisierASIDToken=<token>\"]],\"body\":\"\"}",
+                 sim.port);
+        ck_assert_str_eq(got, expected);
+        free(got);
+        json_decref(log);
+
+        calls = sim_counter(&sim, "calls_total");
+        u = visierd_url(&vd, "/v1/auth/oauth2/userinfo");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 403);
+        ck_assert_str_eq(r.body, "{\"code\":\"Forbidden\",\"message\":\"GET /v1/auth/oauth2/userinfo is denied by "
+                                 "visierd's policy: it could reveal or change visierd's own credentials or keys\","
+                                 "\"localizedMessage\":\"GET /v1/auth/oauth2/userinfo is denied by visierd's policy: it "
+                                 "could reveal or change visierd's own credentials or keys\",\"userError\":true}");
+        http_result_done(&r);
+        u = visierd_url(&vd, "/v2/admin/user-groups");
+        http_request("POST", u, NULL, "{\"userGroups\":[]}", 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 501);
+        ck_assert_str_eq(r.body, "{\"code\":\"NotImplemented\",\"message\":\"visierd does not send POST /v2/admin/"
+                                 "user-groups yet: writes go through visierd's publisher, which sends permission writes "
+                                 "only so far\",\"localizedMessage\":\"visierd does not send POST /v2/admin/user-groups "
+                                 "yet: writes go through visierd's publisher, which sends permission writes only so "
+                                 "far\",\"userError\":true}");
+        http_result_done(&r);
+        ck_assert_int_eq(sim_counter(&sim, "calls_total"), calls); /* neither reached Visier */
+
+        u = visierd_url(&vd, "/v1/admin/no-such-thing");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 404);
+        http_result_done(&r);
+        u = visierd_url(&vd, "/v1/admin/users/u-1");
+        http_request("PATCH", u, NULL, "{}", 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 405);
+        http_result_done(&r);
+        (void) body;
+        stop_all();
+}
+END_TEST
+
 START_TEST(test_client_credentials_never_forwarded) {
         const char *stale[] = {
                 "apikey: client-supplied-key",
@@ -551,6 +621,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_client_credentials_never_forwarded);
         tcase_add_test(tc, test_path_tricks_refused);
         tcase_add_test(tc, test_upstream_request_bytes);
+        tcase_add_test(tc, test_policy_table_routes);
         tcase_add_test(tc, test_revoked_token_recovers);
         tcase_add_test(tc, test_429_is_waited_out);
         tcase_add_test(tc, test_own_429_retry_after);

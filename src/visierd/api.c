@@ -16,6 +16,7 @@
 #include <sys/random.h>
 
 #include "api-signin.h"
+#include "policy-table.h"
 #include "exports.h"
 #include "metrics.h"
 #include "validate.h"
@@ -64,6 +65,13 @@ static const struct {
         { "DataVersionID", false },  { "Accept", false },
 };
 #define VH_MAX ELEMENTSOF(visier_headers)
+/* The first four are the policy table's bits too. */
+_Static_assert((unsigned) VH_TARGET_TENANT == (unsigned) PH_TARGET_TENANT_ID &&
+                       (unsigned) VH_PROJECT == (unsigned) PH_PROJECT_ID &&
+                       (unsigned) VH_NON_VERSIONED == (unsigned) PH_NON_VERSIONED &&
+                       (unsigned) VH_DATA_VERSION == (unsigned) PH_DATA_VERSION_ID,
+               "VH_* and PH_* disagree");
+#define VH_FROM_POLICY (VH_TARGET_TENANT | VH_PROJECT | VH_NON_VERSIONED | VH_DATA_VERSION)
 #define VH_READ (VH_TARGET_TENANT | VH_PROJECT | VH_ACCEPT)
 #define VH_PERMISSION_READ (VH_READ | VH_NON_VERSIONED)
 #define VH_QUERY (VH_TARGET_TENANT | VH_PROJECT | VH_DATA_VERSION | VH_ACCEPT)
@@ -710,6 +718,66 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
         return HTTP_DEFER;
 }
 
+/* ---- the rest of Visier's API, from the policy table ---- */
+
+static struct MHD_Response *api_policy_refuse(Manager *m, HttpRequest *req, unsigned *ret_status);
+
+/* A route for each policy row: reads proxied, the rest refused with a reason. */
+static Route policy_routes[ELEMENTSOF(policy_rows)];
+static pthread_once_t policy_once = PTHREAD_ONCE_INIT;
+
+static void policy_routes_init(void) {
+        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++) {
+                const PolicyRow *row = &policy_rows[i];
+                Route *r = &policy_routes[i];
+
+                *r = (Route) { .method = row->method, .pattern = row->pattern, .handler = api_policy_refuse,
+                               .role = CLIENT_ROLE_READ, .kind = ROUTE_LOOP };
+                if (row->class == POLICY_READ && streq(row->method, "GET")) {
+                        r->handler = api_proxy_read;
+                        r->kind = ROUTE_ASYNC;
+                        r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
+                } else if (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE)
+                        r->role = CLIENT_ROLE_WRITE;
+        }
+}
+
+const char *policy_class_to_string(PolicyClass c) {
+        static const char *const names[] = { [POLICY_LOCAL] = "local", [POLICY_READ] = "read",
+                                              [POLICY_PUBLISH] = "publish", [POLICY_WRITE] = "write",
+                                              [POLICY_DENIED] = "denied" };
+
+        return (unsigned) c < ELEMENTSOF(names) ? names[c] : NULL;
+}
+
+static const PolicyRow *policy_row_of(const char *method, const char *pattern) {
+        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++)
+                if (streq(policy_rows[i].method, method) && streq(policy_rows[i].pattern, pattern))
+                        return &policy_rows[i];
+        return NULL;
+}
+
+/* A Visier operation visierd knows but does not send (yet), or never sends. */
+static struct MHD_Response *api_policy_refuse(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        const PolicyRow *row = policy_row_of(req->method, req->route);
+
+        if (row && row->class == POLICY_DENIED) {
+                *ret_status = MHD_HTTP_FORBIDDEN;
+                return http_response_status("Forbidden", true,
+                                            "%s %s is denied by visierd's policy: it could reveal or change visierd's "
+                                            "own credentials or keys",
+                                            req->method, req->route);
+        }
+        *ret_status = MHD_HTTP_NOT_IMPLEMENTED;
+        if (row && (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE))
+                return http_response_status("NotImplemented", true,
+                                            "visierd does not send %s %s yet: writes go through visierd's publisher, "
+                                            "which sends permission writes only so far",
+                                            req->method, req->route);
+        return http_response_status("NotImplemented", true, "visierd does not forward %s %s yet", req->method,
+                                    req->route);
+}
+
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
         Manager *m = userdata;
         const Route *route = NULL;
@@ -726,6 +794,20 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 if (!strstr(allow, routes[i].method)) {
                         size_t n = strlen(allow);
                         snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", routes[i].method);
+                }
+        }
+        /* Then the rest of Visier's published API, as the policy table says. */
+        (void) pthread_once(&policy_once, policy_routes_init);
+        for (size_t i = 0; !route && i < ELEMENTSOF(policy_routes); i++) {
+                if (!path_match(policy_routes[i].pattern, req->path))
+                        continue;
+                if (streq(policy_routes[i].method, req->method)) {
+                        route = &policy_routes[i];
+                        break;
+                }
+                if (!strstr(allow, policy_routes[i].method)) {
+                        size_t n = strlen(allow);
+                        snprintf(allow + n, sizeof(allow) - n, "%s%s", n ? ", " : "", policy_routes[i].method);
                 }
         }
         if (route && req->over_capacity && route->kind != ROUTE_OPS) {
