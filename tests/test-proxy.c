@@ -248,9 +248,9 @@ END_TEST
 
 /* The rest of Visier's published API, as the policy table says: a read visierd has no
  * handler of its own for is proxied (the sim's log shows it, with the headers Visier defines
- * for it); a denied operation gets 403 and a write the publisher does not send yet 501, both
- * in Visier's Status shape and without reaching Visier; a path Visier does not have is 404,
- * a known path with another method 405. */
+ * for it); a denied operation gets 403 in Visier's Status shape without reaching Visier; any
+ * other write goes through the lane as a call job; a path Visier does not have is 404, a
+ * known path with another method 405. */
 START_TEST(test_policy_table_routes) {
         const char *tenant[] = { "TargetTenantID: WFF_j1a~c01", "DataVersionID: 9", NULL };
         char expected[1024], *got, *body;
@@ -289,17 +289,36 @@ START_TEST(test_policy_table_routes) {
                                  "\"localizedMessage\":\"GET /v1/auth/oauth2/userinfo is denied by visierd's policy: it "
                                  "could reveal or change visierd's own credentials or keys\",\"userError\":true}");
         http_result_done(&r);
-        u = visierd_url(&vd, "/v2/admin/user-groups");
-        http_request("POST", u, NULL, "{\"userGroups\":[]}", 10000, &r);
-        free(u);
-        ck_assert_int_eq(r.status, 501);
-        ck_assert_str_eq(r.body, "{\"code\":\"NotImplemented\",\"message\":\"visierd does not send POST /v2/admin/"
-                                 "user-groups yet: writes go through visierd's publisher, which sends permission writes "
-                                 "only so far\",\"localizedMessage\":\"visierd does not send POST /v2/admin/user-groups "
-                                 "yet: writes go through visierd's publisher, which sends permission writes only so "
-                                 "far\",\"userError\":true}");
+        ck_assert_int_eq(sim_counter(&sim, "calls_total"), calls); /* it never reached Visier */
+
+        /* Any other write is a call job through the publisher's lane: sent once as it came,
+         * with the headers Visier defines for it (nvLock from Prefer, NonVersioned as true),
+         * and answered with Visier's own answer (here the sim's, which has no user groups). */
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        {
+                const char *h[] = { "Prefer: wait=20, nvLock=global", "NonVersioned: True", "FastMode: true",
+                                    "Content-Type: application/json", NULL };
+
+                u = visierd_url(&vd, "/v1/admin/user-groups/users?x=1");
+                http_request("PUT", u, h, "{\"userGroups\":[{\"userGroupId\":\"g\"}]}", 30000, &r);
+                free(u);
+        }
+        ck_assert_int_eq(r.status, 404);
+        ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"NotFound\""));
         http_result_done(&r);
-        ck_assert_int_eq(sim_counter(&sim, "calls_total"), calls); /* neither reached Visier */
+        log = sim_control_get(&sim, "/_sim/requests");
+        ck_assert_uint_eq(json_array_size(json_object_get(log, "requests")), 1);
+        got = json_dumps(json_array_get(json_object_get(log, "requests"), 0), JSON_COMPACT);
+        snprintf(expected, sizeof(expected),
+                 "{\"method\":\"PUT\",\"target\":\"/v1/admin/user-groups/users?x=1\",\"headers\":[[\"Host\",\"127.0.0.1:%u\"],"
+                 "[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],[\"NonVersioned\",\"true\"],"
+                 "[\"Prefer\",\"nvLock=global\"],[\"Content-Type\",\"application/json\"],[\"Accept\",\"application/json\"],"
+                 "[\"apikey\",\"<apikey>\"],[\"Cookie\",\"VisierASIDToken=<token>\"],[\"Content-Length\",\"36\"]],"
+                 "\"body\":\"{\\\"userGroups\\\":[{\\\"userGroupId\\\":\\\"g\\\"}]}\"}",
+                 sim.port);
+        ck_assert_str_eq(got, expected);
+        free(got);
+        json_decref(log);
 
         u = visierd_url(&vd, "/v1/admin/no-such-thing");
         http_request("GET", u, NULL, NULL, 10000, &r);

@@ -1098,12 +1098,11 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
                 return MHD_YES;
         }
 
-        if (strncmp(url, "/v1/", 4) == 0) {
-                log_request(s, c, url, method, req);
-                return v1_handle(s, c, url, method, req);
-        }
         if (strncmp(url, "/_sim/", 6) == 0)
                 return sim_handle(s, c, url, method, req);
+        log_request(s, c, url, method, req); /* every call to Visier's API, known or not */
+        if (strncmp(url, "/v1/", 4) == 0)
+                return v1_handle(s, c, url, method, req);
         return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "Unknown path.", NULL);
 }
 

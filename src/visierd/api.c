@@ -718,6 +718,8 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
         return HTTP_DEFER;
 }
 
+static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigned *ret_status);
+
 /* ---- the rest of Visier's API, from the policy table ---- */
 
 static struct MHD_Response *api_policy_refuse(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -737,8 +739,12 @@ static void policy_routes_init(void) {
                         r->handler = api_proxy_read;
                         r->kind = ROUTE_ASYNC;
                         r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
-                } else if (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE)
+                } else if (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE) {
+                        r->handler = api_call_write;
+                        r->kind = ROUTE_ASYNC;
                         r->role = CLIENT_ROLE_WRITE;
+                        r->headers = row->headers;
+                }
         }
 }
 
@@ -1294,6 +1300,8 @@ static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, 
 typedef struct Preferences {
         bool respond_async;
         long wait; /* seconds; -1: not asked */
+        char nv_lock[16]; /* Visier's own nvLock=…: global, artifact or none ("" not asked) */
+        bool nv_lock_bad; /* nvLock with another value */
 } Preferences;
 
 /* One Prefer header: comma-separated preferences, each a token with an optional "=value" and
@@ -1316,6 +1324,16 @@ static enum MHD_Result prefer_scan(void *cls, enum MHD_ValueKind kind, const cha
                         n--;
                 if (n == 13 && strncasecmp(e, "respond-async", 13) == 0)
                         p->respond_async = true;
+                else if (n == 6 && strncmp(e, "nvLock", 6) == 0 && *stop == '=') {
+                        size_t vl = strcspn(stop + 1, ";, \t");
+
+                        if ((vl == 6 && strncmp(stop + 1, "global", 6) == 0) ||
+                            (vl == 8 && strncmp(stop + 1, "artifact", 8) == 0) ||
+                            (vl == 4 && strncmp(stop + 1, "none", 4) == 0))
+                                snprintf(p->nv_lock, sizeof(p->nv_lock), "%.*s", (int) vl, stop + 1);
+                        else
+                                p->nv_lock_bad = true;
+                }
                 else if (n == 4 && strncasecmp(e, "wait", 4) == 0 && *stop == '=') {
                         const char *v = stop + 1;
                         char *vend;
@@ -1582,8 +1600,12 @@ static void write_submitted(void *userdata, int r, int64_t id, bool existing, co
                 if (!existing) {
                         if (publisher_call_in_flight(m->publisher))
                                 metrics_overlap_prevented(m->metrics);
-                        log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s",
-                                 (long long) id, job_op_to_string(t->write_op), t->write_items, req->client);
+                        if (t->write_op == JOB_OP_CALL)
+                                log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s %s from %s",
+                                         (long long) id, req->method, req->path, req->client);
+                        else
+                                log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "job %lld queued: %s of %zu items from %s",
+                                         (long long) id, job_op_to_string(t->write_op), t->write_items, req->client);
                         publisher_wake(m->publisher);
                 }
                 if (t->hold_wait > 0) {
@@ -2290,4 +2312,148 @@ static struct MHD_Response *api_export_result(Manager *m, HttpRequest *req, unsi
         json_decref(job);
         *ret_status = MHD_HTTP_OK;
         return r;
+}
+
+/* ---- any other write of Visier's API, as a call job ---- */
+
+/* The request headers Visier defines for policy rows, PH_* order (src/visierd/policy.h). */
+static const struct {
+        const char *name;
+        bool boolean;
+} policy_headers[] = {
+        { "TargetTenantID", false }, { "ProjectID", false },        { "NonVersioned", true },
+        { "DataVersionID", false },  { "FastMode", true },          { "SessionBasedPermissions", true },
+        { "SessionRepoId", false },  { "Prefer", false },           { "TargetUsername", false },
+};
+
+/*
+ * A write of Visier's API with no handler of its own (the policy table's publish and write
+ * classes): queued as a call job, sent as it came — method, path, query, the headers Visier
+ * defines for it, body — alone, through the publisher's one lane, and answered with Visier's
+ * own answer like a permission write (Prefer: respond-async, wait=N, answer_wait).
+ */
+static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        ApiTask *t = req->ctx;
+        const char *tenant = NULL, *project = NULL, *non_versioned = NULL, *idem;
+        char upstream_headers[9 * 600] = "", rid[48];
+        const char *fields[] = { rid, NULL };
+        unsigned mask, max_wait, answer_wait;
+        ValidateError verr;
+        QueryBuilder q = {};
+        Preferences prefer;
+        json_t *extra, *items;
+        size_t len = 0;
+        int r;
+
+        assert(t);
+        mask = t->route->headers;
+        snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+        if (req->body_len > 0) {
+                json_t *j = json_loadb(req->body, req->body_len, 0, NULL);
+
+                if (!j)
+                        return bad_request(ret_status, "$", "the body is not valid JSON");
+                json_decref(j);
+        }
+        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
+        if (q.overflow) {
+                *ret_status = MHD_HTTP_URI_TOO_LONG;
+                return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+        }
+        idem = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Idempotency-Key");
+        if (idem && (strlen(idem) == 0 || strlen(idem) > IDEMPOTENCY_KEY_MAX))
+                return bad_request(ret_status, "Idempotency-Key", "must be 1 to 200 characters");
+        if (validate_header_value("Idempotency-Key", idem, &verr) < 0)
+                return bad_request(ret_status, verr.path, verr.message);
+        prefer = request_preferences(req);
+        if (prefer.nv_lock_bad)
+                return bad_request(ret_status, "Prefer", "nvLock must be global, artifact or none");
+        for (size_t i = 0; i < ELEMENTSOF(policy_headers); i++) {
+                const char *v;
+                int n;
+
+                if (!(mask & (1u << i)))
+                        continue;
+                if (streq(policy_headers[i].name, "Prefer")) {
+                        v = prefer.nv_lock[0] ? prefer.nv_lock : NULL;
+                        if (v) {
+                                n = snprintf(upstream_headers + len, sizeof(upstream_headers) - len, "%sPrefer: nvLock=%s",
+                                             len ? "\n" : "", v);
+                                len += n > 0 ? (size_t) n : 0;
+                        }
+                        continue;
+                }
+                v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, policy_headers[i].name);
+                if (!v)
+                        continue;
+                if (validate_header_value(policy_headers[i].name, v, &verr) < 0 ||
+                    (policy_headers[i].boolean && validate_boolean_header(policy_headers[i].name, v, &v, &verr) < 0))
+                        return bad_request(ret_status, verr.path, verr.message);
+                if (i == 0)
+                        tenant = v;
+                else if (i == 1)
+                        project = v;
+                else if (i == 2)
+                        non_versioned = v;
+                else {
+                        n = snprintf(upstream_headers + len, sizeof(upstream_headers) - len, "%s%s: %s", len ? "\n" : "",
+                                     policy_headers[i].name, v);
+                        if (n < 0 || (size_t) n >= sizeof(upstream_headers) - len)
+                                return bad_request(ret_status, policy_headers[i].name, "header is too long");
+                        len += (size_t) n;
+                }
+        }
+        pthread_rwlock_rdlock(&m->config_lock);
+        max_wait = m->config->max_wait;
+        answer_wait = m->config->answer_wait;
+        pthread_rwlock_unlock(&m->config_lock);
+        t->write_op = JOB_OP_CALL;
+        t->write_items = 0;
+        if (prefer.wait >= 0) {
+                t->hold_wait = prefer.wait > (long) max_wait ? (long) max_wait : prefer.wait;
+                t->hold_asked = true;
+        } else if (prefer.respond_async) {
+                t->hold_wait = 0;
+                t->respond_async = true;
+        } else
+                t->hold_wait = answer_wait;
+
+        extra = json_pack("{s:{s:s, s:s}}", "call", "method", req->method, "path", req->path);
+        items = json_array();
+        if (!extra || !items) {
+                json_decref(extra);
+                json_decref(items);
+                return NULL;
+        }
+        if (q.len)
+                json_object_set_new(json_object_get(extra, "call"), "query", json_string(q.buf));
+        if (req->body_len)
+                json_object_set_new(json_object_get(extra, "call"), "body", json_stringn(req->body, req->body_len));
+        r = store_job_submit_async(m->store,
+                                   &(JobSubmit) {
+                                           .op = JOB_OP_CALL,
+                                           .tenant = strempty(tenant),
+                                           .project = strempty(project),
+                                           .non_versioned = strempty(non_versioned),
+                                           .tenant_code = "",
+                                           .upstream_headers = upstream_headers,
+                                           .client = req->client,
+                                           .idempotency_key = idem,
+                                           .body = req->body,
+                                           .body_len = req->body_len,
+                                           .items = items,
+                                           .extra = extra,
+                                           .solo = true,
+                                   },
+                                   write_submitted, t);
+        json_decref(extra);
+        json_decref(items);
+        if (r < 0) {
+                log_full(LOG_ERR, LOG_MSGID_REQUEST, fields, "%s %s from %s not queued: %s", req->method, req->path,
+                         req->client, strerror(-r));
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                return http_response_status("ServiceUnavailable", false, "the change was not queued: %s",
+                                            r == -ESHUTDOWN ? "visierd is stopping" : strerror(-r));
+        }
+        return HTTP_DEFER;
 }

@@ -95,6 +95,8 @@ unsigned cache_invalidation_for_op(JobOp op) {
         case JOB_OP_ASSIGN: /* a permission's users (the permission itself lists none) */
         case JOB_OP_REMOVE:
                 return CACHE_CLASS_BIT(CACHE_CLASS_ASSIGNMENTS);
+        case JOB_OP_CALL: /* any other write: what it changes is not known here */
+                return CACHE_CLASSES_ALL;
         default:
                 return 0;
         }

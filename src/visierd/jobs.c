@@ -31,6 +31,8 @@ static const struct {
         [JOB_OP_REMOVE] = { "remove", "DELETE", "/v1/admin/permissions/users", "permissions", false },
         [JOB_OP_REVERT] = { "revert", "POST", "/v1/admin/permissions/revert-to-parent", "permissionIds", true },
         [JOB_OP_EXPORT] = { "export", "POST", "/exports", "items", false },
+        /* Method and path are the job's own (its call), never matched by job_op_from_request(). */
+        [JOB_OP_CALL] = { "call", "", "", "items", false },
 };
 
 const char *job_state_to_string(JobState s) {

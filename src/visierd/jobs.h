@@ -30,6 +30,7 @@ typedef enum JobOp {
         JOB_OP_REMOVE,  /* DELETE /v1/admin/permissions/users */
         JOB_OP_REVERT,  /* POST   /v1/admin/permissions/revert-to-parent */
         JOB_OP_EXPORT,  /* a run of a named export (POST /exports/NAME/runs); not a write */
+        JOB_OP_CALL,    /* any other write of Visier's API, sent as it came, alone (policy table) */
         _JOB_OP_MAX,
         _JOB_OP_INVALID = -1,
 } JobOp;

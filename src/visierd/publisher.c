@@ -666,6 +666,124 @@ static void lane_after_call(Publisher *p, int64_t started_ms, bool answered) {
         p->lane_free_at_ms = now + (int64_t) (p->active.publish_settle / USEC_PER_MSEC);
 }
 
+/* Finish the call job of b with Visier's answer (status and body, as the client gets them). */
+static void finish_call(Publisher *p, const Batch *b, JobState state, long status, const char *body, const char *error) {
+        if (record_begin(p) < 0)
+                return;
+        store_job_finish(p->store, b->jobs[0].id, state, status, error, status, body);
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[0].id, .op = job_op_to_string(b->op),
+                                     .status = status, .state = job_state_to_string(state), .message = error });
+        record_end(p);
+}
+
+static void fail_call(Publisher *p, const Batch *b, long status, const char *msg) {
+        json_t *st = json_pack("{s:s, s:s, s:s, s:b}", "code", status == 502 ? "BadGateway" : "ServiceUnavailable",
+                               "message", msg, "localizedMessage", msg, "userError", 0);
+        char *body = st ? json_dumps(st, JSON_COMPACT) : NULL;
+
+        finish_call(p, b, JOB_FAILED, status, body ? body : "", msg);
+        free(body);
+        json_decref(st);
+}
+
+/*
+ * A call job: any other write of Visier's API (policy table), sent once as it came, alone,
+ * through the same lane as every permission write. Visier's answer is the job's. There is no
+ * way to ask Visier whether such a call landed, so one that may have (a lost answer, a 5xx,
+ * or a visierd that stopped during it) is never sent again: the job fails and says so.
+ */
+static void publish_call(Publisher *p, Batch *b) {
+        json_t *call = json_object_get(b->extra, "call");
+        const char *method = json_string_value(json_object_get(call, "method"));
+        const char *path = json_string_value(json_object_get(call, "path"));
+        const char *query = json_string_value(json_object_get(call, "query"));
+        const char *body = json_string_value(json_object_get(call, "body"));
+        char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 160];
+        UpstreamResponse resp = {};
+        int64_t started;
+        Call c = {};
+        int r;
+
+        if (b->n_jobs != 1 || !method || !path) {
+                fail_call(p, b, 500, "the job's call cannot be read back from the job database");
+                return;
+        }
+        if (b->jobs[0].in_doubt) {
+                fail_call(p, b, 502,
+                          "an earlier attempt may have been applied (its answer was lost, or visierd stopped during "
+                          "it); visierd does not send a call it cannot check again");
+                return;
+        }
+        if (build_scope(b, body && *body, &c) < 0 || (query && *query && !(c.query = strdup(query)))) {
+                call_done(&c);
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                return;
+        }
+        started = wall_ms();
+        r = store_lane_open(p->store, started,
+                            started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
+        if (r < 0) {
+                p->store_trouble = true;
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                             .message = "cannot record the opening of a write call; not sent" });
+                call_done(&c);
+                return;
+        }
+        pthread_mutex_lock(&p->lock);
+        p->stats.write_calls++;
+        pthread_mutex_unlock(&p->lock);
+        atomic_store(&p->in_flight, true);
+        r = upstream_call(p->upstream,
+                          &(UpstreamRequest) {
+                                  .endpoint = path,
+                                  .method = method,
+                                  .path = path,
+                                  .query = c.query,
+                                  .headers = c.headers,
+                                  .body = body && *body ? body : NULL,
+                                  .body_len = body ? strlen(body) : 0,
+                                  .idempotent = false,
+                          },
+                          &resp, err, sizeof(err));
+        atomic_store(&p->in_flight, false);
+        call_done(&c);
+        if (p->cache)
+                cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_CALL, .op = job_op_to_string(b->op), .n_jobs = 1,
+                                     .status = r < 0 ? 0 : resp.status, .message = r < 0 ? err : NULL });
+
+        if (r == -ENOKEY || r == -EBUSY || r == -ECANCELED || (r >= 0 && resp.status == 429)) {
+                lane_after_call(p, started, true); /* never applied: sent again later */
+                requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, r < 0 ? 0 : resp.status,
+                            r < 0 ? err : "Visier's rate limit");
+                upstream_response_done(&resp);
+                return;
+        }
+        if (r < 0) {
+                lane_after_call(p, started, false);
+                snprintf(msg, sizeof(msg), "%s; the call may or may not have been applied, and visierd does not send "
+                                           "it again",
+                         err);
+                fail_call(p, b, 502, msg);
+                return;
+        }
+        if (resp.status >= 500) {
+                lane_after_call(p, started, resp.status != 502 && resp.status != 504);
+                snprintf(msg, sizeof(msg), "Visier answered %ld; the call may or may not have been applied, and visierd "
+                                           "does not send it again",
+                         resp.status);
+                finish_call(p, b, JOB_FAILED, resp.status, resp.body ? resp.body : "", msg);
+                upstream_response_done(&resp);
+                return;
+        }
+        lane_after_call(p, started, true);
+        if (resp.status >= 400)
+                snprintf(msg, sizeof(msg), "Visier refused the call with %ld", resp.status);
+        finish_call(p, b, resp.status < 400 ? JOB_SUCCEEDED : JOB_FAILED, resp.status, resp.body ? resp.body : "",
+                    resp.status < 400 ? NULL : msg);
+        upstream_response_done(&resp);
+}
+
 static void publish_batch(Publisher *p, Batch *b) {
         char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 64];
         UpstreamResponse resp = {};
@@ -676,6 +794,10 @@ static void publish_batch(Publisher *p, Batch *b) {
         json_t *answer;
         int r;
 
+        if (b->op == JOB_OP_CALL) {
+                publish_call(p, b);
+                return;
+        }
         for (size_t j = 0; j < b->n_jobs; j++)
                 maybe_landed |= b->jobs[j].in_doubt;
         if (b->op == JOB_OP_CREATE && maybe_landed) {
