@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -277,6 +278,72 @@ START_TEST(test_write_headers_sent) {
 }
 END_TEST
 
+typedef struct LaneCall {
+        const char *method, *path, *body;
+        HttpResult r;
+} LaneCall;
+
+static void *lane_call(void *arg) {
+        LaneCall *c = arg;
+        char *u = visierd_url(&vd, c->path);
+
+        http_request(c->method, u, NULL, c->body, 60000, &c->r);
+        free(u);
+        return NULL;
+}
+
+/* A users-to-group assignment, a permissions-to-group assignment and a project's
+ * commitAndPublish go through the publisher's one lane with permission writes, all sent at
+ * once by clients: Visier never has two publishes in flight (the sim's counters), and each
+ * client gets Visier's own answer. */
+START_TEST(test_other_writes_share_the_lane) {
+        LaneCall calls[] = {
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"lane-1\"}]}" },
+                { "PUT", "/v1/admin/user-groups/users", "{\"userGroups\":[{\"userGroupId\":\"g-1\",\"userIds\":[\"u-001\"]}]}" },
+                { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"lane-2\"}]}" },
+                { "PUT", "/v1/admin/user-groups/permissions",
+                  "{\"userGroups\":[{\"userGroupId\":\"g-1\",\"permissionIds\":[\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\"]}]}" },
+                { "POST", NULL, "{\"operation\":\"commitAndPublish\"}" },
+                { "PUT", "/v1/admin/permissions/users",
+                  "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"userIds\":[\"u-002\"]}]}" },
+        };
+        pthread_t th[ELEMENTSOF(calls)];
+        char project_path[160];
+        json_t *j, *counters;
+        long st;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 60\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        /* A draft project, made through visierd (a write: a call job too). */
+        j = visierd_request_json(&vd, "POST", "/v1/admin/projects", "{\"name\":\"lane\"}", NULL, &st);
+        ck_assert_int_eq(st, 200);
+        ck_assert_ptr_nonnull(json_string_value(json_object_get(j, "id")));
+        snprintf(project_path, sizeof(project_path), "/v1/admin/projects/%s", json_string_value(json_object_get(j, "id")));
+        json_decref(j);
+        calls[4].path = project_path;
+
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":300}"));
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++)
+                ck_assert_int_eq(pthread_create(&th[i], NULL, lane_call, &calls[i]), 0);
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++) {
+                pthread_join(th[i], NULL);
+                ck_assert_msg(calls[i].r.status == 200, "%s %s: %ld %s", calls[i].method, calls[i].path, calls[i].r.status,
+                              calls[i].r.body);
+        }
+        ck_assert_ptr_nonnull(strstr(calls[1].r.body, "\"tenants\":["));
+        ck_assert_ptr_nonnull(strstr(calls[3].r.body, "\"userGroups\":["));
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++)
+                http_result_done(&calls[i].r);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":0}"));
+
+        counters = sim_control_get(&sim, "/_sim/counters");
+        ck_assert_int_eq(json_integer_value(json_object_get(counters, "publish_overlaps")), 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(counters, "writes_in_flight_max")), 1);
+        json_decref(counters);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("answers");
         TCase *tc = tcase_create("integration");
@@ -290,6 +357,7 @@ int main(void) {
         tcase_add_test(tc, test_respond_async);
         tcase_add_test(tc, test_answer_wait_bound);
         tcase_add_test(tc, test_write_headers_sent);
+        tcase_add_test(tc, test_other_writes_share_the_lane);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

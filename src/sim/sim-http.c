@@ -624,6 +624,52 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
         return reply_json(c, MHD_HTTP_OK, body, rate);
 }
 
+/*
+ * PUT|DELETE /v1/admin/user-groups/users (users to user groups) and
+ * /v1/admin/user-groups/permissions (permissions to user groups): a publishing write like a
+ * permission write (in flight for publish_ms, an overlap counted or refused, production_version
+ * raised). The body must be an object with a userGroups array of objects naming a
+ * userGroupId; the answer echoes the groups in Visier's shape for the tenant the call is in
+ * (SecurityAssignmentResponseDTO, PermissionsToUserGroupForTenantDTO). The simulator keeps no
+ * user groups: it models the lane, not the directory.
+ */
+static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection *c, const char *method,
+                                            const Request *req, const RateInfo *rate, bool permissions) {
+        const char *tenant = header_value(c, "TargetTenantID");
+        StatusOpts o = { .rate = rate };
+        _cleanup_json_ json_t *in = NULL;
+        json_t *groups, *g, *body;
+        json_error_t jerr;
+        WriteFaults wf;
+        size_t i;
+
+        if (!streq(method, MHD_HTTP_METHOD_PUT) && !streq(method, MHD_HTTP_METHOD_DELETE))
+                return reply_method_not_allowed(c, "PUT, DELETE", rate);
+        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+        groups = json_object_get(in, "userGroups");
+        if (!json_is_object(in) || !json_is_array(groups) || json_array_size(groups) == 0)
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                    "The request body must be an object with a non-empty userGroups array.", &o);
+        json_array_foreach(groups, i, g)
+                if (!json_is_string(json_object_get(g, "userGroupId")))
+                        return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                            "Every userGroups entry needs a userGroupId string.", &o);
+        faults_write_settings(s->faults, &wf);
+        if (counters_write_begin(s->counters, wf.reject_overlaps) == -EBUSY)
+                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
+                                    "Another change is being published to production. Retry later.", &o);
+        if (wf.publish_ms > 0)
+                clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+        counters_write_end(s->counters, true);
+        if (permissions)
+                body = json_pack("{s:s, s:s, s:O}", "tenantCode", tenant ? tenant : "WFF_j1a", "status", "Succeed",
+                                 "userGroups", groups);
+        else
+                body = json_pack("{s:[{s:s, s:s, s:O}]}", "tenants", "tenantCode", tenant ? tenant : "WFF_j1a", "status",
+                                 "Succeed", "assignments", groups);
+        return reply_json(c, MHD_HTTP_OK, body, rate);
+}
+
 /* Answer an authenticated /v1 call. */
 static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
                                 const Request *req, const RateInfo *rate) {
@@ -725,6 +771,9 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                         r = permissions_users(s->permissions, &scope, seg[3], b1,
                                               MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenantFilter"),
                                               start, limit, &body);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "user-groups", "users") ||
+                   seg_is(seg, n, 4, "v1", "admin", "user-groups", "permissions")) {
+                return v1_user_group_assign(s, c, method, req, rate, streq(seg[3], "permissions"));
         } else if (seg_is(seg, n, 3, "v1", "admin", "projects") || seg_is(seg, n, 4, "v1", "admin", "projects", NULL)) {
                 return v1_projects(s, c, url, method, n == 4 ? seg[3] : NULL, req, rate);
         } else if (seg_is(seg, n, 4, "v1", "data", "query", NULL) && query_kind_from_string(seg[3]) >= 0) {
