@@ -223,8 +223,8 @@ START_TEST(test_write_headers_sent) {
         visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 30\nbatch_delay_ms = 0\n");
         visierd_wait_ready(&vd);
         json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
-        a = raw_exchange("POST", "/v1/admin/permissions", "FastMode: True\r\n", "{\"permissions\":[{\"displayName\":\"f1\"}]}",
-                         30);
+        a = raw_exchange("POST", "/v1/admin/permissions", "FastMode: True\r\nNonVersioned: True\r\n",
+                         "{\"permissions\":[{\"displayName\":\"f1\"}]}", 30);
         assert_head(a, "HTTP/1.1 200 OK\r\n");
         free(a);
         a = raw_exchange("PUT", "/v1/admin/permissions/users",
@@ -247,7 +247,7 @@ START_TEST(test_write_headers_sent) {
                                                                "\"vd-00000000000000000000\"}]}"));
                         snprintf(expected, sizeof(expected),
                                  "[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
-                                 "[\"FastMode\",\"true\"],[\"Content-Type\",\"application/json\"],"
+                                 "[\"NonVersioned\",\"true\"],[\"FastMode\",\"true\"],[\"Content-Type\",\"application/json\"],"
                                  "[\"Accept\",\"application/json\"],[\"apikey\",\"<apikey>\"],"
                                  "[\"Cookie\",\"VisierASIDToken=<token>\"],[\"Content-Length\",\"%zu\"]]",
                                  sim.port, strlen(body));
@@ -341,6 +341,45 @@ START_TEST(test_other_writes_share_the_lane) {
         ck_assert_int_eq(json_integer_value(json_object_get(counters, "publish_overlaps")), 0);
         ck_assert_int_eq(json_integer_value(json_object_get(counters, "writes_in_flight_max")), 1);
         json_decref(counters);
+
+        /* The exact calls visierd sent for the permissions-to-group assignment and the commit. */
+        {
+                json_t *log = sim_control_get(&sim, "/_sim/requests"), *e;
+                char expected[1024], *got;
+                bool seen_groups = false, seen_commit = false;
+                size_t i;
+
+                json_array_foreach(json_object_get(log, "requests"), i, e) {
+                        const char *target = json_string_value(json_object_get(e, "target"));
+                        const char *body = json_string_value(json_object_get(e, "body"));
+
+                        if (streq(target, "/v1/admin/user-groups/permissions")) {
+                                json_t *b = json_string(calls[3].body);
+                                char *body_json = json_dumps(b, JSON_ENCODE_ANY); /* as the log writes it */
+
+                                got = json_dumps(e, JSON_COMPACT);
+                                snprintf(expected, sizeof(expected),
+                                         "{\"method\":\"PUT\",\"target\":\"/v1/admin/user-groups/permissions\",\"headers\":"
+                                         "[[\"Host\",\"127.0.0.1:%u\"],[\"User-Agent\",\"visierd/" PACKAGE_VERSION "\"],"
+                                         "[\"Content-Type\",\"application/json\"],[\"Accept\",\"application/json\"],"
+                                         "[\"apikey\",\"<apikey>\"],[\"Cookie\",\"VisierASIDToken=<token>\"],"
+                                         "[\"Content-Length\",\"%zu\"]],\"body\":%s}",
+                                         sim.port, strlen(calls[3].body), body_json);
+                                ck_assert_str_eq(got, expected);
+                                free(got);
+                                free(body_json);
+                                json_decref(b);
+                                seen_groups = true;
+                        }
+                        if (streq(target, project_path)) {
+                                ck_assert_str_eq(json_string_value(json_object_get(e, "method")), "POST");
+                                ck_assert_str_eq(body, "{\"operation\":\"commitAndPublish\"}");
+                                seen_commit = true;
+                        }
+                }
+                ck_assert(seen_groups && seen_commit);
+                json_decref(log);
+        }
 }
 END_TEST
 
