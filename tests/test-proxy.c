@@ -293,7 +293,7 @@ START_TEST(test_policy_table_routes) {
 
         /* Any other write is a call job through the publisher's lane: sent once as it came,
          * with the headers Visier defines for it (nvLock from Prefer, NonVersioned as true),
-         * and answered with Visier's own answer (here the sim's, which has no user groups). */
+         * and answered with Visier's own answer. */
         json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
         {
                 const char *h[] = { "Prefer: wait=20, nvLock=global", "NonVersioned: True", "FastMode: true",
@@ -303,8 +303,8 @@ START_TEST(test_policy_table_routes) {
                 http_request("PUT", u, h, "{\"userGroups\":[{\"userGroupId\":\"g\"}]}", 30000, &r);
                 free(u);
         }
-        ck_assert_int_eq(r.status, 404);
-        ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"NotFound\""));
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_ptr_nonnull(strstr(r.body, "{\"tenants\":[{"));
         http_result_done(&r);
         log = sim_control_get(&sim, "/_sim/requests");
         ck_assert_uint_eq(json_array_size(json_object_get(log, "requests")), 1);
@@ -318,6 +318,25 @@ START_TEST(test_policy_table_routes) {
                  sim.port);
         ck_assert_str_eq(got, expected);
         free(got);
+        json_decref(log);
+
+        /* A read with a body (a search) is forwarded as it came, like a data query. */
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        {
+                const char *h[] = { "Content-Type: application/json", NULL };
+
+                u = visierd_url(&vd, "/v1alpha/search/visier-objects");
+                http_request("POST", u, h, "{\"query\":\"headcount\"}", 10000, &r);
+                free(u);
+        }
+        ck_assert_int_eq(r.status, 404); /* the sim has no search: its 404, passed through */
+        http_result_done(&r);
+        log = sim_control_get(&sim, "/_sim/requests");
+        ck_assert_uint_eq(json_array_size(json_object_get(log, "requests")), 1);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(log, "requests"), 0), "target")),
+                         "/v1alpha/search/visier-objects");
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(log, "requests"), 0), "body")),
+                         "{\"query\":\"headcount\"}");
         json_decref(log);
 
         u = visierd_url(&vd, "/v1/admin/no-such-thing");

@@ -739,6 +739,11 @@ static void policy_routes_init(void) {
                         r->handler = api_proxy_read;
                         r->kind = ROUTE_ASYNC;
                         r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
+                } else if (row->class == POLICY_READ && streq(row->method, "POST")) {
+                        /* A read with a body (a search, a validation): streamed like a data query. */
+                        r->handler = api_query;
+                        r->kind = ROUTE_ASYNC;
+                        r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
                 } else if (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE) {
                         r->handler = api_call_write;
                         r->kind = ROUTE_ASYNC;
