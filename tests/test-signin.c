@@ -166,6 +166,20 @@ START_TEST(test_clients_sign_in_with_their_tokens) {
         /* Without sections-worth of credentials a read is refused. */
         ck_assert_int_eq(get("/v1/admin/capabilities", NULL, NULL), 401);
 
+        /* The refusals are counted (and their credentials never appear). */
+        {
+                const char *reader_bearer_line[2] = { NULL, NULL };
+                char bearer_line[96], *metrics;
+
+                snprintf(bearer_line, sizeof(bearer_line), "Authorization: Bearer %s", rt);
+                reader_bearer_line[0] = bearer_line;
+                ck_assert_int_eq(get("/metrics", reader_bearer_line, &metrics), 200);
+                ck_assert_ptr_nonnull(strstr(metrics, "visierd_signins_total{result=\"refused\"} 3\n"));
+                ck_assert_ptr_nonnull(strstr(metrics, "visierd_signins_total{result=\"ok\"} 0\n"));
+                ck_assert_ptr_null(strstr(metrics, rt));
+                free(metrics);
+        }
+
         /* The reader's session reads, and may not write. */
         snprintf(form, sizeof(form), "username=reader&password=%s", rt);
         ck_assert_int_eq(post("/v1/admin/visierSecureToken", form_headers, form, &token), 200);
