@@ -50,6 +50,75 @@ static Batch *claim(size_t batch_max) {
         return b;
 }
 
+static int64_t submit_call(const char *target) {
+        json_t *items = json_array(), *extra = json_pack("{s:{s:s, s:s, s:s}}", "call", "method", "PUT", "path", target,
+                                                         "route", target);
+        char err[STORE_ERROR_MAX];
+        bool existing;
+        int64_t id = 0;
+
+        ck_assert_int_eq(store_job_submit(st,
+                                          &(JobSubmit) { .op = JOB_OP_CALL, .tenant = "", .project = "", .non_versioned = "",
+                                                         .tenant_code = "", .client = "test", .body = "{}", .body_len = 2,
+                                                         .items = items, .extra = extra, .solo = true },
+                                          &id, &existing, err, sizeof(err)),
+                         0);
+        json_decref(items);
+        json_decref(extra);
+        return id;
+}
+
+/* Call jobs keep their place: one waiting (backed off) holds back every later job, and a job
+ * of another kind before it holds it back; they are never merged. */
+START_TEST(test_call_jobs_keep_their_place) {
+        int64_t a = submit_call("/v1/admin/user-groups/users"), b, c, d;
+        Batch *x;
+
+        b = submit_call("/v1/admin/user-groups/permissions");
+        c = submit(JOB_OP_CREATE, "[{\"displayName\":\"after\",\"correlationId\":\"c-after\"}]", "", NULL);
+        x = claim(1000);
+        ck_assert_ptr_nonnull(x);
+        ck_assert_int_eq(x->op, JOB_OP_CALL);
+        ck_assert_uint_eq(x->n_jobs, 1); /* alone */
+        ck_assert_int_eq(x->jobs[0].id, a);
+        batch_free(x);
+        /* a is backed off (not due): neither b nor c may go before it. */
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_requeue(st, a, false, INT64_MAX / 2 + 60000, true, false, 429, "later"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        ck_assert_ptr_null(claim(1000));
+        /* Once a is due again, it goes first, then b, then c. */
+        {
+                int64_t next;
+
+                x = NULL;
+                ck_assert_int_eq(store_batch_claim(st, INT64_MAX / 2 + 120000, 1000, &x, &next), 0);
+        }
+        ck_assert_ptr_nonnull(x);
+        ck_assert_int_eq(x->jobs[0].id, a);
+        batch_free(x);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, a, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        x = claim(1000);
+        ck_assert_int_eq(x->jobs[0].id, b);
+        batch_free(x);
+        /* c waits for b, still running. */
+        ck_assert_ptr_null(claim(1000));
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, b, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        /* A call job after a queued permission job waits for it too. */
+        d = submit_call("/v1/admin/user-groups/users");
+        x = claim(1000);
+        ck_assert_int_eq(x->jobs[0].id, c);
+        ck_assert_uint_eq(x->n_jobs, 1);
+        batch_free(x);
+        ck_assert_ptr_null(claim(1000)); /* d waits for c, running */
+        (void) d;
+}
+END_TEST
+
 START_TEST(test_schema_version) {
         ck_assert_int_eq(store_schema_version(st), 6);
 }
@@ -1077,6 +1146,7 @@ int main(void) {
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_schema_version);
+        tcase_add_test(tc, test_call_jobs_keep_their_place);
         tcase_add_test(tc, test_compatible_jobs_merge_in_order);
         tcase_add_test(tc, test_batch_max_and_conflicts);
         tcase_add_test(tc, test_idempotency_and_states);

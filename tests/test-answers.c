@@ -383,6 +383,76 @@ START_TEST(test_other_writes_share_the_lane) {
 }
 END_TEST
 
+/* A call job refused before Visier applied anything (a 429 outlasting request_timeout) is
+ * sent again later, never finished as if answered; Visier sees the first job's two sends,
+ * then the second job's (the order itself is check-store's test_call_jobs_keep_their_place). */
+static long long submit_async(const char *method, const char *path, const char *body) {
+        const char *h[] = { "Prefer: respond-async", "Content-Type: application/json", NULL };
+        long long id;
+        json_t *j;
+        long st;
+
+        j = visierd_request_json(&vd, method, path, body, h, &st);
+        ck_assert_int_eq(st, 202);
+        id = json_integer_value(json_object_get(j, "id"));
+        json_decref(j);
+        return id;
+}
+
+static json_t *wait_job_final(long long id) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/jobs/%lld", id);
+        for (int i = 0; i < 600; i++) {
+                long st;
+                json_t *j = visierd_request_json(&vd, "GET", path, NULL, NULL, &st);
+                const char *state = json_string_value(json_object_get(j, "state"));
+
+                if (state && (streq(state, "succeeded") || streq(state, "failed")))
+                        return j;
+                json_decref(j);
+                usleep(50000); /* probing, bounded */
+        }
+        ck_abort_msg("job %lld never ended", id);
+        return NULL;
+}
+
+START_TEST(test_call_job_retried_after_429) {
+        const char *first = "{\"userGroups\":[{\"userGroupId\":\"g-9\",\"userIds\":[\"u-001\"]}]}";
+        const char *second = "{\"userGroups\":[{\"userGroupId\":\"g-10\",\"userIds\":[\"u-002\"]}]}";
+        const char *seen[4] = { NULL };
+        json_t *log, *e, *j;
+        long long a, b;
+        size_t i, n = 0;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, "request_timeout = 1", "[jobs]\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"next_throttles\":1,\"retry_after\":3}"));
+        a = submit_async("PUT", "/v1/admin/user-groups/users", first);
+        b = submit_async("PUT", "/v1/admin/user-groups/users", second);
+        j = wait_job_final(a);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
+        json_decref(j);
+        j = wait_job_final(b);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
+        json_decref(j);
+
+        log = sim_control_get(&sim, "/_sim/requests");
+        json_array_foreach(json_object_get(log, "requests"), i, e)
+                if (streq(json_string_value(json_object_get(e, "target")), "/v1/admin/user-groups/users")) {
+                        ck_assert_uint_lt(n, 4);
+                        seen[n++] = json_string_value(json_object_get(e, "body"));
+                }
+        ck_assert_uint_eq(n, 3); /* the first job's 429 and its answered send, then the second job */
+        ck_assert_str_eq(seen[0], first);
+        ck_assert_str_eq(seen[1], first);
+        ck_assert_str_eq(seen[2], second);
+        json_decref(log);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("answers");
         TCase *tc = tcase_create("integration");
@@ -397,6 +467,7 @@ int main(void) {
         tcase_add_test(tc, test_answer_wait_bound);
         tcase_add_test(tc, test_write_headers_sent);
         tcase_add_test(tc, test_other_writes_share_the_lane);
+        tcase_add_test(tc, test_call_job_retried_after_429);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -10,6 +10,8 @@
 #include "parse.h"
 #include "session.h"
 
+_Static_assert(SESSION_CLIENT_MAX == CONFIG_CLIENT_NAME_MAX + 1, "a session holds a whole client name");
+
 char *api_request_credential(HttpRequest *req, bool *ret_bearer) {
         const char *auth = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         const char *cookie = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE);

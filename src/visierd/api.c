@@ -2019,7 +2019,8 @@ static void query_headers(void *userdata, int k, long status, const char *conten
 /* Run a data query against Visier and stream its answer to the client (on the loop: the
  * connection waits suspended for each piece, and libcurl is paused while the client is
  * slower than Visier). */
-static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const char *path, const char *query,
+static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const char *endpoint, const char *path,
+                                         const char *query,
                                          const char *const *headers, const char *body, size_t body_len,
                                          unsigned *ret_status) {
         ApiTask *t = req->ctx;
@@ -2032,7 +2033,7 @@ static struct MHD_Response *stream_query(Manager *m, HttpRequest *req, const cha
         *qs = (QueryStream) { .refs = 1, .req = req, .t = t };
         qs->st = upstream_stream_start(m->upstream,
                                        &(UpstreamRequest) {
-                                               .endpoint = path,
+                                               .endpoint = endpoint, /* a route pattern: a bounded label */
                                                .method = "POST",
                                                .path = path,
                                                .query = query,
@@ -2068,7 +2069,7 @@ static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *re
                 return bad_request(ret_status, verr.path, verr.message);
         f->list[f->n++] = "Content-Type: application/json";
         f->list[f->n] = NULL;
-        return stream_query(m, req, req->path, q.len ? q.buf : NULL, f->list, req->body ? req->body : "", req->body_len,
+        return stream_query(m, req, req->route, req->path, q.len ? q.buf : NULL, f->list, req->body ? req->body : "", req->body_len,
                             ret_status);
 }
 
@@ -2219,7 +2220,7 @@ static struct MHD_Response *api_export_run(Manager *m, HttpRequest *req, unsigne
         headers[0] = accept;
         headers[1] = "Content-Type: application/json";
         headers[2] = NULL;
-        r = stream_query(m, req, upath, NULL, headers, body ? body : "{}", body ? strlen(body) : 2, ret_status);
+        r = stream_query(m, req, upath, upath, NULL, headers, body ? body : "{}", body ? strlen(body) : 2, ret_status);
         free(query);
         free(body);
         return r;
@@ -2384,7 +2385,9 @@ static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigne
                         if (v) {
                                 n = snprintf(upstream_headers + len, sizeof(upstream_headers) - len, "%sPrefer: nvLock=%s",
                                              len ? "\n" : "", v);
-                                len += n > 0 ? (size_t) n : 0;
+                                if (n < 0 || (size_t) n >= sizeof(upstream_headers) - len)
+                                        return bad_request(ret_status, "Prefer", "header is too long");
+                                len += (size_t) n;
                         }
                         continue;
                 }
@@ -2423,7 +2426,7 @@ static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigne
         } else
                 t->hold_wait = answer_wait;
 
-        extra = json_pack("{s:{s:s, s:s}}", "call", "method", req->method, "path", req->path);
+        extra = json_pack("{s:{s:s, s:s, s:s}}", "call", "method", req->method, "path", req->path, "route", req->route);
         items = json_array();
         if (!extra || !items) {
                 json_decref(extra);

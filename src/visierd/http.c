@@ -130,6 +130,8 @@ struct MHD_Response *http_response_status(const char *code, bool user_error, con
 static void request_free(HttpServer *h, HttpRequest *req) {
         if (req->answer && req->answer != h->oom)
                 MHD_destroy_response(req->answer);
+        if (req->body)
+                explicit_bzero(req->body, req->body_len); /* sign-in bodies carry passwords and tokens */
         free(req->body);
         free(req);
 }
@@ -437,13 +439,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 if (!req->body_too_large) {
                         if (req->body_len + n > h->max_body) {
                                 req->body_too_large = true;
+                                if (req->body)
+                                        explicit_bzero(req->body, req->body_len);
                                 free(req->body);
                                 req->body = NULL;
                                 req->body_len = 0;
                         } else {
-                                char *b = realloc(req->body, req->body_len + n + 1);
+                                /* Never realloc(): the old copy is wiped (bodies may carry secrets). */
+                                char *b = malloc(req->body_len + n + 1);
                                 if (!b)
                                         return MHD_NO;
+                                if (req->body) {
+                                        memcpy(b, req->body, req->body_len);
+                                        explicit_bzero(req->body, req->body_len);
+                                        free(req->body);
+                                }
                                 memcpy(b + req->body_len, upload_data, n);
                                 req->body = b;
                                 req->body_len += n;

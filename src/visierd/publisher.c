@@ -116,7 +116,7 @@ typedef struct Call {
         char *body;
         char *query;
         char header_lines[7][512];
-        const char *headers[9];
+        const char *headers[7 + 3]; /* the lines, Content-Type, Accept, NULL */
 } Call;
 
 static void call_done(Call *c) {
@@ -596,7 +596,7 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
 
                 for (size_t k = 0; k < job->n_items; k++)
                         all_done &= b->items[job->first_item + k].done;
-                if (all_done) { /* everything was found to have landed */
+                if (all_done && job->n_items > 0) { /* everything was found to have landed */
                         Batch one = *b;
                         one.jobs = (BatchJob *) job;
                         one.n_jobs = 1;
@@ -696,6 +696,7 @@ static void publish_call(Publisher *p, Batch *b) {
         json_t *call = json_object_get(b->extra, "call");
         const char *method = json_string_value(json_object_get(call, "method"));
         const char *path = json_string_value(json_object_get(call, "path"));
+        const char *route = json_string_value(json_object_get(call, "route")); /* the metrics label */
         const char *query = json_string_value(json_object_get(call, "query"));
         const char *body = json_string_value(json_object_get(call, "body"));
         char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 160];
@@ -735,7 +736,7 @@ static void publish_call(Publisher *p, Batch *b) {
         atomic_store(&p->in_flight, true);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
-                                  .endpoint = path,
+                                  .endpoint = route ? route : "call",
                                   .method = method,
                                   .path = path,
                                   .query = c.query,

@@ -18,7 +18,7 @@
 #include "macro.h"
 
 #define SESSION_TOKEN_LEN 49             /* 1 + 8 + 8 + 32 hex digits */
-#define SESSION_CLIENT_MAX 64            /* a [client NAME]'s name, NUL included */
+#define SESSION_CLIENT_MAX (64 + 1)      /* a [client NAME]'s name (CONFIG_CLIENT_NAME_MAX), NUL included */
 #define SESSION_REFRESH_LIFETIME (24 * 3600 * USEC_PER_SEC)
 
 typedef struct SessionTable SessionTable;

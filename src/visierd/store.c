@@ -1950,6 +1950,24 @@ static bool job_conflicts(Store *s, int64_t id, int64_t batch_first_id) {
         return conflict;
 }
 
+/* Call jobs (any other write of Visier's API) name no object visierd can compare, so they keep
+ * their place: a call job waits for every earlier unfinished job, and every job waits for an
+ * earlier unfinished call job. An error counts as a barrier: never claim on doubt. */
+static bool call_barrier(Store *s, int64_t id, bool is_call) {
+        Stmt st = {};
+        bool barrier;
+
+        if (prepare(s, &st,
+                    "SELECT 1 FROM jobs WHERE state IN ('queued','running') AND id < ?1 AND operation != 'export' AND "
+                    "(?2 OR operation = 'call') LIMIT 1") < 0)
+                return true;
+        sqlite3_bind_int64(st.st, 1, id);
+        sqlite3_bind_int(st.st, 2, is_call ? 1 : 0);
+        barrier = step_row(s, &st) != 0;
+        stmt_done(&st);
+        return barrier;
+}
+
 static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
         BatchJob *jobs;
         Stmt st = {};
@@ -2044,7 +2062,8 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                                 next_due = due;
                         continue;
                 }
-                if (job_conflicts(s, id, INT64_MAX))
+                if (job_conflicts(s, id, INT64_MAX) ||
+                    call_barrier(s, id, streq(strempty(col_text(&st, 1)), job_op_to_string(JOB_OP_CALL))))
                         continue;
                 job_head_read(&st, &first);
                 r = 0;
