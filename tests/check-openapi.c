@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "harness.h"
-#include "policy-table.h"
+#include "policy.h"
 #include "manager.h"
 
 #define MAX_OPS 128
@@ -110,18 +110,16 @@ START_TEST(test_policy_table_matches_router) {
         const char *const *methods, *const *patterns;
         size_t n_routes = api_routes(&methods, &patterns), n_local = 0, n_served = 0;
 
-        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++)
-                for (size_t k = i + 1; k < ELEMENTSOF(policy_rows); k++)
-                        ck_assert_msg(!(streq(policy_rows[i].method, policy_rows[k].method) &&
-                                        streq(policy_rows[i].pattern, policy_rows[k].pattern)),
-                                      "%s %s is in the table twice", policy_rows[i].method, policy_rows[i].pattern);
+        for (size_t i = 0; i < policy_count(); i++)
+                for (size_t k = i + 1; k < policy_count(); k++)
+                        ck_assert_msg(!(streq(policy_row(i)->method, policy_row(k)->method) &&
+                                        streq(policy_row(i)->pattern, policy_row(k)->pattern)),
+                                      "%s %s is in the table twice", policy_row(i)->method, policy_row(i)->pattern);
         for (size_t i = 0; i < n_routes; i++) {
                 const PolicyRow *row = NULL;
                 PolicyClass want;
 
-                for (size_t k = 0; k < ELEMENTSOF(policy_rows) && !row; k++)
-                        if (streq(policy_rows[k].method, methods[i]) && streq(policy_rows[k].pattern, patterns[i]))
-                                row = &policy_rows[k];
+                row = policy_find(methods[i], patterns[i]);
                 if (strncmp(patterns[i], "/v1/", 4) != 0) {
                         ck_assert_msg(!row, "%s %s is visierd's own route but a Visier operation", methods[i], patterns[i]);
                         continue;
@@ -140,7 +138,7 @@ START_TEST(test_policy_table_matches_router) {
         }
         ck_assert_uint_eq(n_local, 2);
         ck_assert_uint_ge(n_served, 20);
-        ck_assert_uint_ge(ELEMENTSOF(policy_rows), 259);
+        ck_assert_uint_ge(policy_count(), 259);
 }
 END_TEST
 

@@ -354,6 +354,62 @@ START_TEST(test_policy_table_routes) {
 }
 END_TEST
 
+/* [policy] allow lets an operator open a denied operation: it is then forwarded like a read;
+ * the other denied operations stay refused; an entry that is not a denied operation is a
+ * configuration error naming it. */
+START_TEST(test_policy_allow) {
+        char *u, dir[128], conf[256], key[256], *out;
+        const char *argv[5];
+        json_t *log;
+        HttpResult r;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[policy]\nallow = GET /v1/auth/oauth2/userinfo\n");
+        visierd_wait_ready(&vd);
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        u = visierd_url(&vd, "/v1/auth/oauth2/userinfo");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_ne(r.status, 403);
+        http_result_done(&r);
+        log = sim_control_get(&sim, "/_sim/requests");
+        ck_assert_uint_eq(json_array_size(json_object_get(log, "requests")), 1);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(log, "requests"), 0), "target")),
+                         "/v1/auth/oauth2/userinfo");
+        json_decref(log);
+        u = visierd_url(&vd, "/v1alpha/admin/encryption-keys");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 403);
+        http_result_done(&r);
+
+        harness_mkdtemp(dir, sizeof(dir), "visierd-policy");
+        snprintf(conf, sizeof(conf), "%s/c.conf", dir);
+        snprintf(key, sizeof(key), "%s/k", dir);
+        harness_write_file(key, "secret-value", 0600);
+        {
+                char text[1024];
+
+                snprintf(text, sizeof(text),
+                         "[visier]\nbase_url = https://x.api.visier.io\nusername = u\napikey_file = %s\npassword_file = %s\n"
+                         "[policy]\nallow = GET /v1/auth/oauth2/userinfo, GET /v1/admin/capabilities\n",
+                         key, key);
+                harness_write_file(conf, text, 0644);
+        }
+        argv[0] = getenv("VISIERD_BIN");
+        argv[1] = "--check-config";
+        argv[2] = "--config";
+        argv[3] = conf;
+        argv[4] = NULL;
+        ck_assert_int_ne(harness_run(argv, &out), 0);
+        ck_assert_msg(strstr(out, "[policy] allow: 'GET /v1/admin/capabilities' is not \"METHOD PATH\" of an operation "
+                                  "visierd denies"),
+                      "--check-config said: %s", out);
+        free(out);
+        harness_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_client_credentials_never_forwarded) {
         const char *stale[] = {
                 "apikey: client-supplied-key",
@@ -660,6 +716,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_path_tricks_refused);
         tcase_add_test(tc, test_upstream_request_bytes);
         tcase_add_test(tc, test_policy_table_routes);
+        tcase_add_test(tc, test_policy_allow);
         tcase_add_test(tc, test_revoked_token_recovers);
         tcase_add_test(tc, test_429_is_waited_out);
         tcase_add_test(tc, test_own_429_retry_after);

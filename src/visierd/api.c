@@ -16,7 +16,7 @@
 #include <sys/random.h>
 
 #include "api-signin.h"
-#include "policy-table.h"
+#include "policy.h"
 #include "exports.h"
 #include "metrics.h"
 #include "validate.h"
@@ -724,48 +724,49 @@ static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigne
 
 static struct MHD_Response *api_policy_refuse(Manager *m, HttpRequest *req, unsigned *ret_status);
 
-/* A route for each policy row: reads proxied, the rest refused with a reason. */
-static Route policy_routes[ELEMENTSOF(policy_rows)];
+/* A route for each policy row: reads proxied, writes as call jobs, denied operations refused;
+ * and for each denied row, the route it gets when [policy] allow names it. */
+#define POLICY_ROWS_MAX 512
+static Route policy_routes[POLICY_ROWS_MAX], policy_routes_allowed[POLICY_ROWS_MAX];
+static size_t n_policy_routes;
 static pthread_once_t policy_once = PTHREAD_ONCE_INIT;
 
-static void policy_routes_init(void) {
-        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++) {
-                const PolicyRow *row = &policy_rows[i];
-                Route *r = &policy_routes[i];
-
-                *r = (Route) { .method = row->method, .pattern = row->pattern, .handler = api_policy_refuse,
-                               .role = CLIENT_ROLE_READ, .kind = ROUTE_LOOP };
-                if (row->class == POLICY_READ && streq(row->method, "GET")) {
-                        r->handler = api_proxy_read;
-                        r->kind = ROUTE_ASYNC;
-                        r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
-                } else if (row->class == POLICY_READ && streq(row->method, "POST")) {
-                        /* A read with a body (a search, a validation): streamed like a data query. */
-                        r->handler = api_query;
-                        r->kind = ROUTE_ASYNC;
-                        r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
-                } else if (row->class == POLICY_PUBLISH || row->class == POLICY_WRITE) {
-                        r->handler = api_call_write;
-                        r->kind = ROUTE_ASYNC;
-                        r->role = CLIENT_ROLE_WRITE;
-                        r->headers = row->headers;
-                }
+static void policy_route_for(const PolicyRow *row, PolicyClass class, Route *r) {
+        *r = (Route) { .method = row->method, .pattern = row->pattern, .handler = api_policy_refuse,
+                       .role = CLIENT_ROLE_READ, .kind = ROUTE_LOOP };
+        if (class == POLICY_READ && streq(row->method, "GET")) {
+                r->handler = api_proxy_read;
+                r->kind = ROUTE_ASYNC;
+                r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
+        } else if (class == POLICY_READ && streq(row->method, "POST")) {
+                /* A read with a body (a search, a validation): streamed like a data query. */
+                r->handler = api_query;
+                r->kind = ROUTE_ASYNC;
+                r->headers = (row->headers & VH_FROM_POLICY) | VH_ACCEPT;
+        } else if (class == POLICY_PUBLISH || class == POLICY_WRITE) {
+                r->handler = api_call_write;
+                r->kind = ROUTE_ASYNC;
+                r->role = CLIENT_ROLE_WRITE;
+                r->headers = row->headers;
         }
 }
 
-const char *policy_class_to_string(PolicyClass c) {
-        static const char *const names[] = { [POLICY_LOCAL] = "local", [POLICY_READ] = "read",
-                                              [POLICY_PUBLISH] = "publish", [POLICY_WRITE] = "write",
-                                              [POLICY_DENIED] = "denied" };
+static void policy_routes_init(void) {
+        n_policy_routes = policy_count() < POLICY_ROWS_MAX ? policy_count() : POLICY_ROWS_MAX;
+        for (size_t i = 0; i < n_policy_routes; i++) {
+                const PolicyRow *row = policy_row(i);
 
-        return (unsigned) c < ELEMENTSOF(names) ? names[c] : NULL;
+                policy_route_for(row, row->class, &policy_routes[i]);
+                /* Allowed by the operator: a read if it is a GET, else a write through the lane
+                 * (admin role: these touch credentials and keys). */
+                policy_route_for(row, streq(row->method, "GET") ? POLICY_READ : POLICY_WRITE, &policy_routes_allowed[i]);
+                if (!streq(row->method, "GET"))
+                        policy_routes_allowed[i].role = CLIENT_ROLE_ADMIN;
+        }
 }
 
 static const PolicyRow *policy_row_of(const char *method, const char *pattern) {
-        for (size_t i = 0; i < ELEMENTSOF(policy_rows); i++)
-                if (streq(policy_rows[i].method, method) && streq(policy_rows[i].pattern, pattern))
-                        return &policy_rows[i];
-        return NULL;
+        return policy_find(method, pattern);
 }
 
 /* A Visier operation visierd knows but does not send (yet), or never sends. */
@@ -809,11 +810,19 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
         }
         /* Then the rest of Visier's published API, as the policy table says. */
         (void) pthread_once(&policy_once, policy_routes_init);
-        for (size_t i = 0; !route && i < ELEMENTSOF(policy_routes); i++) {
+        for (size_t i = 0; !route && i < n_policy_routes; i++) {
                 if (!path_match(policy_routes[i].pattern, req->path))
                         continue;
                 if (streq(policy_routes[i].method, req->method)) {
+                        const PolicyRow *row = policy_row(i);
+
                         route = &policy_routes[i];
+                        if (row->class == POLICY_DENIED) {
+                                pthread_rwlock_rdlock(&m->config_lock);
+                                if (policy_allowed(m->config->policy_allow, row))
+                                        route = &policy_routes_allowed[i];
+                                pthread_rwlock_unlock(&m->config_lock);
+                        }
                         break;
                 }
                 if (!strstr(allow, policy_routes[i].method)) {

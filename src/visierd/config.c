@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "policy.h"
 
 #define KEY_STRING(s, n, field, def, h) \
         { s, n, CONFIG_STRING, offsetof(Config, field), def, 0, 0, h }
@@ -73,6 +74,9 @@ const ConfigKey config_keys[] = {
                  "local sign-in sessions kept at once; when full, a sign-in ends the one that would end first"),
         KEY_UINT("listen", "max_header_size", max_header_size, "6144", 1024, 1048576,
                  "largest request line and headers accepted, in bytes"),
+        KEY_STRING("policy", "allow", policy_allow, NULL,
+                   "operations denied by default that clients may use anyway: \"METHOD PATH\" as Visier's definitions "
+                   "write them, comma-separated"),
         KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
                    "path of the SQLite job database"),
         KEY_STRING("exports", "directory", exports_dir, SYSCONFDIR "/visierd/exports.d",
@@ -447,6 +451,14 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
         if (c->refresh_margin >= c->token_lifetime)
                 config_error(errors, "%s: [visier] refresh_margin (%u s) must be shorter than token_lifetime (%u s)",
                              name, c->refresh_margin, c->token_lifetime);
+        if (c->policy_allow) {
+                char bad[256];
+
+                if (policy_allow_check(c->policy_allow, bad, sizeof(bad)) < 0)
+                        config_error(errors,
+                                     "%s: [policy] allow: '%s' is not \"METHOD PATH\" of an operation visierd denies",
+                                     name, bad);
+        }
         if (c->rate_limit_hour < c->rate_limit_minute)
                 config_error(errors, "%s: [visier] rate_limit_hour (%u) is below rate_limit_minute (%u)",
                              name, c->rate_limit_hour, c->rate_limit_minute);

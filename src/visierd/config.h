@@ -70,6 +70,7 @@ typedef struct Config {
         unsigned max_body_size; /* bytes */
         unsigned max_header_size; /* bytes: libmicrohttpd's per-connection memory pool */
         unsigned session_lifetime; /* seconds */
+        char *policy_allow;        /* [policy] allow: denied operations allowed anyway, or NULL */
         unsigned max_sessions;
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */

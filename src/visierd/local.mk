@@ -8,7 +8,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/api.c \
 	src/visierd/api-signin.c src/visierd/api-signin.h \
 	src/visierd/session.c src/visierd/session.h \
-	src/visierd/policy.h src/visierd/policy-table.h \
+	src/visierd/policy.c src/visierd/policy.h src/visierd/policy-table.h \
 	src/visierd/cache.c src/visierd/cache.h \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \

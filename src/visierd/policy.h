@@ -38,4 +38,20 @@ typedef struct PolicyRow {
         unsigned headers;    /* PH_*: the headers Visier defines for it */
 } PolicyRow;
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
 const char *policy_class_to_string(PolicyClass c);
+size_t policy_count(void);
+const PolicyRow *policy_row(size_t i); /* NULL past the end */
+const PolicyRow *policy_find(const char *method, const char *pattern);
+
+/*
+ * [policy] allow: a comma-separated list of "METHOD PATH" (Visier's path as its definitions
+ * write it, with {parameter}s) naming denied operations an operator lets clients use anyway.
+ * policy_allow_check(): 0, or -1 with the first entry that is malformed or not a denied
+ * operation copied into bad. policy_allowed(): is row on the list?
+ */
+int policy_allow_check(const char *list, char *bad, size_t badlen);
+bool policy_allowed(const char *list, const PolicyRow *row);
