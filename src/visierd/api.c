@@ -1372,6 +1372,19 @@ static Preferences request_preferences(HttpRequest *req) {
         return p;
 }
 
+/* How long a write's answer is held (both kinds of write): Prefer: wait=N (at most max_wait),
+ * respond-async (not at all), else answer_wait. */
+static void hold_settings(ApiTask *t, const Preferences *prefer, unsigned max_wait, unsigned answer_wait) {
+        if (prefer->wait >= 0) {
+                t->hold_wait = prefer->wait > (long) max_wait ? (long) max_wait : prefer->wait;
+                t->hold_asked = true;
+        } else if (prefer->respond_async) {
+                t->hold_wait = 0;
+                t->respond_async = true;
+        } else
+                t->hold_wait = answer_wait;
+}
+
 static void make_correlation_id(char *buf, size_t len) {
         unsigned char raw[10];
 
@@ -1537,14 +1550,7 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                 assert(t);
                 t->write_op = op;
                 t->write_items = n_items;
-                if (prefer.wait >= 0) {
-                        t->hold_wait = prefer.wait > (long) max_wait ? (long) max_wait : prefer.wait;
-                        t->hold_asked = true;
-                } else if (prefer.respond_async) {
-                        t->hold_wait = 0;
-                        t->respond_async = true;
-                } else
-                        t->hold_wait = answer_wait;
+                hold_settings(t, &prefer, max_wait, answer_wait);
         }
         /* Committed by the store thread with whatever else is pending (one transaction, one
          * fsync); the answer comes from write_submitted(). */
@@ -2426,14 +2432,7 @@ static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigne
         pthread_rwlock_unlock(&m->config_lock);
         t->write_op = JOB_OP_CALL;
         t->write_items = 0;
-        if (prefer.wait >= 0) {
-                t->hold_wait = prefer.wait > (long) max_wait ? (long) max_wait : prefer.wait;
-                t->hold_asked = true;
-        } else if (prefer.respond_async) {
-                t->hold_wait = 0;
-                t->respond_async = true;
-        } else
-                t->hold_wait = answer_wait;
+        hold_settings(t, &prefer, max_wait, answer_wait);
 
         extra = json_pack("{s:{s:s, s:s, s:s}}", "call", "method", req->method, "path", req->path, "route", req->route);
         items = json_array();

@@ -666,6 +666,24 @@ static void lane_after_call(Publisher *p, int64_t started_ms, bool answered) {
         p->lane_free_at_ms = now + (int64_t) (p->active.publish_settle / USEC_PER_MSEC);
 }
 
+/* No write is sent before its opening is on disk: if visierd dies during the call, the next
+ * start knows until when it may run. On failure the jobs stay running; they are recovered once
+ * the store works again. */
+static int lane_open(Publisher *p, int64_t *ret_started) {
+        int64_t started = wall_ms();
+        int r = store_lane_open(p->store, started,
+                                started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
+
+        if (r < 0) {
+                p->store_trouble = true;
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
+                                             .message = "cannot record the opening of a write call; not sent" });
+                return r;
+        }
+        *ret_started = started;
+        return 0;
+}
+
 /* Finish the call job of b with Visier's answer (status and body, as the client gets them). */
 static void finish_call(Publisher *p, const Batch *b, JobState state, long status, const char *body, const char *error) {
         if (record_begin(p) < 0)
@@ -720,13 +738,7 @@ static void publish_call(Publisher *p, Batch *b) {
                 requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
                 return;
         }
-        started = wall_ms();
-        r = store_lane_open(p->store, started,
-                            started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
-        if (r < 0) {
-                p->store_trouble = true;
-                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
-                                             .message = "cannot record the opening of a write call; not sent" });
+        if (lane_open(p, &started) < 0) {
                 call_done(&c);
                 return;
         }
@@ -825,16 +837,7 @@ static void publish_batch(Publisher *p, Batch *b) {
                 call_done(&c);
                 return;
         }
-        /* No write is sent before its opening is on disk: if visierd dies during the call, the
-         * next start knows until when it may run. */
-        started = wall_ms();
-        r = store_lane_open(p->store, started,
-                            started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
-        if (r < 0) {
-                /* Jobs stay running; they are recovered once the store works again. */
-                p->store_trouble = true;
-                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
-                                             .message = "cannot record the opening of a write call; not sent" });
+        if (lane_open(p, &started) < 0) {
                 call_done(&c);
                 return;
         }
