@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* docs/openapi.yaml describes exactly the routes of the router: each method and path the
- * router serves appears under `paths:`, and nothing else does. */
+/* docs/openapi.yaml describes exactly what visierd serves: each method and path of the
+ * router's own routes and each operation of the policy table appears under `paths:`, with the
+ * table's class for the table's operations, and nothing else does. */
 #include <check.h>
 #include <stdlib.h>
 
@@ -8,11 +9,12 @@
 #include "policy.h"
 #include "manager.h"
 
-#define MAX_OPS 128
+#define MAX_OPS 512
 
 typedef struct Op {
         char method[8];
         char pattern[160]; /* with {param} segments written as '*' */
+        char policy[16];   /* x-visierd-policy, or "" */
 } Op;
 
 static void to_pattern(const char *path, char *out, size_t len) {
@@ -63,41 +65,76 @@ static size_t yaml_ops(const char *text, Op *ops) {
                                         ops[n].method[k] = (char) (methods[m][k] - 'a' + 'A');
                                 ops[n].method[ml] = '\0';
                                 snprintf(ops[n].pattern, sizeof(ops[n].pattern), "%s", path);
+                                ops[n].policy[0] = '\0';
                                 n++;
                         }
                 }
+                if (n > 0 && len > 24 && strncmp(line, "      x-visierd-policy: ", 24) == 0)
+                        snprintf(ops[n - 1].policy, sizeof(ops[n - 1].policy), "%.*s", (int) (len - 24), line + 24);
         }
         return n;
+}
+
+static bool is_route(const char *method, const char *pattern, const char *const *methods,
+                     const char *const *patterns, size_t n_routes) {
+        for (size_t i = 0; i < n_routes; i++)
+                if (streq(method, methods[i]) && streq(pattern, patterns[i]))
+                        return true;
+        return false;
 }
 
 START_TEST(test_openapi_matches_router) {
         const char *top = getenv("TOP_SRCDIR") ? getenv("TOP_SRCDIR") : ".";
         const char *const *methods, *const *patterns;
         char path[512], *text;
-        Op ops[MAX_OPS];
-        size_t n_routes, n_ops;
+        static Op ops[MAX_OPS];
+        size_t n_routes, n_ops, n_table_only = 0;
 
         snprintf(path, sizeof(path), "%s/docs/openapi.yaml", top);
         text = harness_read_file(path);
         ck_assert_msg(text, "cannot read %s", path);
         n_ops = yaml_ops(text, ops);
+        ck_assert_uint_lt(n_ops, MAX_OPS);
         n_routes = api_routes(&methods, &patterns);
         ck_assert_uint_gt(n_routes, 10);
 
+        /* Each route and each table row is described once. */
         for (size_t i = 0; i < n_routes; i++) {
                 bool found = false;
                 for (size_t k = 0; k < n_ops && !found; k++)
                         found = streq(ops[k].method, methods[i]) && streq(ops[k].pattern, patterns[i]);
                 ck_assert_msg(found, "docs/openapi.yaml does not describe %s %s", methods[i], patterns[i]);
         }
-        for (size_t k = 0; k < n_ops; k++) {
+        for (size_t i = 0; i < policy_count(); i++) {
+                const PolicyRow *row = policy_row(i);
                 bool found = false;
-                for (size_t i = 0; i < n_routes && !found; i++)
-                        found = streq(ops[k].method, methods[i]) && streq(ops[k].pattern, patterns[i]);
-                ck_assert_msg(found, "docs/openapi.yaml describes %s %s, which visierd does not serve", ops[k].method,
-                              ops[k].pattern);
+
+                for (size_t k = 0; k < n_ops && !found; k++) {
+                        if (!streq(ops[k].method, row->method) || !streq(ops[k].pattern, row->pattern))
+                                continue;
+                        found = true;
+                        /* Served by the table (no handler of the router's own): its class is shown. */
+                        if (!is_route(row->method, row->pattern, methods, patterns, n_routes)) {
+                                ck_assert_msg(streq(ops[k].policy, policy_class_to_string(row->class)),
+                                              "docs/openapi.yaml gives %s %s the class '%s', the table %s", row->method,
+                                              row->pattern, ops[k].policy, policy_class_to_string(row->class));
+                                n_table_only++;
+                        }
+                }
+                ck_assert_msg(found, "docs/openapi.yaml does not describe %s %s of the policy table", row->method,
+                              row->pattern);
         }
-        ck_assert_uint_eq(n_ops, n_routes);
+        /* And nothing else. */
+        for (size_t k = 0; k < n_ops; k++) {
+                ck_assert_msg(is_route(ops[k].method, ops[k].pattern, methods, patterns, n_routes) ||
+                                      policy_find(ops[k].method, ops[k].pattern),
+                              "docs/openapi.yaml describes %s %s, which visierd does not serve", ops[k].method,
+                              ops[k].pattern);
+                for (size_t j = k + 1; j < n_ops; j++)
+                        ck_assert_msg(!streq(ops[k].method, ops[j].method) || !streq(ops[k].pattern, ops[j].pattern),
+                                      "docs/openapi.yaml describes %s %s twice", ops[k].method, ops[k].pattern);
+        }
+        ck_assert_uint_gt(n_table_only, 200);
         free(text);
 }
 END_TEST
