@@ -299,6 +299,162 @@ START_TEST(test_refuse_tokens) {
 }
 END_TEST
 
+/* ---- OAuth 2.0: the token endpoint and bearer tokens ------------------------------------ */
+
+/* POST /v1/auth/oauth2/token with FORM (CTYPE, form by default), no apikey; fills *ret. */
+static void oauth(const char *form, const char *ctype, HttpResult *ret) {
+        char ct[96], *u = sim_url(&sim, "/v1/auth/oauth2/token");
+        const char *headers[] = { ct, NULL };
+
+        snprintf(ct, sizeof(ct), "Content-Type: %s", ctype ? ctype : "application/x-www-form-urlencoded");
+        http_request("POST", u, headers, form, 10000, ret);
+        free(u);
+        ck_assert_int_eq(ret->curl_error, 0);
+}
+
+static json_t *oauth_json(const char *form, const char *ctype, long *ret_status) {
+        HttpResult r;
+        json_t *j;
+
+        oauth(form, ctype, &r);
+        j = json_loadb(r.body, r.len, 0, NULL);
+        ck_assert_msg(j, "oauth2/token answered %ld with non-JSON: %s", r.status, r.body);
+        *ret_status = r.status;
+        http_result_done(&r);
+        return j;
+}
+
+/* GET /v1/admin/capabilities with these headers (NULL-terminated); the status. */
+static long capabilities_with(const char *const *headers) {
+        char *u = sim_url(&sim, "/v1/admin/capabilities");
+        HttpResult r;
+        long status;
+
+        http_request("GET", u, headers, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.curl_error, 0);
+        status = r.status;
+        http_result_done(&r);
+        return status;
+}
+
+/* A TokenResponse with exactly Visier's members; copies its two tokens out. */
+static void assert_token_response(json_t *j, long status, char access[static 65], char refresh[static 65]) {
+        static const char *const members[] = { "access_token", "refresh_token", "token_type", "expires_in", NULL };
+        static const char *const nested[] = { "expires_in", NULL };
+
+        ck_assert_int_eq(status, 200);
+        assert_members(j, members, nested, "TokenResponse");
+        ck_assert_int_eq(json_object_size(j), 4);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "token_type")), "Bearer");
+        ck_assert(json_is_integer(json_object_get(j, "expires_in")));
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "expires_in")), 3600);
+        ck_assert_uint_eq(strlen(json_string_value(json_object_get(j, "access_token"))), 64);
+        ck_assert_uint_eq(strlen(json_string_value(json_object_get(j, "refresh_token"))), 64);
+        ck_assert_str_ne(json_string_value(json_object_get(j, "access_token")),
+                         json_string_value(json_object_get(j, "refresh_token")));
+        snprintf(access, 65, "%s", json_string_value(json_object_get(j, "access_token")));
+        snprintf(refresh, 65, "%s", json_string_value(json_object_get(j, "refresh_token")));
+}
+
+START_TEST(test_oauth2_token) {
+        static const char client[] = "client_id=sim-client&client_secret=sim-client-secret";
+        char access[65], refresh[65], access2[65], refresh2[65], form[512], bearer[96], cookie[96], apikey[128];
+        const char *with_bearer[] = { bearer, apikey, NULL }, *bearer_only[] = { bearer, NULL };
+        const char *access_as_cookie[] = { cookie, apikey, NULL };
+        long status;
+        json_t *j, *log;
+        char *text;
+
+        start_sim();
+        snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
+
+        /* The definition gives the form only; grant_type is required and must be one it names. */
+        j = oauth_json("{\"grant_type\":\"password\"}", "application/json", &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+        j = oauth_json(client, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")), "grant_type is required.");
+        json_decref(j);
+        snprintf(form, sizeof(form), "grant_type=authorization_code&code=x&%s", client);
+        j = oauth_json(form, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+
+        /* The registered client and the user's credentials, both. */
+        snprintf(form, sizeof(form), "grant_type=password&client_id=sim-client&client_secret=wrong&username=%s&"
+                 "password=%s", sim.username, sim.password);
+        j = oauth_json(form, NULL, &status);
+        assert_status(j, status, 401, "Unauthorized");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")), "Invalid client credentials.");
+        json_decref(j);
+        snprintf(form, sizeof(form), "grant_type=password&username=%s&password=wrong&%s", sim.username, client);
+        j = oauth_json(form, NULL, &status);
+        assert_status(j, status, 401, "Unauthorized");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")), "Invalid grant.");
+        json_decref(j);
+        ck_assert_int_eq(sim_counter(&sim, "login_failures"), 5);
+
+        snprintf(form, sizeof(form), "grant_type=password&username=%s&password=%s&%s", sim.username, sim.password,
+                 client);
+        j = oauth_json(form, NULL, &status);
+        assert_token_response(j, status, access, refresh);
+        json_decref(j);
+
+        /* The access token opens calls as Bearer, with the apikey; not alone, not as a cookie;
+         * the refresh token opens nothing. */
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", access);
+        ck_assert_int_eq(capabilities_with(with_bearer), 200);
+        ck_assert_int_eq(capabilities_with(bearer_only), 401);
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", access);
+        ck_assert_int_eq(capabilities_with(access_as_cookie), 401);
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", refresh);
+        ck_assert_int_eq(capabilities_with(with_bearer), 401);
+        /* The ASID token is not an access token either. */
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", token);
+        ck_assert_int_eq(capabilities_with(with_bearer), 401);
+
+        /* A refresh token is good for one refresh, which gives a new pair. */
+        snprintf(form, sizeof(form), "grant_type=refresh_token&refresh_token=%s&%s", refresh, client);
+        j = oauth_json(form, NULL, &status);
+        assert_token_response(j, status, access2, refresh2);
+        json_decref(j);
+        ck_assert_str_ne(access2, access);
+        ck_assert_str_ne(refresh2, refresh);
+        j = oauth_json(form, NULL, &status);
+        assert_status(j, status, 401, "Unauthorized");
+        json_decref(j);
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", access2);
+        ck_assert_int_eq(capabilities_with(with_bearer), 200);
+
+        /* A live VisierASIDToken trades for a pair. */
+        snprintf(form, sizeof(form), "grant_type=urn%%3Avisier%%3Aparams%%3Aoauth%%3Agrant-type%%3Aasid-token&"
+                                     "asid_token=%s&%s",
+                 token, client);
+        j = oauth_json(form, NULL, &status);
+        assert_token_response(j, status, access2, refresh2);
+        json_decref(j);
+
+        /* Revoked with every other token. */
+        json_decref(sim_control_post(&sim, "/_sim/revoke-tokens", "{}"));
+        ck_assert_int_eq(capabilities_with(with_bearer), 401);
+
+        /* The request log keeps no token and no secret. */
+        log = sim_control_get(&sim, "/_sim/requests");
+        text = json_dumps(log, JSON_COMPACT);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_ptr_nonnull(strstr(text, "/v1/auth/oauth2/token"));
+        ck_assert_ptr_null(strstr(text, access));
+        ck_assert_ptr_null(strstr(text, refresh));
+        ck_assert_ptr_null(strstr(text, access2));
+        ck_assert_ptr_null(strstr(text, "sim-client-secret"));
+        ck_assert_ptr_null(strstr(text, sim.password));
+        free(text);
+        json_decref(log);
+}
+END_TEST
+
 START_TEST(test_logins_per_second) {
         start_sim();
         for (int i = 0; i < 5; i++)
@@ -761,6 +917,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_overlap_after_client_gone);
         tcase_add_test(tc, test_refuse_tokens);
+        tcase_add_test(tc, test_oauth2_token);
         tcase_add_test(tc, test_logins_per_second);
         tcase_add_test(tc, test_sighup_under_load);
         tcase_add_test(tc, test_tenant_scope);

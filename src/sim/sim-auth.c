@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Owns the simulated tenant's one API user, its API key and the VisierASIDTokens issued by
- * POST /v1/admin/visierSecureToken. Tokens are 32 random bytes in hex that expire a fixed
- * TTL after issue; expiry is checked against the clock at use time. Secrets are compared in
+ * Owns the simulated tenant's one API user, its API key, its one registered OAuth client and
+ * the tokens it issues: VisierASIDTokens (POST /v1/admin/visierSecureToken), and OAuth access
+ * and refresh tokens (POST /v1/auth/oauth2/token). Tokens are 32 random bytes in hex that
+ * expire a fixed TTL after issue (refresh tokens AUTH_REFRESH_TTL); expiry is checked against
+ * the clock at use time. A token is good only as its own kind: an access token is not a
+ * cookie, a refresh token opens nothing but one refresh, after which it is gone. Secrets are compared in
  * constant time and wiped before free. The password and API key are replaced at run time
  * (SIGHUP), so every read of them, like every read of the token table, happens under the
  * module's mutex. This module never logs and never hands a secret out except the token it
@@ -20,6 +23,7 @@
 
 typedef struct AuthToken {
         char value[AUTH_TOKEN_HEX_LEN + 1];
+        AuthTokenKind kind;
         uint64_t expires_usec;
 } AuthToken;
 
@@ -28,6 +32,8 @@ struct Auth {
         char *username;
         char *password;
         char *apikey;
+        char *client_id;
+        char *client_secret;
         uint64_t ttl_usec;
         AuthToken *tokens;      /* AUTH_TOKENS_MAX slots */
         size_t n_tokens;
@@ -53,7 +59,8 @@ static bool secret_equal(const char *a, const char *b) {
         return diff == 0;
 }
 
-int auth_new(const char *username, const char *password, const char *apikey, uint64_t ttl_usec, Auth **ret) {
+int auth_new(const char *username, const char *password, const char *apikey, const char *client_id,
+             const char *client_secret, uint64_t ttl_usec, Auth **ret) {
         Auth *a;
 
         a = calloc(1, sizeof(*a));
@@ -64,8 +71,10 @@ int auth_new(const char *username, const char *password, const char *apikey, uin
         a->username = strdup(username);
         a->password = strdup(password);
         a->apikey = strdup(apikey);
+        a->client_id = strdup(client_id);
+        a->client_secret = strdup(client_secret);
         a->tokens = calloc(AUTH_TOKENS_MAX, sizeof(AuthToken));
-        if (!a->username || !a->password || !a->apikey || !a->tokens) {
+        if (!a->username || !a->password || !a->apikey || !a->client_id || !a->client_secret || !a->tokens) {
                 auth_free(a);
                 return -ENOMEM;
         }
@@ -79,6 +88,8 @@ Auth *auth_free(Auth *a) {
         secret_free(a->username);
         secret_free(a->password);
         secret_free(a->apikey);
+        secret_free(a->client_id);
+        secret_free(a->client_secret);
         if (a->tokens) {
                 explicit_bzero(a->tokens, AUTH_TOKENS_MAX * sizeof(AuthToken));
                 free(a->tokens);
@@ -101,25 +112,13 @@ static void auth_gc_locked(Auth *a, uint64_t now) {
         }
 }
 
-int auth_login(Auth *a, const char *username, const char *password, char *ret_token, size_t size) {
+/* Issue a fresh token of KIND into RET_TOKEN (AUTH_TOKEN_HEX_LEN + 1 bytes). */
+static int token_issue(Auth *a, AuthTokenKind kind, char *ret_token) {
         static const char hex[] = "0123456789abcdef";
         unsigned char raw[AUTH_TOKEN_BYTES];
-        AuthToken t = {};
-        bool ok;
+        AuthToken t = { .kind = kind };
         uint64_t now;
         size_t i;
-
-        if (size < AUTH_TOKEN_HEX_LEN + 1)
-                return -ENOBUFS;
-
-        /* Evaluate both comparisons so timing says nothing about which one failed. Under the
-         * lock: SIGHUP's auth_set_credentials() frees the old password while we may read it. */
-        pthread_mutex_lock(&a->lock);
-        ok = secret_equal(username ? username : "", a->username);
-        ok = secret_equal(password ? password : "", a->password) && ok;
-        pthread_mutex_unlock(&a->lock);
-        if (!ok)
-                return -EACCES;
 
         if (getrandom(raw, sizeof(raw), 0) != (ssize_t) sizeof(raw))
                 return -EIO;
@@ -130,7 +129,7 @@ int auth_login(Auth *a, const char *username, const char *password, char *ret_to
         explicit_bzero(raw, sizeof(raw));
 
         now = clock_now();
-        t.expires_usec = now + a->ttl_usec;
+        t.expires_usec = now + (kind == AUTH_TOKEN_REFRESH ? AUTH_REFRESH_TTL : a->ttl_usec);
 
         pthread_mutex_lock(&a->lock);
         auth_gc_locked(a, now);
@@ -148,6 +147,80 @@ int auth_login(Auth *a, const char *username, const char *password, char *ret_to
         memcpy(ret_token, t.value, AUTH_TOKEN_HEX_LEN + 1);
         explicit_bzero(&t, sizeof(t));
         return 0;
+}
+
+/* The user's credentials, both compared so that timing says nothing about which one failed.
+ * Under the lock: SIGHUP's auth_set_credentials() frees the old password while we may read it. */
+static bool user_matches(Auth *a, const char *username, const char *password) {
+        bool ok;
+
+        pthread_mutex_lock(&a->lock);
+        ok = secret_equal(username ? username : "", a->username);
+        ok = secret_equal(password ? password : "", a->password) && ok;
+        pthread_mutex_unlock(&a->lock);
+        return ok;
+}
+
+int auth_login(Auth *a, const char *username, const char *password, char *ret_token, size_t size) {
+        if (size < AUTH_TOKEN_HEX_LEN + 1)
+                return -ENOBUFS;
+        if (!user_matches(a, username, password))
+                return -EACCES;
+        return token_issue(a, AUTH_TOKEN_ASID, ret_token);
+}
+
+bool auth_client_valid(Auth *a, const char *client_id, const char *client_secret) {
+        bool ok;
+
+        pthread_mutex_lock(&a->lock);
+        ok = secret_equal(client_id ? client_id : "", a->client_id);
+        ok = secret_equal(client_secret ? client_secret : "", a->client_secret) && ok;
+        pthread_mutex_unlock(&a->lock);
+        return ok && client_id && client_secret;
+}
+
+/* Remove TOKEN of KIND when it is live; true if it was. Called with the lock held. */
+static bool token_take_locked(Auth *a, AuthTokenKind kind, const char *token, uint64_t now) {
+        bool found = false;
+
+        for (size_t i = 0; i < a->n_tokens; i++)
+                if (secret_equal(token, a->tokens[i].value) && a->tokens[i].kind == kind &&
+                    a->tokens[i].expires_usec > now) {
+                        a->tokens[i] = a->tokens[--a->n_tokens];
+                        explicit_bzero(&a->tokens[a->n_tokens], sizeof(AuthToken));
+                        found = true;
+                        break;
+                }
+        return found;
+}
+
+int auth_oauth_grant(Auth *a, const AuthGrant *g, char *ret_access, char *ret_refresh) {
+        bool ok = false;
+        int r;
+
+        if (g->token && strlen(g->token) != AUTH_TOKEN_HEX_LEN)
+                return -EACCES;
+        switch (g->kind) {
+        case AUTH_GRANT_PASSWORD:
+                ok = user_matches(a, g->username, g->password);
+                break;
+        case AUTH_GRANT_REFRESH:
+                if (!g->token)
+                        return -EACCES;
+                pthread_mutex_lock(&a->lock);
+                ok = token_take_locked(a, AUTH_TOKEN_REFRESH, g->token, clock_now());
+                pthread_mutex_unlock(&a->lock);
+                break;
+        case AUTH_GRANT_ASID:
+                ok = g->token && auth_token_valid(a, AUTH_TOKEN_ASID, g->token);
+                break;
+        }
+        if (!ok)
+                return -EACCES;
+        r = token_issue(a, AUTH_TOKEN_ACCESS, ret_access);
+        if (r >= 0)
+                r = token_issue(a, AUTH_TOKEN_REFRESH, ret_refresh);
+        return r;
 }
 
 int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
@@ -171,6 +244,10 @@ int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
         return 0;
 }
 
+uint64_t auth_token_ttl(Auth *a) {
+        return a->ttl_usec;
+}
+
 bool auth_apikey_valid(Auth *a, const char *key) {
         bool ok;
 
@@ -183,7 +260,7 @@ bool auth_apikey_valid(Auth *a, const char *key) {
         return ok;
 }
 
-bool auth_token_valid(Auth *a, const char *token) {
+bool auth_token_valid(Auth *a, AuthTokenKind kind, const char *token) {
         uint64_t now = clock_now();
         bool found = false;
         size_t i;
@@ -193,7 +270,8 @@ bool auth_token_valid(Auth *a, const char *token) {
 
         pthread_mutex_lock(&a->lock);
         for (i = 0; i < a->n_tokens; i++)
-                if (secret_equal(token, a->tokens[i].value) && a->tokens[i].expires_usec > now)
+                if (secret_equal(token, a->tokens[i].value) && a->tokens[i].kind == kind &&
+                    a->tokens[i].expires_usec > now)
                         found = true;
         pthread_mutex_unlock(&a->lock);
         return found;

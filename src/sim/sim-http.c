@@ -45,6 +45,7 @@
 #include "sim-schema.h"
 
 #define LOGIN_PATH "/v1/admin/visierSecureToken"
+#define OAUTH_TOKEN_PATH "/v1/auth/oauth2/token"
 #define PATH_SEGMENTS_MAX 10
 
 struct HttpDaemon {
@@ -879,14 +880,113 @@ static enum MHD_Result v1_login(SimServer *s, struct MHD_Connection *c, const ch
         return ret;
 }
 
+/* Wipe and free each of N form values. */
+static void form_values_free(char **v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (v[i]) {
+                        explicit_bzero(v[i], strlen(v[i]));
+                        free(v[i]);
+                }
+}
+
+/*
+ * POST /v1/auth/oauth2/token: Visier's TokenRequestBody as a form (the only content type its
+ * definition gives), from the registered client (client_id, client_secret). Grants: password
+ * (username, password), refresh_token (the refresh token, used up) and
+ * urn:visier:params:oauth:grant-type:asid-token (a live VisierASIDToken). The answer is
+ * TokenResponse with access_token, refresh_token, token_type and expires_in. Like the login,
+ * it needs no apikey and is an API call of the rate budget.
+ */
+static enum MHD_Result v1_oauth_token(SimServer *s, struct MHD_Connection *c, const char *method, Request *req,
+                                      const RateInfo *rate) {
+        enum { F_GRANT, F_CLIENT_ID, F_CLIENT_SECRET, F_USERNAME, F_PASSWORD, F_REFRESH, F_ASID, _F_MAX };
+        static const char *const names[_F_MAX] = { "grant_type", "client_id", "client_secret", "username",
+                                                    "password", "refresh_token", "asid_token" };
+        char *v[_F_MAX] = {}, access[AUTH_TOKEN_HEX_LEN + 1], refresh[AUTH_TOKEN_HEX_LEN + 1], msg[160];
+        StatusOpts o = { .rate = rate };
+        AuthGrant g = {};
+        const char *ctype;
+        enum MHD_Result ret;
+        bool known;
+        json_t *body;
+        int r = 0;
+
+        if (!streq(method, MHD_HTTP_METHOD_POST))
+                return reply_method_not_allowed(c, "POST", rate);
+        ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!ctype || strncasecmp(ctype, "application/x-www-form-urlencoded", 33) != 0) {
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
+                                    "Expected an application/x-www-form-urlencoded body.", &o);
+        }
+        for (size_t i = 0; i < _F_MAX && r >= 0; i++) {
+                r = parse_form_field(req->body, req->size, names[i], &v[i]);
+                if (r == -ENOENT)
+                        r = 0;
+        }
+        if (r == -ENOMEM) {
+                form_values_free(v, _F_MAX);
+                return MHD_NO;
+        }
+        if (r < 0) {
+                form_values_free(v, _F_MAX);
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", "Malformed form body.", &o);
+        }
+
+        if (!v[F_GRANT])
+                snprintf(msg, sizeof(msg), "grant_type is required.");
+        else if (streq(v[F_GRANT], "password"))
+                g = (AuthGrant) { .kind = AUTH_GRANT_PASSWORD, .username = v[F_USERNAME], .password = v[F_PASSWORD] };
+        else if (streq(v[F_GRANT], "refresh_token"))
+                g = (AuthGrant) { .kind = AUTH_GRANT_REFRESH, .token = v[F_REFRESH] };
+        else if (streq(v[F_GRANT], "urn:visier:params:oauth:grant-type:asid-token"))
+                g = (AuthGrant) { .kind = AUTH_GRANT_ASID, .token = v[F_ASID] };
+        else
+                snprintf(msg, sizeof(msg), "grant_type %.64s is not supported for this client.", v[F_GRANT]);
+        known = v[F_GRANT] && (streq(v[F_GRANT], "password") || streq(v[F_GRANT], "refresh_token") ||
+                               streq(v[F_GRANT], "urn:visier:params:oauth:grant-type:asid-token"));
+        if (!known) {
+                form_values_free(v, _F_MAX);
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", msg, &o);
+        }
+
+        if (!auth_client_valid(s->auth, v[F_CLIENT_ID], v[F_CLIENT_SECRET]))
+                r = -EPERM;
+        else
+                r = auth_oauth_grant(s->auth, &g, access, refresh);
+        form_values_free(v, _F_MAX);
+        if (r == -EPERM || r == -EACCES) {
+                counters_inc(s->counters, COUNTER_LOGIN_FAILURES);
+                return reply_status(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                                    r == -EPERM ? "Invalid client credentials." : "Invalid grant.", &o);
+        }
+        if (r < 0) {
+                fprintf(stderr, "visier-sim: oauth2 token: cannot issue a token: %s\n", strerror(-r));
+                return reply_status(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "InternalError", "Internal error.", &o);
+        }
+
+        counters_login_issued(s->counters, clock_now());
+        body = json_pack("{s:s, s:s, s:s, s:I}", "access_token", access, "refresh_token", refresh, "token_type", "Bearer",
+                         "expires_in", (json_int_t) (auth_token_ttl(s->auth) / USEC_PER_SEC));
+        explicit_bzero(access, sizeof(access));
+        explicit_bzero(refresh, sizeof(refresh));
+        if (!body)
+                return MHD_NO;
+        ret = reply_json(c, MHD_HTTP_OK, body, rate);
+        return ret;
+}
+
 static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const char *url, const char *method,
                                  Request *req) {
-        bool is_login = streq(url, LOGIN_PATH), apikey_ok, token_ok;
+        bool is_oauth = streq(url, OAUTH_TOKEN_PATH), is_login = streq(url, LOGIN_PATH) || is_oauth, apikey_ok;
+        bool token_ok, bearer_ok;
         CookieScan cookies = {};
         FaultDecision fault;
         RateInfo rate;
         StatusOpts o = { .rate = &rate };
-        const char *apikey;
+        const char *apikey, *bearer;
 
         counters_call(s->counters, url);
         if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION))
@@ -935,14 +1035,21 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
         if (req->too_large)
                 return reply_status(c, MHD_HTTP_CONTENT_TOO_LARGE, "BadRequest", "Request body too large.", &o);
 
+        if (is_oauth)
+                return v1_oauth_token(s, c, method, req, &rate);
         if (is_login)
                 return v1_login(s, c, method, req, &rate);
 
-        /* 3. Authentication: apikey header and a live VisierASIDToken cookie, both required. */
+        /* 3. Authentication: the apikey header, and a live VisierASIDToken cookie or OAuth
+         * access token (Authorization: Bearer), both required. */
         apikey = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "apikey");
         apikey_ok = auth_apikey_valid(s->auth, apikey);
-        token_ok = cookies.token && !cookies.token_truncated && auth_token_valid(s->auth, cookies.token);
+        token_ok = cookies.token && !cookies.token_truncated && auth_token_valid(s->auth, AUTH_TOKEN_ASID, cookies.token);
         explicit_bzero(cookies.token_buf, sizeof(cookies.token_buf));
+        bearer = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        bearer_ok = bearer && strncasecmp(bearer, "Bearer ", 7) == 0 &&
+                    auth_token_valid(s->auth, AUTH_TOKEN_ACCESS, bearer + 7);
+        token_ok = token_ok || bearer_ok;
         /* refuse_tokens: a good token is refused exactly as an expired one would be. */
         if (token_ok && apikey_ok && faults_refuse_tokens(s->faults)) {
                 counters_inc(s->counters, COUNTER_TOKENS_REFUSED);
@@ -958,7 +1065,8 @@ static enum MHD_Result v1_handle(SimServer *s, struct MHD_Connection *c, const c
         if (!token_ok)
                 return reply_status(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
                                     cookies.n_tokens > 0 ? "The VisierASIDToken is invalid, expired or revoked."
-                                                         : "Missing VisierASIDToken cookie.",
+                                    : bearer            ? "The access token is invalid, expired or revoked."
+                                                        : "Missing VisierASIDToken cookie.",
                                     &o);
 
         return v1_route(s, c, url, method, req, &rate);

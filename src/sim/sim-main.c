@@ -40,6 +40,8 @@ typedef struct Args {
         const char *username;
         const char *password_file;
         const char *apikey_file;
+        const char *client_id;
+        const char *client_secret_file;
         uint64_t token_ttl;
         uint64_t rate_minute, rate_hour;
         FaultSettings faults;
@@ -52,6 +54,8 @@ enum {
         ARG_USERNAME,
         ARG_PASSWORD_FILE,
         ARG_APIKEY_FILE,
+        ARG_CLIENT_ID,
+        ARG_CLIENT_SECRET_FILE,
         ARG_TOKEN_TTL,
         ARG_RATE_MINUTE,
         ARG_RATE_HOUR,
@@ -109,7 +113,9 @@ static void help(void) {
                "  --username NAME          API user name (default apiuser)\n"
                "  --password-file FILE     file holding the password (default password: sim-password)\n"
                "  --apikey-file FILE       file holding the API key (default key: sim-apikey)\n"
-               "  --token-ttl SECONDS      VisierASIDToken lifetime (default 3600)\n"
+               "  --client-id ID           the registered OAuth client's ID (default sim-client)\n"
+               "  --client-secret-file FILE  file holding its secret (default secret: sim-client-secret)\n"
+               "  --token-ttl SECONDS      VisierASIDToken and OAuth access token lifetime (default 3600)\n"
                "\n"
                "Rate limit (0 = unlimited):\n"
                "  --rate-minute N          calls per minute (default 100)\n"
@@ -143,6 +149,8 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 { "username", required_argument, NULL, ARG_USERNAME },
                 { "password-file", required_argument, NULL, ARG_PASSWORD_FILE },
                 { "apikey-file", required_argument, NULL, ARG_APIKEY_FILE },
+                { "client-id", required_argument, NULL, ARG_CLIENT_ID },
+                { "client-secret-file", required_argument, NULL, ARG_CLIENT_SECRET_FILE },
                 { "token-ttl", required_argument, NULL, ARG_TOKEN_TTL },
                 { "rate-minute", required_argument, NULL, ARG_RATE_MINUTE },
                 { "rate-hour", required_argument, NULL, ARG_RATE_HOUR },
@@ -196,6 +204,12 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 case ARG_APIKEY_FILE:
                         a->apikey_file = optarg;
                         break;
+                case ARG_CLIENT_ID:
+                        a->client_id = optarg;
+                        break;
+                case ARG_CLIENT_SECRET_FILE:
+                        a->client_secret_file = optarg;
+                        break;
                 case ARG_REJECT_OVERLAPS:
                         a->faults.reject_overlaps = true;
                         break;
@@ -228,8 +242,8 @@ static int parse_args(int argc, char *argv[], Args *a) {
                 fprintf(stderr, "visier-sim: unexpected argument '%s'\n", argv[optind]);
                 return -EINVAL;
         }
-        if (!*a->username) {
-                fprintf(stderr, "visier-sim: --username must not be empty\n");
+        if (!*a->username || (a->client_id && !*a->client_id)) {
+                fprintf(stderr, "visier-sim: --username and --client-id must not be empty\n");
                 return -EINVAL;
         }
         return 1;
@@ -354,7 +368,7 @@ static int run(int argc, char *argv[]) {
                 .rate_hour = 6000,
                 .faults = FAULT_SETTINGS_DEFAULT,
         };
-        __attribute__((cleanup(secret_freep))) char *password = NULL, *apikey = NULL;
+        __attribute__((cleanup(secret_freep))) char *password = NULL, *apikey = NULL, *client_secret = NULL;
         SimServer s = {};
         HttpDaemon *daemon = NULL;
         struct sockaddr_in6 sa6;
@@ -397,6 +411,15 @@ static int run(int argc, char *argv[]) {
                 }
         } else if (!(apikey = strdup("sim-apikey")))
                 return EXIT_FAILURE;
+        if (args.client_secret_file) {
+                r = read_secret_file(args.client_secret_file, &client_secret);
+                if (r < 0) {
+                        fprintf(stderr, "visier-sim: cannot read client secret file %s: %s\n", args.client_secret_file,
+                                r == -EBADMSG ? "empty or binary" : strerror(-r));
+                        return EXIT_USAGE;
+                }
+        } else if (!(client_secret = strdup("sim-client-secret")))
+                return EXIT_FAILURE;
 
         /* Block the stop signals before any thread starts, so only sigwait() below sees them. */
         sigemptyset(&mask);
@@ -411,7 +434,8 @@ static int run(int argc, char *argv[]) {
         if (r >= 0)
                 r = permissions_new(s.model, &s.permissions);
         if (r >= 0)
-                r = auth_new(args.username, password, apikey, args.token_ttl * USEC_PER_SEC, &s.auth);
+                r = auth_new(args.username, password, apikey, args.client_id ?: "sim-client", client_secret,
+                             args.token_ttl * USEC_PER_SEC, &s.auth);
         if (r >= 0)
                 r = rate_new(args.rate_minute, args.rate_hour, &s.rate);
         if (r >= 0)
