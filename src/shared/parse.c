@@ -188,3 +188,14 @@ int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t m
         *ret_buf = TAKE_PTR(buf);
         return (int) n;
 }
+
+int utf8_prefix(const char *s, size_t max) {
+        size_t n = strlen(s);
+
+        if (n <= max)
+                return (int) n;
+        n = max;
+        while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+                n--;
+        return (int) n;
+}

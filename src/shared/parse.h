@@ -41,3 +41,7 @@ void parse_cookie_header(const char *header, CookieScan *scan);
  * copy of S (owned by *ret_buf). Empty items are skipped. Returns the count or -ENOMEM/-E2BIG.
  */
 int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t max_items);
+
+/* How many bytes of S to print with "%.*s" to show at most MAX bytes of it without cutting a
+ * UTF-8 sequence in two. */
+int utf8_prefix(const char *s, size_t max);

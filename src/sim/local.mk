@@ -31,6 +31,10 @@ visier_sim_SOURCES = \
 	src/sim/sim-requests.h \
 	src/sim/sim-rate.h \
 	src/sim/sim-schema.c \
-	src/sim/sim-schema.h
+	src/sim/sim-schema.h \
+	src/sim/sim-users.c \
+	src/sim/sim-users.h \
+	src/sim/sim-versions.c \
+	src/sim/sim-versions.h
 visier_sim_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS)
 visier_sim_LDADD = $(MHD_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS)

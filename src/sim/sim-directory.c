@@ -82,3 +82,30 @@ int directory_user_find(const char *id, DirectoryUser *ret) {
         }
         return -ENOENT;
 }
+
+size_t directory_users_count(size_t tenant) {
+        size_t n = DIRECTORY_SYNTHETIC_USERS;
+
+        if (tenant >= DIRECTORY_TENANTS_N)
+                return 0;
+        for (size_t i = 0; i < ELEMENTSOF(named_users); i++)
+                n += named_users[i].tenant == tenant;
+        return n;
+}
+
+int directory_user_at(size_t tenant, size_t index, char *ret_id, size_t id_size, DirectoryUser *ret) {
+        if (tenant >= DIRECTORY_TENANTS_N)
+                return -ENOENT;
+        for (size_t i = 0; i < ELEMENTSOF(named_users); i++) {
+                if (named_users[i].tenant != tenant)
+                        continue;
+                if (index-- == 0) {
+                        snprintf(ret_id, id_size, "%s", named_users[i].id);
+                        return directory_user_find(named_users[i].id, ret);
+                }
+        }
+        if (index >= DIRECTORY_SYNTHETIC_USERS)
+                return -ENOENT;
+        snprintf(ret_id, id_size, "%s%03zu", tenant_table[tenant].user_prefix, index);
+        return directory_user_find(ret_id, ret);
+}

@@ -13,6 +13,10 @@
 #define DIRECTORY_ADMIN_TENANT "WFF_j1a"
 /* Tenants known to the simulator: the administrating one and its analytic tenants. */
 #define DIRECTORY_TENANTS_N 3
+/* Synthetic users per tenant ("u-000" ...). */
+#define DIRECTORY_SYNTHETIC_USERS 1000
+/* Longest user ID the directory hands out, NUL included. */
+#define DIRECTORY_USER_ID_MAX 40
 /* Longest username the directory hands out, NUL included. */
 #define DIRECTORY_USERNAME_MAX 96
 
@@ -36,3 +40,9 @@ bool directory_tenant_reaches(size_t login, size_t target);
 
 /* Look user ID up; fills *ret and returns 0, or -ENOENT for a user no tenant has. */
 int directory_user_find(const char *id, DirectoryUser *ret);
+
+/* How many users tenant TENANT holds: its named users, then its synthetic ones. */
+size_t directory_users_count(size_t tenant);
+/* The INDEXth user of TENANT (0 <= INDEX < directory_users_count()): its ID into RET_ID and the
+ * rest into *RET. -ENOENT past the end. */
+int directory_user_at(size_t tenant, size_t index, char *ret_id, size_t id_size, DirectoryUser *ret);

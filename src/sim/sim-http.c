@@ -39,6 +39,7 @@
 
 #include "macro.h"
 #include "clock.h"
+#include "sim-directory.h"
 #include "sim-http.h"
 #include "parse.h"
 #include "sim-query.h"
@@ -73,17 +74,18 @@ typedef enum WriteKind {
 
 /* What each write call reads and does; one row per route. */
 static const struct {
+        const char *method;
         SchemaBody schema;
         PermissionsWrite op;    /* bulk calls only */
         bool tenant_code;       /* takes the tenantCode query */
         bool assign;            /* user calls only: assign (true) or remove */
 } write_table[_WRITE_KIND_MAX] = {
-        [WRITE_CREATE] = { SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_CREATE, true, false },
-        [WRITE_UPDATE] = { SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_UPDATE, true, false },
-        [WRITE_DELETE] = { SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_DELETE, true, false },
-        [WRITE_REVERT] = { SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_REVERT, false, false },
-        [WRITE_ASSIGN] = { SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, true },
-        [WRITE_REMOVE] = { SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, false },
+        [WRITE_CREATE] = { "POST", SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_CREATE, true, false },
+        [WRITE_UPDATE] = { "PUT", SCHEMA_PERMISSIONS_LIST, PERMISSIONS_WRITE_UPDATE, true, false },
+        [WRITE_DELETE] = { "DELETE", SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_DELETE, true, false },
+        [WRITE_REVERT] = { "POST", SCHEMA_PERMISSION_IDS, PERMISSIONS_WRITE_REVERT, false, false },
+        [WRITE_ASSIGN] = { "PUT", SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, true },
+        [WRITE_REMOVE] = { "DELETE", SCHEMA_ASSIGN_REVOKE, _PERMISSIONS_WRITE_INVALID, false, false },
 };
 
 /* One answer under construction. */
@@ -377,6 +379,31 @@ static bool names_target_projects(json_t *in) {
         return json_array_size(l) > 0;
 }
 
+/* The scope of a users or user-groups call, resolved: the tenant acted in (TargetTenantID, and
+ * tenantCode where the route takes it) and the open draft project (ProjectID) or production. */
+static int users_scope(SimServer *s, struct MHD_Connection *c, bool tenant_code, PermissionsScope *ps, UsersScope *us,
+                       char *err, size_t err_size) {
+        size_t tenant;
+        int r;
+
+        request_scope(c, tenant_code, ps);
+        r = permissions_scope_resolve(s->permissions, ps, &tenant, err, err_size);
+        if (r < 0)
+                return r;
+        *us = (UsersScope) { .tenant = tenant, .project = ps->project_id };
+        return 0;
+}
+
+/* After a write that succeeded in SCOPE: a production version when it published (production,
+ * versioned), else a commit of its draft project. WHAT names the call. */
+static void record_write(SimServer *s, const PermissionsScope *scope, size_t tenant, bool non_versioned,
+                         const char *what) {
+        if (scope->project_id)
+                (void) versions_commit(s->versions, tenant, scope->project_id, what);
+        else if (!non_versioned)
+                (void) versions_publish(s->versions, tenant, NULL, what, "Published by an API call.");
+}
+
 /* Answer an authenticated permission write; see DESIGN at the top. */
 static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const char *url, WriteKind kind,
                                 const Request *req, const RateInfo *rate) {
@@ -386,6 +413,7 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
         PermissionsScope scope;
         bool non_versioned = false, drop;
         char err[SCHEMA_ERROR_MAX > PERMISSIONS_MESSAGE_MAX ? SCHEMA_ERROR_MAX : PERMISSIONS_MESSAGE_MAX];
+        size_t tenant;
         const char *nv;
         json_error_t jerr;
         WriteFaults wf;
@@ -398,7 +426,7 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
                                     "The NonVersioned header must be true or false.", &o);
         /* The tenant and draft project the call acts in must exist and be within reach. */
         request_scope(c, write_table[kind].tenant_code, &scope);
-        r = permissions_scope_check(s->permissions, &scope, err, sizeof(err));
+        r = permissions_scope_resolve(s->permissions, &scope, &tenant, err, sizeof(err));
         if (r < 0)
                 return reply_scope_error(c, r, err, url, rate);
 
@@ -443,6 +471,8 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
 
         if (r < 0)
                 return reply_scope_error(c, r, err, url, rate);
+        snprintf(err, sizeof(err), "%s %s", write_table[kind].method, url);
+        record_write(s, &scope, tenant, non_versioned, err);
         if (drop) {
                 json_decref(out);
                 counters_inc(s->counters, COUNTER_APPLY_THEN_DROPS_INJECTED);
@@ -554,8 +584,10 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
         bool get = streq(method, MHD_HTTP_METHOD_GET), post = streq(method, MHD_HTTP_METHOD_POST);
         bool del = streq(method, MHD_HTTP_METHOD_DELETE);
         const char *login = header_value(c, "TargetTenantID");
+        /* The tenant logged in to; an unknown one is refused by the projects_*() calls. */
+        size_t tenant = login && directory_tenant_find(login) >= 0 ? (size_t) directory_tenant_find(login) : 0;
         StatusOpts o = { .rate = rate };
-        char err[PERMISSIONS_MESSAGE_MAX] = "";
+        char err[PERMISSIONS_MESSAGE_MAX] = "", name[256], description[512];
         _cleanup_json_ json_t *in = NULL;
         json_t *body = NULL;
         json_error_t jerr;
@@ -594,6 +626,9 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                 WriteFaults wf;
 
                 r = projects_get(s->permissions, login, id, &body);
+                snprintf(name, sizeof(name), "%s", strempty(json_string_value(json_object_get(body, "name"))));
+                snprintf(description, sizeof(description), "%s",
+                         strempty(json_string_value(json_object_get(body, "description"))));
                 json_decref(TAKE_PTR(body));
                 if (r >= 0 && (!op || !streq(op, "commitAndPublish")))
                         return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
@@ -608,7 +643,16 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                         if (wf.publish_ms > 0)
                                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
                         counters_write_end(s->counters, r >= 0);
+                        if (r >= 0) {
+                                users_project_closed(s->users, tenant, id, true);
+                                versions_project_closed(s->versions, tenant, id);
+                                (void) versions_publish(s->versions, tenant, id, name, description);
+                        }
                 }
+        }
+        if (del && r >= 0) {
+                users_project_closed(s->users, tenant, id, false);
+                versions_project_closed(s->versions, tenant, id);
         }
 
         if (r == -EPERM && !err[0])
@@ -627,47 +671,238 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
 
 /*
  * PUT|DELETE /v1/admin/user-groups/users (users to user groups) and
- * /v1/admin/user-groups/permissions (permissions to user groups): a publishing write like a
- * permission write (in flight for publish_ms, an overlap counted or refused, production_version
- * raised). The body must be an object with a userGroups array of objects naming a
- * userGroupId; the answer echoes the groups in Visier's shape for the tenant the call is in
- * (SecurityAssignmentResponseDTO, PermissionsToUserGroupForTenantDTO). The simulator keeps no
- * user groups: it models the lane, not the directory.
+ * /v1/admin/user-groups/permissions (permissions to user groups): publishing writes like a
+ * permission write (in flight for publish_ms, an overlap counted or refused, a production
+ * version unless in a draft project or NonVersioned). The body is checked against Visier's
+ * request DTO as a whole first; then each change is applied or failed on its own (an unknown
+ * group, user or permission fails that change and is named in the answer's message).
  */
-static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection *c, const char *method,
-                                            const Request *req, const RateInfo *rate, bool permissions) {
-        const char *tenant = header_value(c, "TargetTenantID");
+static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection *c, const char *url,
+                                            const char *method, const Request *req, const RateInfo *rate,
+                                            bool permissions) {
+        bool assign = streq(method, MHD_HTTP_METHOD_PUT), non_versioned = false, changed = false;
+        char err[SCHEMA_ERROR_MAX > PERMISSIONS_MESSAGE_MAX ? SCHEMA_ERROR_MAX : PERMISSIONS_MESSAGE_MAX];
         StatusOpts o = { .rate = rate };
-        _cleanup_json_ json_t *in = NULL;
-        json_t *groups, *g, *body;
+        _cleanup_json_ json_t *in = NULL, *known = NULL;
+        json_t *out = NULL, *items;
+        PermissionsScope ps;
         json_error_t jerr;
+        UsersScope us;
         WriteFaults wf;
-        size_t i;
+        const char *nv;
+        int r;
 
-        if (!streq(method, MHD_HTTP_METHOD_PUT) && !streq(method, MHD_HTTP_METHOD_DELETE))
+        if (!assign && !streq(method, MHD_HTTP_METHOD_DELETE))
                 return reply_method_not_allowed(c, "PUT, DELETE", rate);
-        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
-        groups = json_object_get(in, "userGroups");
-        if (!json_is_object(in) || !json_is_array(groups) || json_array_size(groups) == 0)
+        counters_inc(s->counters, COUNTER_WRITE_CALLS);
+        nv = permissions ? NULL : header_value(c, "NonVersioned");
+        if (nv && parse_bool(nv, &non_versioned) < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
-                                    "The request body must be an object with a non-empty userGroups array.", &o);
-        json_array_foreach(groups, i, g)
-                if (!json_is_string(json_object_get(g, "userGroupId")))
-                        return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
-                                            "Every userGroups entry needs a userGroupId string.", &o);
+                                    "The NonVersioned header must be true or false.", &o);
+        r = users_scope(s, c, false, &ps, &us, err, sizeof(err));
+        if (r < 0)
+                return reply_scope_error(c, r, err, url, rate);
+        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+        if (!in) {
+                snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).", jerr.line,
+                         jerr.column);
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        }
+        r = schema_check(permissions ? SCHEMA_PERMISSIONS_TO_GROUPS : SCHEMA_USERS_TO_GROUPS, in, err, sizeof(err));
+        if (r < 0)
+                return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
+        counters_add(s->counters, COUNTER_WRITE_ITEMS, (uint64_t) r);
+        items = json_object_get(in, "userGroups");
+        if (!permissions && names_target_projects(in))
+                return reply_status(c, MHD_HTTP_NOT_IMPLEMENTED, "NotImplemented",
+                                    "visier-sim does not model targetProjectForTenantsList; name the tenant and the "
+                                    "draft project with the TargetTenantID and ProjectID headers.", &o);
+        if (permissions) {
+                r = permissions_names(s->permissions, &ps, &known);
+                if (r < 0)
+                        return reply_scope_error(c, r, err, url, rate);
+        }
+
         faults_write_settings(s->faults, &wf);
         if (counters_write_begin(s->counters, wf.reject_overlaps) == -EBUSY)
                 return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
                                     "Another change is being published to production. Retry later.", &o);
+        if (permissions)
+                r = users_assign_permissions(s->users, &us, items, assign, known, &out, &changed);
+        else
+                r = users_assign_users(s->users, &us, items, assign, &out, &changed);
         if (wf.publish_ms > 0)
                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
-        counters_write_end(s->counters, true);
-        if (permissions)
-                body = json_pack("{s:s, s:s, s:O}", "tenantCode", tenant ? tenant : "WFF_j1a", "status", "Succeed",
-                                 "userGroups", groups);
-        else
-                body = json_pack("{s:[{s:s, s:s, s:O}]}", "tenants", "tenantCode", tenant ? tenant : "WFF_j1a", "status",
-                                 "Succeed", "assignments", groups);
+        counters_write_end(s->counters, r >= 0 && !ps.project_id && !non_versioned);
+        if (r == -ENOSPC)
+                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict", "Too many draft projects hold user groups.", &o);
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
+        snprintf(err, sizeof(err), "%s %s", method, url);
+        record_write(s, &ps, us.tenant, non_versioned, err);
+        return reply_json(c, MHD_HTTP_OK, out, rate);
+}
+
+/* Each {permissionId} in the permissions arrays of LIST's user groups gets its displayName. */
+static int fill_permission_names(SimServer *s, const PermissionsScope *ps, json_t *groups) {
+        _cleanup_json_ json_t *names = NULL;
+        size_t i, k;
+        json_t *g, *p;
+        int r;
+
+        r = permissions_names(s->permissions, ps, &names);
+        if (r < 0)
+                return r;
+        json_array_foreach(groups, i, g)
+                json_array_foreach(json_object_get(g, "permissions"), k, p) {
+                        json_t *name = json_object_get(names, json_string_value(json_object_get(p, "permissionId")));
+
+                        if (name && json_object_set(p, "displayName", name) < 0)
+                                return -ENOMEM;
+                }
+        return 0;
+}
+
+/* GET /v1/admin/users and /v1/admin/users/{id}. */
+static enum MHD_Result v1_users(SimServer *s, struct MHD_Connection *c, const char *url, const char *id,
+                                const RateInfo *rate) {
+        bool profiles, perms, groups;
+        char err[PERMISSIONS_MESSAGE_MAX];
+        json_t *body = NULL, *list, *user;
+        int64_t start = 0, limit = 100;
+        PermissionsScope ps;
+        UsersScope us;
+        size_t i;
+        int r;
+
+        r = users_scope(s, c, true, &ps, &us, err, sizeof(err));
+        if (r < 0)
+                return reply_scope_error(c, r, err, url, rate);
+        r = query_bool(c, "assignedProfiles", &profiles);
+        if (r >= 0)
+                r = query_bool(c, "assignedPermissions", &perms);
+        if (r >= 0)
+                r = query_bool(c, "assignedUserGroups", &groups);
+        if (r >= 0 && !id)
+                r = query_int(c, "start", 0, 0, INT32_MAX, &start);
+        if (r >= 0 && !id)
+                r = query_int(c, "limit", 100, 0, USERS_LIMIT_MAX, &limit);
+        if (r >= 0)
+                r = id ? users_get(s->users, &us, id, groups, profiles, &body)
+                       : users_list(s->users, &us, start, limit, groups, profiles, &body);
+        list = id ? NULL : json_object_get(body, "users");
+        /* Each user's permissions, from the permissions' own assignments. */
+        for (i = 0; r >= 0 && perms && i < (id ? 1 : json_array_size(list)); i++) {
+                json_t *assigned = NULL;
+
+                user = id ? body : json_array_get(list, i);
+                r = permissions_user_assigned(s->permissions, &ps, json_string_value(json_object_get(user, "userId")),
+                                              &assigned);
+                if (r >= 0 && json_object_set_new(user, "permissions", json_pack("{s:o}", "assignedPermissions",
+                                                                                assigned)) < 0)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                json_decref(body);
+                return r == -ESTALE ? reply_scope_error(c, r, err, url, rate) : reply_error_errno(c, r, url, rate);
+        }
+        return reply_json(c, MHD_HTTP_OK, body, rate);
+}
+
+/* GET /v1/admin/user-groups, /v2/admin/user-groups[/{id}], /v1/admin/user-groups/{id}/users. */
+static enum MHD_Result v1_user_groups(SimServer *s, struct MHD_Connection *c, const char *url, bool v2,
+                                      const char *id, bool users_of, const RateInfo *rate) {
+        char err[PERMISSIONS_MESSAGE_MAX];
+        bool with_permissions = false, with_users = false;
+        int64_t start = 0, limit = 100;
+        ModelStrv with = {}, cids = {};
+        QueryList ql = { .n_bufs = 0 }, ql2 = { .n_bufs = 0 };
+        const char *tenant_filter;
+        json_t *body = NULL;
+        PermissionsScope ps;
+        UsersScope us;
+        int r;
+
+        r = users_scope(s, c, !v2 && !id, &ps, &us, err, sizeof(err));
+        if (r < 0)
+                return reply_scope_error(c, r, err, url, rate);
+        if (!(v2 && id)) {
+                r = query_int(c, "start", 0, 0, INT32_MAX, &start);
+                if (r >= 0)
+                        r = query_int(c, "limit", 100, 0, users_of ? 100 : USERS_LIMIT_MAX, &limit);
+        }
+        if (r >= 0 && v2)
+                r = query_list(c, "with", &with, &ql);
+        for (size_t i = 0; r >= 0 && i < with.n; i++) {
+                if (streq(with.items[i], "permissions") || streq(with.items[i], "details"))
+                        with_permissions = true;
+                if (streq(with.items[i], "users") || streq(with.items[i], "details"))
+                        with_users = true;
+                if (!streq(with.items[i], "permissions") && !streq(with.items[i], "users") &&
+                    !streq(with.items[i], "details"))
+                        r = -EINVAL;
+        }
+        if (r >= 0 && v2 && !id)
+                r = query_list(c, "correlationIds", &cids, &ql2);
+        if (r >= 0 && users_of) {
+                tenant_filter = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenantFilter");
+                r = users_group_users(s->users, &us, id, start, limit, &body);
+                /* tenantFilter: the group's users of that tenant only, which are all or none. */
+                if (r >= 0 && tenant_filter && *tenant_filter &&
+                    !streq(tenant_filter, directory_tenant_code(us.tenant)))
+                        json_array_clear(json_object_get(body, "tenants"));
+        } else if (r >= 0 && v2)
+                /* No user group carries a correlation ID here (the simulator creates none), so a
+                 * correlationIds filter matches none. */
+                r = users_groups_v2(s->users, &us, id, with_permissions, with_users,
+                                    MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "displayNameFilter"), start,
+                                    cids.n > 0 ? 0 : limit, &body);
+        else if (r >= 0) {
+                r = users_groups_v1(s->users, &us, start, limit, &body);
+                if (r >= 0)
+                        r = fill_permission_names(s, &ps, json_object_get(body, "userGroups"));
+        }
+        query_list_done(&ql);
+        query_list_done(&ql2);
+        if (r < 0) {
+                json_decref(body);
+                return r == -ESTALE ? reply_scope_error(c, r, err, url, rate) : reply_error_errno(c, r, url, rate);
+        }
+        return reply_json(c, MHD_HTTP_OK, body, rate);
+}
+
+/* GET /v1/admin/production-versions and /v1/admin/projects/{id}/commits (of an open project of
+ * the tenant logged in to). */
+static enum MHD_Result v1_versions(SimServer *s, struct MHD_Connection *c, const char *url, const char *project,
+                                   const RateInfo *rate) {
+        const char *login = header_value(c, "TargetTenantID");
+        int tenant = login ? directory_tenant_find(login) : 0;
+        StatusOpts o = { .rate = rate };
+        json_t *body = NULL;
+        int64_t start, limit;
+        char err[128];
+        int r;
+
+        if (tenant < 0) {
+                snprintf(err, sizeof(err), "TargetTenantID %.*s is not a tenant you can access.", utf8_prefix(login, 64),
+                         login);
+                return reply_status(c, MHD_HTTP_FORBIDDEN, "Forbidden", err, &o);
+        }
+        r = query_int(c, "start", 0, 0, INT32_MAX, &start);
+        if (r >= 0)
+                r = query_int(c, "limit", VERSIONS_LIMIT_DEFAULT, 0, INT32_MAX, &limit);
+        if (r >= 0 && project) {
+                r = projects_get(s->permissions, login, project, &body);
+                json_decref(TAKE_PTR(body));
+                if (r == -ENOENT)
+                        return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound",
+                                            "The draft project does not exist or is not open.", &o);
+                if (r >= 0)
+                        r = versions_commits(s->versions, (size_t) tenant, project, start, limit, &body);
+        } else if (r >= 0)
+                r = versions_list(s->versions, (size_t) tenant, start, limit, &body);
+        if (r < 0)
+                return reply_error_errno(c, r, url, rate);
         return reply_json(c, MHD_HTTP_OK, body, rate);
 }
 
@@ -774,7 +1009,25 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
                                               start, limit, &body);
         } else if (seg_is(seg, n, 4, "v1", "admin", "user-groups", "users") ||
                    seg_is(seg, n, 4, "v1", "admin", "user-groups", "permissions")) {
-                return v1_user_group_assign(s, c, method, req, rate, streq(seg[3], "permissions"));
+                return v1_user_group_assign(s, c, url, method, req, rate, streq(seg[3], "permissions"));
+        } else if (seg_is(seg, n, 3, "v1", "admin", "user-groups")) {
+                REQUIRE_GET;
+                return v1_user_groups(s, c, url, false, NULL, false, rate);
+        } else if (seg_is(seg, n, 5, "v1", "admin", "user-groups", NULL, "users")) {
+                REQUIRE_GET;
+                return v1_user_groups(s, c, url, false, seg[3], true, rate);
+        } else if (seg_is(seg, n, 3, "v2", "admin", "user-groups") || seg_is(seg, n, 4, "v2", "admin", "user-groups", NULL)) {
+                REQUIRE_GET;
+                return v1_user_groups(s, c, url, true, n == 4 ? seg[3] : NULL, false, rate);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "users") || seg_is(seg, n, 4, "v1", "admin", "users", NULL)) {
+                REQUIRE_GET;
+                return v1_users(s, c, url, n == 4 ? seg[3] : NULL, rate);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "production-versions")) {
+                REQUIRE_GET;
+                return v1_versions(s, c, url, NULL, rate);
+        } else if (seg_is(seg, n, 5, "v1", "admin", "projects", NULL, "commits")) {
+                REQUIRE_GET;
+                return v1_versions(s, c, url, seg[3], rate);
         } else if (seg_is(seg, n, 3, "v1", "admin", "projects") || seg_is(seg, n, 4, "v1", "admin", "projects", NULL)) {
                 return v1_projects(s, c, url, method, n == 4 ? seg[3] : NULL, req, rate);
         } else if (seg_is(seg, n, 4, "v1", "data", "query", NULL) && query_kind_from_string(seg[3]) >= 0) {
@@ -1258,7 +1511,8 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *c, const ch
         if (strncmp(url, "/_sim/", 6) == 0)
                 return sim_handle(s, c, url, method, req);
         log_request(s, c, url, method, req); /* every call to Visier's API, known or not */
-        if (strncmp(url, "/v1/", 4) == 0)
+        /* Visier's API: /v1/ and the /v2/ user groups (authenticated and rate-limited alike). */
+        if (strncmp(url, "/v1/", 4) == 0 || strncmp(url, "/v2/", 4) == 0)
                 return v1_handle(s, c, url, method, req);
         return reply_status(c, MHD_HTTP_NOT_FOUND, "NotFound", "Unknown path.", NULL);
 }

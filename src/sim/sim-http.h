@@ -18,6 +18,8 @@
 #include "sim-model.h"
 #include "sim-permissions.h"
 #include "sim-rate.h"
+#include "sim-users.h"
+#include "sim-versions.h"
 
 /* Largest request body accepted; more is answered 413. */
 #define HTTP_BODY_MAX 8192
@@ -32,6 +34,8 @@
 typedef struct SimServer {
         Model *model;
         Permissions *permissions;
+        Users *users;
+        Versions *versions;
         Auth *auth;
         Rate *rate;
         Faults *faults;

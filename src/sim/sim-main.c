@@ -434,6 +434,10 @@ static int run(int argc, char *argv[]) {
         if (r >= 0)
                 r = permissions_new(s.model, &s.permissions);
         if (r >= 0)
+                r = users_new(&s.users);
+        if (r >= 0)
+                r = versions_new(&s.versions);
+        if (r >= 0)
                 r = auth_new(args.username, password, apikey, args.client_id ?: "sim-client", client_secret,
                              args.token_ttl * USEC_PER_SEC, &s.auth);
         if (r >= 0)
@@ -490,6 +494,8 @@ out:
         s.rate = rate_free(s.rate);
         s.auth = auth_free(s.auth);
         s.permissions = permissions_free(s.permissions);
+        s.users = users_free(s.users);
+        s.versions = versions_free(s.versions);
         s.model = model_free(s.model);
         explicit_bzero(&args, sizeof(args));
         return ret;

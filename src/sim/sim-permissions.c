@@ -36,6 +36,7 @@
 
 #include "clock.h"
 #include "macro.h"
+#include "parse.h"
 #include "sim-directory.h"
 #include "sim-model-data.h"
 #include "sim-permissions.h"
@@ -87,17 +88,6 @@ static bool strv_has(const ModelStrv *v, const char *s) {
 }
 
 /* Length of at most MAX bytes of S that does not end inside a UTF-8 sequence. */
-static int utf8_cut(const char *s, size_t max) {
-        size_t n = strlen(s);
-
-        if (n <= max)
-                return (int) n;
-        n = max;
-        while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
-                n--;
-        return (int) n;
-}
-
 /* A root-cause id that depends only on the message, like the Status answers'. */
 static void error_rci(const char *message, char *buf, size_t size) {
         uint64_t h = UINT64_C(0xcbf29ce484222325);
@@ -534,7 +524,7 @@ static int login_tenant(const char *target, char *err, size_t err_size) {
         int t = target ? directory_tenant_find(target) : 0;
 
         if (t < 0) {
-                snprintf(err, err_size, "TargetTenantID %.*s is not a tenant you can access.", utf8_cut(target, 64),
+                snprintf(err, err_size, "TargetTenantID %.*s is not a tenant you can access.", utf8_prefix(target, 64),
                          target);
                 return -EPERM;
         }
@@ -553,7 +543,7 @@ static int scope_resolve_locked(Permissions *p, const PermissionsScope *scope, S
         target = scope->tenant_code ? directory_tenant_find(scope->tenant_code) : login;
         if (target < 0) {
                 snprintf(err, err_size, "tenantCode %.*s is not a tenant you can access.",
-                         utf8_cut(scope->tenant_code, 64), scope->tenant_code);
+                         utf8_prefix(scope->tenant_code, 64), scope->tenant_code);
                 return -EPERM;
         }
         if (!directory_tenant_reaches((size_t) login, (size_t) target)) {
@@ -598,6 +588,75 @@ static int scope_store_locked(Permissions *p, const PermissionsScope *scope, Sto
         char err[PERMISSIONS_MESSAGE_MAX];
 
         return scope_resolve_locked(p, scope, ret_store, ret_tenant, ret_project, err, sizeof(err)) < 0 ? -ESTALE : 0;
+}
+
+int permissions_scope_resolve(Permissions *p, const PermissionsScope *scope, size_t *ret_tenant, char *err,
+                              size_t err_size) {
+        int r;
+
+        pthread_mutex_lock(&p->lock);
+        r = scope_resolve_locked(p, scope, NULL, ret_tenant, NULL, err, err_size);
+        pthread_mutex_unlock(&p->lock);
+        return r;
+}
+
+int permissions_names(Permissions *p, const PermissionsScope *scope, json_t **ret) {
+        _cleanup_json_ json_t *names = json_object();
+        Store *s;
+        int r;
+
+        if (!names)
+                return -ENOMEM;
+        pthread_mutex_lock(&p->lock);
+        r = scope_store_locked(p, scope, &s, NULL, NULL);
+        for (size_t i = 0; r >= 0 && i < s->n; i++) {
+                json_t *dto = s->entries[i].dto;
+                const char *id = json_string_value(json_object_get(dto, "permissionId"));
+
+                if (dto && id && json_object_set_new(names, id, json_deep_copy(json_object_get(dto, "displayName") ?:
+                                                                                    json_object_get(dto, "permissionId"))) < 0)
+                        r = -ENOMEM;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(names);
+        return 0;
+}
+
+int permissions_user_assigned(Permissions *p, const PermissionsScope *scope, const char *user_id, json_t **ret) {
+        _cleanup_json_ json_t *list = json_array();
+        Store *s;
+        int r;
+
+        if (!list)
+                return -ENOMEM;
+        pthread_mutex_lock(&p->lock);
+        r = scope_store_locked(p, scope, &s, NULL, NULL);
+        for (size_t i = 0; r >= 0 && i < s->n; i++) {
+                Entry *e = &s->entries[i];
+                bool has = false;
+                size_t k, j;
+                json_t *t, *u;
+
+                if (!e->dto)
+                        continue;
+                json_array_foreach(e->tenants, k, t)
+                        json_array_foreach(json_object_get(t, "users"), j, u)
+                                has |= streq(strempty(json_string_value(json_object_get(u, "userId"))), user_id);
+                if (has && json_array_append_new(list, json_pack("{s:O, s:O*, s:O*}", "permissionId",
+                                                                 json_object_get(e->dto, "permissionId"), "displayName",
+                                                                 json_object_get(e->dto, "displayName"), "description",
+                                                                 json_object_get(e->dto, "description"))) < 0)
+                        r = -ENOMEM;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (r < 0)
+                return r;
+        if (answer_unshare(&list) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(list);
+        return 0;
 }
 
 /* ---- read side ------------------------------------------------------------------------- */
@@ -913,7 +972,7 @@ static int write_create_locked(Permissions *p, Store *s, json_t *item, usec_t no
                 snprintf(msg, msg_size, "correlationId must be %d to %d characters of A-Z, a-z, 0-9, _ and -",
                          PERMISSIONS_CORRELATION_ID_MIN, PERMISSIONS_CORRELATION_ID_MAX);
         else if ((cap = unknown_capability(p, item)))
-                snprintf(msg, msg_size, "unknown capability %.*s", utf8_cut(cap, 128), cap);
+                snprintf(msg, msg_size, "unknown capability %.*s", utf8_prefix(cap, 128), cap);
         else if (corr && correlation_used(s, corr, now))
                 snprintf(msg, msg_size, "correlation ID %s was already used", corr);
         else if (s->n >= PERMISSIONS_MAX)
@@ -952,11 +1011,11 @@ static int write_update_locked(Permissions *p, Store *s, json_t *item, char *msg
         if (!id || !*id)
                 snprintf(msg, msg_size, "permissionId is required");
         else if (!e)
-                snprintf(msg, msg_size, "permission %.*s not found", utf8_cut(id, 128), id);
+                snprintf(msg, msg_size, "permission %.*s not found", utf8_prefix(id, 128), id);
         else if (!display || !*display)
                 snprintf(msg, msg_size, "displayName is required");
         else if ((cap = unknown_capability(p, item)))
-                snprintf(msg, msg_size, "unknown capability %.*s", utf8_cut(cap, 128), cap);
+                snprintf(msg, msg_size, "unknown capability %.*s", utf8_prefix(cap, 128), cap);
         if (*msg)
                 return 0;
 
@@ -1007,7 +1066,7 @@ int permissions_write(Permissions *p, const PermissionsScope *scope, Permissions
                         id = json_string_value(item);
                         e = store_find(s, id);
                         if (!e)
-                                snprintf(msg, sizeof(msg), "permission %.*s not found", utf8_cut(strempty(id), 128),
+                                snprintf(msg, sizeof(msg), "permission %.*s not found", utf8_prefix(strempty(id), 128),
                                          strempty(id));
                         else {
                                 /* The answer outlives the entry: answer before a delete. */
@@ -1180,7 +1239,7 @@ static int assign_item_locked(Store *s, size_t tenant, bool draft, json_t *item,
         if (!id || !*id)
                 snprintf(perm_msg, sizeof(perm_msg), "permissionId is required");
         else if (!e)
-                snprintf(perm_msg, sizeof(perm_msg), "permission %.*s not found", utf8_cut(id, 128), id);
+                snprintf(perm_msg, sizeof(perm_msg), "permission %.*s not found", utf8_prefix(id, 128), id);
         for (size_t t = 0; t < DIRECTORY_TENANTS_N; t++)
                 groups[t].item_entry = NULL;
 
@@ -1200,7 +1259,7 @@ static int assign_item_locked(Store *s, size_t tenant, bool draft, json_t *item,
                 else if (!*user)
                         snprintf(umsg, sizeof(umsg), "userId must not be empty");
                 else if (!known)
-                        snprintf(umsg, sizeof(umsg), "user %.*s not found", utf8_cut(user, 128), user);
+                        snprintf(umsg, sizeof(umsg), "user %.*s not found", utf8_prefix(user, 128), user);
                 else {
                         r = assign_user_locked(e, directory_tenant_code(ut), user, du.username, assign, umsg,
                                                sizeof(umsg));
@@ -1466,7 +1525,7 @@ int projects_list(Permissions *p, const char *login, const ModelStrv *with, int6
                         ;
                 if (k >= ELEMENTSOF(kinds)) {
                         snprintf(err, err_size, "with must name Open, Approval, Rejected or Archived, not %.*s",
-                                 utf8_cut(with->items[i], 64), with->items[i]);
+                                 utf8_prefix(with->items[i], 64), with->items[i]);
                         return -EINVAL;
                 }
                 want[k] = true;

@@ -64,6 +64,17 @@ Permissions *permissions_free(Permissions *p);
  */
 int permissions_scope_check(Permissions *p, const PermissionsScope *scope, char *err, size_t err_size);
 
+/* permissions_scope_check() that also gives the index of the tenant acted in. */
+int permissions_scope_resolve(Permissions *p, const PermissionsScope *scope, size_t *ret_tenant, char *err,
+                              size_t err_size);
+
+/* Every permission of SCOPE: an object permissionId -> displayName. -ESTALE, -ENOMEM. */
+int permissions_names(Permissions *p, const PermissionsScope *scope, json_t **ret);
+
+/* The permissions of SCOPE assigned to USER_ID (directly or through a group, as the store
+ * records it): [servicing.PermissionAssignedForLocalTenantDTO]. -ESTALE, -ENOMEM. */
+int permissions_user_assigned(Permissions *p, const PermissionsScope *scope, const char *user_id, json_t **ret);
+
 /* GET /v1/admin/permissions: servicing.GetPermissionsAPIResponseDTO. CORRELATION_IDS (may be
  * empty) keeps the permissions created in this scope with one of them within the last 7 days. */
 int permissions_list(Permissions *p, const PermissionsScope *scope, bool details, bool with_status,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Owns the shape of the permission write bodies. Each request DTO is written down once as a
- * constant tree of nodes (string, boolean, array of X, object with known fields), copied
+ * Owns the shape of the permission and user-group write bodies. Each request DTO is written
+ * down once as a constant tree of nodes (string, enum, boolean, array of X, object with known
+ * fields), copied
  * from visier-subset.yaml and administration-apis.yaml; one recursive walk checks a body
  * against it and names the first offending JSON path. The walk's depth is bounded by the
  * tree, never by the input, and unknown fields are not descended. Never logs, never
@@ -19,6 +20,7 @@
 
 typedef enum SchemaType {
         SCHEMA_STRING,
+        SCHEMA_ENUM,            /* a string, one of values */
         SCHEMA_BOOLEAN,
         SCHEMA_ARRAY,
         SCHEMA_OBJECT,
@@ -35,6 +37,8 @@ struct SchemaNode {
         SchemaType type;
         const SchemaNode *items;        /* SCHEMA_ARRAY */
         const SchemaField *fields;      /* SCHEMA_OBJECT, NULL-name terminated */
+        const char *const *values;      /* SCHEMA_ENUM, NULL-terminated */
+        const char *values_text;        /* SCHEMA_ENUM, for messages */
 };
 
 #define OBJECT(...) { .type = SCHEMA_OBJECT, .fields = (const SchemaField[]) { __VA_ARGS__, {} } }
@@ -43,29 +47,34 @@ struct SchemaNode {
 static const SchemaNode string_node = { .type = SCHEMA_STRING };
 static const SchemaNode boolean_node = { .type = SCHEMA_BOOLEAN };
 static const SchemaNode strings_node = ARRAY(string_node);
+#define ENUM(...) { .type = SCHEMA_ENUM, .values = (const char *const[]) { __VA_ARGS__, NULL }, .values_text = #__VA_ARGS__ }
+/* The status a read reports for an object named in a permission (servicing.*Status enums). */
+static const SchemaNode status_node = ENUM("Unset", "Valid", "NoData", "NotFound");
+static const SchemaNode access_level_node = ENUM("None", "Aggregate", "Detailed");
+#undef ENUM
 
 /* servicing.PermissionDTO and everything below it. */
 static const SchemaNode user_property = OBJECT({ "name", &string_node });
 static const SchemaNode dynamic_property_mapping = OBJECT(
         { "hierarchyPropertyId", &string_node },
         { "userProperty", &user_property },
-        { "hierarchyPropertyStatus", &string_node });
+        { "hierarchyPropertyStatus", &status_node });
 static const SchemaNode dynamic_property_mappings = ARRAY(dynamic_property_mapping);
 static const SchemaNode dynamic_dimension_filter = OBJECT(
         { "dimensionId", &string_node },
         { "subjectReferencePath", &strings_node },
         { "dynamicPropertyMappings", &dynamic_property_mappings },
-        { "dimensionStatus", &string_node });
+        { "dimensionStatus", &status_node });
 static const SchemaNode member_selection = OBJECT(
         { "namePath", &strings_node },
         { "excluded", &boolean_node },
-        { "dimensionMemberStatus", &string_node });
+        { "dimensionMemberStatus", &status_node });
 static const SchemaNode member_selections = ARRAY(member_selection);
 static const SchemaNode static_dimension_filter = OBJECT(
         { "dimensionId", &string_node },
         { "subjectReferencePath", &strings_node },
         { "memberSelections", &member_selections },
-        { "dimensionStatus", &string_node });
+        { "dimensionStatus", &status_node });
 static const SchemaNode dimension_filter = OBJECT(
         { "staticDimensionFilter", &static_dimension_filter },
         { "dynamicDimensionFilter", &dynamic_dimension_filter });
@@ -85,8 +94,8 @@ static const SchemaNode property_access_config = OBJECT(
         { "propertyId", &string_node },
         { "analyticObjectId", &string_node },
         { "analyticObjectReferencePaths", &strings_node },
-        { "accessLevel", &string_node },
-        { "propertyStatus", &string_node });
+        { "accessLevel", &access_level_node },
+        { "propertyStatus", &status_node });
 static const SchemaNode property_access_configs = ARRAY(property_access_config);
 static const SchemaNode property_set_config = OBJECT(
         { "propertyAccessConfigs", &property_access_configs },
@@ -98,7 +107,7 @@ static const SchemaNode data_security_profile = OBJECT(
         { "memberFilterConfigs", &member_filter_configs },
         { "inheritedAccessConfigs", &inherited_access_configs },
         { "inheritedReferenceMemberFilterConfig", &inherited_reference_member_filter_config },
-        { "analyticObjectStatus", &string_node });
+        { "analyticObjectStatus", &status_node });
 static const SchemaNode data_security_profiles = ARRAY(data_security_profile);
 static const SchemaNode admin_capability_config = OBJECT(
         { "allCapabilitiesAccess", &boolean_node },
@@ -142,6 +151,14 @@ static const SchemaNode target_projects_for_tenants = ARRAY(target_project_for_t
 static const SchemaNode target_project_for_tenants_list = OBJECT(
         { "targetProjectForTenants", &target_projects_for_tenants });
 
+/* admin.UsersToUserGroupsRequestDTO and admin.PermissionsToUserGroupsRequestDTO. */
+static const SchemaNode users_to_user_group = OBJECT(
+        { "userGroupId", &string_node },
+        { "userIds", &strings_node });
+static const SchemaNode permissions_to_user_group = OBJECT(
+        { "userGroupId", &string_node },
+        { "permissionsIds", &strings_node });
+
 #undef OBJECT
 #undef ARRAY
 
@@ -161,6 +178,8 @@ static const SchemaBodyInfo body_table[_SCHEMA_BODY_MAX] = {
         [SCHEMA_PERMISSIONS_LIST] = { "permissions", &permission, NULL },
         [SCHEMA_PERMISSION_IDS] = { "permissionIds", &string_node, NULL },
         [SCHEMA_ASSIGN_REVOKE] = { "permissions", &assign_revoke_permission, assign_revoke_others },
+        [SCHEMA_USERS_TO_GROUPS] = { "userGroups", &users_to_user_group, assign_revoke_others },
+        [SCHEMA_PERMISSIONS_TO_GROUPS] = { "userGroups", &permissions_to_user_group, NULL },
 };
 
 const char *schema_list_name(SchemaBody which) {
@@ -172,6 +191,7 @@ const char *schema_list_name(SchemaBody which) {
 static const char *type_phrase(SchemaType t) {
         switch (t) {
         case SCHEMA_STRING:
+        case SCHEMA_ENUM:
                 return "a string";
         case SCHEMA_BOOLEAN:
                 return "a boolean";
@@ -185,6 +205,7 @@ static const char *type_phrase(SchemaType t) {
 static bool type_matches(SchemaType t, json_t *v) {
         switch (t) {
         case SCHEMA_STRING:
+        case SCHEMA_ENUM:
                 return json_is_string(v);
         case SCHEMA_BOOLEAN:
                 return json_is_boolean(v);
@@ -235,6 +256,12 @@ static int check_node(const SchemaNode *node, json_t *v, char *path, size_t len,
                 return 0;
         case SCHEMA_OBJECT:
                 return check_fields(node->fields, v, path, len, err, err_size);
+        case SCHEMA_ENUM:
+                for (const char *const *e = node->values; *e; e++)
+                        if (streq(*e, json_string_value(v)))
+                                return 0;
+                snprintf(err, err_size, "%s must be one of %s", path, node->values_text);
+                return -EINVAL;
         default:
                 return 0;
         }

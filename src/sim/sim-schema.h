@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Whole-call checks of the permission write bodies against Visier's request DTOs
- * (admin.PermissionsListDTO, servicing.DeletePermissionsRequestDTO / RevertPermissionsRequestDTO,
- * servicing.AssignRevokePermissionsRequestDTO). Pure: no state, no allocation, no logging.
+ * Whole-call checks of the permission and user-group write bodies against Visier's request
+ * DTOs (admin.PermissionsListDTO, servicing.DeletePermissionsRequestDTO /
+ * RevertPermissionsRequestDTO, servicing.AssignRevokePermissionsRequestDTO,
+ * admin.UsersToUserGroupsRequestDTO, admin.PermissionsToUserGroupsRequestDTO): JSON types, and
+ * for Visier's enums the allowed values. Pure: no state, no allocation, no logging.
  */
 #pragma once
 
@@ -19,6 +21,8 @@ typedef enum SchemaBody {
         SCHEMA_PERMISSIONS_LIST,        /* {"permissions":[servicing.PermissionDTO...]} */
         SCHEMA_PERMISSION_IDS,          /* {"permissionIds":["..."]} */
         SCHEMA_ASSIGN_REVOKE,           /* {"permissions":[{"permissionId","userIds":[...]}]} */
+        SCHEMA_USERS_TO_GROUPS,         /* {"userGroups":[{"userGroupId","userIds":[...]}]} */
+        SCHEMA_PERMISSIONS_TO_GROUPS,   /* {"userGroups":[{"userGroupId","permissionsIds":[...]}]} */
         _SCHEMA_BODY_MAX,
         _SCHEMA_BODY_INVALID = -EINVAL,
 } SchemaBody;
@@ -31,5 +35,5 @@ typedef enum SchemaBody {
  */
 int schema_check(SchemaBody which, json_t *body, char *err, size_t err_size);
 
-/* The name of the list field of WHICH ("permissions" or "permissionIds"). */
+/* The name of the list field of WHICH ("permissions", "permissionIds" or "userGroups"). */
 const char *schema_list_name(SchemaBody which);
