@@ -299,10 +299,12 @@ static void *lane_call(void *arg) {
 START_TEST(test_other_writes_share_the_lane) {
         LaneCall calls[] = {
                 { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"lane-1\"}]}" },
-                { "PUT", "/v1/admin/user-groups/users", "{\"userGroups\":[{\"userGroupId\":\"g-1\",\"userIds\":[\"u-001\"]}]}" },
+                { "PUT", "/v1/admin/user-groups/users",
+                  "{\"userGroups\":[{\"userGroupId\":\"5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a51\",\"userIds\":[\"u-001\"]}]}" },
                 { "POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"lane-2\"}]}" },
                 { "PUT", "/v1/admin/user-groups/permissions",
-                  "{\"userGroups\":[{\"userGroupId\":\"g-1\",\"permissionIds\":[\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\"]}]}" },
+                  "{\"userGroups\":[{\"userGroupId\":\"5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a52\",\"permissionsIds\":"
+                  "[\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\"]}]}" },
                 { "POST", NULL, "{\"operation\":\"commitAndPublish\"}" },
                 { "PUT", "/v1/admin/permissions/users",
                   "{\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"userIds\":[\"u-002\"]}]}" },
@@ -331,8 +333,17 @@ START_TEST(test_other_writes_share_the_lane) {
                 ck_assert_msg(calls[i].r.status == 200, "%s %s: %ld %s", calls[i].method, calls[i].path, calls[i].r.status,
                               calls[i].r.body);
         }
-        ck_assert_ptr_nonnull(strstr(calls[1].r.body, "\"tenants\":["));
-        ck_assert_ptr_nonnull(strstr(calls[3].r.body, "\"userGroups\":["));
+        /* Visier's own answers (admin.SecurityAssignmentResponseDTO, admin.PermissionsToUserGroupForTenantDTO). */
+        ck_assert_str_eq(calls[1].r.body,
+                         "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"assignments\":[{\"id\":"
+                         "\"5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a51\",\"name\":\"HR Analysts\",\"users\":[{\"userId\":"
+                         "\"u-001\",\"username\":\"u-001@example.com\"}]}],\"status\":\"Succeed\"}]}");
+        ck_assert_str_eq(calls[3].r.body,
+                         "{\"tenantCode\":\"WFF_j1a\",\"userGroups\":[{\"userGroupId\":"
+                         "\"5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a52\",\"displayName\":\"Recruiting\",\"permissions\":["
+                         "{\"permissionId\":\"c25d8f3a-6e1b-4a7c-9d0e-5f4a3b2c1d93\",\"displayName\":\"Recruiter\"},"
+                         "{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"displayName\":\"HR Analyst\"}]}],"
+                         "\"status\":\"Succeed\"}");
         for (size_t i = 0; i < ELEMENTSOF(calls); i++)
                 http_result_done(&calls[i].r);
         json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":0}"));

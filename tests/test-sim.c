@@ -780,6 +780,191 @@ START_TEST(test_project_scope) {
 }
 END_TEST
 
+/* ---- users, user groups, production versions and commits -------------------------------- */
+
+#define HR_ANALYSTS "5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a51"
+#define RECRUITING "5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a52"
+#define CAROL "9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c3"
+#define DAN_C01 "9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c4"
+
+/* The status and exact body of one call. */
+static void expect_text(const char *method, const char *path, const char *const *extra, const char *body,
+                        long want_status, const char *want_body) {
+        HttpResult r;
+
+        api(method, path, extra, body, 30000, &r);
+        ck_assert_msg(r.curl_error == 0, "%s %s: transport error %d", method, path, r.curl_error);
+        ck_assert_msg(r.status == want_status, "%s %s answered %ld, not %ld: %s", method, path, r.status, want_status,
+                      r.body);
+        if (want_body)
+                ck_assert_str_eq(r.body, want_body);
+        http_result_done(&r);
+}
+
+START_TEST(test_users_and_user_groups) {
+        long status;
+        json_t *j;
+
+        start_sim();
+
+        /* A user, with the groups it is in (UserGetAPIResponseDTO, exactly). */
+        expect_text("GET", "/v1/admin/users/" CAROL "?assignedUserGroups=true", NULL, NULL, 200,
+                    "{\"userId\":\"" CAROL "\",\"username\":\"carol.singh@example.com\",\"displayName\":"
+                    "\"carol.singh@example.com\",\"accountEnabled\":true,\"email\":\"carol.singh@example.com\","
+                    "\"userGroups\":{\"assignedUserGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"displayName\":"
+                    "\"HR Analysts\"}]}}");
+        /* Users belong to their tenant: an analytic tenant's user is unknown in the administrating one. */
+        j = api_json("GET", "/v1/admin/users/" DAN_C01, NULL, NULL, &status);
+        assert_status(j, status, 404, "NotFound");
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/users/" DAN_C01, in_c01, NULL, &status);
+        ck_assert_int_eq(status, 200);
+        json_decref(j);
+        /* Pages: 5 named and 1,000 synthetic users; at most 1,000 a page. */
+        j = api_json("GET", "/v1/admin/users?start=1000&limit=1000", NULL, NULL, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "users")), 5);
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "start")), 1000);
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/users?limit=1001", NULL, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/users?tenantCode=WFF_j1a~c01&limit=1", NULL, NULL, &status);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "users"), 0), "userId")),
+                         DAN_C01);
+        json_decref(j);
+
+        /* The groups, three ways. */
+        expect_text("GET", "/v1/admin/user-groups?limit=1", NULL, NULL, 200,
+                    "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"displayName\":\"HR Analysts\","
+                    "\"permissions\":[{\"permissionId\":\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"displayName\":"
+                    "\"HR Analyst\"}]}],\"limit\":1,\"start\":0}");
+        expect_text("GET", "/v2/admin/user-groups?with=users&displayNameFilter=Rec*", NULL, NULL, 200,
+                    "{\"userGroups\":[{\"userGroupId\":\"" RECRUITING "\",\"displayName\":\"Recruiting\","
+                    "\"description\":\"Recruiters and hiring coordinators.\",\"tenantCode\":\"WFF_j1a\",\"users\":"
+                    "{\"includeAllUsers\":false,\"manuallyIncludedIds\":{\"ids\":"
+                    "[\"9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c2\"]}}}]}");
+        j = api_json("GET", "/v2/admin/user-groups?with=everything", NULL, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+        j = api_json("GET", "/v2/admin/user-groups/5e6f7a8b-0000-4000-8000-000000000000", NULL, NULL, &status);
+        assert_status(j, status, 404, "NotFound");
+        json_decref(j);
+
+        /* Users to a group: the body is checked whole; an unknown group or user, or a user of
+         * another tenant, fails its change and is named. */
+        j = api_json("PUT", "/v1/admin/user-groups/users", NULL, "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS
+                     "\",\"userIds\":\"u-001\"}]}", &status);
+        assert_status(j, status, 400, "BadRequest");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")), "userGroups[0].userIds must be an array");
+        json_decref(j);
+        expect_text("PUT", "/v1/admin/user-groups/users", NULL,
+                    "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"userIds\":[\"u-001\",\"nobody\",\"" DAN_C01
+                    "\"]},{\"userGroupId\":\"no-such-group\",\"userIds\":[\"u-002\"]}]}",
+                    200,
+                    "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"assignments\":[{\"id\":\"" HR_ANALYSTS "\",\"name\":"
+                    "\"HR Analysts\",\"users\":[{\"userId\":\"u-001\",\"username\":\"u-001@example.com\"}]}],"
+                    "\"status\":\"Succeed\",\"message\":\"3 of 4 changes failed; first: user nobody not found\"}]}");
+        expect_text("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users?start=2", NULL, NULL, 200,
+                    "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"users\":[{\"userId\":\"u-001\",\"username\":"
+                    "\"u-001@example.com\"}]}],\"limit\":100,\"start\":2}");
+        expect_text("DELETE", "/v1/admin/user-groups/users", NULL,
+                    "{\"userGroups\":[{\"userGroupId\":\"no-such-group\",\"userIds\":[\"u-001\"]}]}", 200,
+                    "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"assignments\":[],\"status\":\"Failed\",\"message\":"
+                    "\"1 of 1 changes failed; first: user group no-such-group not found\"}]}");
+
+        /* Permissions to a group: only permissions the scope holds. */
+        expect_text("DELETE", "/v1/admin/user-groups/permissions", NULL,
+                    "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"permissionsIds\":["
+                    "\"3f1b6a2e-7c4d-4e8f-9a1b-2c3d4e5f6a71\",\"0b3c2d1e-0000-4000-8000-00000000dead\"]}]}",
+                    200,
+                    "{\"tenantCode\":\"WFF_j1a\",\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"displayName\":"
+                    "\"HR Analysts\",\"permissions\":[]}],\"status\":\"Succeed\",\"message\":\"1 of 2 changes failed; "
+                    "first: permission 0b3c2d1e-0000-4000-8000-00000000dead not found\"}");
+        j = api_json("PUT", "/v1/admin/user-groups/permissions", in_c01,
+                     "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"permissionsIds\":[]}]}", &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "Failed"); /* not a group of c01 */
+        json_decref(j);
+        ck_assert_int_eq(sim_counter(&sim, "production_version"), 4);
+}
+END_TEST
+
+START_TEST(test_versions_and_commits) {
+        char path[160], in_draft_h[80], *pid;
+        const char *in_draft[] = { in_draft_h, NULL };
+        long status;
+        json_t *j, *v;
+
+        start_sim();
+        expect_text("GET", "/v1/admin/production-versions", NULL, NULL, 200, "{\"publishedVersions\":[]}");
+
+        /* Each publishing call is a production version, latest first. */
+        json_decref(api_json("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"v-1\"}]}",
+                             &status));
+        json_decref(api_json("PUT", "/v1/admin/user-groups/users", NULL,
+                             "{\"userGroups\":[{\"userGroupId\":\"" RECRUITING "\",\"userIds\":[\"u-003\"]}]}", &status));
+        json_decref(api_json("POST", "/v1/admin/permissions", (const char *const[]) { "NonVersioned: true", NULL },
+                             "{\"permissions\":[{\"displayName\":\"not-a-version\"}]}", &status));
+        expect_text("GET", "/v1/admin/production-versions", NULL, NULL, 200,
+                    "{\"publishedVersions\":[{\"id\":\"e1f0c0de-0000-4000-8000-000000000002\",\"name\":"
+                    "\"PUT /v1/admin/user-groups/users\",\"description\":\"Published by an API call.\","
+                    "\"versionNumber\":2,\"projectType\":\"Standard\"},{\"id\":\"e1f0c0de-0000-4000-8000-000000000001\","
+                    "\"name\":\"POST /v1/admin/permissions\",\"description\":\"Published by an API call.\","
+                    "\"versionNumber\":1,\"projectType\":\"Standard\"}]}");
+        /* Per tenant. */
+        expect_text("GET", "/v1/admin/production-versions", in_c01, NULL, 200, "{\"publishedVersions\":[]}");
+
+        /* Writes in a draft are its commits, not versions; the publish is one version named
+         * after the project, with its ID; then the project and its commits are gone. */
+        pid = project_create(NULL, "release-7");
+        snprintf(in_draft_h, sizeof(in_draft_h), "ProjectID: %s", pid);
+        snprintf(path, sizeof(path), "/v1/admin/projects/%s/commits", pid);
+        expect_text("GET", path, NULL, NULL, 200, "{\"commits\":[]}");
+        json_decref(api_json("POST", "/v1/admin/permissions", in_draft, "{\"permissions\":[{\"displayName\":\"d-1\"}]}",
+                             &status));
+        json_decref(api_json("PUT", "/v1/admin/user-groups/users", in_draft,
+                             "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"userIds\":[\"u-004\"]}]}", &status));
+        expect_text("GET", path, NULL, NULL, 200,
+                    "{\"commits\":[{\"id\":\"e1f0c0de-0000-4000-8000-000000000003\",\"name\":"
+                    "\"POST /v1/admin/permissions\",\"description\":\"\"},{\"id\":"
+                    "\"e1f0c0de-0000-4000-8000-000000000004\",\"name\":\"PUT /v1/admin/user-groups/users\","
+                    "\"description\":\"\"}]}");
+        /* The draft's group change is not in production yet; production changes another group meanwhile. */
+        j = api_json("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users", NULL, NULL, &status);
+        ck_assert(!json_text_has(j, "u-004"));
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users", in_draft, NULL, &status);
+        ck_assert(json_text_has(j, "u-004"));
+        json_decref(j);
+        json_decref(api_json("PUT", "/v1/admin/user-groups/users", NULL,
+                             "{\"userGroups\":[{\"userGroupId\":\"" RECRUITING "\",\"userIds\":[\"u-005\"]}]}", &status));
+
+        snprintf(path, sizeof(path), "/v1/admin/projects/%s", pid);
+        json_decref(api_json("POST", path, NULL, "{\"operation\":\"commitAndPublish\"}", &status));
+        ck_assert_int_eq(status, 200);
+        j = api_json("GET", "/v1/admin/production-versions?limit=1", NULL, NULL, &status);
+        v = json_array_get(json_object_get(j, "publishedVersions"), 0);
+        ck_assert_str_eq(json_string_value(json_object_get(v, "id")), pid);
+        ck_assert_str_eq(json_string_value(json_object_get(v, "name")), "release-7");
+        ck_assert_str_eq(json_string_value(json_object_get(v, "description")), "test draft");
+        ck_assert_int_eq(json_integer_value(json_object_get(v, "versionNumber")), 4);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "publishedVersions")), 1);
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users", NULL, NULL, &status);
+        ck_assert(json_text_has(j, "u-004"));
+        json_decref(j);
+        j = api_json("GET", "/v1/admin/user-groups/" RECRUITING "/users", NULL, NULL, &status);
+        ck_assert(json_text_has(j, "u-003") && json_text_has(j, "u-005")); /* production's own change survived */
+        json_decref(j);
+        snprintf(path, sizeof(path), "/v1/admin/projects/%s/commits", pid);
+        j = api_json("GET", path, NULL, NULL, &status);
+        assert_status(j, status, 404, "NotFound");
+        json_decref(j);
+        free(pid);
+}
+END_TEST
+
 /* ---- answer shapes -------------------------------------------------------------------- */
 
 /* The exact answer to a two-item assign whose second permission does not exist, with a user
@@ -922,6 +1107,8 @@ int main(void) {
         tcase_add_test(tc, test_sighup_under_load);
         tcase_add_test(tc, test_tenant_scope);
         tcase_add_test(tc, test_project_scope);
+        tcase_add_test(tc, test_users_and_user_groups);
+        tcase_add_test(tc, test_versions_and_commits);
         tcase_add_test(tc, test_assign_answers);
         tcase_add_test(tc, test_bulk_answers);
         suite_add_tcase(s, tc);
