@@ -264,7 +264,10 @@ START_TEST(test_policy_table_routes) {
         u = visierd_url(&vd, "/v1/admin/users?limit=5");
         http_request("GET", u, tenant, NULL, 10000, &r);
         free(u);
-        ck_assert_int_ne(r.status, 0);
+        /* Visier's answer as it is: the analytic tenant's users. */
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strncmp(r.body, "{\"users\":[{\"userId\":\"9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c4\",", 58) == 0,
+                      "%s", r.body);
         http_result_done(&r);
         log = sim_control_get(&sim, "/_sim/requests");
         got = json_dumps(json_array_get(json_object_get(log, "requests"), 0), JSON_COMPACT);
@@ -278,6 +281,16 @@ START_TEST(test_policy_table_routes) {
         ck_assert_str_eq(got, expected);
         free(got);
         json_decref(log);
+
+        /* A /v2 read of the table, byte for byte. */
+        u = visierd_url(&vd, "/v2/admin/user-groups/5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a52?with=permissions");
+        http_request("GET", u, NULL, NULL, 10000, &r);
+        free(u);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(r.body, "{\"userGroupId\":\"5e6f7a8b-1c2d-4e3f-8a9b-0c1d2e3f4a52\",\"displayName\":\"Recruiting\","
+                                 "\"description\":\"Recruiters and hiring coordinators.\",\"tenantCode\":\"WFF_j1a\","
+                                 "\"permissionIds\":{\"ids\":[\"c25d8f3a-6e1b-4a7c-9d0e-5f4a3b2c1d93\"]}}");
+        http_result_done(&r);
 
         calls = sim_counter(&sim, "calls_total");
         u = visierd_url(&vd, "/v1/auth/oauth2/userinfo");
