@@ -30,6 +30,7 @@
 #include "sim-model-data.h"
 #include "sim-query-data.h"
 #include "sim-query.h"
+#include "sim-schema.h"
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 #define COLUMN_VALUE_MAX 256
@@ -1712,6 +1713,9 @@ int query_stream_new(QueryKind kind, QueryFormat format, const char *body, size_
                 return fail(&e, "The request body is not valid JSON (line %d, column %d).", jerr.line, jerr.column);
         if (!json_is_object(in))
                 return fail(&e, "The request body must be a JSON object.");
+        r = schema_check_query_enums(in, err, err_size);
+        if (r < 0)
+                return r;
 
         s = calloc(1, sizeof(*s));
         if (!s)

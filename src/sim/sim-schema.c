@@ -324,3 +324,106 @@ int schema_check(SchemaBody which, json_t *body, char *err, size_t err_size) {
         }
         return (int) json_array_size(list);
 }
+
+/* ---- data query bodies: Visier's enums, wherever they sit ----------------------------- */
+
+#define VALUES(...) (const char *const[]) { __VA_ARGS__, NULL }
+static const char *const periods[] = { "MONTH", "DAY", "WEEK", "QUARTER", "YEAR", NULL };
+static const char *const visibility[] = { "SHOW", "HIDE", "ELIMINATE", NULL };
+
+/*
+ * Every enum member of the four data query request DTOs (data-out-apis.yaml), by name; PARENT
+ * narrows a name whose enum depends on where it sits (memberDisplayMode of a table axis is not
+ * that of the query options). The names are unique in meaning otherwise.
+ */
+static const struct {
+        const char *parent;     /* NULL: any */
+        const char *member;
+        const char *const *values;
+} query_enums[] = {
+        { NULL, "intervalPeriodType", periods },
+        { NULL, "periodType", periods },
+        { NULL, "trailingPeriodType", periods },
+        { NULL, "direction", VALUES("BACKWARD", "FORWARD") },
+        { NULL, "dynamicDateFrom", VALUES("SOURCE", "COMPLETE_PERIOD") },
+        { NULL, "memberValueMode", VALUES("NAME", "PATH") },
+        { "tableAxisOptions", "memberDisplayMode", VALUES("UNCHANGED", "DEFAULT", "COMPACT", "DISPLAY", "MDX") },
+        { NULL, "memberDisplayMode", VALUES("DEFAULT", "COMPACT", "DISPLAY", "MDX", "COMPACT_DISPLAY") },
+        { NULL, "sortType", VALUES("CONFIGURED", "METRIC_VALUE") },
+        { NULL, "sortDirection", VALUES("SORT_ASCENDING", "SORT_DESCENDING") },
+        { NULL, "limitType", VALUES("FIRST_N", "LAST_N") },
+        { NULL, "calendarType", VALUES("TENANT_CALENDAR", "GREGORIAN_CALENDAR") },
+        { NULL, "currencyConversionMode", VALUES("TENANT_CURRENCY_CONVERSION", "VISIER_CURRENCY_CONVERSION") },
+        { NULL, "zeroVisibility", visibility },
+        { NULL, "nullVisibility", visibility },
+        { NULL, "axisVisibility", VALUES("SIMPLE", "VERBOSE") },
+        { NULL, "sparseHandlingMode", VALUES("ALLOW", "DISALLOW", "FORCE") },
+        { NULL, "axesOverallValueMode", VALUES("NONE", "AGGREGATE", "OVERALL") },
+        { NULL, "queryMode", VALUES("DEFAULT", "FILL", "FAIL") },
+        { NULL, "recordMode", VALUES("NORMAL", "CHANGES") },
+        { NULL, "dateTimeDisplayMode", VALUES("EPOCH", "DATETIME") },
+};
+#undef VALUES
+
+/* Deeper than any of Visier's query DTOs. */
+#define QUERY_DEPTH_MAX 32
+
+static int check_enums(json_t *v, const char *parent, char *path, size_t len, unsigned depth, char *err,
+                       size_t err_size) {
+        const char *key;
+        json_t *m;
+        size_t i;
+        int r;
+
+        if (depth > QUERY_DEPTH_MAX) {
+                snprintf(err, err_size, "%s is nested too deeply", len ? path : "The request body");
+                return -EINVAL;
+        }
+        if (json_is_array(v)) {
+                json_array_foreach(v, i, m) {
+                        size_t l = path_push(path, len, NULL, i);
+
+                        r = check_enums(m, parent, path, l, depth + 1, err, err_size);
+                        path[len] = '\0';
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        json_object_foreach(v, key, m) {
+                size_t l = path_push(path, len, key, 0);
+
+                for (size_t k = 0; k < ELEMENTSOF(query_enums); k++) {
+                        const char *const *e;
+
+                        if (!streq(query_enums[k].member, key) ||
+                            (query_enums[k].parent && !(parent && streq(query_enums[k].parent, parent))))
+                                continue;
+                        if (json_is_null(m))
+                                break;
+                        for (e = query_enums[k].values; *e && !(json_is_string(m) && streq(*e, json_string_value(m)));
+                             e++)
+                                ;
+                        if (!*e) {
+                                snprintf(err, err_size, "%s must be one of", path);
+                                for (e = query_enums[k].values; *e; e++)
+                                        snprintf(err + strlen(err), err_size - strlen(err), " %s%s", *e,
+                                                 e[1] ? "," : "");
+                                path[len] = '\0';
+                                return -EINVAL;
+                        }
+                        break;
+                }
+                r = json_is_object(m) || json_is_array(m) ? check_enums(m, key, path, l, depth + 1, err, err_size) : 0;
+                path[len] = '\0';
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int schema_check_query_enums(json_t *body, char *err, size_t err_size) {
+        char path[SCHEMA_PATH_MAX] = "";
+
+        return check_enums(body, NULL, path, 0, 0, err, err_size);
+}

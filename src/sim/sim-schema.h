@@ -37,3 +37,8 @@ int schema_check(SchemaBody which, json_t *body, char *err, size_t err_size);
 
 /* The name of the list field of WHICH ("permissions", "permissionIds" or "userGroups"). */
 const char *schema_list_name(SchemaBody which);
+
+/* Check every enum member of a data query body (aggregate, list, sql, snapshot) against
+ * Visier's values, wherever it sits. 0, or -EINVAL with ERR naming the JSON path and the
+ * allowed values. */
+int schema_check_query_enums(json_t *body, char *err, size_t err_size);
