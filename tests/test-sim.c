@@ -448,10 +448,54 @@ START_TEST(test_oauth2_token) {
         ck_assert_ptr_null(strstr(text, access));
         ck_assert_ptr_null(strstr(text, refresh));
         ck_assert_ptr_null(strstr(text, access2));
+        ck_assert_ptr_null(strstr(text, refresh2));
         ck_assert_ptr_null(strstr(text, "sim-client-secret"));
         ck_assert_ptr_null(strstr(text, sim.password));
         free(text);
         json_decref(log);
+}
+END_TEST
+
+/* The client secret is a secret file like the others: re-read on SIGHUP, tokens kept. */
+START_TEST(test_oauth2_client_secret_reload) {
+        char dir[128], file[192], form[512];
+        const char *args[8];
+        long status = 0;
+        usec_t deadline;
+        json_t *j;
+
+        harness_mkdtemp(dir, sizeof(dir), "visier-sim-secret");
+        snprintf(file, sizeof(file), "%s/client-secret", dir);
+        harness_write_file(file, "first-secret\n", 0600);
+        args[0] = "--rate-minute", args[1] = "0", args[2] = "--rate-hour", args[3] = "0";
+        args[4] = "--client-secret-file", args[5] = file, args[6] = NULL;
+        sim_start(&sim, args);
+        token = sim_login(&sim);
+
+        snprintf(form, sizeof(form), "grant_type=password&client_id=sim-client&client_secret=first-secret&"
+                 "username=%s&password=%s", sim.username, sim.password);
+        j = oauth_json(form, NULL, &status);
+        ck_assert_int_eq(status, 200);
+        json_decref(j);
+
+        harness_write_file(file, "second-secret\n", 0600);
+        ck_assert_int_eq(kill(sim.pid, SIGHUP), 0);
+        snprintf(form, sizeof(form), "grant_type=password&client_id=sim-client&client_secret=second-secret&"
+                 "username=%s&password=%s", sim.username, sim.password);
+        for (deadline = clock_now() + 10 * USEC_PER_SEC; clock_now() < deadline;) {
+                j = oauth_json(form, NULL, &status);
+                json_decref(j);
+                if (status == 200)
+                        break;
+                clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
+        }
+        ck_assert_int_eq(status, 200);
+        snprintf(form, sizeof(form), "grant_type=password&client_id=sim-client&client_secret=first-secret&"
+                 "username=%s&password=%s", sim.username, sim.password);
+        j = oauth_json(form, NULL, &status);
+        assert_status(j, status, 401, "Unauthorized");
+        json_decref(j);
+        harness_rmtree(dir);
 }
 END_TEST
 
@@ -865,9 +909,21 @@ START_TEST(test_users_and_user_groups) {
                     "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"assignments\":[{\"id\":\"" HR_ANALYSTS "\",\"name\":"
                     "\"HR Analysts\",\"users\":[{\"userId\":\"u-001\",\"username\":\"u-001@example.com\"}]}],"
                     "\"status\":\"Succeed\",\"message\":\"3 of 4 changes failed; first: user nobody not found\"}]}");
-        expect_text("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users?start=2", NULL, NULL, 200,
-                    "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"users\":[{\"userId\":\"u-001\",\"username\":"
-                    "\"u-001@example.com\"}]}],\"limit\":100,\"start\":2}");
+        expect_text("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users", NULL, NULL, 200,
+                    "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"users\":[{\"userId\":"
+                    "\"9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c2\",\"username\":\"bob.martin@example.com\"},{\"userId\":"
+                    "\"" CAROL "\",\"username\":\"carol.singh@example.com\"},{\"userId\":\"u-001\",\"username\":"
+                    "\"u-001@example.com\"}]}],\"limit\":100,\"start\":0}");
+        /* start and limit page tenants, of which a group has one. */
+        expect_text("GET", "/v1/admin/user-groups/" HR_ANALYSTS "/users?start=1", NULL, NULL, 200,
+                    "{\"tenants\":[],\"limit\":100,\"start\":1}");
+        /* A misspelled member is refused, not ignored (Visier's is permissionsIds). */
+        j = api_json("PUT", "/v1/admin/user-groups/permissions", NULL,
+                     "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS "\",\"permissionIds\":[]}]}", &status);
+        assert_status(j, status, 400, "BadRequest");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
+                         "userGroups[0].permissionIds is not a member Visier defines here");
+        json_decref(j);
         expect_text("DELETE", "/v1/admin/user-groups/users", NULL,
                     "{\"userGroups\":[{\"userGroupId\":\"no-such-group\",\"userIds\":[\"u-001\"]}]}", 200,
                     "{\"tenants\":[{\"tenantCode\":\"WFF_j1a\",\"assignments\":[],\"status\":\"Failed\",\"message\":"
@@ -886,7 +942,38 @@ START_TEST(test_users_and_user_groups) {
         ck_assert_int_eq(status, 200);
         ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "Failed"); /* not a group of c01 */
         json_decref(j);
-        ck_assert_int_eq(sim_counter(&sim, "production_version"), 4);
+        /* Only the calls that changed something published: the first assignment and the revoke. */
+        ck_assert_int_eq(sim_counter(&sim, "production_version"), 2);
+
+        /* One v2 group is answered in detail by default; "with" is one value, not a list. */
+        expect_text("GET", "/v2/admin/user-groups/" RECRUITING, NULL, NULL, 200,
+                    "{\"userGroupId\":\"" RECRUITING "\",\"displayName\":\"Recruiting\",\"description\":"
+                    "\"Recruiters and hiring coordinators.\",\"tenantCode\":\"WFF_j1a\",\"permissionIds\":{\"ids\":"
+                    "[\"c25d8f3a-6e1b-4a7c-9d0e-5f4a3b2c1d93\"]},\"users\":{\"includeAllUsers\":false,"
+                    "\"manuallyIncludedIds\":{\"ids\":[\"9b2f3c1d-0a4e-4b5c-8d6e-7f8091a2b3c2\"]}}}");
+        j = api_json("GET", "/v2/admin/user-groups?with=users,permissions", NULL, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+        /* displayNameFilter: '?' is one character, '[' is itself. */
+        j = api_json("GET", "/v2/admin/user-groups?displayNameFilter=HR%20Analyst%3F", NULL, NULL, &status);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "userGroups")), 1);
+        json_decref(j);
+        j = api_json("GET", "/v2/admin/user-groups?displayNameFilter=%5BH%5DR*", NULL, NULL, &status);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "userGroups")), 0);
+        json_decref(j);
+        /* correlationIds: Visier's format, and no group here has one. */
+        expect_text("GET", "/v2/admin/user-groups?correlationIds=abc-1", NULL, NULL, 200, "{\"userGroups\":[]}");
+        j = api_json("GET", "/v2/admin/user-groups?correlationIds=a%21", NULL, NULL, &status);
+        assert_status(j, status, 400, "BadRequest");
+        json_decref(j);
+
+        /* Methods Visier defines here but the simulator does not model: 501; others 405. */
+        j = api_json("POST", "/v1/admin/users", NULL, "{}", &status);
+        assert_status(j, status, 501, "NotImplemented");
+        json_decref(j);
+        j = api_json("PATCH", "/v1/admin/users", NULL, "{}", &status);
+        assert_status(j, status, 405, "MethodNotAllowed");
+        json_decref(j);
 }
 END_TEST
 
@@ -962,6 +1049,72 @@ START_TEST(test_versions_and_commits) {
         assert_status(j, status, 404, "NotFound");
         json_decref(j);
         free(pid);
+
+        /* A deleted draft takes its group changes and commits with it; production is unchanged
+         * and a write naming it afterwards is refused. */
+        pid = project_create(NULL, "dropped");
+        snprintf(in_draft_h, sizeof(in_draft_h), "ProjectID: %s", pid);
+        json_decref(api_json("PUT", "/v1/admin/user-groups/users", in_draft,
+                             "{\"userGroups\":[{\"userGroupId\":\"" RECRUITING "\",\"userIds\":[\"u-009\"]}]}", &status));
+        ck_assert_int_eq(status, 200);
+        snprintf(path, sizeof(path), "/v1/admin/projects/%s", pid);
+        json_decref(api_json("DELETE", path, NULL, NULL, &status));
+        ck_assert_int_eq(status, 200);
+        j = api_json("GET", "/v1/admin/user-groups/" RECRUITING "/users", NULL, NULL, &status);
+        ck_assert(!json_text_has(j, "u-009"));
+        json_decref(j);
+        j = api_json("PUT", "/v1/admin/user-groups/users", in_draft,
+                     "{\"userGroups\":[{\"userGroupId\":\"" RECRUITING "\",\"userIds\":[\"u-009\"]}]}", &status);
+        assert_status(j, status, 404, "NotFound");
+        json_decref(j);
+        snprintf(path, sizeof(path), "/v1/admin/projects/%s/commits", pid);
+        j = api_json("GET", path, NULL, NULL, &status);
+        assert_status(j, status, 404, "NotFound");
+        json_decref(j);
+        free(pid);
+}
+END_TEST
+
+/* Readers of users and groups while writers change the same groups: every answer is whole
+ * and well-formed (under the sanitizers, a read of a container a writer changes is caught). */
+typedef struct GroupsLoad {
+        bool writer;
+        int failures;
+} GroupsLoad;
+
+static void *groups_load(void *arg) {
+        GroupsLoad *g = arg;
+
+        for (int i = 0; i < 150; i++) {
+                char body[256];
+                long status;
+                json_t *j;
+
+                if (g->writer) {
+                        snprintf(body, sizeof(body), "{\"userGroups\":[{\"userGroupId\":\"" HR_ANALYSTS
+                                 "\",\"userIds\":[\"u-%03d\",\"u-%03d\"]}]}", i % 50, (i + 7) % 50);
+                        j = api_json(i % 2 ? "DELETE" : "PUT", "/v1/admin/user-groups/users", NULL, body, &status);
+                } else
+                        j = api_json("GET", i % 2 ? "/v2/admin/user-groups?with=details"
+                                                  : "/v1/admin/users?assignedUserGroups=true&limit=60",
+                                     NULL, NULL, &status);
+                g->failures += status != 200;
+                json_decref(j);
+        }
+        return NULL;
+}
+
+START_TEST(test_groups_concurrent) {
+        GroupsLoad load[4] = { { .writer = true }, { .writer = true }, { .writer = false }, { .writer = false } };
+        pthread_t th[4];
+
+        start_sim();
+        for (size_t i = 0; i < ELEMENTSOF(th); i++)
+                ck_assert_int_eq(pthread_create(&th[i], NULL, groups_load, &load[i]), 0);
+        for (size_t i = 0; i < ELEMENTSOF(th); i++) {
+                pthread_join(th[i], NULL);
+                ck_assert_int_eq(load[i].failures, 0);
+        }
 }
 END_TEST
 
@@ -1139,6 +1292,7 @@ int main(void) {
         tcase_add_test(tc, test_overlap_after_client_gone);
         tcase_add_test(tc, test_refuse_tokens);
         tcase_add_test(tc, test_oauth2_token);
+        tcase_add_test(tc, test_oauth2_client_secret_reload);
         tcase_add_test(tc, test_logins_per_second);
         tcase_add_test(tc, test_sighup_under_load);
         tcase_add_test(tc, test_tenant_scope);
@@ -1146,6 +1300,7 @@ int main(void) {
         tcase_add_test(tc, test_users_and_user_groups);
         tcase_add_test(tc, test_versions_and_commits);
         tcase_add_test(tc, test_query_enums);
+        tcase_add_test(tc, test_groups_concurrent);
         tcase_add_test(tc, test_assign_answers);
         tcase_add_test(tc, test_bulk_answers);
         suite_add_tcase(s, tc);

@@ -220,7 +220,9 @@ def emit_openapi(ops, text):
         for method, (src, hs, opid, summary) in sorted(by_path[path], key=lambda mv: METHODS.index(mv[0].lower())):
             cls = classify(method, path, hs)
             what, responses = OPENAPI_CLASS[cls]
-            role = {"read": "read", "publish": "write", "write": "write", "denied": "read"}[cls]
+            # A denied operation an operator allows: a GET is a read, anything else needs admin.
+            role = {"read": "read", "publish": "write", "write": "write",
+                    "denied": "read" if method == "GET" else "admin"}[cls]
             out.append(f"    {method.lower()}:")
             out.append("      tags: [visier operations]")
             out.append(f"      operationId: {opid}")

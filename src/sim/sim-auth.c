@@ -205,11 +205,7 @@ int auth_oauth_grant(Auth *a, const AuthGrant *g, char *ret_access, char *ret_re
                 ok = user_matches(a, g->username, g->password);
                 break;
         case AUTH_GRANT_REFRESH:
-                if (!g->token)
-                        return -EACCES;
-                pthread_mutex_lock(&a->lock);
-                ok = token_take_locked(a, AUTH_TOKEN_REFRESH, g->token, clock_now());
-                pthread_mutex_unlock(&a->lock);
+                ok = g->token && auth_token_valid(a, AUTH_TOKEN_REFRESH, g->token);
                 break;
         case AUTH_GRANT_ASID:
                 ok = g->token && auth_token_valid(a, AUTH_TOKEN_ASID, g->token);
@@ -217,18 +213,36 @@ int auth_oauth_grant(Auth *a, const AuthGrant *g, char *ret_access, char *ret_re
         }
         if (!ok)
                 return -EACCES;
+        /* The new pair first: a client whose refresh fails keeps its refresh token. */
         r = token_issue(a, AUTH_TOKEN_ACCESS, ret_access);
         if (r >= 0)
                 r = token_issue(a, AUTH_TOKEN_REFRESH, ret_refresh);
+        if (r >= 0 && g->kind == AUTH_GRANT_REFRESH) {
+                /* Used up; if a concurrent refresh took it first, this one loses. */
+                pthread_mutex_lock(&a->lock);
+                ok = token_take_locked(a, AUTH_TOKEN_REFRESH, g->token, clock_now());
+                if (!ok) {
+                        (void) token_take_locked(a, AUTH_TOKEN_ACCESS, ret_access, 0);
+                        (void) token_take_locked(a, AUTH_TOKEN_REFRESH, ret_refresh, 0);
+                }
+                pthread_mutex_unlock(&a->lock);
+                if (!ok) {
+                        explicit_bzero(ret_access, AUTH_TOKEN_HEX_LEN + 1);
+                        explicit_bzero(ret_refresh, AUTH_TOKEN_HEX_LEN + 1);
+                        return -EACCES;
+                }
+        }
         return r;
 }
 
-int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
+int auth_set_credentials(Auth *a, const char *password, const char *apikey, const char *client_secret) {
         char *p = password ? strdup(password) : NULL, *k = apikey ? strdup(apikey) : NULL;
+        char *c = client_secret ? strdup(client_secret) : NULL;
 
-        if ((password && !p) || (apikey && !k)) {
+        if ((password && !p) || (apikey && !k) || (client_secret && !c)) {
                 secret_free(p);
                 secret_free(k);
+                secret_free(c);
                 return -ENOMEM;
         }
         pthread_mutex_lock(&a->lock);
@@ -239,6 +253,10 @@ int auth_set_credentials(Auth *a, const char *password, const char *apikey) {
         if (k) {
                 secret_free(a->apikey);
                 a->apikey = k;
+        }
+        if (c) {
+                secret_free(a->client_secret);
+                a->client_secret = c;
         }
         pthread_mutex_unlock(&a->lock);
         return 0;

@@ -43,10 +43,10 @@ int auth_new(const char *username, const char *password, const char *apikey, con
              const char *client_secret, uint64_t ttl_usec, Auth **ret);
 Auth *auth_free(Auth *a);
 
-/* Replace the accepted password and/or API key (NULL keeps one); tokens stay valid. Safe
- * against concurrent auth_login() and auth_apikey_valid(): the old copies are freed under
- * the lock those read them under. */
-int auth_set_credentials(Auth *a, const char *password, const char *apikey);
+/* Replace the accepted password, API key and/or OAuth client secret (NULL keeps one); tokens
+ * stay valid. Safe against concurrent auth_login() and the checks: the old copies are freed
+ * under the lock those read them under. */
+int auth_set_credentials(Auth *a, const char *password, const char *apikey, const char *client_secret);
 
 /*
  * Check the credentials (constant time) and, when they match, issue a fresh token written to

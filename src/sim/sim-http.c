@@ -214,6 +214,30 @@ static enum MHD_Result reply_error_errno(struct MHD_Connection *c, int err, cons
         }
 }
 
+/* A method Visier defines for the path (one of ALLOWED, a list like "GET, POST") but the
+ * simulator does not model: 501, as for targetProjectForTenantsList; any other method 405. */
+static enum MHD_Result reply_unmodelled(struct MHD_Connection *c, const char *method, const char *allowed,
+                                        const RateInfo *rate) {
+        StatusOpts o = { .rate = rate, .allow = allowed };
+        char msg[128];
+        const char *p = allowed;
+        size_t n = strlen(method);
+
+        while (n > 0 && (p = strstr(p, method)))
+                if ((p == allowed || (p - allowed >= 2 && p[-2] == ',' && p[-1] == ' ')) &&
+                    (p[n] == '\0' || p[n] == ','))
+                        break;
+                else
+                        p += n;
+        if (n == 0)
+                p = NULL;
+        if (!p)
+                return reply_status(c, MHD_HTTP_METHOD_NOT_ALLOWED, "MethodNotAllowed",
+                                    "The HTTP method is not allowed for this resource.", &o);
+        snprintf(msg, sizeof(msg), "visier-sim does not model %s of this resource.", method);
+        return reply_status(c, MHD_HTTP_NOT_IMPLEMENTED, "NotImplemented", msg, &o);
+}
+
 static enum MHD_Result reply_method_not_allowed(struct MHD_Connection *c, const char *allow, const RateInfo *rate) {
         StatusOpts o = { .rate = rate, .allow = allow };
         return reply_status(c, MHD_HTTP_METHOD_NOT_ALLOWED, "MethodNotAllowed",
@@ -587,7 +611,7 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
         /* The tenant logged in to; an unknown one is refused by the projects_*() calls. */
         size_t tenant = login && directory_tenant_find(login) >= 0 ? (size_t) directory_tenant_find(login) : 0;
         StatusOpts o = { .rate = rate };
-        char err[PERMISSIONS_MESSAGE_MAX] = "", name[256], description[512];
+        char err[PERMISSIONS_MESSAGE_MAX] = "", name[256], description[512], canonical[64];
         _cleanup_json_ json_t *in = NULL;
         json_t *body = NULL;
         json_error_t jerr;
@@ -615,8 +639,17 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                 if (r >= 0)
                         r = projects_list(s->permissions, login, &with, limit, &body, err, sizeof(err));
                 query_list_done(&ql);
-        } else if (!id)
+        } else if (!id) {
                 r = projects_create(s->permissions, login, in, &body, err, sizeof(err));
+                if (r >= 0) {
+                        const char *pid = json_string_value(json_object_get(body, "id"));
+
+                        /* Both have room: projects_create() allows as many open projects. */
+                        r = users_project_opened(s->users, tenant, pid);
+                        if (r >= 0)
+                                r = versions_project_opened(s->versions, tenant, pid);
+                }
+        }
         else if (get)
                 r = projects_get(s->permissions, login, id, &body);
         else if (del)
@@ -626,6 +659,8 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                 WriteFaults wf;
 
                 r = projects_get(s->permissions, login, id, &body);
+                /* The project as Visier spells it, whatever the case of the path. */
+                snprintf(canonical, sizeof(canonical), "%s", strempty(json_string_value(json_object_get(body, "id"))));
                 snprintf(name, sizeof(name), "%s", strempty(json_string_value(json_object_get(body, "name"))));
                 snprintf(description, sizeof(description), "%s",
                          strempty(json_string_value(json_object_get(body, "description"))));
@@ -644,15 +679,17 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
                         counters_write_end(s->counters, r >= 0);
                         if (r >= 0) {
-                                users_project_closed(s->users, tenant, id, true);
-                                versions_project_closed(s->versions, tenant, id);
-                                (void) versions_publish(s->versions, tenant, id, name, description);
+                                users_project_closed(s->users, tenant, canonical, true);
+                                versions_project_closed(s->versions, tenant, canonical);
+                                (void) versions_publish(s->versions, tenant, canonical, name, description);
                         }
                 }
         }
         if (del && r >= 0) {
-                users_project_closed(s->users, tenant, id, false);
-                versions_project_closed(s->versions, tenant, id);
+                const char *pid = json_string_value(json_object_get(body, "id"));
+
+                users_project_closed(s->users, tenant, pid, false);
+                versions_project_closed(s->versions, tenant, pid);
         }
 
         if (r == -EPERM && !err[0])
@@ -673,9 +710,10 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
  * PUT|DELETE /v1/admin/user-groups/users (users to user groups) and
  * /v1/admin/user-groups/permissions (permissions to user groups): publishing writes like a
  * permission write (in flight for publish_ms, an overlap counted or refused, a production
- * version unless in a draft project or NonVersioned). The body is checked against Visier's
- * request DTO as a whole first; then each change is applied or failed on its own (an unknown
- * group, user or permission fails that change and is named in the answer's message).
+ * version unless in a draft project or NonVersioned, or when nothing changed). The body is
+ * checked against Visier's request DTO as a whole first; then each change is applied or failed
+ * on its own (an unknown group, user or permission fails that change and is named in the
+ * answer's message).
  */
 static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection *c, const char *url,
                                             const char *method, const Request *req, const RateInfo *rate,
@@ -733,14 +771,24 @@ static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection 
                 r = users_assign_users(s->users, &us, items, assign, &out, &changed);
         if (wf.publish_ms > 0)
                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
-        counters_write_end(s->counters, r >= 0 && !ps.project_id && !non_versioned);
-        if (r == -ENOSPC)
-                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict", "Too many draft projects hold user groups.", &o);
+        /* A call that changed nothing (every change failed, or all were as asked) publishes
+         * nothing. */
+        counters_write_end(s->counters, r >= 0 && changed && !ps.project_id && !non_versioned);
         if (r < 0)
-                return reply_error_errno(c, r, url, rate);
+                return reply_scope_error(c, r, err, url, rate);
         snprintf(err, sizeof(err), "%s %s", method, url);
-        record_write(s, &ps, us.tenant, non_versioned, err);
+        if (changed)
+                record_write(s, &ps, us.tenant, non_versioned, err);
         return reply_json(c, MHD_HTTP_OK, out, rate);
+}
+
+/* A correlation ID as Visier defines them: 3 to 64 of A-Z a-z 0-9 _ -. */
+static bool correlation_id_ok(const char *s) {
+        size_t n = strlen(s);
+
+        if (n < PERMISSIONS_CORRELATION_ID_MIN || n > PERMISSIONS_CORRELATION_ID_MAX)
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
 /* Each {permissionId} in the permissions arrays of LIST's user groups gets its displayName. */
@@ -833,6 +881,11 @@ static enum MHD_Result v1_user_groups(SimServer *s, struct MHD_Connection *c, co
         }
         if (r >= 0 && v2)
                 r = query_list(c, "with", &with, &ql);
+        if (r >= 0 && with.n > 1) /* one value of the enum, not a list */
+                r = -EINVAL;
+        /* One v2 group without "with" is answered in detail, a list in brief. */
+        if (r >= 0 && v2 && id && with.n == 0)
+                with_permissions = with_users = true;
         for (size_t i = 0; r >= 0 && i < with.n; i++) {
                 if (streq(with.items[i], "permissions") || streq(with.items[i], "details"))
                         with_permissions = true;
@@ -844,6 +897,9 @@ static enum MHD_Result v1_user_groups(SimServer *s, struct MHD_Connection *c, co
         }
         if (r >= 0 && v2 && !id)
                 r = query_list(c, "correlationIds", &cids, &ql2);
+        for (size_t i = 0; r >= 0 && i < cids.n; i++)
+                if (!correlation_id_ok(cids.items[i]))
+                        r = -EINVAL;
         if (r >= 0 && users_of) {
                 tenant_filter = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tenantFilter");
                 r = users_group_users(s->users, &us, id, start, limit, &body);
@@ -929,6 +985,10 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
 #define REQUIRE_GET                                                        \
         if (!get)                                                          \
                 return reply_method_not_allowed(c, "GET", rate)
+/* Visier defines the methods in ALLOWED here; the simulator serves only GET of them. */
+#define REQUIRE_GET_OR_UNMODELLED(allowed)                                 \
+        if (!get)                                                          \
+                return reply_unmodelled(c, method, allowed, rate)
 
         if (seg_is(seg, n, 3, "v1", "admin", "capabilities")) {
                 REQUIRE_GET;
@@ -1016,17 +1076,23 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
         } else if (seg_is(seg, n, 5, "v1", "admin", "user-groups", NULL, "users")) {
                 REQUIRE_GET;
                 return v1_user_groups(s, c, url, false, seg[3], true, rate);
-        } else if (seg_is(seg, n, 3, "v2", "admin", "user-groups") || seg_is(seg, n, 4, "v2", "admin", "user-groups", NULL)) {
-                REQUIRE_GET;
-                return v1_user_groups(s, c, url, true, n == 4 ? seg[3] : NULL, false, rate);
-        } else if (seg_is(seg, n, 3, "v1", "admin", "users") || seg_is(seg, n, 4, "v1", "admin", "users", NULL)) {
-                REQUIRE_GET;
-                return v1_users(s, c, url, n == 4 ? seg[3] : NULL, rate);
+        } else if (seg_is(seg, n, 3, "v2", "admin", "user-groups")) {
+                REQUIRE_GET_OR_UNMODELLED("GET, POST, PUT, PATCH, DELETE");
+                return v1_user_groups(s, c, url, true, NULL, false, rate);
+        } else if (seg_is(seg, n, 4, "v2", "admin", "user-groups", NULL)) {
+                REQUIRE_GET_OR_UNMODELLED("GET, DELETE");
+                return v1_user_groups(s, c, url, true, seg[3], false, rate);
+        } else if (seg_is(seg, n, 3, "v1", "admin", "users")) {
+                REQUIRE_GET_OR_UNMODELLED("GET, POST");
+                return v1_users(s, c, url, NULL, rate);
+        } else if (seg_is(seg, n, 4, "v1", "admin", "users", NULL)) {
+                REQUIRE_GET_OR_UNMODELLED("GET, PUT, DELETE");
+                return v1_users(s, c, url, seg[3], rate);
         } else if (seg_is(seg, n, 3, "v1", "admin", "production-versions")) {
-                REQUIRE_GET;
+                REQUIRE_GET_OR_UNMODELLED("GET, POST");
                 return v1_versions(s, c, url, NULL, rate);
         } else if (seg_is(seg, n, 5, "v1", "admin", "projects", NULL, "commits")) {
-                REQUIRE_GET;
+                REQUIRE_GET_OR_UNMODELLED("GET, PUT");
                 return v1_versions(s, c, url, seg[3], rate);
         } else if (seg_is(seg, n, 3, "v1", "admin", "projects") || seg_is(seg, n, 4, "v1", "admin", "projects", NULL)) {
                 return v1_projects(s, c, url, method, n == 4 ? seg[3] : NULL, req, rate);
@@ -1068,6 +1134,7 @@ static enum MHD_Result v1_route(SimServer *s, struct MHD_Connection *c, const ch
         } else
                 r = -ENOENT;
 #undef REQUIRE_GET
+#undef REQUIRE_GET_OR_UNMODELLED
 
         query_list_done(&ql);
         if (r < 0)
@@ -1196,7 +1263,7 @@ static enum MHD_Result v1_oauth_token(SimServer *s, struct MHD_Connection *c, co
         else if (streq(v[F_GRANT], "urn:visier:params:oauth:grant-type:asid-token"))
                 g = (AuthGrant) { .kind = AUTH_GRANT_ASID, .token = v[F_ASID] };
         else
-                snprintf(msg, sizeof(msg), "grant_type %.64s is not supported for this client.", v[F_GRANT]);
+                snprintf(msg, sizeof(msg), "The grant_type is not one this client may use.");
         known = v[F_GRANT] && (streq(v[F_GRANT], "password") || streq(v[F_GRANT], "refresh_token") ||
                                streq(v[F_GRANT], "urn:visier:params:oauth:grant-type:asid-token"));
         if (!known) {

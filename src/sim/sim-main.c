@@ -306,25 +306,23 @@ static int read_secret_file(const char *path, char **ret) {
         return 0;
 }
 
-/* SIGHUP: read the password and API key files again (as a credential rotation on Visier's
- * side would change them); the files that were not given keep their defaults. */
+/* SIGHUP: read the password, API key and client secret files again (as a credential rotation
+ * on Visier's side would change them); the files that were not given keep their defaults. */
 static void reload_credentials(const Args *a, Auth *auth) {
-        char *password = NULL, *apikey = NULL;
+        const char *const paths[] = { a->password_file, a->apikey_file, a->client_secret_file };
+        static const char *const what[] = { "password", "API key", "client secret" };
+        char *values[ELEMENTSOF(paths)] = {};
 
-        if (a->password_file && read_secret_file(a->password_file, &password) < 0)
-                fprintf(stderr, "visier-sim: SIGHUP: cannot read password file %s\n", a->password_file);
-        if (a->apikey_file && read_secret_file(a->apikey_file, &apikey) < 0)
-                fprintf(stderr, "visier-sim: SIGHUP: cannot read API key file %s\n", a->apikey_file);
-        if (auth_set_credentials(auth, password, apikey) >= 0)
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++)
+                if (paths[i] && read_secret_file(paths[i], &values[i]) < 0)
+                        fprintf(stderr, "visier-sim: SIGHUP: cannot read %s file %s\n", what[i], paths[i]);
+        if (auth_set_credentials(auth, values[0], values[1], values[2]) >= 0)
                 fprintf(stderr, "visier-sim: credentials re-read\n");
-        if (password) {
-                explicit_bzero(password, strlen(password));
-                free(password);
-        }
-        if (apikey) {
-                explicit_bzero(apikey, strlen(apikey));
-                free(apikey);
-        }
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++)
+                if (values[i]) {
+                        explicit_bzero(values[i], strlen(values[i]));
+                        free(values[i]);
+                }
 }
 
 static void secret_freep(char **p) {

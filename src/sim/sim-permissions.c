@@ -87,7 +87,6 @@ static bool strv_has(const ModelStrv *v, const char *s) {
         return false;
 }
 
-/* Length of at most MAX bytes of S that does not end inside a UTF-8 sequence. */
 /* A root-cause id that depends only on the message, like the Status answers'. */
 static void error_rci(const char *message, char *buf, size_t size) {
         uint64_t h = UINT64_C(0xcbf29ce484222325);

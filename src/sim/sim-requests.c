@@ -103,8 +103,14 @@ void request_log_add(RequestLog *l, const char *method, const char *target, cons
                         v = text_or_marker(value, strlen(value));
                 json_array_append_new(hs, json_pack("[s,o]", name, v));
         }
-        e = json_pack("{s:s, s:s, s:o, s:o}", "method", method, "target", target, "headers", hs ? hs : json_null(), "body",
+        /* A sign-in's query may carry credentials too (Visier reads only the form; a client
+         * may still send them there): kept out like the form. */
+        e = json_pack("{s:o, s:s, s:o, s:o}", "method", text_or_marker(method, strlen(method)), "target",
+                      target, "headers", hs ? hs : json_null(), "body",
                       is_login ? json_string("<login form>") : text_or_marker(body ? body : "", body_len));
+        if (e && is_login && strchr(target, '?'))
+                (void) json_object_set_new(e, "target",
+                                           json_sprintf("%.*s?<redacted>", (int) (strchr(target, '?') - target), target));
         if (!e)
                 return;
         pthread_mutex_lock(&l->lock);

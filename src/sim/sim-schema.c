@@ -39,9 +39,12 @@ struct SchemaNode {
         const SchemaField *fields;      /* SCHEMA_OBJECT, NULL-name terminated */
         const char *const *values;      /* SCHEMA_ENUM, NULL-terminated */
         const char *values_text;        /* SCHEMA_ENUM, for messages */
+        bool closed;                    /* SCHEMA_OBJECT: a member not in fields is refused */
 };
 
 #define OBJECT(...) { .type = SCHEMA_OBJECT, .fields = (const SchemaField[]) { __VA_ARGS__, {} } }
+/* A small DTO whose members are all known: a misspelled one is an error, not ignored. */
+#define CLOSED_OBJECT(...) { .type = SCHEMA_OBJECT, .fields = (const SchemaField[]) { __VA_ARGS__, {} }, .closed = true }
 #define ARRAY(n) { .type = SCHEMA_ARRAY, .items = &(n) }
 
 static const SchemaNode string_node = { .type = SCHEMA_STRING };
@@ -152,14 +155,15 @@ static const SchemaNode target_project_for_tenants_list = OBJECT(
         { "targetProjectForTenants", &target_projects_for_tenants });
 
 /* admin.UsersToUserGroupsRequestDTO and admin.PermissionsToUserGroupsRequestDTO. */
-static const SchemaNode users_to_user_group = OBJECT(
+static const SchemaNode users_to_user_group = CLOSED_OBJECT(
         { "userGroupId", &string_node },
         { "userIds", &strings_node });
-static const SchemaNode permissions_to_user_group = OBJECT(
+static const SchemaNode permissions_to_user_group = CLOSED_OBJECT(
         { "userGroupId", &string_node },
         { "permissionsIds", &strings_node });
 
 #undef OBJECT
+#undef CLOSED_OBJECT
 #undef ARRAY
 
 /* One request body: its list field, the type of the list's items, and the other fields. */
@@ -228,7 +232,24 @@ static size_t path_push(char *path, size_t len, const char *key, size_t index) {
                 n = snprintf(path + len, SCHEMA_PATH_MAX - len, "[%zu]", index);
         if (n < 0)
                 return len;
-        return (size_t) n >= SCHEMA_PATH_MAX - len ? SCHEMA_PATH_MAX - 1 : len + (size_t) n;
+        if ((size_t) n < SCHEMA_PATH_MAX - len)
+                return len + (size_t) n;
+        /* Cut: never inside a UTF-8 sequence, so that the message stays valid UTF-8. */
+        {
+                size_t end = SCHEMA_PATH_MAX - 1, k = end;
+
+                while (k > len && ((unsigned char) path[k - 1] & 0xC0) == 0x80)
+                        k--;
+                if (k > len) {
+                        unsigned char lead = (unsigned char) path[k - 1];
+                        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+
+                        if (end - (k - 1) < need)
+                                end = k - 1;
+                }
+                path[end] = '\0';
+                return end;
+        }
 }
 
 static int check_fields(const SchemaField *fields, json_t *obj, char *path, size_t len, char *err, size_t err_size);
@@ -255,6 +276,23 @@ static int check_node(const SchemaNode *node, json_t *v, char *path, size_t len,
                 }
                 return 0;
         case SCHEMA_OBJECT:
+                if (node->closed) {
+                        const char *key;
+                        json_t *m;
+
+                        json_object_foreach(v, key, m) {
+                                const SchemaField *f = node->fields;
+
+                                while (f->name && !streq(f->name, key))
+                                        f++;
+                                if (!f->name) {
+                                        (void) path_push(path, len, key, 0);
+                                        snprintf(err, err_size, "%s is not a member Visier defines here", path);
+                                        path[len] = '\0';
+                                        return -EINVAL;
+                                }
+                        }
+                }
                 return check_fields(node->fields, v, path, len, err, err_size);
         case SCHEMA_ENUM:
                 for (const char *const *e = node->values; *e; e++)

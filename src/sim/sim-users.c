@@ -10,8 +10,10 @@
  * at the project's first group write (reads of a project without a copy see production, which
  * is what a copy would hold). Writes in a draft mark the groups they change; when the project
  * is published, each marked group replaces production's (later production changes to other
- * groups survive); when it is deleted the copy is dropped. Everything sits behind one mutex, and every
- * answer is a deep copy made under it.
+ * groups survive); when it is deleted the copy is dropped. Everything sits behind one mutex.
+ * An answer is written out after the lock is let go, so it never holds one of the store's
+ * containers (objects, arrays), only new ones; it may share the store's strings, which jansson
+ * never changes in place and counts atomically.
  *
  * Groups are seeded in the administrating tenant (HR Analysts, Recruiting) and in WFF_j1a~c02
  * (Analytic recruiters), with the seeded permissions' group-given users as members. Visier's
@@ -19,7 +21,6 @@
  * seed and do not follow later group changes.
  */
 #include <errno.h>
-#include <fnmatch.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,14 +29,16 @@
 #include "macro.h"
 #include "parse.h"
 #include "sim-directory.h"
+#include "sim-permissions.h"
 #include "sim-users.h"
 
 #define PROJECT_ID_MAX 37
-#define DRAFTS_MAX 64
+#define DRAFTS_MAX PERMISSIONS_PROJECTS_MAX
 #define MESSAGE_MAX 256
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
+/* An open draft project: its own groups once a write changed them (NULL until then). */
 typedef struct Draft {
         size_t tenant;
         char project[PROJECT_ID_MAX];
@@ -121,8 +124,9 @@ static Draft *draft_find_locked(Users *u, size_t tenant, const char *project) {
         return NULL;
 }
 
-/* The groups of SC; for a write (WRITE), a project's own copy, made on first use. NULL with
- * -EINVAL, -ENOMEM or -ENOSPC in *ret_error (untouched otherwise). Lock held. */
+/* The groups of SC; for a write (WRITE), the project's own copy, made on first use. NULL with
+ * -EINVAL (no such tenant), -ESTALE (the project was published or deleted meanwhile) or -ENOMEM
+ * in *ret_error, which is untouched otherwise. Lock held. */
 static json_t *scope_groups_locked(Users *u, const UsersScope *sc, bool write, int *ret_error) {
         Draft *d;
 
@@ -133,26 +137,69 @@ static json_t *scope_groups_locked(Users *u, const UsersScope *sc, bool write, i
         if (!sc->project)
                 return u->production[sc->tenant];
         d = draft_find_locked(u, sc->tenant, sc->project);
-        if (d)
+        if (!d) {
+                *ret_error = -ESTALE;
+                return NULL;
+        }
+        if (d->groups)
                 return d->groups;
         if (!write)
                 return u->production[sc->tenant];
-        if (u->n_drafts >= DRAFTS_MAX || strlen(sc->project) >= PROJECT_ID_MAX) {
-                *ret_error = -ENOSPC;
-                return NULL;
-        }
-        d = &u->drafts[u->n_drafts];
-        *d = (Draft) { .tenant = sc->tenant, .groups = json_deep_copy(u->production[sc->tenant]),
-                       .touched = json_object() };
+        d->groups = json_deep_copy(u->production[sc->tenant]);
+        d->touched = json_object();
         if (!d->groups || !d->touched) {
                 json_decref(d->groups);
                 json_decref(d->touched);
+                d->groups = d->touched = NULL;
                 *ret_error = -ENOMEM;
                 return NULL;
         }
-        snprintf(d->project, sizeof(d->project), "%s", sc->project);
-        u->n_drafts++;
         return d->groups;
+}
+
+int users_project_opened(Users *u, size_t tenant, const char *project) {
+        int r = 0;
+
+        pthread_mutex_lock(&u->lock);
+        if (draft_find_locked(u, tenant, project))
+                r = 0;
+        else if (u->n_drafts >= DRAFTS_MAX || strlen(project) >= PROJECT_ID_MAX)
+                r = -ENOSPC;
+        else {
+                u->drafts[u->n_drafts] = (Draft) { .tenant = tenant };
+                snprintf(u->drafts[u->n_drafts].project, PROJECT_ID_MAX, "%s", project);
+                u->n_drafts++;
+        }
+        pthread_mutex_unlock(&u->lock);
+        return r;
+}
+
+/* Visier's displayNameFilter: '*' any run of characters, '?' one character (one UTF-8
+ * sequence), anything else itself; case-sensitive. */
+static bool glob_match(const char *pat, const char *s) {
+        const char *star = NULL, *resume = NULL;
+
+        while (*s) {
+                if (*pat == '*') {
+                        star = pat++;
+                        resume = s;
+                } else if (*pat == '?' || *pat == *s) {
+                        if (*pat++ == '?')
+                                while (((unsigned char) s[1] & 0xC0) == 0x80)
+                                        s++;
+                        s++;
+                } else if (star) {
+                        pat = star + 1;
+                        do
+                                resume++;
+                        while (((unsigned char) *resume & 0xC0) == 0x80);
+                        s = resume;
+                } else
+                        return false;
+        }
+        while (*pat == '*')
+                pat++;
+        return *pat == '\0';
 }
 
 static json_t *group_find(json_t *groups, const char *id) {
@@ -227,8 +274,8 @@ static json_t *user_dto(const char *id, const DirectoryUser *d, json_t *groups, 
                                                             "displayName", json_object_get(g, "displayName"))) < 0)
                                 return NULL;
         }
-        if (profiles && json_object_set_new(dto, "profiles", json_pack("{s:[]}", "assignedProfiles")) < 0)
-                return NULL;
+        /* No user has profiles here, and Visier leaves "profiles" out for a user without any. */
+        (void) profiles;
         return TAKE_PTR(dto);
 }
 
@@ -323,12 +370,14 @@ static json_t *group_v2(json_t *g, const UsersScope *sc, bool permissions, bool 
                 return NULL;
         if (sc->project && json_object_set_new(dto, "projectId", json_string(sc->project)) < 0)
                 return NULL;
+        /* Copies: the store's arrays change under the lock after it is let go. */
         if (permissions && json_object_set_new(dto, "permissionIds",
-                                               json_pack("{s:O}", "ids", json_object_get(g, "permissionIds"))) < 0)
+                                               json_pack("{s:o}", "ids",
+                                                         json_deep_copy(json_object_get(g, "permissionIds")))) < 0)
                 return NULL;
         if (users && json_object_set_new(dto, "users",
-                                         json_pack("{s:b, s:{s:O}}", "includeAllUsers", 0, "manuallyIncludedIds", "ids",
-                                                   json_object_get(g, "userIds"))) < 0)
+                                         json_pack("{s:b, s:{s:o}}", "includeAllUsers", 0, "manuallyIncludedIds", "ids",
+                                                   json_deep_copy(json_object_get(g, "userIds")))) < 0)
                 return NULL;
         return TAKE_PTR(dto);
 }
@@ -349,7 +398,7 @@ int users_groups_v2(Users *u, const UsersScope *sc, const char *id, bool permiss
                 r = !g ? -ENOENT : !(one = group_v2(g, sc, permissions, users)) ? -ENOMEM : 0;
         } else if (gs)
                 json_array_foreach(gs, i, g) {
-                        if (glob && fnmatch(glob, json_string_value(json_object_get(g, "displayName")), 0) != 0)
+                        if (glob && !glob_match(glob, json_string_value(json_object_get(g, "displayName"))))
                                 continue;
                         if (skipped++ < (size_t) start)
                                 continue;
@@ -368,22 +417,20 @@ int users_groups_v2(Users *u, const UsersScope *sc, const char *id, bool permiss
 }
 
 int users_group_users(Users *u, const UsersScope *sc, const char *id, int64_t start, int64_t limit, json_t **ret) {
-        _cleanup_json_ json_t *list = json_array();
+        _cleanup_json_ json_t *list = json_array(), *tenants = json_array();
         json_t *gs, *g = NULL, *uid;
+        size_t k;
         int r = 0;
 
-        if (!list)
+        if (!list || !tenants)
                 return -ENOMEM;
         pthread_mutex_lock(&u->lock);
         gs = scope_groups_locked(u, sc, false, &r);
         if (gs && !(g = group_find(gs, id)))
                 r = -ENOENT;
-        for (size_t k = (size_t) start; g && k < json_array_size(json_object_get(g, "userIds")) &&
-                                        (int64_t) (k - (size_t) start) < limit;
-             k++) {
+        json_array_foreach(g ? json_object_get(g, "userIds") : NULL, k, uid) {
                 DirectoryUser d;
 
-                uid = json_array_get(json_object_get(g, "userIds"), k);
                 if (directory_user_find(json_string_value(uid), &d) < 0)
                         continue;
                 if (json_array_append_new(list, json_pack("{s:O, s:s}", "userId", uid, "username", d.username)) < 0) {
@@ -394,8 +441,13 @@ int users_group_users(Users *u, const UsersScope *sc, const char *id, int64_t st
         pthread_mutex_unlock(&u->lock);
         if (!g || r < 0)
                 return r;
-        *ret = json_pack("{s:[{s:s, s:O}], s:I, s:I}", "tenants", "tenantCode", directory_tenant_code(sc->tenant),
-                         "users", list, "limit", (json_int_t) limit, "start", (json_int_t) start);
+        /* start and limit page the tenants (Visier: at most 100 a page); a group's users are all
+         * of its own tenant, so there is one. */
+        if (start == 0 && limit > 0 &&
+            json_array_append_new(tenants, json_pack("{s:s, s:O}", "tenantCode", directory_tenant_code(sc->tenant),
+                                                     "users", list)) < 0)
+                return -ENOMEM;
+        *ret = json_pack("{s:O, s:I, s:I}", "tenants", tenants, "limit", (json_int_t) limit, "start", (json_int_t) start);
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -579,7 +631,7 @@ void users_project_closed(Users *u, size_t tenant, const char *project, bool pub
         pthread_mutex_lock(&u->lock);
         d = draft_find_locked(u, tenant, project);
         if (d) {
-                json_object_foreach(published ? d->touched : NULL, id, v) {
+                json_object_foreach(published && d->touched ? d->touched : NULL, id, v) {
                         json_t *g = group_find(d->groups, id), *prod = u->production[tenant];
                         size_t i;
                         json_t *p;

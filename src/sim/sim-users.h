@@ -68,5 +68,9 @@ int users_assign_users(Users *u, const UsersScope *sc, json_t *items, bool assig
 int users_assign_permissions(Users *u, const UsersScope *sc, json_t *items, bool assign, json_t *known,
                              json_t **ret, bool *ret_changed);
 
+/* A draft project was created: its group calls are served from now on (-ENOSPC past
+ * PERMISSIONS_PROJECTS_MAX). A call naming a project that is not open (never opened, published
+ * or deleted meanwhile) gets -ESTALE. */
+int users_project_opened(Users *u, size_t tenant, const char *project);
 /* The project was published (each group changed in it replaces production's) or deleted. */
 void users_project_closed(Users *u, size_t tenant, const char *project, bool published);

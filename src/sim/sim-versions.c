@@ -4,10 +4,12 @@
  * holds before it is published. A production version is servicing.ProjectDTO-shaped:
  * {id, name, description, versionNumber, projectType:"Standard"}; a commit is
  * servicing.CommitDTO-shaped: {id, name, description}. Both lists are JSON arrays behind one
- * mutex, versions per tenant and commits in an object keyed by "tenant/projectId". New IDs
+ * mutex, versions per tenant and commits in an object keyed by "tenant/projectid" (lower case),
+ * which holds exactly the open projects: a commit to a project no longer open is refused. New IDs
  * come from a deterministic generator (a run's IDs are the same every time), formatted as
  * UUIDs of their own range.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -118,8 +120,26 @@ int versions_list(Versions *v, size_t tenant, int64_t start, int64_t limit, json
         return *ret ? 0 : -ENOMEM;
 }
 
+/* "tenant/project", the project ID in lower case (Visier's IDs are case-insensitive UUIDs). */
 static void commits_key(size_t tenant, const char *project, char *buf, size_t size) {
-        snprintf(buf, size, "%zu/%s", tenant, project);
+        int n = snprintf(buf, size, "%zu/", tenant);
+
+        for (size_t i = (size_t) n, k = 0; i + 1 < size && project[k]; i++, k++) {
+                buf[i] = (char) tolower((unsigned char) project[k]);
+                buf[i + 1] = '\0';
+        }
+}
+
+int versions_project_opened(Versions *v, size_t tenant, const char *project) {
+        char key[64];
+        int r = 0;
+
+        commits_key(tenant, project, key, sizeof(key));
+        pthread_mutex_lock(&v->lock);
+        if (!json_object_get(v->commits, key) && json_object_set_new(v->commits, key, json_array()) < 0)
+                r = -ENOMEM;
+        pthread_mutex_unlock(&v->lock);
+        return r;
 }
 
 int versions_commit(Versions *v, size_t tenant, const char *project, const char *name) {
@@ -130,11 +150,14 @@ int versions_commit(Versions *v, size_t tenant, const char *project, const char 
         commits_key(tenant, project, key, sizeof(key));
         pthread_mutex_lock(&v->lock);
         list = json_object_get(v->commits, key);
-        if (!list && json_object_set_new(v->commits, key, list = json_array()) < 0)
-                list = NULL;
+        if (!list) {
+                /* Published or deleted meanwhile: nothing to commit to. */
+                pthread_mutex_unlock(&v->lock);
+                return -ESTALE;
+        }
         id_next_locked(v, id);
         dto = json_pack("{s:s, s:s, s:s}", "id", id, "name", name, "description", "");
-        if (!list || !dto || json_array_append_new(list, dto) < 0)
+        if (!dto || json_array_append_new(list, dto) < 0)
                 r = -ENOMEM;
         else if (json_array_size(list) > VERSIONS_COMMITS_MAX)
                 (void) json_array_remove(list, 0);

@@ -34,7 +34,11 @@ int versions_publish(Versions *v, size_t tenant, const char *id, const char *nam
  * LIMIT. */
 int versions_list(Versions *v, size_t tenant, int64_t start, int64_t limit, json_t **ret);
 
-/* A commit in open project PROJECT of TENANT, named NAME (what the write did). -ENOMEM. */
+/* A draft project was created: commits may be recorded in it until it is closed. */
+int versions_project_opened(Versions *v, size_t tenant, const char *project);
+
+/* A commit in open project PROJECT of TENANT, named NAME (what the write did). -ESTALE when the
+ * project is not open (published or deleted meanwhile), -ENOMEM. */
 int versions_commit(Versions *v, size_t tenant, const char *project, const char *name);
 
 /* GET /v1/admin/projects/{id}/commits: the project's commits in order, from START, at most LIMIT.
