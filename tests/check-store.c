@@ -124,19 +124,23 @@ START_TEST(test_schema_version) {
 }
 END_TEST
 
-START_TEST(test_compatible_jobs_merge_in_order) {
+START_TEST(test_compatible_jobs_merge_past_others) {
         Batch *b;
         int64_t a = submit(JOB_OP_CREATE, "[{\"displayName\":\"a\",\"correlationId\":\"c-a\"}]", "", NULL);
         int64_t c = submit(JOB_OP_CREATE, "[{\"displayName\":\"b\",\"correlationId\":\"c-b\"},{\"displayName\":\"c\",\"correlationId\":\"c-c\"}]", "", NULL);
         int64_t other_tenant = submit(JOB_OP_CREATE, "[{\"displayName\":\"d\",\"correlationId\":\"c-d\"}]", "T2", NULL);
         int64_t after = submit(JOB_OP_CREATE, "[{\"displayName\":\"e\",\"correlationId\":\"c-e\"}]", "", NULL);
+        int64_t same_cid = submit(JOB_OP_CREATE, "[{\"displayName\":\"f\",\"correlationId\":\"c-d\"}]", "", NULL);
 
+        /* A job that cannot share the call is passed by the later ones that name nothing it
+         * names; one that shares its correlation ID stays behind it. */
         b = claim(1000);
         ck_assert_ptr_nonnull(b);
-        ck_assert_uint_eq(b->n_jobs, 2); /* stops at the first job that cannot share the call */
+        ck_assert_uint_eq(b->n_jobs, 3);
         ck_assert_int_eq(b->jobs[0].id, a);
         ck_assert_int_eq(b->jobs[1].id, c);
-        ck_assert_uint_eq(b->n_items, 3);
+        ck_assert_int_eq(b->jobs[2].id, after);
+        ck_assert_uint_eq(b->n_items, 4);
         ck_assert_str_eq(b->items[2].correlation_id, "c-c");
         ck_assert_int_eq(store_job_state(st, a), JOB_RUNNING);
         batch_free(b);
@@ -145,8 +149,12 @@ START_TEST(test_compatible_jobs_merge_in_order) {
         ck_assert_uint_eq(b->n_jobs, 1);
         ck_assert_int_eq(b->jobs[0].id, other_tenant);
         batch_free(b);
+        ck_assert_ptr_null(claim(1000)); /* same_cid waits for other_tenant, running */
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, other_tenant, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
         b = claim(1000);
-        ck_assert_int_eq(b->jobs[0].id, after);
+        ck_assert_int_eq(b->jobs[0].id, same_cid);
         batch_free(b);
         ck_assert_ptr_null(claim(1000));
 }
@@ -159,18 +167,15 @@ START_TEST(test_batch_max_and_conflicts) {
         int64_t u3 = submit(JOB_OP_UPDATE, "[{\"permissionId\":\"p1\",\"displayName\":\"y\"}]", "", NULL);
         int64_t u4 = submit(JOB_OP_UPDATE, "[{\"permissionId\":\"p3\",\"displayName\":\"x\"}]", "", NULL);
 
-        /* Two items touching p1 never share a call, and the later one waits for the earlier. */
+        /* Two items touching p1 never share a call, and the later one waits for the earlier;
+         * u4 (p3) passes u3 into the call. */
         b = claim(1000);
-        ck_assert_uint_eq(b->n_jobs, 2);
+        ck_assert_uint_eq(b->n_jobs, 3);
+        ck_assert_int_eq(b->jobs[0].id, u1);
         ck_assert_int_eq(b->jobs[1].id, u2);
+        ck_assert_int_eq(b->jobs[2].id, u4);
         batch_free(b);
-        /* u1 still running: u3 (p1) must wait; u4 may not jump ahead of u3 into a merged call
-         * either, but is due on its own. */
-        b = claim(1000);
-        ck_assert_ptr_nonnull(b);
-        ck_assert_uint_eq(b->n_jobs, 1);
-        ck_assert_int_eq(b->jobs[0].id, u4);
-        batch_free(b);
+        /* u1 still running: u3 (p1) must wait. */
         ck_assert_ptr_null(claim(1000));
 
         ck_assert_int_eq(store_begin(st), 0);
@@ -1147,7 +1152,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_schema_version);
         tcase_add_test(tc, test_call_jobs_keep_their_place);
-        tcase_add_test(tc, test_compatible_jobs_merge_in_order);
+        tcase_add_test(tc, test_compatible_jobs_merge_past_others);
         tcase_add_test(tc, test_batch_max_and_conflicts);
         tcase_add_test(tc, test_idempotency_and_states);
         tcase_add_test(tc, test_queue_limit_and_prune);

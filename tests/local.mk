@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session
+unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -37,6 +37,9 @@ tests_check_token_LDADD = $(TEST_LDADD)
 tests_check_ratelimit_SOURCES = tests/check-ratelimit.c
 tests_check_ratelimit_CFLAGS = $(TEST_CFLAGS)
 tests_check_ratelimit_LDADD = $(TEST_LDADD)
+tests_check_coalesce_SOURCES = tests/check-coalesce.c
+tests_check_coalesce_CFLAGS = $(TEST_CFLAGS)
+tests_check_coalesce_LDADD = $(TEST_LDADD)
 tests_check_jobs_SOURCES = tests/check-jobs.c
 tests_check_jobs_CFLAGS = $(TEST_CFLAGS)
 tests_check_jobs_LDADD = $(TEST_LDADD)

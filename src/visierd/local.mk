@@ -10,6 +10,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/session.c src/visierd/session.h \
 	src/visierd/policy.c src/visierd/policy.h src/visierd/policy-table.h \
 	src/visierd/cache.c src/visierd/cache.h \
+	src/visierd/coalesce.c src/visierd/coalesce.h \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \

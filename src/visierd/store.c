@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "coalesce.h"
 #include "store.h"
 
 /*
@@ -1924,48 +1925,71 @@ static void job_head_read(Stmt *st, JobHead *h) {
         h->upstream_headers = strdup(strempty(col_text(st, 13)));
 }
 
-static bool heads_compatible(const JobHead *a, const JobHead *b) {
-        return a->op == b->op && streq(a->tenant, b->tenant) && streq(a->project, b->project) &&
-               streq(a->non_versioned, b->non_versioned) && streq(a->tenant_code, b->tenant_code) &&
-               streq(strempty(a->upstream_headers), strempty(b->upstream_headers)) && !a->solo &&
-               !b->solo && !a->extra && !b->extra;
+/* The group of jobs H may share a call with (coalesce.h), or NULL when it goes alone: equal
+ * operation, tenant, project, NonVersioned, tenantCode and other write headers; no other body
+ * members; not solo. Length-prefixed, so no value can pose as another's. */
+static char *head_group(const JobHead *h) {
+        char *g = NULL;
+
+        if (h->solo || h->extra || h->op == JOB_OP_CALL)
+                return NULL;
+        if (asprintf(&g, "%s|%zu:%s|%zu:%s|%zu:%s|%zu:%s|%zu:%s", job_op_to_string(h->op), strlen(h->tenant), h->tenant,
+                     strlen(h->project), h->project, strlen(h->non_versioned), h->non_versioned, strlen(h->tenant_code),
+                     h->tenant_code, strlen(strempty(h->upstream_headers)), strempty(h->upstream_headers)) < 0)
+                return NULL;
+        return g;
 }
 
-/* Does the job have an item touching a permission that an earlier unfinished job, or the batch
- * being built (jobs first_id..before last), touches too? */
-static bool job_conflicts(Store *s, int64_t id, int64_t batch_first_id) {
-        Stmt st = {};
-        bool conflict = false;
+/* How many queued jobs, oldest first, one claim weighs: later ones wait for a later claim. */
+#define CLAIM_LOOKAHEAD 10000
 
-        if (prepare(s, &st,
-                    "SELECT 1 FROM job_items a JOIN job_items b ON a.conflict_key = b.conflict_key "
-                    "JOIN jobs jb ON jb.id = b.job_id "
-                    "WHERE a.job_id = ?1 AND b.job_id < ?1 AND a.conflict_key IS NOT NULL AND "
-                    "(jb.state IN ('queued','running') OR jb.id >= ?2) LIMIT 1") < 0)
-                return true;
-        sqlite3_bind_int64(st.st, 1, id);
-        sqlite3_bind_int64(st.st, 2, batch_first_id);
-        conflict = step_row(s, &st) != 0; /* an error counts as a conflict: never claim on doubt */
-        stmt_done(&st);
-        return conflict;
+/* A queued job as the claim weighs it. */
+typedef struct Candidate {
+        JobHead head;
+        char *group;
+        char **keys;
+        size_t n_keys, allocated;
+} Candidate;
+
+typedef struct KeyList {
+        char **keys;
+        size_t n, allocated;
+} KeyList;
+
+static int key_list_add(char ***keys, size_t *n, size_t *allocated, const char *prefix, const char *key) {
+        char *k;
+
+        if (*n >= *allocated) {
+                size_t na = *allocated ? *allocated * 2 : 4;
+                char **nk = reallocarray(*keys, na, sizeof(char *));
+
+                if (!nk)
+                        return -ENOMEM;
+                *keys = nk;
+                *allocated = na;
+        }
+        if (asprintf(&k, "%s%s", prefix, key) < 0)
+                return -ENOMEM;
+        (*keys)[(*n)++] = k;
+        return 0;
 }
 
-/* Call jobs (any other write of Visier's API) name no object visierd can compare, so they keep
- * their place: a call job waits for every earlier unfinished job, and every job waits for an
- * earlier unfinished call job. An error counts as a barrier: never claim on doubt. */
-static bool call_barrier(Store *s, int64_t id, bool is_call) {
-        Stmt st = {};
-        bool barrier;
+static void keys_free(char **keys, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                free(keys[i]);
+        free(keys);
+}
 
-        if (prepare(s, &st,
-                    "SELECT 1 FROM jobs WHERE state IN ('queued','running') AND id < ?1 AND operation != 'export' AND "
-                    "(?2 OR operation = 'call') LIMIT 1") < 0)
-                return true;
-        sqlite3_bind_int64(st.st, 1, id);
-        sqlite3_bind_int(st.st, 2, is_call ? 1 : 0);
-        barrier = step_row(s, &st) != 0;
-        stmt_done(&st);
-        return barrier;
+/* The keys an item row names (coalesce.h): its permission, or a create's correlation ID. */
+static int row_keys(Stmt *st, int col, char ***keys, size_t *n, size_t *allocated) {
+        const char *permission = col_text(st, col), *correlation = col_text(st, col + 1);
+        int r = 0;
+
+        if (permission)
+                r = key_list_add(keys, n, allocated, "", permission);
+        if (r >= 0 && correlation)
+                r = key_list_add(keys, n, allocated, COALESCE_CORRELATION_PREFIX, correlation);
+        return r;
 }
 
 static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
@@ -2033,12 +2057,32 @@ static int batch_from_head(Batch **ret, const JobHead *h) {
         return 0;
 }
 
+/* Candidate of job ID among C[0..n) (ascending ids), or NULL. */
+static Candidate *candidate_find(Candidate *c, size_t n, int64_t id) {
+        size_t lo = 0, hi = n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (c[mid].head.id == id)
+                        return &c[mid];
+                if (c[mid].head.id < id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
 int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms) {
         _cleanup_(batch_freep) Batch *b = NULL;
-        JobHead first = {}, h = {};
+        Candidate *cand = NULL;
+        CoalesceJob *jobs = NULL;
+        KeyList running_keys = {};
+        CoalesceRunning running = {};
+        size_t n = 0, allocated = 0, *picked = NULL, n_picked = 0;
+        int64_t next_due = INT64_MAX, last_running = 0;
         Stmt st = {};
-        int64_t next_due = INT64_MAX;
-        size_t items = 0;
         int r;
 
         *ret = NULL;
@@ -2049,66 +2093,97 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         if (r < 0)
                 goto out;
 
-        /* The oldest due queued job that no earlier unfinished job conflicts with. */
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' ORDER BY id");
-        if (r < 0)
-                goto out;
-        while ((r = step_row(s, &st)) > 0) {
-                int64_t due = sqlite3_column_int64(st.st, 10);
-                int64_t id = sqlite3_column_int64(st.st, 0);
-
-                if (due > now) {
-                        if (due < next_due)
-                                next_due = due;
-                        continue;
+        /* What is in flight: its keys are held, and a call job waits for it. */
+        r = prepare(s, &st,
+                    "SELECT j.id, j.operation, i.conflict_key, i.correlation_id FROM jobs j LEFT JOIN job_items i "
+                    "ON i.job_id = j.id WHERE j.state = 'running' AND j.operation != 'export' ORDER BY j.id");
+        while (r >= 0 && (r = step_row(s, &st)) > 0) {
+                if (sqlite3_column_int64(st.st, 0) != last_running) {
+                        last_running = sqlite3_column_int64(st.st, 0);
+                        running.n_jobs++;
                 }
-                if (job_conflicts(s, id, INT64_MAX) ||
-                    call_barrier(s, id, streq(strempty(col_text(&st, 1)), job_op_to_string(JOB_OP_CALL))))
-                        continue;
-                job_head_read(&st, &first);
-                r = 0;
-                break;
+                running.call |= streq(strempty(col_text(&st, 1)), job_op_to_string(JOB_OP_CALL));
+                r = row_keys(&st, 2, &running_keys.keys, &running_keys.n, &running_keys.allocated);
         }
         stmt_done(&st);
         if (r < 0)
                 goto out;
-        if (first.id == 0) {
+        running.keys = (const char *const *) running_keys.keys;
+        running.n_keys = running_keys.n;
+
+        /* The queued jobs the next call may take from, oldest first. */
+        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
+                            "ORDER BY id LIMIT ?");
+        if (r >= 0)
+                sqlite3_bind_int64(st.st, 1, CLAIM_LOOKAHEAD);
+        while (r >= 0 && (r = step_row(s, &st)) > 0) {
+                if (n >= allocated) {
+                        size_t na = allocated ? allocated * 2 : 64;
+                        Candidate *nc = reallocarray(cand, na, sizeof(*cand));
+
+                        if (!nc) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        cand = nc;
+                        allocated = na;
+                }
+                cand[n] = (Candidate) {};
+                job_head_read(&st, &cand[n].head);
+                cand[n].group = head_group(&cand[n].head);
+                if (cand[n].head.next_run_at > now && cand[n].head.next_run_at < next_due)
+                        next_due = cand[n].head.next_run_at;
+                n++;
+        }
+        stmt_done(&st);
+        if (r >= 0 && n > 0) {
+                r = prepare(s, &st,
+                            "SELECT i.job_id, i.conflict_key, i.correlation_id FROM job_items i WHERE i.job_id BETWEEN ? "
+                            "AND ? AND (i.conflict_key IS NOT NULL OR i.correlation_id IS NOT NULL)");
+                if (r >= 0) {
+                        sqlite3_bind_int64(st.st, 1, cand[0].head.id);
+                        sqlite3_bind_int64(st.st, 2, cand[n - 1].head.id);
+                }
+                while (r >= 0 && (r = step_row(s, &st)) > 0) {
+                        Candidate *c = candidate_find(cand, n, sqlite3_column_int64(st.st, 0));
+
+                        if (c)
+                                r = row_keys(&st, 1, &c->keys, &c->n_keys, &c->allocated);
+                }
+                stmt_done(&st);
+        }
+        if (r < 0)
+                goto out;
+
+        jobs = calloc(n ? n : 1, sizeof(*jobs));
+        picked = calloc(n ? n : 1, sizeof(*picked));
+        if (!jobs || !picked) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+                jobs[i] = (CoalesceJob) {
+                        .group = cand[i].group,
+                        .call = cand[i].head.op == JOB_OP_CALL,
+                        .due = cand[i].head.next_run_at <= now,
+                        .n_items = (size_t) cand[i].head.n_items,
+                        .keys = (const char *const *) cand[i].keys,
+                        .n_keys = cand[i].n_keys,
+                };
+        r = coalesce_pick(jobs, n, &running, batch_max, picked, &n_picked);
+        if (r < 0)
+                goto out;
+        if (n_picked == 0) {
                 *ret_next_due_ms = next_due;
                 r = 0;
                 goto out;
         }
 
-        r = batch_from_head(&b, &first);
-        if (r >= 0)
-                r = batch_add_job(s, b, &first);
+        r = batch_from_head(&b, &cand[picked[0]].head);
+        for (size_t i = 0; r >= 0 && i < n_picked; i++)
+                r = batch_add_job(s, b, &cand[picked[i]].head);
         if (r < 0)
                 goto out;
-        items = (size_t) first.n_items;
-
-        /* Followers: the queued jobs right after it, while they can share the call. */
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' AND id > ? "
-                    "ORDER BY id LIMIT 1000");
-        if (r < 0)
-                goto out;
-        sqlite3_bind_int64(st.st, 1, first.id);
-        while ((r = step_row(s, &st)) > 0) {
-                job_head_read(&st, &h);
-                if (!heads_compatible(&first, &h) || h.next_run_at > now || items + (size_t) h.n_items > batch_max ||
-                    job_conflicts(s, h.id, first.id)) {
-                        job_head_done(&h);
-                        break;
-                }
-                r = batch_add_job(s, b, &h);
-                items += (size_t) h.n_items;
-                job_head_done(&h);
-                if (r < 0)
-                        break;
-                r = 1;
-        }
-        stmt_done(&st);
-        if (r < 0)
-                goto out;
-
         for (size_t i = 0; i < b->n_jobs; i++) {
                 char set[64];
 
@@ -2119,7 +2194,15 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         }
         r = 0;
 out:
-        job_head_done(&first);
+        for (size_t i = 0; i < n; i++) {
+                job_head_done(&cand[i].head);
+                free(cand[i].group);
+                keys_free(cand[i].keys, cand[i].n_keys);
+        }
+        free(cand);
+        free(jobs);
+        free(picked);
+        keys_free(running_keys.keys, running_keys.n);
         r = store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
         if (r >= 0)
                 *ret = TAKE_PTR(b);
