@@ -579,6 +579,182 @@ START_TEST(test_assign_remove_and_delete) {
 }
 END_TEST
 
+/* ---- reorder-safe coalescing: a mixed stream on disjoint permissions ---------------------- */
+
+#define MIX_JOBS 5000
+#define MIX_KINDS 4
+#define MIX_PER_KIND (MIX_JOBS / MIX_KINDS)
+#define MIX_CLIENTS 10
+
+static char mix_ids[MIX_PER_KIND * 3][40]; /* the permissions the updates, deletes and assignments name */
+static atomic_int mix_accepted;
+
+/* N permissions made straight in the sim, named PREFIX-i; their IDs into mix_ids. */
+static void sim_precreate(size_t n, const char *prefix) {
+        char *token = sim_login(&sim), *u = sim_url(&sim, "/v1/admin/permissions"), cookie[128], apikey[128];
+        const char *headers[] = { cookie, apikey, "Content-Type: application/json", NULL };
+
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
+        snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
+        for (size_t done = 0; done < n;) {
+                size_t chunk = n - done > 1000 ? 1000 : n - done;
+                json_t *body = json_pack("{s:[]}", "permissions"), *j, *e;
+                char *text;
+                HttpResult r;
+                size_t i;
+
+                for (i = 0; i < chunk; i++) {
+                        char name[64];
+
+                        snprintf(name, sizeof(name), "%s-%04zu", prefix, done + i);
+                        json_array_append_new(json_object_get(body, "permissions"), json_pack("{s:s}", "displayName", name));
+                }
+                text = json_dumps(body, JSON_COMPACT);
+                http_request("POST", u, headers, text, 60000, &r);
+                ck_assert_int_eq(r.status, 200);
+                j = json_loadb(r.body, r.len, 0, NULL);
+                ck_assert_uint_eq(json_array_size(json_object_get(j, "successes")), chunk);
+                json_array_foreach(json_object_get(j, "successes"), i, e)
+                        snprintf(mix_ids[done + i], sizeof(mix_ids[0]), "%s",
+                                 json_string_value(json_object_get(e, "permissionId")));
+                json_decref(j);
+                http_result_done(&r);
+                free(text);
+                json_decref(body);
+                done += chunk;
+        }
+        free(token);
+        free(u);
+}
+
+/* Job I of the stream: its method, path and body. Kinds rotate create, update, delete, assign;
+ * each update, delete and assignment names a permission of its own. */
+static void mix_job(int i, const char **ret_method, const char **ret_path, char *body, size_t size) {
+        int k = i / MIX_KINDS;
+
+        switch (i % MIX_KINDS) {
+        case 0:
+                *ret_method = "POST", *ret_path = "/v1/admin/permissions";
+                snprintf(body, size, "{\"permissions\":[{\"displayName\":\"mix-c-%04d\"}]}", k);
+                break;
+        case 1:
+                *ret_method = "PUT", *ret_path = "/v1/admin/permissions";
+                snprintf(body, size, "{\"permissions\":[{\"permissionId\":\"%s\",\"displayName\":\"mix-u-%04d\"}]}",
+                         mix_ids[3 * k], k);
+                break;
+        case 2:
+                *ret_method = "DELETE", *ret_path = "/v1/admin/permissions";
+                snprintf(body, size, "{\"permissionIds\":[\"%s\"]}", mix_ids[3 * k + 1]);
+                break;
+        default:
+                *ret_method = "PUT", *ret_path = "/v1/admin/permissions/users";
+                snprintf(body, size, "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"u-%03d\"]}]}",
+                         mix_ids[3 * k + 2], k % 1000);
+                break;
+        }
+}
+
+static void *mix_client(void *arg) {
+        int c = (int) (intptr_t) arg;
+
+        for (int i = c; i < MIX_JOBS; i += MIX_CLIENTS) {
+                const char *method, *path;
+                char body[256];
+                long status;
+                json_t *j;
+
+                mix_job(i, &method, &path, body, sizeof(body));
+                j = visierd_request_json(&vd, method, path, body, NULL, &status);
+                if (status == 202)
+                        atomic_fetch_add(&mix_accepted, 1);
+                json_decref(j);
+        }
+        return NULL;
+}
+
+/* The sim's permission dump entry for ID, or NULL. */
+static json_t *dump_find(json_t *dump, const char *id) {
+        json_t *p;
+        size_t i;
+
+        json_array_foreach(json_object_get(dump, "permissions"), i, p)
+                if (streq(json_string_value(json_object_get(p, "permissionId")), id))
+                        return p;
+        return NULL;
+}
+
+START_TEST(test_mixed_stream_coalesces_by_kind) {
+        pthread_t t[MIX_CLIENTS];
+        json_t *counters, *ops, *dump, *p, *st;
+        usec_t deadline;
+        long status;
+        char *u;
+
+        sim_start(&sim, unlimited);
+        visierd_start(&vd, &sim, "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 120",
+                      "[jobs]\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        sim_precreate(MIX_PER_KIND * 3, "pre");
+
+        /* A first write held in flight at Visier keeps the lane busy while the stream queues,
+         * so the next claims see all of it: one round. */
+        json_decref(sim_control_post(&sim, "/_sim/reset", "{}"));
+        set_faults("{\"hold_writes\":true}");
+        submit_create("blocker", NULL);
+        for (deadline = clock_now() + 30 * USEC_PER_SEC; sim_counter(&sim, "writes_in_flight") < 1;) {
+                ck_assert_msg(clock_now() < deadline, "the first write never reached visier-sim");
+                clock_sleep(10 * USEC_PER_MSEC); /* probe interval */
+        }
+        for (int c = 0; c < MIX_CLIENTS; c++)
+                pthread_create(&t[c], NULL, mix_client, (void *) (intptr_t) c);
+        for (int c = 0; c < MIX_CLIENTS; c++)
+                pthread_join(t[c], NULL);
+        ck_assert_int_eq(atomic_load(&mix_accepted), MIX_JOBS);
+        set_faults("{\"hold_writes\":false}");
+        wait_queue_empty();
+
+        /* The blocker, then ceil(1250 / 1000) = 2 calls per kind, never two at once. */
+        counters = sim_control_get(&sim, "/_sim/counters");
+        ops = json_object_get(counters, "write_calls_by_operation");
+        {
+                char *text = json_dumps(ops, JSON_COMPACT);
+                fprintf(stderr, "5000 mixed jobs: write calls %s\n", text);
+                free(text);
+        }
+        ck_assert_int_eq(json_integer_value(json_object_get(ops, "POST /v1/admin/permissions")), 1 + 2);
+        ck_assert_int_eq(json_integer_value(json_object_get(ops, "PUT /v1/admin/permissions")), 2);
+        ck_assert_int_eq(json_integer_value(json_object_get(ops, "DELETE /v1/admin/permissions")), 2);
+        ck_assert_int_eq(json_integer_value(json_object_get(ops, "PUT /v1/admin/permissions/users")), 2);
+        ck_assert_int_eq(json_object_size(ops), 4);
+        ck_assert_int_eq(json_integer_value(json_object_get(counters, "publish_overlaps")), 0);
+        json_decref(counters);
+
+        /* Every job succeeded, and the end state is that of applying them one by one in order. */
+        u = visierd_url(&vd, "/status");
+        st = http_get_json(u, &status);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "jobs"), "succeeded")), MIX_JOBS + 1);
+        json_decref(st);
+        free(u);
+        dump = sim_control_get(&sim, "/_sim/permissions");
+        for (int k = 0; k < MIX_PER_KIND; k++) {
+                char name[32], user[16];
+
+                snprintf(name, sizeof(name), "mix-c-%04d", k);
+                ck_assert_int_eq(sim_count_named(dump, name), 1);
+                p = dump_find(dump, mix_ids[3 * k]);
+                snprintf(name, sizeof(name), "mix-u-%04d", k);
+                ck_assert_msg(p && streq(json_string_value(json_object_get(p, "displayName")), name), "%s not updated",
+                              mix_ids[3 * k]);
+                ck_assert_msg(!dump_find(dump, mix_ids[3 * k + 1]), "%s not deleted", mix_ids[3 * k + 1]);
+                p = dump_find(dump, mix_ids[3 * k + 2]);
+                snprintf(user, sizeof(user), "u-%03d", k % 1000);
+                ck_assert_msg(p && json_has(json_object_get(p, "userIds"), user), "%s lacks %s", mix_ids[3 * k + 2], user);
+        }
+        ck_assert_int_eq(sim_count_named(dump, "blocker"), 1);
+        json_decref(dump);
+}
+END_TEST
+
 START_TEST(test_full_disk_refuses_cleanly_and_recovers) {
         char body[2048], pad[1500];
         int accepted_n = 0, refused = 0;
@@ -653,6 +829,7 @@ int main(void) {
         tcase_add_test(tc, test_sigterm_finishes_the_call_in_flight);
         tcase_add_test(tc, test_assign_remove_and_delete);
         tcase_add_test(tc, test_full_disk_refuses_cleanly_and_recovers);
+        tcase_add_test(tc, test_mixed_stream_coalesces_by_kind);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

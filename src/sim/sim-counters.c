@@ -20,6 +20,7 @@ struct Counters {
         uint64_t in_flight, in_flight_max;
         uint64_t writes_in_flight, writes_in_flight_max;
         json_t *calls;          /* path -> integer */
+        json_t *write_ops;      /* "METHOD path" of the write calls -> integer */
         /* Times of the logins of the last second, oldest first, as a ring. */
         uint64_t login_times[COUNTERS_LOGIN_WINDOW_MAX];
         size_t login_head, n_login_times;
@@ -63,7 +64,8 @@ int counters_new(Counters **ret) {
         if (!c)
                 return -ENOMEM;
         c->calls = json_object();
-        if (!c->calls) {
+        c->write_ops = json_object();
+        if (!c->calls || !c->write_ops) {
                 free(c);
                 return -ENOMEM;
         }
@@ -76,6 +78,7 @@ Counters *counters_free(Counters *c) {
         if (!c)
                 return NULL;
         json_decref(c->calls);
+        json_decref(c->write_ops);
         pthread_mutex_destroy(&c->lock);
         free(c);
         return NULL;
@@ -178,11 +181,27 @@ void counters_reset(Counters *c) {
         c->login_head = c->n_login_times = 0;
         c->logins_per_second_max = 0;
         json_object_clear(c->calls);
+        json_object_clear(c->write_ops);
+        pthread_mutex_unlock(&c->lock);
+}
+
+void counters_write_call(Counters *c, const char *method, const char *path) {
+        char key[160];
+        json_t *v;
+
+        snprintf(key, sizeof(key), "%s %s", method, path);
+        pthread_mutex_lock(&c->lock);
+        c->values[COUNTER_WRITE_CALLS]++;
+        v = json_object_get(c->write_ops, key);
+        if (v)
+                json_integer_set(v, json_integer_value(v) + 1);
+        else
+                (void) json_object_set_new(c->write_ops, key, json_integer(1));
         pthread_mutex_unlock(&c->lock);
 }
 
 json_t *counters_to_json(Counters *c) {
-        json_t *o, *calls;
+        json_t *o, *calls, *write_ops;
         int r = 0;
 
         o = json_object();
@@ -191,6 +210,7 @@ json_t *counters_to_json(Counters *c) {
 
         pthread_mutex_lock(&c->lock);
         calls = json_deep_copy(c->calls);
+        write_ops = json_deep_copy(c->write_ops);
         r |= json_object_set_new(o, "logins", json_integer((json_int_t) c->values[COUNTER_LOGINS]));
         r |= json_object_set_new(o, "login_failures", json_integer((json_int_t) c->values[COUNTER_LOGIN_FAILURES]));
         r |= json_object_set_new(o, "logins_per_second_max", json_integer((json_int_t) c->logins_per_second_max));
@@ -198,13 +218,14 @@ json_t *counters_to_json(Counters *c) {
         r |= json_object_set_new(o, "logins_in_flight_max", json_integer((json_int_t) c->in_flight_max));
         r |= json_object_set_new(o, "calls_total", json_integer((json_int_t) c->values[COUNTER_CALLS_TOTAL]));
         r |= json_object_set_new(o, "calls", calls);
+        r |= json_object_set_new(o, "write_calls_by_operation", write_ops);
         r |= json_object_set_new(o, "writes_in_flight", json_integer((json_int_t) c->writes_in_flight));
         r |= json_object_set_new(o, "writes_in_flight_max", json_integer((json_int_t) c->writes_in_flight_max));
         for (CounterId id = COUNTER_BAD_APIKEY; id < _COUNTER_MAX; id++)
                 r |= json_object_set_new(o, counter_table[id], json_integer((json_int_t) c->values[id]));
         pthread_mutex_unlock(&c->lock);
 
-        if (r < 0 || !calls) {
+        if (r < 0 || !calls || !write_ops) {
                 json_decref(o);
                 return NULL;
         }

@@ -47,6 +47,10 @@ Counters *counters_free(Counters *c);
 void counters_inc(Counters *c, CounterId id);
 void counters_add(Counters *c, CounterId id, uint64_t n);
 
+/* Count one write call that passed authentication: write_calls and
+ * write_calls_by_operation["METHOD PATH"] (PATH without the query). */
+void counters_write_call(Counters *c, const char *method, const char *path);
+
 /* Count one /v1 call on PATH (no query string): bumps calls_total and calls[PATH]. */
 void counters_call(Counters *c, const char *path);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "clock.h"
 #include "macro.h"
 #include "sim-faults.h"
 
@@ -143,6 +144,7 @@ static json_t *settings_to_json(FaultSettings *s) {
         if (json_object_set_new(o, "faults_include_login", json_boolean(s->faults_include_login)) < 0 ||
             json_object_set_new(o, "reject_overlaps", json_boolean(s->reject_overlaps)) < 0 ||
             json_object_set_new(o, "refuse_tokens", json_boolean(s->refuse_tokens)) < 0 ||
+            json_object_set_new(o, "hold_writes", json_boolean(s->hold_writes)) < 0 ||
             json_object_set_new(o, "exports_disabled", json_boolean(s->exports_disabled)) < 0 ||
             json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
@@ -178,7 +180,7 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                 size_t i;
 
                 if (streq(key, "faults_include_login") || streq(key, "reject_overlaps") ||
-                    streq(key, "exports_disabled") || streq(key, "refuse_tokens")) {
+                    streq(key, "exports_disabled") || streq(key, "refuse_tokens") || streq(key, "hold_writes")) {
                         if (!json_is_boolean(value)) {
                                 snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
@@ -189,6 +191,8 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                                 s.reject_overlaps = json_is_true(value);
                         else if (streq(key, "refuse_tokens"))
                                 s.refuse_tokens = json_is_true(value);
+                        else if (streq(key, "hold_writes"))
+                                s.hold_writes = json_is_true(value);
                         else
                                 s.exports_disabled = json_is_true(value);
                         continue;
@@ -235,6 +239,23 @@ void faults_write_settings(Faults *f, WriteFaults *ret) {
         ret->reject_overlaps = f->s.reject_overlaps;
         memcpy(ret->reject_display_name, f->s.reject_display_name, sizeof(ret->reject_display_name));
         pthread_mutex_unlock(&f->lock);
+}
+
+bool faults_hold_writes(Faults *f) {
+        usec_t deadline = clock_now() + FAULTS_HOLD_MAX_MS * USEC_PER_MSEC;
+        bool held = false;
+
+        for (;;) {
+                bool hold;
+
+                pthread_mutex_lock(&f->lock);
+                hold = f->s.hold_writes;
+                pthread_mutex_unlock(&f->lock);
+                if (!hold || clock_now() >= deadline)
+                        return held;
+                held = true;
+                clock_sleep(10 * USEC_PER_MSEC); /* a test knob: polling is precise enough */
+        }
 }
 
 bool faults_refuse_tokens(Faults *f) {

@@ -44,8 +44,12 @@ typedef struct FaultSettings {
         bool exports_disabled;          /* data queries answer 403 */
         bool reject_overlaps;           /* a write starting while another is in flight gets 409 */
         bool refuse_tokens;             /* logins succeed, every other /v1 call gets 401 */
+        bool hold_writes;               /* publishing writes stay in flight until it is turned off */
         char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
+
+/* The longest a write is held by hold_writes. */
+#define FAULTS_HOLD_MAX_MS 120000
 
 #define FAULT_SETTINGS_DEFAULT ((FaultSettings) { .retry_after = 1, .query_rows = FAULTS_QUERY_ROWS_DEFAULT })
 
@@ -88,6 +92,10 @@ void faults_write_settings(Faults *f, WriteFaults *ret);
 
 /* True while refuse_tokens is set: every issued token is refused (a "token storm"). */
 bool faults_refuse_tokens(Faults *f);
+
+/* While hold_writes is on, wait (a publishing write stays in flight), at most
+ * FAULTS_HOLD_MAX_MS; true when it was held at all. */
+bool faults_hold_writes(Faults *f);
 
 /* Consume one next_apply_then_drop if any is left; true when this write must be dropped. */
 bool faults_take_apply_then_drop(Faults *f);

@@ -443,7 +443,7 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
         WriteFaults wf;
         int n, r;
 
-        counters_inc(s->counters, COUNTER_WRITE_CALLS);
+        counters_write_call(s->counters, write_table[kind].method, url);
         nv = header_value(c, "NonVersioned");
         if (nv && parse_bool(nv, &non_versioned) < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
@@ -491,6 +491,7 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
                 r = permissions_write(s->permissions, &scope, write_table[kind].op, items, &out);
         if (wf.publish_ms > 0)
                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+        (void) faults_hold_writes(s->faults);
         counters_write_end(s->counters, r >= 0 && !scope.project_id && !non_versioned);
 
         if (r < 0)
@@ -677,6 +678,7 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                         r = projects_operate(s->permissions, login, id, in, &body, err, sizeof(err));
                         if (wf.publish_ms > 0)
                                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+                        (void) faults_hold_writes(s->faults);
                         counters_write_end(s->counters, r >= 0);
                         if (r >= 0) {
                                 users_project_closed(s->users, tenant, canonical, true);
@@ -732,7 +734,7 @@ static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection 
 
         if (!assign && !streq(method, MHD_HTTP_METHOD_DELETE))
                 return reply_method_not_allowed(c, "PUT, DELETE", rate);
-        counters_inc(s->counters, COUNTER_WRITE_CALLS);
+        counters_write_call(s->counters, method, url);
         nv = permissions ? NULL : header_value(c, "NonVersioned");
         if (nv && parse_bool(nv, &non_versioned) < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest",
@@ -771,6 +773,7 @@ static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection 
                 r = users_assign_users(s->users, &us, items, assign, &out, &changed);
         if (wf.publish_ms > 0)
                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
+        (void) faults_hold_writes(s->faults);
         /* A call that changed nothing (every change failed, or all were as asked) publishes
          * nothing. */
         counters_write_end(s->counters, r >= 0 && changed && !ps.project_id && !non_versioned);
