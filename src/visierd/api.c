@@ -109,6 +109,9 @@ static const Route routes[] = {
         { "PUT", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "DELETE", "/v1/admin/permissions/users", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "POST", "/v1/admin/permissions/revert-to-parent", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        /* visierd's own: merge patches (RFC 7396), sent as Visier's full-replacement PUT. */
+        { "PATCH", "/v1/admin/permissions", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
+        { "PATCH", "/v1/admin/permissions/*", api_write, CLIENT_ROLE_WRITE, ROUTE_ASYNC },
         { "GET", "/v1/admin/capabilities", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
         { "GET", "/v1/admin/capabilities/*", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
         { "GET", "/v1/admin/content-packages", api_proxy_read, CLIENT_ROLE_READ, ROUTE_ASYNC, VH_READ },
@@ -1451,8 +1454,43 @@ static int write_upstream_headers(HttpRequest *req, JobOp op, char *buf, size_t 
         return 0;
 }
 
+/*
+ * PATCH /v1/admin/permissions/{id}: the body is one merge patch of that permission; into
+ * *RET_BODY goes the bulk form {"permissions":[patch with its permissionId]}. NULL with the
+ * answer to send when the request is refused.
+ */
+static struct MHD_Response *single_patch(HttpRequest *req, char **ret_body, unsigned *ret_status) {
+        const char *id = req->path + strlen("/v1/admin/permissions/");
+        json_auto_t *patch = NULL, *root = NULL;
+        json_error_t jerr;
+        json_t *given;
+
+        *ret_body = NULL;
+        if (strchr(id, '%') || streq(id, "users") || streq(id, "revert-to-parent")) {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
+        }
+        if (!req->body || req->body_len == 0)
+                return bad_request(ret_status, "$", "a JSON merge patch object is required");
+        patch = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!json_is_object(patch))
+                return bad_request(ret_status, "$", "must be a JSON merge patch object");
+        given = json_object_get(patch, "permissionId");
+        if (given && !(json_is_string(given) && streq(json_string_value(given), id)))
+                return bad_request(ret_status, "permissionId", "does not match the permission of the path");
+        if (json_object_set_new(patch, "permissionId", json_string(id)) < 0 ||
+            !(root = json_pack("{s:[O]}", "permissions", patch)) || !(*ret_body = json_dumps(root, JSON_COMPACT))) {
+                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+                return http_response_status("InternalError", false, "out of memory");
+        }
+        return NULL;
+}
+
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status) {
         const char *tenant, *project, *non_versioned, *tenant_code_raw, *idem;
+        _cleanup_free_ char *patch_body = NULL;
+        const char *body = req->body;
+        size_t body_len = req->body_len;
         Preferences prefer;
         char client[80], rid[48], upstream_headers[3 * 600];
         const char *fields[] = { rid, NULL };
@@ -1471,12 +1509,19 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
+        if (op == JOB_OP_PATCH && !streq(req->path, "/v1/admin/permissions")) {
+                resp = single_patch(req, &patch_body, ret_status);
+                if (!patch_body)
+                        return resp;
+                body = patch_body;
+                body_len = strlen(patch_body);
+        }
         pthread_rwlock_rdlock(&m->config_lock);
         batch_max = m->config->batch_max;
         max_wait = m->config->max_wait;
         answer_wait = m->config->answer_wait;
         pthread_rwlock_unlock(&m->config_lock);
-        r = validate_write(op, req->body, req->body_len, batch_max, &root, &verr);
+        r = validate_write(op, body, body_len, batch_max, &root, &verr);
         if (r == -ENOMEM) {
                 *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
                 return http_response_status("InternalError", false, "out of memory");
@@ -1564,8 +1609,8 @@ static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *re
                                            .upstream_headers = upstream_headers,
                                            .client = client,
                                            .idempotency_key = idem,
-                                           .body = req->body,
-                                           .body_len = req->body_len,
+                                           .body = body,
+                                           .body_len = body_len,
                                            .items = items,
                                            .extra = extra,
                                            .client_correlation_ids = client_cids,

@@ -88,6 +88,7 @@ unsigned cache_invalidation_for_op(JobOp op) {
         switch (op) {
         case JOB_OP_CREATE: /* the list gains it; a read by correlation ID finds it */
         case JOB_OP_UPDATE: /* the permission and the list */
+        case JOB_OP_PATCH:
                 return CACHE_CLASS_BIT(CACHE_CLASS_PERMISSIONS);
         case JOB_OP_DELETE: /* gone from the list, and its users with it */
         case JOB_OP_REVERT: /* replaced by the parent's version, which may be another object */

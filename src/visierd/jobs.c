@@ -2,6 +2,8 @@
 /*
  * Job states and operations (see jobs.h).
  */
+#include <string.h>
+
 #include "jobs.h"
 #include "macro.h"
 
@@ -30,6 +32,8 @@ static const struct {
         [JOB_OP_ASSIGN] = { "assign", "PUT", "/v1/admin/permissions/users", "permissions", false },
         [JOB_OP_REMOVE] = { "remove", "DELETE", "/v1/admin/permissions/users", "permissions", false },
         [JOB_OP_REVERT] = { "revert", "POST", "/v1/admin/permissions/revert-to-parent", "permissionIds", true },
+        /* Queued by PATCH (job_op_from_request); sent as the full-replacement PUT. */
+        [JOB_OP_PATCH] = { "patch", "PUT", "/v1/admin/permissions", "permissions", true },
         [JOB_OP_EXPORT] = { "export", "POST", "/exports", "items", false },
         /* Method and path are the job's own (its call), never matched by job_op_from_request(). */
         [JOB_OP_CALL] = { "call", "", "", "items", false },
@@ -76,9 +80,20 @@ const char *job_op_path(JobOp op) {
 }
 
 JobOp job_op_from_request(const char *method, const char *path) {
-        for (int i = 0; i < _JOB_OP_MAX; i++)
+        static const char prefix[] = "/v1/admin/permissions/";
+
+        if (streq(method, "PATCH"))
+                return streq(path, "/v1/admin/permissions") ||
+                                       (strncmp(path, prefix, sizeof(prefix) - 1) == 0 &&
+                                        path[sizeof(prefix) - 1] && !strchr(path + sizeof(prefix) - 1, '/'))
+                               ? JOB_OP_PATCH
+                               : _JOB_OP_INVALID;
+        for (int i = 0; i < _JOB_OP_MAX; i++) {
+                if (i == JOB_OP_PATCH)
+                        continue; /* its method is the call's, not the request's */
                 if (streq(ops[i].method, method) && streq(ops[i].path, path))
                         return (JobOp) i;
+        }
         return _JOB_OP_INVALID;
 }
 
@@ -91,9 +106,34 @@ bool job_op_is_bulk(JobOp op) {
 }
 
 bool job_op_takes_fast_mode(JobOp op) {
-        return op == JOB_OP_CREATE || op == JOB_OP_UPDATE;
+        return op == JOB_OP_CREATE || op == JOB_OP_UPDATE || op == JOB_OP_PATCH;
 }
 
 bool job_op_takes_session_headers(JobOp op) {
         return op == JOB_OP_ASSIGN;
+}
+
+json_t *job_merge_patch(json_t *target, json_t *patch) {
+        json_t *out, *v;
+        const char *key;
+
+        if (!json_is_object(patch))
+                return json_deep_copy(patch);
+        out = json_is_object(target) ? json_deep_copy(target) : json_object();
+        if (!out)
+                return NULL;
+        json_object_foreach(patch, key, v) {
+                json_t *merged;
+
+                if (json_is_null(v)) {
+                        (void) json_object_del(out, key);
+                        continue;
+                }
+                merged = job_merge_patch(json_object_get(out, key), v);
+                if (!merged || json_object_set_new(out, key, merged) < 0) {
+                        json_decref(out);
+                        return NULL;
+                }
+        }
+        return out;
 }

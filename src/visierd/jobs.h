@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 
 typedef enum JobState {
@@ -29,6 +30,7 @@ typedef enum JobOp {
         JOB_OP_ASSIGN,  /* PUT    /v1/admin/permissions/users */
         JOB_OP_REMOVE,  /* DELETE /v1/admin/permissions/users */
         JOB_OP_REVERT,  /* POST   /v1/admin/permissions/revert-to-parent */
+        JOB_OP_PATCH,   /* PATCH  /v1/admin/permissions[/{id}]: merge patches, sent as PUT */
         JOB_OP_EXPORT,  /* a run of a named export (POST /exports/NAME/runs); not a write */
         JOB_OP_CALL,    /* any other write of Visier's API, sent as it came, alone (policy table) */
         _JOB_OP_MAX,
@@ -46,7 +48,8 @@ JobOp job_op_from_string(const char *s);
 /* The Visier call an operation becomes. */
 const char *job_op_method(JobOp op);
 const char *job_op_path(JobOp op);
-/* The local request that queues an operation; _JOB_OP_INVALID if none. */
+/* The local request that queues an operation; _JOB_OP_INVALID if none. PATCH of
+ * /v1/admin/permissions and of /v1/admin/permissions/{id} is JOB_OP_PATCH. */
 JobOp job_op_from_request(const char *method, const char *path);
 /* The JSON member of the request body that holds the items ("permissions" or "permissionIds"). */
 const char *job_op_items_member(JobOp op);
@@ -56,3 +59,10 @@ bool job_op_is_bulk(JobOp op);
  * creates and updates; SessionBasedPermissions and SessionRepoId on assignments. */
 bool job_op_takes_fast_mode(JobOp op);
 bool job_op_takes_session_headers(JobOp op);
+
+/*
+ * RFC 7396 JSON merge patch: TARGET (NULL: absent) with PATCH applied, as a new value; TARGET
+ * is not changed. A null member of PATCH removes the member, an object member is merged, any
+ * other value replaces. NULL when memory ran out.
+ */
+json_t *job_merge_patch(json_t *target, json_t *patch);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "publisher.h"
+#include "validate.h"
 
 struct Publisher {
         Store *store;
@@ -127,7 +128,18 @@ static void call_done(Call *c) {
 /* The scope a batch's calls carry: the tenantCode query and the TargetTenantID, ProjectID and
  * NonVersioned headers, then Accept (and Content-Type when with_body), the same for the
  * write and for the lookup that checks what it created. */
+static int build_scope_headers(const Batch *b, bool with_body, bool write_headers, Call *c);
+
 static int build_scope(const Batch *b, bool with_body, Call *c) {
+        return build_scope_headers(b, with_body, true, c);
+}
+
+/* The scope of a batch's reads (a patch's read of its permission): no write headers. */
+static int build_read_scope(const Batch *b, Call *c) {
+        return build_scope_headers(b, false, false, c);
+}
+
+static int build_scope_headers(const Batch *b, bool with_body, bool write_headers, Call *c) {
         size_t nh = 0;
 
         if (*b->tenant_code) {
@@ -145,7 +157,8 @@ static int build_scope(const Batch *b, bool with_body, Call *c) {
         if (*b->non_versioned)
                 snprintf(c->header_lines[nh++], sizeof(c->header_lines[0]), "NonVersioned: %s", b->non_versioned);
         /* FastMode, SessionBasedPermissions, SessionRepoId as the job recorded them. */
-        for (const char *p = b->upstream_headers ? b->upstream_headers : ""; *p && nh < ELEMENTSOF(c->header_lines);) {
+        for (const char *p = write_headers && b->upstream_headers ? b->upstream_headers : "";
+             *p && nh < ELEMENTSOF(c->header_lines);) {
                 size_t n = strcspn(p, "\n");
 
                 if (n > 0 && n < sizeof(c->header_lines[0])) {
@@ -299,6 +312,157 @@ static int reconcile_creates(Publisher *p, Batch *b) {
         }
         r = 0;
 out:
+        call_done(&scope);
+        return r;
+}
+
+/* ---- patches: read, merge, check ---- */
+
+/* A PermissionFailureDTO for item ID with MESSAGE, and what was read before (if anything),
+ * as a patch item's result: {"answer": Visier-shaped entry, "before", "after"}. */
+static json_t *patch_result(json_t *answer, json_t *before, json_t *after) {
+        return json_pack("{s:o, s:O?, s:O?}", "answer", answer, "before", before, "after", after);
+}
+
+/*
+ * Turn each pending merge patch of B into the full permission Visier's PUT takes: read the
+ * permission as it is now (GET /v1/admin/permissions/{id}, in the batch's scope), apply the
+ * patch (RFC 7396), and check the result as an update. Nothing else can write it until the PUT:
+ * the lane is held. A permission that is gone, or a patch that would make it invalid, settles
+ * its item as failed (nothing is sent for it); a job all of whose items settled so is finished
+ * with 404 or 400 and Visier's Status body. -EAGAIN when a read could not be made (nothing
+ * recorded: the batch is tried again), -ENOMEM.
+ */
+static int resolve_patches(Publisher *p, Batch *b) {
+        json_t **settled = calloc(b->n_items ? b->n_items : 1, sizeof(json_t *));
+        long *settled_status = calloc(b->n_items ? b->n_items : 1, sizeof(long));
+        Call scope = {};
+        int r;
+
+        if (!settled || !settled_status) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = build_read_scope(b, &scope);
+        for (size_t i = 0; r >= 0 && i < b->n_items; i++) {
+                BatchItem *it = &b->items[i];
+                const char *id = json_string_value(json_object_get(it->item, "permissionId"));
+                char err[UPSTREAM_ERROR_MAX] = "", *path = NULL, *esc, *text;
+                UpstreamResponse resp = {};
+                json_t *current, *merged, *list;
+                ValidateError verr;
+                json_t *checked = NULL;
+
+                if (it->done)
+                        continue;
+                esc = curl_easy_escape(NULL, id, 0);
+                if (!esc || asprintf(&path, "/v1/admin/permissions/%s", esc) < 0)
+                        path = NULL;
+                curl_free(esc);
+                if (!path) {
+                        r = -ENOMEM;
+                        break;
+                }
+                r = upstream_call(p->upstream,
+                                  &(UpstreamRequest) { .endpoint = "/v1/admin/permissions/*", .method = "GET",
+                                                       .path = path, .query = scope.query, .headers = scope.headers,
+                                                       .idempotent = true },
+                                  &resp, err, sizeof(err));
+                free(path);
+                if (r < 0 || resp.status == 429 || resp.status >= 500) {
+                        upstream_response_done(&resp);
+                        r = -EAGAIN;
+                        break;
+                }
+                if (resp.status != 200) {
+                        const char *why = resp.status == 404 ? "permission not found" : "Visier refused to read it";
+
+                        settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", why),
+                                                  NULL, NULL);
+                        settled_status[i] = resp.status == 404 ? 404 : resp.status;
+                        upstream_response_done(&resp);
+                        continue;
+                }
+                current = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                upstream_response_done(&resp);
+                merged = json_is_object(current) ? job_merge_patch(current, it->item) : NULL;
+                list = merged ? json_pack("{s:[O]}", "permissions", merged) : NULL;
+                text = list ? json_dumps(list, JSON_COMPACT) : NULL;
+                if (!text) {
+                        settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message",
+                                                            "Visier's answer was not a permission"),
+                                                  NULL, NULL);
+                        settled_status[i] = 502;
+                } else if (validate_write(JOB_OP_UPDATE, text, strlen(text), 1, &checked, &verr) < 0) {
+                        char msg[VALIDATE_PATH_MAX + VALIDATE_MESSAGE_MAX + 64];
+
+                        /* "permissions[0].x" names the patched permission's member. */
+                        snprintf(msg, sizeof(msg), "the patched permission is not valid: %s %s",
+                                 verr.path + (strncmp(verr.path, "permissions[0].", 15) == 0 ? 15 : 0), verr.message);
+                        settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", msg),
+                                                  current, NULL);
+                        settled_status[i] = 400;
+                } else {
+                        it->before = json_incref(current);
+                        json_decref(it->item);
+                        it->item = json_incref(merged);
+                }
+                json_decref(checked);
+                free(text);
+                json_decref(list);
+                json_decref(merged);
+                json_decref(current);
+                r = 0;
+        }
+        if (r < 0)
+                goto out;
+
+        /* Record what settled, and finish the jobs with nothing left to send. */
+        if (record_begin(p) < 0) {
+                p->store_trouble = true;
+                r = -EAGAIN;
+                goto out;
+        }
+        for (size_t i = 0; i < b->n_items; i++)
+                if (settled[i]) {
+                        store_item_record(p->store, b->items[i].job_id, b->items[i].idx, false, settled[i]);
+                        b->items[i].done = true;
+                }
+        for (size_t j = 0; j < b->n_jobs; j++) {
+                const BatchJob *job = &b->jobs[j];
+                size_t first_settled = SIZE_MAX, n_settled = 0;
+
+                for (size_t k = 0; k < job->n_items; k++)
+                        if (settled[job->first_item + k]) {
+                                n_settled++;
+                                if (first_settled == SIZE_MAX)
+                                        first_settled = job->first_item + k;
+                        }
+                if (n_settled == 0 || n_settled < job->n_items)
+                        continue;
+                {
+                        const char *msg = json_string_value(json_object_get(
+                                json_object_get(json_object_get(settled[first_settled], "answer"), "error"), "message"));
+                        long st = settled_status[first_settled];
+                        json_t *body = json_pack("{s:s, s:s, s:s, s:b}", "code", st == 404 ? "NotFound" : "BadRequest",
+                                                 "message", msg, "localizedMessage", msg, "userError", 1);
+                        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+                        store_job_finish(p->store, job->id, JOB_FAILED, st, msg, st == 404 ? 404 : 400, text ? text : "");
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = job->id,
+                                                     .op = job_op_to_string(b->op), .n_items = job->n_items,
+                                                     .status = st, .state = "failed", .message = msg });
+                        free(text);
+                        json_decref(body);
+                }
+        }
+        record_end(p);
+        r = 0;
+out:
+        for (size_t i = 0; settled && i < b->n_items; i++)
+                json_decref(settled[i]);
+        free(settled);
+        free(settled_status);
         call_done(&scope);
         return r;
 }
@@ -461,6 +625,8 @@ static char *job_answer(JobOp op, json_t *item_results, json_t *client_cids, boo
                                 *ret_any_ok = true;
                         else
                                 *ret_any_failed = true;
+                        if (op == JOB_OP_PATCH) /* {"answer", "before", "after"}: Visier's entry */
+                                res = json_object_get(res, "answer");
                         if (!res)
                                 continue;
                         if (op == JOB_OP_CREATE &&
@@ -561,9 +727,13 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
                 p->store_trouble = true;
                 goto out;
         }
-        for (size_t i = 0; i < b->n_items; i++)
-                if (!b->items[i].done)
-                        store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
+        for (size_t i = 0; i < b->n_items; i++) {
+                if (b->items[i].done)
+                        continue;
+                if (b->op == JOB_OP_PATCH) /* the operator sees what changed */
+                        results[i] = patch_result(results[i], b->items[i].before, ok[i] ? b->items[i].item : NULL);
+                store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
+        }
         finish_jobs(p, b, status);
         record_end(p);
 out:
@@ -821,9 +991,19 @@ static void publish_batch(Publisher *p, Batch *b) {
                         return;
                 }
         }
+        if (b->op == JOB_OP_PATCH) {
+                r = resolve_patches(p, b);
+                if (r < 0) {
+                        requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
+                                    "could not read the permissions to patch");
+                        return;
+                }
+        }
         for (size_t i = 0; i < b->n_items; i++)
                 pending += !b->items[i].done;
         if (pending == 0) {
+                if (b->op == JOB_OP_PATCH)
+                        return; /* every job was finished when its patches settled */
                 if (record_begin(p) >= 0) {
                         finish_jobs(p, b, 200);
                         record_end(p);

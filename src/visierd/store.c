@@ -890,6 +890,7 @@ static const char *item_conflict_key(JobOp op, json_t *item) {
         case JOB_OP_REVERT:
                 return json_string_value(item);
         case JOB_OP_UPDATE:
+        case JOB_OP_PATCH:
         case JOB_OP_ASSIGN:
         case JOB_OP_REMOVE:
                 return json_string_value(json_object_get(item, "permissionId"));
@@ -1872,6 +1873,7 @@ Batch *batch_free(Batch *b) {
                 return NULL;
         for (size_t i = 0; i < b->n_items; i++) {
                 json_decref(b->items[i].item);
+                json_decref(b->items[i].before);
                 free(b->items[i].correlation_id);
         }
         free(b->items);

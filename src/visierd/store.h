@@ -138,8 +138,9 @@ typedef struct BatchItem {
         unsigned idx;
         json_t *item;
         char *correlation_id; /* creates only */
-        bool done;            /* already succeeded in an earlier attempt (reconciled) */
+        bool done;            /* already succeeded in an earlier attempt (reconciled), or settled */
         bool in_doubt;        /* its job's earlier attempt may have landed */
+        json_t *before;       /* patches: the permission as read before the call (publisher's) */
 } BatchItem;
 
 typedef struct BatchJob {

@@ -92,6 +92,8 @@ static bool is_model_id_key(const char *k) {
 }
 
 const ValidateSchema *validate_request_schema(JobOp op) {
+        if (op == JOB_OP_PATCH) /* a list of partial PermissionDTOs: the update's schema */
+                return validate_request_schemas[JOB_OP_UPDATE];
         return op >= 0 && op < _JOB_OP_MAX ? validate_request_schemas[op] : NULL;
 }
 
@@ -265,6 +267,49 @@ static int check_permission(JobOp op, json_t *item, const char *path, json_t *se
         return 0;
 }
 
+/*
+ * One merge patch of a PATCH: an object naming its permission (permissionId, a non-empty string)
+ * whose other members are members of PermissionDTO, each either null (remove it; not
+ * displayName, which a permission must keep) or of the member's type. The permission after
+ * the patch is checked in full when it is sent.
+ */
+static int check_patch(const ValidateSchema *item_schema, json_t *item, const char *path, ValidateError *err) {
+        char p[VALIDATE_PATH_MAX];
+        const char *key;
+        json_t *v;
+        int r;
+
+        if (!json_is_object(item))
+                return fail(err, path, "must be a JSON merge patch object naming its permissionId");
+        v = json_object_get(item, "permissionId");
+        path_join(p, sizeof(p), path, ".permissionId");
+        if (!json_is_string(v) || json_string_length(v) == 0)
+                return fail(err, p, "is required: the permission the patch changes");
+        json_object_foreach(item, key, v) {
+                const ValidateMember *m = schema_member(item_schema, key);
+                char member[VALIDATE_PATH_MAX / 2];
+
+                snprintf(member, sizeof(member), ".%s", key);
+                path_join(p, sizeof(p), path, member);
+                if (!m)
+                        return fail(err, p, "is not a member of %s", item_schema->name);
+                if (json_is_null(v)) {
+                        if (streq(key, "displayName") || streq(key, "permissionId"))
+                                return fail(err, p, "cannot be removed");
+                        continue;
+                }
+                if (streq(key, "correlationId"))
+                        return fail(err, p, "cannot be set by a patch (it names a create)");
+                /* An object member is itself a merge patch: its members may be null. */
+                if (!json_is_object(v)) {
+                        r = validate_json(m->schema, v, p, err);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
 /* visierd's rules for one assignment of an assign or remove, after the schema walk. */
 static int check_assignment(json_t *item, const char *path, ValidateError *err) {
         char p[VALIDATE_PATH_MAX];
@@ -332,6 +377,18 @@ static int check_items(JobOp op, const ValidateSchema *s, json_t *items, size_t 
                         r = validate_json(s->items, item, path, err);
                         if (r >= 0)
                                 r = check_assignment(item, path, err);
+                        break;
+                case JOB_OP_PATCH:
+                        r = check_patch(s->items, item, path, err);
+                        if (r >= 0) {
+                                const char *id = json_string_value(json_object_get(item, "permissionId"));
+
+                                /* Two patches of one permission in one request: send two requests. */
+                                if (json_object_get(seen, id))
+                                        r = fail(err, path, "patches permission %s a second time in this request", id);
+                                else if (json_object_set_new(seen, id, json_true()) < 0)
+                                        r = fail_oom(err);
+                        }
                         break;
                 default:
                         r = fail(err, "$", "unsupported operation");
