@@ -157,6 +157,12 @@ START_TEST(test_policy_table_matches_router) {
                 PolicyClass want;
 
                 row = policy_find(methods[i], patterns[i]);
+                /* visierd's own extensions of Visier's API: merge patches of permissions. */
+                if (streq(methods[i], "PATCH") && (streq(patterns[i], "/v1/admin/permissions") ||
+                                                   streq(patterns[i], "/v1/admin/permissions/*"))) {
+                        ck_assert_msg(!row, "PATCH %s is Visier's now: serve Visier's operation", patterns[i]);
+                        continue;
+                }
                 if (strncmp(patterns[i], "/v1/", 4) != 0) {
                         ck_assert_msg(!row, "%s %s is visierd's own route but a Visier operation", methods[i], patterns[i]);
                         continue;

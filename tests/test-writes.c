@@ -755,6 +755,157 @@ START_TEST(test_mixed_stream_coalesces_by_kind) {
 }
 END_TEST
 
+/* ---- merge patches ---------------------------------------------------------------------- */
+
+#define CANADA "7a9e4d2c-1b3f-4c5d-8e6f-0a1b2c3d4e72"
+
+typedef struct PatchCall {
+        const char *body;
+        long status;
+        json_t *answer;
+} PatchCall;
+
+static void *patch_call(void *arg) {
+        PatchCall *c = arg;
+        const char *h[] = { "Prefer: wait=30", "Content-Type: application/merge-patch+json", NULL };
+
+        c->answer = visierd_request_json(&vd, "PATCH", "/v1/admin/permissions/" CANADA, c->body, h, &c->status);
+        return NULL;
+}
+
+/* The sim's permission CANADA as Visier answers it. */
+static json_t *sim_permission(const char *id) {
+        char *token = sim_login(&sim), path[128], cookie[128], apikey[128], *u;
+        const char *headers[] = { cookie, apikey, NULL };
+        HttpResult r;
+        json_t *j;
+
+        snprintf(path, sizeof(path), "/v1/admin/permissions/%s", id);
+        u = sim_url(&sim, path);
+        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
+        snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
+        http_request("GET", u, headers, NULL, 10000, &r);
+        j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+        http_result_done(&r);
+        free(u);
+        free(token);
+        return j;
+}
+
+/* Two merge patches of one permission at once, to different parts of it: both survive (each
+ * is read, merged and sent under the lane, one after the other), and the job shows what
+ * changed. */
+START_TEST(test_concurrent_patches_both_survive) {
+        PatchCall calls[] = {
+                { .body = "{\"adminCapabilityConfig\":{\"capabilities\":[\"data\",\"aggregate_view\",\"detailed_view\"]}}" },
+                { .body = "{\"dataSecurityProfiles\":[{\"analyticObjectId\":\"Employee\",\"allDataPointAccess\":true}],"
+                          "\"description\":null}" },
+        };
+        pthread_t t[ELEMENTSOF(calls)];
+        json_t *after, *job, *item;
+        char *text;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"publish_ms\":300}");
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++)
+                ck_assert_int_eq(pthread_create(&t[i], NULL, patch_call, &calls[i]), 0);
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++) {
+                pthread_join(t[i], NULL);
+                ck_assert_msg(calls[i].status == 200, "patch %zu answered %ld", i, calls[i].status);
+                /* Visier's bulk answer for the PUT it became, and nothing else. */
+                text = json_dumps(calls[i].answer, JSON_COMPACT);
+                ck_assert_str_eq(text, "{\"successes\":[{\"permissionId\":\"" CANADA "\",\"displayName\":"
+                                       "\"Canada HR Business Partner\"}],\"failures\":[]}");
+                free(text);
+        }
+        ck_assert_int_eq(sim_counter(&sim, "publish_overlaps"), 0);
+
+        after = sim_permission(CANADA);
+        ck_assert_ptr_nonnull(after);
+        text = json_dumps(json_object_get(json_object_get(after, "adminCapabilityConfig"), "capabilities"), JSON_COMPACT);
+        ck_assert_str_eq(text, "[\"data\",\"aggregate_view\",\"detailed_view\"]");
+        free(text);
+        text = json_dumps(json_object_get(after, "dataSecurityProfiles"), JSON_COMPACT);
+        ck_assert_str_eq(text, "[{\"analyticObjectId\":\"Employee\",\"allDataPointAccess\":true}]");
+        free(text);
+        ck_assert_ptr_null(json_object_get(after, "description")); /* removed by null */
+        /* What neither patch named is as it was. */
+        ck_assert_str_eq(json_string_value(json_object_get(after, "displayName")), "Canada HR Business Partner");
+        text = json_dumps(json_object_get(after, "roleModulesConfig"), JSON_COMPACT);
+        ck_assert_str_eq(text, "{\"contentPackageIds\":[\"4c1d7a52-3e8b-4f6a-9d2c-1b7e5a9f3c01\"]}");
+        free(text);
+        json_decref(after);
+
+        /* The job keeps the permission before and after its own change. */
+        job = visierd_job(&vd, 2);
+        item = json_object_get(json_array_get(json_object_get(job, "item_results"), 0), "result");
+        ck_assert_ptr_nonnull(json_object_get(item, "before"));
+        ck_assert_ptr_nonnull(json_object_get(item, "after"));
+        ck_assert_ptr_nonnull(json_object_get(item, "answer"));
+        ck_assert(!json_equal(json_object_get(item, "before"), json_object_get(item, "after")));
+        json_decref(job);
+        for (size_t i = 0; i < ELEMENTSOF(calls); i++)
+                json_decref(calls[i].answer);
+}
+END_TEST
+
+/* A patch refused before it is queued, one that would make the permission invalid, and one of
+ * a permission that does not exist: 400, 400 and 404, and nothing is sent to Visier. */
+START_TEST(test_bad_patches_change_nothing) {
+        const char *wait[] = { "Prefer: wait=30", NULL };
+        json_t *before, *after, *j;
+        long long writes;
+        long status;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        before = sim_permission(CANADA);
+        writes = sim_counter(&sim, "write_calls");
+
+        j = write_req("PATCH", "/v1/admin/permissions/" CANADA, "{\"displayName\":null}", wait, &status);
+        ck_assert_int_eq(status, 400);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
+                         "permissions[0].displayName: cannot be removed");
+        json_decref(j);
+        j = write_req("PATCH", "/v1/admin/permissions/" CANADA, "{\"permissionId\":\"other\"}", wait, &status);
+        ck_assert_int_eq(status, 400);
+        json_decref(j);
+
+        /* Valid as a patch, invalid as the permission it makes. */
+        j = write_req("PATCH", "/v1/admin/permissions/" CANADA, "{\"adminCapabilityConfig\":{\"capabilities\":5}}", wait,
+                      &status);
+        ck_assert_int_eq(status, 400);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+        ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
+                         "the patched permission is not valid: adminCapabilityConfig.capabilities must be an array");
+        json_decref(j);
+
+        j = write_req("PATCH", "/v1/admin/permissions/0b3c2d1e-0000-4000-8000-00000000dead", "{\"description\":\"x\"}",
+                      wait, &status);
+        ck_assert_int_eq(status, 404);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "NotFound");
+        json_decref(j);
+
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), writes);
+        after = sim_permission(CANADA);
+        ck_assert(json_equal(before, after));
+        json_decref(before);
+        json_decref(after);
+
+        /* The bulk form: two permissions, one of them missing; the other changes. */
+        j = write_req("PATCH", "/v1/admin/permissions",
+                      "{\"permissions\":[{\"permissionId\":\"" CANADA "\",\"description\":\"patched\"},"
+                      "{\"permissionId\":\"0b3c2d1e-0000-4000-8000-00000000dead\",\"description\":\"x\"}]}",
+                      wait, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "successes")), 1);
+        ck_assert_int_eq(json_array_size(json_object_get(j, "failures")), 1);
+        json_decref(j);
+        after = sim_permission(CANADA);
+        ck_assert_str_eq(json_string_value(json_object_get(after, "description")), "patched");
+        json_decref(after);
+}
+END_TEST
+
 START_TEST(test_full_disk_refuses_cleanly_and_recovers) {
         char body[2048], pad[1500];
         int accepted_n = 0, refused = 0;
@@ -830,6 +981,8 @@ int main(void) {
         tcase_add_test(tc, test_assign_remove_and_delete);
         tcase_add_test(tc, test_full_disk_refuses_cleanly_and_recovers);
         tcase_add_test(tc, test_mixed_stream_coalesces_by_kind);
+        tcase_add_test(tc, test_concurrent_patches_both_survive);
+        tcase_add_test(tc, test_bad_patches_change_nothing);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
