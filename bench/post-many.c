@@ -12,6 +12,12 @@
  * requests).
  *
  *   post-many [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS
+ *   post-many -m IDS_FILE [-H HEADER]... [-p PREFIX] BASE_URL COUNT CLIENTS
+ *
+ * With -m, request N is the (N mod 4)th of a mixed stream on distinct permissions: a create
+ * (POST BASE_URL/v1/admin/permissions), an update of ID 3k, a delete of ID 3k+1 and a user
+ * assignment (PUT BASE_URL/v1/admin/permissions/users) to ID 3k+2, k = N / 4, the IDs being
+ * the lines of IDS_FILE (at least 3 * COUNT / 4 of them).
  *
  * A benchmark tool only: it never retries, and it must not be used as an example of how a
  * service should talk to visierd (that one should send an Idempotency-Key).
@@ -33,6 +39,8 @@
 #define LATENCIES_MAX (1L << 21)
 
 static const char *url, *prefix = "bench";
+static char **mixed_ids;     /* -m: permission IDs */
+static long n_mixed_ids;
 static long count;           /* 0: no cap (needs -d) */
 static double deadline;      /* 0: none */
 static struct curl_slist *headers;
@@ -87,7 +95,38 @@ static void *client(void *arg) {
                         break;
                 double t0;
 
-                snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s-%07ld\"}]}", prefix, i);
+                if (mixed_ids) {
+                        static const char *const methods[] = { "POST", "PUT", "DELETE", "PUT" };
+                        long k = i / 4;
+                        char u[512];
+
+                        if (3 * k + 2 >= n_mixed_ids)
+                                break;
+                        switch (i % 4) {
+                        case 0:
+                                snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s-%07ld\"}]}",
+                                         prefix, k);
+                                break;
+                        case 1:
+                                snprintf(body, sizeof(body),
+                                         "{\"permissions\":[{\"permissionId\":\"%s\",\"displayName\":\"%s-u-%07ld\"}]}",
+                                         mixed_ids[3 * k], prefix, k);
+                                break;
+                        case 2:
+                                snprintf(body, sizeof(body), "{\"permissionIds\":[\"%s\"]}", mixed_ids[3 * k + 1]);
+                                break;
+                        default:
+                                snprintf(body, sizeof(body),
+                                         "{\"permissions\":[{\"permissionId\":\"%s\",\"userIds\":[\"u-%03ld\"]}]}",
+                                         mixed_ids[3 * k + 2], k % 1000);
+                                break;
+                        }
+                        snprintf(u, sizeof(u), "%s%s", url,
+                                 i % 4 == 3 ? "/v1/admin/permissions/users" : "/v1/admin/permissions");
+                        curl_easy_setopt(h, CURLOPT_URL, u);
+                        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, methods[i % 4]);
+                } else
+                        snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s-%07ld\"}]}", prefix, i);
                 curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
                 atomic_fetch_add(&requests, 1);
                 t0 = now();
@@ -120,7 +159,7 @@ static double percentile(const double *sorted, long n, double p) {
 }
 
 static void usage(void) {
-        fprintf(stderr, "usage: post-many [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS\n");
+        fprintf(stderr, "usage: post-many [-m IDS_FILE] [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS\n");
 }
 
 int main(int argc, char **argv) {
@@ -130,8 +169,30 @@ int main(int argc, char **argv) {
         int n_threads = 0, opt, n_headers = 0;
         char *end;
 
-        while ((opt = getopt(argc, argv, "H:p:d:")) != -1)
+        while ((opt = getopt(argc, argv, "H:p:d:m:")) != -1)
                 switch (opt) {
+                case 'm': {
+                        FILE *f = fopen(optarg, "re");
+                        char line[128];
+
+                        if (!f) {
+                                fprintf(stderr, "post-many: cannot open %s\n", optarg);
+                                return 2;
+                        }
+                        while (fgets(line, sizeof(line), f)) {
+                                char **n = realloc(mixed_ids, (size_t) (n_mixed_ids + 1) * sizeof(*n));
+
+                                line[strcspn(line, "\r\n")] = '\0';
+                                if (!n || !(n[n_mixed_ids] = strdup(line))) {
+                                        fprintf(stderr, "post-many: out of memory\n");
+                                        return 1;
+                                }
+                                mixed_ids = n;
+                                n_mixed_ids++;
+                        }
+                        fclose(f);
+                        break;
+                }
                 case 'H':
                         if (++n_headers > HEADERS_MAX) {
                                 fprintf(stderr, "post-many: at most %d headers\n", HEADERS_MAX);
