@@ -397,8 +397,10 @@ static int resolve_patches(Publisher *p, Batch *b) {
                         char msg[VALIDATE_PATH_MAX + VALIDATE_MESSAGE_MAX + 64];
 
                         /* "permissions[0].x" names the patched permission's member. */
-                        snprintf(msg, sizeof(msg), "the patched permission is not valid: %s %s",
-                                 verr.path + (strncmp(verr.path, "permissions[0].", 15) == 0 ? 15 : 0), verr.message);
+                        snprintf(msg, sizeof(msg), "the patched permission is not valid: %.*s %.*s",
+                                 VALIDATE_PATH_MAX - 1,
+                                 verr.path + (strncmp(verr.path, "permissions[0].", 15) == 0 ? 15 : 0),
+                                 VALIDATE_MESSAGE_MAX - 1, verr.message);
                         settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", msg),
                                                   current, NULL);
                         settled_status[i] = 400;
