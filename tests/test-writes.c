@@ -870,14 +870,48 @@ START_TEST(test_bad_patches_change_nothing) {
         ck_assert_int_eq(status, 400);
         json_decref(j);
 
-        /* Valid as a patch, invalid as the permission it makes. */
+        /* Nested members are checked too, before anything is queued. */
         j = write_req("PATCH", "/v1/admin/permissions/" CANADA, "{\"adminCapabilityConfig\":{\"capabilities\":5}}", wait,
                       &status);
         ck_assert_int_eq(status, 400);
-        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
         ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
-                         "the patched permission is not valid: adminCapabilityConfig.capabilities must be an array");
+                         "permissions[0].adminCapabilityConfig.capabilities: must be an array");
         json_decref(j);
+
+        /* Valid as a patch, invalid as the permission it makes: one made in Visier (not through
+         * visierd) with an ID visierd's rules refuse. Read, merged, refused; nothing sent. */
+        {
+                char *token = sim_login(&sim), cookie[128], apikey[128], *u = sim_url(&sim, "/v1/admin/permissions"),
+                     path[128];
+                const char *headers[] = { cookie, apikey, "Content-Type: application/json", NULL };
+                HttpResult r;
+                json_t *made;
+
+                snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
+                snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
+                http_request("POST", u, headers,
+                             "{\"permissions\":[{\"displayName\":\"made-elsewhere\",\"dataSecurityProfiles\":"
+                             "[{\"analyticObjectId\":\"9lives\"}]}]}",
+                             10000, &r);
+                ck_assert_int_eq(r.status, 200);
+                made = json_loadb(r.body, r.len, 0, NULL);
+                snprintf(path, sizeof(path), "/v1/admin/permissions/%s",
+                         json_string_value(json_object_get(json_array_get(json_object_get(made, "successes"), 0),
+                                                           "permissionId")));
+                http_result_done(&r);
+                writes = sim_counter(&sim, "write_calls");
+                j = write_req("PATCH", path, "{\"description\":\"x\"}", wait, &status);
+                ck_assert_int_eq(status, 400);
+                ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+                ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
+                                 "the patched permission is not valid: dataSecurityProfiles[0].analyticObjectId '9lives' "
+                                 "is not a valid ID: use A-Z a-z 0-9 and _, 3 to 200 characters, not starting with a digit");
+                json_decref(j);
+                ck_assert_int_eq(sim_counter(&sim, "write_calls"), writes);
+                json_decref(made);
+                free(token);
+                free(u);
+        }
 
         j = write_req("PATCH", "/v1/admin/permissions/0b3c2d1e-0000-4000-8000-00000000dead", "{\"description\":\"x\"}",
                       wait, &status);

@@ -96,6 +96,8 @@ int coalesce_pick(const CoalesceJob *queued, size_t n, const CoalesceRunning *ru
                         if (!j->group)
                                 break; /* a job that goes alone */
                 }
+                if (items >= batch_max)
+                        break; /* full */
         }
         if (first)
                 *ret_n = picked;

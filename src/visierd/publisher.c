@@ -182,9 +182,17 @@ static int build_call(const Batch *b, Call *c) {
         json_t *root = b->extra ? json_deep_copy(b->extra) : json_object();
         json_t *list = json_array();
 
-        for (size_t i = 0; i < b->n_items; i++)
-                if (!b->items[i].done)
-                        json_array_append(list, b->items[i].item);
+        for (size_t i = 0; i < b->n_items; i++) {
+                if (b->items[i].done)
+                        continue;
+                if (b->op == JOB_OP_PATCH && !b->items[i].before) {
+                        /* A merge patch is never sent as a full replacement. */
+                        json_decref(list);
+                        json_decref(root);
+                        return -EINVAL;
+                }
+                json_array_append(list, b->items[i].item);
+        }
         json_object_set_new(root, job_op_items_member(b->op), list);
         c->body = json_dumps(root, JSON_COMPACT);
         json_decref(root);
@@ -318,24 +326,69 @@ out:
 
 /* ---- patches: read, merge, check ---- */
 
+static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool solo, bool in_doubt, usec_t delay,
+                        long status, const char *error);
+static void finish_jobs(Publisher *p, const Batch *b, long status);
+
 /* A PermissionFailureDTO for item ID with MESSAGE, and what was read before (if anything),
  * as a patch item's result: {"answer": Visier-shaped entry, "before", "after"}. */
 static json_t *patch_result(json_t *answer, json_t *before, json_t *after) {
         return json_pack("{s:o, s:O?, s:O?}", "answer", answer, "before", before, "after", after);
 }
 
+/* Requeue the jobs of B, each alone: the one holding item FAILED counts an attempt and goes
+ * alone next time (its read keeps failing: backoff), the others try again soon. */
+static void requeue_around(Publisher *p, const Batch *b, size_t failed, const char *error) {
+        for (size_t j = 0; j < b->n_jobs; j++) {
+                Batch one = *b;
+                bool culprit = failed >= b->jobs[j].first_item && failed < b->jobs[j].first_item + b->jobs[j].n_items;
+
+                one.jobs = &b->jobs[j];
+                one.n_jobs = 1;
+                requeue_all(p, &one, culprit, culprit, false, culprit ? 0 : PUBLISHER_BACKOFF_INITIAL, 0, error);
+        }
+}
+
+/* A Status body and HTTP status for a job of one patch settled as failed (with why, from
+ * reading its permission with status READ_STATUS, or 400 for an invalid result). */
+static char *settled_status_body(long read_status, const char *msg, long *ret_status) {
+        const char *code = "BadRequest";
+        bool user = true;
+        json_t *body;
+        char *text;
+
+        *ret_status = read_status;
+        if (read_status == 404)
+                code = "NotFound";
+        else if (read_status == 403)
+                code = "Forbidden";
+        else if (read_status != 400) {
+                code = "BadGateway", user = false;
+                *ret_status = 502;
+        }
+        body = json_pack("{s:s, s:s, s:s, s:b}", "code", code, "message", msg, "localizedMessage", msg, "userError", user);
+        text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        json_decref(body);
+        return text;
+}
+
 /*
  * Turn each pending merge patch of B into the full permission Visier's PUT takes: read the
  * permission as it is now (GET /v1/admin/permissions/{id}, in the batch's scope), apply the
- * patch (RFC 7396), and check the result as an update. Nothing else can write it until the PUT:
- * the lane is held. A permission that is gone, or a patch that would make it invalid, settles
- * its item as failed (nothing is sent for it); a job all of whose items settled so is finished
- * with 404 or 400 and Visier's Status body. -EAGAIN when a read could not be made (nothing
- * recorded: the batch is tried again), -ENOMEM.
+ * patch (RFC 7396) to it without its correlationId (it names a create, not the permission's
+ * state), and check the result as an update. Nothing else of visierd's can write it until the
+ * PUT: the lane is held. A permission that is gone, or a patch that would make it invalid,
+ * settles its item as failed (nothing is sent for it); a job all of whose items settled so is
+ * finished now (a job of one patch with 404 or 400 and Visier's Status body, a larger one with
+ * the bulk answer of its failures). When a read cannot be made (network, 429, 5xx) nothing is
+ * recorded and nothing sent: that item's job is tried again alone with backoff, the others
+ * soon; -EAGAIN. -ENOMEM (the batch is tried again).
  */
 static int resolve_patches(Publisher *p, Batch *b) {
         json_t **settled = calloc(b->n_items ? b->n_items : 1, sizeof(json_t *));
         long *settled_status = calloc(b->n_items ? b->n_items : 1, sizeof(long));
+        char why[UPSTREAM_ERROR_MAX + 128] = "";
+        size_t failed_read = SIZE_MAX;
         Call scope = {};
         int r;
 
@@ -347,11 +400,11 @@ static int resolve_patches(Publisher *p, Batch *b) {
         for (size_t i = 0; r >= 0 && i < b->n_items; i++) {
                 BatchItem *it = &b->items[i];
                 const char *id = json_string_value(json_object_get(it->item, "permissionId"));
-                char err[UPSTREAM_ERROR_MAX] = "", *path = NULL, *esc, *text;
+                char err[UPSTREAM_ERROR_MAX] = "", *path = NULL, *esc, *text = NULL;
                 UpstreamResponse resp = {};
-                json_t *current, *merged, *list;
+                json_t *current = NULL, *base = NULL, *merged = NULL, *list = NULL, *checked = NULL;
                 ValidateError verr;
-                json_t *checked = NULL;
+                int v;
 
                 if (it->done)
                         continue;
@@ -370,30 +423,54 @@ static int resolve_patches(Publisher *p, Batch *b) {
                                   &resp, err, sizeof(err));
                 free(path);
                 if (r < 0 || resp.status == 429 || resp.status >= 500) {
+                        if (r < 0)
+                                snprintf(why, sizeof(why), "could not read permission %.64s to patch it: %s", id, err);
+                        else
+                                snprintf(why, sizeof(why), "could not read permission %.64s to patch it: Visier answered %ld",
+                                         id, resp.status);
                         upstream_response_done(&resp);
+                        failed_read = i;
                         r = -EAGAIN;
                         break;
                 }
                 if (resp.status != 200) {
-                        const char *why = resp.status == 404 ? "permission not found" : "Visier refused to read it";
+                        const char *msg = resp.status == 404 ? "permission not found" : "Visier refused to read it";
 
-                        settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", why),
+                        settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", msg),
                                                   NULL, NULL);
-                        settled_status[i] = resp.status == 404 ? 404 : resp.status;
+                        settled_status[i] = resp.status;
                         upstream_response_done(&resp);
+                        if (!settled[i]) {
+                                r = -ENOMEM;
+                                break;
+                        }
                         continue;
                 }
                 current = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 upstream_response_done(&resp);
-                merged = json_is_object(current) ? job_merge_patch(current, it->item) : NULL;
-                list = merged ? json_pack("{s:[O]}", "permissions", merged) : NULL;
-                text = list ? json_dumps(list, JSON_COMPACT) : NULL;
-                if (!text) {
+                r = 0;
+                if (!json_is_object(current)) {
                         settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message",
                                                             "Visier's answer was not a permission"),
                                                   NULL, NULL);
                         settled_status[i] = 502;
-                } else if (validate_write(JOB_OP_UPDATE, text, strlen(text), 1, &checked, &verr) < 0) {
+                        r = settled[i] ? 0 : -ENOMEM;
+                        goto next;
+                }
+                base = json_copy(current);
+                if (base)
+                        (void) json_object_del(base, "correlationId");
+                merged = base ? job_merge_patch(base, it->item) : NULL;
+                list = merged ? json_pack("{s:[O]}", "permissions", merged) : NULL;
+                text = list ? json_dumps(list, JSON_COMPACT) : NULL;
+                if (!text) {
+                        r = -ENOMEM;
+                        goto next;
+                }
+                v = validate_write(JOB_OP_UPDATE, text, strlen(text), 1, &checked, &verr);
+                if (v == -ENOMEM) {
+                        r = -ENOMEM;
+                } else if (v < 0) {
                         char msg[VALIDATE_PATH_MAX + VALIDATE_MESSAGE_MAX + 64];
 
                         /* "permissions[0].x" names the patched permission's member. */
@@ -404,25 +481,37 @@ static int resolve_patches(Publisher *p, Batch *b) {
                         settled[i] = patch_result(json_pack("{s:s, s:{s:s}}", "permissionId", id, "error", "message", msg),
                                                   current, NULL);
                         settled_status[i] = 400;
+                        r = settled[i] ? 0 : -ENOMEM;
                 } else {
                         it->before = json_incref(current);
                         json_decref(it->item);
                         it->item = json_incref(merged);
                 }
+        next:
                 json_decref(checked);
                 free(text);
                 json_decref(list);
                 json_decref(merged);
+                json_decref(base);
                 json_decref(current);
-                r = 0;
+        }
+        if (r == -EAGAIN) {
+                requeue_around(p, b, failed_read, why);
+                goto out;
         }
         if (r < 0)
                 goto out;
+        /* Never a raw patch as a full replacement: every item left to send was resolved. */
+        for (size_t i = 0; i < b->n_items; i++)
+                if (!b->items[i].done && !settled[i] && !b->items[i].before) {
+                        r = -ENOMEM;
+                        goto out;
+                }
 
         /* Record what settled, and finish the jobs with nothing left to send. */
         if (record_begin(p) < 0) {
                 p->store_trouble = true;
-                r = -EAGAIN;
+                r = -EIO;
                 goto out;
         }
         for (size_t i = 0; i < b->n_items; i++)
@@ -431,32 +520,33 @@ static int resolve_patches(Publisher *p, Batch *b) {
                         b->items[i].done = true;
                 }
         for (size_t j = 0; j < b->n_jobs; j++) {
-                const BatchJob *job = &b->jobs[j];
-                size_t first_settled = SIZE_MAX, n_settled = 0;
+                BatchJob *job = &b->jobs[j];
+                size_t n_settled = 0;
 
                 for (size_t k = 0; k < job->n_items; k++)
-                        if (settled[job->first_item + k]) {
-                                n_settled++;
-                                if (first_settled == SIZE_MAX)
-                                        first_settled = job->first_item + k;
-                        }
+                        n_settled += settled[job->first_item + k] != NULL;
                 if (n_settled == 0 || n_settled < job->n_items)
                         continue;
-                {
+                if (job->n_items == 1) {
                         const char *msg = json_string_value(json_object_get(
-                                json_object_get(json_object_get(settled[first_settled], "answer"), "error"), "message"));
-                        long st = settled_status[first_settled];
-                        json_t *body = json_pack("{s:s, s:s, s:s, s:b}", "code", st == 404 ? "NotFound" : "BadRequest",
-                                                 "message", msg, "localizedMessage", msg, "userError", 1);
-                        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+                                json_object_get(json_object_get(settled[job->first_item], "answer"), "error"), "message"));
+                        long st;
+                        char *text = settled_status_body(settled_status[job->first_item], msg, &st);
 
-                        store_job_finish(p->store, job->id, JOB_FAILED, st, msg, st == 404 ? 404 : 400, text ? text : "");
+                        store_job_finish(p->store, job->id, JOB_FAILED, settled_status[job->first_item], msg, st,
+                                         text ? text : "");
                         emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = job->id,
                                                      .op = job_op_to_string(b->op), .n_items = job->n_items,
                                                      .status = st, .state = "failed", .message = msg });
                         free(text);
-                        json_decref(body);
+                } else {
+                        Batch one = *b;
+
+                        one.jobs = job;
+                        one.n_jobs = 1;
+                        finish_jobs(p, &one, 200); /* Visier's bulk shape, every item a failure */
                 }
+                job->finished = true;
         }
         record_end(p);
         r = 0;
@@ -677,6 +767,8 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
         if (p->cache)
                 cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
         for (size_t j = 0; j < b->n_jobs; j++) {
+                if (b->jobs[j].finished)
+                        continue;
                 json_t *results = store_job_item_results(p->store, b->jobs[j].id);
                 json_t *cids = b->op == JOB_OP_CREATE ? store_job_client_correlation_ids(p->store, b->jobs[j].id) : NULL;
                 bool any_ok, any_failed;
@@ -766,6 +858,8 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                 const BatchJob *job = &b->jobs[j];
                 bool all_done = true;
 
+                if (job->finished)
+                        continue;
                 for (size_t k = 0; k < job->n_items; k++)
                         all_done &= b->items[job->first_item + k].done;
                 if (all_done && job->n_items > 0) { /* everything was found to have landed */
@@ -815,6 +909,8 @@ static void fail_alone(Publisher *p, const Batch *b, long status, const char *bo
                 return;
         }
         for (size_t j = 0; j < b->n_jobs; j++) {
+                if (b->jobs[j].finished)
+                        continue;
                 store_job_finish(p->store, b->jobs[j].id, JOB_FAILED, status, error, status, body);
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[j].id,
                                              .op = job_op_to_string(b->op), .n_items = b->jobs[j].n_items,
@@ -995,9 +1091,11 @@ static void publish_batch(Publisher *p, Batch *b) {
         }
         if (b->op == JOB_OP_PATCH) {
                 r = resolve_patches(p, b);
+                if (r == -EAGAIN)
+                        return; /* requeued around the read that failed */
                 if (r < 0) {
                         requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
-                                    "could not read the permissions to patch");
+                                    r == -EIO ? "could not record the patches' outcome" : "out of memory");
                         return;
                 }
         }
@@ -1080,10 +1178,13 @@ static void publish_batch(Publisher *p, Batch *b) {
         if (resp.status >= 400) {
                 json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 const char *why = json_string_value(json_object_get(st, "localizedMessage"));
+                size_t open_jobs = 0;
 
                 snprintf(msg, sizeof(msg), "Visier rejected the call with %ld: %s", resp.status,
                          why ? why : "(no message)");
-                if (b->n_jobs > 1) {
+                for (size_t j = 0; j < b->n_jobs; j++)
+                        open_jobs += !b->jobs[j].finished;
+                if (open_jobs > 1) {
                         /* One job's item spoiled a merged call: every job goes alone, so only it fails. */
                         pthread_mutex_lock(&p->lock);
                         p->stats.splits++;

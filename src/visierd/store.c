@@ -1942,8 +1942,10 @@ static char *head_group(const JobHead *h) {
         return g;
 }
 
-/* How many queued jobs, oldest first, one claim weighs: later ones wait for a later claim. */
+/* How many queued jobs, oldest first, one claim weighs, and how many of their items at most
+ * (a call takes at most 1,000): later ones wait for a later claim. */
 #define CLAIM_LOOKAHEAD 10000
+#define CLAIM_LOOKAHEAD_ITEMS 20000
 
 /* A queued job as the claim weighs it. */
 typedef struct Candidate {
@@ -2059,30 +2061,13 @@ static int batch_from_head(Batch **ret, const JobHead *h) {
         return 0;
 }
 
-/* Candidate of job ID among C[0..n) (ascending ids), or NULL. */
-static Candidate *candidate_find(Candidate *c, size_t n, int64_t id) {
-        size_t lo = 0, hi = n;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-
-                if (c[mid].head.id == id)
-                        return &c[mid];
-                if (c[mid].head.id < id)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return NULL;
-}
-
 int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms) {
         _cleanup_(batch_freep) Batch *b = NULL;
         Candidate *cand = NULL;
         CoalesceJob *jobs = NULL;
         KeyList running_keys = {};
         CoalesceRunning running = {};
-        size_t n = 0, allocated = 0, *picked = NULL, n_picked = 0;
+        size_t n = 0, allocated = 0, *picked = NULL, n_picked = 0, window_items = 0;
         int64_t next_due = INT64_MAX, last_running = 0;
         Stmt st = {};
         int r;
@@ -2118,7 +2103,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                             "ORDER BY id LIMIT ?");
         if (r >= 0)
                 sqlite3_bind_int64(st.st, 1, CLAIM_LOOKAHEAD);
-        while (r >= 0 && (r = step_row(s, &st)) > 0) {
+        while (r >= 0 && window_items < CLAIM_LOOKAHEAD_ITEMS && (r = step_row(s, &st)) > 0) {
                 if (n >= allocated) {
                         size_t na = allocated ? allocated * 2 : 64;
                         Candidate *nc = reallocarray(cand, na, sizeof(*cand));
@@ -2135,25 +2120,28 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 cand[n].group = head_group(&cand[n].head);
                 if (cand[n].head.next_run_at > now && cand[n].head.next_run_at < next_due)
                         next_due = cand[n].head.next_run_at;
+                window_items += (size_t) cand[n].head.n_items;
                 n++;
         }
         stmt_done(&st);
-        if (r >= 0 && n > 0) {
+        if (r > 0)
+                r = 0; /* stopped at the item bound */
+        /* Each candidate's keys, by its own rows only (a finished job's items are never read). */
+        if (r >= 0 && n > 0)
                 r = prepare(s, &st,
-                            "SELECT i.job_id, i.conflict_key, i.correlation_id FROM job_items i WHERE i.job_id BETWEEN ? "
-                            "AND ? AND (i.conflict_key IS NOT NULL OR i.correlation_id IS NOT NULL)");
-                if (r >= 0) {
-                        sqlite3_bind_int64(st.st, 1, cand[0].head.id);
-                        sqlite3_bind_int64(st.st, 2, cand[n - 1].head.id);
+                            "SELECT job_id, conflict_key, correlation_id FROM job_items WHERE job_id = ? AND "
+                            "(conflict_key IS NOT NULL OR correlation_id IS NOT NULL)");
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                sqlite3_reset(st.st);
+                sqlite3_bind_int64(st.st, 1, cand[i].head.id);
+                while ((r = step_row(s, &st)) > 0) {
+                        r = row_keys(&st, 1, &cand[i].keys, &cand[i].n_keys, &cand[i].allocated);
+                        if (r < 0)
+                                break;
                 }
-                while (r >= 0 && (r = step_row(s, &st)) > 0) {
-                        Candidate *c = candidate_find(cand, n, sqlite3_column_int64(st.st, 0));
-
-                        if (c)
-                                r = row_keys(&st, 1, &c->keys, &c->n_keys, &c->allocated);
-                }
-                stmt_done(&st);
         }
+        if (n > 0)
+                stmt_done(&st);
         if (r < 0)
                 goto out;
 

@@ -267,11 +267,50 @@ static int check_permission(JobOp op, json_t *item, const char *path, json_t *se
         return 0;
 }
 
+/* A value of a merge patch against SCHEMA: null (remove it), an object merged member by member
+ * (each member one the schema defines, checked the same way), or a value of the schema's type. */
+static int check_patch_value(const ValidateSchema *schema, json_t *v, const char *path, ValidateError *err) {
+        char p[VALIDATE_PATH_MAX];
+        const char *key;
+        json_t *m;
+        int r;
+
+        if (json_is_null(v))
+                return 0;
+        if (json_is_object(v) && (schema->type == VALIDATE_OBJECT || schema->type == VALIDATE_MAP)) {
+                json_object_foreach(v, key, m) {
+                        const ValidateSchema *sub = schema->type == VALIDATE_MAP ? schema->items : NULL;
+                        char member[VALIDATE_PATH_MAX / 2];
+
+                        snprintf(member, sizeof(member), ".%s", key);
+                        path_join(p, sizeof(p), path, member);
+                        if (!sub) {
+                                const ValidateMember *sm = schema_member(schema, key);
+
+                                if (!sm)
+                                        return fail(err, p, "is not a member of %s", schema->name);
+                                sub = sm->schema;
+                        }
+                        r = check_patch_value(sub, m, p, err);
+                        if (r < 0)
+                                return r;
+                        if (is_model_id_key(key) && json_is_string(m) && !validate_model_id(json_string_value(m)))
+                                return fail(err, p,
+                                            "'%.64s' is not a valid ID: use A-Z a-z 0-9 and _, 3 to 200 characters, "
+                                            "not starting with a digit",
+                                            json_string_value(m));
+                }
+                return 0;
+        }
+        return validate_json(schema, v, path, err);
+}
+
 /*
  * One merge patch of a PATCH: an object naming its permission (permissionId, a non-empty string)
  * whose other members are members of PermissionDTO, each either null (remove it; not
- * displayName, which a permission must keep) or of the member's type. The permission after
- * the patch is checked in full when it is sent.
+ * displayName, which a permission must keep), an object patched member by member the same
+ * way, or of the member's type. The permission after the patch is checked in full when it is
+ * sent.
  */
 static int check_patch(const ValidateSchema *item_schema, json_t *item, const char *path, ValidateError *err) {
         char p[VALIDATE_PATH_MAX];
@@ -300,12 +339,12 @@ static int check_patch(const ValidateSchema *item_schema, json_t *item, const ch
                 }
                 if (streq(key, "correlationId"))
                         return fail(err, p, "cannot be set by a patch (it names a create)");
+                if (streq(key, "displayName") && json_string_length(v) == 0)
+                        return fail(err, p, "must be a non-empty string");
                 /* An object member is itself a merge patch: its members may be null. */
-                if (!json_is_object(v)) {
-                        r = validate_json(m->schema, v, p, err);
-                        if (r < 0)
-                                return r;
-                }
+                r = check_patch_value(m->schema, v, p, err);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
