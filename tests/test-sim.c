@@ -784,6 +784,14 @@ START_TEST(test_project_scope) {
         j = api_json("POST", body, NULL, "{\"operation\":\"unknown\"}", &status);
         assert_status(j, status, 400, "BadRequest");
         json_decref(j);
+        /* A commit Visier refuses (a conflict) publishes nothing and leaves the draft open. */
+        set_faults("{\"refuse_commits\":true}");
+        j = api_json("POST", body, NULL, "{\"operation\":\"commitAndPublish\"}", &status);
+        assert_status(j, status, 409, "Conflict");
+        json_decref(j);
+        ck_assert_int_eq(sim_counter(&sim, "production_version"), 0);
+        ck_assert_int_eq(found_by_correlation("draft-1", in_draft), 1);
+        set_faults("{\"refuse_commits\":false}");
         j = api_json("POST", body, NULL, "{\"operation\":\"commitAndPublish\"}", &status);
         ck_assert_int_eq(status, 200);
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(json_object_get(j, "commitAndPublish"),

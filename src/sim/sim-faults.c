@@ -145,6 +145,7 @@ static json_t *settings_to_json(FaultSettings *s) {
             json_object_set_new(o, "reject_overlaps", json_boolean(s->reject_overlaps)) < 0 ||
             json_object_set_new(o, "refuse_tokens", json_boolean(s->refuse_tokens)) < 0 ||
             json_object_set_new(o, "hold_writes", json_boolean(s->hold_writes)) < 0 ||
+            json_object_set_new(o, "refuse_commits", json_boolean(s->refuse_commits)) < 0 ||
             json_object_set_new(o, "exports_disabled", json_boolean(s->exports_disabled)) < 0 ||
             json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
@@ -180,7 +181,8 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                 size_t i;
 
                 if (streq(key, "faults_include_login") || streq(key, "reject_overlaps") ||
-                    streq(key, "exports_disabled") || streq(key, "refuse_tokens") || streq(key, "hold_writes")) {
+                    streq(key, "exports_disabled") || streq(key, "refuse_tokens") || streq(key, "hold_writes") ||
+                    streq(key, "refuse_commits")) {
                         if (!json_is_boolean(value)) {
                                 snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
@@ -193,6 +195,8 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                                 s.refuse_tokens = json_is_true(value);
                         else if (streq(key, "hold_writes"))
                                 s.hold_writes = json_is_true(value);
+                        else if (streq(key, "refuse_commits"))
+                                s.refuse_commits = json_is_true(value);
                         else
                                 s.exports_disabled = json_is_true(value);
                         continue;
@@ -256,6 +260,15 @@ bool faults_hold_writes(Faults *f) {
                 held = true;
                 clock_sleep(10 * USEC_PER_MSEC); /* a test knob: polling is precise enough */
         }
+}
+
+bool faults_refuse_commits(Faults *f) {
+        bool refuse;
+
+        pthread_mutex_lock(&f->lock);
+        refuse = f->s.refuse_commits;
+        pthread_mutex_unlock(&f->lock);
+        return refuse;
 }
 
 bool faults_refuse_tokens(Faults *f) {

@@ -45,6 +45,7 @@ typedef struct FaultSettings {
         bool reject_overlaps;           /* a write starting while another is in flight gets 409 */
         bool refuse_tokens;             /* logins succeed, every other /v1 call gets 401 */
         bool hold_writes;               /* publishing writes stay in flight until it is turned off */
+        bool refuse_commits;            /* commitAndPublish answers 409 (a merge conflict); the draft stays */
         char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
 
@@ -92,6 +93,7 @@ void faults_write_settings(Faults *f, WriteFaults *ret);
 
 /* True while refuse_tokens is set: every issued token is refused (a "token storm"). */
 bool faults_refuse_tokens(Faults *f);
+bool faults_refuse_commits(Faults *f);
 
 /* While hold_writes is on, wait (a publishing write stays in flight), at most
  * FAULTS_HOLD_MAX_MS; true when it was held at all. */

@@ -675,6 +675,15 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                                 return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
                                                     "Another change is being published to production. Retry later.",
                                                     &o);
+                        if (faults_refuse_commits(s->faults)) {
+                                /* As Visier refuses a commit that conflicts: nothing published, the
+                                 * draft left open. */
+                                counters_write_end(s->counters, false);
+                                return reply_status(c, MHD_HTTP_CONFLICT, "Conflict",
+                                                    "The project cannot be published: its changes conflict with "
+                                                    "production.",
+                                                    &o);
+                        }
                         r = projects_operate(s->permissions, login, id, in, &body, err, sizeof(err));
                         if (wf.publish_ms > 0)
                                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
