@@ -388,7 +388,7 @@ static int resolve_patches(Publisher *p, Batch *b) {
         json_t **settled = calloc(b->n_items ? b->n_items : 1, sizeof(json_t *));
         long *settled_status = calloc(b->n_items ? b->n_items : 1, sizeof(long));
         char why[UPSTREAM_ERROR_MAX + 128] = "";
-        size_t failed_read = SIZE_MAX;
+        size_t failed_read = SIZE_MAX, kept;
         Call scope = {};
         int r;
 
@@ -519,14 +519,18 @@ static int resolve_patches(Publisher *p, Batch *b) {
                         store_item_record(p->store, b->items[i].job_id, b->items[i].idx, false, settled[i]);
                         b->items[i].done = true;
                 }
+        kept = 0;
         for (size_t j = 0; j < b->n_jobs; j++) {
                 BatchJob *job = &b->jobs[j];
                 size_t n_settled = 0;
 
                 for (size_t k = 0; k < job->n_items; k++)
                         n_settled += settled[job->first_item + k] != NULL;
-                if (n_settled == 0 || n_settled < job->n_items)
+                if (n_settled == 0 || n_settled < job->n_items) {
+                        /* Still to send: stays in the batch. */
+                        b->jobs[kept++] = *job;
                         continue;
+                }
                 if (job->n_items == 1) {
                         const char *msg = json_string_value(json_object_get(
                                 json_object_get(json_object_get(settled[job->first_item], "answer"), "error"), "message"));
@@ -546,8 +550,10 @@ static int resolve_patches(Publisher *p, Batch *b) {
                         one.n_jobs = 1;
                         finish_jobs(p, &one, 200); /* Visier's bulk shape, every item a failure */
                 }
-                job->finished = true;
         }
+        /* A finished job leaves the batch, so nothing after this finishes, splits or requeues it
+         * again (its items stay, done). */
+        b->n_jobs = kept;
         record_end(p);
         r = 0;
 out:
@@ -767,8 +773,6 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
         if (p->cache)
                 cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
         for (size_t j = 0; j < b->n_jobs; j++) {
-                if (b->jobs[j].finished)
-                        continue;
                 json_t *results = store_job_item_results(p->store, b->jobs[j].id);
                 json_t *cids = b->op == JOB_OP_CREATE ? store_job_client_correlation_ids(p->store, b->jobs[j].id) : NULL;
                 bool any_ok, any_failed;
@@ -858,8 +862,6 @@ static void requeue_all(Publisher *p, const Batch *b, bool count_attempt, bool s
                 const BatchJob *job = &b->jobs[j];
                 bool all_done = true;
 
-                if (job->finished)
-                        continue;
                 for (size_t k = 0; k < job->n_items; k++)
                         all_done &= b->items[job->first_item + k].done;
                 if (all_done && job->n_items > 0) { /* everything was found to have landed */
@@ -909,8 +911,6 @@ static void fail_alone(Publisher *p, const Batch *b, long status, const char *bo
                 return;
         }
         for (size_t j = 0; j < b->n_jobs; j++) {
-                if (b->jobs[j].finished)
-                        continue;
                 store_job_finish(p->store, b->jobs[j].id, JOB_FAILED, status, error, status, body);
                 emit(p, &(PublisherEvent) { .kind = PUBLISHER_JOB_DONE, .job_id = b->jobs[j].id,
                                              .op = job_op_to_string(b->op), .n_items = b->jobs[j].n_items,
@@ -1102,8 +1102,6 @@ static void publish_batch(Publisher *p, Batch *b) {
         for (size_t i = 0; i < b->n_items; i++)
                 pending += !b->items[i].done;
         if (pending == 0) {
-                if (b->op == JOB_OP_PATCH)
-                        return; /* every job was finished when its patches settled */
                 if (record_begin(p) >= 0) {
                         finish_jobs(p, b, 200);
                         record_end(p);
@@ -1178,13 +1176,10 @@ static void publish_batch(Publisher *p, Batch *b) {
         if (resp.status >= 400) {
                 json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 const char *why = json_string_value(json_object_get(st, "localizedMessage"));
-                size_t open_jobs = 0;
 
                 snprintf(msg, sizeof(msg), "Visier rejected the call with %ld: %s", resp.status,
                          why ? why : "(no message)");
-                for (size_t j = 0; j < b->n_jobs; j++)
-                        open_jobs += !b->jobs[j].finished;
-                if (open_jobs > 1) {
+                if (b->n_jobs > 1) {
                         /* One job's item spoiled a merged call: every job goes alone, so only it fails. */
                         pthread_mutex_lock(&p->lock);
                         p->stats.splits++;

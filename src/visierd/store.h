@@ -149,7 +149,6 @@ typedef struct BatchJob {
         bool in_doubt;     /* an earlier attempt may have landed */
         int64_t created_at_ms;
         size_t first_item, n_items;
-        bool finished;     /* settled before the call (patches): nothing left to record */
 } BatchJob;
 
 typedef struct Batch {
