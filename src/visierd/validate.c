@@ -91,6 +91,16 @@ static bool is_model_id_key(const char *k) {
         return false;
 }
 
+/* Member KEY of an object, value V at PATH: a model ID must follow Visier's rule. */
+static int check_model_id(const char *key, json_t *v, const char *path, ValidateError *err) {
+        if (is_model_id_key(key) && json_is_string(v) && !validate_model_id(json_string_value(v)))
+                return fail(err, path,
+                            "'%.64s' is not a valid ID: use A-Z a-z 0-9 and _, 3 to 200 characters, "
+                            "not starting with a digit",
+                            json_string_value(v));
+        return 0;
+}
+
 const ValidateSchema *validate_request_schema(JobOp op) {
         if (op == JOB_OP_PATCH) /* a list of partial PermissionDTOs: the update's schema */
                 return validate_request_schemas[JOB_OP_UPDATE];
@@ -208,11 +218,9 @@ static int walk(const ValidateSchema *s, json_t *v, char *path, size_t pathlen, 
                         r = walk(cs, c, path, pathlen, depth + 1, err);
                         if (r < 0)
                                 return r;
-                        if (is_model_id_key(k) && json_is_string(c) && !validate_model_id(json_string_value(c)))
-                                return fail(err, path,
-                                            "'%.64s' is not a valid ID: use A-Z a-z 0-9 and _, 3 to 200 characters, "
-                                            "not starting with a digit",
-                                            json_string_value(c));
+                        r = check_model_id(k, c, path, err);
+                        if (r < 0)
+                                return r;
                 }
                 path[base] = '\0';
                 for (m = s->type == VALIDATE_OBJECT ? s->members : NULL; m && m->name; m++)
@@ -294,11 +302,9 @@ static int check_patch_value(const ValidateSchema *schema, json_t *v, const char
                         r = check_patch_value(sub, m, p, err);
                         if (r < 0)
                                 return r;
-                        if (is_model_id_key(key) && json_is_string(m) && !validate_model_id(json_string_value(m)))
-                                return fail(err, p,
-                                            "'%.64s' is not a valid ID: use A-Z a-z 0-9 and _, 3 to 200 characters, "
-                                            "not starting with a digit",
-                                            json_string_value(m));
+                        r = check_model_id(key, m, p, err);
+                        if (r < 0)
+                                return r;
                 }
                 return 0;
         }
