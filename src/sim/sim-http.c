@@ -397,6 +397,18 @@ static enum MHD_Result reply_scope_error(struct MHD_Connection *c, int r, const 
         }
 }
 
+/* The request's JSON body (duplicate members refused), or NULL with ERR saying where it is not
+ * valid JSON. */
+static json_t *load_body(const Request *req, char *err, size_t err_size) {
+        json_error_t jerr;
+        json_t *in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
+
+        if (!in)
+                snprintf(err, err_size, "The request body is not valid JSON (line %d, column %d).", jerr.line,
+                         jerr.column);
+        return in;
+}
+
 /* Does an assign/remove body name tenants and projects in its targetProjectForTenantsList? */
 static bool names_target_projects(json_t *in) {
         json_t *l = json_object_get(json_object_get(in, "targetProjectForTenantsList"), "targetProjectForTenants");
@@ -439,7 +451,6 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
         char err[SCHEMA_ERROR_MAX > PERMISSIONS_MESSAGE_MAX ? SCHEMA_ERROR_MAX : PERMISSIONS_MESSAGE_MAX];
         size_t tenant;
         const char *nv;
-        json_error_t jerr;
         WriteFaults wf;
         int n, r;
 
@@ -455,12 +466,9 @@ static enum MHD_Result v1_write(SimServer *s, struct MHD_Connection *c, const ch
                 return reply_scope_error(c, r, err, url, rate);
 
         /* Whole-call validation: on any failure nothing is applied or published. */
-        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
-        if (!in) {
-                snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).", jerr.line,
-                         jerr.column);
+        in = load_body(req, err, sizeof(err));
+        if (!in)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
-        }
         n = schema_check(write_table[kind].schema, in, err, sizeof(err));
         if (n < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
@@ -615,18 +623,14 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
         char err[PERMISSIONS_MESSAGE_MAX] = "", name[256], description[512], canonical[64];
         _cleanup_json_ json_t *in = NULL;
         json_t *body = NULL;
-        json_error_t jerr;
         int r;
 
         if (id ? !get && !post && !del : !get && !post)
                 return reply_method_not_allowed(c, id ? "GET, POST, DELETE" : "GET, POST", rate);
         if (post) {
-                in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
-                if (!in) {
-                        snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).",
-                                 jerr.line, jerr.column);
+                in = load_body(req, err, sizeof(err));
+                if (!in)
                         return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
-                }
         }
 
         if (!id && get) {
@@ -735,7 +739,6 @@ static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection 
         _cleanup_json_ json_t *in = NULL, *known = NULL;
         json_t *out = NULL, *items;
         PermissionsScope ps;
-        json_error_t jerr;
         UsersScope us;
         WriteFaults wf;
         const char *nv;
@@ -751,12 +754,9 @@ static enum MHD_Result v1_user_group_assign(SimServer *s, struct MHD_Connection 
         r = users_scope(s, c, false, &ps, &us, err, sizeof(err));
         if (r < 0)
                 return reply_scope_error(c, r, err, url, rate);
-        in = json_loadb(req->body, req->size, JSON_REJECT_DUPLICATES, &jerr);
-        if (!in) {
-                snprintf(err, sizeof(err), "The request body is not valid JSON (line %d, column %d).", jerr.line,
-                         jerr.column);
+        in = load_body(req, err, sizeof(err));
+        if (!in)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
-        }
         r = schema_check(permissions ? SCHEMA_PERMISSIONS_TO_GROUPS : SCHEMA_USERS_TO_GROUPS, in, err, sizeof(err));
         if (r < 0)
                 return reply_status(c, MHD_HTTP_BAD_REQUEST, "BadRequest", err, &o);
