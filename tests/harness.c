@@ -304,6 +304,22 @@ char *sim_login(const Sim *s) {
         return token;
 }
 
+void sim_api(const Sim *s, const char *token, const char *method, const char *path, const char *body, HttpResult *ret) {
+        char *u = sim_url(s, path), *cookie, *apikey;
+        const char *headers[4];
+
+        ck_assert_int_ge(asprintf(&cookie, "Cookie: VisierASIDToken=%s", token), 0);
+        ck_assert_int_ge(asprintf(&apikey, "apikey: %s", s->apikey), 0);
+        headers[0] = cookie;
+        headers[1] = apikey;
+        headers[2] = "Content-Type: application/json";
+        headers[3] = NULL;
+        http_request(method, u, headers, body, 60000, ret);
+        free(cookie);
+        free(apikey);
+        free(u);
+}
+
 char *harness_raw_exchange(unsigned port, const char *request, unsigned timeout_s) {
         struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t) port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };

@@ -77,6 +77,9 @@ long long sim_counter(const Sim *s, const char *name);
 long long sim_calls(const Sim *s, const char *path);
 /* Log in to the sim directly; returns the token (caller frees). */
 char *sim_login(const Sim *s);
+/* One call straight to the sim's API (bypassing visierd) with TOKEN from sim_login(), the
+ * apikey and a JSON body (BODY may be NULL); fills *ret, the caller calls http_result_done(). */
+void sim_api(const Sim *s, const char *token, const char *method, const char *path, const char *body, HttpResult *ret);
 
 /* Start visierd against the sim with extra configuration lines appended to [visier]
  * (extra_visier) and the whole file's tail (extra_tail); waits for READY=1. */

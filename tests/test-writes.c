@@ -591,11 +591,8 @@ static atomic_int mix_accepted;
 
 /* N permissions made straight in the sim, named PREFIX-i; their IDs into mix_ids. */
 static void sim_precreate(size_t n, const char *prefix) {
-        char *token = sim_login(&sim), *u = sim_url(&sim, "/v1/admin/permissions"), cookie[128], apikey[128];
-        const char *headers[] = { cookie, apikey, "Content-Type: application/json", NULL };
+        char *token = sim_login(&sim);
 
-        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
-        snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
         for (size_t done = 0; done < n;) {
                 size_t chunk = n - done > 1000 ? 1000 : n - done;
                 json_t *body = json_pack("{s:[]}", "permissions"), *j, *e;
@@ -610,7 +607,7 @@ static void sim_precreate(size_t n, const char *prefix) {
                         json_array_append_new(json_object_get(body, "permissions"), json_pack("{s:s}", "displayName", name));
                 }
                 text = json_dumps(body, JSON_COMPACT);
-                http_request("POST", u, headers, text, 60000, &r);
+                sim_api(&sim, token, "POST", "/v1/admin/permissions", text, &r);
                 ck_assert_int_eq(r.status, 200);
                 j = json_loadb(r.body, r.len, 0, NULL);
                 ck_assert_uint_eq(json_array_size(json_object_get(j, "successes")), chunk);
@@ -624,7 +621,6 @@ static void sim_precreate(size_t n, const char *prefix) {
                 done += chunk;
         }
         free(token);
-        free(u);
 }
 
 /* Job I of the stream: its method, path and body. Kinds rotate create, update, delete, assign;
@@ -773,21 +769,16 @@ static void *patch_call(void *arg) {
         return NULL;
 }
 
-/* The sim's permission CANADA as Visier answers it. */
+/* The sim's permission ID as Visier answers it, or NULL. */
 static json_t *sim_permission(const char *id) {
-        char *token = sim_login(&sim), path[128], cookie[128], apikey[128], *u;
-        const char *headers[] = { cookie, apikey, NULL };
+        char *token = sim_login(&sim), path[128];
         HttpResult r;
         json_t *j;
 
         snprintf(path, sizeof(path), "/v1/admin/permissions/%s", id);
-        u = sim_url(&sim, path);
-        snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
-        snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
-        http_request("GET", u, headers, NULL, 10000, &r);
+        sim_api(&sim, token, "GET", path, NULL, &r);
         j = r.status == 200 ? json_loadb(r.body, r.len, 0, NULL) : NULL;
         http_result_done(&r);
-        free(u);
         free(token);
         return j;
 }
@@ -881,18 +872,14 @@ START_TEST(test_bad_patches_change_nothing) {
         /* Valid as a patch, invalid as the permission it makes: one made in Visier (not through
          * visierd) with an ID visierd's rules refuse. Read, merged, refused; nothing sent. */
         {
-                char *token = sim_login(&sim), cookie[128], apikey[128], *u = sim_url(&sim, "/v1/admin/permissions"),
-                     path[128];
-                const char *headers[] = { cookie, apikey, "Content-Type: application/json", NULL };
+                char *token = sim_login(&sim), path[128];
                 HttpResult r;
                 json_t *made;
 
-                snprintf(cookie, sizeof(cookie), "Cookie: VisierASIDToken=%s", token);
-                snprintf(apikey, sizeof(apikey), "apikey: %s", sim.apikey);
-                http_request("POST", u, headers,
-                             "{\"permissions\":[{\"displayName\":\"made-elsewhere\",\"dataSecurityProfiles\":"
-                             "[{\"analyticObjectId\":\"9lives\"}]}]}",
-                             10000, &r);
+                sim_api(&sim, token, "POST", "/v1/admin/permissions",
+                        "{\"permissions\":[{\"displayName\":\"made-elsewhere\",\"dataSecurityProfiles\":"
+                        "[{\"analyticObjectId\":\"9lives\"}]}]}",
+                        &r);
                 ck_assert_int_eq(r.status, 200);
                 made = json_loadb(r.body, r.len, 0, NULL);
                 snprintf(path, sizeof(path), "/v1/admin/permissions/%s",
@@ -910,7 +897,6 @@ START_TEST(test_bad_patches_change_nothing) {
                 ck_assert_int_eq(sim_counter(&sim, "write_calls"), writes);
                 json_decref(made);
                 free(token);
-                free(u);
         }
 
         j = write_req("PATCH", "/v1/admin/permissions/0b3c2d1e-0000-4000-8000-00000000dead", "{\"description\":\"x\"}",
