@@ -30,7 +30,6 @@ clients=${3:-64}
 bench=$(cd "$(dirname "$0")" && pwd)
 . "$(dirname "$0")/lib.sh"
 
-json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
 cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
 cc -O2 -o "$work/sqlite-insert-loop" "$bench/sqlite-insert-loop.c" $(pkg-config --cflags --libs sqlite3) -pthread

@@ -100,3 +100,14 @@ $1
 CONF
         nginx -c "$work/nginx.conf" -p "$work"
 }
+
+# Wall-clock seconds with nanoseconds.
+now() { date +%s.%N; }
+# json_int FIELD: the integer value of "FIELD" in the JSON on stdin (flat, compact keys).
+json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
+# The job counts of visierd's /status ($vd), and whether none is queued or running.
+vd_jobs() { curl -sf "$vd/status" | sed -n 's/.*"jobs":{\([^}]*\)}.*/\1/p'; }
+drained() {
+        jobs=$(vd_jobs)
+        [ -n "$jobs" ] && [ "$(echo "$jobs" | json_int queued)" = 0 ] && [ "$(echo "$jobs" | json_int running)" = 0 ]
+}

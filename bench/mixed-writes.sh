@@ -25,8 +25,6 @@ publish_ms=${4:-200}
 bench=$(cd "$(dirname "$0")" && pwd)
 . "$(dirname "$0")/lib.sh"
 
-now() { date +%s.%N; }
-json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
 cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
 make_secrets
@@ -84,11 +82,6 @@ stop_mixed_sim
 # publisher coalesces each kind into bulk calls, past the changes of other kinds.
 start_mixed_sim
 start_visierd "$sim"
-vd_jobs() { curl -sf "$vd/status" | sed -n 's/.*"jobs":{\([^}]*\)}.*/\1/p'; }
-drained() {
-        jobs=$(vd_jobs)
-        [ -n "$jobs" ] && [ "$(echo "$jobs" | json_int queued)" = 0 ] && [ "$(echo "$jobs" | json_int running)" = 0 ]
-}
 t0=$(now)
 "$work/post-many" -m "$work/ids" -p visierd -H "Prefer: respond-async" "$vd" "$changes" "$clients" > "$work/visierd.out"
 wait_for drained 12000 # up to 10 minutes

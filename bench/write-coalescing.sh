@@ -21,9 +21,6 @@ publish_ms=${4:-200}
 bench=$(cd "$(dirname "$0")" && pwd)
 . "$(dirname "$0")/lib.sh"
 
-now() { date +%s.%N; }
-# json_int FIELD: the integer value of "FIELD" in the JSON on stdin (flat, compact keys).
-json_int() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; }
 
 cc -O2 -o "$work/post-many" "$bench/post-many.c" $(pkg-config --cflags --libs libcurl) -pthread
 
@@ -86,11 +83,6 @@ stop_sim
 # gathers them into bulk calls. Wall time ends when no job is queued or running.
 start_sim
 start_visierd "$sim"
-vd_jobs() { curl -sf "$vd/status" | sed -n 's/.*"jobs":{\([^}]*\)}.*/\1/p'; }
-drained() {
-        jobs=$(vd_jobs)
-        [ -n "$jobs" ] && [ "$(echo "$jobs" | json_int queued)" = 0 ] && [ "$(echo "$jobs" | json_int running)" = 0 ]
-}
 
 snapshot before
 t0=$(now)
