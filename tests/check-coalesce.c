@@ -160,6 +160,27 @@ START_TEST(test_pick_limits) {
 }
 END_TEST
 
+/* A round in progress takes only jobs of its scope (any operation); a job of another scope
+ * stays behind, and what is tied to it stays with it. */
+START_TEST(test_pick_round_scope) {
+        CoalesceJob q[] = { DELETE(k_p1), UPDATE(k_p1), DELETE(k_p2), CREATE() };
+        const CoalesceRunning round = { .n_jobs = 1, .scope = "WFF_j1a" };
+        const CoalesceJob alone[] = { { .group = NULL, .scope = NULL, .due = true, .n_items = 1 }, CREATE() };
+
+        for (size_t i = 0; i < ELEMENTSOF(q); i++)
+                q[i].scope = "WFF_j1a";
+        q[0].scope = "WFF_other";
+        q[0].group = "delete|WFF_other";
+        /* The other tenant's delete of P1 stays; the update of P1 is tied to it (P1); the
+         * delete of P2 goes. */
+        assert_pick(q, ELEMENTSOF(q), &round, 1000, (const size_t[]) { 2 }, 1);
+        /* Without a round the oldest goes first, whatever its scope. */
+        assert_pick(q, ELEMENTSOF(q), NULL, 1000, (const size_t[]) { 0 }, 1);
+        /* A job that shares no round never joins one. */
+        assert_pick(alone, 1, &round, 1000, NULL, 0);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("coalesce");
         TCase *tc = tcase_create("rules");
@@ -175,6 +196,7 @@ int main(void) {
         tcase_add_test(tc, test_pick_first_may_go);
         tcase_add_test(tc, test_pick_call_jobs);
         tcase_add_test(tc, test_pick_limits);
+        tcase_add_test(tc, test_pick_round_scope);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -46,7 +46,7 @@ static Batch *claim(size_t batch_max) {
         int64_t next;
         Batch *b = NULL;
 
-        ck_assert_int_eq(store_batch_claim(st, INT64_MAX / 2, batch_max, &b, &next), 0);
+        ck_assert_int_eq(store_batch_claim(st, INT64_MAX / 2, batch_max, NULL, 0, &b, &next), 0);
         return b;
 }
 
@@ -92,7 +92,7 @@ START_TEST(test_call_jobs_keep_their_place) {
                 int64_t next;
 
                 x = NULL;
-                ck_assert_int_eq(store_batch_claim(st, INT64_MAX / 2 + 120000, 1000, &x, &next), 0);
+                ck_assert_int_eq(store_batch_claim(st, INT64_MAX / 2 + 120000, 1000, NULL, 0, &x, &next), 0);
         }
         ck_assert_ptr_nonnull(x);
         ck_assert_int_eq(x->jobs[0].id, a);
@@ -120,7 +120,7 @@ START_TEST(test_call_jobs_keep_their_place) {
 END_TEST
 
 START_TEST(test_schema_version) {
-        ck_assert_int_eq(store_schema_version(st), 6);
+        ck_assert_int_eq(store_schema_version(st), 7);
 }
 END_TEST
 
@@ -493,13 +493,15 @@ START_TEST(test_migration_builds_counts) {
         sqlite3 *db;
 
         st = store_close(st);
-        /* Back to version 4's schema (what 5 and 6 added, removed), then rows written the old way. */
+        /* Back to version 4's schema (what 5, 6 and 7 added, removed), then rows written the old way. */
         ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
         ck_assert_int_eq(sqlite3_exec(db,
                                       "DROP TRIGGER jobs_count_insert; DROP TRIGGER jobs_count_update;"
                                       "DROP TRIGGER jobs_count_delete; DROP TABLE job_counts;"
                                       "DROP INDEX jobs_state_created; DROP INDEX jobs_state_finished;"
                                       "ALTER TABLE jobs DROP COLUMN upstream_headers;"
+                                      "DROP INDEX jobs_round; ALTER TABLE jobs DROP COLUMN round_id;"
+                                      "DROP TABLE round_items; DROP TABLE rounds;"
                                       "PRAGMA user_version = 4;"
                                       "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
                                       "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, "
@@ -511,7 +513,7 @@ START_TEST(test_migration_builds_counts) {
                          SQLITE_OK);
         sqlite3_close(db);
         ck_assert_int_eq(store_open(path, &st, err, sizeof(err)), 0);
-        ck_assert_int_eq(store_schema_version(st), 6);
+        ck_assert_int_eq(store_schema_version(st), 7);
         assert_counts_match("after the migration");
         {
                 json_t *counts = store_counts(st, 2000);

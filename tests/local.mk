@@ -17,7 +17,7 @@ integration_tests += tests/test-loop
 # The upstream client on an sd-event loop, in the test's own thread, against visier-sim.
 integration_tests += tests/test-upstream-async
 # Visier's clients against visierd: local sign-in.
-integration_tests += tests/test-signin tests/test-answers
+integration_tests += tests/test-signin tests/test-answers tests/test-rounds
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -58,6 +58,9 @@ tests_check_validate_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)
+tests_test_rounds_SOURCES = tests/test-rounds.c
+tests_test_rounds_CFLAGS = $(TEST_CFLAGS)
+tests_test_rounds_LDADD = $(TEST_LDADD)
 tests_test_answers_SOURCES = tests/test-answers.c
 tests_test_answers_CFLAGS = $(TEST_CFLAGS)
 tests_test_answers_LDADD = $(TEST_LDADD)

@@ -679,22 +679,27 @@ static json_t *dump_find(json_t *dump, const char *id) {
         return NULL;
 }
 
-START_TEST(test_mixed_stream_coalesces_by_kind) {
+/* 5,000 mixed jobs queued behind a held first write, through the publisher configured by
+ * JOBS_CONF: the write calls per kind, never two at once, and the end state of applying them
+ * in submission order. Returns the production versions they made. */
+static long long run_mixed_stream(const char *jobs_conf) {
         pthread_t t[MIX_CLIENTS];
         json_t *counters, *ops, *dump, *p, *st;
+        long long v0, versions;
         usec_t deadline;
         long status;
         char *u;
 
         sim_start(&sim, unlimited);
         visierd_start(&vd, &sim, "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 120",
-                      "[jobs]\nbatch_delay_ms = 0\n");
+                      jobs_conf);
         visierd_wait_ready(&vd);
         sim_precreate(MIX_PER_KIND * 3, "pre");
 
         /* A first write held in flight at Visier keeps the lane busy while the stream queues,
          * so the next claims see all of it: one round. */
         json_decref(sim_control_post(&sim, "/_sim/reset", "{}"));
+        v0 = sim_counter(&sim, "production_version");
         set_faults("{\"hold_writes\":true}");
         submit_create("blocker", NULL);
         for (deadline = clock_now() + 30 * USEC_PER_SEC; sim_counter(&sim, "writes_in_flight") < 1;) {
@@ -723,6 +728,7 @@ START_TEST(test_mixed_stream_coalesces_by_kind) {
         ck_assert_int_eq(json_integer_value(json_object_get(ops, "PUT /v1/admin/permissions/users")), 2);
         ck_assert_int_eq(json_object_size(ops), 4);
         ck_assert_int_eq(json_integer_value(json_object_get(counters, "publish_overlaps")), 0);
+        versions = json_integer_value(json_object_get(counters, "production_version")) - v0;
         json_decref(counters);
 
         /* Every job succeeded, and the end state is that of applying them one by one in order. */
@@ -748,6 +754,39 @@ START_TEST(test_mixed_stream_coalesces_by_kind) {
         }
         ck_assert_int_eq(sim_count_named(dump, "blocker"), 1);
         json_decref(dump);
+        return versions;
+}
+
+/* Direct mode: each call publishes a version. */
+START_TEST(test_mixed_stream_coalesces_by_kind) {
+        ck_assert_int_eq(run_mixed_stream("[jobs]\nbatch_delay_ms = 0\n"), 9);
+}
+END_TEST
+
+/* Project mode: the same calls go into one draft project, published once — one production
+ * version for the round, and it is visierd's draft. */
+START_TEST(test_mixed_stream_one_version_per_round) {
+        json_t *st, *versions, *top;
+        char *token;
+        HttpResult r;
+        long status;
+        char *u;
+
+        ck_assert_int_eq(run_mixed_stream("[jobs]\nbatch_delay_ms = 0\npublish = project\n"), 1);
+        u = visierd_url(&vd, "/status");
+        st = http_get_json(u, &status);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(st, "publisher"), "rounds_published")), 1);
+        json_decref(st);
+        free(u);
+        token = sim_login(&sim);
+        sim_api(&sim, token, "GET", "/v1/admin/production-versions?limit=1", NULL, &r);
+        ck_assert_int_eq(r.status, 200);
+        versions = json_loadb(r.body, r.len, 0, NULL);
+        top = json_array_get(json_object_get(versions, "publishedVersions"), 0);
+        ck_assert(strncmp(strempty(json_string_value(json_object_get(top, "name"))), "visierd round ", 14) == 0);
+        json_decref(versions);
+        http_result_done(&r);
+        free(token);
 }
 END_TEST
 
@@ -1001,6 +1040,7 @@ int main(void) {
         tcase_add_test(tc, test_assign_remove_and_delete);
         tcase_add_test(tc, test_full_disk_refuses_cleanly_and_recovers);
         tcase_add_test(tc, test_mixed_stream_coalesces_by_kind);
+        tcase_add_test(tc, test_mixed_stream_one_version_per_round);
         tcase_add_test(tc, test_concurrent_patches_both_survive);
         tcase_add_test(tc, test_bad_patches_change_nothing);
         suite_add_tcase(s, tc);

@@ -43,6 +43,7 @@ static const char *const counter_table[_COUNTER_MAX] = {
         [COUNTER_WRITE_CALLS] = "write_calls",
         [COUNTER_WRITE_ITEMS] = "write_items",
         [COUNTER_PRODUCTION_VERSION] = "production_version",
+        [COUNTER_COMMIT_CALLS] = "commit_calls",
         [COUNTER_PUBLISH_OVERLAPS] = "publish_overlaps",
         [COUNTER_QUERY_ABORTS_INJECTED] = "query_aborts_injected",
         [COUNTER_QUERY_CALLS] = "query_calls",

@@ -146,6 +146,7 @@ static json_t *settings_to_json(FaultSettings *s) {
             json_object_set_new(o, "refuse_tokens", json_boolean(s->refuse_tokens)) < 0 ||
             json_object_set_new(o, "hold_writes", json_boolean(s->hold_writes)) < 0 ||
             json_object_set_new(o, "refuse_commits", json_boolean(s->refuse_commits)) < 0 ||
+            json_object_set_new(o, "hold_commits", json_boolean(s->hold_commits)) < 0 ||
             json_object_set_new(o, "exports_disabled", json_boolean(s->exports_disabled)) < 0 ||
             json_object_set_new(o, "reject_display_name", json_string(s->reject_display_name)) < 0)
                 goto fail;
@@ -182,7 +183,7 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
 
                 if (streq(key, "faults_include_login") || streq(key, "reject_overlaps") ||
                     streq(key, "exports_disabled") || streq(key, "refuse_tokens") || streq(key, "hold_writes") ||
-                    streq(key, "refuse_commits")) {
+                    streq(key, "refuse_commits") || streq(key, "hold_commits")) {
                         if (!json_is_boolean(value)) {
                                 snprintf(err, err_size, "%s must be a boolean", key);
                                 goto invalid;
@@ -197,6 +198,8 @@ int faults_apply_json(Faults *f, json_t *obj, char *err, size_t err_size) {
                                 s.hold_writes = json_is_true(value);
                         else if (streq(key, "refuse_commits"))
                                 s.refuse_commits = json_is_true(value);
+                        else if (streq(key, "hold_commits"))
+                                s.hold_commits = json_is_true(value);
                         else
                                 s.exports_disabled = json_is_true(value);
                         continue;
@@ -245,7 +248,7 @@ void faults_write_settings(Faults *f, WriteFaults *ret) {
         pthread_mutex_unlock(&f->lock);
 }
 
-bool faults_hold_writes(Faults *f) {
+static bool hold_while(Faults *f, bool commits) {
         usec_t deadline = clock_now() + FAULTS_HOLD_MAX_MS * USEC_PER_MSEC;
         bool held = false;
 
@@ -253,13 +256,21 @@ bool faults_hold_writes(Faults *f) {
                 bool hold;
 
                 pthread_mutex_lock(&f->lock);
-                hold = f->s.hold_writes;
+                hold = commits ? f->s.hold_commits : f->s.hold_writes;
                 pthread_mutex_unlock(&f->lock);
                 if (!hold || clock_now() >= deadline)
                         return held;
                 held = true;
                 clock_sleep(10 * USEC_PER_MSEC); /* a test knob: polling is precise enough */
         }
+}
+
+bool faults_hold_writes(Faults *f) {
+        return hold_while(f, false);
+}
+
+bool faults_hold_commits(Faults *f) {
+        return hold_while(f, true);
 }
 
 bool faults_refuse_commits(Faults *f) {

@@ -46,6 +46,7 @@ typedef struct FaultSettings {
         bool refuse_tokens;             /* logins succeed, every other /v1 call gets 401 */
         bool hold_writes;               /* publishing writes stay in flight until it is turned off */
         bool refuse_commits;            /* commitAndPublish answers 409 (a merge conflict); the draft stays */
+        bool hold_commits;              /* commitAndPublish stays in flight, before it lands, while on */
         char reject_display_name[FAULTS_NAME_MAX + 1];  /* "" = off */
 } FaultSettings;
 
@@ -98,6 +99,9 @@ bool faults_refuse_commits(Faults *f);
 /* While hold_writes is on, wait (a publishing write stays in flight), at most
  * FAULTS_HOLD_MAX_MS; true when it was held at all. */
 bool faults_hold_writes(Faults *f);
+
+/* The same for commitAndPublish while hold_commits is on (before the draft lands). */
+bool faults_hold_commits(Faults *f);
 
 /* Consume one next_apply_then_drop if any is left; true when this write must be dropped. */
 bool faults_take_apply_then_drop(Faults *f);

@@ -17,7 +17,9 @@
  * still connected (the connection's thread sleeps it out), and bumps production_version unless
  * it went to a draft (ProjectID) or to non-versioned artifacts (NonVersioned: true). An
  * apply-then-drop fault closes the connection only after all of that. commitAndPublish of a
- * draft project publishes the same way.
+ * draft project publishes the same way, except that its changes land at the end of its time in
+ * flight (after publish_ms, hold_writes and hold_commits), together with its production version: until then
+ * the draft is open and unpublished.
  *
  * DESIGN of a data query (POST /v1/data/query/{aggregate,list,sql,snapshot}): after the gateway
  * steps it is counted (query_calls), refused 403 while exports_disabled is set, refused 406 when
@@ -688,15 +690,24 @@ static enum MHD_Result v1_projects(SimServer *s, struct MHD_Connection *c, const
                                                     "production.",
                                                     &o);
                         }
-                        r = projects_operate(s->permissions, login, id, in, &body, err, sizeof(err));
+                        /* A publish lands at the end of its time in flight, all at once: until
+                         * then the draft is open and no version lists it. */
+                        counters_inc(s->counters, COUNTER_COMMIT_CALLS);
                         if (wf.publish_ms > 0)
                                 clock_sleep((usec_t) wf.publish_ms * USEC_PER_MSEC);
                         (void) faults_hold_writes(s->faults);
-                        counters_write_end(s->counters, r >= 0);
+                        (void) faults_hold_commits(s->faults);
+                        r = projects_operate(s->permissions, login, id, in, &body, err, sizeof(err));
                         if (r >= 0) {
                                 users_project_closed(s->users, tenant, canonical, true);
                                 versions_project_closed(s->versions, tenant, canonical);
                                 (void) versions_publish(s->versions, tenant, canonical, name, description);
+                        }
+                        counters_write_end(s->counters, r >= 0);
+                        if (r >= 0 && faults_take_apply_then_drop(s->faults)) {
+                                json_decref(body);
+                                counters_inc(s->counters, COUNTER_APPLY_THEN_DROPS_INJECTED);
+                                return MHD_NO;
                         }
                 }
         }

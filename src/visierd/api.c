@@ -1066,6 +1066,10 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_u64(o, ps.splits);
         out_lit(o, ",\"retries\":");
         out_u64(o, ps.retries);
+        out_lit(o, ",\"rounds_published\":");
+        out_u64(o, ps.rounds_published);
+        out_lit(o, ",\"rounds_discarded\":");
+        out_u64(o, ps.rounds_discarded);
         out_lit(o, "},\"version\":\"" PACKAGE_VERSION "\",\"uptime_seconds\":");
         out_u64(o, (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
         out_lit(o, ",\"visier\":{\"base_url\":");

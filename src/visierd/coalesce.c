@@ -74,7 +74,8 @@ int coalesce_pick(const CoalesceJob *queued, size_t n, const CoalesceRunning *ru
                         break; /* nothing passes a call job */
                 }
                 if (!first)
-                        go = j->due && !(running && running->call) && !set_has_any(held, j->keys, j->n_keys);
+                        go = j->due && !(running && running->call) && !set_has_any(held, j->keys, j->n_keys) &&
+                             (!running || !running->scope || (j->scope && streq(j->scope, running->scope)));
                 else
                         go = j->due && j->group && first->group && streq(j->group, first->group) &&
                              items + j->n_items <= batch_max && !set_has_any(held, j->keys, j->n_keys) &&

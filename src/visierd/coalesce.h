@@ -12,7 +12,9 @@
  * (any other write of Visier's API) names nothing visierd can compare, so it keeps its place
  * both ways: it waits for every earlier unfinished job, and no job passes it. Jobs share one
  * call when they are of one group (operation, tenant, project and other heads, as the store
- * spells it), due, and their items name no key twice.
+ * spells it), due, and their items name no key twice. In project mode the calls of one round
+ * go into one draft: while a round is in progress only jobs of its scope (the same heads, any
+ * operation) may go, and the others wait behind as if they were not due.
  */
 #pragma once
 
@@ -25,6 +27,7 @@
 
 typedef struct CoalesceJob {
         const char *group;              /* jobs of one non-NULL group may share a call; NULL: alone */
+        const char *scope;              /* jobs of one non-NULL scope may share a round; NULL: alone */
         bool call;                      /* a call job */
         bool due;                       /* not waiting out a backoff */
         size_t n_items;
@@ -38,6 +41,7 @@ typedef struct CoalesceRunning {
         bool call;                      /* one of them is a call job */
         const char *const *keys;
         size_t n_keys;
+        const char *scope;              /* a round is in progress: only jobs of this scope may go */
 } CoalesceRunning;
 
 /*

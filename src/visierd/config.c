@@ -102,6 +102,14 @@ const ConfigKey config_keys[] = {
                  "seconds a failed or cancelled job is kept before it is pruned (30 days)"),
         KEY_UINT("jobs", "max_pending", max_pending, "100000", 1, 100000000,
                  "jobs queued or running at most; more are refused with 503"),
+        KEY_STRING("jobs", "publish", publish, "direct",
+                   "how queued changes are published: direct (every bulk call publishes a production version) or "
+                   "project (a round of bulk calls goes into one draft project, published once)"),
+        KEY_STRING("jobs", "project_tenants", project_tenants, NULL,
+                   "in project mode, the TargetTenantID values whose changes go through draft projects "
+                   "(comma-separated; - for changes sent without TargetTenantID); default every tenant"),
+        KEY_UINT("jobs", "round_max_calls", round_max_calls, "20", 1, 1000,
+                 "in project mode, most bulk calls sent into one draft project before it is published"),
         KEY_UINT("cache", "max_bytes", cache_max_bytes, "67108864", 0, 2147483648UL,
                  "memory for cached metadata answers, in bytes; 0 turns the cache off"),
         KEY_UINT("cache", "model_ttl", cache_model_ttl, "300", 0, 86400,
@@ -486,6 +494,11 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
+        if (!streq(c->publish, "direct") && !streq(c->publish, "project"))
+                config_error(errors, "%s: [jobs] publish: '%s' is not direct or project", name, c->publish);
+        if (c->project_tenants && strlen(c->project_tenants) >= CONFIG_PROJECT_TENANTS_MAX)
+                config_error(errors, "%s: [jobs] project_tenants is longer than %d bytes", name,
+                             CONFIG_PROJECT_TENANTS_MAX - 1);
 }
 
 /* Parse and validate; *ret gets the config even when there were errors (not on -ENOMEM). */

@@ -16,6 +16,7 @@
 #define CONFIG_ERRORS_MAX 64
 #define CREDENTIAL_APIKEY "visier-apikey"
 #define CREDENTIAL_PASSWORD "visier-password"
+#define CONFIG_PROJECT_TENANTS_MAX 1024 /* bytes of [jobs] project_tenants, with its NUL */
 #define CONFIG_SOCKET_MODE 0660 /* the unix socket: owner and group may connect */
 
 typedef enum ClientRole {
@@ -100,6 +101,9 @@ typedef struct Config {
         unsigned keep_succeeded;  /* seconds */
         unsigned keep_failed;     /* seconds */
         unsigned max_pending;
+        char *publish;            /* "direct" or "project" */
+        char *project_tenants;    /* comma-separated TargetTenantIDs ("-": none given), or NULL: all */
+        unsigned round_max_calls;
 
         /* [cache] */
         unsigned cache_max_bytes;       /* 0: no cache */

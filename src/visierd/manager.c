@@ -50,6 +50,9 @@ static void cache_settings_from_config(const Config *c, CacheSettings *ret) {
         ret->ttl[CACHE_CLASS_ASSIGNMENTS] = (usec_t) c->cache_assignments_ttl * USEC_PER_SEC;
 }
 
+_Static_assert(sizeof(((PublisherSettings *) NULL)->project_tenants) >= CONFIG_PROJECT_TENANTS_MAX,
+               "[jobs] project_tenants fits the publisher's settings");
+
 static void publisher_settings_from_config(const Config *c, PublisherSettings *ret) {
         *ret = (PublisherSettings) {
                 .batch_max = c->batch_max,
@@ -60,7 +63,10 @@ static void publisher_settings_from_config(const Config *c, PublisherSettings *r
                 .publish_settle = (usec_t) c->publish_settle * USEC_PER_SEC,
                 .keep_succeeded_ms = (int64_t) c->keep_succeeded * 1000,
                 .keep_failed_ms = (int64_t) c->keep_failed * 1000,
+                .project_mode = streq(c->publish, "project"),
+                .round_max_calls = c->round_max_calls,
         };
+        snprintf(ret->project_tenants, sizeof(ret->project_tenants), "%s", strempty(c->project_tenants));
 }
 
 int manager_new(Config *config, Manager **ret) {
@@ -240,6 +246,10 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
                 break;
         case PUBLISHER_LANE_WAIT:
                 log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "%s", strempty(e->message));
+                break;
+        case PUBLISHER_ROUND:
+                log_full(e->status == 200 ? LOG_INFO : LOG_NOTICE, LOG_MSGID_WRITE_CALL, fields + 1, "%s",
+                         strempty(e->message));
                 break;
         }
 }

@@ -10,7 +10,9 @@
  * Each outcome is written in one transaction, then waiters (Prefer: wait) are woken.
  */
 #include <curl/curl.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <sys/random.h>
@@ -44,6 +46,8 @@ struct Publisher {
         int64_t lane_free_at_ms;    /* wall clock: no write before this (a call may still run) */
         bool lane_dirty;            /* the lane record must be updated in the next recording */
         int64_t lane_started_ms, lane_deadline_ms;
+        bool rounds_pending;        /* a round may be left unfinished (a restart, a lost answer) */
+        usec_t rounds_backoff, rounds_retry_at;
 };
 
 static int64_t wall_ms(void) {
@@ -82,7 +86,7 @@ static int record_begin(Publisher *p) {
 
 /* End a recording transaction; on failure the jobs stay as they were (running) and are
  * recovered as orphans once the store works again. */
-static void record_end(Publisher *p) {
+static int record_end(Publisher *p) {
         bool lane_dirty = p->lane_dirty;
 
         p->lane_dirty = false;
@@ -92,7 +96,9 @@ static void record_end(Publisher *p) {
                 if (p->event)
                         p->event(p->userdata, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
                                                                    .message = "cannot record a write's outcome; will retry" });
+                return -EIO;
         }
+        return 0;
 }
 
 static void emit(Publisher *p, const PublisherEvent *e) {
@@ -793,7 +799,9 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
         }
 }
 
-static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
+/* Record Visier's answer for B's items; in a round (ROUND > 0) they are stashed in it and the
+ * jobs go on running until the draft is published. */
+static void record_answer(Publisher *p, Batch *b, long status, json_t *answer, int64_t round) {
         const BatchJob **job_of_item = calloc(b->n_items ? b->n_items : 1, sizeof(*job_of_item));
         bool *ok = calloc(b->n_items ? b->n_items : 1, sizeof(*ok));
         json_t **results = calloc(b->n_items ? b->n_items : 1, sizeof(*results));
@@ -830,9 +838,13 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer) {
                         continue;
                 if (b->op == JOB_OP_PATCH) /* the operator sees what changed */
                         results[i] = patch_result(results[i], b->items[i].before, ok[i] ? b->items[i].item : NULL);
-                store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
+                if (round > 0)
+                        store_round_stash(p->store, round, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
+                else
+                        store_item_record(p->store, b->items[i].job_id, b->items[i].idx, ok[i], results[i]);
         }
-        finish_jobs(p, b, status);
+        if (round == 0)
+                finish_jobs(p, b, status);
         record_end(p);
 out:
         for (size_t i = 0; results && i < b->n_items; i++)
@@ -1065,7 +1077,20 @@ static void publish_call(Publisher *p, Batch *b) {
         upstream_response_done(&resp);
 }
 
-static void publish_batch(Publisher *p, Batch *b) {
+/* How a batch's call went, as a round needs to know. */
+typedef enum Sent {
+        SENT_ANSWERED,  /* Visier answered every item */
+        SENT_SETTLED,   /* nothing was sent, or Visier refused the call whole: nothing changed */
+        SENT_NOT_SENT,  /* no token, no rate budget, or a 429: tried again later */
+        SENT_IN_DOUBT,  /* it may or may not have been applied */
+} Sent;
+
+/*
+ * Send B as one call. In a round (ROUND > 0) it goes into the round's draft (B's project is
+ * the draft), its answer is stashed in the round, and an attempt that may have landed there
+ * leaves nothing in doubt: the draft will never be published (see publish_round()).
+ */
+static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
         char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 64];
         UpstreamResponse resp = {};
         bool maybe_landed = false;
@@ -1077,7 +1102,7 @@ static void publish_batch(Publisher *p, Batch *b) {
 
         if (b->op == JOB_OP_CALL) {
                 publish_call(p, b);
-                return;
+                return SENT_ANSWERED;
         }
         for (size_t j = 0; j < b->n_jobs; j++)
                 maybe_landed |= b->jobs[j].in_doubt;
@@ -1086,17 +1111,17 @@ static void publish_batch(Publisher *p, Batch *b) {
                 if (r < 0) {
                         requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
                                     "could not ask Visier which creates already landed");
-                        return;
+                        return SENT_SETTLED;
                 }
         }
         if (b->op == JOB_OP_PATCH) {
                 r = resolve_patches(p, b);
                 if (r == -EAGAIN)
-                        return; /* requeued around the read that failed */
+                        return SENT_SETTLED; /* requeued around the read that failed */
                 if (r < 0) {
                         requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0,
                                     r == -EIO ? "could not record the patches' outcome" : "out of memory");
-                        return;
+                        return SENT_SETTLED;
                 }
         }
         for (size_t i = 0; i < b->n_items; i++)
@@ -1106,18 +1131,18 @@ static void publish_batch(Publisher *p, Batch *b) {
                         finish_jobs(p, b, 200);
                         record_end(p);
                 }
-                return;
+                return SENT_SETTLED;
         }
 
         r = build_call(b, &c);
         if (r < 0) {
                 requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
                 call_done(&c);
-                return;
+                return SENT_SETTLED;
         }
         if (lane_open(p, &started) < 0) {
                 call_done(&c);
-                return;
+                return SENT_NOT_SENT;
         }
         pthread_mutex_lock(&p->lock);
         p->stats.write_calls++;
@@ -1154,12 +1179,12 @@ static void publish_batch(Publisher *p, Batch *b) {
                 requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, r < 0 ? 0 : resp.status,
                             r < 0 ? err : "Visier's rate limit");
                 upstream_response_done(&resp);
-                return;
+                return SENT_NOT_SENT;
         }
         if (r < 0) { /* may or may not have landed, and may still be publishing */
                 lane_after_call(p, started, false);
-                requeue_all(p, b, true, false, true, 0, 0, err);
-                return;
+                requeue_all(p, b, true, false, round == 0, 0, 0, err);
+                return SENT_IN_DOUBT;
         }
         if (resp.status >= 500) {
                 /* Answered, but with a server error: whether the change was applied is unknown.
@@ -1168,9 +1193,9 @@ static void publish_batch(Publisher *p, Batch *b) {
                  * the call may go on behind it, like a lost answer. */
                 lane_after_call(p, started, resp.status != 502 && resp.status != 504);
                 snprintf(msg, sizeof(msg), "Visier answered %ld", resp.status);
-                requeue_all(p, b, true, false, true, 0, resp.status, msg);
+                requeue_all(p, b, true, false, round == 0, 0, resp.status, msg);
                 upstream_response_done(&resp);
-                return;
+                return SENT_IN_DOUBT;
         }
         lane_after_call(p, started, true);
         if (resp.status >= 400) {
@@ -1189,12 +1214,588 @@ static void publish_batch(Publisher *p, Batch *b) {
                         fail_alone(p, b, resp.status, resp.body ? resp.body : "", msg);
                 json_decref(st);
                 upstream_response_done(&resp);
-                return;
+                return SENT_SETTLED;
         }
         answer = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
-        record_answer(p, b, resp.status, answer);
+        record_answer(p, b, resp.status, answer, round);
         json_decref(answer);
         upstream_response_done(&resp);
+        return SENT_ANSWERED;
+}
+
+/* ---- project mode: rounds ---- */
+
+/*
+ * A round (project mode): a draft project, the bulk calls of one scope sent into it (any
+ * operations, as the claim's reordering rules allow), then one commitAndPublish — one
+ * production version for all of them. Every step is written before it is taken (the store's
+ * round row: opening, filling, committing), so that whatever a crash leaves is resolved by
+ * resolve_rounds() before anything else is claimed:
+ *   opening, filling → the draft (found by its ID, or by its name if the ID was never
+ *                      learnt) is deleted unpublished and the round's jobs go back to the queue;
+ *   committing       → Visier's production versions say whether the draft was published: if
+ *                      so the stashed answers become the jobs' outcomes; if not and the draft is
+ *                      still open it is committed again; if it is gone, the jobs are queued again.
+ * A refused commit (4xx) deletes the draft; its jobs are then sent again each in a round of
+ * its own, and a job alone in a refused round fails with Visier's answer.
+ */
+
+/* Could Visier not be asked (no token, no budget, 429, network, 5xx)? Then try again later. */
+static bool unanswered(int r, const UpstreamResponse *resp) {
+        return r < 0 || resp->status == 429 || resp->status >= 500;
+}
+
+static bool never_sent(int r, const UpstreamResponse *resp) {
+        return r == -ENOKEY || r == -EBUSY || r == -ECANCELED || (r >= 0 && resp->status == 429);
+}
+
+/* A call about the draft projects or production versions of TENANT (TargetTenantID; "": the
+ * login's). */
+static int project_call(Publisher *p, const char *tenant, const char *method, const char *endpoint, const char *path,
+                        const char *query, const char *body, UpstreamResponse *resp, char *err, size_t err_size) {
+        char tenant_line[512];
+        const char *headers[4];
+        size_t nh = 0;
+
+        if (*tenant) {
+                snprintf(tenant_line, sizeof(tenant_line), "TargetTenantID: %s", tenant);
+                headers[nh++] = tenant_line;
+        }
+        if (body)
+                headers[nh++] = "Content-Type: application/json";
+        headers[nh++] = "Accept: application/json";
+        headers[nh] = NULL;
+        return upstream_call(p->upstream,
+                             &(UpstreamRequest) { .endpoint = endpoint, .method = method, .path = path, .query = query,
+                                                  .headers = headers, .body = body, .body_len = body ? strlen(body) : 0,
+                                                  .idempotent = !streq(method, "POST") },
+                             resp, err, err_size);
+}
+
+static char *project_path(const char *id) {
+        char *esc = curl_easy_escape(NULL, id, 0), *path = NULL;
+
+        if (!esc || asprintf(&path, "/v1/admin/projects/%s", esc) < 0)
+                path = NULL;
+        curl_free(esc);
+        return path;
+}
+
+static void round_event(Publisher *p, const StoreRound *rd, long status, const char *fmt, ...) _printf_(4, 5);
+static void round_event(Publisher *p, const StoreRound *rd, long status, const char *fmt, ...) {
+        char m[UPSTREAM_ERROR_MAX + 256];
+        int n;
+        va_list ap;
+
+        n = snprintf(m, sizeof(m), "round %lld (draft project %s): ", (long long) rd->id,
+                     rd->project_id ? rd->project_id : rd->name);
+        va_start(ap, fmt);
+        if (n > 0 && (size_t) n < sizeof(m))
+                vsnprintf(m + n, sizeof(m) - (size_t) n, fmt, ap);
+        va_end(ap);
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_ROUND, .op = "round", .status = status, .message = m });
+}
+
+/* Is B to go into a draft project? Not a call job, not a write the client scoped itself
+ * (its own ProjectID, NonVersioned: true, a tenantCode), and its tenant is one of
+ * project_tenants. */
+static bool round_eligible(const Publisher *p, const Batch *b) {
+        const char *want = *b->tenant ? b->tenant : "-";
+
+        if (!p->active.project_mode || b->op == JOB_OP_CALL || *b->project || *b->tenant_code ||
+            strcaseeq(b->non_versioned, "true"))
+                return false;
+        if (!*p->active.project_tenants)
+                return true;
+        for (const char *t = p->active.project_tenants; *t;) {
+                size_t n;
+
+                t += strspn(t, " \t,");
+                n = strcspn(t, ",");
+                while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+                        n--;
+                if (n > 0 && strlen(want) == n && strncmp(t, want, n) == 0)
+                        return true;
+                t += strcspn(t, ",");
+        }
+        return false;
+}
+
+static void round_done(StoreRound *rd) {
+        free(rd->name);
+        free(rd->tenant);
+        free(rd->project_id);
+        *rd = (StoreRound) {};
+}
+
+static void batches_free(Batch **list, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                batch_free(list[i]);
+        free(list);
+}
+
+static int round_close(Publisher *p, const StoreRound *rd) {
+        if (record_begin(p) < 0)
+                return -EIO;
+        store_round_close(p->store, rd->id);
+        return record_end(p);
+}
+
+/* Delete the round's draft (by its ID, or by its name when the ID was never learnt): 1 when
+ * it is gone (deleted, never there, or Visier will not delete it: it is never published by
+ * visierd either way), 0 when Visier could not be asked. */
+static int round_delete_draft(Publisher *p, const StoreRound *rd) {
+        char err[UPSTREAM_ERROR_MAX] = "";
+        UpstreamResponse resp = {};
+        json_t *root, *e;
+        size_t i;
+        int r;
+
+        if (rd->project_id) {
+                char *path = project_path(rd->project_id);
+
+                if (!path)
+                        return 0;
+                r = project_call(p, rd->tenant, "DELETE", "/v1/admin/projects/*", path, NULL, NULL, &resp, err,
+                                 sizeof(err));
+                free(path);
+                if (unanswered(r, &resp)) {
+                        upstream_response_done(&resp);
+                        return 0;
+                }
+                if (resp.status >= 400 && resp.status != 404)
+                        round_event(p, rd, resp.status, "Visier would not delete the unpublished draft (%ld)",
+                                    resp.status);
+                upstream_response_done(&resp);
+                return 1;
+        }
+        /* Opened, but its ID never recorded: look for it by its name among the open drafts. */
+        r = project_call(p, rd->tenant, "GET", "/v1/admin/projects", "/v1/admin/projects", "limit=1000", NULL, &resp,
+                         err, sizeof(err));
+        if (unanswered(r, &resp)) {
+                upstream_response_done(&resp);
+                return 0;
+        }
+        root = resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL) : NULL;
+        upstream_response_done(&resp);
+        json_array_foreach(json_object_get(root, "openProjects"), i, e) {
+                const char *id = json_string_value(json_object_get(e, "id"));
+                const char *name = json_string_value(json_object_get(e, "name"));
+                StoreRound named = *rd;
+
+                if (!id || !name || !streq(name, rd->name))
+                        continue;
+                named.project_id = (char *) id;
+                if (round_delete_draft(p, &named) == 0) {
+                        json_decref(root);
+                        return 0;
+                }
+        }
+        json_decref(root);
+        return 1;
+}
+
+/* The round's jobs go back to the queue (nothing of theirs was published), and the round ends. */
+static int round_discard(Publisher *p, const StoreRound *rd, const char *why) {
+        Batch **jobs = NULL;
+        size_t n = 0;
+
+        if (store_round_batches(p->store, rd->id, &jobs, &n) < 0) {
+                p->store_trouble = true;
+                return -EIO;
+        }
+        for (size_t i = 0; i < n; i++)
+                requeue_all(p, jobs[i], false, false, false, 0, 0, why);
+        batches_free(jobs, n);
+        if (p->store_trouble || round_close(p, rd) < 0)
+                return -EIO;
+        pthread_mutex_lock(&p->lock);
+        p->stats.rounds_discarded++;
+        pthread_mutex_unlock(&p->lock);
+        if (n > 0)
+                round_event(p, rd, 0, "discarded unpublished; its %zu jobs are sent again", n);
+        else
+                round_event(p, rd, 0, "discarded unpublished: nothing in it was left to publish");
+        return 0;
+}
+
+/* Delete the draft and discard the round: 1 done, 0 to try again later. */
+static int round_drop(Publisher *p, const StoreRound *rd, const char *why) {
+        if (round_delete_draft(p, rd) == 0)
+                return 0;
+        return round_discard(p, rd, why) >= 0;
+}
+
+/* The draft was published: the stashed answers become the jobs' outcomes. */
+static int round_finish(Publisher *p, const StoreRound *rd) {
+        Batch **jobs = NULL;
+        size_t n = 0;
+        int r;
+
+        if (store_round_batches(p->store, rd->id, &jobs, &n) < 0) {
+                p->store_trouble = true;
+                return -EIO;
+        }
+        r = record_begin(p);
+        if (r >= 0) {
+                store_round_apply(p->store, rd->id);
+                for (size_t i = 0; i < n; i++)
+                        finish_jobs(p, jobs[i], 200);
+                store_round_close(p->store, rd->id);
+                r = record_end(p);
+        }
+        batches_free(jobs, n);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&p->lock);
+        p->stats.rounds_published++;
+        pthread_mutex_unlock(&p->lock);
+        round_event(p, rd, 200, "published: one production version for %zu jobs", n);
+        return 0;
+}
+
+/* Visier refused to publish the draft (STATUS, BODY): the draft is deleted; a round of several
+ * jobs is split (each goes again in a round of its own), a lone job fails with that answer. */
+static void round_refused(Publisher *p, const StoreRound *rd, long status, const char *body) {
+        json_t *st = json_loads(body ? body : "", 0, NULL);
+        const char *why = json_string_value(json_object_get(st, "localizedMessage"));
+        char msg[UPSTREAM_ERROR_MAX + 160];
+        Batch **jobs = NULL;
+        size_t n = 0;
+
+        snprintf(msg, sizeof(msg), "Visier refused to publish draft project %s with %ld: %.*s", rd->project_id,
+                 status, UPSTREAM_ERROR_MAX, why ? why : "(no message)");
+        json_decref(st);
+        if (round_delete_draft(p, rd) == 0)
+                round_event(p, rd, status, "the refused draft could not be deleted; visierd never publishes it");
+        if (store_round_batches(p->store, rd->id, &jobs, &n) < 0) {
+                p->store_trouble = true;
+                return;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (n > 1)
+                        requeue_all(p, jobs[i], false, true, false, 0, status, msg);
+                else
+                        fail_alone(p, jobs[i], status, body ? body : "", msg);
+        if (n > 1) {
+                pthread_mutex_lock(&p->lock);
+                p->stats.splits++;
+                pthread_mutex_unlock(&p->lock);
+        }
+        batches_free(jobs, n);
+        if (!p->store_trouble)
+                (void) round_close(p, rd);
+        round_event(p, rd, status, "%s; %s", msg, n > 1 ? "each job goes again alone" : "its job failed");
+}
+
+/* Send commitAndPublish through the lane: 1 when the round is over (published or refused), 0
+ * when it stays to be resolved (not sent, or its outcome unknown). */
+static int round_send_commit(Publisher *p, const StoreRound *rd) {
+        char err[UPSTREAM_ERROR_MAX] = "", *path = project_path(rd->project_id);
+        UpstreamResponse resp = {};
+        int64_t started;
+        int r, done = 0;
+
+        if (!path)
+                return 0;
+        if (lane_open(p, &started) < 0) {
+                free(path);
+                return 0;
+        }
+        atomic_store(&p->in_flight, true);
+        r = project_call(p, rd->tenant, "POST", "/v1/admin/projects/*", path, NULL, "{\"operation\":\"commitAndPublish\"}",
+                         &resp, err, sizeof(err));
+        atomic_store(&p->in_flight, false);
+        free(path);
+        /* Whatever happened, production may have changed in every way the round's calls could. */
+        if (p->cache)
+                cache_invalidate(p->cache, NULL, CACHE_CLASSES_ALL);
+        if (never_sent(r, &resp)) {
+                lane_after_call(p, started, true);
+                round_event(p, rd, r < 0 ? 0 : resp.status, "commitAndPublish not sent: %s",
+                            r < 0 ? err : "Visier's rate limit");
+        } else if (r < 0 || resp.status >= 500) {
+                lane_after_call(p, started, r >= 0 && resp.status != 502 && resp.status != 504);
+                round_event(p, rd, r < 0 ? 0 : resp.status,
+                            "commitAndPublish ended without an answer (%s); Visier is asked whether it was published",
+                            r < 0 ? err : "a server error");
+        } else {
+                lane_after_call(p, started, true);
+                if (resp.status < 300)
+                        done = round_finish(p, rd) >= 0;
+                else {
+                        round_refused(p, rd, resp.status, resp.body);
+                        done = 1;
+                }
+        }
+        upstream_response_done(&resp);
+        return done;
+}
+
+/* Did Visier publish the round's draft? 1 yes, 0 no (not among its latest production
+ * versions), -1 cannot tell now. */
+static int round_published(Publisher *p, const StoreRound *rd) {
+        for (int start = 0; start < PUBLISHER_VERSIONS_LOOKBACK; start += 400) {
+                char err[UPSTREAM_ERROR_MAX] = "", query[64];
+                UpstreamResponse resp = {};
+                json_t *root, *list, *e;
+                size_t i, n;
+                int r;
+
+                snprintf(query, sizeof(query), "limit=400&start=%d", start);
+                r = project_call(p, rd->tenant, "GET", "/v1/admin/production-versions", "/v1/admin/production-versions",
+                                 query, NULL, &resp, err, sizeof(err));
+                if (r < 0 || resp.status != 200) {
+                        upstream_response_done(&resp);
+                        return -1;
+                }
+                root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                upstream_response_done(&resp);
+                list = json_object_get(root, "publishedVersions");
+                if (!json_is_array(list) && !json_is_object(root)) {
+                        json_decref(root);
+                        return -1;
+                }
+                json_array_foreach(list, i, e) {
+                        const char *id = json_string_value(json_object_get(e, "id"));
+
+                        if (id && strcaseeq(id, rd->project_id)) {
+                                json_decref(root);
+                                return 1;
+                        }
+                }
+                n = json_array_size(list);
+                json_decref(root);
+                if (n < 400)
+                        return 0;
+        }
+        return 0;
+}
+
+/* Is the round's draft still open? 1 yes, 0 gone, -1 cannot tell now. */
+static int round_draft_open(Publisher *p, const StoreRound *rd) {
+        char err[UPSTREAM_ERROR_MAX] = "", *path = project_path(rd->project_id);
+        UpstreamResponse resp = {};
+        int r;
+
+        if (!path)
+                return -1;
+        r = project_call(p, rd->tenant, "GET", "/v1/admin/projects/*", path, NULL, NULL, &resp, err, sizeof(err));
+        free(path);
+        r = r < 0 ? -1 : resp.status == 200 ? 1 : resp.status == 404 ? 0 : -1;
+        upstream_response_done(&resp);
+        return r;
+}
+
+/* Resolve every round left in the store (see above); those that cannot be resolved now are
+ * tried again with backoff, and nothing new is claimed meanwhile. */
+static void resolve_rounds(Publisher *p) {
+        StoreRound *list = NULL;
+        size_t n = 0;
+        bool left = false;
+
+        if (store_rounds(p->store, &list, &n) < 0) {
+                p->store_trouble = true;
+                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR, .message = "cannot list draft-project rounds" });
+                return;
+        }
+        for (size_t i = 0; i < n && !p->store_trouble; i++) {
+                StoreRound *rd = &list[i];
+                int done = 0, k;
+
+                if (rd->state != STORE_ROUND_COMMITTING || !rd->project_id) {
+                        done = round_drop(p, rd, "its draft project was discarded unpublished; sent again in a new one");
+                } else if ((k = round_published(p, rd)) > 0) {
+                        done = round_finish(p, rd) >= 0;
+                } else if (k == 0) {
+                        k = round_draft_open(p, rd);
+                        if (k > 0)
+                                done = round_send_commit(p, rd);
+                        else if (k == 0)
+                                done = round_drop(p, rd, "its draft project is gone and was never published; sent again");
+                }
+                left |= !done;
+        }
+        store_rounds_free(list, n);
+        p->rounds_pending = left || p->store_trouble;
+        if (left) {
+                p->rounds_backoff = p->rounds_backoff ? p->rounds_backoff * 2 : PUBLISHER_BACKOFF_INITIAL;
+                if (p->rounds_backoff > PUBLISHER_TROUBLE_BACKOFF_MAX)
+                        p->rounds_backoff = PUBLISHER_TROUBLE_BACKOFF_MAX;
+                p->rounds_retry_at = clock_now() + p->rounds_backoff;
+        } else
+                p->rounds_backoff = 0;
+}
+
+/* Open a round for FIRST (claimed, running): record it, then create its draft. 0, or <0 when
+ * FIRST's jobs were dealt with (requeued) or are left to the store's recovery. */
+static int round_open(Publisher *p, Batch *first, StoreRound *rd) {
+        char err[UPSTREAM_ERROR_MAX] = "", msg[UPSTREAM_ERROR_MAX + 96], name[64], *text;
+        UpstreamResponse resp = {};
+        uint64_t nonce = 0;
+        const char *id;
+        json_t *root;
+        int r;
+
+        if (getrandom(&nonce, sizeof(nonce), GRND_NONBLOCK) != sizeof(nonce))
+                nonce = clock_now() ^ (uint64_t) wall_ms();
+        snprintf(name, sizeof(name), "visierd round %016" PRIx64, nonce);
+        *rd = (StoreRound) { .state = STORE_ROUND_OPENING, .name = strdup(name), .tenant = strdup(first->tenant) };
+        root = json_pack("{s:s, s:s}", "name", name, "description",
+                         "Queued permission changes, published together by visierd.");
+        text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+        json_decref(root);
+        if (!rd->name || !rd->tenant || !text) {
+                free(text);
+                requeue_all(p, first, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                return -ENOMEM;
+        }
+        if (record_begin(p) < 0) {
+                free(text);
+                return -EIO; /* the jobs stay running: recovered as orphans */
+        }
+        store_round_open(p->store, name, first->tenant, first, &rd->id);
+        if (record_end(p) < 0) {
+                free(text);
+                return -EIO;
+        }
+
+        r = project_call(p, rd->tenant, "POST", "/v1/admin/projects", "/v1/admin/projects", NULL, text, &resp, err,
+                         sizeof(err));
+        free(text);
+        root = r >= 0 && resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL) : NULL;
+        id = json_string_value(json_object_get(root, "id"));
+        if (never_sent(r, &resp)) {
+                requeue_all(p, first, false, false, false, PUBLISHER_BACKOFF_INITIAL, r < 0 ? 0 : resp.status,
+                            r < 0 ? err : "Visier's rate limit");
+                (void) round_close(p, rd);
+                r = -EAGAIN;
+        } else if (r < 0 || resp.status >= 500 || (resp.status == 200 && !id)) {
+                /* The draft may exist: found by its name and deleted before anything else. */
+                snprintf(msg, sizeof(msg), "could not create a draft project: %s",
+                         r < 0 ? err : resp.status >= 500 ? "Visier answered a server error" : "Visier's answer had no id");
+                requeue_all(p, first, true, false, false, 0, r < 0 ? 0 : resp.status, msg);
+                p->rounds_pending = true;
+                r = -EAGAIN;
+        } else if (resp.status != 200) {
+                json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                const char *why = json_string_value(json_object_get(st, "localizedMessage"));
+
+                snprintf(msg, sizeof(msg), "Visier refused to create a draft project with %ld: %.*s", resp.status,
+                         UPSTREAM_ERROR_MAX, why ? why : "(no message)");
+                json_decref(st);
+                requeue_all(p, first, true, false, false, 0, resp.status, msg);
+                (void) round_close(p, rd);
+                r = -EAGAIN;
+        } else if (!(rd->project_id = strdup(id))) {
+                p->rounds_pending = true; /* deleted by its name */
+                r = -ENOMEM;
+        } else if (record_begin(p) < 0) {
+                p->rounds_pending = true;
+                r = -EIO;
+        } else {
+                store_round_set(p->store, rd->id, STORE_ROUND_FILLING, id);
+                r = record_end(p);
+                if (r < 0)
+                        p->rounds_pending = true;
+                else
+                        rd->state = STORE_ROUND_FILLING;
+        }
+        json_decref(root);
+        upstream_response_done(&resp);
+        return r;
+}
+
+/* Everything the round's jobs did in the draft is stashed: commit it. */
+static void round_commit(Publisher *p, StoreRound *rd) {
+        Batch **jobs = NULL;
+        size_t n = 0;
+
+        if (store_round_batches(p->store, rd->id, &jobs, &n) < 0) {
+                p->store_trouble = true;
+                p->rounds_pending = true;
+                return;
+        }
+        batches_free(jobs, n);
+        if (n == 0) { /* every job left the round (failed, or back in the queue): nothing to publish */
+                if (!round_drop(p, rd, "its draft project was discarded unpublished"))
+                        p->rounds_pending = true;
+                return;
+        }
+        if (record_begin(p) < 0) {
+                p->rounds_pending = true;
+                return;
+        }
+        store_round_set(p->store, rd->id, STORE_ROUND_COMMITTING, NULL);
+        if (record_end(p) < 0) {
+                p->rounds_pending = true;
+                return;
+        }
+        rd->state = STORE_ROUND_COMMITTING;
+        if (!round_send_commit(p, rd))
+                p->rounds_pending = true;
+}
+
+/*
+ * Publish FIRST (claimed, eligible) and the jobs of its scope claimed after it through one
+ * draft project: at most round_max_calls bulk calls into it, then one commitAndPublish. A call
+ * whose outcome is unknown leaves the draft's contents unknown: the round is left to
+ * resolve_rounds(), which deletes the draft and queues its jobs again.
+ */
+static void publish_round(Publisher *p, Batch *first) {
+        _cleanup_free_ char *scope = NULL;
+        StoreRound rd = {};
+        Batch *b = first;
+        size_t calls = 0;
+
+        if (first->scope && !(scope = strdup(first->scope))) {
+                requeue_all(p, first, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                return;
+        }
+        if (round_open(p, first, &rd) < 0) {
+                round_done(&rd);
+                return;
+        }
+        round_event(p, &rd, 200, "opened");
+        for (;;) {
+                int64_t next_due;
+                bool stopping;
+                Sent sent;
+
+                free(b->project);
+                b->project = strdup(rd.project_id); /* the batch's calls go into the draft */
+                if (!b->project) {
+                        requeue_all(p, b, false, false, false, PUBLISHER_BACKOFF_INITIAL, 0, "out of memory");
+                        sent = SENT_SETTLED;
+                } else
+                        sent = publish_batch(p, b, rd.id);
+                if (b != first)
+                        batch_free(b);
+                b = NULL;
+                if (sent == SENT_IN_DOUBT || p->store_trouble) {
+                        p->rounds_pending = true;
+                        round_done(&rd);
+                        return;
+                }
+                calls += sent == SENT_ANSWERED;
+                pthread_mutex_lock(&p->lock);
+                stopping = p->stopping;
+                pthread_mutex_unlock(&p->lock);
+                /* A stop publishes what the draft holds (the calls are done; only the commit is left). */
+                if (sent == SENT_NOT_SENT || !scope || calls >= p->active.round_max_calls || stopping)
+                        break;
+                if (store_batch_claim(p->store, wall_ms(), p->active.batch_max, scope, rd.id, &b, &next_due) < 0) {
+                        p->store_trouble = true;
+                        p->rounds_pending = true;
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR, .message = "cannot claim queued jobs" });
+                        round_done(&rd);
+                        return;
+                }
+                if (!b)
+                        break;
+        }
+        round_commit(p, &rd);
+        round_done(&rd);
 }
 
 static void recover_orphans(Publisher *p) {
@@ -1318,12 +1919,16 @@ static void *publisher_thread(void *arg) {
                 if (clock_now() >= p->trouble_retry_at) {
                         if (p->store_trouble) {
                                 /* A store error may have left a job marked running with nobody
-                                 * working on it; between calls, every running job is such an orphan. */
+                                 * working on it; between calls, every running job is such an orphan
+                                 * (or in a round left unfinished). */
                                 p->store_trouble = false;
+                                p->rounds_pending = true;
                                 recover_orphans(p);
                         }
-                        if (!p->store_trouble) {
-                                r = store_batch_claim(p->store, now, p->active.batch_max, &b, &next_due);
+                        if (!p->store_trouble && p->rounds_pending && clock_now() >= p->rounds_retry_at)
+                                resolve_rounds(p);
+                        if (!p->store_trouble && !p->rounds_pending) {
+                                r = store_batch_claim(p->store, now, p->active.batch_max, NULL, 0, &b, &next_due);
                                 if (r < 0) {
                                         p->store_trouble = true;
                                         emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
@@ -1331,7 +1936,10 @@ static void *publisher_thread(void *arg) {
                                 }
                         }
                         if (b) {
-                                publish_batch(p, b);
+                                if (round_eligible(p, b))
+                                        publish_round(p, b);
+                                else
+                                        (void) publish_batch(p, b, 0);
                                 batch_free(b);
                         }
                         /* Store errors back off like any other failure: 1 s doubling to a minute. */
@@ -1356,6 +1964,9 @@ static void *publisher_thread(void *arg) {
                 if (p->store_trouble || p->trouble_backoff) {
                         usec_t t = clock_now();
                         wait = p->trouble_retry_at > t ? p->trouble_retry_at - t : 1;
+                } else if (p->rounds_pending) {
+                        usec_t t = clock_now();
+                        wait = p->rounds_retry_at > t ? p->rounds_retry_at - t : 1;
                 }
                 if (!p->woken)
                         timed_wait(&p->wake, &p->lock, wait);
@@ -1382,6 +1993,7 @@ int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, 
         p->store = store;
         p->upstream = upstream;
         p->settings = p->active = *s;
+        p->rounds_pending = true; /* the store may hold rounds an earlier process left */
         p->event = event;
         p->userdata = userdata;
         pthread_mutex_init(&p->lock, NULL);

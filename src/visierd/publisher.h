@@ -17,6 +17,10 @@
  * job running) the publisher asks Visier which correlation IDs exist before sending again.
  * Updates, assignments and removals are idempotent and are simply sent again; a delete that
  * then finds the permission gone counts as done. Never logs: outcomes go to the event callback.
+ *
+ * Project mode ([jobs] publish = project): the calls of one round go into one draft project,
+ * published once with commitAndPublish — one production version for the round. The round's
+ * steps are recorded in the store; see "rounds" in publisher.c and docs/jobs.md.
  */
 #pragma once
 
@@ -32,6 +36,9 @@
 #define PUBLISHER_BACKOFF_MAX (300 * USEC_PER_SEC)
 #define PUBLISHER_PRUNE_INTERVAL (60 * USEC_PER_SEC)
 #define PUBLISHER_RECONCILE_CHUNK 50 /* correlation IDs per lookup */
+/* Project mode: how many of the latest production versions are searched for a round's draft
+ * whose commitAndPublish may have landed. */
+#define PUBLISHER_VERSIONS_LOOKBACK 4000
 
 /* Longest wait between two tries to recover jobs after store errors. */
 #define PUBLISHER_TROUBLE_BACKOFF_MAX (60 * USEC_PER_SEC)
@@ -44,6 +51,9 @@ typedef struct PublisherSettings {
         usec_t request_timeout; /* the upstream client's deadline for one call */
         usec_t publish_settle;  /* how long Visier may go on publishing a call whose answer was lost */
         int64_t keep_succeeded_ms, keep_failed_ms;
+        bool project_mode;      /* rounds of bulk calls go into one draft project, published once */
+        char project_tenants[1024]; /* in project mode, only these TargetTenantIDs ("-": none); "": all */
+        size_t round_max_calls; /* most bulk calls into one draft */
 } PublisherSettings;
 
 typedef enum PublisherEventKind {
@@ -54,6 +64,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_STORE_ERROR,
         PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
         PUBLISHER_JOBS_CHANGED, /* the outcomes of the JOB_DONE events so far are committed */
+        PUBLISHER_ROUND,     /* project mode: a round's draft was opened, published or discarded */
 } PublisherEventKind;
 
 typedef struct PublisherEvent {
@@ -70,6 +81,7 @@ typedef void (*publisher_event_fn)(void *userdata, const PublisherEvent *e);
 
 typedef struct PublisherStats {
         uint64_t write_calls, items_sent, reconcile_calls, splits, retries;
+        uint64_t rounds_published, rounds_discarded; /* project mode */
 } PublisherStats;
 
 typedef struct Publisher Publisher;

@@ -274,6 +274,31 @@ static const char *const migrations[] = {
          * SessionRepoId), as "Name: value" lines, sent with the job's calls; jobs merge only
          * with jobs that carry the same. */
         "ALTER TABLE jobs ADD COLUMN upstream_headers TEXT NOT NULL DEFAULT '';",
+        /* 7: project mode. A round is one draft project the publisher fills with bulk calls
+         * and publishes once; its step (opening the draft, filling it, committing it) is
+         * written before the step is taken, so a restart knows what the dead process may have
+         * left at Visier. Its jobs are running and name it; what Visier answered for their
+         * items in the draft waits in round_items until the draft is published. */
+        "CREATE TABLE rounds ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  state TEXT NOT NULL CHECK (state IN ('opening', 'filling', 'committing')),"
+        "  name TEXT NOT NULL,"
+        "  tenant TEXT NOT NULL,"
+        "  project_id TEXT,"
+        "  created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE round_items ("
+        "  round_id INTEGER NOT NULL REFERENCES rounds(id) ON DELETE CASCADE,"
+        "  job_id INTEGER NOT NULL,"
+        "  idx INTEGER NOT NULL,"
+        "  succeeded INTEGER NOT NULL,"
+        "  result TEXT,"
+        "  PRIMARY KEY (job_id, idx)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX round_items_round ON round_items(round_id);"
+        "ALTER TABLE jobs ADD COLUMN round_id INTEGER;"
+        "CREATE INDEX jobs_round ON jobs(round_id) WHERE round_id IS NOT NULL;",
 };
 
 static int sqlite_to_errno(int rc) {
@@ -1679,8 +1704,9 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
                 s->tx_touched_final = true;
                 final_texts_clear(s); /* now, and again at the commit */
         }
-        snprintf(sql, sizeof(sql), "UPDATE jobs SET state = ?, updated_at = ?%s%s WHERE id = ? AND state = ?",
-                 extra_set ? ", " : "", extra_set ? extra_set : "");
+        /* A job that stops running leaves its round, if it was in one. */
+        snprintf(sql, sizeof(sql), "UPDATE jobs SET state = ?, updated_at = ?%s%s%s WHERE id = ? AND state = ?",
+                 from == JOB_RUNNING ? ", round_id = NULL" : "", extra_set ? ", " : "", extra_set ? extra_set : "");
         r = prepare(s, &st, sql);
         if (r < 0)
                 return r;
@@ -1883,6 +1909,7 @@ Batch *batch_free(Batch *b) {
         free(b->non_versioned);
         free(b->tenant_code);
         free(b->upstream_headers);
+        free(b->scope);
         json_decref(b->extra);
         free(b);
         return NULL;
@@ -1930,14 +1957,25 @@ static void job_head_read(Stmt *st, JobHead *h) {
 /* The group of jobs H may share a call with (coalesce.h), or NULL when it goes alone: equal
  * operation, tenant, project, NonVersioned, tenantCode and other write headers; no other body
  * members; not solo. Length-prefixed, so no value can pose as another's. */
-static char *head_group(const JobHead *h) {
+/* The heads that jobs sharing a call or a round must have in common (every one but the
+ * operation), or NULL for a job that shares neither. */
+static char *head_scope(const JobHead *h) {
         char *g = NULL;
 
         if (h->solo || h->extra || h->op == JOB_OP_CALL)
                 return NULL;
-        if (asprintf(&g, "%s|%zu:%s|%zu:%s|%zu:%s|%zu:%s|%zu:%s", job_op_to_string(h->op), strlen(h->tenant), h->tenant,
-                     strlen(h->project), h->project, strlen(h->non_versioned), h->non_versioned, strlen(h->tenant_code),
-                     h->tenant_code, strlen(strempty(h->upstream_headers)), strempty(h->upstream_headers)) < 0)
+        if (asprintf(&g, "%zu:%s|%zu:%s|%zu:%s|%zu:%s|%zu:%s", strlen(h->tenant), h->tenant, strlen(h->project),
+                     h->project, strlen(h->non_versioned), h->non_versioned, strlen(h->tenant_code), h->tenant_code,
+                     strlen(strempty(h->upstream_headers)), strempty(h->upstream_headers)) < 0)
+                return NULL;
+        return g;
+}
+
+/* Jobs of one group may share a call: the scope and the operation. */
+static char *head_group(const char *scope, JobOp op) {
+        char *g = NULL;
+
+        if (!scope || asprintf(&g, "%s|%s", job_op_to_string(op), scope) < 0)
                 return NULL;
         return g;
 }
@@ -1950,7 +1988,7 @@ static char *head_group(const JobHead *h) {
 /* A queued job as the claim weighs it. */
 typedef struct Candidate {
         JobHead head;
-        char *group;
+        char *scope, *group;
         char **keys;
         size_t n_keys, allocated;
 } Candidate;
@@ -2061,7 +2099,8 @@ static int batch_from_head(Batch **ret, const JobHead *h) {
         return 0;
 }
 
-int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms) {
+int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round_scope, int64_t round_id, Batch **ret,
+                      int64_t *ret_next_due_ms) {
         _cleanup_(batch_freep) Batch *b = NULL;
         Candidate *cand = NULL;
         CoalesceJob *jobs = NULL;
@@ -2097,6 +2136,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 goto out;
         running.keys = (const char *const *) running_keys.keys;
         running.n_keys = running_keys.n;
+        running.scope = round_scope;
 
         /* The queued jobs the next call may take from, oldest first. */
         r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
@@ -2117,7 +2157,8 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
                 }
                 cand[n] = (Candidate) {};
                 job_head_read(&st, &cand[n].head);
-                cand[n].group = head_group(&cand[n].head);
+                cand[n].scope = head_scope(&cand[n].head);
+                cand[n].group = head_group(cand[n].scope, cand[n].head.op);
                 if (cand[n].head.next_run_at > now && cand[n].head.next_run_at < next_due)
                         next_due = cand[n].head.next_run_at;
                 window_items += (size_t) cand[n].head.n_items;
@@ -2154,6 +2195,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         for (size_t i = 0; i < n; i++)
                 jobs[i] = (CoalesceJob) {
                         .group = cand[i].group,
+                        .scope = cand[i].scope,
                         .call = cand[i].head.op == JOB_OP_CALL,
                         .due = cand[i].head.next_run_at <= now,
                         .n_items = (size_t) cand[i].head.n_items,
@@ -2170,14 +2212,19 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
         }
 
         r = batch_from_head(&b, &cand[picked[0]].head);
+        if (r >= 0 && cand[picked[0]].scope && !(b->scope = strdup(cand[picked[0]].scope)))
+                r = -ENOMEM;
         for (size_t i = 0; r >= 0 && i < n_picked; i++)
                 r = batch_add_job(s, b, &cand[picked[i]].head);
         if (r < 0)
                 goto out;
         for (size_t i = 0; i < b->n_jobs; i++) {
-                char set[64];
+                char set[96];
 
-                snprintf(set, sizeof(set), "started_at = %" PRId64, now_ms());
+                if (round_id > 0)
+                        snprintf(set, sizeof(set), "started_at = %" PRId64 ", round_id = %" PRId64, now_ms(), round_id);
+                else
+                        snprintf(set, sizeof(set), "started_at = %" PRId64, now_ms());
                 r = transition_locked(s, b->jobs[i].id, JOB_QUEUED, JOB_RUNNING, set);
                 if (r < 0)
                         goto out;
@@ -2186,6 +2233,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, Batch **ret, int6
 out:
         for (size_t i = 0; i < n; i++) {
                 job_head_done(&cand[i].head);
+                free(cand[i].scope);
                 free(cand[i].group);
                 keys_free(cand[i].keys, cand[i].n_keys);
         }
@@ -2199,14 +2247,22 @@ out:
         return r;
 }
 
-int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
+/* Running jobs as a batch each: those of round ROUND, or (ROUND 0) those in no round that exists. */
+static int running_batches(Store *s, int64_t round, Batch ***ret, size_t *ret_n) {
         Batch **list = NULL;
         size_t n = 0;
         Stmt st = {};
         int r;
 
         pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' AND operation != 'export' ORDER BY id");
+        if (round > 0)
+                r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE round_id = ? AND state = 'running' ORDER BY id");
+        else
+                r = prepare(s, &st,
+                            "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' AND operation != 'export' AND "
+                            "(round_id IS NULL OR round_id NOT IN (SELECT id FROM rounds)) ORDER BY id");
+        if (r >= 0 && round > 0)
+                sqlite3_bind_int64(st.st, 1, round);
         while (r >= 0 && (r = step_row(s, &st)) > 0) {
                 JobHead h = {};
                 Batch *b = NULL, **nl;
@@ -2231,6 +2287,183 @@ int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
                 for (size_t i = 0; i < n; i++)
                         batch_free(list[i]);
                 free(list);
+                return r;
+        }
+        *ret = list;
+        *ret_n = n;
+        return 0;
+}
+
+int store_orphans(Store *s, Batch ***ret, size_t *ret_n) {
+        return running_batches(s, 0, ret, ret_n);
+}
+
+int store_round_batches(Store *s, int64_t round, Batch ***ret, size_t *ret_n) {
+        return round > 0 ? running_batches(s, round, ret, ret_n) : -EINVAL;
+}
+
+/* ---- rounds (project mode) ---- */
+
+static const char *const round_states[_STORE_ROUND_STATE_MAX] = {
+        [STORE_ROUND_OPENING] = "opening",
+        [STORE_ROUND_FILLING] = "filling",
+        [STORE_ROUND_COMMITTING] = "committing",
+};
+
+const char *store_round_state_to_string(StoreRoundState state) {
+        return state >= 0 && state < _STORE_ROUND_STATE_MAX ? round_states[state] : NULL;
+}
+
+int store_round_open(Store *s, const char *name, const char *tenant, const Batch *b, int64_t *ret_id) {
+        Stmt st = {};
+        int64_t id;
+        int r;
+
+        r = prepare(s, &st, "INSERT INTO rounds (state, name, tenant, created_at, updated_at) VALUES ('opening', ?, ?, ?, ?)");
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, name);
+        bind_text(&st, 2, tenant);
+        sqlite3_bind_int64(st.st, 3, now_ms());
+        sqlite3_bind_int64(st.st, 4, now_ms());
+        r = step_done(s, &st);
+        stmt_done(&st);
+        if (r < 0)
+                return r;
+        id = sqlite3_last_insert_rowid(s->w.db);
+        r = prepare(s, &st, "UPDATE jobs SET round_id = ? WHERE id = ? AND state = 'running'");
+        for (size_t i = 0; r >= 0 && i < b->n_jobs; i++) {
+                sqlite3_reset(st.st);
+                sqlite3_bind_int64(st.st, 1, id);
+                sqlite3_bind_int64(st.st, 2, b->jobs[i].id);
+                r = step_done(s, &st);
+                if (r >= 0 && sqlite3_changes(s->w.db) != 1)
+                        r = -ESTALE;
+        }
+        stmt_done(&st);
+        if (r < 0)
+                return r;
+        *ret_id = id;
+        return 0;
+}
+
+int store_round_set(Store *s, int64_t round, StoreRoundState state, const char *project_id) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "UPDATE rounds SET state = ?, project_id = coalesce(?, project_id), updated_at = ? WHERE id = ?");
+        if (r < 0)
+                return r;
+        bind_text(&st, 1, store_round_state_to_string(state));
+        bind_text(&st, 2, project_id);
+        sqlite3_bind_int64(st.st, 3, now_ms());
+        sqlite3_bind_int64(st.st, 4, round);
+        r = step_done(s, &st);
+        stmt_done(&st);
+        if (r >= 0 && sqlite3_changes(s->w.db) != 1)
+                r = -ENOENT;
+        return r;
+}
+
+int store_round_stash(Store *s, int64_t round, int64_t job_id, unsigned idx, bool succeeded, json_t *result) {
+        _cleanup_free_ char *text = result ? json_dumps(result, JSON_COMPACT) : NULL;
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "INSERT OR REPLACE INTO round_items (round_id, job_id, idx, succeeded, result) VALUES (?, ?, ?, ?, ?)");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, round);
+        sqlite3_bind_int64(st.st, 2, job_id);
+        sqlite3_bind_int64(st.st, 3, idx);
+        sqlite3_bind_int(st.st, 4, succeeded ? 1 : 0);
+        bind_text(&st, 5, text);
+        r = step_done(s, &st);
+        stmt_done(&st);
+        return r;
+}
+
+int store_round_apply(Store *s, int64_t round) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st,
+                    "UPDATE job_items SET state = CASE r.succeeded WHEN 1 THEN 'succeeded' ELSE 'failed' END, "
+                    "result = r.result FROM round_items r "
+                    "WHERE r.round_id = ? AND job_items.job_id = r.job_id AND job_items.idx = r.idx");
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st.st, 1, round);
+        r = step_done(s, &st);
+        stmt_done(&st);
+        return r;
+}
+
+int store_round_close(Store *s, int64_t round) {
+        Stmt st = {};
+        int r;
+
+        r = prepare(s, &st, "DELETE FROM round_items WHERE round_id = ?");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, round);
+                r = step_done(s, &st);
+                stmt_done(&st);
+        }
+        if (r >= 0)
+                r = prepare(s, &st, "DELETE FROM rounds WHERE id = ?");
+        if (r >= 0) {
+                sqlite3_bind_int64(st.st, 1, round);
+                r = step_done(s, &st);
+                stmt_done(&st);
+        }
+        return r;
+}
+
+void store_rounds_free(StoreRound *list, size_t n) {
+        for (size_t i = 0; list && i < n; i++) {
+                free(list[i].name);
+                free(list[i].tenant);
+                free(list[i].project_id);
+        }
+        free(list);
+}
+
+int store_rounds(Store *s, StoreRound **ret, size_t *ret_n) {
+        StoreRound *list = NULL;
+        size_t n = 0;
+        Stmt st = {};
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = prepare(s, &st, "SELECT id, state, name, tenant, project_id FROM rounds ORDER BY id");
+        while (r >= 0 && (r = step_row(s, &st)) > 0) {
+                StoreRound *nl = realloc(list, (n + 1) * sizeof(*list));
+                const char *state = strempty(col_text(&st, 1));
+
+                if (!nl) {
+                        r = -ENOMEM;
+                        break;
+                }
+                list = nl;
+                list[n] = (StoreRound) {
+                        .id = sqlite3_column_int64(st.st, 0),
+                        .state = streq(state, "opening")  ? STORE_ROUND_OPENING
+                                 : streq(state, "filling") ? STORE_ROUND_FILLING
+                                                           : STORE_ROUND_COMMITTING,
+                        .name = strdup(strempty(col_text(&st, 2))),
+                        .tenant = strdup(strempty(col_text(&st, 3))),
+                        .project_id = col_text(&st, 4) ? strdup(col_text(&st, 4)) : NULL,
+                };
+                n++;
+                if (!list[n - 1].name || !list[n - 1].tenant || (col_text(&st, 4) && !list[n - 1].project_id)) {
+                        r = -ENOMEM;
+                        break;
+                }
+        }
+        stmt_done(&st);
+        pthread_mutex_unlock(&s->lock);
+        if (r < 0) {
+                store_rounds_free(list, n);
                 return r;
         }
         *ret = list;

@@ -155,6 +155,7 @@ typedef struct Batch {
         JobOp op;
         char *tenant, *project, *non_versioned, *tenant_code;
         char *upstream_headers; /* "Name: value" lines, or "" */
+        char *scope;            /* the heads a round's jobs share, or NULL: it shares no call or round */
         json_t *extra;
         BatchJob *jobs;
         size_t n_jobs;
@@ -170,12 +171,55 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Batch *, batch_free);
  * (same operation, tenant, project, NonVersioned and tenantCode; no item touching a permission
  * already in the batch; at most batch_max items; none marked solo), and mark them running in
  * one transaction. *ret is NULL when nothing is due; *ret_next_due_ms then tells when the
- * next queued job is due (INT64_MAX if none).
+ * next queued job is due (INT64_MAX if none). With ROUND_SCOPE (a round in progress: a
+ * Batch's scope), only jobs of that scope are claimed, and they join round ROUND_ID in the
+ * same transaction.
  */
-int store_batch_claim(Store *s, int64_t now_ms, size_t batch_max, Batch **ret, int64_t *ret_next_due_ms);
+int store_batch_claim(Store *s, int64_t now_ms, size_t batch_max, const char *round_scope, int64_t round_id,
+                      Batch **ret, int64_t *ret_next_due_ms);
 
-/* Jobs left running by a previous process (orphans), as a batch each, marked as they are. */
+/* Jobs left running by a previous process (orphans), as a batch each, marked as they are;
+ * not those of a round that still exists (see below). */
 int store_orphans(Store *s, Batch ***ret, size_t *ret_n);
+
+/*
+ * Rounds (project mode, docs/jobs.md "Project mode"): one draft project filled with bulk
+ * calls and published once. The round row says which step was last begun; its jobs are running
+ * and name it until they leave it (any change of state from running, including a requeue);
+ * Visier's answers for their items in the draft are stashed in the round until it is published
+ * (store_round_apply) or dropped (store_round_close). Every function but store_rounds() and
+ * store_round_batches() runs inside store_begin()/store_end().
+ */
+typedef enum StoreRoundState {
+        STORE_ROUND_OPENING,    /* the draft is being created: its ID may not be known */
+        STORE_ROUND_FILLING,    /* bulk calls go into the draft */
+        STORE_ROUND_COMMITTING, /* commitAndPublish was (or is about to be) sent */
+        _STORE_ROUND_STATE_MAX,
+} StoreRoundState;
+
+typedef struct StoreRound {
+        int64_t id;
+        StoreRoundState state;
+        char *name, *tenant; /* the draft's name, and the TargetTenantID it lives in ("": the login's) */
+        char *project_id;    /* NULL until the draft exists */
+} StoreRound;
+
+const char *store_round_state_to_string(StoreRoundState state);
+/* A new round (opening) named NAME in TENANT, with B's jobs (running) in it. */
+int store_round_open(Store *s, const char *name, const char *tenant, const Batch *b, int64_t *ret_id);
+/* The round's step, and its draft's ID (NULL: unchanged). -ENOENT. */
+int store_round_set(Store *s, int64_t round, StoreRoundState state, const char *project_id);
+/* What Visier answered for an item in the round's draft. */
+int store_round_stash(Store *s, int64_t round, int64_t job_id, unsigned idx, bool succeeded, json_t *result);
+/* The draft was published: every stashed answer becomes its item's outcome. */
+int store_round_apply(Store *s, int64_t round);
+/* The round is over: its row and stash are deleted (its jobs must have left it). */
+int store_round_close(Store *s, int64_t round);
+/* Every round, oldest first. */
+int store_rounds(Store *s, StoreRound **ret, size_t *ret_n);
+void store_rounds_free(StoreRound *list, size_t n);
+/* The running jobs of a round, as a batch each. */
+int store_round_batches(Store *s, int64_t round, Batch ***ret, size_t *ret_n);
 
 /*
  * The write lane: before a write call is sent, when it started and the latest time it can
