@@ -77,9 +77,10 @@ START_TEST(test_validation) {
         _cleanup_(config_freep) Config *c = NULL;
         ConfigErrors e = {};
         const char *text = "[visier]\nbase_url = http://visier.example.com\ntoken_lifetime = 60\nrefresh_margin = 60\n"
-                           "[listen]\naddress = 0.0.0.0\n";
+                           "[listen]\naddress = 0.0.0.0\n[jobs]\npublish = drafts\n";
 
         ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+        ck_assert(errors_contain(&e, "t.conf: [jobs] publish: 'drafts' is not direct or project"));
         ck_assert(errors_contain(&e, "plain http:// is allowed only for loopback"));
         ck_assert(errors_contain(&e, "username is required"));
         ck_assert(errors_contain(&e, "refresh_margin (60 s) must be shorter than token_lifetime (60 s)"));
