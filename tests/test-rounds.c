@@ -331,26 +331,37 @@ static void assert_pair_applied_once(const char *a, const char *new_name, const 
         ck_assert_uint_eq(n_open_drafts(), 0);
 }
 
-/* SIGKILL while the draft is being filled (a call into it held at Visier): the restarted
- * visierd deletes that draft unpublished and sends the jobs again in a new round. */
+/* SIGKILL while the draft is being filled: the round's first call (a create) was answered in
+ * the draft, its second (an update) is in flight there. The restarted visierd deletes that
+ * draft unpublished and sends both again in a new round — the create included, as what the
+ * draft answered for it was never published. */
 START_TEST(test_kill_while_filling) {
-        char *a, *draft;
+        char *a, *draft, body[256];
         long long ids[2], v0;
 
         start_all(NULL);
         a = precreate("fill-a");
         v0 = sim_counter(&sim, "production_version");
-        set_faults("{\"hold_writes\":true}");
-        submit_pair(a, "fill-new", ids);
-        wait_counter("writes_in_flight", 1);
+        set_faults("{\"publish_ms\":1500}");
+        ids[0] = submit("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"fill-new\"}]}", NULL);
+        wait_counter("write_calls", 1);
+        snprintf(body, sizeof(body), "{\"permissions\":[{\"permissionId\":\"%s\",\"displayName\":\"fill-new-2\"}]}", a);
+        ids[1] = submit("PUT", "/v1/admin/permissions", body, NULL);
+        wait_counter("write_calls", 2); /* the update is in the draft's second call, in flight */
         draft = the_open_draft();
         visierd_kill(&vd);
-        set_faults("{\"hold_writes\":false}"); /* the held call ends in the draft */
+        set_faults("{\"publish_ms\":0}");
         visierd_restart(&vd);
 
-        assert_pair_applied_once(a, "fill-new", ids);
+        for (size_t i = 0; i < 2; i++)
+                json_decref(wait_final(ids[i], "succeeded"));
+        ck_assert_str_eq(display_name(a), "fill-new-2");
+        ck_assert_int_eq(count_named("fill-new"), 1);
+        ck_assert_int_eq(sim_counter(&sim, "publish_overlaps"), 0);
+        ck_assert_uint_eq(n_open_drafts(), 0);
         ck_assert(!published(draft));
         ck_assert_int_eq(sim_counter(&sim, "production_version") - v0, 1); /* the new round only */
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 4);             /* both sent again */
         ck_assert_int_eq(rounds_published(), 1);
         free(draft);
         free(a);
@@ -546,6 +557,26 @@ START_TEST(test_client_project_writes_stay_out) {
 }
 END_TEST
 
+/* project_tenants names the tenants whose writes go through drafts: a write of another (here
+ * one without TargetTenantID, when only WFF_other is listed) is sent directly. */
+START_TEST(test_project_tenants_limits_the_mode) {
+        long long id, v0;
+        json_t *log;
+
+        start_all("project_tenants = WFF_other\n");
+        v0 = sim_counter(&sim, "production_version");
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        id = submit("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"direct-one\"}]}", NULL);
+        json_decref(wait_final(id, "succeeded"));
+        log = admin_requests();
+        ck_assert_uint_eq(json_array_size(log), 1);
+        assert_request(json_array_get(log, 0), "POST", "/v1/admin/permissions", NULL, NULL);
+        json_decref(log);
+        ck_assert_int_eq(sim_counter(&sim, "production_version") - v0, 1);
+        ck_assert_int_eq(rounds_published(), 0);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("rounds");
         TCase *tc = tcase_create("project mode");
@@ -562,6 +593,7 @@ int main(void) {
         tcase_add_test(tc, test_refused_commit_fails_each_job_with_visiers_answer);
         tcase_add_test(tc, test_rejected_call_in_a_round_fails_only_its_job);
         tcase_add_test(tc, test_client_project_writes_stay_out);
+        tcase_add_test(tc, test_project_tenants_limits_the_mode);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
