@@ -443,6 +443,36 @@ START_TEST(test_commit_not_landed_is_sent_again) {
 }
 END_TEST
 
+/* A commit that outlives visierd's request timeout and publish_settle (Visier slower than
+ * configured): visierd finds the draft open and commits it again; when the first commit
+ * lands, the second finds the draft gone (404). That is no refusal: visierd asks again, finds
+ * the draft published, and the job succeeds, applied once. */
+START_TEST(test_commit_outliving_settle_is_not_refused) {
+        long long id, v0;
+        char *draft;
+
+        start_all(NULL);
+        v0 = sim_counter(&sim, "production_version");
+        set_faults("{\"hold_commits\":true}");
+        id = submit("POST", "/v1/admin/permissions", "{\"permissions\":[{\"displayName\":\"slow-commit\"}]}", NULL);
+        wait_counter("commit_calls", 1);
+        draft = the_open_draft();
+        /* request_timeout (5 s) and publish_settle (1 s) later, the commit is sent again. */
+        for (usec_t deadline = clock_now() + 60 * USEC_PER_SEC; sim_counter(&sim, "commit_calls") < 2;) {
+                ck_assert_msg(clock_now() < deadline, "the commit was never sent again");
+                clock_sleep(50 * USEC_PER_MSEC); /* probe interval */
+        }
+        set_faults("{\"hold_commits\":false}");
+
+        json_decref(wait_final(id, "succeeded"));
+        ck_assert(published(draft));
+        ck_assert_int_eq(count_named("slow-commit"), 1);
+        ck_assert_int_eq(sim_counter(&sim, "production_version") - v0, 1);
+        ck_assert_uint_eq(n_open_drafts(), 0);
+        free(draft);
+}
+END_TEST
+
 /* ---- refusals ----------------------------------------------------------------------------- */
 
 /* Visier refuses every commit: the round of two is split, each job goes again in a round of
@@ -590,6 +620,7 @@ int main(void) {
         tcase_add_test(tc, test_kill_during_commit);
         tcase_add_test(tc, test_kill_after_commit_landed);
         tcase_add_test(tc, test_commit_not_landed_is_sent_again);
+        tcase_add_test(tc, test_commit_outliving_settle_is_not_refused);
         tcase_add_test(tc, test_refused_commit_fails_each_job_with_visiers_answer);
         tcase_add_test(tc, test_rejected_call_in_a_round_fails_only_its_job);
         tcase_add_test(tc, test_client_project_writes_stay_out);

@@ -801,10 +801,11 @@ static void finish_jobs(Publisher *p, const Batch *b, long status) {
 
 /* Record Visier's answer for B's items; in a round (ROUND > 0) they are stashed in it and the
  * jobs go on running until the draft is published. */
-static void record_answer(Publisher *p, Batch *b, long status, json_t *answer, int64_t round) {
+static int record_answer(Publisher *p, Batch *b, long status, json_t *answer, int64_t round) {
         const BatchJob **job_of_item = calloc(b->n_items ? b->n_items : 1, sizeof(*job_of_item));
         bool *ok = calloc(b->n_items ? b->n_items : 1, sizeof(*ok));
         json_t **results = calloc(b->n_items ? b->n_items : 1, sizeof(*results));
+        int r = -ENOMEM;
 
         if (!job_of_item || !ok || !results)
                 goto out;
@@ -831,6 +832,7 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer, i
 
         if (record_begin(p) < 0) {
                 p->store_trouble = true;
+                r = -EIO;
                 goto out;
         }
         for (size_t i = 0; i < b->n_items; i++) {
@@ -845,13 +847,14 @@ static void record_answer(Publisher *p, Batch *b, long status, json_t *answer, i
         }
         if (round == 0)
                 finish_jobs(p, b, status);
-        record_end(p);
+        r = record_end(p);
 out:
         for (size_t i = 0; results && i < b->n_items; i++)
                 json_decref(results[i]);
         free(results);
         free(ok);
         free(job_of_item);
+        return r;
 }
 
 /* Has a job that failed transiently (again) been tried long enough? Only its age, and the
@@ -1217,10 +1220,20 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
                 return SENT_SETTLED;
         }
         answer = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
-        record_answer(p, b, resp.status, answer, round);
+        if (round > 0 && !json_is_object(answer)) {
+                /* The draft holds the call's effect, but nothing says which items succeeded:
+                 * it must not be published so; the round is dropped and its jobs sent again. */
+                json_decref(answer);
+                upstream_response_done(&resp);
+                requeue_all(p, b, true, false, false, 0, resp.status, "Visier's answer in the draft could not be read");
+                return SENT_IN_DOUBT;
+        }
+        r = record_answer(p, b, resp.status, answer, round);
         json_decref(answer);
         upstream_response_done(&resp);
-        return SENT_ANSWERED;
+        /* In a round, an answer not kept with it must not be published (its jobs stay running
+         * in the round, which is dropped). */
+        return r < 0 && round > 0 ? SENT_IN_DOUBT : SENT_ANSWERED;
 }
 
 /* ---- project mode: rounds ---- */
@@ -1376,8 +1389,16 @@ static int round_delete_draft(Publisher *p, const StoreRound *rd) {
                 upstream_response_done(&resp);
                 return 0;
         }
-        root = resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL) : NULL;
+        if (resp.status != 200) {
+                upstream_response_done(&resp);
+                return 0;
+        }
+        root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
         upstream_response_done(&resp);
+        if (!json_is_object(root)) {
+                json_decref(root);
+                return 0;
+        }
         json_array_foreach(json_object_get(root, "openProjects"), i, e) {
                 const char *id = json_string_value(json_object_get(e, "id"));
                 const char *name = json_string_value(json_object_get(e, "name"));
@@ -1395,8 +1416,10 @@ static int round_delete_draft(Publisher *p, const StoreRound *rd) {
         return 1;
 }
 
-/* The round's jobs go back to the queue (nothing of theirs was published), and the round ends. */
-static int round_discard(Publisher *p, const StoreRound *rd, const char *why) {
+/* The round's jobs go back to the queue, and the round ends. Nothing of theirs was published,
+ * or (IN_DOUBT) that cannot be ruled out: creates are then looked up before they are sent
+ * again, and deletes that find nothing count as done. */
+static int round_discard(Publisher *p, const StoreRound *rd, bool in_doubt, const char *why) {
         Batch **jobs = NULL;
         size_t n = 0;
 
@@ -1405,7 +1428,7 @@ static int round_discard(Publisher *p, const StoreRound *rd, const char *why) {
                 return -EIO;
         }
         for (size_t i = 0; i < n; i++)
-                requeue_all(p, jobs[i], false, false, false, 0, 0, why);
+                requeue_all(p, jobs[i], false, false, in_doubt, 0, 0, why);
         batches_free(jobs, n);
         if (p->store_trouble || round_close(p, rd) < 0)
                 return -EIO;
@@ -1419,11 +1442,48 @@ static int round_discard(Publisher *p, const StoreRound *rd, const char *why) {
         return 0;
 }
 
+/* A round Visier has not let visierd resolve for give_up_after since it opened: its jobs fail
+ * — what became of them is unknown if it was committing — and the round ends, so the queue
+ * moves again. True when given up. */
+static bool round_give_up(Publisher *p, const StoreRound *rd) {
+        int64_t age = wall_ms() - rd->created_at_ms;
+        char msg[320], *body;
+        Batch **jobs = NULL;
+        size_t n = 0;
+        json_t *st;
+
+        if (p->active.give_up_after_ms <= 0 || age < p->active.give_up_after_ms)
+                return false;
+        snprintf(msg, sizeof(msg),
+                 "gave up after %lld s: the %s step of its round (draft project %.64s) could not be resolved with "
+                 "Visier; %s",
+                 (long long) (age / 1000), store_round_state_to_string(rd->state),
+                 rd->project_id ? rd->project_id : rd->name,
+                 rd->state == STORE_ROUND_COMMITTING ? "it may or may not have been published"
+                                                     : "it was not published");
+        if (store_round_batches(p->store, rd->id, &jobs, &n) < 0) {
+                p->store_trouble = true;
+                return false;
+        }
+        st = json_pack("{s:s, s:s, s:s, s:b}", "code", "BadGateway", "message", msg, "localizedMessage", msg,
+                       "userError", 0);
+        body = st ? json_dumps(st, JSON_COMPACT) : NULL;
+        json_decref(st);
+        for (size_t i = 0; i < n; i++)
+                fail_alone(p, jobs[i], 502, body ? body : "", msg);
+        free(body);
+        batches_free(jobs, n);
+        if (p->store_trouble || round_close(p, rd) < 0)
+                return false;
+        round_event(p, rd, 0, "%s", msg);
+        return true;
+}
+
 /* Delete the draft and discard the round: 1 done, 0 to try again later. */
-static int round_drop(Publisher *p, const StoreRound *rd, const char *why) {
+static int round_drop(Publisher *p, const StoreRound *rd, bool in_doubt, const char *why) {
         if (round_delete_draft(p, rd) == 0)
                 return 0;
-        return round_discard(p, rd, why) >= 0;
+        return round_discard(p, rd, in_doubt, why) >= 0;
 }
 
 /* The draft was published: the stashed answers become the jobs' outcomes. */
@@ -1489,8 +1549,9 @@ static void round_refused(Publisher *p, const StoreRound *rd, long status, const
 }
 
 /* Send commitAndPublish through the lane: 1 when the round is over (published or refused), 0
- * when it stays to be resolved (not sent, or its outcome unknown). */
-static int round_send_commit(Publisher *p, const StoreRound *rd) {
+ * when it stays to be resolved (not sent, or its outcome unknown). RESENT: an earlier commit
+ * of the draft may still land, so a 404 (the draft gone) is no refusal: asked again later. */
+static int round_send_commit(Publisher *p, const StoreRound *rd, bool resent) {
         char err[UPSTREAM_ERROR_MAX] = "", *path = project_path(rd->project_id);
         UpstreamResponse resp = {};
         int64_t started;
@@ -1523,6 +1584,9 @@ static int round_send_commit(Publisher *p, const StoreRound *rd) {
                 lane_after_call(p, started, true);
                 if (resp.status < 300)
                         done = round_finish(p, rd) >= 0;
+                else if (resent && resp.status == 404)
+                        round_event(p, rd, resp.status, "commitAndPublish sent again found the draft gone; Visier is "
+                                                        "asked again whether it was published");
                 else {
                         round_refused(p, rd, resp.status, resp.body);
                         done = 1;
@@ -1551,8 +1615,10 @@ static int round_published(Publisher *p, const StoreRound *rd) {
                 }
                 root = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 upstream_response_done(&resp);
+                /* An object without the list is an empty one (as protobuf-shaped answers omit
+                 * empty lists); anything else cannot be read. */
                 list = json_object_get(root, "publishedVersions");
-                if (!json_is_array(list) && !json_is_object(root)) {
+                if (!json_is_object(root) || (list && !json_is_array(list))) {
                         json_decref(root);
                         return -1;
                 }
@@ -1604,16 +1670,28 @@ static void resolve_rounds(Publisher *p) {
                 int done = 0, k;
 
                 if (rd->state != STORE_ROUND_COMMITTING || !rd->project_id) {
-                        done = round_drop(p, rd, "its draft project was discarded unpublished; sent again in a new one");
+                        done = round_drop(p, rd, false,
+                                          "its draft project was discarded unpublished; sent again in a new one");
                 } else if ((k = round_published(p, rd)) > 0) {
                         done = round_finish(p, rd) >= 0;
-                } else if (k == 0) {
-                        k = round_draft_open(p, rd);
-                        if (k > 0)
-                                done = round_send_commit(p, rd);
-                        else if (k == 0)
-                                done = round_drop(p, rd, "its draft project is gone and was never published; sent again");
+                } else {
+                        /* Not among the versions Visier lists (or they cannot be read): an open
+                         * draft was not published; a gone one may have been, beyond them. */
+                        int open = round_draft_open(p, rd);
+
+                        if (open > 0)
+                                done = round_send_commit(p, rd, true);
+                        else if (open == 0 && k == 0)
+                                done = round_drop(p, rd, true,
+                                                  "its draft project is gone and not among the production versions; "
+                                                  "sent again, creates looked up first");
                 }
+                if (!done && !p->store_trouble && round_give_up(p, rd))
+                        done = 1;
+                if (!done)
+                        round_event(p, rd, 0, "%s step cannot be resolved with Visier now; nothing else is sent until "
+                                              "it is (tried again with backoff)",
+                                    store_round_state_to_string(rd->state));
                 left |= !done;
         }
         store_rounds_free(list, n);
@@ -1654,7 +1732,12 @@ static int round_open(Publisher *p, Batch *first, StoreRound *rd) {
                 free(text);
                 return -EIO; /* the jobs stay running: recovered as orphans */
         }
-        store_round_open(p->store, name, first->tenant, first, &rd->id);
+        if (store_round_open(p->store, name, first->tenant, first, &rd->id) < 0) {
+                (void) store_end(p->store, false);
+                p->store_trouble = true;
+                free(text);
+                return -EIO; /* the jobs stay running: recovered as orphans */
+        }
         if (record_end(p) < 0) {
                 free(text);
                 return -EIO;
@@ -1663,21 +1746,23 @@ static int round_open(Publisher *p, Batch *first, StoreRound *rd) {
         r = project_call(p, rd->tenant, "POST", "/v1/admin/projects", "/v1/admin/projects", NULL, text, &resp, err,
                          sizeof(err));
         free(text);
-        root = r >= 0 && resp.status == 200 ? json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL) : NULL;
+        root = r >= 0 && resp.status / 100 == 2 ? json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL) : NULL;
         id = json_string_value(json_object_get(root, "id"));
         if (never_sent(r, &resp)) {
                 requeue_all(p, first, false, false, false, PUBLISHER_BACKOFF_INITIAL, r < 0 ? 0 : resp.status,
                             r < 0 ? err : "Visier's rate limit");
                 (void) round_close(p, rd);
                 r = -EAGAIN;
-        } else if (r < 0 || resp.status >= 500 || (resp.status == 200 && !id)) {
-                /* The draft may exist: found by its name and deleted before anything else. */
+        } else if (r < 0 || resp.status >= 500 || (resp.status / 100 == 2 && !id)) {
+                /* The draft may exist, or come to exist: after publish_settle it is looked for
+                 * by its name and deleted, before anything else is sent. */
                 snprintf(msg, sizeof(msg), "could not create a draft project: %s",
                          r < 0 ? err : resp.status >= 500 ? "Visier answered a server error" : "Visier's answer had no id");
                 requeue_all(p, first, true, false, false, 0, r < 0 ? 0 : resp.status, msg);
                 p->rounds_pending = true;
+                p->rounds_retry_at = clock_now() + p->active.publish_settle;
                 r = -EAGAIN;
-        } else if (resp.status != 200) {
+        } else if (resp.status / 100 != 2) {
                 json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
                 const char *why = json_string_value(json_object_get(st, "localizedMessage"));
 
@@ -1693,8 +1778,11 @@ static int round_open(Publisher *p, Batch *first, StoreRound *rd) {
         } else if (record_begin(p) < 0) {
                 p->rounds_pending = true;
                 r = -EIO;
+        } else if (store_round_set(p->store, rd->id, STORE_ROUND_FILLING, id) < 0) {
+                (void) store_end(p->store, false);
+                p->store_trouble = p->rounds_pending = true;
+                r = -EIO;
         } else {
-                store_round_set(p->store, rd->id, STORE_ROUND_FILLING, id);
                 r = record_end(p);
                 if (r < 0)
                         p->rounds_pending = true;
@@ -1718,7 +1806,7 @@ static void round_commit(Publisher *p, StoreRound *rd) {
         }
         batches_free(jobs, n);
         if (n == 0) { /* every job left the round (failed, or back in the queue): nothing to publish */
-                if (!round_drop(p, rd, "its draft project was discarded unpublished"))
+                if (!round_drop(p, rd, false, "its draft project was discarded unpublished"))
                         p->rounds_pending = true;
                 return;
         }
@@ -1726,13 +1814,17 @@ static void round_commit(Publisher *p, StoreRound *rd) {
                 p->rounds_pending = true;
                 return;
         }
-        store_round_set(p->store, rd->id, STORE_ROUND_COMMITTING, NULL);
+        if (store_round_set(p->store, rd->id, STORE_ROUND_COMMITTING, NULL) < 0) {
+                (void) store_end(p->store, false);
+                p->store_trouble = p->rounds_pending = true;
+                return;
+        }
         if (record_end(p) < 0) {
                 p->rounds_pending = true;
                 return;
         }
         rd->state = STORE_ROUND_COMMITTING;
-        if (!round_send_commit(p, rd))
+        if (!round_send_commit(p, rd, false))
                 p->rounds_pending = true;
 }
 

@@ -2435,7 +2435,7 @@ int store_rounds(Store *s, StoreRound **ret, size_t *ret_n) {
         int r;
 
         pthread_mutex_lock(&s->lock);
-        r = prepare(s, &st, "SELECT id, state, name, tenant, project_id FROM rounds ORDER BY id");
+        r = prepare(s, &st, "SELECT id, state, name, tenant, project_id, created_at FROM rounds ORDER BY id");
         while (r >= 0 && (r = step_row(s, &st)) > 0) {
                 StoreRound *nl = realloc(list, (n + 1) * sizeof(*list));
                 const char *state = strempty(col_text(&st, 1));
@@ -2453,6 +2453,7 @@ int store_rounds(Store *s, StoreRound **ret, size_t *ret_n) {
                         .name = strdup(strempty(col_text(&st, 2))),
                         .tenant = strdup(strempty(col_text(&st, 3))),
                         .project_id = col_text(&st, 4) ? strdup(col_text(&st, 4)) : NULL,
+                        .created_at_ms = sqlite3_column_int64(st.st, 5),
                 };
                 n++;
                 if (!list[n - 1].name || !list[n - 1].tenant || (col_text(&st, 4) && !list[n - 1].project_id)) {

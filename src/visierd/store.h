@@ -202,6 +202,7 @@ typedef struct StoreRound {
         StoreRoundState state;
         char *name, *tenant; /* the draft's name, and the TargetTenantID it lives in ("": the login's) */
         char *project_id;    /* NULL until the draft exists */
+        int64_t created_at_ms;
 } StoreRound;
 
 const char *store_round_state_to_string(StoreRoundState state);
