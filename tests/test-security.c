@@ -528,6 +528,39 @@ START_TEST(test_metrics) {
 }
 END_TEST
 
+/* Methods no client of visierd uses, one of them with a double quote in it, are counted as
+ * method "other" before they are counted at all: /metrics stays valid text, gains at most one
+ * series per route and status for them, and the real series keep their own lines. */
+START_TEST(test_metrics_labels_from_closed_sets) {
+        char request[256], *answer, *text;
+        const char *line;
+        double other = 0;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        visierd_wait_ready(&vd);
+        answer = harness_raw_exchange(vd.port, "GE\"T /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 10);
+        free(answer);
+        for (int i = 0; i < 600; i++) {
+                snprintf(request, sizeof(request), "X%03d /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", i);
+                answer = harness_raw_exchange(vd.port, request, 10);
+                free(answer);
+        }
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, &text), 200);
+        assert_prometheus_text(text);
+        ck_assert_msg(!strstr(text, "method=\"X0") && !strstr(text, "GE\\\"T") && !strstr(text, "GE\"T"),
+                      "a junk method became a label");
+        ck_assert_double_eq(
+                sample(text, "visierd_http_requests_total{method=\"GET\",route=\"/v1/admin/capabilities\",status=\"200\"}"), 1);
+        for (line = text; (line = strstr(line, "visierd_http_requests_total{method=\"other\",")); line++)
+                other += strtod(strchr(line, ' ') + 1, NULL);
+        ck_assert_double_eq(other, 601);
+        ck_assert_msg(!strstr(text, "route=\"other\""), "real series collapsed into other");
+        free(text);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("security");
         TCase *tc = tcase_create("integration");
@@ -545,6 +578,7 @@ int main(void) {
         tcase_add_test(tc, test_header_size_limit);
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_metrics);
+        tcase_add_test(tc, test_metrics_labels_from_closed_sets);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

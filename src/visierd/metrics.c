@@ -4,7 +4,10 @@
  *
  * DESIGN: labelled counters live in small fixed tables searched linearly under one mutex;
  * with route patterns and status codes as labels they hold a few dozen series. A table that
- * fills up counts further series under the label value "other" rather than growing.
+ * fills up counts further series under the label value "other" rather than growing. Label
+ * values come only from closed sets — route patterns, visierd's own status codes, the HTTP
+ * methods visierd knows, with any other method counted as "other" before it is counted at all
+ * — so no request can add series; and every value is escaped on output all the same.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -92,13 +95,38 @@ static void histogram_observe(Histogram *h, const double *bounds, size_t n, doub
         h->sum += v;
 }
 
+/* A request's method as a label: one of the methods visierd knows, or "other". */
+static const char *method_label(const char *method) {
+        static const char *const known[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS" };
+
+        for (size_t i = 0; method && i < ELEMENTSOF(known); i++)
+                if (streq(method, known[i]))
+                        return known[i];
+        return "other";
+}
+
 void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status) {
         char s[24];
 
         snprintf(s, sizeof(s), "%u", status);
         pthread_mutex_lock(&m->lock);
-        table_inc(&m->requests, method, route, s);
+        table_inc(&m->requests, method_label(method), route, s);
         pthread_mutex_unlock(&m->lock);
+}
+
+/* A label value as the exposition format spells it: backslash, double quote and newline
+ * escaped; other control bytes and bytes beyond ASCII (never in visierd's own labels) as '?',
+ * so the text stays valid UTF-8 whatever came in. */
+static void label_write(FILE *f, const char *v) {
+        for (const unsigned char *c = (const unsigned char *) v; *c; c++)
+                if (*c == '\\' || *c == '"')
+                        fprintf(f, "\\%c", *c);
+                else if (*c == '\n')
+                        fputs("\\n", f);
+                else if (*c < 0x20 || *c >= 0x7f)
+                        fputc('?', f);
+                else
+                        fputc(*c, f);
 }
 
 void metrics_upstream_call(Metrics *m, const char *endpoint, long status, usec_t latency) {
@@ -193,16 +221,24 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                 return NULL;
         pthread_mutex_lock(&m->lock);
         header(f, "visierd_http_requests_total", "counter", "Local API requests by method, route and status.");
-        for (size_t i = 0; i < m->requests.n; i++)
-                fprintf(f, "visierd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %llu\n",
-                        m->requests.series[i].a, m->requests.series[i].b, m->requests.series[i].c,
-                        (unsigned long long) m->requests.series[i].count);
+        for (size_t i = 0; i < m->requests.n; i++) {
+                fputs("visierd_http_requests_total{method=\"", f);
+                label_write(f, m->requests.series[i].a);
+                fputs("\",route=\"", f);
+                label_write(f, m->requests.series[i].b);
+                fputs("\",status=\"", f);
+                label_write(f, m->requests.series[i].c);
+                fprintf(f, "\"} %llu\n", (unsigned long long) m->requests.series[i].count);
+        }
         header(f, "visierd_upstream_requests_total", "counter",
                "Calls to Visier by endpoint and status (\"error\": no HTTP answer).");
-        for (size_t i = 0; i < m->upstream.n; i++)
-                fprintf(f, "visierd_upstream_requests_total{endpoint=\"%s\",status=\"%s\"} %llu\n",
-                        m->upstream.series[i].a, m->upstream.series[i].b,
-                        (unsigned long long) m->upstream.series[i].count);
+        for (size_t i = 0; i < m->upstream.n; i++) {
+                fputs("visierd_upstream_requests_total{endpoint=\"", f);
+                label_write(f, m->upstream.series[i].a);
+                fputs("\",status=\"", f);
+                label_write(f, m->upstream.series[i].b);
+                fprintf(f, "\"} %llu\n", (unsigned long long) m->upstream.series[i].count);
+        }
         header(f, "visierd_upstream_request_duration_seconds", "histogram", "Duration of calls to Visier.");
         histogram_render(f, "visierd_upstream_request_duration_seconds", &m->upstream_latency, latency_buckets,
                          ELEMENTSOF(latency_buckets));
