@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for the job store on a real SQLite file: coalescing rules, states, pruning. */
 #include <check.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -121,6 +122,28 @@ END_TEST
 
 START_TEST(test_schema_version) {
         ck_assert_int_eq(store_schema_version(st), 7);
+}
+END_TEST
+
+/* A new database, its WAL, its shared-memory file and its lock file are 0600 whatever the
+ * umask: they hold the jobs' bodies. */
+START_TEST(test_new_database_is_private) {
+        const char *const suffixes[] = { "", "-wal", "-shm", ".lock" };
+        char err[STORE_ERROR_MAX], p2[600], f[640];
+        mode_t old = umask(022);
+        Store *s2 = NULL;
+        struct stat sb;
+
+        snprintf(p2, sizeof(p2), "%s/private.db", dir);
+        ck_assert_int_eq(store_open(p2, &s2, err, sizeof(err)), 0);
+        umask(old);
+        ck_assert_int_ge(store_job_exists(s2, 1), 0); /* the reader has opened the WAL too */
+        for (size_t i = 0; i < ELEMENTSOF(suffixes); i++) {
+                snprintf(f, sizeof(f), "%s%s", p2, suffixes[i]);
+                ck_assert_msg(stat(f, &sb) == 0, "%s missing", f);
+                ck_assert_msg((sb.st_mode & 0777) == 0600, "%s is %03o", f, (unsigned) (sb.st_mode & 0777));
+        }
+        store_close(s2);
 }
 END_TEST
 
@@ -1153,6 +1176,7 @@ int main(void) {
 
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_schema_version);
+        tcase_add_test(tc, test_new_database_is_private);
         tcase_add_test(tc, test_call_jobs_keep_their_place);
         tcase_add_test(tc, test_compatible_jobs_merge_past_others);
         tcase_add_test(tc, test_batch_max_and_conflicts);

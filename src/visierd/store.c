@@ -501,6 +501,19 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         r = take_lock(s, err, errlen);
         if (r < 0)
                 return r;
+        /* A new database is made 0600 whatever the umask: it holds the jobs' bodies. SQLite
+         * gives its -wal and -shm files the database file's mode. */
+        {
+                int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+                if (fd >= 0)
+                        close(fd);
+                else if (errno != EEXIST) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot create job database %s: %s", path, strerror(-r));
+                        return r;
+                }
+        }
         rc = sqlite3_open_v2(path, &s->w.db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
         if (rc != SQLITE_OK) {
