@@ -73,6 +73,36 @@ START_TEST(test_bounds_and_numbers) {
 }
 END_TEST
 
+/* base_url is scheme://host[:port]: a user name or password (or a host hidden behind one) is
+ * refused without the value being echoed, and so is a fragment. */
+START_TEST(test_base_url_origin_only) {
+        static const struct {
+                const char *url, *error;
+        } bad[] = {
+                { "http://user:S3cret@127.0.0.1:9", "must not carry a user name or password" },
+                { "https://example.api.visier.io@evil.example", "must not carry a user name or password" },
+                { "https://S3cret@x.api.visier.io", "must not carry a user name or password" },
+                { "https://x.api.visier.io/#S3cret", "must not have a fragment" },
+                { "https://x.api.visier.io/v1", "without a path" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char text[256];
+
+                snprintf(text, sizeof(text), "[visier]\nbase_url = %s\nusername = u\n", bad[i].url);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+                ck_assert_msg(errors_contain(&e, bad[i].error), "%s: no error '%s'", bad[i].url, bad[i].error);
+                if (strchr(bad[i].url, '@'))
+                        for (size_t k = 0; k < e.n; k++)
+                                ck_assert_msg(!strstr(e.messages[k], "S3cret") && !strstr(e.messages[k], "evil"),
+                                              "the value was echoed: %s", e.messages[k]);
+                config_errors_clear(&e);
+        }
+}
+END_TEST
+
 START_TEST(test_validation) {
         _cleanup_(config_freep) Config *c = NULL;
         ConfigErrors e = {};
@@ -215,6 +245,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_unknown_key_has_line);
         tcase_add_test(tc, test_bounds_and_numbers);
         tcase_add_test(tc, test_validation);
+        tcase_add_test(tc, test_base_url_origin_only);
         tcase_add_test(tc, test_secret_files);
         tcase_add_test(tc, test_credentials_directory);
         tcase_add_test(tc, test_man_page_matches_table);

@@ -397,9 +397,14 @@ static bool host_is_loopback(const char *host) {
         return false;
 }
 
+/* base_url is scheme://host[:port][/] and nothing else: no user name or password (which
+ * would be a secret in the configuration, echoed by /status and the log, and which makes
+ * "https://x.api.visier.io@elsewhere" name elsewhere), no path, query or fragment. A value
+ * with an '@' in it is never echoed in an error. */
 static void config_validate_url(const Config *c, ConfigErrors *errors, const char *name) {
         CURLU *u;
-        char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL;
+        char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL, *part = NULL;
+        const char *shown = strchr(c->base_url, '@') ? "(not shown: it has an '@')" : c->base_url;
 
         u = curl_url();
         if (!u)
@@ -407,9 +412,22 @@ static void config_validate_url(const Config *c, ConfigErrors *errors, const cha
         if (curl_url_set(u, CURLUPART_URL, c->base_url, 0) != CURLUE_OK ||
             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
             curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-                config_error(errors, "%s: [visier] base_url: '%s' is not a valid URL", name, c->base_url);
+                config_error(errors, "%s: [visier] base_url: '%s' is not a valid URL", name, shown);
                 goto out;
         }
+        if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK ||
+            curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK ||
+            curl_url_get(u, CURLUPART_OPTIONS, &part, 0) == CURLUE_OK) {
+                config_error(errors,
+                             "%s: [visier] base_url: must not carry a user name or password (give scheme://host[:port] "
+                             "only; credentials go in apikey_file and password_file)",
+                             name);
+                goto out;
+        }
+        if (curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
+                config_error(errors, "%s: [visier] base_url: must not have a fragment", name);
+        curl_free(part);
+        part = NULL;
         if (streq(scheme, "http")) {
                 if (!host_is_loopback(host))
                         config_error(errors,
@@ -427,6 +445,7 @@ out:
         curl_free(host);
         curl_free(path);
         curl_free(query);
+        curl_free(part);
         curl_url_cleanup(u);
 }
 
