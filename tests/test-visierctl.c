@@ -797,6 +797,30 @@ START_TEST(test_export_to_file) {
         http_result_done(&r);
         ck_assert(!exists(partial));
 
+        /* HR data: a new file is 0600 under umask 022, and a replaced one keeps its mode. */
+        {
+                char fresh[256];
+                mode_t old = umask(022);
+                struct stat st;
+
+                snprintf(fresh, sizeof(fresh), "%s/new-export.csv", scratch);
+                ck_assert_int_eq(CTL(&out, "export", "employees", "-o", fresh), 0);
+                free(out);
+                ck_assert_int_eq(stat(fresh, &st), 0);
+                ck_assert_msg((st.st_mode & 0777) == 0600, "a new export is %03o", (unsigned) (st.st_mode & 0777));
+                ck_assert_int_eq(chmod(file, 0640), 0);
+                ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file), 0);
+                free(out);
+                ck_assert_int_eq(stat(file, &st), 0);
+                ck_assert_msg((st.st_mode & 0777) == 0640, "a replaced export is %03o", (unsigned) (st.st_mode & 0777));
+                ck_assert_int_eq(chmod(file, 0600), 0);
+                ck_assert_int_eq(CTL(&out, "export", "employees", "-o", file), 0);
+                free(out);
+                ck_assert_int_eq(stat(file, &st), 0);
+                ck_assert_msg((st.st_mode & 0777) == 0600, "a replaced 0600 export is %03o", (unsigned) (st.st_mode & 0777));
+                umask(old);
+        }
+
         /* A file that is not a regular one is written to, never replaced. */
         ck_assert_int_eq(CTL(&out, "export", "employees", "-o", "/dev/null"), 0);
         free(out);

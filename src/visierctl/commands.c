@@ -965,15 +965,25 @@ static int ctl_export(Ctl *ctl) {
                         return CTL_EXIT_USAGE;
                 }
         } else {
+                /* HR data: a new file is 0600 whatever the umask; one replaced keeps its mode. */
+                mode_t mode = stat(a->output, &st) == 0 ? st.st_mode & 07777 : 0600;
+
                 if (asprintf(&partial, "%s.partial", a->output) < 0) {
                         partial = NULL;
                         output_error("out of memory");
                         return CTL_EXIT_FAILED;
                 }
-                sink.fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
+                (void) unlink(partial); /* a stale one could be anyone's, with any mode */
+                sink.fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
                 if (sink.fd < 0) {
                         output_error("cannot create %s: %s", partial, strerror(errno));
                         return CTL_EXIT_USAGE;
+                }
+                if (fchmod(sink.fd, mode) < 0) {
+                        output_error("cannot set the mode of %s: %s", partial, strerror(errno));
+                        (void) unlink(partial);
+                        close(TAKE_FD(sink.fd));
+                        return CTL_EXIT_FAILED;
                 }
         }
         /* Progress on a terminal, unless the export itself is going to that terminal. */
