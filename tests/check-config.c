@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for the configuration table, parser, validation and secret loading. */
 #include <check.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
@@ -173,6 +174,58 @@ START_TEST(test_secret_files) {
 }
 END_TEST
 
+/* What a secret file may not be: a FIFO (refused at once, where the old open waited forever),
+ * a symbolic link, a file owned by another user, or one with a line break inside (it would be
+ * sent as a second header line). None of the refusals shows the contents. */
+START_TEST(test_secret_file_hazards) {
+        char key[192], pw[192], fifo[192], link[192], theirs[192], injected[192];
+        static const struct {
+                const char *which, *error;
+                int r;
+        } cases[] = {
+                { "fifo", "is not a regular file", -EINVAL },
+                { "link", "is a symbolic link", -ELOOP },
+                { "theirs", "is owned by uid 65534, neither root nor the user visierd runs as", -EPERM },
+                { "injected", "holds a control character (a line break or tab?) at byte 4", -EINVAL },
+        };
+
+        snprintf(key, sizeof(key), "%s/key", dir);
+        snprintf(pw, sizeof(pw), "%s/pw", dir);
+        snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+        snprintf(link, sizeof(link), "%s/link", dir);
+        snprintf(theirs, sizeof(theirs), "%s/theirs", dir);
+        snprintf(injected, sizeof(injected), "%s/injected", dir);
+        harness_write_file(key, "k3y-value\n", 0600);
+        harness_write_file(pw, "pa55word", 0600);
+        ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+        ck_assert_int_eq(symlink(key, link), 0);
+        harness_write_file(theirs, "k3y-value", 0600);
+        harness_write_file(injected, "key\nX-Injected: yes\n", 0600);
+        if (geteuid() == 0)
+                ck_assert_int_eq(chown(theirs, 65534, 65534), 0);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char path[192];
+
+                if (streq(cases[i].which, "theirs") && geteuid() != 0) {
+                        /* Only root can give a file away; the other cases still run. */
+                        fprintf(stderr, "SKIP: test_secret_file_hazards: the other-owner case needs root\n");
+                        continue;
+                }
+                snprintf(path, sizeof(path), "%s/%s", dir, cases[i].which);
+                c = load_with_files(path, pw, &e);
+                ck_assert_int_eq(config_load_secrets(c, &e), cases[i].r);
+                ck_assert_msg(errors_contain(&e, cases[i].error), "%s: no error '%s'", cases[i].which, cases[i].error);
+                for (size_t k = 0; k < e.n; k++)
+                        ck_assert_msg(!strstr(e.messages[k], "k3y") && !strstr(e.messages[k], "X-Injected"),
+                                      "contents shown: %s", e.messages[k]);
+                config_errors_clear(&e);
+        }
+}
+END_TEST
+
 START_TEST(test_credentials_directory) {
         _cleanup_(config_freep) Config *c = NULL;
         char p[192];
@@ -247,6 +300,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_validation);
         tcase_add_test(tc, test_base_url_origin_only);
         tcase_add_test(tc, test_secret_files);
+        tcase_add_test(tc, test_secret_file_hazards);
         tcase_add_test(tc, test_credentials_directory);
         tcase_add_test(tc, test_man_page_matches_table);
         suite_add_tcase(s, tc);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "secret.h"
 
@@ -61,10 +62,15 @@ int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
         Secret *s;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* Never blocks (a FIFO opens at once, and is refused below) and never follows a
+         * symbolic link: the file checked is the file read. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
         if (fd < 0) {
                 r = negative_errno();
-                snprintf(err, errlen, "cannot open secret file %s: %s", path, strerror(-r));
+                if (r == -ELOOP)
+                        snprintf(err, errlen, "secret file %s is a symbolic link; give the file itself", path);
+                else
+                        snprintf(err, errlen, "cannot open secret file %s: %s", path, strerror(-r));
                 return r;
         }
         if (fstat(fd, &st) < 0) {
@@ -82,6 +88,18 @@ int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
                          "refusing it: run chmod 600 (or 400) on it",
                          path, (unsigned) (st.st_mode & 07777));
                 return -EPERM;
+        }
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                snprintf(err, errlen,
+                         "secret file %s is owned by uid %u, neither root nor the user visierd runs as (uid %u); "
+                         "refusing it: whoever owns it can change it",
+                         path, (unsigned) st.st_uid, (unsigned) geteuid());
+                return -EPERM;
+        }
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+                r = negative_errno();
+                snprintf(err, errlen, "cannot read secret file %s: %s", path, strerror(-r));
+                return r;
         }
 
         for (;;) {
@@ -111,6 +129,16 @@ int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
                 snprintf(err, errlen, "secret file %s is empty", path);
                 return -ENODATA;
         }
+        for (size_t i = 0; i < len; i++)
+                if ((unsigned char) buf[i] < 0x20 || buf[i] == 0x7f) {
+                        /* A line break inside a key would become a second header line. */
+                        explicit_bzero(buf, sizeof(buf));
+                        snprintf(err, errlen,
+                                 "secret file %s holds a control character (a line break or tab?) at byte %zu; a "
+                                 "secret is one line of printable text",
+                                 path, i + 1);
+                        return -EINVAL;
+                }
 
         s = secret_new(buf, len);
         explicit_bzero(buf, sizeof(buf));

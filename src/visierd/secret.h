@@ -28,9 +28,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Secret *, secret_free);
 bool secret_equal(const Secret *a, const Secret *b);
 
 /*
- * Read a secret from a file. Refuses files that group or others can access (-EPERM), that
- * are not regular files (-EINVAL), empty (-ENODATA) or larger than SECRET_FILE_MAX (-EFBIG).
- * One trailing newline (and CR) is stripped. On failure, err (if given) gets a sentence that
- * names the path and the reason, never the contents.
+ * Read a secret from a file. Refuses a symbolic link (-ELOOP), files that group or others can
+ * access or that neither root nor the process's user owns (-EPERM), that are not regular files
+ * (-EINVAL; a FIFO is refused at once, never waited on), empty (-ENODATA), larger than
+ * SECRET_FILE_MAX (-EFBIG), or holding a control character once one trailing newline (and CR)
+ * is stripped (-EINVAL). On failure, err (if given) gets a sentence that names the path and
+ * the reason, never the contents.
  */
 int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen);
