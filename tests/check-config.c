@@ -226,6 +226,47 @@ START_TEST(test_secret_file_hazards) {
 }
 END_TEST
 
+/* A client token must be hard to guess: a 1-byte token, and a long one of one repeated
+ * character, are refused (even with address = 0.0.0.0); a 64-hex-digit one passes. */
+START_TEST(test_client_tokens_must_be_strong) {
+        static const struct {
+                const char *token;
+                bool ok;
+        } cases[] = {
+                { "x", false },
+                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false },
+                { "0123456789abcdef0123456789abcde", false }, /* 31 bytes */
+                { "3f9a1c0d7e2b4a6f8c1d3e5f7a9b0c2d4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b", true },
+        };
+        char key[192], tok[192];
+
+        snprintf(key, sizeof(key), "%s/key", dir);
+        snprintf(tok, sizeof(tok), "%s/token", dir);
+        harness_write_file(key, "k3y-value", 0600);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char text[1024];
+
+                harness_write_file(tok, cases[i].token, 0600);
+                snprintf(text, sizeof(text),
+                         "[visier]\nbase_url = https://x.api.visier.io\nusername = u\napikey_file = %s\npassword_file = %s\n"
+                         "[listen]\naddress = 0.0.0.0\n[client ops]\ntoken_file = %s\nrole = read\n",
+                         key, key, tok);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), cases[i].ok ? 0 : -EINVAL);
+                if (!cases[i].ok) {
+                        ck_assert_msg(errors_contain(&e, "a client token needs at least 32 bytes and 8 different characters"),
+                                      "token %zu: no error", i);
+                        for (size_t k = 0; strlen(cases[i].token) > 8 && k < e.n; k++)
+                                ck_assert_msg(!strstr(e.messages[k], cases[i].token), "the token was shown: %s",
+                                              e.messages[k]);
+                }
+                config_errors_clear(&e);
+        }
+}
+END_TEST
+
 START_TEST(test_credentials_directory) {
         _cleanup_(config_freep) Config *c = NULL;
         char p[192];
@@ -301,6 +342,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_base_url_origin_only);
         tcase_add_test(tc, test_secret_files);
         tcase_add_test(tc, test_secret_file_hazards);
+        tcase_add_test(tc, test_client_tokens_must_be_strong);
         tcase_add_test(tc, test_credentials_directory);
         tcase_add_test(tc, test_man_page_matches_table);
         suite_add_tcase(s, tc);

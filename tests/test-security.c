@@ -28,6 +28,8 @@ static void teardown(void) {
         harness_teardown(&sim, &vd);
 }
 
+static double sample(const char *text, const char *series);
+
 static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {
         char *u = visierd_url(&vd, path);
         HttpResult r;
@@ -161,6 +163,47 @@ START_TEST(test_client_tokens_and_roles) {
 }
 END_TEST
 
+/* Guessing a client token costs time and is seen: after the first 5 failures from a peer,
+ * each refusal is answered 100 ms, 200 ms, 400 ms... later; every failure is counted in
+ * /metrics; the log says so without a line per failure; a valid token still gets in. */
+START_TEST(test_failed_authentication_slows_down) {
+        char tail[384], tp[256], token[41], good[80], *text, *log;
+        const char *bad[] = { "Authorization: Bearer 0000000000000000000000000000000000000000", NULL };
+        const char *ok[] = { good, NULL };
+        usec_t start;
+        int lines = 0;
+
+        sim_start(&sim, NULL);
+        harness_random_hex(token, 20);
+        write_token(sim.dir, "ops", token, tp, sizeof(tp));
+        snprintf(tail, sizeof(tail), "[client ops]\ntoken_file = %s\nrole = admin\n", tp);
+        snprintf(good, sizeof(good), "Authorization: Bearer %s", token);
+        visierd_start(&vd, &sim, NULL, tail);
+        visierd_wait_ready(&vd);
+
+        for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+        start = clock_now();
+        for (int i = 0; i < 3; i++)
+                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+        /* A lower bound only: a slow machine can only make it longer. */
+        ck_assert_msg(clock_now() - start >= 700 * USEC_PER_MSEC, "3 refusals past the 5th took %llu ms",
+                      (unsigned long long) ((clock_now() - start) / USEC_PER_MSEC));
+        ck_assert_int_eq(req("GET", "/status", ok, NULL, NULL), 200);
+
+        ck_assert_int_eq(req("GET", "/metrics", ok, NULL, &text), 200);
+        ck_assert_double_eq(sample(text, "visierd_auth_failures_total{reason=\"invalid\"}"), 8);
+        free(text);
+        log = harness_read_file(vd.log);
+        for (const char *p = log; (p = strstr(p, "authentication failed: a token or session that is not valid from tcp:127.0.0.1")); p++)
+                lines++;
+        ck_assert_msg(lines >= 1 && lines <= 2, "%d log lines for 8 failures", lines);
+        ck_assert(strstr(log, "its refusals are now answered with a delay") || lines == 1);
+        ck_assert_ptr_null(strstr(log, token));
+        free(log);
+}
+END_TEST
+
 START_TEST(test_non_loopback_needs_tokens) {
         char dir[128], conf[192], key[192], *out;
         const char *argv[5];
@@ -189,9 +232,11 @@ START_TEST(test_non_loopback_needs_tokens) {
                 char text[1024];
                 snprintf(text, sizeof(text),
                          "[visier]\nbase_url = https://x.api.visier.io\nusername = u\napikey_file = %s\npassword_file = %s\n"
-                         "[listen]\naddress = 192.0.2.10\n[client ops]\ntoken_file = %s\nrole = read\n",
-                         key, key, key);
+                         "[listen]\naddress = 192.0.2.10\n[client ops]\ntoken_file = %s/ops.token\nrole = read\n",
+                         key, key, dir);
                 harness_write_file(conf, text, 0644);
+                snprintf(text, sizeof(text), "%s/ops.token", dir);
+                harness_write_file(text, "3f9a1c0d7e2b4a6f8c1d3e5f7a9b0c2d4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b", 0600);
         }
         ck_assert_int_eq(harness_run(argv, &out), 0);
         ck_assert_str_eq(out, "configuration OK\n");
@@ -579,6 +624,7 @@ int main(void) {
         tcase_add_test(tc, test_connection_limit);
         tcase_add_test(tc, test_metrics);
         tcase_add_test(tc, test_metrics_labels_from_closed_sets);
+        tcase_add_test(tc, test_failed_authentication_slows_down);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

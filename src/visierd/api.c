@@ -300,7 +300,7 @@ static struct MHD_Response *refuse_credential(unsigned *ret_status, bool bearer,
  * refused even when no client sections are configured, so that the client signs in again.
  */
 static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const Route *route,
-                            unsigned *ret_status, struct MHD_Response **ret_refusal) {
+                            unsigned *ret_status, struct MHD_Response **ret_refusal, MetricsAuthFailure *ret_auth) {
         _cleanup_(free_credentialp) char *cred = NULL;
         const ConfigClient *cl = NULL;
         SessionInfo si;
@@ -311,6 +311,7 @@ static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const
         if (!cred) {
                 if (c->n_clients == 0)
                         return true;
+                *ret_auth = METRICS_AUTH_MISSING;
                 *ret_refusal = refuse_credential(ret_status, true,
                                                  "an Authorization: Bearer token is required (a client token or a sign-in session)");
                 return false;
@@ -320,12 +321,14 @@ static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const
         if (!cl) {
                 r = session_lookup(m->sessions, cred, clock_now(), &si);
                 if (r < 0) {
+                        *ret_auth = r == -ETIME ? METRICS_AUTH_EXPIRED : METRICS_AUTH_INVALID;
                         *ret_refusal = refuse_credential(ret_status, bearer,
                                                          r == -ETIME ? "the session has expired; sign in again"
                                                                      : "the token is not valid; sign in again");
                         return false;
                 }
                 if (si.client[0] ? !(cl = client_by_name(c, si.client)) : c->n_clients > 0) {
+                        *ret_auth = METRICS_AUTH_INVALID;
                         *ret_refusal = refuse_credential(ret_status, bearer,
                                                          "the session's client is no longer configured; sign in again");
                         return false;
@@ -355,7 +358,7 @@ static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const
  * out-of-memory 500): a failed allocation never lets a request through.
  */
 static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
-                      struct MHD_Response **ret_refusal) {
+                      struct MHD_Response **ret_refusal, MetricsAuthFailure *ret_auth) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *origin = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin");
         struct MHD_Response *r = NULL;
@@ -380,7 +383,7 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "this user may not use the unix socket ([listen] socket_allow_uids, socket_allow_gids)");
         else if (route->role != CLIENT_ROLE_NONE)
-                allowed = identify_caller(m, c, req, route, ret_status, &r);
+                allowed = identify_caller(m, c, req, route, ret_status, &r, ret_auth);
         else
                 allowed = true;
         pthread_rwlock_unlock(&m->config_lock);
@@ -396,6 +399,10 @@ typedef struct QueryBuilder {
 } QueryBuilder;
 
 /* ---- dispatch ---- */
+
+static struct MHD_Response *refuse_authentication(Manager *m, HttpRequest *req, const Route *route,
+                                                  struct MHD_Response *refusal, unsigned *ret_status,
+                                                  MetricsAuthFailure reason);
 
 /* A request handed to a worker thread (its connection suspended meanwhile). */
 typedef struct ApiTask {
@@ -617,6 +624,62 @@ static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const R
         if (r != HTTP_DEFER)
                 task_drop(t);
         return r;
+}
+
+/* ---- failed authentication ---- */
+
+static int on_refusal_due(sd_event_source *s, uint64_t usec, void *userdata) {
+        ApiTask *t = userdata;
+
+        t->hold_timer = sd_event_source_disable_unref(t->hold_timer);
+        task_answer(t, t->status, t->resp);
+        return 0;
+}
+
+/*
+ * A request refused 401 (REASON): counted, logged (rate-limited per peer), and — after the
+ * peer's first few failures in a window — answered only later (authfail.h), so guessing a
+ * client token costs time. The refusal is REFUSAL; returns it, or HTTP_DEFER when it is
+ * answered later, or a 503 when no more requests may be held.
+ */
+static struct MHD_Response *refuse_authentication(Manager *m, HttpRequest *req, const Route *route,
+                                                  struct MHD_Response *refusal, unsigned *ret_status,
+                                                  MetricsAuthFailure reason) {
+        static const char *const reasons[_METRICS_AUTH_MAX] = {
+                [METRICS_AUTH_MISSING] = "no credential",
+                [METRICS_AUTH_INVALID] = "a token or session that is not valid",
+                [METRICS_AUTH_EXPIRED] = "an expired session",
+        };
+        struct MHD_Response *over;
+        AuthFailureNote note;
+        usec_t now = clock_now();
+        ApiTask *t;
+        int r;
+
+        metrics_auth_failure(m->metrics, reason);
+        authfail_note(m->authfail, req->peer, now, &note);
+        if (note.log)
+                log_full(LOG_WARNING, LOG_MSGID_REQUEST, NULL,
+                         "authentication failed: %s from %s (%s %s); %u failures from it in the last %llu s%s",
+                         reasons[reason], req->peer, req->method, route->pattern, note.failures,
+                         (unsigned long long) ((now - note.window_start) / USEC_PER_SEC),
+                         note.failures > AUTHFAIL_FREE ? "; its refusals are now answered with a delay" : "");
+        if (!refusal || note.answer_at <= now)
+                return refusal;
+        t = task_new(m, req, route, ret_status, &over);
+        if (!t) {
+                MHD_destroy_response(refusal);
+                return over;
+        }
+        t->resp = refusal;
+        t->status = *ret_status;
+        r = sd_event_add_time(m->event, &t->hold_timer, CLOCK_MONOTONIC, note.answer_at, 0, on_refusal_due, t);
+        if (r < 0) {
+                t->resp = NULL;
+                task_drop(t);
+                return refusal;
+        }
+        return HTTP_DEFER;
 }
 
 /* ---- cached metadata reads ---- */
@@ -845,8 +908,16 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 if (r)
                         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         } else if (route) {
+                MetricsAuthFailure auth = _METRICS_AUTH_MAX;
+
                 req->route = route->pattern;
-                if (authorize(m, req, route, ret_status, &r)) {
+                if (!authorize(m, req, route, ret_status, &r, &auth)) {
+                        if (auth != _METRICS_AUTH_MAX) {
+                                r = refuse_authentication(m, req, route, r, ret_status, auth);
+                                if (r == HTTP_DEFER)
+                                        return r; /* counted in metrics when answered */
+                        }
+                } else {
                         if (route->handler == api_proxy_read && m->cache &&
                             cache_route_ttl(m->cache, route->pattern) > 0) {
                                 r = proxy_cached(m, req, route, ret_status);
@@ -860,8 +931,16 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                                 r = dispatch_worker(m, req, route, ret_status);
                                 if (r == HTTP_DEFER)
                                         return r; /* counted in metrics when answered */
-                        } else
+                        } else {
                                 r = route->handler(m, req, ret_status);
+                                /* A sign-in refused: a guess at a client token or password too. */
+                                if ((route->handler == api_signin_asid || route->handler == api_signin_oauth2) &&
+                                    *ret_status == MHD_HTTP_UNAUTHORIZED) {
+                                        r = refuse_authentication(m, req, route, r, ret_status, METRICS_AUTH_INVALID);
+                                        if (r == HTTP_DEFER)
+                                                return r;
+                                }
+                        }
                 }
         } else if (allow[0]) {
                 *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;

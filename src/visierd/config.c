@@ -640,6 +640,21 @@ static int config_load_one_secret(const char *configured, const char *credential
         return r;
 }
 
+/* Long enough, and not one character repeated: a client token is a password nobody types. */
+static bool client_token_strong(const Secret *t) {
+        bool seen[256] = {};
+        int distinct = 0;
+
+        if (t->len < CONFIG_CLIENT_TOKEN_MIN)
+                return false;
+        for (size_t i = 0; i < t->len; i++)
+                if (!seen[(unsigned char) t->data[i]]) {
+                        seen[(unsigned char) t->data[i]] = true;
+                        distinct++;
+                }
+        return distinct >= CONFIG_CLIENT_TOKEN_DISTINCT_MIN;
+}
+
 int config_load_secrets(Config *c, ConfigErrors *errors) {
         _cleanup_(secret_freep) Secret *apikey = NULL, *password = NULL;
         const char *name = c->path ? c->path : "configuration";
@@ -657,6 +672,15 @@ int config_load_secrets(Config *c, ConfigErrors *errors) {
                 if (k < 0) {
                         config_error(errors, "%s: [client %s] token_file: %s", name, c->clients[i].name, err);
                         q_clients = k;
+                } else if (!client_token_strong(c->clients[i].token)) {
+                        config_error(errors,
+                                     "%s: [client %s] token_file: %s holds a token of %zu bytes with too few different "
+                                     "characters; a client token needs at least %d bytes and %d different characters "
+                                     "(for example: openssl rand -hex 32)",
+                                     name, c->clients[i].name, c->clients[i].token_file, c->clients[i].token->len,
+                                     CONFIG_CLIENT_TOKEN_MIN, CONFIG_CLIENT_TOKEN_DISTINCT_MIN);
+                        c->clients[i].token = secret_free(c->clients[i].token);
+                        q_clients = -EINVAL;
                 }
         }
         r = config_load_one_secret(c->apikey_file, CREDENTIAL_APIKEY, "apikey_file", &apikey, errors, name);

@@ -32,6 +32,9 @@ const char *client_role_to_string(ClientRole r);
 ClientRole client_role_from_string(const char *s);
 
 #define CONFIG_CLIENTS_MAX 64
+/* A client token: at least this many bytes, of at least this many different characters. */
+#define CONFIG_CLIENT_TOKEN_MIN 32
+#define CONFIG_CLIENT_TOKEN_DISTINCT_MIN 8
 #define CONFIG_CLIENT_NAME_MAX 64
 
 typedef struct ConfigClient {

@@ -7,6 +7,7 @@ libvisierd_core_a_SOURCES = \
 	src/shared/parse.c src/shared/parse.h \
 	src/visierd/api.c \
 	src/visierd/api-signin.c src/visierd/api-signin.h \
+	src/visierd/authfail.c src/visierd/authfail.h \
 	src/visierd/session.c src/visierd/session.h \
 	src/visierd/policy.c src/visierd/policy.h src/visierd/policy-table.h \
 	src/visierd/cache.c src/visierd/cache.h \

@@ -108,6 +108,7 @@ Manager *manager_free(Manager *m) {
         worker_pool_free(m->workers);
         cache_free(m->cache);
         session_table_free(m->sessions);
+        authfail_free(m->authfail);
         token_keeper_free(m->token);
         metrics_free(m->metrics);
         upstream_free(m->upstream);
@@ -379,6 +380,11 @@ int manager_start(Manager *m) {
         r = session_table_new(c->max_sessions, &m->sessions);
         if (r < 0) {
                 log_error("cannot set up the sign-in sessions: %s", strerror(-r));
+                return r;
+        }
+        r = authfail_new(&m->authfail);
+        if (r < 0) {
+                log_error("cannot set up the authentication failure table: %s", strerror(-r));
                 return r;
         }
 

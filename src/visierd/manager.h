@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <systemd/sd-event.h>
 
+#include "authfail.h"
 #include "cache.h"
 #include "config.h"
 #include "http.h"
@@ -39,6 +40,7 @@ typedef struct Manager {
         WorkerPool *workers;     /* blocking work off the loop */
         Cache *cache;            /* metadata reads (thread-safe) */
         SessionTable *sessions;  /* local sign-ins (thread-safe; memory only) */
+        AuthFailures *authfail;  /* failed authentications per peer (thread-safe) */
         pthread_mutex_t finished_lock; /* jobs finished in the publisher's open transaction */
         int64_t *finished;
         size_t n_finished, cap_finished;

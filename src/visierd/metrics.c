@@ -44,6 +44,7 @@ struct Metrics {
         Histogram write_items;
         uint64_t write_calls, overlaps_prevented;
         uint64_t signins[2]; /* refused, started */
+        uint64_t auth_failures[_METRICS_AUTH_MAX];
 };
 
 int metrics_new(Metrics **ret) {
@@ -162,6 +163,14 @@ void metrics_signin(Metrics *m, bool ok) {
         pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_auth_failure(Metrics *m, MetricsAuthFailure reason) {
+        if (reason < 0 || reason >= _METRICS_AUTH_MAX)
+                return;
+        pthread_mutex_lock(&m->lock);
+        m->auth_failures[reason]++;
+        pthread_mutex_unlock(&m->lock);
+}
+
 static void header(FILE *f, const char *name, const char *type, const char *help) {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -255,6 +264,16 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                "wrong credentials.");
         fprintf(f, "visierd_signins_total{result=\"ok\"} %llu\n", (unsigned long long) m->signins[1]);
         fprintf(f, "visierd_signins_total{result=\"refused\"} %llu\n", (unsigned long long) m->signins[0]);
+        header(f, "visierd_auth_failures_total", "counter",
+               "Requests refused 401 by reason: missing (no credential where one is required), invalid (a token or "
+               "session not valid), expired (a session past its lifetime).");
+        {
+                static const char *const reasons[_METRICS_AUTH_MAX] = { "missing", "invalid", "expired" };
+
+                for (int i = 0; i < _METRICS_AUTH_MAX; i++)
+                        fprintf(f, "visierd_auth_failures_total{reason=\"%s\"} %llu\n", reasons[i],
+                                (unsigned long long) m->auth_failures[i]);
+        }
         pthread_mutex_unlock(&m->lock);
 
         header(f, "visierd_logins_total", "counter", "Successful logins to Visier.");

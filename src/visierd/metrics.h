@@ -39,6 +39,15 @@ void metrics_write_call(Metrics *m, size_t items);
 void metrics_overlap_prevented(Metrics *m);
 /* A local sign-in: ok (a session started) or refused (wrong credentials). */
 void metrics_signin(Metrics *m, bool ok);
+/* A request refused 401: no credential where one is required, a token or session not valid,
+ * or a session expired. */
+typedef enum MetricsAuthFailure {
+        METRICS_AUTH_MISSING,
+        METRICS_AUTH_INVALID,
+        METRICS_AUTH_EXPIRED,
+        _METRICS_AUTH_MAX,
+} MetricsAuthFailure;
+void metrics_auth_failure(Metrics *m, MetricsAuthFailure reason);
 
 /* The whole exposition (caller frees). */
 char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len);
