@@ -504,8 +504,18 @@ void http_request_on(CURL *h, const char *method, const char *url, const char *c
                 return;
         }
         curl_easy_reset(h); /* options only: the connection cache stays */
-        for (size_t i = 0; headers && headers[i]; i++)
-                l = curl_slist_append(l, headers[i]);
+        {
+                bool typed = false;
+
+                for (size_t i = 0; headers && headers[i]; i++) {
+                        l = curl_slist_append(l, headers[i]);
+                        typed |= strncasecmp(headers[i], "Content-Type:", 13) == 0;
+                }
+                /* A body is JSON, as Visier's clients send it, unless the caller says otherwise
+                 * (libcurl would label it a form). */
+                if (body && !typed)
+                        l = curl_slist_append(l, "Content-Type: application/json");
+        }
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

@@ -74,6 +74,46 @@ START_TEST(test_host_and_origin) {
 }
 END_TEST
 
+/* A browser's request from another site's page that carries no Origin (an <img>, a no-cors
+ * fetch) is refused before anything reaches Visier, and a write body is taken only as JSON
+ * (a text/plain or form body is what a page can send without a CORS preflight). */
+START_TEST(test_cross_site_without_origin) {
+        const char *cross[] = { "Sec-Fetch-Site: cross-site", NULL }, *same_site[] = { "Sec-Fetch-Site: same-site", NULL };
+        const char *same_origin[] = { "Sec-Fetch-Site: same-origin", NULL }, *typed[] = { "Sec-Fetch-Site: none", NULL };
+        const char *text_plain[] = { "Content-Type: text/plain", NULL };
+        const char *form[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+        const char *json_charset[] = { "Content-Type: application/json; charset=utf-8", "Prefer: respond-async", NULL };
+        const char *body = "{\"permissions\":[{\"displayName\":\"from a page\"}]}";
+        long long reads;
+        char *answer;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        reads = sim_calls(&sim, "/v1/admin/capabilities");
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", cross, NULL, &answer), 403);
+        ck_assert_str_eq(answer, "{\"code\":\"Forbidden\",\"message\":\"requests from other sites' pages (Sec-Fetch-Site: "
+                                 "cross-site or same-site) are refused\",\"localizedMessage\":\"requests from other sites' "
+                                 "pages (Sec-Fetch-Site: cross-site or same-site) are refused\",\"userError\":true}");
+        free(answer);
+        ck_assert_int_eq(req("GET", "/status", same_site, NULL, NULL), 403);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", cross, body, NULL), 403);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), reads); /* no rate budget spent */
+        ck_assert_int_eq(req("GET", "/status", same_origin, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/status", typed, NULL, NULL), 200);
+
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", text_plain, body, &answer), 415);
+        ck_assert_str_eq(answer, "{\"code\":\"UnsupportedMediaType\",\"message\":\"the request body must be sent as "
+                                 "Content-Type: application/json\",\"localizedMessage\":\"the request body must be sent "
+                                 "as Content-Type: application/json\",\"userError\":true}");
+        free(answer);
+        ck_assert_int_eq(req("PUT", "/v1/admin/permissions", form, body, NULL), 415);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 0);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", json_charset, body, NULL), 202);
+}
+END_TEST
+
 static void write_token(const char *dir, const char *name, const char *token, char *path, size_t len) {
         snprintf(path, len, "%s/%s.token", dir, name);
         harness_write_file(path, token, 0600);
@@ -625,6 +665,7 @@ int main(void) {
         tcase_add_test(tc, test_metrics);
         tcase_add_test(tc, test_metrics_labels_from_closed_sets);
         tcase_add_test(tc, test_failed_authentication_slows_down);
+        tcase_add_test(tc, test_cross_site_without_origin);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

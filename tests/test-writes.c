@@ -97,7 +97,10 @@ static void *create_client(void *arg) {
         CURL *h = curl_easy_init();
         FILE *devnull = fopen("/dev/null", "we");
 
+        struct curl_slist *json = curl_slist_append(NULL, "Content-Type: application/json");
+
         curl_easy_setopt(h, CURLOPT_URL, u);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, json);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, devnull);
         curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
         for (int i = 0; i < PER_CLIENT; i++) {
@@ -112,6 +115,7 @@ static void *create_client(void *arg) {
         }
         fclose(devnull);
         curl_easy_cleanup(h);
+        curl_slist_free_all(json);
         free(u);
         return NULL;
 }

@@ -357,10 +357,47 @@ static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const
  * when even that could not be built (the HTTP layer then answers its preallocated
  * out-of-memory 500): a failed allocation never lets a request through.
  */
+/* The media type a request body must have on ROUTE: what Visier's definitions give for the
+ * operation (a form for the sign-ins — or JSON for oauth2/token, as OAuth clients send either
+ * — and a ZIP for the two uploads), JSON for everything else, which no page of another site
+ * can send without a CORS preflight. */
+static const char *body_media_type(const Route *route) {
+        if (streq(route->pattern, "/v1/admin/visierSecureToken") || streq(route->pattern, "/v1/auth/oauth2/token"))
+                return "application/x-www-form-urlencoded";
+        if (streq(route->pattern, "/v1/admin/projects/*/commits") || streq(route->pattern, "/v1beta/admin/sources"))
+                return "application/zip";
+        return "application/json";
+}
+
+static bool media_type_is(const char *content_type, const char *want);
+
+static bool body_type_ok(const Route *route, const char *content_type) {
+        return media_type_is(content_type, body_media_type(route)) ||
+               (streq(route->pattern, "/v1/auth/oauth2/token") && media_type_is(content_type, "application/json"));
+}
+
+/* Is CONTENT_TYPE (a Content-Type header, or NULL) the media type WANT, parameters aside?
+ * application/merge-patch+json counts as JSON. */
+static bool media_type_is(const char *content_type, const char *want) {
+        size_t n;
+
+        if (!content_type)
+                return false;
+        content_type += strspn(content_type, " \t");
+        n = strcspn(content_type, "; \t");
+        if (strlen(want) == n && strncasecmp(content_type, want, n) == 0)
+                return true;
+        return streq(want, "application/json") && n == strlen("application/merge-patch+json") &&
+               strncasecmp(content_type, "application/merge-patch+json", n) == 0;
+}
+
 static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
                       struct MHD_Response **ret_refusal, MetricsAuthFailure *ret_auth) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
         const char *origin = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Origin");
+        const char *fetch_site = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Sec-Fetch-Site");
+        const char *content_type =
+                MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         struct MHD_Response *r = NULL;
         bool allowed = false;
         const Config *c;
@@ -377,6 +414,16 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         else if (origin && !list_contains(c->allowed_origins, origin, true))
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from web pages (Origin header) are refused unless listed in [listen] allowed_origins");
+        else if (!origin && fetch_site && (strcaseeq(fetch_site, "cross-site") || strcaseeq(fetch_site, "same-site")))
+                /* A browser's image, script or no-cors fetch from another site carries no Origin. */
+                r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
+                           "requests from other sites' pages (Sec-Fetch-Site: cross-site or same-site) are refused");
+        else if (req->body_len > 0 && !body_type_ok(route, content_type)) {
+                char msg[160];
+
+                snprintf(msg, sizeof(msg), "the request body must be sent as Content-Type: %s", body_media_type(route));
+                r = refuse(ret_status, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", msg);
+        }
         else if (req->unix_peer && (c->socket_allow_uids || c->socket_allow_gids) &&
                  !(req->have_creds && ((c->socket_allow_uids && id_in_list(c->socket_allow_uids, req->uid)) ||
                                        (c->socket_allow_gids && id_in_list(c->socket_allow_gids, req->gid)))))
