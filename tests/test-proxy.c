@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "harness.h"
+#include "macro.h"
 
 static Sim sim;
 static Visierd vd;
@@ -175,6 +176,80 @@ START_TEST(test_path_tricks_refused) {
         a = harness_raw_exchange(vd.port, req, 10);
         ck_assert_msg(strncmp(a, "HTTP/1.1 200 ", 13) == 0, "answer:\n%s", a);
         free(a);
+        stop_all();
+}
+END_TEST
+
+/* The body of a raw answer (after the head), parsed; NULL when it is not JSON. */
+static json_t *raw_body_json(const char *answer) {
+        const char *body = strstr(answer, "\r\n\r\n");
+
+        return body ? json_loads(body + 4, 0, NULL) : NULL;
+}
+
+/* A query string or path holding bytes that must be percent-encoded is refused 400 at once —
+ * nothing sent to Visier, no rate budget spent, no retries — and every error visierd makes,
+ * whatever bytes the request had (in the path, in a JSON body), is a valid Status JSON. */
+START_TEST(test_bad_bytes_answered_as_status) {
+        static const char *const bad_queries[] = { "x=\xff", "x=\x7f", "x=<a>", "x=%zz", "x=\"q\"" };
+        char req[512], *a;
+        long long calls;
+        json_t *j;
+
+        start_all(NULL, NULL);
+        calls = sim_counter(&sim, "calls_total");
+        for (size_t i = 0; i < ELEMENTSOF(bad_queries); i++) {
+                snprintf(req, sizeof(req),
+                         "GET /v1/admin/capabilities?%s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                         bad_queries[i], vd.port);
+                a = harness_raw_exchange(vd.port, req, 10);
+                ck_assert_msg(strncmp(a, "HTTP/1.1 400 ", 13) == 0, "?%s was answered:\n%s", bad_queries[i], a);
+                j = raw_body_json(a);
+                ck_assert_msg(j, "?%s: not JSON:\n%s", bad_queries[i], a);
+                ck_assert(strncmp(json_string_value(json_object_get(j, "message")),
+                                  "the query string holds a character that must be percent-encoded (byte 0x", 72) == 0);
+                json_decref(j);
+                free(a);
+        }
+        /* The path: refused the same way, never echoed. */
+        snprintf(req, sizeof(req), "GET /v1/admin/\xff HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                 vd.port);
+        a = harness_raw_exchange(vd.port, req, 10);
+        ck_assert_msg(strncmp(a, "HTTP/1.1 400 ", 13) == 0, "answer:\n%s", a);
+        ck_assert_msg(strstr(a, "\r\n\r\n{\"code\":\"BadRequest\",\"message\":\"the path holds a character that must be "
+                                "percent-encoded (byte 0xff)\",\"localizedMessage\":\"the path holds a character that "
+                                "must be percent-encoded (byte 0xff)\",\"userError\":true}"),
+                      "answer:\n%s", a);
+        free(a);
+        ck_assert_int_eq(sim_counter(&sim, "calls_total"), calls); /* none reached Visier */
+
+        /* A JSON body with a byte that is not UTF-8: a 400 whose body is valid JSON. */
+        {
+                const char *body = "{\"permissions\":[{\"displayName\":\"\xff\xfe\"}]}";
+
+                snprintf(req, sizeof(req),
+                         "POST /v1/admin/permissions HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n"
+                         "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                         vd.port, strlen(body), body);
+                a = harness_raw_exchange(vd.port, req, 10);
+                ck_assert_msg(strncmp(a, "HTTP/1.1 400 ", 13) == 0, "answer:\n%s", a);
+                j = raw_body_json(a);
+                ck_assert_msg(j && streq(json_string_value(json_object_get(j, "code")), "BadRequest"), "answer:\n%s", a);
+                json_decref(j);
+                free(a);
+        }
+        /* Percent-encoded, the same values are fine and go on the wire as the client wrote them. */
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        snprintf(req, sizeof(req),
+                 "GET /v1/admin/capabilities?x=%%FF%%20y HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+                 vd.port);
+        a = harness_raw_exchange(vd.port, req, 10);
+        ck_assert_msg(strncmp(a, "HTTP/1.1 ", 9) == 0 && strncmp(a, "HTTP/1.1 5", 10) != 0, "answer:\n%s", a);
+        free(a);
+        j = sim_control_get(&sim, "/_sim/requests");
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "requests"), 0), "target")),
+                         "/v1/admin/capabilities?x=%FF%20y");
+        json_decref(j);
         stop_all();
 }
 END_TEST
@@ -736,6 +811,7 @@ static Suite *proxy_suite(void) {
         tcase_add_test(tc, test_local_errors_use_status_shape);
         tcase_add_test(tc, test_client_credentials_never_forwarded);
         tcase_add_test(tc, test_path_tricks_refused);
+        tcase_add_test(tc, test_bad_bytes_answered_as_status);
         tcase_add_test(tc, test_upstream_request_bytes);
         tcase_add_test(tc, test_policy_table_routes);
         tcase_add_test(tc, test_policy_allow);

@@ -199,3 +199,44 @@ int utf8_prefix(const char *s, size_t max) {
                 n--;
         return (int) n;
 }
+
+/* The length of the valid UTF-8 sequence at S (1 to 4), or 0 when it is not one (an
+ * overlong form, a surrogate, past U+10FFFF, or cut short). */
+static size_t utf8_sequence(const unsigned char *s) {
+        size_t n;
+        uint32_t cp;
+
+        if (s[0] < 0x80)
+                return 1;
+        if (s[0] >= 0xC2 && s[0] <= 0xDF)
+                n = 2, cp = s[0] & 0x1F;
+        else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+                n = 3, cp = s[0] & 0x0F;
+        else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+                n = 4, cp = s[0] & 0x07;
+        else
+                return 0;
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xC0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (s[i] & 0x3F);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+                return 0;
+        return n;
+}
+
+size_t utf8_sanitize(char *s) {
+        size_t replaced = 0;
+
+        for (unsigned char *c = (unsigned char *) s; *c;) {
+                size_t n = utf8_sequence(c);
+
+                if (n == 0) {
+                        *c++ = '?';
+                        replaced++;
+                } else
+                        c += n;
+        }
+        return replaced;
+}

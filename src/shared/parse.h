@@ -45,3 +45,7 @@ int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t m
 /* How many bytes of S to print with "%.*s" to show at most MAX bytes of it without cutting a
  * UTF-8 sequence in two. */
 int utf8_prefix(const char *s, size_t max);
+
+/* Replace, in place, every byte of S that is not part of a valid UTF-8 sequence with '?', so
+ * the text can go into JSON whatever came in; returns how many were replaced. */
+size_t utf8_sanitize(char *s);

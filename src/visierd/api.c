@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -443,6 +444,7 @@ typedef struct QueryBuilder {
         char buf[API_QUERY_MAX];
         size_t len;
         bool overflow;
+        int bad_byte;  /* the first byte that must be percent-encoded (-1: none) */
 } QueryBuilder;
 
 /* ---- dispatch ---- */
@@ -903,12 +905,45 @@ static struct MHD_Response *api_policy_refuse(Manager *m, HttpRequest *req, unsi
                                     req->route);
 }
 
+/* The first byte of S that may not stand in a URI as it is (RFC 3986: unreserved, sub-delims,
+ * ':', '@', '/', the characters of ALSO, and '%' with two hex digits), or -1. */
+static int uri_bad_byte(const char *s, const char *also) {
+        for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
+                if (*c == '%') {
+                        if (!isxdigit(c[1]) || !isxdigit(c[2]))
+                                return '%';
+                        c += 2;
+                } else if (!isalnum(*c) && !strchr("-._~!$&'()*+,;=:@/", *c) && !strchr(also, *c))
+                        return *c;
+        }
+        return -1;
+}
+
+static int query_bad_byte(const char *s) {
+        return uri_bad_byte(s, "?");
+}
+
+/* The first byte of PATH that may not stand in a path as it is (pchar and '/'), or -1. */
+static int path_bad_byte(const char *path) {
+        return uri_bad_byte(path, "");
+}
+
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status) {
         Manager *m = userdata;
         const Route *route = NULL;
         struct MHD_Response *r;
         char allow[64] = "";
+        int bad = path_bad_byte(req->path);
 
+        if (bad >= 0) {
+                /* Never matched, forwarded or echoed: it could not be sent to Visier as it is. */
+                *ret_status = MHD_HTTP_BAD_REQUEST;
+                r = http_response_status("BadRequest", true,
+                                         "the path holds a character that must be percent-encoded (byte 0x%02x)",
+                                         (unsigned) bad);
+                metrics_local_request(m->metrics, req->method, "unmatched", r ? *ret_status : 500);
+                return r;
+        }
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
                 if (!path_match(routes[i].pattern, req->path))
                         continue;
@@ -1268,10 +1303,18 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         }
 }
 
+
 static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
         QueryBuilder *q = cls;
-        int n;
+        int n, bad;
 
+        bad = query_bad_byte(key);
+        if (bad < 0 && value)
+                bad = query_bad_byte(value);
+        if (bad >= 0) {
+                q->bad_byte = bad;
+                return MHD_NO;
+        }
         n = snprintf(q->buf + q->len, sizeof(q->buf) - q->len, "%s%s%s%s", q->len ? "&" : "", key,
                      value ? "=" : "", value ? value : "");
         if (n < 0 || (size_t) n >= sizeof(q->buf) - q->len) {
@@ -1283,6 +1326,28 @@ static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const ch
 }
 
 static struct MHD_Response *bad_request(unsigned *ret_status, const char *path, const char *msg);
+
+/* The request's query string as it is to be forwarded: 0, or -1 with the refusal in *ret (a
+ * character that is not percent-encoded, which Visier could not be sent; a query too long)
+ * — before anything is sent or any rate budget spent. */
+static int query_collect(HttpRequest *req, QueryBuilder *q, unsigned *ret_status, struct MHD_Response **ret) {
+        q->bad_byte = -1;
+        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, q);
+        if (q->bad_byte >= 0) {
+                *ret_status = MHD_HTTP_BAD_REQUEST;
+                *ret = http_response_status("BadRequest", true,
+                                            "the query string holds a character that must be percent-encoded "
+                                            "(byte 0x%02x)",
+                                            (unsigned) q->bad_byte);
+                return -1;
+        }
+        if (q->overflow) {
+                *ret_status = MHD_HTTP_URI_TOO_LONG;
+                *ret = http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+                return -1;
+        }
+        return 0;
+}
 
 /* The headers forwarded to Visier for one request (NULL-terminated list, room for one more). */
 typedef struct Forwarded {
@@ -1328,10 +1393,11 @@ static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigne
         Forwarded *f;
 
         assert(t);
-        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
-        if (q.overflow) {
-                *ret_status = MHD_HTTP_URI_TOO_LONG;
-                return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+        {
+                struct MHD_Response *refusal = NULL;
+
+                if (query_collect(req, &q, ret_status, &refusal) < 0)
+                        return refusal;
         }
         f = malloc(sizeof(*f));
         if (!f) {
@@ -2247,10 +2313,11 @@ static struct MHD_Response *api_query(Manager *m, HttpRequest *req, unsigned *re
         QueryBuilder q = {};
         const Route *route = ((ApiTask *) req->ctx)->route;
 
-        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
-        if (q.overflow) {
-                *ret_status = MHD_HTTP_URI_TOO_LONG;
-                return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+        {
+                struct MHD_Response *refusal = NULL;
+
+                if (query_collect(req, &q, ret_status, &refusal) < 0)
+                        return refusal;
         }
         f = malloc(sizeof(*f));
         if (!f)
@@ -2551,10 +2618,11 @@ static struct MHD_Response *api_call_write(Manager *m, HttpRequest *req, unsigne
                         return bad_request(ret_status, "$", "the body is not valid JSON");
                 json_decref(j);
         }
-        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, &q);
-        if (q.overflow) {
-                *ret_status = MHD_HTTP_URI_TOO_LONG;
-                return http_response_status("BadRequest", true, "query string longer than %d bytes", API_QUERY_MAX);
+        {
+                struct MHD_Response *refusal = NULL;
+
+                if (query_collect(req, &q, ret_status, &refusal) < 0)
+                        return refusal;
         }
         idem = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Idempotency-Key");
         if (idem && (strlen(idem) == 0 || strlen(idem) > IDEMPOTENCY_KEY_MAX))

@@ -21,6 +21,7 @@
 #include "clock.h"
 
 #include "http.h"
+#include "parse.h"
 
 /* libmicrohttpd keeps each connection's request line, headers and the answer's header lines in
  * one pool, which it zeroes after every request: max_header_size for the request, and this much
@@ -116,6 +117,9 @@ struct MHD_Response *http_response_status(const char *code, bool user_error, con
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        /* What it echoes of the request may be any bytes (or cut in a sequence): the answer is
+         * valid JSON all the same. */
+        (void) utf8_sanitize(msg);
         j = json_pack("{s:s, s:s, s:s, s:b}", "code", code, "message", msg, "localizedMessage", msg, "userError",
                       user_error);
         body = j ? json_dumps(j, JSON_COMPACT) : NULL;
