@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# The systemd units verify cleanly and the service's hardening scores 1.2 or lower
+# The systemd units verify cleanly, the service sets LimitCORE=0 and its hardening scores 1.1 or lower
 # (`systemd-analyze security --offline=true`). Skips where systemd-analyze is missing.
 set -u
 top=${TOP_SRCDIR:-$(dirname "$0")/..}
@@ -24,9 +24,14 @@ fi
 score=$(systemd-analyze security --offline=true "$work/visierd.service" 2>&1 |
         sed -n 's/.*Overall exposure level for visierd.service: \([0-9.]*\).*/\1/p')
 echo "exposure level: ${score:-unknown}"
-if [ -z "$score" ] || ! awk -v s="$score" 'BEGIN { exit !(s <= 1.2) }'; then
-        echo "the service's exposure level must be 1.2 or lower"
+if [ -z "$score" ] || ! awk -v s="$score" 'BEGIN { exit !(s <= 1.1) }'; then
+        echo "the service's exposure level must be 1.1 or lower"
         systemd-analyze security --offline=true "$work/visierd.service" 2>&1 | grep '✗'
+        fail=1
+fi
+# The process holds the API key and the password: no core dumps.
+if ! grep -q '^LimitCORE=0$' "$work/visierd.service"; then
+        echo "visierd.service must set LimitCORE=0"
         fail=1
 fi
 exit $fail

@@ -14,8 +14,11 @@
 #include <regex.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "harness.h"
@@ -507,6 +510,56 @@ START_TEST(test_connection_limit) {
 }
 END_TEST
 
+/* ---- secrets out of core dumps ---- */
+
+/* visierd holds the API key and the password: it leaves no core dump even when started with
+ * an unlimited core size (it is not dumpable and sets its core size to 0), and its secrets
+ * live in memory marked not to be dumped. */
+START_TEST(test_secrets_kept_out_of_core_dumps) {
+        struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY }, saved;
+        char path[64], *smaps;
+        int status;
+
+        ck_assert_int_eq(getrlimit(RLIMIT_CORE, &saved), 0);
+        if (setrlimit(RLIMIT_CORE, &unlimited) < 0) {
+                fprintf(stderr, "SKIP: test_secrets_kept_out_of_core_dumps: cannot raise RLIMIT_CORE: %m\n");
+                return;
+        }
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(setrlimit(RLIMIT_CORE, &saved), 0);
+
+        /* The secret arena (1024 slots of 512 bytes) is marked "dd" (MADV_DONTDUMP). */
+        snprintf(path, sizeof(path), "/proc/%d/smaps", (int) vd.pid);
+        smaps = harness_read_file(path);
+        ck_assert_ptr_nonnull(smaps);
+        {
+                bool found = false;
+
+                for (const char *m = strstr(smaps, "\nSize:"); m && !found; m = strstr(m + 1, "\nSize:")) {
+                        const char *flags = strstr(m, "\nVmFlags:"), *eol = flags ? strchr(flags + 1, '\n') : NULL;
+
+                        if (strtoul(m + 6, NULL, 10) == 512 && flags && eol) {
+                                char line[256];
+
+                                snprintf(line, sizeof(line), "%.*s ", (int) (eol - flags), flags);
+                                found = strstr(line, " dd ") != NULL;
+                        }
+                }
+                ck_assert_msg(found, "no 512 kB mapping of visierd is excluded from core dumps");
+        }
+        free(smaps);
+
+        /* A crash leaves no core, though the core size it was started with was unlimited. */
+        ck_assert_int_eq(kill(vd.pid, SIGQUIT), 0);
+        ck_assert_int_eq(waitpid(vd.pid, &status, 0), vd.pid);
+        vd.pid = 0;
+        ck_assert(WIFSIGNALED(status));
+        ck_assert_msg(!WCOREDUMP(status), "visierd dumped core");
+}
+END_TEST
+
 /* ---- Prometheus text format ---- */
 
 static double sample(const char *text, const char *series) {
@@ -666,6 +719,7 @@ int main(void) {
         tcase_add_test(tc, test_metrics_labels_from_closed_sets);
         tcase_add_test(tc, test_failed_authentication_slows_down);
         tcase_add_test(tc, test_cross_site_without_origin);
+        tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

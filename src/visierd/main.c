@@ -7,6 +7,8 @@
 #include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "dev.h"
@@ -91,6 +93,11 @@ int main(int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
 
+        /* Before any secret is read: no core dump of this process, and no ptrace (gcore) by
+         * its own user either — it holds the API key and the password. */
+        if (prctl(PR_SET_DUMPABLE, 0) < 0)
+                fprintf(stderr, "visierd: cannot make the process non-dumpable: %m\n");
+        (void) setrlimit(RLIMIT_CORE, &(struct rlimit) { 0, 0 });
         log_setup();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "visierd: cannot initialise libcurl\n");

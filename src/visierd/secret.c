@@ -4,11 +4,69 @@
  * Must never log, and never copy a secret into an error message.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "secret.h"
+
+/*
+ * Secret bytes live in one arena of fixed slots, mapped once, excluded from core dumps
+ * (MADV_DONTDUMP) and, where the memory lock limit allows, from swap (mlock): the API key, the
+ * password, client tokens, the Visier token and its per-call copies. A secret longer than a
+ * slot, or one made while every slot is taken, is kept on the heap instead (still wiped when
+ * freed). The process is also not dumpable at all (main.c).
+ */
+#define ARENA_SLOT 512
+#define ARENA_SLOTS 1024
+
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *arena;          /* ARENA_SLOTS * ARENA_SLOT bytes, or NULL when it could not be mapped */
+static bool arena_tried;
+static uint64_t arena_used[ARENA_SLOTS / 64];
+
+static char *arena_take(size_t size) {
+        char *p = NULL;
+
+        if (size > ARENA_SLOT)
+                return NULL;
+        pthread_mutex_lock(&arena_lock);
+        if (!arena_tried) {
+                void *m = mmap(NULL, (size_t) ARENA_SLOTS * ARENA_SLOT, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+                arena_tried = true;
+                if (m != MAP_FAILED) {
+                        (void) madvise(m, (size_t) ARENA_SLOTS * ARENA_SLOT, MADV_DONTDUMP);
+                        (void) mlock(m, (size_t) ARENA_SLOTS * ARENA_SLOT); /* best effort */
+                        arena = m;
+                }
+        }
+        for (size_t w = 0; arena && !p && w < ELEMENTSOF(arena_used); w++)
+                if (~arena_used[w]) {
+                        int bit = __builtin_ctzll(~arena_used[w]);
+
+                        arena_used[w] |= UINT64_C(1) << bit;
+                        p = arena + (w * 64 + (size_t) bit) * ARENA_SLOT;
+                }
+        pthread_mutex_unlock(&arena_lock);
+        return p;
+}
+
+static bool arena_give_back(char *p) {
+        size_t slot;
+
+        if (!arena || p < arena || p >= arena + (size_t) ARENA_SLOTS * ARENA_SLOT)
+                return false;
+        slot = (size_t) (p - arena) / ARENA_SLOT;
+        pthread_mutex_lock(&arena_lock);
+        arena_used[slot / 64] &= ~(UINT64_C(1) << (slot % 64));
+        pthread_mutex_unlock(&arena_lock);
+        return true;
+}
 
 Secret *secret_new(const char *data, size_t len) {
         Secret *s;
@@ -16,7 +74,9 @@ Secret *secret_new(const char *data, size_t len) {
         s = calloc(1, sizeof(*s));
         if (!s)
                 return NULL;
-        s->data = malloc(len + 1);
+        s->data = arena_take(len + 1);
+        if (!s->data)
+                s->data = malloc(len + 1);
         if (!s->data) {
                 free(s);
                 return NULL;
@@ -35,8 +95,9 @@ Secret *secret_free(Secret *s) {
         if (!s)
                 return NULL;
         if (s->data) {
-                explicit_bzero(s->data, s->len);
-                free(s->data);
+                explicit_bzero(s->data, s->len + 1);
+                if (!arena_give_back(s->data))
+                        free(s->data);
         }
         free(s);
         return NULL;
