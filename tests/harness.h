@@ -49,6 +49,10 @@ typedef struct HttpResult {
  * SIGXFSZ), so writes past it fail as on a full disk. */
 extern unsigned long harness_fsize_limit;
 
+/* When true, the visierd started next may serve on its unix socket only (tcp = no): it
+ * reports no TCP port. */
+extern bool harness_socket_only;
+
 /* Extra "NAME=value" environment for programs started next (NULL-terminated, or NULL). */
 extern const char *const *harness_child_env;
 

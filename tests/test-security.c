@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <grp.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -320,6 +322,58 @@ START_TEST(test_unix_socket_peer_allow_list) {
         visierd_start(&vd, &sim, NULL, tail);
         ck_assert_int_eq(unix_get(sock, "/status"), 200);
         ck_assert_int_eq(unix_get(sock, "/v1/admin/capabilities"), 200);
+}
+END_TEST
+
+/* GET /status on the unix socket as UID with primary group GID and supplementary group
+ * SUPPLEMENTARY (a child process drops to them): the HTTP status, or 0. */
+static long unix_get_as(const char *sock, uid_t uid, gid_t gid, gid_t supplementary) {
+        pid_t pid = fork();
+        int status;
+
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                long st;
+
+                if (setgroups(1, &supplementary) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+                        _exit(99);
+                st = unix_get(sock, "/status");
+                _exit(st == 200 ? 0 : st == 403 ? 1 : 2);
+        }
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) != 99, "could not drop to uid %u", (unsigned) uid);
+        return WEXITSTATUS(status) == 0 ? 200 : WEXITSTATUS(status) == 1 ? 403 : 0;
+}
+
+/* The allow-lists limit who uses the credentials only when TCP is off: with tcp = no nothing
+ * listens on TCP. socket_allow_gids honours a peer's supplementary groups. */
+START_TEST(test_socket_only_and_supplementary_groups) {
+        char tail[512], sock[256], *log;
+
+        if (geteuid() != 0) {
+                fprintf(stderr, "SKIP: test_socket_only_and_supplementary_groups: needs root to act as another user\n");
+                return;
+        }
+        sim_start(&sim, NULL);
+        snprintf(sock, sizeof(sock), "%s/api.sock", sim.dir);
+        ck_assert_int_eq(chmod(sim.dir, 0755), 0);
+        snprintf(tail, sizeof(tail), "[listen]\ntcp = no\nsocket = %s\nsocket_allow_gids = 54321\n", sock);
+        harness_socket_only = true;
+        visierd_start(&vd, &sim, NULL, tail);
+        harness_socket_only = false;
+        ck_assert_int_eq(vd.port, 0); /* no TCP port to report */
+        log = harness_read_file(vd.log);
+        {
+                char want[320];
+
+                snprintf(want, sizeof(want), " (listening on %s)\n", sock);
+                ck_assert_msg(strstr(log, want) && !strstr(log, "/ (listening on"), "log:\n%s", log);
+        }
+        free(log);
+        ck_assert_int_eq(chmod(sock, 0666), 0); /* let the other user reach the allow-list check */
+        ck_assert_int_eq(unix_get_as(sock, 65534, 65534, 54321), 200);  /* by its supplementary group */
+        ck_assert_int_eq(unix_get_as(sock, 65534, 65534, 54322), 403);
+        ck_assert_int_eq(unix_get_as(sock, 65534, 54321, 65534), 200);  /* by its primary group */
 }
 END_TEST
 
@@ -712,6 +766,7 @@ int main(void) {
         tcase_add_test(tc, test_client_tokens_and_roles);
         tcase_add_test(tc, test_non_loopback_needs_tokens);
         tcase_add_test(tc, test_unix_socket_peer_allow_list);
+        tcase_add_test(tc, test_socket_only_and_supplementary_groups);
         tcase_add_test(tc, test_limits_keep_it_serving);
         tcase_add_test(tc, test_header_size_limit);
         tcase_add_test(tc, test_connection_limit);

@@ -260,6 +260,16 @@ static bool id_in_list(const char *list, unsigned id) {
         return list_contains(list, buf, false);
 }
 
+/* Is the unix-socket peer's primary group, or one of its supplementary groups, in LIST? */
+static bool peer_in_groups(const char *list, const HttpRequest *req) {
+        if (id_in_list(list, req->gid))
+                return true;
+        for (size_t i = 0; i < req->n_groups; i++)
+                if (id_in_list(list, req->groups[i]))
+                        return true;
+        return false;
+}
+
 static struct MHD_Response *refuse(unsigned *ret_status, unsigned status, const char *code, const char *msg) {
         *ret_status = status;
         return http_response_status(code, true, "%s", msg);
@@ -427,7 +437,7 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         }
         else if (req->unix_peer && (c->socket_allow_uids || c->socket_allow_gids) &&
                  !(req->have_creds && ((c->socket_allow_uids && id_in_list(c->socket_allow_uids, req->uid)) ||
-                                       (c->socket_allow_gids && id_in_list(c->socket_allow_gids, req->gid)))))
+                                       (c->socket_allow_gids && peer_in_groups(c->socket_allow_gids, req)))))
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "this user may not use the unix socket ([listen] socket_allow_uids, socket_allow_gids)");
         else if (route->role != CLIENT_ROLE_NONE)

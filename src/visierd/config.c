@@ -46,6 +46,8 @@ const ConfigKey config_keys[] = {
         KEY_UINT("listen", "port", listen_port, "8420", 0, 65535, "TCP port of the local API; 0 picks a free one"),
         KEY_STRING("listen", "socket", listen_socket, NULL,
                    "path of a unix socket to serve the local API on too (mode 0660); default none"),
+        KEY_STRING("listen", "tcp", listen_tcp, "yes",
+                   "serve the local API on TCP (address, port) too: yes, or no for the unix socket only"),
         KEY_UINT("listen", "max_connections", max_connections, "16384", 1, 65536,
                  "local connections open at once; past it only /healthz, /readyz and /metrics are served"),
         KEY_UINT("listen", "max_connections_per_client", max_connections_per_client, "1024", 1, 65536,
@@ -489,9 +491,13 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
         if (c->rate_limit_hour < c->rate_limit_minute)
                 config_error(errors, "%s: [visier] rate_limit_hour (%u) is below rate_limit_minute (%u)",
                              name, c->rate_limit_hour, c->rate_limit_minute);
+        if (!streq(c->listen_tcp, "yes") && !streq(c->listen_tcp, "no"))
+                config_error(errors, "%s: [listen] tcp: '%s' is not yes or no", name, c->listen_tcp);
+        else if (streq(c->listen_tcp, "no") && (!c->listen_socket || !*c->listen_socket))
+                config_error(errors, "%s: [listen] tcp = no needs a unix socket ([listen] socket) to serve on", name);
         if (inet_pton(AF_INET, c->listen_address, &a4) != 1 && inet_pton(AF_INET6, c->listen_address, &a6) != 1)
                 config_error(errors, "%s: [listen] address: '%s' is not an IPv4 or IPv6 address", name, c->listen_address);
-        else if (!host_is_loopback(c->listen_address) && c->n_clients == 0)
+        else if (streq(c->listen_tcp, "yes") && !host_is_loopback(c->listen_address) && c->n_clients == 0)
                 config_error(errors,
                              "%s: [listen] address: %s is not a loopback address; the local API serves Visier's "
                              "credentials to anyone who reaches it, so it listens beyond loopback only when "

@@ -67,6 +67,7 @@ typedef struct Config {
         char *listen_address;
         unsigned listen_port;
         char *listen_socket; /* unix socket path, or NULL */
+        char *listen_tcp;    /* "yes" or "no" (the unix socket only) */
         unsigned max_connections;
         unsigned max_connections_per_client;
         unsigned max_held_requests;

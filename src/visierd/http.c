@@ -79,6 +79,10 @@ struct MHD_Response *const HTTP_DEFER = (struct MHD_Response *) &http_defer_mark
         "{\"code\":\"ServiceUnavailable\",\"message\":\"visierd is stopping\",\"localizedMessage\":\"visierd is " \
         "stopping\",\"userError\":false}"
 
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59 /* Linux 4.13 */
+#endif
+
 static void http_run(HttpServer *h);
 
 static size_t unescape_nothing(void *cls, struct MHD_Connection *c, char *s) {
@@ -355,9 +359,15 @@ static void request_peer(HttpRequest *req) {
         if (ci && ci->client_addr && ci->client_addr->sa_family == AF_UNIX) {
                 req->unix_peer = true;
                 if (fdi && getsockopt(fdi->connect_fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+                        socklen_t glen = sizeof(req->groups);
+
                         req->have_creds = true;
                         req->uid = cred.uid;
                         req->gid = cred.gid;
+                        /* Its supplementary groups as they were when it connected; past
+                         * HTTP_PEER_GROUPS_MAX (ERANGE) none are taken, only the primary one. */
+                        if (getsockopt(fdi->connect_fd, SOL_SOCKET, SO_PEERGROUPS, req->groups, &glen) == 0)
+                                req->n_groups = glen / sizeof(gid_t);
                         snprintf(req->peer, sizeof(req->peer), "uid:%u", (unsigned) cred.uid);
                 } else
                         snprintf(req->peer, sizeof(req->peer), "unix");
@@ -800,13 +810,15 @@ int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handle
                                 return r;
                 }
         } else {
-                fd = listen_tcp(s->address, s->port, err, errlen);
-                if (fd < 0)
-                        return fd;
-                r = start_on_fd(h, fd, s, err, errlen);
-                if (r < 0) {
-                        close(fd);
-                        return r;
+                if (s->tcp) {
+                        fd = listen_tcp(s->address, s->port, err, errlen);
+                        if (fd < 0)
+                                return fd;
+                        r = start_on_fd(h, fd, s, err, errlen);
+                        if (r < 0) {
+                                close(fd);
+                                return r;
+                        }
                 }
                 if (s->socket_path && *s->socket_path) {
                         fd = listen_unix(s->socket_path, s->socket_mode, err, errlen);

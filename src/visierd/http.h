@@ -23,12 +23,17 @@
 
 typedef struct HttpServer HttpServer;
 
+/* Supplementary groups of a unix-socket peer taken into account (more are not). */
+#define HTTP_PEER_GROUPS_MAX 64
+
 typedef struct HttpRequest {
         struct MHD_Connection *connection;
         bool unix_peer;      /* came over the unix socket */
         bool have_creds;     /* uid and gid are the peer's (SO_PEERCRED) */
         uid_t uid;
         gid_t gid;
+        gid_t groups[HTTP_PEER_GROUPS_MAX]; /* the peer's supplementary groups (SO_PEERGROUPS) */
+        size_t n_groups;
         char peer[64];       /* "tcp:127.0.0.1" or "uid:1000" */
         char client[80];     /* who asked: a configured client's name, or the peer (set by the router) */
         int role;            /* that client's role (a ClientRole; set by the router) */
@@ -91,7 +96,8 @@ typedef struct HttpSettings {
          * and address, port and socket_path are ignored. */
         const int *fds;
         size_t n_fds;
-        const char *address;     /* TCP listener */
+        bool tcp;                /* open the TCP listener (address, port) */
+        const char *address;
         unsigned port;
         const char *socket_path; /* optional unix socket listener ("" or NULL: none) */
         unsigned socket_mode;

@@ -400,8 +400,17 @@ int manager_start(Manager *m) {
         for (int i = 0; fd_names && fd_names[i]; i++)
                 free(fd_names[i]);
         free(fd_names);
-        for (int i = 0; i < n_fds && i < HTTP_LISTENERS_MAX; i++)
+        for (int i = 0; i < n_fds && i < HTTP_LISTENERS_MAX; i++) {
                 fds[i] = SD_LISTEN_FDS_START + i;
+                if (streq(c->listen_tcp, "no") &&
+                    (sd_is_socket(fds[i], AF_INET, SOCK_STREAM, 1) > 0 || sd_is_socket(fds[i], AF_INET6, SOCK_STREAM, 1) > 0)) {
+                        log_error("[listen] tcp = no, but systemd passed a TCP socket (fd %d): remove its "
+                                  "ListenStream= from visierd.socket (a drop-in with an empty ListenStream= and the "
+                                  "unix socket's), or set tcp = yes",
+                                  fds[i]);
+                        return -EADDRNOTAVAIL;
+                }
+        }
         if (n_fds > HTTP_LISTENERS_MAX) {
                 log_error("systemd passed %d sockets; at most %d are supported", n_fds, HTTP_LISTENERS_MAX);
                 return -E2BIG;
@@ -410,6 +419,7 @@ int manager_start(Manager *m) {
                               &(HttpSettings) {
                                       .fds = fds,
                                       .n_fds = (size_t) n_fds,
+                                      .tcp = streq(c->listen_tcp, "yes"),
                                       .address = c->listen_address,
                                       .port = c->listen_port,
                                       .socket_path = c->listen_socket,
@@ -486,6 +496,7 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 /* What a reload cannot change without a restart. */
 static void warn_restart_needed(const Config *old, const Config *new) {
         if (!streq(old->listen_address, new->listen_address) || old->listen_port != new->listen_port ||
+            !streq(old->listen_tcp, new->listen_tcp) ||
             !streq(strempty(old->listen_socket), strempty(new->listen_socket)) ||
             old->max_connections != new->max_connections || old->max_body_size != new->max_body_size ||
             old->max_header_size != new->max_header_size || old->max_sessions != new->max_sessions ||
@@ -656,12 +667,19 @@ int manager_run(Manager *m) {
         if (r < 0)
                 log_warning("cannot start the status timer: %s", strerror(-r));
 
-        log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s on http://%s:%u/ (listening on %s)",
-                 PACKAGE_VERSION, m->config->base_url,
-                 strchr(m->config->listen_address, ':') ? "[::1]" : "127.0.0.1", http_server_port(m->http),
-                 http_server_describe(m->http));
+        if (http_server_port(m->http) > 0)
+                log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL,
+                         "visierd %s serving Visier %s on http://%s:%u/ (listening on %s)", PACKAGE_VERSION,
+                         m->config->base_url, strchr(m->config->listen_address, ':') ? "[::1]" : "127.0.0.1",
+                         http_server_port(m->http), http_server_describe(m->http));
+        else
+                log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s (listening on %s)",
+                         PACKAGE_VERSION, m->config->base_url, http_server_describe(m->http));
         manager_update_status(m);
-        sd_notifyf(0, "READY=1\nSTATUS=%s\nX_LISTEN_PORT=%u", m->last_status, http_server_port(m->http));
+        if (http_server_port(m->http) > 0)
+                sd_notifyf(0, "READY=1\nSTATUS=%s\nX_LISTEN_PORT=%u", m->last_status, http_server_port(m->http));
+        else
+                sd_notifyf(0, "READY=1\nSTATUS=%s", m->last_status);
 
         r = sd_event_loop(m->event);
         /* Stop claiming before anything else shuts down: from here on no new write is sent. */
