@@ -116,6 +116,56 @@ START_TEST(test_dev_mode_config) {
 }
 END_TEST
 
+/* --check-config --online logs in to Visier and reads one endpoint: it says so and exits 0
+ * against a sim that takes the credentials; with a password the sim refuses, or no Visier at
+ * all, it exits 4 naming the reason (never the password); --online alone is a usage error. */
+START_TEST(test_online_check) {
+        const char *bin = getenv("VISIERD_BIN") ? getenv("VISIERD_BIN") : "./visierd";
+        const char *argv[] = { bin, "--check-config", "--online", "--config", conf, NULL };
+        const char *alone[] = { bin, "--online", "--config", conf, NULL };
+        char text[1024], expect[512], *out;
+        Sim sim;
+
+        sim_start(&sim, NULL);
+        snprintf(text, sizeof(text),
+                 "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\napikey_file = %s\npassword_file = %s\n",
+                 sim.port, sim.username, sim.apikey_file, sim.password_file);
+        harness_write_file(conf, text, 0644);
+        ck_assert_int_eq(harness_run(argv, &out), 0);
+        snprintf(expect, sizeof(expect),
+                 "configuration OK\nonline check OK: logged in to Visier at http://127.0.0.1:%u as %s and read GET "
+                 "/v1/admin/capabilities (200)\n",
+                 sim.port, sim.username);
+        ck_assert_str_eq(out, expect);
+        free(out);
+        ck_assert_int_eq(sim_counter(&sim, "logins"), 1);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+
+        /* A password the sim refuses. */
+        snprintf(text, sizeof(text),
+                 "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\napikey_file = %s\npassword_file = %s\n"
+                 "request_timeout = 5\n",
+                 sim.port, sim.username, sim.apikey_file, pw);
+        harness_write_file(conf, text, 0644);
+        ck_assert_int_eq(harness_run(argv, &out), 4);
+        snprintf(expect, sizeof(expect), "online check failed: cannot log in to Visier at http://127.0.0.1:%u as %s: ",
+                 sim.port, sim.username);
+        ck_assert_msg(strstr(out, "configuration OK\n") && strstr(out, expect), "output: %s", out);
+        ck_assert_msg(!strstr(out, "a-password-value") && !strstr(out, sim.password), "a password was shown: %s", out);
+        free(out);
+        sim_stop(&sim);
+
+        /* No Visier at all. */
+        ck_assert_int_eq(harness_run(argv, &out), 4);
+        ck_assert_msg(strstr(out, "online check failed: cannot log in to Visier at http://127.0.0.1:"), "output: %s",
+                      out);
+        free(out);
+        ck_assert_int_eq(harness_run(alone, &out), 2);
+        ck_assert_msg(strstr(out, "--online goes with --check-config"), "output: %s", out);
+        free(out);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("cli");
         TCase *tc = tcase_create("check-config");
@@ -130,6 +180,7 @@ int main(void) {
         tcase_add_test(tc, test_every_error_reported);
         tcase_add_test(tc, test_secrets_never_on_command_line);
         tcase_add_test(tc, test_dev_mode_config);
+        tcase_add_test(tc, test_online_check);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -19,6 +19,7 @@
 enum {
         EXIT_USAGE = 2,
         EXIT_CONFIG = 3,
+        EXIT_ONLINE = 4, /* --check-config --online: the configuration is valid, Visier said no */
 };
 
 static void help(void) {
@@ -26,6 +27,7 @@ static void help(void) {
                "Hold Visier API credentials, keep the security token fresh and serve Visier's API on localhost.\n\n"
                "  -c, --config=PATH    configuration file (default %s)\n"
                "  -n, --check-config   check the configuration and the secret files, then exit\n"
+               "      --online         with --check-config: also log in to Visier and read one endpoint\n"
                "      --dev            run against a throwaway visier-sim with random credentials\n"
                "  -h, --help           show this help\n"
                "      --version        show the version\n",
@@ -50,10 +52,11 @@ static int load_config(const char *path, Config **ret) {
 }
 
 int main(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_DEV };
+        enum { ARG_VERSION = 0x100, ARG_DEV, ARG_ONLINE };
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'n' },
+                { "online", no_argument, NULL, ARG_ONLINE },
                 { "dev", no_argument, NULL, ARG_DEV },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -61,7 +64,7 @@ int main(int argc, char *argv[]) {
         };
         _cleanup_(manager_freep) Manager *m = NULL;
         const char *config_path = CONFIG_DEFAULT_PATH;
-        bool check_only = false, dev = false;
+        bool check_only = false, dev = false, online = false;
         Dev d = { .sim = -1 };
         Config *config = NULL;
         int c, r;
@@ -77,6 +80,9 @@ int main(int argc, char *argv[]) {
                 case ARG_DEV:
                         dev = true;
                         break;
+                case ARG_ONLINE:
+                        online = true;
+                        break;
                 case 'h':
                         help();
                         return EXIT_SUCCESS;
@@ -86,6 +92,10 @@ int main(int argc, char *argv[]) {
                 default:
                         return EXIT_USAGE;
                 }
+        }
+        if (online && !check_only) {
+                fprintf(stderr, "visierd: --online goes with --check-config\n");
+                return EXIT_USAGE;
         }
         if (optind < argc) {
                 fprintf(stderr, "visierd: unexpected argument '%s' (secrets are never taken on the command line)\n",
@@ -130,6 +140,16 @@ int main(int argc, char *argv[]) {
                         return EXIT_CONFIG;
                 }
                 printf("configuration OK\n");
+                if (online) {
+                        char msg[1024];
+
+                        r = manager_check_online(config, msg, sizeof(msg));
+                        fprintf(r < 0 ? stderr : stdout, "%s: %s\n", r < 0 ? "online check failed" : "online check OK",
+                                msg);
+                        config_free(config);
+                        dev_stop(&d);
+                        return r < 0 ? EXIT_ONLINE : EXIT_SUCCESS;
+                }
                 config_free(config);
                 dev_stop(&d);
                 return EXIT_SUCCESS;

@@ -42,6 +42,65 @@ static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret
         };
 }
 
+int manager_check_online(const Config *c, char *msg, size_t msg_size) {
+        _cleanup_(token_keeper_freep) TokenKeeper *tk = NULL;
+        _cleanup_(upstream_freep) Upstream *u = NULL;
+        _cleanup_(secret_freep) Secret *token = NULL;
+        char err[UPSTREAM_ERROR_MAX] = "";
+        UpstreamResponse resp = {};
+        UpstreamSettings us;
+        uint64_t generation;
+        RateLimit rl;
+        int r;
+
+        ratelimit_init(&rl, c->rate_limit_minute, c->rate_limit_hour, clock_now());
+        upstream_settings_from_config(c, &us);
+        r = upstream_new(&us, &rl, &u);
+        if (r >= 0)
+                r = token_keeper_new((usec_t) c->token_lifetime * USEC_PER_SEC, (usec_t) c->refresh_margin * USEC_PER_SEC,
+                                     upstream_login, u, NULL, NULL, &tk);
+        if (r >= 0) {
+                upstream_set_token_keeper(u, tk);
+                r = token_keeper_start(tk);
+        }
+        if (r < 0) {
+                snprintf(msg, msg_size, "cannot set up the Visier client: %s", strerror(-r));
+                return r;
+        }
+        r = token_acquire(tk, clock_now() + (usec_t) c->request_timeout * USEC_PER_SEC, &token, &generation, err,
+                          sizeof(err));
+        if (r < 0) {
+                snprintf(msg, msg_size, "cannot log in to Visier at %s as %s: %s", c->base_url, c->username,
+                         err[0] ? err : strerror(-r));
+                return r;
+        }
+        r = upstream_call(u,
+                          &(UpstreamRequest) { .endpoint = "/v1/admin/capabilities", .method = "GET",
+                                               .path = "/v1/admin/capabilities",
+                                               .headers = (const char *const[]) { "Accept: application/json", NULL },
+                                               .idempotent = true },
+                          &resp, err, sizeof(err));
+        if (r < 0) {
+                snprintf(msg, msg_size, "logged in to Visier as %s, but GET /v1/admin/capabilities failed: %s",
+                         c->username, err);
+                return r;
+        }
+        if (resp.status != 200) {
+                json_t *st = json_loadb(resp.body ? resp.body : "", resp.body_len, 0, NULL);
+                const char *why = json_string_value(json_object_get(st, "localizedMessage"));
+
+                snprintf(msg, msg_size, "logged in to Visier as %s, but GET /v1/admin/capabilities answered %ld: %s",
+                         c->username, resp.status, why ? why : "(no message)");
+                json_decref(st);
+                upstream_response_done(&resp);
+                return -EPROTO;
+        }
+        upstream_response_done(&resp);
+        snprintf(msg, msg_size, "logged in to Visier at %s as %s and read GET /v1/admin/capabilities (200)",
+                 c->base_url, c->username);
+        return 0;
+}
+
 static void cache_settings_from_config(const Config *c, CacheSettings *ret) {
         *ret = (CacheSettings) { .max_bytes = c->cache_max_bytes };
         ret->ttl[CACHE_CLASS_MODEL] = (usec_t) c->cache_model_ttl * USEC_PER_SEC;

@@ -58,6 +58,11 @@ typedef struct Manager {
 
 /* Takes ownership of config (whose secrets must be loaded). */
 int manager_new(Config *config, Manager **ret);
+
+/* --check-config --online: log in to Visier with C's settings and read one endpoint
+ * (GET /v1/admin/capabilities). 0 with what was done in MSG, or a negative errno with the
+ * reason in MSG (never a secret). Needs no manager, loop or database. */
+int manager_check_online(const Config *c, char *msg, size_t msg_size);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
