@@ -311,11 +311,11 @@ START_TEST(test_man_page_matches_table) {
                 text = strndup(block, end ? (size_t) (end - block) : strlen(block));
                 if (k->default_value) {
                         const char *d = k->default_value;
-                        /* Paths under the build's localstatedir are documented by their tail. */
-                        if (strncmp(d, LOCALSTATEDIR, strlen(LOCALSTATEDIR)) == 0)
-                                d += strlen(LOCALSTATEDIR);
-                        else if (strncmp(d, SYSCONFDIR, strlen(SYSCONFDIR)) == 0)
-                                d += strlen(SYSCONFDIR);
+                        /* Paths under the build's directories are documented by their tail. */
+                        if (strncmp(d, STATEDIR, strlen(STATEDIR)) == 0)
+                                d += strlen(STATEDIR);
+                        else if (strncmp(d, CONFDIR, strlen(CONFDIR)) == 0)
+                                d += strlen(CONFDIR);
                         ck_assert_msg(strstr(text, "Default:") && strstr(text, d),
                                       "visierd.conf(5): %s should give the default %s", k->name, d);
                 } else

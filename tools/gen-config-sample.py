@@ -28,7 +28,7 @@ EXAMPLES = {
 
 # Macros the table's strings use: the build's directories as an installed system spells
 # them, and the credential names (config.h).
-PREFIXES = {"LOCALSTATEDIR": "/var", "SYSCONFDIR": "/etc"}
+PREFIXES = {"STATEDIR": "/var/lib/visierd", "CONFDIR": "/etc/visierd"}
 
 
 def macros(top):

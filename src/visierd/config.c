@@ -79,9 +79,9 @@ const ConfigKey config_keys[] = {
         KEY_STRING("policy", "allow", policy_allow, NULL,
                    "operations denied by default that clients may use anyway: \"METHOD PATH\" as Visier's definitions "
                    "write them, comma-separated"),
-        KEY_STRING("store", "database", database, LOCALSTATEDIR "/lib/visierd/visierd.db",
+        KEY_STRING("store", "database", database, STATEDIR "/visierd.db",
                    "path of the SQLite job database"),
-        KEY_STRING("exports", "directory", exports_dir, SYSCONFDIR "/visierd/exports.d",
+        KEY_STRING("exports", "directory", exports_dir, CONFDIR "/exports.d",
                    "directory of named export definitions (NAME.json)"),
         KEY_UINT("jobs", "batch_max", batch_max, "1000", 1, 1000,
                  "most permission changes sent in one bulk call (Visier takes at most 1000)"),

@@ -12,7 +12,7 @@
 #include "macro.h"
 #include "secret.h"
 
-#define CONFIG_DEFAULT_PATH SYSCONFDIR "/visierd/visierd.conf"
+#define CONFIG_DEFAULT_PATH CONFDIR "/visierd.conf"
 #define CONFIG_ERRORS_MAX 64
 #define CREDENTIAL_APIKEY "visier-apikey"
 #define CREDENTIAL_PASSWORD "visier-password"
