@@ -528,7 +528,15 @@ START_TEST(test_unreachable) {
         free(out);
         snprintf(sock, sizeof(sock), "%s/no-such.sock", scratch);
         ck_assert_int_eq(CTL(&out, "--socket", sock, "jobs"), 3);
-        assert_has(out, sock);
+        {
+                char want[320];
+
+                /* The socket is named, not the URL's host, which a socket does not use. */
+                snprintf(want, sizeof(want),
+                         "visierctl: cannot reach visierd: cannot connect to visierd's unix socket %s (no such socket)\n",
+                         sock);
+                ck_assert_str_eq(out, want);
+        }
         free(out);
 }
 END_TEST
@@ -555,6 +563,21 @@ START_TEST(test_unix_socket) {
         free(out);
         ck_assert_int_eq(CTL(&out, "status"), 3); /* and without the socket, it is unreachable */
         free(out);
+
+        /* The same socket named by VISIERCTL_SOCKET, with no option; an option still wins. */
+        {
+                char env[256];
+
+                url[0] = '\0';
+                snprintf(env, sizeof(env), "VISIERCTL_SOCKET=%s", sock);
+                harness_child_env = (const char *const[]) { env, NULL };
+                ck_assert_int_eq(CTL(&out, "health"), 0);
+                assert_has(out, "readyz:  ready");
+                free(out);
+                ck_assert_int_eq(CTL(&out, "--url", "http://127.0.0.1:1", "health"), 3);
+                free(out);
+                harness_child_env = NULL;
+        }
 }
 END_TEST
 

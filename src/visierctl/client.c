@@ -5,6 +5,7 @@
  * a file that only its owner may read, kept in the Authorization line, and wiped on free.
  */
 #include <curl/curl.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -312,6 +313,11 @@ int client_call(Client *c, const char *method, const char *path, const char *con
                 if (buf.overflow) {
                         client_set_error(err, errlen, "the answer is larger than %u bytes", CLIENT_REPLY_MAX);
                         r = -EFBIG;
+                } else if (c->socket_path && code == CURLE_COULDNT_CONNECT) {
+                        /* libcurl's message names the URL's host, which a unix socket does not use. */
+                        client_set_error(err, errlen, "cannot connect to visierd's unix socket %s (%s)", c->socket_path,
+                                         access(c->socket_path, F_OK) < 0 ? "no such socket" : "connection refused");
+                        r = client_errno_from_curl(code);
                 } else {
                         client_set_error(err, errlen, "%s %s%s%s: %s", method, url,
                                          c->socket_path ? " over unix socket " : "", strempty(c->socket_path),

@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #define CLIENT_DEFAULT_URL "http://127.0.0.1:8420"
+/* visierd's socket under its unit (visierd.socket), used when it exists and nothing else is said. */
+#define CLIENT_DEFAULT_SOCKET "/run/visierd/visierd.sock"
 #define CLIENT_DEFAULT_TIMEOUT_SEC 30
 #define CLIENT_REPLY_MAX (64u * 1024u * 1024u) /* largest answer buffered */
 #define CLIENT_TOKEN_MAX 4096                   /* largest token file read */

@@ -5,11 +5,19 @@
  * lives in options.c, client.c, commands.c and output.c.
  */
 #include <curl/curl.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "client.h"
 #include "commands.h"
 #include "options.h"
 #include "output.h"
+
+static const char *getenv_nonempty(const char *name) {
+        const char *v = getenv(name);
+
+        return v && *v ? v : NULL;
+}
 
 int main(int argc, char **argv) {
         char err[CLIENT_ERROR_MAX] = "";
@@ -26,6 +34,17 @@ int main(int argc, char **argv) {
         }
         if (r == OPTIONS_DONE)
                 return CTL_EXIT_OK;
+
+        /* Options first, then the environment, then visierd's own socket when it is there
+         * (the unit's RuntimeDirectory), then its default TCP address. */
+        if (!args.url && !args.socket_path) {
+                args.url = getenv_nonempty("VISIERCTL_URL");
+                args.socket_path = getenv_nonempty("VISIERCTL_SOCKET");
+                if (!args.url && !args.socket_path && access(CLIENT_DEFAULT_SOCKET, W_OK) == 0)
+                        args.socket_path = CLIENT_DEFAULT_SOCKET;
+        }
+        if (!args.token_file)
+                args.token_file = getenv_nonempty("VISIERCTL_TOKEN_FILE");
 
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 output_error("cannot initialise libcurl");

@@ -64,9 +64,10 @@ void options_help(FILE *f) {
                 fprintf(f, "  %s\n", c->synopsis);
         fputs("\n"
               "Options (before or after the command):\n"
-              "  --url URL          visierd's local API (default " CLIENT_DEFAULT_URL ")\n"
-              "  --socket PATH      talk to visierd over this unix socket\n"
-              "  --token-file FILE  send the bearer token in FILE (which must be private)\n"
+              "  --url URL          visierd's local API ($VISIERCTL_URL; default " CLIENT_DEFAULT_SOCKET "\n"
+              "                     when it exists, else " CLIENT_DEFAULT_URL ")\n"
+              "  --socket PATH      talk to visierd over this unix socket ($VISIERCTL_SOCKET)\n"
+              "  --token-file FILE  send the bearer token in FILE, which must be private ($VISIERCTL_TOKEN_FILE)\n"
               "  --json             print visierd's JSON answer instead of tables\n"
               "  --timeout SECONDS  HTTP request timeout (default 30); after 'wait', the wait's deadline;\n"
               "                     for 'export', how long the transfer may stall\n"
