@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -559,6 +560,14 @@ START_TEST(test_connection_limit) {
         }
         ck_assert_msg(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "healthz past max_connections: %s", buf);
         close(probe);
+        /* The refusal is counted, and /metrics is served past the limit too. */
+        {
+                char *text;
+
+                ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, &text), 200);
+                ck_assert_double_eq(sample(text, "visierd_refused_requests_total{limit=\"max_connections\"}"), 1);
+                free(text);
+        }
         for (int i = 0; i < 3; i++)
                 close(hogs[i]);
 }
@@ -665,7 +674,8 @@ static void assert_prometheus_text(const char *text) {
                 } else {
                         ck_assert_msg(regexec(&sample_re, l, 5, mm, 0) == 0, "not a valid sample line: %s", l);
                         ck_assert_msg(family[0] && strncmp(l, family, strlen(family)) == 0, "sample before its TYPE: %s", l);
-                        ck_assert_msg(strncmp(family, "visierd_", 8) == 0, "name without the visierd_ prefix: %s", l);
+                        ck_assert_msg(strncmp(family, "visierd_", 8) == 0 || strncmp(family, "process_", 8) == 0,
+                                      "name without the visierd_ (or the standard process_) prefix: %s", l);
                         if (streq(type, "counter"))
                                 ck_assert_msg(strstr(family, "_total"), "counter %s lacks _total", family);
                         if (streq(type, "histogram") && strstr(l, "_bucket{")) {
@@ -715,6 +725,20 @@ START_TEST(test_metrics) {
         ck_assert_double_eq(sample(after, "visierd_jobs{state=\"succeeded\"}"), 1);
         ck_assert_double_ge(sample(after, "visierd_upstream_request_duration_seconds_count"), 5);
         ck_assert_double_eq(sample(after, "visierd_build_info{version=\"" PACKAGE_VERSION "\"}"), 1);
+        /* The process, as client libraries export it. */
+        ck_assert_double_gt(sample(after, "process_resident_memory_bytes"), 1 << 20);
+        ck_assert_double_gt(sample(after, "process_open_fds"), 3);
+        ck_assert_double_ge(sample(after, "process_max_fds"), sample(after, "process_open_fds"));
+        ck_assert_double_ge(sample(after, "process_cpu_seconds_total"), 0);
+        ck_assert_double_ge(sample(after, "visierd_threads"), 2);
+        {
+                double started = sample(after, "process_start_time_seconds"), now = (double) time(NULL);
+
+                ck_assert_msg(started > now - 600 && started <= now + 2, "process_start_time_seconds %f, now %f", started,
+                              now);
+        }
+        ck_assert_double_eq(sample(after, "visierd_refused_requests_total{limit=\"max_held_requests\"}"), 0);
+        ck_assert_double_eq(sample(after, "visierd_auth_failures_total{reason=\"invalid\"}"), 0);
         free(before);
         free(after);
 }

@@ -626,6 +626,7 @@ static ApiTask *task_new(Manager *m, HttpRequest *req, const Route *route, unsig
         pthread_rwlock_unlock(&m->config_lock);
         *ret = NULL;
         if (m->held >= max_held) {
+                metrics_refusal(m->metrics, METRICS_REFUSED_MAX_HELD);
                 *ret = overloaded(ret_status, "%u requests are in progress ([listen] max_held_requests); try again",
                                   max_held);
                 return NULL;
@@ -640,6 +641,7 @@ static ApiTask *task_new(Manager *m, HttpRequest *req, const Route *route, unsig
                 snprintf(t->identity, sizeof(t->identity), "%s", req->client);
         if (t->identity[0] && !client_count_take(m, t->identity, per_client)) {
                 free(t);
+                metrics_refusal(m->metrics, METRICS_REFUSED_PER_CLIENT);
                 *ret = overloaded(ret_status,
                                   "this client has %u requests in progress ([listen] max_connections_per_client); try "
                                   "again",
@@ -995,6 +997,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 pthread_rwlock_rdlock(&m->config_lock);
                 max = m->config->max_connections;
                 pthread_rwlock_unlock(&m->config_lock);
+                metrics_refusal(m->metrics, METRICS_REFUSED_MAX_CONNECTIONS);
                 r = overloaded(ret_status, "visierd has %u connections open ([listen] max_connections); try again",
                                max);
                 if (r)

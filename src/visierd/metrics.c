@@ -9,8 +9,14 @@
  * methods visierd knows, with any other method counted as "other" before it is counted at all
  * — so no request can add series; and every value is escaped on output all the same.
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "jobs.h"
 #include "metrics.h"
@@ -45,6 +51,7 @@ struct Metrics {
         uint64_t write_calls, overlaps_prevented;
         uint64_t signins[2]; /* refused, started */
         uint64_t auth_failures[_METRICS_AUTH_MAX];
+        uint64_t refusals[_METRICS_REFUSED_MAX];
 };
 
 int metrics_new(Metrics **ret) {
@@ -171,6 +178,14 @@ void metrics_auth_failure(Metrics *m, MetricsAuthFailure reason) {
         pthread_mutex_unlock(&m->lock);
 }
 
+void metrics_refusal(Metrics *m, MetricsRefusal reason) {
+        if (reason < 0 || reason >= _METRICS_REFUSED_MAX)
+                return;
+        pthread_mutex_lock(&m->lock);
+        m->refusals[reason]++;
+        pthread_mutex_unlock(&m->lock);
+}
+
 static void header(FILE *f, const char *name, const char *type, const char *help) {
         fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -221,6 +236,59 @@ static void histogram_render(FILE *f, const char *name, const Histogram *h, cons
         fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long) h->count);
 }
 
+/* The process_* metrics client libraries export, from /proc/self at scrape time, and the
+ * process's threads. A value that cannot be read is left out. */
+static void process_render(FILE *f) {
+        long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+        unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+        long long rss = 0, threads = 0;
+        char buf[1024], *p;
+        struct rlimit nofile;
+        FILE *st = fopen("/proc/self/stat", "re");
+        size_t n = st ? fread(buf, 1, sizeof(buf) - 1, st) : 0;
+        int fds = 0;
+        DIR *d;
+
+        if (st)
+                fclose(st);
+        buf[n] = '\0';
+        /* After the command's closing parenthesis: state is field 3; utime 14, stime 15,
+         * num_threads 20, starttime 22, vsize 23, rss 24. */
+        p = strrchr(buf, ')');
+        if (p && ticks > 0 &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %lld %*d %llu %llu %lld",
+                   &utime, &stime, &threads, &start, &vsize, &rss) == 6) {
+                struct sysinfo si;
+                struct timespec now;
+
+                header(f, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
+                fprintf(f, "process_cpu_seconds_total %.2f\n", (double) (utime + stime) / (double) ticks);
+                header(f, "process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.");
+                fprintf(f, "process_resident_memory_bytes %lld\n", rss * page);
+                header(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.");
+                fprintf(f, "process_virtual_memory_bytes %llu\n", vsize);
+                if (sysinfo(&si) == 0 && clock_gettime(CLOCK_REALTIME, &now) == 0) {
+                        header(f, "process_start_time_seconds", "gauge", "Start time since the Unix epoch, in seconds.");
+                        fprintf(f, "process_start_time_seconds %.2f\n",
+                                (double) now.tv_sec - (double) si.uptime + (double) start / (double) ticks);
+                }
+                header(f, "visierd_threads", "gauge", "Threads of the process.");
+                fprintf(f, "visierd_threads %lld\n", threads);
+        }
+        d = opendir("/proc/self/fd");
+        if (d) {
+                for (struct dirent *e; (e = readdir(d));)
+                        fds += e->d_name[0] != '.';
+                closedir(d);
+                header(f, "process_open_fds", "gauge", "Open file descriptors.");
+                fprintf(f, "process_open_fds %d\n", fds - 1); /* less the one reading the directory */
+        }
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+                header(f, "process_max_fds", "gauge", "Most open file descriptors allowed.");
+                fprintf(f, "process_max_fds %llu\n", (unsigned long long) nofile.rlim_cur);
+        }
+}
+
 char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
         char *buf = NULL;
         size_t len = 0;
@@ -264,6 +332,17 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                "wrong credentials.");
         fprintf(f, "visierd_signins_total{result=\"ok\"} %llu\n", (unsigned long long) m->signins[1]);
         fprintf(f, "visierd_signins_total{result=\"refused\"} %llu\n", (unsigned long long) m->signins[0]);
+        header(f, "visierd_refused_requests_total", "counter",
+               "Requests refused 503 because a limit was reached: max_connections, max_held_requests or "
+               "max_connections_per_client ([listen]).");
+        {
+                static const char *const limits[_METRICS_REFUSED_MAX] = { "max_connections", "max_held_requests",
+                                                                          "max_connections_per_client" };
+
+                for (int i = 0; i < _METRICS_REFUSED_MAX; i++)
+                        fprintf(f, "visierd_refused_requests_total{limit=\"%s\"} %llu\n", limits[i],
+                                (unsigned long long) m->refusals[i]);
+        }
         header(f, "visierd_auth_failures_total", "counter",
                "Requests refused 401 by reason: missing (no credential where one is required), invalid (a token or "
                "session not valid), expired (a session past its lifetime).");
@@ -292,6 +371,7 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
         fprintf(f, "visierd_oldest_queued_job_age_seconds %.3f\n", g->oldest_queued_age > 0 ? g->oldest_queued_age : 0.0);
         if (g->cache)
                 cache_render(f, g->cache);
+        process_render(f);
         header(f, "visierd_build_info", "gauge", "Build information.");
         fprintf(f, "visierd_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
         if (fclose(f) != 0) {

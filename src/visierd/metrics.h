@@ -48,6 +48,14 @@ typedef enum MetricsAuthFailure {
         _METRICS_AUTH_MAX,
 } MetricsAuthFailure;
 void metrics_auth_failure(Metrics *m, MetricsAuthFailure reason);
+/* A request refused 503 because a limit was reached. */
+typedef enum MetricsRefusal {
+        METRICS_REFUSED_MAX_CONNECTIONS,          /* [listen] max_connections */
+        METRICS_REFUSED_MAX_HELD,                 /* [listen] max_held_requests */
+        METRICS_REFUSED_PER_CLIENT,               /* [listen] max_connections_per_client */
+        _METRICS_REFUSED_MAX,
+} MetricsRefusal;
+void metrics_refusal(Metrics *m, MetricsRefusal reason);
 
 /* The whole exposition (caller frees). */
 char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len);
