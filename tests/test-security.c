@@ -641,7 +641,7 @@ static double sample(const char *text, const char *series) {
  * valid names and labels, numeric values, cumulative histogram buckets ending in +Inf. */
 static void assert_prometheus_text(const char *text) {
         regex_t sample_re, help_re, type_re;
-        char family[128] = "", type[16] = "";
+        char family[128] = "", type[16] = "", last_series[256] = "";
         double last_bucket = -1;
         const char *line = text;
         int samples = 0;
@@ -680,6 +680,15 @@ static void assert_prometheus_text(const char *text) {
                                 ck_assert_msg(strstr(family, "_total"), "counter %s lacks _total", family);
                         if (streq(type, "histogram") && strstr(l, "_bucket{")) {
                                 double v = strtod(strrchr(l, ' ') + 1, NULL);
+                                const char *le = strstr(l, "le=\"");
+                                char key[256];
+
+                                /* Buckets are cumulative within one series (its labels but le). */
+                                snprintf(key, sizeof(key), "%.*s", le ? (int) (le - l) : 0, l);
+                                if (!streq(key, last_series)) {
+                                        snprintf(last_series, sizeof(last_series), "%s", key);
+                                        last_bucket = -1;
+                                }
                                 ck_assert_msg(v >= last_bucket, "histogram buckets not cumulative: %s", l);
                                 last_bucket = v;
                         }
@@ -738,6 +747,15 @@ START_TEST(test_metrics) {
                               now);
         }
         ck_assert_double_eq(sample(after, "visierd_refused_requests_total{limit=\"max_held_requests\"}"), 0);
+        /* Local latency by route: the 3 reads of capabilities, each in some bucket up to +Inf. */
+        ck_assert_double_eq(
+                sample(after, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}") -
+                        fmax(0, sample(before, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}")),
+                3);
+        ck_assert_double_eq(
+                sample(after, "visierd_http_request_duration_seconds_bucket{route=\"/v1/admin/capabilities\",le=\"+Inf\"}"),
+                sample(after, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}"));
+        ck_assert_double_gt(sample(after, "visierd_http_request_duration_seconds_sum{route=\"/v1/admin/capabilities\"}"), 0);
         ck_assert_double_eq(sample(after, "visierd_auth_failures_total{reason=\"invalid\"}"), 0);
         free(before);
         free(after);

@@ -576,7 +576,8 @@ static void task_drop(ApiTask *t) {
 static void task_answer(ApiTask *t, unsigned status, struct MHD_Response *resp) {
         if (resp == t->resp)
                 t->resp = NULL;
-        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, resp ? status : 500);
+        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, resp ? status : 500,
+                              clock_now() - t->req->started);
         http_request_answer(t->req, status, resp);
 }
 
@@ -793,7 +794,8 @@ static void on_follow(CacheEntry *e, int error, void *userdata) {
                                                    : error == -ESHUTDOWN ? "visierd is stopping"
                                                                          : strerror(-error),
                                             &status);
-        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, r ? status : 500);
+        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, r ? status : 500,
+                              clock_now() - t->req->started);
         http_request_answer(t->req, status, r);
 }
 
@@ -953,7 +955,8 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 r = http_response_status("BadRequest", true,
                                          "the path holds a character that must be percent-encoded (byte 0x%02x)",
                                          (unsigned) bad);
-                metrics_local_request(m->metrics, req->method, "unmatched", r ? *ret_status : 500);
+                metrics_local_request(m->metrics, req->method, "unmatched", r ? *ret_status : 500,
+                                      clock_now() - req->started);
                 return r;
         }
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
@@ -1046,7 +1049,8 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 r = http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", r ? *ret_status : 500);
+        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", r ? *ret_status : 500,
+                              clock_now() - req->started);
         return r;
 }
 

@@ -426,6 +426,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 req->method = method;
                 req->path = url;
                 req->id = ++h->next_id;
+                req->started = clock_now();
                 req->over_capacity = c && c->over_capacity;
                 req->draining = h->draining;
                 /* The connection's memory is max_header_size plus room for the answer's header

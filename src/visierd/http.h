@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "clock.h"
 #include "macro.h"
 
 typedef struct HttpServer HttpServer;
@@ -47,6 +48,7 @@ typedef struct HttpRequest {
         bool over_capacity;  /* arrived on a connection past max_connections (ops routes only) */
         bool draining;       /* arrived after shutdown began */
         uint64_t id;
+        usec_t started;      /* clock_now() when its head had arrived */
 
         /* Owned by the HTTP layer. */
         HttpServer *server;

@@ -25,6 +25,8 @@
 
 static const double latency_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
 static const double items_buckets[] = { 1, 10, 50, 100, 250, 500, 1000 };
+static const double local_latency_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                 0.025,  0.05,    0.1,    0.25,  1,      5,     30 };
 
 typedef struct Series {
         char a[LABEL_MAX], b[LABEL_MAX], c[24];
@@ -42,9 +44,20 @@ typedef struct Histogram {
         double sum;
 } Histogram;
 
+/* Local request latency per route: the routes seen first get a histogram each, the rest share
+ * the last one ("other"). */
+#define ROUTE_HISTOGRAMS 64
+
+typedef struct RouteHistogram {
+        char route[LABEL_MAX];
+        Histogram h;
+} RouteHistogram;
+
 struct Metrics {
         pthread_mutex_t lock;
         Table requests; /* method, route, status */
+        RouteHistogram latency[ROUTE_HISTOGRAMS];
+        size_t n_latency;
         Table upstream; /* endpoint, status */
         Histogram upstream_latency;
         Histogram write_items;
@@ -113,12 +126,27 @@ static const char *method_label(const char *method) {
         return "other";
 }
 
-void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status) {
+static Histogram *route_histogram_locked(Metrics *m, const char *route) {
+        size_t i;
+
+        for (i = 0; i < m->n_latency; i++)
+                if (streq(m->latency[i].route, route))
+                        return &m->latency[i].h;
+        if (m->n_latency < ROUTE_HISTOGRAMS - 1 || (m->n_latency == ROUTE_HISTOGRAMS - 1 && streq(route, "other"))) {
+                snprintf(m->latency[m->n_latency].route, LABEL_MAX, "%s", route);
+                return &m->latency[m->n_latency++].h;
+        }
+        return route_histogram_locked(m, "other");
+}
+
+void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status, usec_t latency) {
         char s[24];
 
         snprintf(s, sizeof(s), "%u", status);
         pthread_mutex_lock(&m->lock);
         table_inc(&m->requests, method_label(method), route, s);
+        histogram_observe(route_histogram_locked(m, route), local_latency_buckets, ELEMENTSOF(local_latency_buckets),
+                          (double) latency / (double) USEC_PER_SEC);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -306,6 +334,26 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                 fputs("\",status=\"", f);
                 label_write(f, m->requests.series[i].c);
                 fprintf(f, "\"} %llu\n", (unsigned long long) m->requests.series[i].count);
+        }
+        header(f, "visierd_http_request_duration_seconds", "histogram",
+               "Local API requests from their head's arrival to their answer, by route.");
+        for (size_t i = 0; i < m->n_latency; i++) {
+                const Histogram *h = &m->latency[i].h;
+
+                for (size_t b = 0; b < ELEMENTSOF(local_latency_buckets); b++) {
+                        fputs("visierd_http_request_duration_seconds_bucket{route=\"", f);
+                        label_write(f, m->latency[i].route);
+                        fprintf(f, "\",le=\"%g\"} %llu\n", local_latency_buckets[b], (unsigned long long) h->buckets[b]);
+                }
+                fputs("visierd_http_request_duration_seconds_bucket{route=\"", f);
+                label_write(f, m->latency[i].route);
+                fprintf(f, "\",le=\"+Inf\"} %llu\n", (unsigned long long) h->count);
+                fputs("visierd_http_request_duration_seconds_sum{route=\"", f);
+                label_write(f, m->latency[i].route);
+                fprintf(f, "\"} %.6f\n", h->sum);
+                fputs("visierd_http_request_duration_seconds_count{route=\"", f);
+                label_write(f, m->latency[i].route);
+                fprintf(f, "\"} %llu\n", (unsigned long long) h->count);
         }
         header(f, "visierd_upstream_requests_total", "counter",
                "Calls to Visier by endpoint and status (\"error\": no HTTP answer).");
