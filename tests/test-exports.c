@@ -308,6 +308,22 @@ START_TEST(test_export_runs) {
         }
         ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
         ck_assert_int_gt(json_integer_value(json_object_get(json_object_get(j, "result"), "bytes")), 100);
+        /* Counted in /metrics: one run, its bytes, its duration. */
+        {
+                long long bytes = json_integer_value(json_object_get(json_object_get(j, "result"), "bytes"));
+                char *u = visierd_url(&vd, "/metrics"), want[96];
+                HttpResult mr;
+
+                http_request("GET", u, NULL, NULL, 10000, &mr);
+                free(u);
+                ck_assert_int_eq(mr.status, 200);
+                ck_assert_msg(strstr(mr.body, "\nvisierd_export_runs_total{result=\"succeeded\"} 1\n"), "%s", mr.body);
+                ck_assert(strstr(mr.body, "\nvisierd_export_runs_total{result=\"failed\"} 0\n"));
+                snprintf(want, sizeof(want), "\nvisierd_export_run_bytes_total %lld\n", bytes);
+                ck_assert_msg(strstr(mr.body, want), "no '%s'", want + 1);
+                ck_assert(strstr(mr.body, "\nvisierd_export_run_duration_seconds_count 1\n"));
+                http_result_done(&mr);
+        }
         json_decref(j);
         /* A run of another export does not answer under this name. */
         snprintf(path, sizeof(path), "/exports/headcount/runs/%lld", id);

@@ -327,13 +327,16 @@ static int load_exports(const Config *c, Exports **ret) {
         return r;
 }
 
-static void on_export_run(void *userdata, int64_t job_id, bool ok, const char *message) {
+static void on_export_run(void *userdata, const RunnerEvent *e) {
+        Manager *m = userdata;
         char job[48];
         const char *fields[] = { job, NULL };
 
-        snprintf(job, sizeof(job), "JOB_ID=%lld", (long long) job_id);
-        log_full(ok ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields, "export run %lld %s%s%s", (long long) job_id,
-                 ok ? "succeeded" : "failed", message ? ": " : "", strempty(message));
+        metrics_export_run(m->metrics, e->ok, e->bytes, e->duration);
+        snprintf(job, sizeof(job), "JOB_ID=%lld", (long long) e->job_id);
+        log_full(e->ok ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields, "export run %lld %s (%llu bytes in %.1f s)%s%s",
+                 (long long) e->job_id, e->ok ? "succeeded" : "failed", (unsigned long long) e->bytes,
+                 (double) e->duration / (double) USEC_PER_SEC, e->message ? ": " : "", strempty(e->message));
 }
 
 int manager_start(Manager *m) {

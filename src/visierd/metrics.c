@@ -65,6 +65,8 @@ struct Metrics {
         uint64_t signins[2]; /* refused, started */
         uint64_t auth_failures[_METRICS_AUTH_MAX];
         uint64_t refusals[_METRICS_REFUSED_MAX];
+        uint64_t export_runs[2], export_bytes; /* failed, succeeded */
+        Histogram export_duration;
 };
 
 int metrics_new(Metrics **ret) {
@@ -203,6 +205,17 @@ void metrics_auth_failure(Metrics *m, MetricsAuthFailure reason) {
                 return;
         pthread_mutex_lock(&m->lock);
         m->auth_failures[reason]++;
+        pthread_mutex_unlock(&m->lock);
+}
+
+static const double export_buckets[] = { 1, 5, 15, 60, 300, 900, 3600, 14400 };
+
+void metrics_export_run(Metrics *m, bool ok, uint64_t bytes, usec_t duration) {
+        pthread_mutex_lock(&m->lock);
+        m->export_runs[ok]++;
+        m->export_bytes += bytes;
+        histogram_observe(&m->export_duration, export_buckets, ELEMENTSOF(export_buckets),
+                          (double) duration / (double) USEC_PER_SEC);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -380,6 +393,14 @@ char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len) {
                "wrong credentials.");
         fprintf(f, "visierd_signins_total{result=\"ok\"} %llu\n", (unsigned long long) m->signins[1]);
         fprintf(f, "visierd_signins_total{result=\"refused\"} %llu\n", (unsigned long long) m->signins[0]);
+        header(f, "visierd_export_runs_total", "counter", "Export runs that ended, by result.");
+        fprintf(f, "visierd_export_runs_total{result=\"succeeded\"} %llu\n", (unsigned long long) m->export_runs[1]);
+        fprintf(f, "visierd_export_runs_total{result=\"failed\"} %llu\n", (unsigned long long) m->export_runs[0]);
+        header(f, "visierd_export_run_bytes_total", "counter", "Bytes export runs wrote to their results.");
+        fprintf(f, "visierd_export_run_bytes_total %llu\n", (unsigned long long) m->export_bytes);
+        header(f, "visierd_export_run_duration_seconds", "histogram", "Duration of export runs.");
+        histogram_render(f, "visierd_export_run_duration_seconds", &m->export_duration, export_buckets,
+                         ELEMENTSOF(export_buckets));
         header(f, "visierd_refused_requests_total", "counter",
                "Requests refused 503 because a limit was reached: max_connections, max_held_requests or "
                "max_connections_per_client ([listen]).");

@@ -58,6 +58,8 @@ typedef enum MetricsRefusal {
         _METRICS_REFUSED_MAX,
 } MetricsRefusal;
 void metrics_refusal(Metrics *m, MetricsRefusal reason);
+/* An export run ended. */
+void metrics_export_run(Metrics *m, bool ok, uint64_t bytes, usec_t duration);
 
 /* The whole exposition (caller frees). */
 char *metrics_render(Metrics *m, const MetricsGauges *g, size_t *ret_len);

@@ -24,6 +24,8 @@ struct Runner {
         pthread_t thread;
         bool started, stopping, woken;
         bool store_trouble; /* an outcome could not be recorded (thread only) */
+        usec_t run_started; /* the run in progress (thread only) */
+        uint64_t run_bytes;
 };
 
 void runner_result_path(const char *results_dir, int64_t job_id, ExportFormat format, char *buf, size_t len) {
@@ -44,7 +46,9 @@ static void finish(Runner *rn, int64_t id, bool ok, long status, const char *err
                         rn->store_trouble = true;
         }
         if (rn->event)
-                rn->event(rn->userdata, id, ok, error);
+                rn->event(rn->userdata, &(RunnerEvent) { .job_id = id, .ok = ok, .message = error,
+                                                          .bytes = rn->run_bytes,
+                                                          .duration = clock_now() - rn->run_started });
 }
 
 static void run_one(Runner *rn, int64_t id, const char *request) {
@@ -60,6 +64,8 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
         int fd = -1, r;
         ssize_t n;
 
+        rn->run_started = clock_now();
+        rn->run_bytes = 0;
         if (!req || !query || format < 0 || !body) {
                 finish(rn, id, false, 0, "the run's request is damaged", NULL);
                 goto out;
@@ -137,6 +143,7 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                         off += w;
                 }
                 bytes += (uint64_t) n;
+                rn->run_bytes = bytes;
         }
         if (n < 0 || fsync(fd) < 0) {
                 finish(rn, id, false, status, n < 0 ? "Visier's answer broke off before its end" : strerror(errno), NULL);

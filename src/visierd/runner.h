@@ -14,7 +14,17 @@
 
 #define RUNNER_RESULT_SWEEP (60 * USEC_PER_SEC)
 
-typedef void (*runner_event_fn)(void *userdata, int64_t job_id, bool ok, const char *message);
+/* A run ended: its job, whether it succeeded (and why not), the bytes it had written and how
+ * long it took. */
+typedef struct RunnerEvent {
+        int64_t job_id;
+        bool ok;
+        const char *message;
+        uint64_t bytes;
+        usec_t duration;
+} RunnerEvent;
+
+typedef void (*runner_event_fn)(void *userdata, const RunnerEvent *e);
 
 typedef struct Runner Runner;
 
