@@ -188,6 +188,22 @@ START_TEST(test_health_ready) {
 }
 END_TEST
 
+/* check: ready, and a read through visierd reaches Visier (not the cache) and comes back. */
+START_TEST(test_check) {
+        long long before;
+        char *out;
+
+        start_all("[cache]\nmax_bytes = 1048576\nmodel_ttl = 300\n"); /* capabilities would be cached */
+        before = sim_calls(&sim, "/v1/admin/capabilities");
+        ck_assert_int_eq(CTL(&out, "check"), 0);
+        ck_assert_str_eq(out, "readyz:  ready\nread:    GET /v1/admin/capabilities through visierd: 200 from Visier\n");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "check"), 0);
+        free(out);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities") - before, 2); /* each one reached Visier */
+}
+END_TEST
+
 START_TEST(test_health_not_ready) {
         char bad[192], *out;
         json_t *j;
@@ -204,6 +220,10 @@ START_TEST(test_health_not_ready) {
         for (int i = 0; i < 500 && sim_counter(&sim, "login_failures") < 1; i++)
                 clock_sleep(10 * USEC_PER_MSEC);
 
+        ck_assert_int_eq(CTL(&out, "check"), 5);
+        assert_has(out, "readyz:  not ready\n  - no valid Visier token");
+        assert_lacks(out, "read:");
+        free(out);
         ck_assert_int_eq(CTL(&out, "health"), 5);
         assert_has(out, "healthz: ok");
         assert_has(out, "readyz:  not ready");
@@ -991,6 +1011,7 @@ int main(void) {
         tcase_add_test(tc, test_status);
         tcase_add_test(tc, test_health_ready);
         tcase_add_test(tc, test_health_not_ready);
+        tcase_add_test(tc, test_check);
         tcase_add_test(tc, test_submit_job_and_wait);
         tcase_add_test(tc, test_submit_bad_file);
         tcase_add_test(tc, test_submit_wait);

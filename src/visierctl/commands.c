@@ -254,6 +254,45 @@ out:
         return r;
 }
 
+/* A live connectivity test, for after a deploy: visierd is ready (it holds a token), and a
+ * read goes through it to Visier and back (Cache-Control: no-cache, so no cached answer
+ * stands in for Visier's). */
+static int ctl_check(Ctl *ctl) {
+        const char *no_cache[] = { "Cache-Control: no-cache", NULL };
+        ClientReply ready = {}, read = {};
+        int r;
+
+        r = ctl_call(ctl, "GET", "/readyz", NULL, NULL, 0, 0, &ready);
+        if (r != CTL_EXIT_OK)
+                goto out;
+        if (ready.status != 200) {
+                const json_t *reasons = json_object_get(ready.json, "reasons"), *v;
+                size_t i;
+
+                printf("readyz:  not ready\n");
+                json_array_foreach(reasons, i, v)
+                        printf("  - %s\n", strempty(json_string_value(v)));
+                output_error("visierd is not ready");
+                r = CTL_EXIT_NOT_READY;
+                goto out;
+        }
+        printf("readyz:  ready\n");
+        r = ctl_call(ctl, "GET", "/v1/admin/capabilities", no_cache, NULL, 0, 0, &read);
+        if (r != CTL_EXIT_OK)
+                goto out;
+        if (read.status != 200) {
+                printf("read:    GET /v1/admin/capabilities answered %ld\n", read.status);
+                r = ctl_refused(ctl, &read);
+                goto out;
+        }
+        printf("read:    GET /v1/admin/capabilities through visierd: 200 from Visier\n");
+        r = CTL_EXIT_OK;
+out:
+        client_reply_done(&ready);
+        client_reply_done(&read);
+        return r;
+}
+
 /* ---- jobs ---- */
 
 static const char *const job_states[] = { "queued", "running", "succeeded", "failed", "cancelled" };
@@ -1045,6 +1084,7 @@ out:
 const Command commands[] = {
         { "status", ctl_status, 0, 0, 0, "status" },
         { "health", ctl_health, 0, 0, 0, "health" },
+        { "check", ctl_check, 0, 0, 0, "check" },
         { "jobs", ctl_jobs, 0, 0, CTL_OPT_STATE | CTL_OPT_LIMIT | CTL_OPT_BEFORE,
           "jobs [--state STATE] [--limit N] [--before ID]" },
         { "job", ctl_job, 1, 1, 0, "job ID" },
