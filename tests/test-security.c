@@ -573,6 +573,49 @@ START_TEST(test_connection_limit) {
 }
 END_TEST
 
+/* ---- logs ---- */
+
+/* [log] format = json writes one JSON object a line (time, level, pid, message and the
+ * entry's fields); VISIERD_LOG_LEVEL=debug adds the token refresh schedule and each write
+ * call's batch. */
+START_TEST(test_log_json_and_debug) {
+        const char *const env[] = { "VISIERD_LOG_LEVEL=debug", NULL };
+        const char *wait[] = { "Prefer: wait=20", NULL };
+        bool refresh = false, batch = false, job = false;
+        char *log, *line, *save = NULL;
+        int lines = 0;
+
+        sim_start(&sim, NULL);
+        harness_child_env = env;
+        visierd_start(&vd, &sim, NULL, "[log]\nformat = json\n[jobs]\nbatch_delay_ms = 0\n");
+        harness_child_env = NULL;
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", wait, "{\"permissions\":[{\"displayName\":\"logged\"}]}",
+                             NULL),
+                         200);
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        log = harness_read_file(vd.log);
+        for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                json_t *j = json_loads(line, 0, NULL);
+                const char *msg = json_string_value(json_object_get(j, "message"));
+                const char *level = json_string_value(json_object_get(j, "level"));
+
+                ck_assert_msg(j && msg && level && json_is_string(json_object_get(j, "time")) &&
+                                      json_is_integer(json_object_get(j, "pid")),
+                              "not a JSON log line: %s", line);
+                refresh |= streq(level, "debug") && strncmp(msg, "token refresh due in about ", 27) == 0;
+                batch |= streq(level, "debug") && streq(msg, "batch: create of 1 items merged from 1 jobs");
+                job |= streq(level, "info") && strstr(msg, "succeeded") && json_is_string(json_object_get(j, "JOB_ID")) &&
+                       streq(strempty(json_string_value(json_object_get(j, "message_id"))), "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e09");
+                json_decref(j);
+                lines++;
+        }
+        ck_assert_int_gt(lines, 3);
+        ck_assert_msg(refresh && batch && job, "refresh %d, batch %d, job %d", refresh, batch, job);
+        free(log);
+}
+END_TEST
+
 /* ---- secrets out of core dumps ---- */
 
 /* visierd holds the API key and the password: it leaves no core dump even when started with
@@ -817,6 +860,7 @@ int main(void) {
         tcase_add_test(tc, test_failed_authentication_slows_down);
         tcase_add_test(tc, test_cross_site_without_origin);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
+        tcase_add_test(tc, test_log_json_and_debug);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -76,6 +76,9 @@ const ConfigKey config_keys[] = {
                  "local sign-in sessions kept at once; when full, a sign-in ends the one that would end first"),
         KEY_UINT("listen", "max_header_size", max_header_size, "6144", 1024, 1048576,
                  "largest request line and headers accepted, in bytes"),
+        KEY_STRING("log", "format", log_format, "text",
+                   "format of the log lines on standard error (never the journal's): text, or json for one object "
+                   "a line"),
         KEY_STRING("policy", "allow", policy_allow, NULL,
                    "operations denied by default that clients may use anyway: \"METHOD PATH\" as Visier's definitions "
                    "write them, comma-separated"),
@@ -519,6 +522,8 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
+        if (!streq(c->log_format, "text") && !streq(c->log_format, "json"))
+                config_error(errors, "%s: [log] format: '%s' is not text or json", name, c->log_format);
         if (!streq(c->publish, "direct") && !streq(c->publish, "project"))
                 config_error(errors, "%s: [jobs] publish: '%s' is not direct or project", name, c->publish);
         if (c->project_tenants && strlen(c->project_tenants) >= CONFIG_PROJECT_TENANTS_MAX)

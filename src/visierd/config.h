@@ -76,6 +76,7 @@ typedef struct Config {
         unsigned max_header_size; /* bytes: libmicrohttpd's per-connection memory pool */
         unsigned session_lifetime; /* seconds */
         char *policy_allow;        /* [policy] allow: denied operations allowed anyway, or NULL */
+        char *log_format;          /* [log] format: "text" or "json" */
         unsigned max_sessions;
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */

@@ -2,8 +2,11 @@
 /*
  * Log sink (see log.h). Thread-safe: each line is one write(2) or one sd_journal_sendv().
  */
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -11,12 +14,18 @@
 #include <time.h>
 
 #include "log.h"
+#include "parse.h"
 
 #define LOG_LINE_MAX 2048
 #define LOG_FIELDS_MAX 16
 
 static bool log_to_journal;
+static bool log_json; /* stderr lines as JSON objects ([log] format = json) */
 static int log_max_level = LOG_INFO;
+
+void log_set_json(bool json) {
+        log_json = json;
+}
 
 void log_setup(void) {
         const char *e = getenv("JOURNAL_STREAM");
@@ -69,16 +78,42 @@ void log_full(int priority, const char *msgid, const char *const *fields, const 
                         iov[n++] = (struct iovec) { (void *) fields[i], strlen(fields[i]) };
                 sd_journal_sendv(iov, (int) n);
         } else {
-                char line[LOG_LINE_MAX + 64];
+                char line[LOG_LINE_MAX * 2 + 512], when[96];
                 struct timespec ts;
                 struct tm tm;
                 int len;
 
                 clock_gettime(CLOCK_REALTIME, &ts);
                 gmtime_r(&ts.tv_sec, &tm);
-                len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ visierd[%d] %s: %s\n",
-                               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                               ts.tv_nsec / 1000000, (int) getpid(), priority_name(priority), msg);
+                snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+                if (log_json) {
+                        /* One object a line: time, level, pid, message, message_id and the journal
+                         * fields by their names. */
+                        json_t *o;
+                        char *text;
+
+                        (void) utf8_sanitize(msg);
+                        o = json_pack("{s:s, s:s, s:i, s:s}", "time", when, "level", priority_name(priority), "pid",
+                                      (int) getpid(), "message", msg);
+                        if (o && msgid)
+                                json_object_set_new(o, "message_id", json_string(msgid));
+                        for (size_t i = 0; o && fields && fields[i]; i++) {
+                                const char *eq = strchr(fields[i], '=');
+                                char key[64];
+
+                                if (!eq || (size_t) (eq - fields[i]) >= sizeof(key))
+                                        continue;
+                                snprintf(key, sizeof(key), "%.*s", (int) (eq - fields[i]), fields[i]);
+                                json_object_set_new(o, key, json_string(eq + 1));
+                        }
+                        text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+                        json_decref(o);
+                        len = snprintf(line, sizeof(line), "%s\n", text ? text : "{\"message\":\"out of memory\"}");
+                        free(text);
+                } else
+                        len = snprintf(line, sizeof(line), "%s visierd[%d] %s: %s\n", when, (int) getpid(),
+                                       priority_name(priority), msg);
                 if (len > (int) sizeof(line) - 1)
                         len = (int) sizeof(line) - 1;
                 if (write(STDERR_FILENO, line, (size_t) len) < 0) {

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <syslog.h>
 
 #include "macro.h"
@@ -25,6 +26,8 @@
 
 void log_setup(void);
 void log_set_max_level(int level);
+/* Lines on stderr as one JSON object each instead of text (never for the journal). */
+void log_set_json(bool json);
 
 /* fields: NULL-terminated list of "KEY=value" strings for the journal (may be NULL). */
 _printf_(4, 5) void log_full(int priority, const char *msgid, const char *const *fields, const char *fmt, ...);

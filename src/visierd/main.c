@@ -125,6 +125,7 @@ int main(int argc, char *argv[]) {
                 if (r < 0)
                         return EXIT_CONFIG;
         }
+        log_set_json(streq(config->log_format, "json"));
         if (check_only) {
                 _cleanup_(exports_freep) Exports *exports = NULL;
                 char **errors = NULL;

@@ -192,6 +192,10 @@ static void on_login(void *userdata, int result, const char *err, usec_t backoff
         if (result >= 0) {
                 /* The keeper's thread: the configuration may be swapped by a reload meanwhile. */
                 pthread_rwlock_rdlock(&m->config_lock);
+                log_debug("token refresh due in about %u s (token_lifetime %u s less refresh_margin %u s, less a "
+                          "little jitter)",
+                          m->config->token_lifetime - m->config->refresh_margin, m->config->token_lifetime,
+                          m->config->refresh_margin);
                 log_full(LOG_INFO, LOG_MSGID_LOGIN_OK, NULL, "logged in to Visier as %s; token trusted for %u s",
                          m->config->username, m->config->token_lifetime);
                 pthread_rwlock_unlock(&m->config_lock);
@@ -274,6 +278,8 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
         switch (e->kind) {
         case PUBLISHER_CALL:
                 metrics_write_call(((Manager *) userdata)->metrics, e->n_items);
+                log_full(LOG_DEBUG, LOG_MSGID_WRITE_CALL, fields + 1, "batch: %s of %zu items merged from %zu jobs", e->op,
+                         e->n_items, e->n_jobs);
                 if (e->message)
                         log_full(LOG_WARNING, LOG_MSGID_WRITE_CALL, fields + 1,
                                  "write call (%s of %zu items from %zu jobs) failed: %s", e->op, e->n_items, e->n_jobs,
@@ -654,6 +660,7 @@ int manager_reload(Manager *m) {
         pthread_rwlock_wrlock(&m->config_lock);
         old = m->config;
         m->config = nc;
+        log_set_json(streq(nc->log_format, "json"));
         old_exports = m->exports;
         m->exports = nx;
         pthread_rwlock_unlock(&m->config_lock);
