@@ -55,6 +55,9 @@ ${2:-}
 port = 0
 [store]
 database = $work/visierd.db
+[log]
+# As nginx runs here, with access logs off.
+access = no
 CONF
         "$build/visierd" --config "$work/visierd.conf" 2>"$work/visierd.log" &
         vd_pid=$!

@@ -55,6 +55,8 @@ rate_limit_hour = 100000000
 port = 0
 [store]
 database = $work/$1.db
+[log]
+access = no
 CONF
         "$build/visierd" --config "$work/$1.conf" 2>"$work/$1.log" &
         vd_pid=$!

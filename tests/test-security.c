@@ -581,7 +581,7 @@ END_TEST
 START_TEST(test_log_json_and_debug) {
         const char *const env[] = { "VISIERD_LOG_LEVEL=debug", NULL };
         const char *wait[] = { "Prefer: wait=20", NULL };
-        bool refresh = false, batch = false, job = false;
+        bool refresh = false, batch = false, job = false, access = false;
         char *log, *line, *save = NULL;
         int lines = 0;
 
@@ -607,11 +607,36 @@ START_TEST(test_log_json_and_debug) {
                 batch |= streq(level, "debug") && streq(msg, "batch: create of 1 items merged from 1 jobs");
                 job |= streq(level, "info") && strstr(msg, "succeeded") && json_is_string(json_object_get(j, "JOB_ID")) &&
                        streq(strempty(json_string_value(json_object_get(j, "message_id"))), "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e09");
+                /* The access line of the write: method, route, status, duration, client, request ID. */
+                if (streq(level, "info") && strncmp(msg, "POST /v1/admin/permissions 200 ", 31) == 0) {
+                        char rid[32];
+
+                        snprintf(rid, sizeof(rid), " request=%s",
+                                 strempty(json_string_value(json_object_get(j, "REQUEST_ID"))));
+                        access |= strstr(msg, " ms client=tcp:127.0.0.1 request=") && strstr(msg, rid) &&
+                                  rid[9] != '\0';
+                }
                 json_decref(j);
                 lines++;
         }
         ck_assert_int_gt(lines, 3);
-        ck_assert_msg(refresh && batch && job, "refresh %d, batch %d, job %d", refresh, batch, job);
+        ck_assert_msg(refresh && batch && job && access, "refresh %d, batch %d, job %d, access %d", refresh, batch, job,
+                      access);
+        free(log);
+}
+END_TEST
+
+/* [log] access = no: no line per request. */
+START_TEST(test_access_log_off) {
+        char *log;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[log]\naccess = no\n");
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        log = harness_read_file(vd.log);
+        ck_assert_msg(!strstr(log, "GET /v1/admin/capabilities 200 "), "log:\n%s", log);
         free(log);
 }
 END_TEST
@@ -861,6 +886,7 @@ int main(void) {
         tcase_add_test(tc, test_cross_site_without_origin);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
+        tcase_add_test(tc, test_access_log_off);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -459,6 +459,22 @@ typedef struct QueryBuilder {
 
 /* ---- dispatch ---- */
 
+/* A request answered: counted, and (with [log] access) logged. */
+static void request_answered(Manager *m, const HttpRequest *req, const char *route, unsigned status) {
+        usec_t latency = clock_now() - req->started;
+
+        metrics_local_request(m->metrics, req->method, route, status, latency);
+        if (atomic_load(&m->access_log)) {
+                char rid[48];
+                const char *fields[] = { rid, NULL };
+
+                snprintf(rid, sizeof(rid), "REQUEST_ID=%llu", (unsigned long long) req->id);
+                log_full(LOG_INFO, LOG_MSGID_REQUEST, fields, "%s %s %u %.3f ms client=%s request=%llu", req->method,
+                         route, status, (double) latency / (double) USEC_PER_MSEC, req->client,
+                         (unsigned long long) req->id);
+        }
+}
+
 static struct MHD_Response *refuse_authentication(Manager *m, HttpRequest *req, const Route *route,
                                                   struct MHD_Response *refusal, unsigned *ret_status,
                                                   MetricsAuthFailure reason);
@@ -576,8 +592,7 @@ static void task_drop(ApiTask *t) {
 static void task_answer(ApiTask *t, unsigned status, struct MHD_Response *resp) {
         if (resp == t->resp)
                 t->resp = NULL;
-        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, resp ? status : 500,
-                              clock_now() - t->req->started);
+        request_answered(t->m, t->req, t->route->pattern, resp ? status : 500);
         http_request_answer(t->req, status, resp);
 }
 
@@ -794,8 +809,7 @@ static void on_follow(CacheEntry *e, int error, void *userdata) {
                                                    : error == -ESHUTDOWN ? "visierd is stopping"
                                                                          : strerror(-error),
                                             &status);
-        metrics_local_request(t->m->metrics, t->req->method, t->route->pattern, r ? status : 500,
-                              clock_now() - t->req->started);
+        request_answered(t->m, t->req, t->route->pattern, r ? status : 500);
         http_request_answer(t->req, status, r);
 }
 
@@ -955,8 +969,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 r = http_response_status("BadRequest", true,
                                          "the path holds a character that must be percent-encoded (byte 0x%02x)",
                                          (unsigned) bad);
-                metrics_local_request(m->metrics, req->method, "unmatched", r ? *ret_status : 500,
-                                      clock_now() - req->started);
+                request_answered(m, req, "unmatched", r ? *ret_status : 500);
                 return r;
         }
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
@@ -1049,8 +1062,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 r = http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        metrics_local_request(m->metrics, req->method, route ? route->pattern : "unmatched", r ? *ret_status : 500,
-                              clock_now() - req->started);
+        request_answered(m, req, route ? route->pattern : "unmatched", r ? *ret_status : 500);
         return r;
 }
 

@@ -79,6 +79,9 @@ const ConfigKey config_keys[] = {
         KEY_STRING("log", "format", log_format, "text",
                    "format of the log lines on standard error (never the journal's): text, or json for one object "
                    "a line"),
+        KEY_STRING("log", "access", log_access, "yes",
+                   "log a line for every local request (method, route, status, duration, client, request ID): yes or "
+                   "no"),
         KEY_STRING("policy", "allow", policy_allow, NULL,
                    "operations denied by default that clients may use anyway: \"METHOD PATH\" as Visier's definitions "
                    "write them, comma-separated"),
@@ -522,6 +525,8 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
+        if (!streq(c->log_access, "yes") && !streq(c->log_access, "no"))
+                config_error(errors, "%s: [log] access: '%s' is not yes or no", name, c->log_access);
         if (!streq(c->log_format, "text") && !streq(c->log_format, "json"))
                 config_error(errors, "%s: [log] format: '%s' is not text or json", name, c->log_format);
         if (!streq(c->publish, "direct") && !streq(c->publish, "project"))

@@ -77,6 +77,7 @@ typedef struct Config {
         unsigned session_lifetime; /* seconds */
         char *policy_allow;        /* [policy] allow: denied operations allowed anyway, or NULL */
         char *log_format;          /* [log] format: "text" or "json" */
+        char *log_access;          /* [log] access: "yes" or "no" */
         unsigned max_sessions;
         unsigned idle_timeout;  /* seconds */
         unsigned read_timeout;  /* seconds to send a whole request */

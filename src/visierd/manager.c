@@ -347,6 +347,8 @@ static void on_export_run(void *userdata, const RunnerEvent *e) {
 
 int manager_start(Manager *m) {
         const Config *c = m->config;
+
+        atomic_store(&m->access_log, streq(c->log_access, "yes"));
         UpstreamSettings us;
         PublisherSettings ps;
         char err[512] = "";
@@ -661,6 +663,7 @@ int manager_reload(Manager *m) {
         old = m->config;
         m->config = nc;
         log_set_json(streq(nc->log_format, "json"));
+        atomic_store(&m->access_log, streq(nc->log_access, "yes"));
         old_exports = m->exports;
         m->exports = nx;
         pthread_rwlock_unlock(&m->config_lock);

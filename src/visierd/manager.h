@@ -7,6 +7,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <systemd/sd-event.h>
 
 #include "authfail.h"
@@ -47,6 +48,7 @@ typedef struct Manager {
         sd_event *event;         /* the one loop: signals, timers, HTTP, completions */
         sd_event_source *drain_timer;
         bool draining;
+        atomic_bool access_log;  /* [log] access (set at start and on reload) */
         /* Loop thread only: */
         unsigned held;           /* requests answered later (worker or hold) */
         void *client_counts;     /* requests in progress per identified client (api.c) */
