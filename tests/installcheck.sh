@@ -14,6 +14,18 @@ if [ -n "$destdir" ]; then
         echo "installed under DESTDIR=$destdir: its compiled-in paths name the final locations; skipping"
         exit 77
 fi
+# Never on a live installation: the check rewrites the installed configuration for a while and
+# runs a visierd on the state directory.
+if [ -e "$statedir/visierd.db" ] || [ -e "$statedir/visierd.db.lock" ]; then
+        echo "installcheck: $statedir already holds a job database (a live installation?); skipping"
+        exit 77
+fi
+case $confdir in
+/etc/*)
+        echo "installcheck: $confdir is a system configuration directory; run it on a scratch prefix (as distcheck does); skipping"
+        exit 77
+        ;;
+esac
 visierd=$sbindir/visierd
 sim=$bindir/visier-sim
 conf=$confdir/visierd.conf

@@ -815,7 +815,8 @@ START_TEST(test_metrics) {
                               now);
         }
         ck_assert_double_eq(sample(after, "visierd_refused_requests_total{limit=\"max_held_requests\"}"), 0);
-        /* Local latency by route: the 3 reads of capabilities, each in some bucket up to +Inf. */
+        /* Local latency by route of visierd's own (capabilities is one: its reads are
+         * cached), each answer in some bucket up to +Inf; the unmatched path under its own. */
         ck_assert_double_eq(
                 sample(after, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}") -
                         fmax(0, sample(before, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}")),
@@ -824,6 +825,8 @@ START_TEST(test_metrics) {
                 sample(after, "visierd_http_request_duration_seconds_bucket{route=\"/v1/admin/capabilities\",le=\"+Inf\"}"),
                 sample(after, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/capabilities\"}"));
         ck_assert_double_gt(sample(after, "visierd_http_request_duration_seconds_sum{route=\"/v1/admin/capabilities\"}"), 0);
+        ck_assert_double_eq(sample(after, "visierd_http_request_duration_seconds_count{route=\"/v1/admin/permissions\"}"), 1);
+        ck_assert_double_eq(sample(after, "visierd_http_request_duration_seconds_count{route=\"unmatched\"}"), 1);
         ck_assert_double_eq(sample(after, "visierd_auth_failures_total{reason=\"invalid\"}"), 0);
         free(before);
         free(after);

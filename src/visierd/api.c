@@ -373,9 +373,11 @@ static bool identify_caller(Manager *m, const Config *c, HttpRequest *req, const
  * — and a ZIP for the two uploads), JSON for everything else, which no page of another site
  * can send without a CORS preflight. */
 static const char *body_media_type(const Route *route) {
-        if (streq(route->pattern, "/v1/admin/visierSecureToken") || streq(route->pattern, "/v1/auth/oauth2/token"))
+        if (streq(route->pattern, "/v1/admin/visierSecureToken") || streq(route->pattern, "/v1/auth/oauth2/token") ||
+            streq(route->pattern, "/v1/admin/visierImpersonationToken"))
                 return "application/x-www-form-urlencoded";
-        if (streq(route->pattern, "/v1/admin/projects/*/commits") || streq(route->pattern, "/v1beta/admin/sources"))
+        if (streq(route->method, "PUT") &&
+            (streq(route->pattern, "/v1/admin/projects/*/commits") || streq(route->pattern, "/v1beta/admin/sources")))
                 return "application/zip";
         return "application/json";
 }
@@ -450,20 +452,26 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         return allowed;
 }
 
-typedef struct QueryBuilder {
+struct QueryBuilder {
         char buf[API_QUERY_MAX];
         size_t len;
         bool overflow;
         int bad_byte;  /* the first byte that must be percent-encoded (-1: none) */
-} QueryBuilder;
+};
 
 /* ---- dispatch ---- */
 
-/* A request answered: counted, and (with [log] access) logged. */
-static void request_answered(Manager *m, const HttpRequest *req, const char *route, unsigned status) {
+static bool route_is_own(const Route *route);
+
+/* A request answered (ROUTE NULL: none matched): counted, and (with [log] access) logged. Its
+ * duration is kept per route of visierd's own, and for all of Visier's API together, so that
+ * no request can spread the histograms over routes of its choosing. */
+static void request_answered(Manager *m, const HttpRequest *req, const Route *r, unsigned status) {
+        const char *route = r ? r->pattern : "unmatched";
         usec_t latency = clock_now() - req->started;
 
-        metrics_local_request(m->metrics, req->method, route, status, latency);
+        metrics_local_request(m->metrics, req->method, route, !r ? "unmatched" : route_is_own(r) ? route : "visier-api",
+                              status, latency);
         if (atomic_load(&m->access_log)) {
                 char rid[48];
                 const char *fields[] = { rid, NULL };
@@ -592,7 +600,7 @@ static void task_drop(ApiTask *t) {
 static void task_answer(ApiTask *t, unsigned status, struct MHD_Response *resp) {
         if (resp == t->resp)
                 t->resp = NULL;
-        request_answered(t->m, t->req, t->route->pattern, resp ? status : 500);
+        request_answered(t->m, t->req, t->route, resp ? status : 500);
         http_request_answer(t->req, status, resp);
 }
 
@@ -809,7 +817,7 @@ static void on_follow(CacheEntry *e, int error, void *userdata) {
                                                    : error == -ESHUTDOWN ? "visierd is stopping"
                                                                          : strerror(-error),
                                             &status);
-        request_answered(t->m, t->req, t->route->pattern, r ? status : 500);
+        request_answered(t->m, t->req, t->route, r ? status : 500);
         http_request_answer(t->req, status, r);
 }
 
@@ -817,6 +825,9 @@ static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const ch
 
 /* A proxied metadata read through the cache (on the loop): a hit is answered at once; the
  * first miss for a key fetches (on a worker), later misses for it wait for that answer. */
+typedef struct QueryBuilder QueryBuilder;
+static int query_collect(HttpRequest *req, QueryBuilder *q, unsigned *ret_status, struct MHD_Response **ret);
+
 static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status) {
         CacheEntry *e = NULL;
         CacheFlight *flight = NULL;
@@ -831,10 +842,9 @@ static struct MHD_Response *proxy_cached(Manager *m, HttpRequest *req, const Rou
         q = calloc(1, sizeof(*q));
         if (!q)
                 return NULL;
-        MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, query_append, q);
-        if (q->overflow) {
+        if (query_collect(req, q, ret_status, &r) < 0) { /* 400 or 414, before any lookup */
                 free(q);
-                return dispatch_async(m, req, route, NULL, ret_status); /* answers 414 */
+                return r;
         }
         cache_directives_parse(H("Cache-Control"), H("Pragma"), &d);
         k = cache_lookup(m->cache,
@@ -969,7 +979,7 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 r = http_response_status("BadRequest", true,
                                          "the path holds a character that must be percent-encoded (byte 0x%02x)",
                                          (unsigned) bad);
-                request_answered(m, req, "unmatched", r ? *ret_status : 500);
+                request_answered(m, req, NULL, r ? *ret_status : 500);
                 return r;
         }
         for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
@@ -1062,8 +1072,12 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
                 *ret_status = MHD_HTTP_NOT_FOUND;
                 r = http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
         }
-        request_answered(m, req, route ? route->pattern : "unmatched", r ? *ret_status : 500);
+        request_answered(m, req, route, r ? *ret_status : 500);
         return r;
+}
+
+static bool route_is_own(const Route *route) {
+        return route >= routes && route < routes + ELEMENTSOF(routes);
 }
 
 size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns) {

@@ -43,8 +43,10 @@ static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret
 }
 
 int manager_check_online(const Config *c, char *msg, size_t msg_size) {
-        _cleanup_(token_keeper_freep) TokenKeeper *tk = NULL;
+        /* Freed in the reverse order: the keeper (and a login its thread may still be making
+         * with u) before the client it uses. */
         _cleanup_(upstream_freep) Upstream *u = NULL;
+        _cleanup_(token_keeper_freep) TokenKeeper *tk = NULL;
         _cleanup_(secret_freep) Secret *token = NULL;
         char err[UPSTREAM_ERROR_MAX] = "";
         UpstreamResponse resp = {};

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -141,13 +140,14 @@ static Histogram *route_histogram_locked(Metrics *m, const char *route) {
         return route_histogram_locked(m, "other");
 }
 
-void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status, usec_t latency) {
+void metrics_local_request(Metrics *m, const char *method, const char *route, const char *latency_route, unsigned status,
+                           usec_t latency) {
         char s[24];
 
         snprintf(s, sizeof(s), "%u", status);
         pthread_mutex_lock(&m->lock);
         table_inc(&m->requests, method_label(method), route, s);
-        histogram_observe(route_histogram_locked(m, route), local_latency_buckets, ELEMENTSOF(local_latency_buckets),
+        histogram_observe(route_histogram_locked(m, latency_route), local_latency_buckets, ELEMENTSOF(local_latency_buckets),
                           (double) latency / (double) USEC_PER_SEC);
         pthread_mutex_unlock(&m->lock);
 }
@@ -277,6 +277,20 @@ static void histogram_render(FILE *f, const char *name, const Histogram *h, cons
         fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long) h->count);
 }
 
+/* When the machine booted, in seconds since the epoch (/proc/stat btime), or 0. */
+static unsigned long long boot_time(void) {
+        unsigned long long btime = 0;
+        char line[256];
+        FILE *f = fopen("/proc/stat", "re");
+
+        while (f && fgets(line, sizeof(line), f))
+                if (sscanf(line, "btime %llu", &btime) == 1)
+                        break;
+        if (f)
+                fclose(f);
+        return btime;
+}
+
 /* The process_* metrics client libraries export, from /proc/self at scrape time, and the
  * process's threads. A value that cannot be read is left out. */
 static void process_render(FILE *f) {
@@ -299,19 +313,17 @@ static void process_render(FILE *f) {
         if (p && ticks > 0 &&
             sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %lld %*d %llu %llu %lld",
                    &utime, &stime, &threads, &start, &vsize, &rss) == 6) {
-                struct sysinfo si;
-                struct timespec now;
-
                 header(f, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
                 fprintf(f, "process_cpu_seconds_total %.2f\n", (double) (utime + stime) / (double) ticks);
                 header(f, "process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.");
                 fprintf(f, "process_resident_memory_bytes %lld\n", rss * page);
                 header(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.");
                 fprintf(f, "process_virtual_memory_bytes %llu\n", vsize);
-                if (sysinfo(&si) == 0 && clock_gettime(CLOCK_REALTIME, &now) == 0) {
+                unsigned long long btime = boot_time();
+
+                if (btime > 0) {
                         header(f, "process_start_time_seconds", "gauge", "Start time since the Unix epoch, in seconds.");
-                        fprintf(f, "process_start_time_seconds %.2f\n",
-                                (double) now.tv_sec - (double) si.uptime + (double) start / (double) ticks);
+                        fprintf(f, "process_start_time_seconds %.2f\n", (double) btime + (double) start / (double) ticks);
                 }
                 header(f, "visierd_threads", "gauge", "Threads of the process.");
                 fprintf(f, "visierd_threads %lld\n", threads);

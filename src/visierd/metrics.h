@@ -33,8 +33,10 @@ Metrics *metrics_free(Metrics *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Metrics *, metrics_free);
 
 /* A local request answered: by method, route pattern (a closed set; "unmatched") and status,
- * and the time from its head's arrival to its answer (LATENCY), by route. */
-void metrics_local_request(Metrics *m, const char *method, const char *route, unsigned status, usec_t latency);
+ * and the time from its head's arrival to its answer (LATENCY) under LATENCY_ROUTE (a smaller
+ * closed set: visierd's own routes, "visier-api", "unmatched"). */
+void metrics_local_request(Metrics *m, const char *method, const char *route, const char *latency_route, unsigned status,
+                           usec_t latency);
 /* status 0: no HTTP answer (network error or timeout). */
 void metrics_upstream_call(Metrics *m, const char *endpoint, long status, usec_t latency);
 void metrics_write_call(Metrics *m, size_t items);

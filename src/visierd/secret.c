@@ -5,6 +5,7 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -57,15 +58,17 @@ static char *arena_take(size_t size) {
 }
 
 static bool arena_give_back(char *p) {
-        size_t slot;
+        bool ours;
 
-        if (!arena || p < arena || p >= arena + (size_t) ARENA_SLOTS * ARENA_SLOT)
-                return false;
-        slot = (size_t) (p - arena) / ARENA_SLOT;
         pthread_mutex_lock(&arena_lock);
-        arena_used[slot / 64] &= ~(UINT64_C(1) << (slot % 64));
+        ours = arena && p >= arena && p < arena + (size_t) ARENA_SLOTS * ARENA_SLOT;
+        if (ours) {
+                size_t slot = (size_t) (p - arena) / ARENA_SLOT;
+
+                arena_used[slot / 64] &= ~(UINT64_C(1) << (slot % 64));
+        }
         pthread_mutex_unlock(&arena_lock);
-        return true;
+        return ours;
 }
 
 Secret *secret_new(const char *data, size_t len) {
@@ -115,6 +118,17 @@ bool secret_equal(const Secret *a, const Secret *b) {
         return diff == 0;
 }
 
+/* The uid of the service user the unit runs visierd as (so that root's --check-config accepts
+ * what the service will), or (uid_t) -1 when there is none. */
+static uid_t service_uid(void) {
+        struct passwd pw, *found = NULL;
+        char buf[1024];
+
+        if (getpwnam_r(SECRET_SERVICE_USER, &pw, buf, sizeof(buf), &found) != 0 || !found)
+                return (uid_t) -1;
+        return found->pw_uid;
+}
+
 int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
         _cleanup_close_ int fd = -1;
         char buf[SECRET_FILE_MAX + 1];
@@ -150,10 +164,10 @@ int secret_read_file(const char *path, Secret **ret, char *err, size_t errlen) {
                          path, (unsigned) (st.st_mode & 07777));
                 return -EPERM;
         }
-        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        if (st.st_uid != 0 && st.st_uid != geteuid() && st.st_uid != service_uid()) {
                 snprintf(err, errlen,
-                         "secret file %s is owned by uid %u, neither root nor the user visierd runs as (uid %u); "
-                         "refusing it: whoever owns it can change it",
+                         "secret file %s is owned by uid %u, neither root nor the user visierd runs as (uid %u) nor "
+                         "the service user " SECRET_SERVICE_USER "; refusing it: whoever owns it can change it",
                          path, (unsigned) st.st_uid, (unsigned) geteuid());
                 return -EPERM;
         }

@@ -11,6 +11,9 @@
 
 #include "macro.h"
 
+/* The user the unit runs visierd as (systemd/visierd.sysusers): its files are accepted too. */
+#define SECRET_SERVICE_USER "visierd"
+
 /* Cap on a secret file's size: API keys, passwords and tokens are all far shorter. */
 #define SECRET_FILE_MAX 4096
 
