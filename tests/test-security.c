@@ -241,12 +241,62 @@ START_TEST(test_failed_authentication_slows_down) {
         ck_assert_double_eq(sample(text, "visierd_auth_failures_total{reason=\"invalid\"}"), 8);
         free(text);
         log = harness_read_file(vd.log);
-        for (const char *p = log; (p = strstr(p, "authentication failed: a token or session that is not valid from tcp:127.0.0.1")); p++)
+        /* All of 127.0.0.0/8 is one peer: a local guesser cannot spread over its addresses. */
+        for (const char *p = log; (p = strstr(p, "authentication failed: a token or session that is not valid from "
+                                                  "tcp:127.0.0.0/8"));
+             p++)
                 lines++;
         ck_assert_msg(lines >= 1 && lines <= 2, "%d log lines for 8 failures", lines);
         ck_assert(strstr(log, "its refusals are now answered with a delay") || lines == 1);
         ck_assert_ptr_null(strstr(log, token));
         free(log);
+}
+END_TEST
+
+/* Refusals answered later hold none of max_held_requests: with 8 allowed, a dozen guesses
+ * waiting for their 401 leave room for a client with a valid token, and every guess still
+ * gets its 401 (none a 503). */
+START_TEST(test_delayed_refusals_hold_no_capacity) {
+        char tail[512], tp[256], token[41], good[80];
+        const char *bad[] = { "Authorization: Bearer 0000000000000000000000000000000000000000", NULL };
+        const char *ok[] = { good, NULL };
+        pid_t kids[12];
+
+        sim_start(&sim, NULL);
+        harness_random_hex(token, 20);
+        write_token(sim.dir, "ops", token, tp, sizeof(tp));
+        snprintf(tail, sizeof(tail), "[listen]\nmax_held_requests = 8\n[client ops]\ntoken_file = %s\nrole = admin\n", tp);
+        snprintf(good, sizeof(good), "Authorization: Bearer %s", token);
+        visierd_start(&vd, &sim, NULL, tail);
+        visierd_wait_ready(&vd);
+        for (int i = 0; i < 5; i++) /* the free ones */
+                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+        for (size_t i = 0; i < ELEMENTSOF(kids); i++) {
+                kids[i] = fork();
+                ck_assert_int_ge(kids[i], 0);
+                if (kids[i] == 0)
+                        _exit(req("GET", "/status", bad, NULL, NULL) == 401 ? 0 : 1);
+        }
+        /* Wait until all twelve are held: the failure counter says they arrived. */
+        for (usec_t deadline = clock_now() + 20 * USEC_PER_SEC;;) {
+                char *text;
+                double n;
+
+                ck_assert_int_eq(req("GET", "/metrics", ok, NULL, &text), 200);
+                n = sample(text, "visierd_auth_failures_total{reason=\"invalid\"}");
+                free(text);
+                if (n >= 5 + (double) ELEMENTSOF(kids))
+                        break;
+                ck_assert_msg(clock_now() < deadline, "the guesses never all arrived");
+                clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
+        }
+        ck_assert_int_eq(req("GET", "/status", ok, NULL, NULL), 200);
+        for (size_t i = 0; i < ELEMENTSOF(kids); i++) {
+                int status;
+
+                ck_assert_int_eq(waitpid(kids[i], &status, 0), kids[i]);
+                ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a guess did not get its 401");
+        }
 }
 END_TEST
 
@@ -886,6 +936,7 @@ int main(void) {
         tcase_add_test(tc, test_metrics);
         tcase_add_test(tc, test_metrics_labels_from_closed_sets);
         tcase_add_test(tc, test_failed_authentication_slows_down);
+        tcase_add_test(tc, test_delayed_refusals_hold_no_capacity);
         tcase_add_test(tc, test_cross_site_without_origin);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);

@@ -713,19 +713,81 @@ static struct MHD_Response *dispatch_async(Manager *m, HttpRequest *req, const R
 
 /* ---- failed authentication ---- */
 
-static int on_refusal_due(sd_event_source *s, uint64_t usec, void *userdata) {
-        ApiTask *t = userdata;
+/* A 401 answered later (loop thread only): not a task, so it holds none of max_held_requests. */
+typedef struct DelayedRefusal {
+        Manager *m;
+        HttpRequest *req;
+        const Route *route;
+        struct MHD_Response *resp;
+        unsigned status;
+        sd_event_source *timer;
+        struct DelayedRefusal *prev, *next;
+} DelayedRefusal;
 
-        t->hold_timer = sd_event_source_disable_unref(t->hold_timer);
-        task_answer(t, t->status, t->resp);
+static void refusal_answer(DelayedRefusal *d) {
+        struct MHD_Response *resp = TAKE_PTR(d->resp);
+
+        d->timer = sd_event_source_disable_unref(d->timer);
+        request_answered(d->m, d->req, d->route, d->status);
+        http_request_answer(d->req, d->status, resp);
+}
+
+static int on_refusal_due(sd_event_source *s, uint64_t usec, void *userdata) {
+        refusal_answer(userdata);
         return 0;
+}
+
+/* The request ended (answered and sent, or gone). */
+static void refusal_done(void *ctx, HttpRequest *req) {
+        DelayedRefusal *d = ctx;
+        Manager *m = d->m;
+
+        if (d->prev)
+                d->prev->next = d->next;
+        else
+                m->refusals = d->next;
+        if (d->next)
+                d->next->prev = d->prev;
+        m->n_refusals--;
+        sd_event_source_disable_unref(d->timer);
+        if (d->resp)
+                MHD_destroy_response(d->resp);
+        free(d);
+}
+
+/* Stopping: every refusal still waiting is answered now. */
+static void refusals_release(Manager *m) {
+        for (DelayedRefusal *d = m->refusals, *next; d; d = next) {
+                next = d->next; /* answering may end the request, and free d, at once */
+                if (d->resp)
+                        refusal_answer(d);
+        }
+}
+
+/* The peer a failure is counted against: one host can pick any address of 127.0.0.0/8, or of
+ * its IPv6 /64, so each of those counts as one. */
+static void authfail_peer(const HttpRequest *req, char *buf, size_t size) {
+        struct in6_addr a6;
+
+        if (strncmp(req->peer, "tcp:127.", 8) == 0)
+                snprintf(buf, size, "tcp:127.0.0.0/8");
+        else if (strncmp(req->peer, "tcp:", 4) == 0 && strchr(req->peer + 4, ':') &&
+                 inet_pton(AF_INET6, req->peer + 4, &a6) == 1 && !IN6_IS_ADDR_LOOPBACK(&a6)) {
+                char a[INET6_ADDRSTRLEN];
+
+                memset(a6.s6_addr + 8, 0, 8);
+                inet_ntop(AF_INET6, &a6, a, sizeof(a));
+                snprintf(buf, size, "tcp:%s/64", a);
+        } else
+                snprintf(buf, size, "%s", req->peer);
 }
 
 /*
  * A request refused 401 (REASON): counted, logged (rate-limited per peer), and — after the
  * peer's first few failures in a window — answered only later (authfail.h), so guessing a
  * client token costs time. The refusal is REFUSAL; returns it, or HTTP_DEFER when it is
- * answered later, or a 503 when no more requests may be held.
+ * answered later. At most AUTHFAIL_PENDING_MAX wait at once (beyond, they are answered at
+ * once); a stop answers them at once.
  */
 static struct MHD_Response *refuse_authentication(Manager *m, HttpRequest *req, const Route *route,
                                                   struct MHD_Response *refusal, unsigned *ret_status,
@@ -735,35 +797,39 @@ static struct MHD_Response *refuse_authentication(Manager *m, HttpRequest *req, 
                 [METRICS_AUTH_INVALID] = "a token or session that is not valid",
                 [METRICS_AUTH_EXPIRED] = "an expired session",
         };
-        struct MHD_Response *over;
         AuthFailureNote note;
         usec_t now = clock_now();
-        ApiTask *t;
+        DelayedRefusal *d;
+        char peer[64];
         int r;
 
         metrics_auth_failure(m->metrics, reason);
-        authfail_note(m->authfail, req->peer, now, &note);
+        authfail_peer(req, peer, sizeof(peer));
+        authfail_note(m->authfail, peer, now, &note);
         if (note.log)
                 log_full(LOG_WARNING, LOG_MSGID_REQUEST, NULL,
                          "authentication failed: %s from %s (%s %s); %u failures from it in the last %llu s%s",
-                         reasons[reason], req->peer, req->method, route->pattern, note.failures,
+                         reasons[reason], peer, req->method, route->pattern, note.failures,
                          (unsigned long long) ((now - note.window_start) / USEC_PER_SEC),
                          note.failures > AUTHFAIL_FREE ? "; its refusals are now answered with a delay" : "");
-        if (!refusal || note.answer_at <= now)
+        if (!refusal || note.answer_at <= now || m->draining || m->n_refusals >= AUTHFAIL_PENDING_MAX)
                 return refusal;
-        t = task_new(m, req, route, ret_status, &over);
-        if (!t) {
-                MHD_destroy_response(refusal);
-                return over;
-        }
-        t->resp = refusal;
-        t->status = *ret_status;
-        r = sd_event_add_time(m->event, &t->hold_timer, CLOCK_MONOTONIC, note.answer_at, 0, on_refusal_due, t);
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return refusal;
+        *d = (DelayedRefusal) { .m = m, .req = req, .route = route, .resp = refusal, .status = *ret_status };
+        r = sd_event_add_time(m->event, &d->timer, CLOCK_MONOTONIC, note.answer_at, 0, on_refusal_due, d);
         if (r < 0) {
-                t->resp = NULL;
-                task_drop(t);
+                free(d);
                 return refusal;
         }
+        d->next = m->refusals;
+        if (d->next)
+                d->next->prev = d;
+        m->refusals = d;
+        m->n_refusals++;
+        req->ctx = d;
+        req->done = refusal_done;
         return HTTP_DEFER;
 }
 
@@ -2014,6 +2080,7 @@ void api_job_finished(Manager *m, int64_t job_id) {
 void api_release_holds(Manager *m) {
         while (m->holds)
                 hold_answer(m->holds);
+        refusals_release(m);
 }
 
 /* ---- job status ---- */

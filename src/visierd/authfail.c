@@ -77,8 +77,11 @@ void authfail_note(AuthFailures *a, const char *peer, usec_t now, AuthFailureNot
                         delay *= 2;
                 if (delay > AUTHFAIL_DELAY_MAX)
                         delay = AUTHFAIL_DELAY_MAX;
-                /* After the previous refusal's answer: parallel guesses queue up. */
+                /* After the previous refusal's answer (parallel guesses spread out), but never
+                 * more than AUTHFAIL_DELAY_MAX from now. */
                 ret->answer_at = (p->next_answer > now ? p->next_answer : now) + delay;
+                if (ret->answer_at > now + AUTHFAIL_DELAY_MAX)
+                        ret->answer_at = now + AUTHFAIL_DELAY_MAX;
                 p->next_answer = ret->answer_at;
         }
         if (p->logged == 0 || now - p->logged >= AUTHFAIL_LOG_INTERVAL) {

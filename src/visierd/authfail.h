@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Failed authentications per peer ("tcp:ADDRESS", "uid:N"): how many in the current window,
- * when the next refusal may be answered, and when to log. Guessing a client token then costs
- * time: the first AUTHFAIL_FREE failures of a window are answered at once, every later one
- * AUTHFAIL_DELAY_FIRST after the previous one's answer (doubling to AUTHFAIL_DELAY_MAX), so
- * parallel guesses from one peer are answered one after another. Requests that authenticate
+ * Failed authentications per peer ("tcp:ADDRESS", "uid:N"; the caller folds addresses one
+ * host can choose among into one peer: all of 127.0.0.0/8, an IPv6 /64): how many in the
+ * current window, when the next refusal may be answered, and when to log. Guessing a client
+ * token then costs time: the first AUTHFAIL_FREE failures of a window are answered at once,
+ * every later one AUTHFAIL_DELAY_FIRST after the previous one's answer (doubling to
+ * AUTHFAIL_DELAY_MAX), but never later than AUTHFAIL_DELAY_MAX from now, so parallel guesses
+ * from one peer are spread out without any being held for long. Requests that authenticate
  * are never delayed, so a local service sharing the peer address with a guesser is not slowed.
  * A window ends AUTHFAIL_WINDOW after the peer's last failure. Pure bookkeeping: no I/O, no
  * logging; thread-safe.
@@ -22,6 +24,8 @@
 #define AUTHFAIL_DELAY_FIRST (100 * USEC_PER_MSEC)
 #define AUTHFAIL_DELAY_MAX (2 * USEC_PER_SEC)
 #define AUTHFAIL_LOG_INTERVAL (10 * USEC_PER_SEC)
+/* Refusals held for a later answer at once, in all; past it they are answered at once. */
+#define AUTHFAIL_PENDING_MAX 256
 
 typedef struct AuthFailures AuthFailures;
 

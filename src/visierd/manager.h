@@ -53,6 +53,8 @@ typedef struct Manager {
         unsigned held;           /* requests answered later (worker or hold) */
         void *client_counts;     /* requests in progress per identified client (api.c) */
         void *holds;             /* writes waiting for their job (Prefer: wait; api.c) */
+        void *refusals;          /* failed authentications answered later (api.c; loop thread) */
+        unsigned n_refusals;
         sd_event_source *status_timer;
         char last_status[256];
         usec_t started_at; /* monotonic */
