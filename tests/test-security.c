@@ -30,6 +30,9 @@
 static Sim sim;
 static Visierd vd;
 
+/* A peer's failures answered at once in a window (authfail.h's AUTHFAIL_FREE, as documented). */
+#define AUTHFAIL_FREE_FAILURES 5
+
 static void teardown(void) {
         harness_teardown(&sim, &vd);
 }
@@ -209,29 +212,37 @@ START_TEST(test_client_tokens_and_roles) {
 }
 END_TEST
 
-/* Guessing a client token costs time and is seen: after the first 5 failures from a peer,
- * each refusal is answered 100 ms, 200 ms, 400 ms... later; every failure is counted in
- * /metrics; the log says so without a line per failure; a valid token still gets in. */
-START_TEST(test_failed_authentication_slows_down) {
-        char tail[384], tp[256], token[41], good[80], *text, *log;
-        const char *bad[] = { "Authorization: Bearer 0000000000000000000000000000000000000000", NULL };
-        const char *ok[] = { good, NULL };
-        usec_t start;
-        int lines = 0;
+static const char *const bad_token[] = { "Authorization: Bearer 0000000000000000000000000000000000000000", NULL };
+
+/* visierd with one admin client "ops" (and EXTRA before it); its Authorization header line
+ * into GOOD. Then the peer's 5 failures that are answered at once. */
+static void start_with_ops_client(const char *extra, char *good, size_t good_size, char *token) {
+        char tail[512], tp[256];
 
         sim_start(&sim, NULL);
         harness_random_hex(token, 20);
         write_token(sim.dir, "ops", token, tp, sizeof(tp));
-        snprintf(tail, sizeof(tail), "[client ops]\ntoken_file = %s\nrole = admin\n", tp);
-        snprintf(good, sizeof(good), "Authorization: Bearer %s", token);
+        snprintf(tail, sizeof(tail), "%s[client ops]\ntoken_file = %s\nrole = admin\n", strempty(extra), tp);
+        snprintf(good, good_size, "Authorization: Bearer %s", token);
         visierd_start(&vd, &sim, NULL, tail);
         visierd_wait_ready(&vd);
+        for (int i = 0; i < AUTHFAIL_FREE_FAILURES; i++)
+                ck_assert_int_eq(req("GET", "/status", bad_token, NULL, NULL), 401);
+}
 
-        for (int i = 0; i < 5; i++)
-                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+/* Guessing a client token costs time and is seen: after the first 5 failures from a peer,
+ * each refusal is answered 100 ms, 200 ms, 400 ms... later; every failure is counted in
+ * /metrics; the log says so without a line per failure; a valid token still gets in. */
+START_TEST(test_failed_authentication_slows_down) {
+        char token[41], good[80], *text, *log;
+        const char *ok[] = { good, NULL };
+        usec_t start;
+        int lines = 0;
+
+        start_with_ops_client(NULL, good, sizeof(good), token);
         start = clock_now();
         for (int i = 0; i < 3; i++)
-                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+                ck_assert_int_eq(req("GET", "/status", bad_token, NULL, NULL), 401);
         /* A lower bound only: a slow machine can only make it longer. */
         ck_assert_msg(clock_now() - start >= 700 * USEC_PER_MSEC, "3 refusals past the 5th took %llu ms",
                       (unsigned long long) ((clock_now() - start) / USEC_PER_MSEC));
@@ -257,25 +268,16 @@ END_TEST
  * waiting for their 401 leave room for a client with a valid token, and every guess still
  * gets its 401 (none a 503). */
 START_TEST(test_delayed_refusals_hold_no_capacity) {
-        char tail[512], tp[256], token[41], good[80];
-        const char *bad[] = { "Authorization: Bearer 0000000000000000000000000000000000000000", NULL };
+        char token[41], good[80];
         const char *ok[] = { good, NULL };
         pid_t kids[12];
 
-        sim_start(&sim, NULL);
-        harness_random_hex(token, 20);
-        write_token(sim.dir, "ops", token, tp, sizeof(tp));
-        snprintf(tail, sizeof(tail), "[listen]\nmax_held_requests = 8\n[client ops]\ntoken_file = %s\nrole = admin\n", tp);
-        snprintf(good, sizeof(good), "Authorization: Bearer %s", token);
-        visierd_start(&vd, &sim, NULL, tail);
-        visierd_wait_ready(&vd);
-        for (int i = 0; i < 5; i++) /* the free ones */
-                ck_assert_int_eq(req("GET", "/status", bad, NULL, NULL), 401);
+        start_with_ops_client("[listen]\nmax_held_requests = 8\n", good, sizeof(good), token);
         for (size_t i = 0; i < ELEMENTSOF(kids); i++) {
                 kids[i] = fork();
                 ck_assert_int_ge(kids[i], 0);
                 if (kids[i] == 0)
-                        _exit(req("GET", "/status", bad, NULL, NULL) == 401 ? 0 : 1);
+                        _exit(req("GET", "/status", bad_token, NULL, NULL) == 401 ? 0 : 1);
         }
         /* Wait until all twelve are held: the failure counter says they arrived. */
         for (usec_t deadline = clock_now() + 20 * USEC_PER_SEC;;) {
@@ -285,7 +287,7 @@ START_TEST(test_delayed_refusals_hold_no_capacity) {
                 ck_assert_int_eq(req("GET", "/metrics", ok, NULL, &text), 200);
                 n = sample(text, "visierd_auth_failures_total{reason=\"invalid\"}");
                 free(text);
-                if (n >= 5 + (double) ELEMENTSOF(kids))
+                if (n >= AUTHFAIL_FREE_FAILURES + (double) ELEMENTSOF(kids))
                         break;
                 ck_assert_msg(clock_now() < deadline, "the guesses never all arrived");
                 clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
