@@ -4,6 +4,7 @@
  */
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,12 @@
 #define LOG_FIELDS_MAX 16
 
 static bool log_to_journal;
-static bool log_json; /* stderr lines as JSON objects ([log] format = json) */
-static int log_max_level = LOG_INFO;
+/* Changed on reload while other threads log. */
+static atomic_bool log_json; /* stderr lines as JSON objects ([log] format = json) */
+static atomic_int log_max_level = LOG_INFO;
 
 void log_set_json(bool json) {
-        log_json = json;
+        atomic_store_explicit(&log_json, json, memory_order_relaxed);
 }
 
 void log_setup(void) {
@@ -38,11 +40,11 @@ void log_setup(void) {
                 log_to_journal = true;
         e = getenv("VISIERD_LOG_LEVEL");
         if (e && streq(e, "debug"))
-                log_max_level = LOG_DEBUG;
+                atomic_store_explicit(&log_max_level, LOG_DEBUG, memory_order_relaxed);
 }
 
 void log_set_max_level(int level) {
-        log_max_level = level;
+        atomic_store_explicit(&log_max_level, level, memory_order_relaxed);
 }
 
 static const char *priority_name(int p) {
@@ -55,7 +57,7 @@ void log_full(int priority, const char *msgid, const char *const *fields, const 
         va_list ap;
         int saved = errno;
 
-        if (priority > log_max_level)
+        if (priority > atomic_load_explicit(&log_max_level, memory_order_relaxed))
                 return;
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -87,7 +89,7 @@ void log_full(int priority, const char *msgid, const char *const *fields, const 
                 gmtime_r(&ts.tv_sec, &tm);
                 snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
                          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-                if (log_json) {
+                if (atomic_load_explicit(&log_json, memory_order_relaxed)) {
                         /* One object a line: time, level, pid, message, message_id and the journal
                          * fields by their names. */
                         json_t *o;
