@@ -123,6 +123,80 @@ START_TEST(test_cross_site_without_origin) {
 }
 END_TEST
 
+/* A body whose end two HTTP parsers could place differently (RFC 9112 §6.3) is answered 400 (501
+ * for an unknown coding before chunked) and its connection closed: what follows it on the
+ * connection, a request smuggled past a proxy that framed the body the other way, is never
+ * read. A plain chunked body is still taken. */
+START_TEST(test_ambiguous_body_framing) {
+        static const struct {
+                const char *headers, *status, *message;
+        } cases[] = {
+                { "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request",
+                  "the request has both Content-Length and Transfer-Encoding" },
+                { "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", "400 Bad Request",
+                  "the request has both Content-Length and Transfer-Encoding" },
+                { "Transfer-Encoding: gzip\r\n", "400 Bad Request", "the request's Transfer-Encoding is not chunked" },
+                { "Transfer-Encoding: chunked \r\n", "400 Bad Request", "the request's Transfer-Encoding is not chunked" },
+                { "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request",
+                  "the request has more than one Transfer-Encoding header" },
+                { "Content-Length: 2\r\nContent-Length: 40\r\n", "400 Bad Request",
+                  "the request has Content-Length headers that disagree" },
+                { "Transfer-Encoding: gzip, chunked\r\n", "501 Not Implemented",
+                  "the request's Transfer-Encoding has a coding other than chunked" },
+        };
+        const char *smuggled = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        char *request, *answer, *want;
+        json_t *jobs;
+        long status;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        visierd_wait_ready(&vd);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const char *code = cases[i].status[0] == '4' ? "BadRequest" : "NotImplemented";
+
+                ck_assert_int_ge(asprintf(&request,
+                                          "POST /v1/admin/permissions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                          "Content-Type: application/json\r\n%s\r\n"
+                                          "2c\r\n{\"permissions\":[{\"displayName\":\"smuggled\"}]}\r\n0\r\n\r\n%s",
+                                          cases[i].headers, smuggled),
+                                 0);
+                /* The exchange ends only when visierd closes the connection. */
+                answer = harness_raw_exchange(vd.port, request, 10);
+                ck_assert_int_ge(asprintf(&want, "HTTP/1.1 %s\r\n", cases[i].status), 0);
+                ck_assert_msg(strncmp(answer, want, strlen(want)) == 0, "case %zu: %s", i, answer);
+                ck_assert_msg(strstr(answer, "\r\nConnection: close\r\n"), "case %zu: %s", i, answer);
+                free(want);
+                ck_assert_int_ge(asprintf(&want,
+                                          "\r\n\r\n{\"code\":\"%s\",\"message\":\"%s\",\"localizedMessage\":\"%s\","
+                                          "\"userError\":true}",
+                                          code, cases[i].message, cases[i].message),
+                                 0);
+                ck_assert_msg(strlen(answer) >= strlen(want) && streq(answer + strlen(answer) - strlen(want), want),
+                              "case %zu: %s", i, answer);
+                /* One answer only: the request after the body was not read. */
+                ck_assert_ptr_null(strstr(answer + 1, "HTTP/1.1 "));
+                free(want);
+                free(answer);
+                free(request);
+        }
+        jobs = visierd_request_json(&vd, "GET", "/jobs", NULL, NULL, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_int_eq(json_array_size(json_object_get(jobs, "jobs")), 0);
+        json_decref(jobs);
+
+        /* A plain chunked body is taken as before. */
+        answer = harness_raw_exchange(vd.port,
+                                      "POST /v1/admin/permissions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                      "Content-Type: application/json\r\nPrefer: respond-async\r\n"
+                                      "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                      "2b\r\n{\"permissions\":[{\"displayName\":\"chunked\"}]}\r\n0\r\n\r\n",
+                                      10);
+        ck_assert_msg(strncmp(answer, "HTTP/1.1 202 Accepted\r\n", 23) == 0, "%s", answer);
+        free(answer);
+}
+END_TEST
+
 static void write_token(const char *dir, const char *name, const char *token, char *path, size_t len) {
         snprintf(path, len, "%s/%s.token", dir, name);
         harness_write_file(path, token, 0600);
@@ -940,6 +1014,7 @@ int main(void) {
         tcase_add_test(tc, test_failed_authentication_slows_down);
         tcase_add_test(tc, test_delayed_refusals_hold_no_capacity);
         tcase_add_test(tc, test_cross_site_without_origin);
+        tcase_add_test(tc, test_ambiguous_body_framing);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
         tcase_add_test(tc, test_access_log_off);

@@ -406,6 +406,71 @@ static size_t request_head_size(struct MHD_Connection *connection, const char *u
         return n;
 }
 
+/* A request whose body framing is ambiguous (RFC 9112 §6.3): Content-Length together with
+ * Transfer-Encoding, or a transfer coding other than chunked. A server that guesses where such a
+ * body ends can disagree with a proxy in front of it about where the next request starts, so
+ * the answer is a 400 (501 for a coding it does not know before chunked) and the connection is
+ * closed. Returns the status, or 0 when the framing is sound. */
+typedef struct FramingHeaders {
+        const char *te, *cl;
+        unsigned n_te;
+        bool cl_differ;
+} FramingHeaders;
+
+static enum MHD_Result framing_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+        FramingHeaders *f = cls;
+
+        (void) kind;
+        if (strcaseeq(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+                f->n_te++;
+                f->te = f->te ? f->te : value;
+        } else if (strcaseeq(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+                if (f->cl && !streq(f->cl, value ? value : ""))
+                        f->cl_differ = true;
+                f->cl = f->cl ? f->cl : value ? value : "";
+        }
+        return MHD_YES;
+}
+
+static unsigned framing_refusal(struct MHD_Connection *connection, const char **ret_why) {
+        FramingHeaders f = {};
+        const char *te, *last;
+        size_t n;
+
+        MHD_get_connection_values(connection, MHD_HEADER_KIND, framing_scan, &f);
+        if (f.cl_differ) {
+                *ret_why = "the request has Content-Length headers that disagree";
+                return MHD_HTTP_BAD_REQUEST;
+        }
+        te = f.te;
+        if (!te)
+                return 0;
+        if (f.n_te > 1) {
+                *ret_why = "the request has more than one Transfer-Encoding header";
+                return MHD_HTTP_BAD_REQUEST;
+        }
+        if (f.cl) {
+                *ret_why = "the request has both Content-Length and Transfer-Encoding";
+                return MHD_HTTP_BAD_REQUEST;
+        }
+        /* Exactly as libmicrohttpd reads it: "chunked" in any case, nothing around it. */
+        if (strcaseeq(te, "chunked"))
+                return 0;
+        n = strlen(te);
+        while (n > 0 && (te[n - 1] == ' ' || te[n - 1] == '\t'))
+                n--;
+        last = memrchr(te, ',', n);
+        if (last) {
+                last += 1 + strspn(last + 1, " \t");
+                if ((size_t) (te + n - last) == strlen("chunked") && strncasecmp(last, "chunked", strlen("chunked")) == 0) {
+                        *ret_why = "the request's Transfer-Encoding has a coding other than chunked";
+                        return MHD_HTTP_NOT_IMPLEMENTED;
+                }
+        }
+        *ret_why = "the request's Transfer-Encoding is not chunked";
+        return MHD_HTTP_BAD_REQUEST;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -413,6 +478,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         HttpRequest *req = *con_cls;
         struct MHD_Response *resp;
         unsigned status = 500;
+        const char *why = NULL;
         enum MHD_Result ret;
 
         if (!req) {
@@ -439,7 +505,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 h->requests = req;
                 h->active++;
                 *con_cls = req;
-                return MHD_YES;
+                status = framing_refusal(connection, &why);
+                if (status == 0)
+                        return MHD_YES;
+                /* Answered before any of the body is read; the connection is not reused. */
+                conn_set_busy(connection, true);
+                resp = http_response_status(status == MHD_HTTP_BAD_REQUEST ? "BadRequest" : "NotImplemented", true,
+                                            "%s", why);
+                if (!resp || MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
+                        if (resp)
+                                MHD_destroy_response(resp);
+                        return MHD_NO;
+                }
+                ret = queue(connection, status, resp);
+                MHD_destroy_response(resp);
+                return ret;
         }
         if (req->deferred) {
                 /* Resumed: the deferred answer is in. */
