@@ -30,6 +30,7 @@
 
 unsigned long harness_fsize_limit;
 bool harness_socket_only;
+const char *harness_listen_address = "127.0.0.1";
 
 static const char *env_or(const char *name, const char *fallback) {
         const char *v = getenv(name);
@@ -395,7 +396,7 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
         ck_assert_int_ge(asprintf(&conf,
                                   "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"
                                   "apikey_file = %s\npassword_file = %s\n%s\n"
-                                  "[listen]\naddress = 127.0.0.1\nport = 0\n"
+                                  "[listen]\naddress = %s\nport = 0\n"
                                   "[store]\ndatabase = %s\n"
                                   /* visier-sim publishes in well under a second unless a test
                                    * says otherwise (publish_ms); tests that do set their own. */
@@ -407,7 +408,8 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                                    * the cache's own tests turn it on. */
                                   "[cache]\nmax_bytes = 0\n%s\n",
                                   s->port, s->username, s->apikey_file, s->password_file,
-                                  extra_visier ? extra_visier : "", db, extra_tail ? extra_tail : ""),
+                                  extra_visier ? extra_visier : "", harness_listen_address, db,
+                                  extra_tail ? extra_tail : ""),
                          0);
         harness_write_file(d->config, conf, 0644);
         free(conf);
@@ -466,7 +468,7 @@ int visierd_stop(Visierd *d) {
 
 char *visierd_url(const Visierd *d, const char *path) {
         char *u;
-        ck_assert_int_ge(asprintf(&u, "http://127.0.0.1:%u%s", d->port, path), 0);
+        ck_assert_int_ge(asprintf(&u, "http://%s:%u%s", harness_listen_address, d->port, path), 0);
         return u;
 }
 
@@ -605,6 +607,7 @@ void harness_teardown(Sim *s, Visierd *d) {
                 harness_rmtree(s->dir);
         memset(d, 0, sizeof(*d));
         memset(s, 0, sizeof(*s));
+        harness_listen_address = "127.0.0.1";
 }
 
 json_t *visierd_request_json(const Visierd *d, const char *method, const char *path, const char *body,

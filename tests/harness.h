@@ -53,6 +53,10 @@ extern unsigned long harness_fsize_limit;
  * reports no TCP port. */
 extern bool harness_socket_only;
 
+/* The IPv4 address the visierd configured next listens on and visierd_url() names (default
+ * 127.0.0.1, set back after each test). */
+extern const char *harness_listen_address;
+
 /* Extra "NAME=value" environment for programs started next (NULL-terminated, or NULL). */
 extern const char *const *harness_child_env;
 

@@ -83,6 +83,31 @@ START_TEST(test_host_and_origin) {
 }
 END_TEST
 
+/* Listening on a loopback address other than 127.0.0.1, visierd answers its own URL (the Host
+ * names the address it listens on) and its start-up line advertises that address; another
+ * loopback address in Host is still refused. */
+START_TEST(test_other_loopback_address) {
+        char host[64], *answer, *log, *line;
+        const char *other[] = { host, NULL };
+
+        harness_listen_address = "127.0.0.53";
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, &answer), 200); /* Host: 127.0.0.53:port */
+        ck_assert_str_eq(answer, "{\"status\":\"ok\"}");
+        free(answer);
+        visierd_wait_ready(&vd);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        snprintf(host, sizeof(host), "Host: 127.0.0.54:%u", vd.port);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", other, NULL, NULL), 421);
+        ck_assert_int_ge(asprintf(&line, " on http://127.0.0.53:%u/ (listening on 127.0.0.53:%u)", vd.port, vd.port), 0);
+        log = harness_read_file(vd.log);
+        ck_assert_msg(strstr(log, line), "no start-up line with '%s' in: %s", line, log);
+        free(log);
+        free(line);
+}
+END_TEST
+
 /* A browser's request from another site's page that carries no Origin (an <img>, a no-cors
  * fetch) is refused before anything reaches Visier, and a write body is taken only as JSON
  * (a text/plain or form body is what a page can send without a CORS preflight). */
@@ -1015,6 +1040,7 @@ int main(void) {
         tcase_add_test(tc, test_delayed_refusals_hold_no_capacity);
         tcase_add_test(tc, test_cross_site_without_origin);
         tcase_add_test(tc, test_ambiguous_body_framing);
+        tcase_add_test(tc, test_other_loopback_address);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
         tcase_add_test(tc, test_access_log_off);

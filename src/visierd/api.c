@@ -210,10 +210,12 @@ static bool path_match(const char *pattern, const char *path) {
 
 static bool list_contains(const char *list, const char *value, bool nocase);
 
-/* Is name (a Host header without its port) one of ours? */
-static bool host_allowed(const char *host, const char *allowed) {
+/* Is name (a Host header without its port) one of ours: a loopback name, one of allowed, or
+ * the address the connection came in on (the configured listen address, say 127.0.0.53, or
+ * whatever address a socket passed by systemd is bound to)? */
+static bool host_allowed(const HttpRequest *req, const char *host, const char *allowed) {
         static const char *const loopback[] = { "localhost", "127.0.0.1", "[::1]", "::1" };
-        char name[256];
+        char name[256], local[INET6_ADDRSTRLEN + 2];
         const char *end;
         size_t n;
 
@@ -231,7 +233,9 @@ static bool host_allowed(const char *host, const char *allowed) {
         for (size_t i = 0; i < ELEMENTSOF(loopback); i++)
                 if (strcaseeq(name, loopback[i]))
                         return true;
-        return list_contains(allowed, name, true);
+        if (list_contains(allowed, name, true))
+                return true;
+        return http_request_local_host(req, local, sizeof(local)) && strcaseeq(name, local);
 }
 
 /* Is value in the comma-separated list? */
@@ -420,10 +424,10 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         snprintf(req->client, sizeof(req->client), "%s", req->peer);
         req->role = c->n_clients > 0 ? CLIENT_ROLE_NONE : CLIENT_ROLE_ADMIN;
 
-        if (!req->unix_peer && !host_allowed(host, c->allowed_hosts))
+        if (!req->unix_peer && !host_allowed(req, host, c->allowed_hosts))
                 r = refuse(ret_status, MHD_HTTP_MISDIRECTED_REQUEST, "MisdirectedRequest",
-                           "the Host header does not name this service (allowed: localhost, 127.0.0.1, ::1 and "
-                           "[listen] allowed_hosts)");
+                           "the Host header does not name this service (allowed: localhost, 127.0.0.1, ::1, the "
+                           "listen address and [listen] allowed_hosts)");
         else if (origin && !list_contains(c->allowed_origins, origin, true))
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from web pages (Origin header) are refused unless listed in [listen] allowed_origins");

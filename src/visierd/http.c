@@ -383,6 +383,23 @@ static void request_peer(HttpRequest *req) {
         snprintf(req->peer, sizeof(req->peer), "tcp:%s", addr);
 }
 
+bool http_request_local_host(const HttpRequest *req, char *buf, size_t len) {
+        const union MHD_ConnectionInfo *fdi = MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char addr[INET6_ADDRSTRLEN];
+
+        if (req->unix_peer || !fdi || getsockname(fdi->connect_fd, (struct sockaddr *) &ss, &sl) < 0)
+                return false;
+        if (ss.ss_family == AF_INET &&
+            inet_ntop(AF_INET, &((const struct sockaddr_in *) &ss)->sin_addr, addr, sizeof(addr)))
+                return snprintf(buf, len, "%s", addr) < (int) len;
+        if (ss.ss_family == AF_INET6 &&
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) &ss)->sin6_addr, addr, sizeof(addr)))
+                return snprintf(buf, len, "[%s]", addr) < (int) len;
+        return false;
+}
+
 static enum MHD_Result queue(struct MHD_Connection *connection, unsigned status, struct MHD_Response *resp) {
         return MHD_queue_response(connection, status, resp);
 }

@@ -72,6 +72,10 @@ typedef struct HttpRequest {
 typedef struct MHD_Response *(*http_handler_fn)(void *userdata, HttpRequest *req, unsigned *ret_status);
 extern struct MHD_Response *const HTTP_DEFER;
 
+/* The address the request's TCP connection was accepted on, written as a Host header names it
+ * ("127.0.0.53", "[::1]"), into buf. Returns false for a unix socket or when it is unknown. */
+bool http_request_local_host(const HttpRequest *req, char *buf, size_t len);
+
 /* Answer a deferred request (any thread). Takes resp over (the caller must not destroy it);
  * NULL means out of memory (answered with a 500). */
 void http_request_answer(HttpRequest *req, unsigned status, struct MHD_Response *resp);

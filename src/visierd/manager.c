@@ -741,11 +741,19 @@ int manager_run(Manager *m) {
         if (r < 0)
                 log_warning("cannot start the status timer: %s", strerror(-r));
 
-        if (http_server_port(m->http) > 0)
+        if (http_server_port(m->http) > 0) {
+                const char *a = m->config->listen_address;
+                bool v6 = strchr(a, ':');
+
+                /* The URL a local client uses: the configured address, or loopback for a
+                 * wildcard one. */
+                if (streq(a, "0.0.0.0") || streq(a, "::"))
+                        a = v6 ? "::1" : "127.0.0.1";
                 log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL,
-                         "visierd %s serving Visier %s on http://%s:%u/ (listening on %s)", PACKAGE_VERSION,
-                         m->config->base_url, strchr(m->config->listen_address, ':') ? "[::1]" : "127.0.0.1",
-                         http_server_port(m->http), http_server_describe(m->http));
+                         "visierd %s serving Visier %s on http://%s%s%s:%u/ (listening on %s)", PACKAGE_VERSION,
+                         m->config->base_url, v6 ? "[" : "", a, v6 ? "]" : "", http_server_port(m->http),
+                         http_server_describe(m->http));
+        }
         else
                 log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s (listening on %s)",
                          PACKAGE_VERSION, m->config->base_url, http_server_describe(m->http));
