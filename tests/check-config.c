@@ -104,6 +104,44 @@ START_TEST(test_base_url_origin_only) {
 }
 END_TEST
 
+/* [visier] proxy: http(s)://host[:port] only, never for a plain-http base_url (the proxy would
+ * read the API key and the password), credentials never echoed; unset means no proxy. */
+START_TEST(test_proxy_key) {
+        static const struct {
+                const char *base, *proxy, *error;
+        } cases[] = {
+                { "https://x.api.visier.io", "http://proxy.internal:3128", NULL },
+                { "https://x.api.visier.io", "https://[::1]:3128/", NULL },
+                { "https://x.api.visier.io", "", NULL },
+                { "http://127.0.0.1:9", "http://127.0.0.1:3128", "only for an https:// base_url" },
+                { "https://x.api.visier.io", "http://u:S3cret@proxy.internal:3128", "must not carry a user name or password" },
+                { "https://x.api.visier.io", "socks5://proxy.internal:1080", "scheme 'socks5' is not supported" },
+                { "https://x.api.visier.io", "http://proxy.internal:3128/path", "give scheme://host[:port] only" },
+                { "https://x.api.visier.io", "http://proxy.internal:3128/#S3cret@", "give scheme://host[:port] only" },
+                { "https://x.api.visier.io", "proxy internal", "is not a URL" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char text[256];
+
+                snprintf(text, sizeof(text), "[visier]\nbase_url = %s\nusername = u\nproxy = %s\n", cases[i].base,
+                         cases[i].proxy);
+                if (!cases[i].error) {
+                        ck_assert_msg(config_load_string("t.conf", text, &c, &e) == 0, "%s: %s", cases[i].proxy,
+                                      e.n ? e.messages[0] : "");
+                        continue;
+                }
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+                ck_assert_msg(errors_contain(&e, cases[i].error), "%s: no error '%s'", cases[i].proxy, cases[i].error);
+                for (size_t k = 0; k < e.n; k++)
+                        ck_assert_msg(!strstr(e.messages[k], "S3cret"), "the value was echoed: %s", e.messages[k]);
+                config_errors_clear(&e);
+        }
+}
+END_TEST
+
 START_TEST(test_validation) {
         _cleanup_(config_freep) Config *c = NULL;
         ConfigErrors e = {};
@@ -340,6 +378,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_bounds_and_numbers);
         tcase_add_test(tc, test_validation);
         tcase_add_test(tc, test_base_url_origin_only);
+        tcase_add_test(tc, test_proxy_key);
         tcase_add_test(tc, test_secret_files);
         tcase_add_test(tc, test_secret_file_hazards);
         tcase_add_test(tc, test_client_tokens_must_be_strong);

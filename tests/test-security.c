@@ -108,6 +108,97 @@ START_TEST(test_other_loopback_address) {
 }
 END_TEST
 
+/* A listening socket on 127.0.0.1 standing in for a proxy; returns its fd, port in *ret_port. */
+static int fake_proxy(unsigned *ret_port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(fd, 16), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &a, &len), 0);
+        *ret_port = ntohs(a.sin_port);
+        return fd;
+}
+
+/* The proxy environment variables are ignored by visierd and visierctl: a proxy they name would
+ * read the API key and the password (on a plain-http base_url) or a client token. Only
+ * [visier] proxy sends calls through a proxy, and then, Visier being https, all the proxy
+ * sees is the CONNECT, byte for byte. */
+START_TEST(test_proxy_only_when_configured) {
+        char env[6][64], ctl[256], *out, *text, head[1024], *want;
+        const char *const names[] = { "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy" };
+        const char *envp[ELEMENTSOF(names) + 1] = {};
+        size_t n = 0;
+        unsigned port;
+        int lfd, cfd;
+        struct pollfd p;
+
+        lfd = fake_proxy(&port);
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                snprintf(env[i], sizeof(env[i]), "%s=http://127.0.0.1:%u", names[i], port);
+                envp[i] = env[i];
+        }
+        harness_child_env = envp;
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, NULL);
+        visierd_wait_ready(&vd); /* it logged in, straight to the sim */
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
+        snprintf(ctl, sizeof(ctl), "%s/visierctl", getenv("TOP_BUILDDIR") ? getenv("TOP_BUILDDIR") : ".");
+        {
+                char url[64];
+                const char *argv[] = { ctl, "--url", url, "status", NULL };
+
+                snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+                ck_assert_msg(harness_run(argv, &out) == 0, "visierctl status: %s", out);
+                free(out);
+        }
+        p = (struct pollfd) { .fd = lfd, .events = POLLIN };
+        ck_assert_msg(poll(&p, 1, 0) == 0, "a program connected to the proxy the environment names");
+        ck_assert_int_ge(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+        ck_assert_int_eq(visierd_stop(&vd), 0);
+        harness_child_env = NULL;
+
+        /* The configured proxy, for an https Visier: a CONNECT and nothing else in the clear. */
+        ck_assert_int_ge(asprintf(&text,
+                                  "[visier]\nbase_url = https://tenant.api.visier.example\nusername = %s\n"
+                                  "apikey_file = %s\npassword_file = %s\nproxy = http://127.0.0.1:%u\n"
+                                  "[listen]\naddress = 127.0.0.1\nport = 0\n[store]\ndatabase = %s/visierd.db\n",
+                                  sim.username, sim.apikey_file, sim.password_file, port, vd.dir),
+                         0);
+        harness_write_file(vd.config, text, 0644);
+        free(text);
+        visierd_restart(&vd);
+        p = (struct pollfd) { .fd = lfd, .events = POLLIN };
+        ck_assert_msg(poll(&p, 1, 30000) == 1, "visierd did not connect to the configured proxy");
+        cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        ck_assert_int_ge(cfd, 0);
+        while (!memmem(head, n, "\r\n\r\n", 4)) {
+                ssize_t k;
+
+                p = (struct pollfd) { .fd = cfd, .events = POLLIN };
+                ck_assert_msg(poll(&p, 1, 10000) == 1, "no whole request from visierd: %.*s", (int) n, head);
+                k = recv(cfd, head + n, sizeof(head) - 1 - n, 0);
+                ck_assert_int_gt(k, 0);
+                n += (size_t) k;
+                ck_assert_uint_lt(n, sizeof(head) - 1);
+        }
+        head[n] = '\0';
+        ck_assert_int_ge(asprintf(&want,
+                                  "CONNECT tenant.api.visier.example:443 HTTP/1.1\r\n"
+                                  "Host: tenant.api.visier.example:443\r\n"
+                                  "User-Agent: visierd/%s\r\n"
+                                  "Proxy-Connection: Keep-Alive\r\n\r\n",
+                                  PACKAGE_VERSION),
+                         0);
+        ck_assert_str_eq(head, want);
+        free(want);
+        close(cfd);
+        close(lfd);
+}
+END_TEST
+
 /* A browser's request from another site's page that carries no Origin (an <img>, a no-cors
  * fetch) is refused before anything reaches Visier, and a write body is taken only as JSON
  * (a text/plain or form body is what a page can send without a CORS preflight). */
@@ -1041,6 +1132,7 @@ int main(void) {
         tcase_add_test(tc, test_cross_site_without_origin);
         tcase_add_test(tc, test_ambiguous_body_framing);
         tcase_add_test(tc, test_other_loopback_address);
+        tcase_add_test(tc, test_proxy_only_when_configured);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
         tcase_add_test(tc, test_access_log_off);

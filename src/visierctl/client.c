@@ -253,6 +253,8 @@ static int client_request_setup(Client *c, const char *method, const char *url, 
         if (c->socket_path)
                 curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, c->socket_path);
         curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+        /* Never through a proxy the environment names: it would read the client token. */
+        curl_easy_setopt(c->curl, CURLOPT_PROXY, "");
         curl_easy_setopt(c->curl, CURLOPT_FOLLOWLOCATION, 0L);
         curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, list);
         curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, curl_err);

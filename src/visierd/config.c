@@ -27,6 +27,9 @@ const ConfigKey config_keys[] = {
         KEY_STRING("visier", "password_file", password_file, NULL,
                    "file holding the API user's password; default $CREDENTIALS_DIRECTORY/" CREDENTIAL_PASSWORD),
         KEY_STRING("visier", "ca_file", ca_file, NULL, "CA bundle to verify Visier's certificate; default the system's"),
+        KEY_STRING("visier", "proxy", proxy, NULL,
+                   "HTTP proxy for the calls to Visier, e.g. http://proxy.internal:3128 (https:// base_url only); "
+                   "default none: proxy environment variables are ignored"),
         KEY_UINT("visier", "token_lifetime", token_lifetime, "3600", 2, 86400,
                  "seconds a security token is trusted after login"),
         KEY_UINT("visier", "refresh_margin", refresh_margin, "300", 1, 3600,
@@ -457,6 +460,46 @@ out:
         curl_url_cleanup(u);
 }
 
+/* proxy is http(s)://host[:port] and nothing else. Credentials in it would be a secret in the
+ * configuration. A proxy is refused for a plain http:// base_url: it would read the API key and
+ * the password; for https:// it sees only the CONNECT to Visier's host. */
+static void config_validate_proxy(const Config *c, ConfigErrors *errors, const char *name) {
+        CURLU *u;
+        char *scheme = NULL, *host = NULL, *path = NULL, *part = NULL;
+        const char *shown = strchr(c->proxy, '@') ? "(not shown: it has an '@')" : c->proxy;
+
+        if (strncasecmp(c->base_url, "https://", strlen("https://")) != 0) {
+                config_error(errors,
+                             "%s: [visier] proxy: only for an https:// base_url (through a proxy, plain http would "
+                             "show it the API key and the password)",
+                             name);
+                return;
+        }
+        u = curl_url();
+        if (!u)
+                return;
+        if (curl_url_set(u, CURLUPART_URL, c->proxy, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+                config_error(errors, "%s: [visier] proxy: '%s' is not a URL such as http://proxy.internal:3128", name,
+                             shown);
+        else if (!streq(scheme, "http") && !streq(scheme, "https"))
+                config_error(errors, "%s: [visier] proxy: scheme '%s' is not supported (use http:// or https://)", name,
+                             scheme);
+        else if (curl_url_get(u, CURLUPART_USER, &part, 0) == CURLUE_OK ||
+                 curl_url_get(u, CURLUPART_PASSWORD, &part, 0) == CURLUE_OK)
+                config_error(errors, "%s: [visier] proxy: must not carry a user name or password", name);
+        else if ((curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK && !streq(path, "/")) ||
+                 curl_url_get(u, CURLUPART_QUERY, &part, 0) == CURLUE_OK ||
+                 curl_url_get(u, CURLUPART_FRAGMENT, &part, 0) == CURLUE_OK)
+                config_error(errors, "%s: [visier] proxy: give scheme://host[:port] only ('%s')", name, shown);
+        curl_free(scheme);
+        curl_free(host);
+        curl_free(path);
+        curl_free(part);
+        curl_url_cleanup(u);
+}
+
 static bool config_id_list_ok(const char *s) {
         bool digit = false;
 
@@ -479,8 +522,11 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
 
         if (!c->base_url)
                 config_error(errors, "%s: [visier] base_url is required", name);
-        else
+        else {
                 config_validate_url(c, errors, name);
+                if (c->proxy && *c->proxy)
+                        config_validate_proxy(c, errors, name);
+        }
         if (!c->username || !*c->username)
                 config_error(errors, "%s: [visier] username is required", name);
         if (c->refresh_margin >= c->token_lifetime)

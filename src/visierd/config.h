@@ -54,6 +54,7 @@ typedef struct Config {
         char *apikey_file;
         char *password_file;
         char *ca_file;
+        char *proxy;              /* NULL: no proxy, whatever the environment says */
         unsigned token_lifetime;  /* seconds */
         unsigned refresh_margin;  /* seconds */
         unsigned connect_timeout; /* seconds */

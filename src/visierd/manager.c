@@ -35,6 +35,7 @@ static void upstream_settings_from_config(const Config *c, UpstreamSettings *ret
                 .apikey = c->apikey,
                 .password = c->password,
                 .ca_file = c->ca_file,
+                .proxy = c->proxy,
                 .connect_timeout = (usec_t) c->connect_timeout * USEC_PER_SEC,
                 .request_timeout = (usec_t) c->request_timeout * USEC_PER_SEC,
                 .max_retries = c->max_retries,

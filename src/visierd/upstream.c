@@ -50,7 +50,7 @@ _Static_assert(UPSTREAM_STREAM_BUFFER >= 4 * CURL_MAX_WRITE_SIZE, "stream buffer
 
 typedef struct Settings {
         unsigned refs;
-        char *base_url, *username, *ca_file;
+        char *base_url, *username, *ca_file, *proxy;
         Secret *apikey, *password;
         usec_t connect_timeout, request_timeout;
         unsigned max_retries;
@@ -204,6 +204,7 @@ static Settings *settings_unref(Settings *s) {
         free(s->base_url);
         free(s->username);
         free(s->ca_file);
+        free(s->proxy);
         secret_free(s->apikey);
         secret_free(s->password);
         free(s);
@@ -224,6 +225,7 @@ static int settings_new(const UpstreamSettings *in, Settings **ret) {
                 s->base_url[n - 1] = '\0';
         s->username = strdup(in->username);
         s->ca_file = in->ca_file ? strdup(in->ca_file) : NULL;
+        s->proxy = strdup(in->proxy ? in->proxy : "");
         s->apikey = secret_dup(in->apikey);
         s->password = secret_dup(in->password);
         s->connect_timeout = in->connect_timeout;
@@ -231,7 +233,7 @@ static int settings_new(const UpstreamSettings *in, Settings **ret) {
         s->max_retries = in->max_retries;
         s->max_response = in->max_response;
         s->max_connections = in->max_connections ? in->max_connections : UPSTREAM_CONNECTIONS_DEFAULT;
-        if (!s->base_url || !s->username || (in->ca_file && !s->ca_file) || !s->apikey || !s->password) {
+        if (!s->base_url || !s->username || (in->ca_file && !s->ca_file) || !s->proxy || !s->apikey || !s->password) {
                 s->refs = 1;
                 settings_unref(s);
                 return -ENOMEM;
@@ -633,6 +635,9 @@ static int setup_handle(Upstream *u, CURL *h, const Settings *s, usec_t remainin
         SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
         if (s->ca_file)
                 SETOPT(h, CURLOPT_CAINFO, s->ca_file);
+        /* "" (no proxy key) makes libcurl ignore http_proxy, HTTPS_PROXY, ALL_PROXY and the like:
+         * a proxy that an environment names would otherwise see every call. */
+        SETOPT(h, CURLOPT_PROXY, s->proxy);
         SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) (connect / USEC_PER_MSEC + 1));
         SETOPT(h, CURLOPT_TIMEOUT_MS, (long) (remaining / USEC_PER_MSEC + 1));
         SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -45,6 +45,7 @@ typedef struct UpstreamSettings {
         const Secret *apikey;
         const Secret *password;
         const char *ca_file;
+        const char *proxy; /* NULL or "": none (the environment's proxy variables are ignored) */
         usec_t connect_timeout;
         usec_t request_timeout;
         unsigned max_retries;
