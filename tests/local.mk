@@ -18,6 +18,8 @@ integration_tests += tests/test-loop
 integration_tests += tests/test-upstream-async
 # Visier's clients against visierd: local sign-in.
 integration_tests += tests/test-signin tests/test-answers tests/test-rounds
+# /metrics through Prometheus's promtool (SKIP without it).
+integration_tests += tests/test-promtool
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -59,6 +61,9 @@ tests_check_validate_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)
+tests_test_promtool_SOURCES = tests/test-promtool.c
+tests_test_promtool_CFLAGS = $(TEST_CFLAGS)
+tests_test_promtool_LDADD = $(TEST_LDADD)
 tests_test_rounds_SOURCES = tests/test-rounds.c
 tests_test_rounds_CFLAGS = $(TEST_CFLAGS)
 tests_test_rounds_LDADD = $(TEST_LDADD)
