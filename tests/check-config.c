@@ -142,6 +142,53 @@ START_TEST(test_proxy_key) {
 }
 END_TEST
 
+/* [metrics] listen: ADDRESS:PORT, IPv6 bracketed, into metrics_address and metrics_port. */
+START_TEST(test_metrics_listen_key) {
+        static const struct {
+                const char *value, *address, *error;
+                int port;
+        } cases[] = {
+                { "127.0.0.1:9420", "127.0.0.1", NULL, 9420 },
+                { "[::1]:0", "::1", NULL, 0 },
+                { "0.0.0.0:9420", "0.0.0.0", NULL, 9420 },
+                { "localhost:9420", NULL, "is not an IPv4 address or a bracketed IPv6 one", 0 },
+                { "::1:9420", NULL, "is not an IPv4 address or a bracketed IPv6 one", 0 },
+                { "127.0.0.1", NULL, "is not ADDRESS:PORT", 0 },
+                { "[::1]9420", NULL, "is not ADDRESS:PORT", 0 },
+                { "127.0.0.1:70000", NULL, "is not a port from 0 to 65535", 0 },
+                { "127.0.0.1:-1", NULL, "is not a port from 0 to 65535", 0 },
+                { "127.0.0.1:", NULL, "is not a port from 0 to 65535", 0 },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char text[256];
+
+                snprintf(text, sizeof(text), "[visier]\nbase_url = http://127.0.0.1:9\nusername = u\n[metrics]\nlisten = %s\n",
+                         cases[i].value);
+                if (!cases[i].error) {
+                        ck_assert_msg(config_load_string("t.conf", text, &c, &e) == 0, "%s: %s", cases[i].value,
+                                      e.n ? e.messages[0] : "");
+                        ck_assert_str_eq(c->metrics_address, cases[i].address);
+                        ck_assert_int_eq(c->metrics_port, cases[i].port);
+                        continue;
+                }
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+                ck_assert_msg(errors_contain(&e, cases[i].error), "%s: no error '%s'", cases[i].value, cases[i].error);
+                config_errors_clear(&e);
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                ck_assert_int_eq(config_load_string("t.conf", "[visier]\nbase_url = http://127.0.0.1:9\nusername = u\n", &c, &e),
+                                 0);
+                ck_assert_int_eq(c->metrics_port, -1); /* none by default */
+        }
+}
+END_TEST
+
 START_TEST(test_validation) {
         _cleanup_(config_freep) Config *c = NULL;
         ConfigErrors e = {};
@@ -379,6 +426,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_validation);
         tcase_add_test(tc, test_base_url_origin_only);
         tcase_add_test(tc, test_proxy_key);
+        tcase_add_test(tc, test_metrics_listen_key);
         tcase_add_test(tc, test_secret_files);
         tcase_add_test(tc, test_secret_file_hazards);
         tcase_add_test(tc, test_client_tokens_must_be_strong);

@@ -38,6 +38,7 @@ static void teardown(void) {
 }
 
 static double sample(const char *text, const char *series);
+static void assert_prometheus_text(const char *text);
 
 static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {
         char *u = visierd_url(&vd, path);
@@ -550,6 +551,77 @@ static long unix_get(const char *sock, const char *path) {
         fclose(devnull);
         return status;
 }
+
+/* [metrics] listen and socket: a listener for scrapers that serves GET /metrics without a client
+ * token (the local API wants one here), refuses everything else by name, and keeps the Host
+ * check. The port picked (port 0) is reported as X_METRICS_PORT and in the start-up log. */
+START_TEST(test_metrics_only_listener) {
+        char tail[1024], tp[256], token[41], msock[256], url[128], host[64], *log, *line;
+        const char *foreign[] = { "Host: attacker.example", NULL }, *with_host[] = { host, NULL };
+        const char *p;
+        unsigned mport;
+        HttpResult r;
+
+        sim_start(&sim, NULL);
+        harness_random_hex(token, 20);
+        write_token(sim.dir, "reader", token, tp, sizeof(tp));
+        snprintf(msock, sizeof(msock), "%s/metrics.sock", sim.dir);
+        snprintf(tail, sizeof(tail), "[client reader]\ntoken_file = %s\nrole = read\n[metrics]\nlisten = 127.0.0.1:0\nsocket = %s\n",
+                 tp, msock);
+        visierd_start(&vd, &sim, NULL, tail);
+        p = strstr(vd.notify_log, "X_METRICS_PORT=");
+        ck_assert_msg(p, "no X_METRICS_PORT in: %s", vd.notify_log);
+        mport = (unsigned) strtoul(p + strlen("X_METRICS_PORT="), NULL, 10);
+        ck_assert_uint_gt(mport, 0);
+        ck_assert_uint_ne(mport, vd.port);
+
+        ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, NULL), 401); /* the local API wants the token */
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", mport);
+        http_request("GET", url, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_msg(strstr(r.body, "\nvisierd_build_info{version=\"" PACKAGE_VERSION "\"} 1\n"), "%s", r.body);
+        assert_prometheus_text(r.body);
+        http_result_done(&r);
+        ck_assert_int_eq(unix_get(msock, "/metrics"), 200);
+        ck_assert_int_eq(unix_get(msock, "/status"), 404);
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", mport);
+        http_request("GET", url, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 404);
+        ck_assert_str_eq(r.body, "{\"code\":\"NotFound\",\"message\":\"this listener serves GET /metrics only\","
+                                 "\"localizedMessage\":\"this listener serves GET /metrics only\",\"userError\":true}");
+        http_result_done(&r);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/admin/capabilities", mport);
+        http_request("GET", url, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 404); /* never a way to Visier */
+        http_result_done(&r);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", mport);
+        http_request("POST", url, NULL, "{}", 10000, &r);
+        ck_assert_int_eq(r.status, 405);
+        http_result_done(&r);
+        http_request("GET", url, foreign, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 421);
+        http_result_done(&r);
+        snprintf(host, sizeof(host), "Host: localhost:%u", mport);
+        http_request("GET", url, with_host, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 0);
+
+        /* The scrapes are counted, under their own route. */
+        http_request("GET", url, NULL, NULL, 10000, &r);
+        ck_assert_double_ge(sample(r.body, "visierd_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"), 3);
+        http_result_done(&r);
+
+        ck_assert_int_ge(asprintf(&line, "metrics for scrapers (GET /metrics, no token) on 127.0.0.1:%u and %s", mport,
+                                  msock),
+                         0);
+        log = harness_read_file(vd.log);
+        ck_assert_msg(strstr(log, line), "no '%s' in: %s", line, log);
+        free(log);
+        free(line);
+}
+END_TEST
 
 START_TEST(test_unix_socket_peer_allow_list) {
         char tail[512], sock[256];
@@ -1133,6 +1205,7 @@ int main(void) {
         tcase_add_test(tc, test_ambiguous_body_framing);
         tcase_add_test(tc, test_other_loopback_address);
         tcase_add_test(tc, test_proxy_only_when_configured);
+        tcase_add_test(tc, test_metrics_only_listener);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
         tcase_add_test(tc, test_access_log_off);

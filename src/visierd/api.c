@@ -93,6 +93,9 @@ static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *
 static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status);
 
+/* /metrics on the metrics-only listener: no role needed. */
+static const Route metrics_only_route = { "GET", "/metrics", api_metrics, CLIENT_ROLE_NONE, ROUTE_OPS };
+
 static const Route routes[] = {
         { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS },
         { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS },
@@ -1147,7 +1150,34 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
 }
 
 static bool route_is_own(const Route *route) {
-        return route >= routes && route < routes + ELEMENTSOF(routes);
+        return (route >= routes && route < routes + ELEMENTSOF(routes)) || route == &metrics_only_route;
+}
+
+/* The metrics-only listener ([metrics] listen, socket): GET /metrics and nothing else, with the
+ * Host, Origin, Sec-Fetch-Site and unix-socket checks of the local API but no client token. */
+struct MHD_Response *api_handle_metrics(void *userdata, HttpRequest *req, unsigned *ret_status) {
+        Manager *m = userdata;
+        struct MHD_Response *r;
+        MetricsAuthFailure auth = _METRICS_AUTH_MAX;
+
+        if (!streq(req->path, "/metrics")) {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                r = http_response_status("NotFound", true, "this listener serves GET /metrics only");
+                request_answered(m, req, NULL, r ? *ret_status : 500);
+                return r;
+        }
+        if (!streq(req->method, "GET")) {
+                *ret_status = MHD_HTTP_METHOD_NOT_ALLOWED;
+                r = http_response_status("MethodNotAllowed", true, "this listener serves GET /metrics only");
+                if (r)
+                        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET");
+        } else {
+                req->route = metrics_only_route.pattern;
+                if (authorize(m, req, &metrics_only_route, ret_status, &r, &auth))
+                        r = api_metrics(m, req, ret_status);
+        }
+        request_answered(m, req, &metrics_only_route, r ? *ret_status : 500);
+        return r;
 }
 
 size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns) {

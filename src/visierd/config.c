@@ -79,6 +79,12 @@ const ConfigKey config_keys[] = {
                  "local sign-in sessions kept at once; when full, a sign-in ends the one that would end first"),
         KEY_UINT("listen", "max_header_size", max_header_size, "6144", 1024, 1048576,
                  "largest request line and headers accepted, in bytes"),
+        KEY_STRING("metrics", "listen", metrics_listen, NULL,
+                   "ADDRESS:PORT of a listener that serves GET /metrics only, without a client token, for scrapers "
+                   "(e.g. 127.0.0.1:9420, [::1]:9420; port 0 picks a free one); default none"),
+        KEY_STRING("metrics", "socket", metrics_socket, NULL,
+                   "path of a unix socket that serves GET /metrics only, without a client token (mode 0660); "
+                   "default none"),
         KEY_STRING("log", "format", log_format, "text",
                    "format of the log lines on standard error (never the journal's): text, or json for one object "
                    "a line"),
@@ -260,6 +266,7 @@ int config_new_defaults(Config **ret) {
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
+        c->metrics_port = -1;
         for (const ConfigKey *k = config_keys; k->name; k++) {
                 if (!k->default_value)
                         continue;
@@ -500,6 +507,54 @@ static void config_validate_proxy(const Config *c, ConfigErrors *errors, const c
         curl_url_cleanup(u);
 }
 
+/* [metrics] listen is ADDRESS:PORT ("127.0.0.1:9420", "[::1]:9420", port 0 for a free one): into
+ * metrics_address and metrics_port. Any address is allowed: /metrics holds counts, never a
+ * secret, and a scraper usually runs on another host. */
+static void config_parse_metrics_listen(Config *c, ConfigErrors *errors, const char *name) {
+        const char *v = c->metrics_listen, *colon;
+        char addr[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        struct in_addr a4;
+        unsigned long port;
+        bool v6 = v && v[0] == '[';
+        size_t n;
+        char *end;
+
+        c->metrics_port = -1;
+        if (!v || !*v)
+                return;
+        if (v6) {
+                const char *close = strchr(v, ']');
+
+                colon = close && close[1] == ':' ? close + 1 : NULL;
+                v++;
+                n = close ? (size_t) (close - v) : 0;
+        } else {
+                colon = strrchr(v, ':');
+                n = colon ? (size_t) (colon - v) : 0;
+        }
+        if (!colon || n == 0 || n >= sizeof(addr)) {
+                config_error(errors, "%s: [metrics] listen: '%s' is not ADDRESS:PORT (e.g. 127.0.0.1:9420)", name,
+                             c->metrics_listen);
+                return;
+        }
+        memcpy(addr, v, n);
+        addr[n] = '\0';
+        if (v6 ? inet_pton(AF_INET6, addr, &a6) != 1 : inet_pton(AF_INET, addr, &a4) != 1) {
+                config_error(errors, "%s: [metrics] listen: '%s' is not an IPv4 address or a bracketed IPv6 one", name,
+                             addr);
+                return;
+        }
+        errno = 0;
+        port = strtoul(colon + 1, &end, 10);
+        if (colon[1] < '0' || colon[1] > '9' || *end || errno || port > 65535) {
+                config_error(errors, "%s: [metrics] listen: '%s' is not a port from 0 to 65535", name, colon + 1);
+                return;
+        }
+        memcpy(c->metrics_address, addr, n + 1);
+        c->metrics_port = (int) port;
+}
+
 static bool config_id_list_ok(const char *s) {
         bool digit = false;
 
@@ -571,6 +626,9 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
+        config_parse_metrics_listen(c, errors, name);
+        if (c->metrics_socket && *c->metrics_socket && c->listen_socket && streq(c->metrics_socket, c->listen_socket))
+                config_error(errors, "%s: [metrics] socket must not be [listen] socket (%s)", name, c->metrics_socket);
         if (!streq(c->log_access, "yes") && !streq(c->log_access, "no"))
                 config_error(errors, "%s: [log] access: '%s' is not yes or no", name, c->log_access);
         if (!streq(c->log_format, "text") && !streq(c->log_format, "json"))

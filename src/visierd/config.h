@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -86,6 +87,12 @@ typedef struct Config {
         char *allowed_origins;  /* comma-separated Origins allowed (none by default) */
         char *socket_allow_uids; /* comma-separated uids allowed on the unix socket */
         char *socket_allow_gids;
+
+        /* [metrics] */
+        char *metrics_listen;  /* "ADDRESS:PORT" of the metrics-only listener, or NULL */
+        char *metrics_socket;  /* its unix socket path, or NULL */
+        char metrics_address[INET6_ADDRSTRLEN]; /* parsed from metrics_listen */
+        int metrics_port;      /* parsed from metrics_listen; -1: no TCP metrics listener */
 
         /* [client NAME] sections */
         ConfigClient clients[CONFIG_CLIENTS_MAX];

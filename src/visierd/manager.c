@@ -14,6 +14,7 @@
 #define MANAGER_STATUS_INTERVAL (2 * USEC_PER_SEC) /* how often STATUS= is refreshed */
 #define MANAGER_WORKERS 4        /* threads for blocking work: a fixed number, whatever the load */
 #define MANAGER_OPS_RESERVE 64   /* connections past max_connections kept for /healthz, /readyz, /metrics */
+#define MANAGER_METRICS_CONNECTIONS 64 /* connections the metrics-only listener takes at once */
 
 /* Every connection is a descriptor: raise the soft limit as far as the hard one allows. */
 static void raise_fd_limit(unsigned max_connections) {
@@ -163,6 +164,7 @@ Manager *manager_free(Manager *m) {
                 api_release_holds(m); /* holds the last completions started */
         http_server_stop(m->http); /* every call and stream of a request is aborted with it */
         m->http = NULL;
+        m->metrics_http = http_server_stop(m->metrics_http);
         if (m->upstream)
                 upstream_detach_event(m->upstream); /* before the keeper it subscribes to goes */
         runner_free(m->runner);
@@ -509,6 +511,26 @@ int manager_start(Manager *m) {
                 log_error("%s", err);
                 return r;
         }
+        if (c->metrics_port >= 0 || (c->metrics_socket && *c->metrics_socket)) {
+                r = http_server_start(m->event,
+                                      &(HttpSettings) {
+                                              .tcp = c->metrics_port >= 0,
+                                              .address = c->metrics_address,
+                                              .port = c->metrics_port >= 0 ? (unsigned) c->metrics_port : 0,
+                                              .socket_path = c->metrics_socket,
+                                              .socket_mode = CONFIG_SOCKET_MODE,
+                                              .max_connections = MANAGER_METRICS_CONNECTIONS,
+                                              .max_body = 1024,
+                                              .max_header = c->max_header_size,
+                                              .idle_timeout = c->idle_timeout,
+                                              .read_timeout = c->read_timeout,
+                                      },
+                                      api_handle_metrics, m, &m->metrics_http, err, sizeof(err));
+                if (r < 0) {
+                        log_error("[metrics]: %s", err);
+                        return r;
+                }
+        }
 
         r = token_keeper_start(m->token);
         if (r < 0) {
@@ -562,6 +584,8 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
         if (r < 0)
                 return sd_event_exit(m->event, 0);
         http_server_drain(m->http, on_drained, m);
+        if (m->metrics_http)
+                http_server_drain(m->metrics_http, NULL, NULL); /* scrapes are answered at once */
         return 0;
 }
 
@@ -576,6 +600,9 @@ static void warn_restart_needed(const Config *old, const Config *new) {
             old->max_connections_per_client != new->max_connections_per_client ||
             old->idle_timeout != new->idle_timeout || old->read_timeout != new->read_timeout)
                 log_warning("[listen] changes take effect only after a restart");
+        if (!streq(strempty(old->metrics_listen), strempty(new->metrics_listen)) ||
+            !streq(strempty(old->metrics_socket), strempty(new->metrics_socket)))
+                log_warning("[metrics] changes take effect only after a restart");
         if (!streq(old->database, new->database))
                 log_warning("[store] database changes take effect only after a restart");
 }
@@ -758,11 +785,20 @@ int manager_run(Manager *m) {
         else
                 log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "visierd %s serving Visier %s (listening on %s)",
                          PACKAGE_VERSION, m->config->base_url, http_server_describe(m->http));
+        if (m->metrics_http)
+                log_full(LOG_INFO, LOG_MSGID_STARTUP, NULL, "metrics for scrapers (GET /metrics, no token) on %s",
+                         http_server_describe(m->metrics_http));
         manager_update_status(m);
-        if (http_server_port(m->http) > 0)
-                sd_notifyf(0, "READY=1\nSTATUS=%s\nX_LISTEN_PORT=%u", m->last_status, http_server_port(m->http));
-        else
-                sd_notifyf(0, "READY=1\nSTATUS=%s", m->last_status);
+        {
+                char ports[64] = "";
+
+                if (http_server_port(m->http) > 0)
+                        snprintf(ports, sizeof(ports), "\nX_LISTEN_PORT=%u", http_server_port(m->http));
+                if (m->metrics_http && http_server_port(m->metrics_http) > 0)
+                        snprintf(ports + strlen(ports), sizeof(ports) - strlen(ports), "\nX_METRICS_PORT=%u",
+                                 http_server_port(m->metrics_http));
+                sd_notifyf(0, "READY=1\nSTATUS=%s%s", m->last_status, ports);
+        }
 
         r = sd_event_loop(m->event);
         /* Stop claiming before anything else shuts down: from here on no new write is sent. */

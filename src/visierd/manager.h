@@ -38,6 +38,7 @@ typedef struct Manager {
         char results_dir[512];
         Metrics *metrics;
         HttpServer *http;
+        HttpServer *metrics_http; /* [metrics] listen, socket: GET /metrics only (or NULL) */
         WorkerPool *workers;     /* blocking work off the loop */
         Cache *cache;            /* metadata reads (thread-safe) */
         SessionTable *sessions;  /* local sign-ins (thread-safe; memory only) */
@@ -84,6 +85,8 @@ void manager_job_finished(Manager *m, int64_t job_id);
 
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);
+/* The same for the metrics-only listener: GET /metrics only, no client token. */
+struct MHD_Response *api_handle_metrics(void *userdata, HttpRequest *req, unsigned *ret_status);
 /* On the loop: answer the holds waiting for this job / all of them (shutdown). */
 void api_job_finished(Manager *m, int64_t job_id);
 void api_release_holds(Manager *m);
