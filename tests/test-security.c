@@ -623,6 +623,48 @@ START_TEST(test_metrics_only_listener) {
 }
 END_TEST
 
+/* [listen] require_request_header = yes (off by default): a request without X-Visierd-Request:
+ * true gets 412 before anything reaches Visier; probes and the metrics-only listener are exempt;
+ * visierctl sends the header. */
+START_TEST(test_required_request_header) {
+        const char *marked[] = { "X-Visierd-Request: true", NULL }, *wrong[] = { "X-Visierd-Request: 1", NULL };
+        char ctl[256], url[64], murl[128], *answer, *out;
+        const char *argv[] = { ctl, "--url", url, "status", NULL };
+        const char *p;
+        HttpResult r;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[listen]\nrequire_request_header = yes\n[metrics]\nlisten = 127.0.0.1:0\n");
+        ck_assert_int_eq(req("GET", "/healthz", NULL, NULL, NULL), 200);
+        visierd_wait_ready(&vd); /* /readyz: exempt too */
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, &answer), 412);
+        ck_assert_str_eq(answer, "{\"code\":\"PreconditionFailed\",\"message\":\"requests must carry the header "
+                                 "X-Visierd-Request: true ([listen] require_request_header)\",\"localizedMessage\":"
+                                 "\"requests must carry the header X-Visierd-Request: true ([listen] "
+                                 "require_request_header)\",\"userError\":true}");
+        free(answer);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", wrong, NULL, NULL), 412);
+        ck_assert_int_eq(req("POST", "/v1/admin/permissions", NULL, "{\"permissions\":[{\"displayName\":\"p\"}]}", NULL),
+                         412);
+        ck_assert_int_eq(req("GET", "/status", NULL, NULL, NULL), 412);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 0);
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", marked, NULL, NULL), 200);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 1);
+
+        p = strstr(vd.notify_log, "X_METRICS_PORT=");
+        ck_assert_ptr_nonnull(p);
+        snprintf(murl, sizeof(murl), "http://127.0.0.1:%lu/metrics", strtoul(p + strlen("X_METRICS_PORT="), NULL, 10));
+        http_request("GET", murl, NULL, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+
+        snprintf(ctl, sizeof(ctl), "%s/visierctl", getenv("TOP_BUILDDIR") ? getenv("TOP_BUILDDIR") : ".");
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", vd.port);
+        ck_assert_msg(harness_run(argv, &out) == 0, "visierctl status: %s", out);
+        free(out);
+}
+END_TEST
+
 START_TEST(test_unix_socket_peer_allow_list) {
         char tail[512], sock[256];
 
@@ -1206,6 +1248,7 @@ int main(void) {
         tcase_add_test(tc, test_other_loopback_address);
         tcase_add_test(tc, test_proxy_only_when_configured);
         tcase_add_test(tc, test_metrics_only_listener);
+        tcase_add_test(tc, test_required_request_header);
         tcase_add_test(tc, test_secrets_kept_out_of_core_dumps);
         tcase_add_test(tc, test_log_json_and_debug);
         tcase_add_test(tc, test_access_log_off);

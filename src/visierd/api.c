@@ -411,6 +411,13 @@ static bool media_type_is(const char *content_type, const char *want) {
                strncasecmp(content_type, "application/merge-patch+json", n) == 0;
 }
 
+/* Does the request carry X-Visierd-Request: true ([listen] require_request_header)? */
+static bool request_header_true(HttpRequest *req) {
+        const char *v = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "X-Visierd-Request");
+
+        return v && strcaseeq(v, "true");
+}
+
 static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
                       struct MHD_Response **ret_refusal, MetricsAuthFailure *ret_auth) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
@@ -438,6 +445,10 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                 /* A browser's image, script or no-cors fetch from another site carries no Origin. */
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from other sites' pages (Sec-Fetch-Site: cross-site or same-site) are refused");
+        else if (streq(c->require_request_header, "yes") && route->handler != api_healthz &&
+                 route->handler != api_readyz && route != &metrics_only_route && !request_header_true(req))
+                r = refuse(ret_status, MHD_HTTP_PRECONDITION_FAILED, "PreconditionFailed",
+                           "requests must carry the header X-Visierd-Request: true ([listen] require_request_header)");
         else if (req->body_len > 0 && !body_type_ok(route, content_type)) {
                 char msg[160];
 

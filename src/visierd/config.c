@@ -67,6 +67,10 @@ const ConfigKey config_keys[] = {
                    "Host names accepted besides localhost, 127.0.0.1 and ::1 (comma-separated)"),
         KEY_STRING("listen", "allowed_origins", allowed_origins, NULL,
                    "browser Origins allowed to call the API (comma-separated); default none"),
+        KEY_STRING("listen", "require_request_header", require_request_header, "no",
+                   "yes: every request but /healthz and /readyz must carry X-Visierd-Request: true (else 412), which "
+                   "a browser page cannot send to another origin and a service tricked into fetching a URL does not "
+                   "send"),
         KEY_STRING("listen", "socket_allow_uids", socket_allow_uids, NULL,
                    "uids allowed on the unix socket (comma-separated); default any"),
         KEY_STRING("listen", "socket_allow_gids", socket_allow_gids, NULL,
@@ -629,6 +633,9 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
         config_parse_metrics_listen(c, errors, name);
         if (c->metrics_socket && *c->metrics_socket && c->listen_socket && streq(c->metrics_socket, c->listen_socket))
                 config_error(errors, "%s: [metrics] socket must not be [listen] socket (%s)", name, c->metrics_socket);
+        if (!streq(c->require_request_header, "yes") && !streq(c->require_request_header, "no"))
+                config_error(errors, "%s: [listen] require_request_header: '%s' is not yes or no", name,
+                             c->require_request_header);
         if (!streq(c->log_access, "yes") && !streq(c->log_access, "no"))
                 config_error(errors, "%s: [log] access: '%s' is not yes or no", name, c->log_access);
         if (!streq(c->log_format, "text") && !streq(c->log_format, "json"))

@@ -85,6 +85,7 @@ typedef struct Config {
         unsigned read_timeout;  /* seconds to send a whole request */
         char *allowed_hosts;    /* comma-separated extra Host names */
         char *allowed_origins;  /* comma-separated Origins allowed (none by default) */
+        char *require_request_header; /* "yes": requests must carry X-Visierd-Request: true */
         char *socket_allow_uids; /* comma-separated uids allowed on the unix socket */
         char *socket_allow_gids;
 
