@@ -937,7 +937,7 @@ END_TEST
 START_TEST(test_log_json_and_debug) {
         const char *const env[] = { "VISIERD_LOG_LEVEL=debug", NULL };
         const char *wait[] = { "Prefer: wait=20", NULL };
-        bool refresh = false, batch = false, job = false, access = false;
+        bool refresh = false, batch = false, job = false, access = false, budget = false;
         char *log, *line, *save = NULL;
         int lines = 0;
 
@@ -949,6 +949,9 @@ START_TEST(test_log_json_and_debug) {
         ck_assert_int_eq(req("POST", "/v1/admin/permissions", wait, "{\"permissions\":[{\"displayName\":\"logged\"}]}",
                              NULL),
                          200);
+        /* A 429 with Retry-After: 1 closes the budget; the read's next try waits for it. */
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"next_throttles\":1,\"retry_after\":1}"));
+        ck_assert_int_eq(req("GET", "/v1/admin/capabilities", NULL, NULL, NULL), 200);
         ck_assert_int_eq(visierd_stop(&vd), 0);
         log = harness_read_file(vd.log);
         for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -961,6 +964,8 @@ START_TEST(test_log_json_and_debug) {
                               "not a JSON log line: %s", line);
                 refresh |= streq(level, "debug") && strncmp(msg, "token refresh due in about ", 27) == 0;
                 batch |= streq(level, "debug") && streq(msg, "batch: create of 1 items merged from 1 jobs");
+                budget |= streq(level, "debug") && strncmp(msg, "rate budget: /v1/admin/capabilities waits ", 42) == 0 &&
+                          strstr(msg, " s for a call (") && strstr(msg, " left this minute, ");
                 job |= streq(level, "info") && strstr(msg, "succeeded") && json_is_string(json_object_get(j, "JOB_ID")) &&
                        streq(strempty(json_string_value(json_object_get(j, "message_id"))), "5c3f0a1e9b7d4a2c8e6f1b3d5a7c9e09");
                 /* The access line of the write: method, route, status, duration, client, request ID. */
@@ -976,8 +981,8 @@ START_TEST(test_log_json_and_debug) {
                 lines++;
         }
         ck_assert_int_gt(lines, 3);
-        ck_assert_msg(refresh && batch && job && access, "refresh %d, batch %d, job %d, access %d", refresh, batch, job,
-                      access);
+        ck_assert_msg(refresh && batch && job && access && budget, "refresh %d, batch %d, job %d, access %d, budget %d",
+                      refresh, batch, job, access, budget);
         free(log);
 }
 END_TEST

@@ -43,6 +43,10 @@ void log_setup(void) {
                 atomic_store_explicit(&log_max_level, LOG_DEBUG, memory_order_relaxed);
 }
 
+bool log_enabled(int priority) {
+        return priority <= atomic_load_explicit(&log_max_level, memory_order_relaxed);
+}
+
 void log_set_max_level(int level) {
         atomic_store_explicit(&log_max_level, level, memory_order_relaxed);
 }

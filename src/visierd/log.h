@@ -26,6 +26,8 @@
 
 void log_setup(void);
 void log_set_max_level(int level);
+/* Would a line at priority be written? (To skip work done only for a debug line.) */
+bool log_enabled(int priority);
 /* Lines on stderr as one JSON object each instead of text (never for the journal). */
 void log_set_json(bool json);
 

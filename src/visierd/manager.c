@@ -215,6 +215,17 @@ static void on_upstream_call(void *userdata, const char *endpoint, long status, 
         metrics_upstream_call(m->metrics, endpoint, status, latency);
 }
 
+static void on_budget_wait(void *userdata, const char *endpoint, usec_t wait) {
+        Manager *m = userdata;
+        unsigned minute, hour;
+
+        if (!log_enabled(LOG_DEBUG))
+                return;
+        ratelimit_snapshot(&m->rate, clock_now(), &minute, &hour);
+        log_debug("rate budget: %s waits %.3f s for a call (%u left this minute, %u this hour)", endpoint,
+                  (double) wait / (double) USEC_PER_SEC, minute, hour);
+}
+
 typedef struct JobFinished {
         Manager *m;
         size_t n;
@@ -401,6 +412,7 @@ int manager_start(Manager *m) {
                 return r;
         }
         upstream_set_observer(m->upstream, on_upstream_call, m);
+        upstream_set_budget_wait_observer(m->upstream, on_budget_wait, m);
         r = token_keeper_new((usec_t) c->token_lifetime * USEC_PER_SEC, (usec_t) c->refresh_margin * USEC_PER_SEC,
                              upstream_login, m->upstream, on_login, m, &m->token);
         if (r < 0) {

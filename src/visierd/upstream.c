@@ -79,6 +79,8 @@ struct Upstream {
         UpstreamStats stats;
         upstream_observer_fn observer;
         void *observer_userdata;
+        upstream_budget_wait_fn budget_wait;
+        void *budget_wait_userdata;
 
         /* The loop's side, touched on the loop's thread only (token_fd also by the keeper's
          * thread, through token_notify, between subscribe and unsubscribe). */
@@ -348,6 +350,11 @@ int upstream_update(Upstream *u, const UpstreamSettings *in) {
 void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata) {
         u->observer = fn;
         u->observer_userdata = userdata;
+}
+
+void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata) {
+        u->budget_wait = fn;
+        u->budget_wait_userdata = userdata;
 }
 
 static void observe(Upstream *u, const char *endpoint, long status, usec_t started) {
@@ -756,6 +763,8 @@ static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec
                 return -EBUSY;
         }
         *ret_wait = wait;
+        if (u->budget_wait)
+                u->budget_wait(u->budget_wait_userdata, req->endpoint ? req->endpoint : req->path, wait);
         return -EAGAIN;
 }
 

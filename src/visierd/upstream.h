@@ -98,6 +98,11 @@ int upstream_update(Upstream *u, const UpstreamSettings *s);
 typedef void (*upstream_observer_fn)(void *userdata, const char *endpoint, long status, usec_t latency);
 void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata);
 
+/* Told when a call waits for the rate budget (wait: how long), from the thread or loop the
+ * call runs on. Set once, before use. */
+typedef void (*upstream_budget_wait_fn)(void *userdata, const char *endpoint, usec_t wait);
+void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata);
+
 /* The token keeper whose tokens calls use (set once, after both exist). */
 void upstream_set_token_keeper(Upstream *u, TokenKeeper *tk);
 
