@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "clock.h"
 #include "harness.h"
@@ -535,6 +536,101 @@ START_TEST(test_jobs_list) {
 }
 END_TEST
 
+/* GET /jobs?... as "ids|next" ("4,2|/jobs?before=2&..."), the answer required to be 200. */
+static char *jobs_query(const char *query) {
+        char path[512], *ret;
+        json_t *j, *job;
+        size_t i, n = 0;
+        long status;
+        char ids[256] = "";
+
+        snprintf(path, sizeof(path), "/jobs?%s", query);
+        j = visierd_request_json(&vd, "GET", path, NULL, NULL, &status);
+        ck_assert_msg(status == 200, "GET %s: %ld", path, status);
+        json_array_foreach(json_object_get(j, "jobs"), i, job)
+                n += (size_t) snprintf(ids + n, sizeof(ids) - n, "%s%lld", i ? "," : "",
+                                       (long long) json_integer_value(json_object_get(job, "id")));
+        ck_assert_int_ge(asprintf(&ret, "%s|%s", ids, json_string_value(json_object_get(j, "next")) ?: "null"), 0);
+        json_decref(j);
+        return ret;
+}
+
+#define assert_jobs_query(query, want)                                                                             \
+        do {                                                                                                       \
+                char *got_ = jobs_query(query);                                                                    \
+                ck_assert_msg(streq(got_, want), "GET /jobs?%s: %s, expected %s", query, got_, want);              \
+                free(got_);                                                                                        \
+        } while (0)
+
+/* A bad filter value: 400 in Visier's Status shape, naming the parameter. */
+static void assert_jobs_refused(const char *query, const char *message) {
+        char path[512];
+        long status;
+        json_t *j;
+
+        snprintf(path, sizeof(path), "/jobs?%s", query);
+        j = visierd_request_json(&vd, "GET", path, NULL, NULL, &status);
+        ck_assert_msg(status == 400, "GET %s: %ld, expected 400", path, status);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+        ck_assert_msg(strstr(strempty(json_string_value(json_object_get(j, "message"))), message),
+                      "GET %s: message '%s', expected '%s'", path, json_string_value(json_object_get(j, "message")),
+                      message);
+        ck_assert(json_is_boolean(json_object_get(j, "userError")));
+        json_decref(j);
+}
+
+/* GET /jobs filtered by operation, client and creation time, server-side, with the filters
+ * carried by the next link and bad values refused. */
+START_TEST(test_jobs_filters_api) {
+        char *out, *file, future[64], query[256];
+
+        start_all(NULL);
+        submit_create("ctl-filter-1");
+        file = write_change("del.json", "{\"permissionIds\":[\"no-such-permission\"]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--operation", "delete"), 0);
+        free(out);
+        free(file);
+        submit_create("ctl-filter-3");
+        visierd_wait_drained(&vd, 60);
+
+        assert_jobs_query("", "3,2,1|null");
+        assert_jobs_query("operation=create", "3,1|null");
+        assert_jobs_query("operation=delete", "2|null");
+        assert_jobs_query("operation=revert", "|null");
+        assert_jobs_query("client=tcp%3A127.0.0.1", "3,2,1|null");
+        assert_jobs_query("client=tcp:127.0.0.2", "|null");
+        assert_jobs_query("client=x%27%20OR%20%271%27%3D%271", "|null"); /* a value, never SQL */
+        assert_jobs_query("since=0", "3,2,1|null");
+        assert_jobs_query("since=1970-01-01T00:00:00Z", "3,2,1|null");
+        snprintf(future, sizeof(future), "%lld", (long long) (time(NULL) + 3600));
+        snprintf(query, sizeof(query), "since=%s", future);
+        assert_jobs_query(query, "|null");
+        assert_jobs_query("since=2100-01-01T01:00:00%2B01:00", "|null");
+        assert_jobs_query("state=succeeded&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00:00:00Z",
+                          "3,1|null");
+        /* The next page keeps every filter (escaped), and following it gives the rest. */
+        assert_jobs_query("operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00:00:00Z&limit=1",
+                          "3|/jobs?before=3&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z");
+        assert_jobs_query("before=3&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z",
+                          "1|/jobs?before=1&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z");
+        assert_jobs_query("before=1&limit=1&operation=create", "|null");
+        /* Unchanged without the new parameters. */
+        assert_jobs_query("limit=2", "3,2|/jobs?before=2&limit=2");
+        assert_jobs_query("limit=1&state=succeeded", "3|/jobs?before=3&limit=1&state=succeeded");
+
+        assert_jobs_refused("operation=frobnicate", "operation: must be create, update, delete");
+        assert_jobs_refused("client=", "client: must be a client's name");
+        assert_jobs_refused("client=a%01b", "client: must be a client's name");
+        assert_jobs_refused("client=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                            "client: must be a client's name");
+        assert_jobs_refused("since=yesterday", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=2026-01-31", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=2026-01-31T08:00:00", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=-5", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("state=done&operation=create", "state: must be queued");
+}
+END_TEST
+
 /* ---- transports, errors and the token ---- */
 
 START_TEST(test_unreachable) {
@@ -1019,6 +1115,7 @@ int main(void) {
         tcase_add_test(tc, test_wait_timeout);
         tcase_add_test(tc, test_cancel);
         tcase_add_test(tc, test_jobs_list);
+        tcase_add_test(tc, test_jobs_filters_api);
         tcase_add_test(tc, test_unix_socket);
         tcase_add_test(tc, test_exports_list);
         tcase_add_test(tc, test_export_to_file);
