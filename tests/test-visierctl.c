@@ -166,6 +166,9 @@ START_TEST(test_status) {
         ck_assert_str_eq(json_string_value(json_object_get(j, "version")), PACKAGE_VERSION);
         ck_assert(json_is_object(json_object_get(j, "jobs")));
         ck_assert(json_is_true(json_object_get(json_object_get(j, "token"), "valid")));
+        /* No write call in flight: present, and null. */
+        ck_assert(json_object_get(json_object_get(j, "publisher"), "current_call"));
+        ck_assert(json_is_null(json_object_get(json_object_get(j, "publisher"), "current_call")));
         json_decref(j);
         free(out);
 }

@@ -1341,6 +1341,26 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_u64(o, ps.rounds_published);
         out_lit(o, ",\"rounds_discarded\":");
         out_u64(o, ps.rounds_discarded);
+        out_lit(o, ",\"current_call\":");
+        if (!ps.current.active)
+                out_lit(o, "null");
+        else {
+                char secs[32];
+                int n = snprintf(secs, sizeof(secs), "%.3f",
+                                 (double) (now > ps.current.started ? now - ps.current.started : 0) / USEC_PER_SEC);
+
+                out_lit(o, "{\"method\":");
+                out_string(o, ps.current.method);
+                out_lit(o, ",\"endpoint\":");
+                out_string(o, ps.current.endpoint);
+                out_lit(o, ",\"jobs\":");
+                out_u64(o, ps.current.n_jobs);
+                out_lit(o, ",\"items\":");
+                out_u64(o, ps.current.n_items);
+                out_lit(o, ",\"elapsed_seconds\":");
+                out_mem(o, secs, n > 0 ? (size_t) n : 0);
+                out_lit(o, "}");
+        }
         out_lit(o, "},\"version\":\"" PACKAGE_VERSION "\",\"uptime_seconds\":");
         out_u64(o, (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
         out_lit(o, ",\"visier\":{\"base_url\":");
