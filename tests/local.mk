@@ -24,10 +24,13 @@ EXTRA_DIST += tests/README
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
-	tests/check-validate-schema.sh tests/check-policy.sh tests/check-config-sample.sh tests/check-man-claims.sh
+	tests/check-validate-schema.sh tests/check-policy.sh tests/check-config-sample.sh tests/check-man-claims.sh \
+	tests/check-completion.sh
 dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tools/gen-validate-schema.py tests/check-policy.sh tools/gen-policy.py \
-	tests/check-config-sample.sh tools/gen-config-sample.py tests/check-man-claims.sh
+	tests/check-config-sample.sh tools/gen-config-sample.py tests/check-man-claims.sh tests/check-completion.sh
+# The completion is checked against visierctl's --help.
+tests/check-completion.log: visierctl$(EXEEXT)
 
 tests_check_config_SOURCES = tests/check-config.c
 tests_check_config_CFLAGS = $(TEST_CFLAGS)
