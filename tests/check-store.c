@@ -641,6 +641,95 @@ START_TEST(test_list_pages) {
 }
 END_TEST
 
+static int64_t wall_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The ids of a list, newest first, as "5,3,1" (for one assertion per list). */
+static const char *list_ids(const StoreJobFilter *f, int64_t before, unsigned limit) {
+        static char buf[256];
+        json_t *list, *j;
+        size_t i, n = 0;
+
+        ck_assert_int_eq(store_jobs_find(st, f, before, limit, &list), 0);
+        buf[0] = '\0';
+        json_array_foreach(list, i, j)
+                n += (size_t) snprintf(buf + n, sizeof(buf) - n, "%s%lld", i ? "," : "",
+                                       (long long) json_integer_value(json_object_get(j, "id")));
+        json_decref(list);
+        return buf;
+}
+
+/* The filters of GET /jobs: operation, client, since, with the state and pages, alone and
+ * together; a value that would be SQL is only ever a value. */
+START_TEST(test_list_filters) {
+        StoreJobFilter f = STORE_JOB_FILTER_NONE;
+        char err[STORE_ERROR_MAX];
+        int64_t ids[6], later;
+        bool existing;
+        JobState s;
+
+        ids[0] = submit(JOB_OP_DELETE, "[\"f0\"]", "", NULL);           /* client "test" */
+        ids[1] = submit(JOB_OP_REVERT, "[\"f1\"]", "", NULL);
+        ids[2] = submit(JOB_OP_DELETE, "[\"f2\"]", "", NULL);
+        for (size_t i = 3; i < 5; i++) {                                  /* client "other' OR 1=1 --" */
+                json_t *items = json_loads("[\"g\"]", 0, NULL);
+                ck_assert_int_eq(store_job_submit(st,
+                                                  &(JobSubmit) { .op = JOB_OP_DELETE, .tenant = "", .project = "",
+                                                                 .non_versioned = "", .tenant_code = "",
+                                                                 .client = "other' OR 1=1 --", .body = "[\"g\"]",
+                                                                 .body_len = 5, .items = items },
+                                                  &ids[i], &existing, err, sizeof(err)),
+                                 0);
+                json_decref(items);
+        }
+        /* The next job is created in a later millisecond than every one before it. */
+        later = wall_ms() + 1;
+        while (wall_ms() < later)
+                ;
+        ids[5] = submit(JOB_OP_REVERT, "[\"f5\"]", "", NULL);
+        ck_assert_int_eq(store_job_cancel(st, ids[2], &s), 0);
+
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6,5,4,3,2,1");
+        f.op = JOB_OP_REVERT;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6,2");
+        f.op = JOB_OP_DELETE;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "5,4,3,1");
+        ck_assert_str_eq(list_ids(&f, 0, 2), "5,4");
+        ck_assert_str_eq(list_ids(&f, ids[3], 2), "3,1");
+        f.state = JOB_CANCELLED;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "3");
+        f.state = JOB_QUEUED;
+        f.client = "test";
+        ck_assert_str_eq(list_ids(&f, 0, 50), "1");
+        f = STORE_JOB_FILTER_NONE;
+        f.client = "other' OR 1=1 --";
+        ck_assert_str_eq(list_ids(&f, 0, 50), "5,4");
+        f.client = "other";
+        ck_assert_str_eq(list_ids(&f, 0, 50), "");
+        f.client = "' OR 1=1 --";
+        ck_assert_str_eq(list_ids(&f, 0, 50), "");
+        f.client = NULL;
+        f.since_ms = later;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6");
+        f.since_ms = later - 60000;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6,5,4,3,2,1");
+        f.since_ms = wall_ms() + 60000;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "");
+        /* Every filter at once. */
+        f = (StoreJobFilter) { .state = JOB_QUEUED, .op = JOB_OP_REVERT, .client = "test", .since_ms = later };
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6");
+        ck_assert_str_eq(list_ids(&f, ids[5], 50), "");
+        /* store_jobs_list is the filter on the state alone. */
+        f = STORE_JOB_FILTER_NONE;
+        f.state = JOB_QUEUED;
+        ck_assert_str_eq(list_ids(&f, 0, 50), "6,5,4,2,1");
+}
+END_TEST
+
 /* What an asynchronous submission's callback was told. */
 typedef struct Answer {
         pthread_mutex_t lock;
@@ -1189,6 +1278,7 @@ int main(void) {
         tcase_add_test(tc, test_migration_builds_counts);
         tcase_add_test(tc, test_query_plans_use_indexes);
         tcase_add_test(tc, test_list_pages);
+        tcase_add_test(tc, test_list_filters);
         tcase_add_test(tc, test_async_submit_answers_with_the_job);
         tcase_add_test(tc, test_close_answers_every_submission);
         tcase_add_test(tc, test_reads_beside_a_write_transaction);

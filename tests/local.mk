@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session
+unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-parse
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -27,10 +27,13 @@ EXTRA_DIST += tests/README
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tests/check-policy.sh tests/check-config-sample.sh tests/check-man-claims.sh \
-	tests/check-quickstart.sh
+	tests/check-quickstart.sh tests/check-completion.sh
 dist_noinst_SCRIPTS += tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tools/gen-validate-schema.py tests/check-policy.sh tools/gen-policy.py \
-	tests/check-config-sample.sh tools/gen-config-sample.py tests/check-man-claims.sh tests/check-quickstart.sh
+	tests/check-config-sample.sh tools/gen-config-sample.py tests/check-man-claims.sh tests/check-quickstart.sh \
+	tests/check-completion.sh
+# The completion is checked against visierctl's --help.
+tests/check-completion.log: visierctl$(EXEEXT)
 
 tests_check_config_SOURCES = tests/check-config.c
 tests_check_config_CFLAGS = $(TEST_CFLAGS)
@@ -59,6 +62,9 @@ tests_check_exports_LDADD = $(TEST_LDADD)
 tests_check_validate_SOURCES = tests/check-validate.c
 tests_check_validate_CFLAGS = $(TEST_CFLAGS)
 tests_check_validate_LDADD = $(TEST_LDADD)
+tests_check_parse_SOURCES = tests/check-parse.c
+tests_check_parse_CFLAGS = $(TEST_CFLAGS)
+tests_check_parse_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)

@@ -16,6 +16,13 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <termios.h>
 
 #include "clock.h"
 #include "harness.h"
@@ -29,7 +36,10 @@ static void setup(void) {
         harness_mkdtemp(scratch, sizeof(scratch), "visierctl-test");
 }
 
+static void pty_stop(void);
+
 static void teardown(void) {
+        pty_stop();
         if (vd.pid > 0)
                 ck_assert_int_eq(visierd_stop(&vd), 0);
         sim_stop(&sim);
@@ -165,6 +175,9 @@ START_TEST(test_status) {
         ck_assert_str_eq(json_string_value(json_object_get(j, "version")), PACKAGE_VERSION);
         ck_assert(json_is_object(json_object_get(j, "jobs")));
         ck_assert(json_is_true(json_object_get(json_object_get(j, "token"), "valid")));
+        /* No write call in flight: present, and null. */
+        ck_assert(json_object_get(json_object_get(j, "publisher"), "current_call"));
+        ck_assert(json_is_null(json_object_get(json_object_get(j, "publisher"), "current_call")));
         json_decref(j);
         free(out);
 }
@@ -531,6 +544,380 @@ START_TEST(test_jobs_list) {
         ck_assert_int_eq(CTL(&out, "jobs", "--state", "bogus"), 2);
         free(out);
         ck_assert_int_eq(CTL(&out, "jobs", "--limit", "0"), 2);
+        free(out);
+}
+END_TEST
+
+/* GET /jobs?... as "ids|next" ("4,2|/jobs?before=2&..."), the answer required to be 200. */
+static char *jobs_query(const char *query) {
+        char path[512], *ret;
+        json_t *j, *job;
+        size_t i, n = 0;
+        long status;
+        char ids[256] = "";
+
+        snprintf(path, sizeof(path), "/jobs?%s", query);
+        j = visierd_request_json(&vd, "GET", path, NULL, NULL, &status);
+        ck_assert_msg(status == 200, "GET %s: %ld", path, status);
+        json_array_foreach(json_object_get(j, "jobs"), i, job)
+                n += (size_t) snprintf(ids + n, sizeof(ids) - n, "%s%lld", i ? "," : "",
+                                       (long long) json_integer_value(json_object_get(job, "id")));
+        ck_assert_int_ge(asprintf(&ret, "%s|%s", ids, json_string_value(json_object_get(j, "next")) ?: "null"), 0);
+        json_decref(j);
+        return ret;
+}
+
+#define assert_jobs_query(query, want)                                                                             \
+        do {                                                                                                       \
+                char *got_ = jobs_query(query);                                                                    \
+                ck_assert_msg(streq(got_, want), "GET /jobs?%s: %s, expected %s", query, got_, want);              \
+                free(got_);                                                                                        \
+        } while (0)
+
+/* A bad filter value: 400 in Visier's Status shape, naming the parameter. */
+static void assert_jobs_refused(const char *query, const char *message) {
+        char path[512];
+        long status;
+        json_t *j;
+
+        snprintf(path, sizeof(path), "/jobs?%s", query);
+        j = visierd_request_json(&vd, "GET", path, NULL, NULL, &status);
+        ck_assert_msg(status == 400, "GET %s: %ld, expected 400", path, status);
+        ck_assert_str_eq(json_string_value(json_object_get(j, "code")), "BadRequest");
+        ck_assert_msg(strstr(strempty(json_string_value(json_object_get(j, "message"))), message),
+                      "GET %s: message '%s', expected '%s'", path, json_string_value(json_object_get(j, "message")),
+                      message);
+        ck_assert(json_is_boolean(json_object_get(j, "userError")));
+        json_decref(j);
+}
+
+/* GET /jobs filtered by operation, client and creation time, server-side, with the filters
+ * carried by the next link and bad values refused. */
+START_TEST(test_jobs_filters_api) {
+        char *out, *file, future[64], query[256];
+
+        start_all(NULL);
+        submit_create("ctl-filter-1");
+        file = write_change("del.json", "{\"permissionIds\":[\"no-such-permission\"]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--operation", "delete"), 0);
+        free(out);
+        free(file);
+        submit_create("ctl-filter-3");
+        visierd_wait_drained(&vd, 60);
+
+        assert_jobs_query("", "3,2,1|null");
+        assert_jobs_query("operation=create", "3,1|null");
+        assert_jobs_query("operation=delete", "2|null");
+        assert_jobs_query("operation=revert", "|null");
+        assert_jobs_query("client=tcp%3A127.0.0.1", "3,2,1|null");
+        assert_jobs_query("client=tcp:127.0.0.2", "|null");
+        assert_jobs_query("client=x%27%20OR%20%271%27%3D%271", "|null"); /* a value, never SQL */
+        assert_jobs_query("since=0", "3,2,1|null");
+        assert_jobs_query("since=1970-01-01T00:00:00Z", "3,2,1|null");
+        snprintf(future, sizeof(future), "%lld", (long long) (time(NULL) + 3600));
+        snprintf(query, sizeof(query), "since=%s", future);
+        assert_jobs_query(query, "|null");
+        assert_jobs_query("since=2100-01-01T01:00:00%2B01:00", "|null");
+        assert_jobs_query("state=succeeded&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00:00:00Z",
+                          "3,1|null");
+        /* The next page keeps every filter (escaped), and following it gives the rest. */
+        assert_jobs_query("operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00:00:00Z&limit=1",
+                          "3|/jobs?before=3&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z");
+        assert_jobs_query("before=3&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z",
+                          "1|/jobs?before=1&limit=1&operation=create&client=tcp%3A127.0.0.1&since=2000-01-01T00%3A00%3A00Z");
+        assert_jobs_query("before=1&limit=1&operation=create", "|null");
+        /* Unchanged without the new parameters. */
+        assert_jobs_query("limit=2", "3,2|/jobs?before=2&limit=2");
+        assert_jobs_query("limit=1&state=succeeded", "3|/jobs?before=3&limit=1&state=succeeded");
+
+        assert_jobs_refused("operation=frobnicate", "operation: must be create, update, delete");
+        assert_jobs_refused("client=", "client: must be a client's name");
+        assert_jobs_refused("client=a%01b", "client: must be a client's name");
+        assert_jobs_refused("client=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                            "client: must be a client's name");
+        assert_jobs_refused("since=yesterday", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=2026-01-31", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=2026-01-31T08:00:00", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("since=-5", "since: must be an RFC 3339 date-time");
+        assert_jobs_refused("state=done&operation=create", "state: must be queued");
+}
+END_TEST
+
+/* visierctl jobs with the filters: sent to visierd, which does the filtering. */
+START_TEST(test_jobs_filters_cli) {
+        char *out, *file;
+
+        start_all(NULL);
+        submit_create("ctl-f-1");
+        file = write_change("del.json", "{\"permissionIds\":[\"no-such-permission\"]}");
+        ck_assert_int_eq(CTL(&out, "submit", file, "--operation", "delete"), 0);
+        free(out);
+        free(file);
+        visierd_wait_drained(&vd, 60);
+
+        ck_assert_int_eq(CTL(&out, "jobs", "--operation", "delete"), 0);
+        assert_has(out, "\n2  ");
+        assert_lacks(out, "\n1  ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--client", "tcp:127.0.0.1", "--operation", "create"), 0);
+        assert_has(out, "\n1  ");
+        assert_lacks(out, "\n2  ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--client", "someone else"), 0);
+        assert_lacks(out, "\n1  ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--since", "1h"), 0); /* counted back from now */
+        assert_has(out, "\n2  ");
+        assert_has(out, "\n1  ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--since", "2100-01-01T00:00:00+01:00"), 0);
+        ck_assert_msg(strncmp(out, "ID  STATE", 9) == 0 && strchr(out, '\n') == out + strlen(out) - 1,
+                      "expected only the header:\n%s", out);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--limit", "1", "--operation", "create", "--since", "0"), 0);
+        assert_has(out, "\n1  ");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--limit", "1", "--client", "tcp:127.0.0.1"), 0);
+        assert_has(out, "more jobs: visierctl jobs --before 2 --client tcp:127.0.0.1");
+        free(out);
+        /* visierd judges the values: its message, exit 1. */
+        ck_assert_int_eq(CTL(&out, "jobs", "--since", "yesterday"), 1);
+        assert_has(out, "visierctl: since: must be an RFC 3339 date-time");
+        assert_has(out, "(HTTP 400)");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--operation", "frobnicate"), 1);
+        assert_has(out, "visierctl: operation: must be create, update, delete");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--client", ""), 2);
+        free(out);
+}
+END_TEST
+
+/* ---- live screens ---- */
+
+#define SCREEN_ENTER "\033[?1049h\033[?25l"
+#define SCREEN_LEAVE "\033[?25h\033[?1049l"
+#define PTY_TIMEOUT_MS 20000
+
+/* visierctl on a pseudo-terminal: what it wrote so far. */
+typedef struct Pty {
+        pid_t pid;
+        int fd;
+        char buf[1 << 20];
+        size_t len;
+        bool eof;
+} Pty;
+
+static Pty pty;
+
+static void pty_start(Pty *p, const char *const *args) {
+        struct winsize ws = { .ws_row = 40, .ws_col = 200 };
+        const char *argv[32];
+        size_t n = 0;
+
+        argv[n++] = ctl_bin();
+        argv[n++] = "--url";
+        argv[n++] = url;
+        for (size_t i = 0; args[i]; i++) {
+                ck_assert(n < ELEMENTSOF(argv) - 1);
+                argv[n++] = args[i];
+        }
+        argv[n] = NULL;
+        p->len = 0;
+        p->eof = false;
+        p->pid = forkpty(&p->fd, NULL, NULL, &ws);
+        ck_assert_int_ge(p->pid, 0);
+        if (p->pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                execv(argv[0], (char *const *) argv);
+                _exit(127);
+        }
+}
+
+/* Read what comes until the deadline (or the end). */
+static void pty_read(Pty *p, usec_t deadline) {
+        while (!p->eof && p->len < sizeof(p->buf) - 1) {
+                usec_t now = clock_now();
+                struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+                ssize_t n;
+
+                if (now >= deadline)
+                        return;
+                if (poll(&pfd, 1, (int) ((deadline - now) / USEC_PER_MSEC) + 1) <= 0)
+                        continue;
+                n = read(p->fd, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
+                if (n <= 0) { /* EIO: every process holding the terminal is gone */
+                        p->eof = true;
+                        return;
+                }
+                p->len += (size_t) n;
+                p->buf[p->len] = '\0';
+                return;
+        }
+}
+
+/* Wait (bounded) until needle appears at or after offset from; its offset. */
+static size_t pty_expect(Pty *p, size_t from, const char *needle) {
+        usec_t deadline = clock_now() + PTY_TIMEOUT_MS * USEC_PER_MSEC;
+        char *at;
+
+        p->buf[p->len] = '\0';
+        while (!(at = from <= p->len ? strstr(p->buf + from, needle) : NULL)) {
+                ck_assert_msg(clock_now() < deadline && !p->eof, "\"%s\" did not appear on the screen; it shows:\n%s",
+                              needle, p->len > 3000 ? p->buf + p->len - 3000 : p->buf);
+                pty_read(p, deadline);
+        }
+        return (size_t) (at - p->buf);
+}
+
+/* Wait (bounded) for visierctl to end; its exit status. */
+static int pty_exit(Pty *p) {
+        usec_t deadline = clock_now() + PTY_TIMEOUT_MS * USEC_PER_MSEC;
+        int status;
+
+        for (;;) {
+                pid_t r = waitpid(p->pid, &status, WNOHANG);
+
+                ck_assert_int_ge(r, 0);
+                if (r == p->pid)
+                        break;
+                ck_assert_msg(clock_now() < deadline, "visierctl did not end; the screen shows:\n%s",
+                              p->len > 3000 ? p->buf + p->len - 3000 : p->buf);
+                pty_read(p, clock_now() + 50 * USEC_PER_MSEC);
+        }
+        while (!p->eof) /* what it wrote last */
+                pty_read(p, clock_now() + 200 * USEC_PER_MSEC);
+        p->pid = 0;
+        ck_assert_msg(WIFEXITED(status), "visierctl died of signal %d", WTERMSIG(status));
+        return WEXITSTATUS(status);
+}
+
+/* The terminal is as visierctl found it: canonical input with echo. */
+static void assert_terminal_restored(Pty *p) {
+        struct termios t;
+
+        ck_assert_int_eq(tcgetattr(p->fd, &t), 0);
+        ck_assert_msg((t.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO), "the terminal was left without echo");
+        close(p->fd);
+}
+
+static void pty_stop(void) {
+        if (pty.pid > 0) {
+                kill(pty.pid, SIGKILL);
+                waitpid(pty.pid, NULL, 0);
+                close(pty.fd);
+                pty.pid = 0;
+        }
+}
+
+/* jobs --watch on a terminal redraws in place: a job seen running while Visier holds its
+ * write is then seen succeeded, on the same screen, without visierctl being run again; q ends
+ * it and puts the terminal back. */
+START_TEST(test_jobs_watch_pty) {
+        size_t entered, running, done, end;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        set_faults("{\"hold_writes\":true}");
+        submit_create("ctl-watched");
+        pty_start(&pty, (const char *const[]) { "jobs", "--watch", "--interval", "0.2", NULL });
+        entered = pty_expect(&pty, 0, SCREEN_ENTER);
+        pty_expect(&pty, entered, "visierctl jobs --watch  every 0.2 s");
+        running = pty_expect(&pty, entered, " running ");
+        /* A second frame, drawn over the first (home, not scrolled), still running. */
+        running = pty_expect(&pty, pty_expect(&pty, running, "\033[H"), " running ");
+        assert_lacks(pty.buf, "succeeded");
+
+        set_faults("{\"hold_writes\":false}");
+        done = pty_expect(&pty, running, " succeeded ");
+        ck_assert_uint_gt(done, running);
+        ck_assert_int_eq(write(pty.fd, "q", 1), 1);
+        ck_assert_int_eq(pty_exit(&pty), 0);
+        end = pty_expect(&pty, done, SCREEN_LEAVE);
+        ck_assert_uint_gt(end, done);
+        assert_terminal_restored(&pty);
+}
+END_TEST
+
+/* top on a terminal: the write call in flight and the queue, then idle and finished, redrawn;
+ * Ctrl-C ends it and puts the terminal back. */
+START_TEST(test_top_pty) {
+        size_t entered, calling, idle;
+
+        start_all("[jobs]\nbatch_delay_ms = 0");
+        pty_start(&pty, (const char *const[]) { "top", "--interval", "0.2", NULL });
+        entered = pty_expect(&pty, 0, SCREEN_ENTER);
+        pty_expect(&pty, entered, "queue:        0 queued, 0 running");
+        pty_expect(&pty, entered, "publishing:   idle");
+        pty_expect(&pty, entered, "rate budget:  ");
+        pty_expect(&pty, entered, "token:        valid, expires in ");
+
+        set_faults("{\"hold_writes\":true}");
+        submit_create("ctl-topped");
+        calling = pty_expect(&pty, entered, "publishing:   POST /v1/admin/permissions: 1 job, 1 item, for ");
+        pty_expect(&pty, entered, "queue:        0 queued, 1 running");
+        pty_expect(&pty, entered, "write calls:  1, 1 items sent");
+
+        set_faults("{\"hold_writes\":false}");
+        idle = pty_expect(&pty, calling, "publishing:   idle");
+        pty_expect(&pty, calling, "finished:     1 succeeded, 0 failed, 0 cancelled");
+        ck_assert_int_eq(write(pty.fd, "\003", 1), 1); /* Ctrl-C: SIGINT from the terminal */
+        ck_assert_int_eq(pty_exit(&pty), 0);
+        pty_expect(&pty, idle, SCREEN_LEAVE);
+        assert_terminal_restored(&pty);
+}
+END_TEST
+
+/* Not on a terminal: a fresh table per interval, no escape codes; --count ends it. */
+START_TEST(test_screens_not_on_a_terminal) {
+        char *out, *second;
+
+        start_all(NULL);
+        submit_create("ctl-plain");
+        visierd_wait_drained(&vd, 60);
+        ck_assert_int_eq(CTL(&out, "jobs", "--watch", "--interval", "0.1", "--count", "2"), 0);
+        assert_lacks(out, "\033");
+        ck_assert_msg(strncmp(out, "visierctl jobs --watch  every 0.1 s  ", 37) == 0, "title:\n%s", out);
+        second = strstr(out + 1, "visierctl jobs --watch  every 0.1 s  ");
+        ck_assert_msg(second, "one frame only:\n%s", out);
+        ck_assert(strstr(out, "\n1   succeeded  create") < second);
+        ck_assert_ptr_nonnull(strstr(second, "\n1   succeeded  create"));
+        ck_assert_ptr_null(strstr(second + 1, "visierctl jobs --watch  every")); /* two frames */
+        free(out);
+        ck_assert_int_eq(CTL(&out, "top", "--count", "1"), 0);
+        assert_lacks(out, "\033");
+        assert_has(out, "visierctl top  every 2.0 s  ");
+        assert_has(out, "finished:     1 succeeded, 0 failed, 0 cancelled");
+        assert_has(out, "publishing:   idle");
+        free(out);
+
+        /* A refusal ends the screen at once (it would not get better), with visierd's message. */
+        ck_assert_int_eq(CTL(&out, "jobs", "--watch", "--operation", "frobnicate", "--count", "5"), 1);
+        assert_has(out, "visierctl: operation: must be create");
+        ck_assert_ptr_null(strstr(out, "visierctl jobs --watch  every"));
+        free(out);
+        /* visierd unreachable: said in each frame, and tried again. */
+        snprintf(url, sizeof(url), "http://127.0.0.1:1");
+        ck_assert_int_eq(CTL(&out, "top", "--interval", "0.1", "--count", "2"), 3);
+        second = strstr(out, "cannot reach visierd");
+        ck_assert_msg(second && strstr(second + 1, "cannot reach visierd"), "not tried again:\n%s", out);
+        assert_has(out, "(trying again in 0.1 s)");
+        free(out);
+
+        /* Usage. */
+        ck_assert_int_eq(CTL(&out, "jobs", "--interval", "1"), 2);
+        assert_has(out, "--interval and --count go with --watch");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "jobs", "--watch", "--json"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "top", "--interval", "0"), 2);
+        assert_has(out, "--interval must be seconds from 0.1 to 3600");
+        free(out);
+        ck_assert_int_eq(CTL(&out, "top", "--interval", "1e3"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "top", "--count", "0"), 2);
+        free(out);
+        ck_assert_int_eq(CTL(&out, "status", "--watch"), 2);
+        assert_has(out, "status does not take --watch");
         free(out);
 }
 END_TEST
@@ -1019,6 +1406,11 @@ int main(void) {
         tcase_add_test(tc, test_wait_timeout);
         tcase_add_test(tc, test_cancel);
         tcase_add_test(tc, test_jobs_list);
+        tcase_add_test(tc, test_jobs_filters_api);
+        tcase_add_test(tc, test_jobs_filters_cli);
+        tcase_add_test(tc, test_jobs_watch_pty);
+        tcase_add_test(tc, test_top_pty);
+        tcase_add_test(tc, test_screens_not_on_a_terminal);
         tcase_add_test(tc, test_unix_socket);
         tcase_add_test(tc, test_exports_list);
         tcase_add_test(tc, test_export_to_file);

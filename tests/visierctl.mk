@@ -5,7 +5,7 @@ check_PROGRAMS += $(visierctl_tests)
 TESTS += $(visierctl_tests)
 tests_test_visierctl_SOURCES = tests/test-visierctl.c
 tests_test_visierctl_CFLAGS = $(TEST_CFLAGS)
-tests_test_visierctl_LDADD = $(TEST_LDADD)
+tests_test_visierctl_LDADD = $(TEST_LDADD) -lutil
 
 # The test runs all three programs.
 $(visierctl_tests): visierd$(EXEEXT) visier-sim$(EXEEXT) visierctl$(EXEEXT)

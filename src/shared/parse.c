@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Pure parsing helpers: bounded decimal numbers, form bodies with %-decoding, Cookie headers,
- * booleans and comma lists. They never log and never keep state between calls.
+ * booleans, comma lists and times. They never log and never keep state between calls.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -239,4 +239,86 @@ size_t utf8_sanitize(char *s) {
                         c += n;
         }
         return replaced;
+}
+
+/* Exactly n decimal digits at *p, advancing it. */
+static bool time_digits(const char **p, size_t n, int *ret) {
+        int v = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (!isdigit((unsigned char) (*p)[i]))
+                        return false;
+                v = v * 10 + ((*p)[i] - '0');
+        }
+        *p += n;
+        *ret = v;
+        return true;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (H. Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+        int64_t era, yoe, doy, doe;
+
+        y -= m <= 2;
+        era = (y >= 0 ? y : y - 399) / 400;
+        yoe = y - era * 400;
+        doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        return era * 146097 + doe - 719468;
+}
+
+int parse_time_ms(const char *s, int64_t *ret) {
+        static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        int y, mo, d, h, mi, sec, oh = 0, om = 0, ms = 0, sign = 0;
+        const char *p = s;
+        uint64_t unix_s;
+        int64_t v;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (strspn(s, "0123456789") == strlen(s)) {
+                if (parse_uint64(s, 0, PARSE_TIME_MAX_SEC, &unix_s) < 0)
+                        return -ERANGE;
+                *ret = (int64_t) unix_s * 1000;
+                return 0;
+        }
+        if (!time_digits(&p, 4, &y) || *p++ != '-' || !time_digits(&p, 2, &mo) || *p++ != '-' ||
+            !time_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+                return -EINVAL;
+        p++;
+        if (!time_digits(&p, 2, &h) || *p++ != ':' || !time_digits(&p, 2, &mi) || *p++ != ':' ||
+            !time_digits(&p, 2, &sec))
+                return -EINVAL;
+        if (*p == '.') {
+                size_t n;
+
+                p++;
+                n = strspn(p, "0123456789");
+                if (n == 0)
+                        return -EINVAL;
+                for (size_t i = 0; i < 3; i++)
+                        ms = ms * 10 + (i < n ? p[i] - '0' : 0);
+                p += n;
+        }
+        if (*p == 'Z' || *p == 'z')
+                p++;
+        else if (*p == '+' || *p == '-') {
+                sign = *p++ == '+' ? 1 : -1;
+                if (!time_digits(&p, 2, &oh) || *p++ != ':' || !time_digits(&p, 2, &om))
+                        return -EINVAL;
+        } else
+                return -EINVAL;
+        if (*p)
+                return -EINVAL;
+        if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+            (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) || h > 23 || mi > 59 ||
+            sec > 60 || oh > 23 || om > 59)
+                return -EINVAL;
+        if (sec == 60) /* a leap second: the last second of the minute */
+                sec = 59;
+        v = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - sign * (oh * 3600 + om * 60);
+        if (v < 0 || v > (int64_t) PARSE_TIME_MAX_SEC)
+                return -ERANGE;
+        *ret = v * 1000 + ms;
+        return 0;
 }

@@ -2,7 +2,7 @@
 /*
  * Pure parsers for the bits of HTTP that visierd and the simulator read themselves: decimal
  * numbers with bounds, application/x-www-form-urlencoded bodies, Cookie headers and boolean
- * query values.
+ * query values, and points in time (RFC 3339 or Unix seconds).
  * Nothing here allocates except where stated, logs or knows about the server.
  */
 #pragma once
@@ -49,3 +49,10 @@ int utf8_prefix(const char *s, size_t max);
 /* Replace, in place, every byte of S that is not part of a valid UTF-8 sequence with '?', so
  * the text can go into JSON whatever came in; returns how many were replaced. */
 size_t utf8_sanitize(char *s);
+
+/* A point in time as milliseconds since the epoch: an RFC 3339 date-time
+ * ("2026-01-31T08:00:00Z", "2026-01-31T09:00:00.250+01:00"; T or t, Z or z or an offset) or
+ * a Unix time in whole seconds ("1769846400"), from 1970 to the end of 9999. -EINVAL for
+ * anything else (a date alone, no offset, Feb 30), -ERANGE outside that span. */
+#define PARSE_TIME_MAX_SEC 253402300799ULL /* 9999-12-31T23:59:59Z */
+int parse_time_ms(const char *s, int64_t *ret);

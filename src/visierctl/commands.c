@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * visierctl's commands (see commands.h): status, health, jobs, job, cancel, retry, wait,
- * submit, exports and export. Each does its requests through the client, prints a table or the raw JSON, and
- * maps what happened to one of the documented exit statuses. This is the one layer that
+ * visierctl's commands (see commands.h): status, health, check, jobs (and jobs --watch), top,
+ * job, cancel, retry, wait, submit, exports and export. Each does its requests through the
+ * client, prints a table or the raw JSON (or draws a live screen through screen.c), and maps
+ * what happened to one of the documented exit statuses. This is the one layer that
  * prints errors; it never prints the token.
  */
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include "clock.h"
 #include "commands.h"
 #include "output.h"
+#include "screen.h"
 
 #define CTL_BODY_MAX (64u * 1024u * 1024u) /* largest change file sent (visierd's own cap) */
 #define CTL_LINE_MAX 512                   /* one formatted table cell */
@@ -311,14 +313,155 @@ static int ctl_jobs_row(Table *t, const json_t *job) {
                                                         attempts, ctl_str(job, "created_at"), ctl_str(job, "client") });
 }
 
-static int ctl_jobs(Ctl *ctl) {
-        static const char *const headers[] = { "ID", "STATE", "OPERATION", "ITEMS", "ATTEMPTS", "CREATED", "CLIENT" };
+/* --since as visierd takes it: an RFC 3339 time or Unix seconds as given, or "30s", "10m",
+ * "2h", "7d" counted back from now (as Unix seconds). */
+static int ctl_since(const char *since, char *buf, size_t len) {
+        static const struct {
+                char unit;
+                long long seconds;
+        } units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+        size_t n = strspn(since, "0123456789");
+        unsigned long long v;
+        char *end;
+
+        if (n == 0 || n > 9 || strlen(since) != n + 1) {
+                snprintf(buf, len, "%s", since);
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (since[n] == units[i].unit) {
+                        long long now = (long long) (clock_realtime() / USEC_PER_SEC);
+
+                        errno = 0;
+                        v = strtoull(since, &end, 10);
+                        if (errno != 0 || end != since + n)
+                                return -EINVAL;
+                        snprintf(buf, len, "%lld", (long long) v * units[i].seconds > now ? 0LL
+                                                                                          : now - (long long) v * units[i].seconds);
+                        return 0;
+                }
+        snprintf(buf, len, "%s", since);
+        return 0;
+}
+
+/* "/jobs?..." with every filter given, the strings URL-escaped. */
+static int ctl_jobs_path(Ctl *ctl, char **ret) {
         const CtlArgs *a = ctl->args;
-        _cleanup_table_ Table *t = NULL;
+        const struct {
+                const char *name, *value;
+        } strs[] = { { "state", a->state }, { "operation", a->operation }, { "client", a->client }, { "since", NULL } };
+        char since[64], *path = NULL;
+        size_t len = 0;
+        bool first = true;
+        FILE *f;
+
+        if (a->since && ctl_since(a->since, since, sizeof(since)) < 0)
+                return -EINVAL;
+        f = open_memstream(&path, &len);
+        if (!f)
+                return -ENOMEM;
+        fputs("/jobs", f);
+        for (size_t i = 0; i < ELEMENTSOF(strs); i++) {
+                const char *v = i == ELEMENTSOF(strs) - 1 ? (a->since ? since : NULL) : strs[i].value;
+                _cleanup_free_ char *e = NULL;
+
+                if (!v)
+                        continue;
+                if (!(e = client_escape(ctl->client, v))) {
+                        fclose(f);
+                        free(path);
+                        return -ENOMEM;
+                }
+                fprintf(f, "%c%s=%s", first ? '?' : '&', strs[i].name, e);
+                first = false;
+        }
+        if (a->limit) {
+                fprintf(f, "%climit=%u", first ? '?' : '&', a->limit);
+                first = false;
+        }
+        if (a->before)
+                fprintf(f, "%cbefore=%llu", first ? '?' : '&', a->before);
+        if (fclose(f) != 0) {
+                free(path);
+                return -ENOMEM;
+        }
+        *ret = path;
+        return 0;
+}
+
+static const char *const jobs_headers[] = { "ID", "STATE", "OPERATION", "ITEMS", "ATTEMPTS", "CREATED", "CLIENT" };
+
+/* The jobs of an answer as a table on f. */
+static int ctl_jobs_table(const json_t *answer, FILE *f) {
+        _cleanup_table_ Table *t = table_new(ELEMENTSOF(jobs_headers), jobs_headers);
+        const json_t *job;
+        size_t i;
+
+        if (!t)
+                return -ENOMEM;
+        json_array_foreach(json_object_get(answer, "jobs"), i, job)
+                if (ctl_jobs_row(t, job) < 0)
+                        return -ENOMEM;
+        table_print(t, f);
+        return 0;
+}
+
+/* Whether a failed request may pass on a live screen: visierd unreachable, slow or failing
+ * (5xx) may be better at the next interval; a refusal (4xx) will not. */
+static bool ctl_screen_retry(int exit_status, long http_status) {
+        return exit_status == CTL_EXIT_UNREACHABLE || exit_status == CTL_EXIT_TIMEOUT || http_status >= 500;
+}
+
+/* GET path for a live screen, with the error in err (nothing printed). */
+static int ctl_screen_get(Ctl *ctl, const char *path, ClientReply *reply, char *err, size_t errlen, bool *ret_retry) {
+        char cerr[CLIENT_ERROR_MAX] = "";
+        int r;
+
+        r = client_call(ctl->client, "GET", path, NULL, NULL, 0, 0, reply, cerr, sizeof(cerr));
+        if (r < 0) {
+                snprintf(err, errlen, "%s%s", r == -ETIMEDOUT ? "visierd did not answer within the timeout: "
+                                              : r == -ENOMEM  ? ""
+                                                              : "cannot reach visierd: ",
+                         r == -ENOMEM ? "out of memory" : cerr);
+                *ret_retry = ctl_screen_retry(ctl_exit_from_errno(r), 0);
+                return ctl_exit_from_errno(r);
+        }
+        if (reply->status != 200 || !reply->json) {
+                if (reply->status != 200)
+                        snprintf(err, errlen, "%s (HTTP %ld)", client_reply_message(reply), reply->status);
+                else
+                        snprintf(err, errlen, "GET %s: visierd answered with something that is not JSON", path);
+                *ret_retry = ctl_screen_retry(CTL_EXIT_FAILED, reply->status);
+                return CTL_EXIT_FAILED;
+        }
+        return CTL_EXIT_OK;
+}
+
+static int ctl_jobs_draw(void *userdata, FILE *f, char *err, size_t errlen, bool *ret_retry) {
+        Ctl *ctl = userdata;
+        _cleanup_free_ char *path = NULL;
         ClientReply reply = {};
-        const json_t *job, *list;
-        char path[256];
-        size_t i, n;
+        int r;
+
+        if (ctl_jobs_path(ctl, &path) < 0) {
+                snprintf(err, errlen, "out of memory");
+                return CTL_EXIT_FAILED;
+        }
+        r = ctl_screen_get(ctl, path, &reply, err, errlen, ret_retry);
+        if (r == CTL_EXIT_OK && ctl_jobs_table(reply.json, f) < 0) {
+                snprintf(err, errlen, "out of memory");
+                r = CTL_EXIT_FAILED;
+        }
+        client_reply_done(&reply);
+        return r;
+}
+
+static int ctl_jobs(Ctl *ctl) {
+        const CtlArgs *a = ctl->args;
+        _cleanup_free_ char *path = NULL;
+        ClientReply reply = {};
+        const json_t *list;
+        size_t i;
         int r;
 
         if (a->state) {
@@ -330,15 +473,24 @@ static int ctl_jobs(Ctl *ctl) {
                         return CTL_EXIT_USAGE;
                 }
         }
-        /* Bounded: the state is one of five words, the rest are numbers. */
-        n = (size_t) snprintf(path, sizeof(path), "/jobs?");
-        if (a->state)
-                n += (size_t) snprintf(path + n, sizeof(path) - n, "state=%s&", a->state);
-        if (a->limit)
-                n += (size_t) snprintf(path + n, sizeof(path) - n, "limit=%u&", a->limit);
-        if (a->before)
-                n += (size_t) snprintf(path + n, sizeof(path) - n, "before=%llu&", a->before);
-        path[n - 1] = '\0'; /* the last '&' or '?' */
+        if (!a->watch && (a->interval || a->count)) {
+                output_error("--interval and --count go with --watch");
+                return CTL_EXIT_USAGE;
+        }
+        if (a->watch && a->json) {
+                output_error("--watch draws a table: it does not go with --json");
+                return CTL_EXIT_USAGE;
+        }
+        r = ctl_jobs_path(ctl, &path);
+        if (r < 0) {
+                output_error("%s", r == -ENOMEM ? "out of memory" : "--since is out of range");
+                return r == -ENOMEM ? CTL_EXIT_FAILED : CTL_EXIT_USAGE;
+        }
+        if (a->watch)
+                return screen_run(&(ScreenConfig) { .title = "visierctl jobs --watch",
+                                                    .interval = a->interval ?: SCREEN_INTERVAL_DEFAULT,
+                                                    .count = a->count },
+                                  ctl_jobs_draw, ctl);
 
         r = ctl_get(ctl, path, &reply);
         if (r != CTL_EXIT_OK)
@@ -347,24 +499,105 @@ static int ctl_jobs(Ctl *ctl) {
                 output_json(stdout, reply.json);
                 goto out;
         }
-        if (!(t = table_new(ELEMENTSOF(headers), headers))) {
+        if (ctl_jobs_table(reply.json, stdout) < 0) {
+                output_error("out of memory");
                 r = CTL_EXIT_FAILED;
                 goto out;
         }
         list = json_object_get(reply.json, "jobs");
-        json_array_foreach(list, i, job)
-                if (ctl_jobs_row(t, job) < 0) {
-                        output_error("out of memory");
-                        r = CTL_EXIT_FAILED;
-                        goto out;
-                }
-        table_print(t, stdout);
         if (json_is_string(json_object_get(reply.json, "next")))
-                fprintf(stderr, "more jobs: visierctl jobs --before %lld\n",
-                        ctl_int(json_array_get(list, json_array_size(list) - 1), "id"));
+                fprintf(stderr, "more jobs: visierctl jobs --before %lld%s%s%s%s%s%s%s%s\n",
+                        ctl_int(json_array_get(list, json_array_size(list) - 1), "id"), a->state ? " --state " : "",
+                        strempty(a->state), a->operation ? " --operation " : "", strempty(a->operation),
+                        a->client ? " --client " : "", strempty(a->client), a->since ? " --since " : "",
+                        strempty(a->since));
 out:
         client_reply_done(&reply);
         return r;
+}
+
+/* ---- top ---- */
+
+/* /status as a screen: the queue by state, the rate budget, the token, the write call in
+ * flight and the call counters. */
+static int ctl_top_table(const json_t *s, Table *t) {
+        const json_t *token = json_object_get(s, "token"), *rate = json_object_get(s, "rate_budget");
+        const json_t *jobs = json_object_get(s, "jobs"), *pub = json_object_get(s, "publisher");
+        const json_t *up = json_object_get(s, "upstream"), *call = json_object_get(pub, "current_call");
+        const json_t *oldest = json_object_get(jobs, "oldest_queued_age_seconds");
+        char uptime[64], token_s[CTL_LINE_MAX], call_s[CTL_LINE_MAX], age[64] = "";
+        int r = 0;
+
+        ctl_duration(ctl_int(s, "uptime_seconds"), uptime, sizeof(uptime));
+        if (json_is_number(oldest))
+                snprintf(age, sizeof(age), ", oldest queued %.1f s", json_number_value(oldest));
+        if (json_object_get(token, "expires_in_seconds"))
+                snprintf(token_s, sizeof(token_s), "%s, expires in %lld s", strempty(ctl_str(token, "state")),
+                         ctl_int(token, "expires_in_seconds"));
+        else
+                snprintf(token_s, sizeof(token_s), "%s (no valid token)%s%lld%s", strempty(ctl_str(token, "state")),
+                         json_object_get(token, "next_login_in_seconds") ? ", next login in " : "",
+                         ctl_int(token, "next_login_in_seconds"),
+                         json_object_get(token, "next_login_in_seconds") ? " s" : "");
+        if (json_is_object(call))
+                snprintf(call_s, sizeof(call_s), "%s %s: %lld job%s, %lld item%s, for %.1f s",
+                         strempty(ctl_str(call, "method")), strempty(ctl_str(call, "endpoint")), ctl_int(call, "jobs"),
+                         ctl_int(call, "jobs") == 1 ? "" : "s", ctl_int(call, "items"),
+                         ctl_int(call, "items") == 1 ? "" : "s",
+                         json_number_value(json_object_get(call, "elapsed_seconds")));
+        else
+                snprintf(call_s, sizeof(call_s), "idle");
+
+        r |= ctl_kv(t, "visierd:", "%s, up %s, Visier %s as %s", strempty(ctl_str(s, "version")), uptime,
+                    strempty(ctl_str(json_object_get(s, "visier"), "base_url")),
+                    strempty(ctl_str(json_object_get(s, "visier"), "username")));
+        r |= ctl_kv(t, "queue:", "%lld queued, %lld running%s", ctl_int(jobs, "queued"), ctl_int(jobs, "running"), age);
+        r |= ctl_kv(t, "finished:", "%lld succeeded, %lld failed, %lld cancelled", ctl_int(jobs, "succeeded"),
+                    ctl_int(jobs, "failed"), ctl_int(jobs, "cancelled"));
+        r |= ctl_kv(t, "rate budget:", "%lld of %lld left this minute, %lld of %lld this hour",
+                    ctl_int(rate, "minute_remaining"), ctl_int(rate, "minute_limit"), ctl_int(rate, "hour_remaining"),
+                    ctl_int(rate, "hour_limit"));
+        r |= ctl_kv(t, "token:", "%s", token_s);
+        r |= ctl_kv(t, "logins:", "%lld, %lld failed", ctl_int(token, "logins"), ctl_int(token, "login_failures"));
+        r |= ctl_kv(t, "publishing:", "%s", call_s);
+        r |= ctl_kv(t, "write calls:", "%lld, %lld items sent, %lld reconcile calls, %lld splits, %lld retries",
+                    ctl_int(pub, "write_calls"), ctl_int(pub, "items_sent"), ctl_int(pub, "reconcile_calls"),
+                    ctl_int(pub, "splits"), ctl_int(pub, "retries"));
+        r |= ctl_kv(t, "upstream:", "%lld calls, %lld retries, %lld unauthorized, %lld throttled, %lld failures",
+                    ctl_int(up, "calls"), ctl_int(up, "retries"), ctl_int(up, "unauthorized"), ctl_int(up, "throttled"),
+                    ctl_int(up, "failures"));
+        return r < 0 ? -ENOMEM : 0;
+}
+
+static int ctl_top_draw(void *userdata, FILE *f, char *err, size_t errlen, bool *ret_retry) {
+        Ctl *ctl = userdata;
+        _cleanup_table_ Table *t = NULL;
+        ClientReply reply = {};
+        int r;
+
+        r = ctl_screen_get(ctl, "/status", &reply, err, errlen, ret_retry);
+        if (r == CTL_EXIT_OK) {
+                if (!(t = table_new(2, NULL)) || ctl_top_table(reply.json, t) < 0) {
+                        snprintf(err, errlen, "out of memory");
+                        r = CTL_EXIT_FAILED;
+                } else
+                        table_print(t, f);
+        }
+        client_reply_done(&reply);
+        return r;
+}
+
+static int ctl_top(Ctl *ctl) {
+        const CtlArgs *a = ctl->args;
+
+        if (a->json) {
+                output_error("top draws a screen: it does not go with --json (see visierctl status --json)");
+                return CTL_EXIT_USAGE;
+        }
+        return screen_run(&(ScreenConfig) { .title = "visierctl top",
+                                            .interval = a->interval ?: SCREEN_INTERVAL_DEFAULT,
+                                            .count = a->count },
+                          ctl_top_draw, ctl);
 }
 
 /* ---- one job ---- */
@@ -1085,8 +1318,12 @@ const Command commands[] = {
         { "status", ctl_status, 0, 0, 0, "status" },
         { "health", ctl_health, 0, 0, 0, "health" },
         { "check", ctl_check, 0, 0, 0, "check" },
-        { "jobs", ctl_jobs, 0, 0, CTL_OPT_STATE | CTL_OPT_LIMIT | CTL_OPT_BEFORE,
-          "jobs [--state STATE] [--limit N] [--before ID]" },
+        { "jobs", ctl_jobs, 0, 0,
+          CTL_OPT_STATE | CTL_OPT_LIMIT | CTL_OPT_BEFORE | CTL_OPT_OPERATION | CTL_OPT_CLIENT | CTL_OPT_SINCE |
+                  CTL_OPT_WATCH | CTL_OPT_SCREEN,
+          "jobs [--state STATE] [--operation OP] [--client NAME] [--since TIME] [--limit N] [--before ID]\n"
+          "       [--watch [--interval SECONDS] [--count N]]" },
+        { "top", ctl_top, 0, 0, CTL_OPT_SCREEN, "top [--interval SECONDS] [--count N]" },
         { "job", ctl_job, 1, 1, 0, "job ID" },
         { "cancel", ctl_cancel, 1, 1, 0, "cancel ID" },
         { "retry", ctl_retry, 1, 1, 0, "retry ID" },

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "client.h"
+#include "clock.h"
 #include "macro.h"
 
 /* The documented exit statuses (visierctl(1), --help). */
@@ -34,6 +35,10 @@ enum {
         CTL_OPT_FORMAT = 1u << 7,
         CTL_OPT_OUTPUT = 1u << 8,
         CTL_OPT_PARAM = 1u << 9,
+        CTL_OPT_CLIENT = 1u << 10,
+        CTL_OPT_SINCE = 1u << 11,
+        CTL_OPT_WATCH = 1u << 12,
+        CTL_OPT_SCREEN = 1u << 13, /* --interval and --count, of a live screen */
 };
 
 #define CTL_PARAMS_MAX 32 /* --param options (visierd takes no more parameters in one request) */
@@ -57,6 +62,11 @@ typedef struct CtlArgs {
         const char *output;   /* export -o, or NULL for standard output */
         const char *params[CTL_PARAMS_MAX]; /* export --param NAME=VALUE */
         size_t n_params;
+        const char *client;   /* jobs --client */
+        const char *since;    /* jobs --since */
+        bool watch;           /* jobs --watch */
+        usec_t interval;      /* --interval of a live screen; 0 for the default */
+        unsigned count;       /* --count frames of a live screen; 0: until stopped */
         char **args;        /* positional arguments after the command name */
         size_t n_args;
 } CtlArgs;

@@ -7,6 +7,7 @@ visierctl_SOURCES = \
 	src/visierctl/client.c src/visierctl/client.h \
 	src/visierctl/commands.c src/visierctl/commands.h \
 	src/visierctl/options.c src/visierctl/options.h \
-	src/visierctl/output.c src/visierctl/output.h
+	src/visierctl/output.c src/visierctl/output.h \
+	src/visierctl/screen.c src/visierctl/screen.h
 visierctl_CFLAGS = $(AM_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS)
 visierctl_LDADD = $(CURL_LIBS) $(JANSSON_LIBS)

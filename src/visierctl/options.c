@@ -11,6 +11,7 @@
 
 #include "macro.h"
 #include "options.h"
+#include "screen.h"
 
 #define OPTIONS_TIMEOUT_MAX 86400u
 #define OPTIONS_LIMIT_MAX 500u
@@ -30,6 +31,11 @@ enum {
         ARG_WAIT,
         ARG_FORMAT,
         ARG_PARAM,
+        ARG_CLIENT,
+        ARG_SINCE,
+        ARG_WATCH,
+        ARG_INTERVAL,
+        ARG_COUNT,
 };
 
 static const struct option options_all[] = {
@@ -49,6 +55,11 @@ static const struct option options_all[] = {
         { "format", required_argument, NULL, ARG_FORMAT },
         { "output", required_argument, NULL, 'o' },
         { "param", required_argument, NULL, ARG_PARAM },
+        { "client", required_argument, NULL, ARG_CLIENT },
+        { "since", required_argument, NULL, ARG_SINCE },
+        { "watch", no_argument, NULL, ARG_WATCH },
+        { "interval", required_argument, NULL, ARG_INTERVAL },
+        { "count", required_argument, NULL, ARG_COUNT },
         {},
 };
 
@@ -131,6 +142,15 @@ static unsigned options_mask(int c, const Command *cmd) {
                 return CTL_OPT_OUTPUT;
         case ARG_PARAM:
                 return CTL_OPT_PARAM;
+        case ARG_CLIENT:
+                return CTL_OPT_CLIENT;
+        case ARG_SINCE:
+                return CTL_OPT_SINCE;
+        case ARG_WATCH:
+                return CTL_OPT_WATCH;
+        case ARG_INTERVAL:
+        case ARG_COUNT:
+                return CTL_OPT_SCREEN;
         case ARG_TIMEOUT:
                 return cmd && (cmd->options & CTL_OPT_WAIT_TIMEOUT) ? CTL_OPT_WAIT_TIMEOUT : 0;
         default:
@@ -216,6 +236,28 @@ static int options_one(int c, const Command *cmd, CtlArgs *a, char *err, size_t 
                         return options_error(err, errlen, "at most %d --param options", CTL_PARAMS_MAX);
                 a->params[a->n_params++] = optarg;
                 return 0;
+        case ARG_CLIENT:
+                if (!*optarg)
+                        return options_error(err, errlen, "--client needs a client's name (or address, as tcp:127.0.0.1)");
+                a->client = optarg;
+                return 0;
+        case ARG_SINCE:
+                if (!*optarg)
+                        return options_error(err, errlen, "--since needs a time");
+                a->since = optarg;
+                return 0;
+        case ARG_WATCH:
+                a->watch = true;
+                return 0;
+        case ARG_INTERVAL:
+                if (screen_parse_interval(optarg, &a->interval) < 0)
+                        return options_error(err, errlen, "--interval must be seconds from 0.1 to 3600 (as 2 or 0.5), not '%s'",
+                                             optarg);
+                return 0;
+        case ARG_COUNT:
+                r = options_uint("--count", optarg, 1, SCREEN_COUNT_MAX, &v, err, errlen);
+                a->count = (unsigned) v;
+                return r;
         default:
                 return options_error(err, errlen, "unknown option");
         }

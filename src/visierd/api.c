@@ -21,6 +21,7 @@
 #include "exports.h"
 #include "metrics.h"
 #include "validate.h"
+#include "parse.h"
 
 #include "log.h"
 #include "manager.h"
@@ -1385,6 +1386,26 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_u64(o, ps.rounds_published);
         out_lit(o, ",\"rounds_discarded\":");
         out_u64(o, ps.rounds_discarded);
+        out_lit(o, ",\"current_call\":");
+        if (!ps.current.active)
+                out_lit(o, "null");
+        else {
+                char secs[32];
+                int n = snprintf(secs, sizeof(secs), "%.3f",
+                                 (double) (now > ps.current.started ? now - ps.current.started : 0) / USEC_PER_SEC);
+
+                out_lit(o, "{\"method\":");
+                out_string(o, ps.current.method);
+                out_lit(o, ",\"endpoint\":");
+                out_string(o, ps.current.endpoint);
+                out_lit(o, ",\"jobs\":");
+                out_u64(o, ps.current.n_jobs);
+                out_lit(o, ",\"items\":");
+                out_u64(o, ps.current.n_items);
+                out_lit(o, ",\"elapsed_seconds\":");
+                out_mem(o, secs, n > 0 ? (size_t) n : 0);
+                out_lit(o, "}");
+        }
         out_lit(o, "},\"version\":\"" PACKAGE_VERSION "\",\"uptime_seconds\":");
         out_u64(o, (uint64_t) ((now - m->started_at) / USEC_PER_SEC));
         out_lit(o, ",\"visier\":{\"base_url\":");
@@ -2159,36 +2180,139 @@ static struct MHD_Response *no_such_job(unsigned *ret_status, const char *path) 
         return http_response_status("NotFound", true, "no such job: %s", path);
 }
 
+#define JOBS_FILTER_CLIENT_MAX (sizeof(((HttpRequest *) NULL)->client) - 1) /* as long as a client's name */
+#define JOBS_FILTER_SINCE_MAX 64
+
+/* s percent-encoded (every byte but A-Z a-z 0-9 - . _ ~) into buf; false when it does not fit. */
+static bool jobs_query_escape(const char *s, char *buf, size_t len) {
+        static const char hex[] = "0123456789ABCDEF";
+        size_t n = 0;
+
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+                if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+                        if (n + 1 >= len)
+                                return false;
+                        buf[n++] = (char) *p;
+                } else {
+                        if (n + 3 >= len)
+                                return false;
+                        buf[n++] = '%';
+                        buf[n++] = hex[*p >> 4];
+                        buf[n++] = hex[*p & 15];
+                }
+        }
+        if (n >= len)
+                return false;
+        buf[n] = '\0';
+        return true;
+}
+
+/* A query argument as the client meant it (visierd keeps them raw): %-escapes decoded and '+'
+ * a space, into buf. -EINVAL for a bad escape or an escaped NUL, -E2BIG when it does not fit. */
+static int jobs_query_decode(const char *raw, char *buf, size_t len) {
+        size_t n = 0;
+
+        for (const char *p = raw; *p; p++) {
+                char c = *p;
+
+                if (c == '%') {
+                        int hi = hex_value(p[1]), lo = hi < 0 ? -1 : hex_value(p[2]);
+
+                        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                                return -EINVAL;
+                        c = (char) (hi << 4 | lo);
+                        p += 2;
+                } else if (c == '+')
+                        c = ' ';
+                if (n + 1 >= len)
+                        return -E2BIG;
+                buf[n++] = c;
+        }
+        buf[n] = '\0';
+        return 0;
+}
+
+/* The next page's URL: the same filters, before the last job listed. NULL when out of memory. */
+static json_t *jobs_next_link(int64_t last_id, int64_t limit, const char *state, const char *op, const char *client,
+                              const char *since) {
+        char client_e[JOBS_FILTER_CLIENT_MAX * 3 + 1] = "", since_e[JOBS_FILTER_SINCE_MAX * 3 + 1] = "";
+        char link[128 + sizeof(client_e) + sizeof(since_e)];
+        int n;
+
+        /* The state and the operation are names from closed sets; the others were bounded. */
+        if ((client && !jobs_query_escape(client, client_e, sizeof(client_e))) ||
+            (since && !jobs_query_escape(since, since_e, sizeof(since_e))))
+                return NULL;
+        n = snprintf(link, sizeof(link), "/jobs?before=%lld&limit=%lld%s%s%s%s%s%s%s%s", (long long) last_id,
+                     (long long) limit, state ? "&state=" : "", strempty(state), op ? "&operation=" : "", strempty(op),
+                     client ? "&client=" : "", client_e, since ? "&since=" : "", since_e);
+        if (n < 0 || (size_t) n >= sizeof(link))
+                return NULL;
+        return json_string(link);
+}
+
 static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned *ret_status) {
         const char *state_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "state");
         const char *limit_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "limit");
         const char *before_s = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "before");
-        JobState state = _JOB_STATE_INVALID;
+        const char *op_raw = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "operation");
+        const char *client_raw = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "client");
+        const char *since_raw = MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, "since");
+        /* One byte more than each may hold, so that too long is told from just fitting. */
+        char op_b[16], client_b[JOBS_FILTER_CLIENT_MAX + 2], since_b[JOBS_FILTER_SINCE_MAX + 2];
+        const char *op_s = NULL, *client_s = NULL, *since_s = NULL;
+        StoreJobFilter f = STORE_JOB_FILTER_NONE;
         int64_t before = 0, limit = JOBS_LIST_DEFAULT;
         json_t *jobs, *next = json_null();
         int r;
 
-        if (state_s && (state = job_state_from_string(state_s)) < 0)
+        if (state_s && (f.state = job_state_from_string(state_s)) < 0)
                 return bad_request(ret_status, "state", "must be queued, running, succeeded, failed or cancelled");
         if (limit_s && (!parse_id(limit_s, strlen(limit_s), &limit) || limit > JOBS_LIST_MAX))
                 return bad_request(ret_status, "limit", "must be 1 to 500");
         if (before_s && !parse_id(before_s, strlen(before_s), &before))
                 return bad_request(ret_status, "before", "must be a job id");
-        r = store_jobs_list(m->store, state, before, (unsigned) limit, &jobs);
+        if (op_raw && jobs_query_decode(op_raw, op_b, sizeof(op_b)) == 0)
+                op_s = op_b;
+        if (op_raw && (!op_s || (f.op = job_op_from_string(op_s)) < 0))
+                return bad_request(ret_status, "operation",
+                                   "must be create, update, delete, assign, remove, revert, patch, export or call");
+        if (client_raw) {
+                bool printable = jobs_query_decode(client_raw, client_b, sizeof(client_b)) == 0;
+
+                client_s = printable ? client_b : "";
+                for (const unsigned char *p = (const unsigned char *) client_s; *p; p++)
+                        printable = printable && *p >= 0x20 && *p != 0x7f;
+                if (!*client_s || strlen(client_s) > JOBS_FILTER_CLIENT_MAX || !printable)
+                        return bad_request(ret_status, "client",
+                                           "must be a client's name (or its address, as tcp:127.0.0.1 or uid:1000): 1 "
+                                           "to 79 bytes without control characters");
+                f.client = client_s;
+        }
+        if (since_raw) {
+                int64_t ms;
+
+                if (jobs_query_decode(since_raw, since_b, sizeof(since_b)) == 0)
+                        since_s = since_b;
+                if (!since_s || strlen(since_s) > JOBS_FILTER_SINCE_MAX || parse_time_ms(since_s, &ms) < 0)
+                        return bad_request(ret_status, "since",
+                                           "must be an RFC 3339 date-time with its offset (2026-01-31T08:00:00Z) or "
+                                           "a Unix time in seconds");
+                f.since_ms = ms > 0 ? ms : 1; /* 0 would mean no filter; nothing is older than 1 ms anyway */
+        }
+        r = store_jobs_find(m->store, &f, before, (unsigned) limit, &jobs);
         if (r < 0) {
                 *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
                 return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s",
                                             strerror(-r));
         }
         if ((int64_t) json_array_size(jobs) == limit) {
-                json_t *last = json_array_get(jobs, json_array_size(jobs) - 1);
-                char *n = NULL;
-                if (asprintf(&n, "/jobs?before=%lld&limit=%lld%s%s",
-                             (long long) json_integer_value(json_object_get(last, "id")), (long long) limit,
-                             state_s ? "&state=" : "", state_s ? state_s : "") >= 0) {
-                        next = json_string(n);
-                        free(n);
-                }
+                json_t *last = json_array_get(jobs, json_array_size(jobs) - 1), *link;
+
+                link = jobs_next_link(json_integer_value(json_object_get(last, "id")), limit, state_s, op_s, client_s,
+                                      since_s);
+                if (link)
+                        next = link;
         }
         *ret_status = MHD_HTTP_OK;
         return json_response(json_pack("{s:o, s:o}", "jobs", jobs, "next", next));

@@ -57,6 +57,24 @@ static int64_t wall_ms(void) {
         return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The call in flight begins and ends: publisher_call_in_flight() and /status see it. */
+static void call_begin(Publisher *p, const char *method, const char *endpoint, size_t n_jobs, uint64_t n_items) {
+        pthread_mutex_lock(&p->lock);
+        p->stats.current = (PublisherCall) { .active = true, .n_jobs = (unsigned) n_jobs, .n_items = n_items,
+                                             .started = clock_now() };
+        snprintf(p->stats.current.method, sizeof(p->stats.current.method), "%s", method);
+        snprintf(p->stats.current.endpoint, sizeof(p->stats.current.endpoint), "%s", endpoint);
+        pthread_mutex_unlock(&p->lock);
+        atomic_store(&p->in_flight, true);
+}
+
+static void call_end(Publisher *p) {
+        atomic_store(&p->in_flight, false);
+        pthread_mutex_lock(&p->lock);
+        p->stats.current = (PublisherCall) {};
+        pthread_mutex_unlock(&p->lock);
+}
+
 usec_t publisher_backoff(unsigned attempts) {
         usec_t d = PUBLISHER_BACKOFF_INITIAL;
         uint64_t r = 0;
@@ -1028,7 +1046,7 @@ static void publish_call(Publisher *p, Batch *b) {
         pthread_mutex_lock(&p->lock);
         p->stats.write_calls++;
         pthread_mutex_unlock(&p->lock);
-        atomic_store(&p->in_flight, true);
+        call_begin(p, method, route ? route : "call", 1, 0);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = route ? route : "call",
@@ -1041,7 +1059,7 @@ static void publish_call(Publisher *p, Batch *b) {
                                   .idempotent = false,
                           },
                           &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         call_done(&c);
         if (p->cache)
                 cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
@@ -1151,7 +1169,7 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
         p->stats.write_calls++;
         p->stats.items_sent += pending;
         pthread_mutex_unlock(&p->lock);
-        atomic_store(&p->in_flight, true);
+        call_begin(p, job_op_method(b->op), job_op_path(b->op), b->n_jobs, pending);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = job_op_path(b->op),
@@ -1164,7 +1182,7 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
                                   .idempotent = false,
                           },
                           &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         call_done(&c);
         /* Sent: whatever Visier did with it, no cached read from before it may be served
          * again (read-your-writes). Every tenant: a write's tenant header does not bound
@@ -1563,10 +1581,10 @@ static int round_send_commit(Publisher *p, const StoreRound *rd, bool resent) {
                 free(path);
                 return 0;
         }
-        atomic_store(&p->in_flight, true);
+        call_begin(p, "POST", "/v1/admin/projects/*", 0, 0);
         r = project_call(p, rd->tenant, "POST", "/v1/admin/projects/*", path, NULL, "{\"operation\":\"commitAndPublish\"}",
                          &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         free(path);
         /* Whatever happened, production may have changed in every way the round's calls could. */
         if (p->cache)

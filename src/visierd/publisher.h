@@ -79,9 +79,22 @@ typedef struct PublisherEvent {
 
 typedef void (*publisher_event_fn)(void *userdata, const PublisherEvent *e);
 
+/* The write call in flight, as /status shows it: the method and the route pattern (never the
+ * path, its query or its body), how many jobs and items it carries, when it began. */
+#define PUBLISHER_ENDPOINT_MAX 96
+typedef struct PublisherCall {
+        bool active;
+        char method[8];
+        char endpoint[PUBLISHER_ENDPOINT_MAX];
+        unsigned n_jobs;
+        uint64_t n_items;
+        usec_t started; /* clock_now() */
+} PublisherCall;
+
 typedef struct PublisherStats {
         uint64_t write_calls, items_sent, reconcile_calls, splits, retries;
         uint64_t rounds_published, rounds_discarded; /* project mode */
+        PublisherCall current;
 } PublisherStats;
 
 typedef struct Publisher Publisher;

@@ -1647,7 +1647,25 @@ json_t *store_job_json(Store *s, int64_t id, bool with_items) {
         return j;
 }
 
-int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret) {
+/* The list's statement for a filter with more than a state in it: fixed pieces only, the
+ * values bound by number (?1 state, ?2 before, ?3 limit, ?4 operation, ?5 client, ?6 since).
+ * Not kept prepared: the shapes are many and the call is rare next to the plain list. */
+static int list_prepare_filtered(Store *s, const StoreJobFilter *f, Stmt *st) {
+        char sql[1024];
+        int n, rc;
+
+        n = snprintf(sql, sizeof(sql), "SELECT " JOB_COLUMNS " FROM jobs WHERE id < ?2%s%s%s%s ORDER BY id DESC LIMIT ?3",
+                     f->state >= 0 ? " AND state = ?1" : "", f->op >= 0 ? " AND operation = ?4" : "",
+                     f->client ? " AND client = ?5" : "", f->since_ms > 0 ? " AND created_at >= ?6" : "");
+        if (n < 0 || (size_t) n >= sizeof(sql))
+                return -ENOBUFS;
+        st->cached = false;
+        rc = sqlite3_prepare_v2(s->r.db, sql, -1, &st->st, NULL);
+        return sqlite_to_errno(rc);
+}
+
+int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsigned limit, json_t **ret) {
+        const bool plain = f->op < 0 && !f->client && f->since_ms <= 0;
         json_t *a = json_array();
         Stmt st = {};
         int r, rc = SQLITE_DONE;
@@ -1655,12 +1673,21 @@ int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit,
         if (!a)
                 return -ENOMEM;
         pthread_mutex_lock(&s->read_lock);
-        r = read_prepare(s, &st, state >= 0 ? STMT_LIST_STATE : STMT_LIST_ALL);
+        if (plain)
+                r = read_prepare(s, &st, f->state >= 0 ? STMT_LIST_STATE : STMT_LIST_ALL);
+        else
+                r = list_prepare_filtered(s, f, &st);
         if (r >= 0) {
-                if (state >= 0)
-                        bind_text(&st, 1, job_state_to_string(state));
+                if (f->state >= 0)
+                        bind_text(&st, 1, job_state_to_string(f->state));
                 sqlite3_bind_int64(st.st, 2, before_id > 0 ? before_id : INT64_MAX);
                 sqlite3_bind_int64(st.st, 3, limit);
+                if (!plain && f->op >= 0)
+                        bind_text(&st, 4, job_op_to_string(f->op));
+                if (!plain && f->client)
+                        bind_text(&st, 5, f->client);
+                if (!plain && f->since_ms > 0)
+                        sqlite3_bind_int64(st.st, 6, f->since_ms);
                 while ((rc = sqlite3_step(st.st)) == SQLITE_ROW)
                         json_array_append_new(a, job_row_json(&st));
                 stmt_done(&st);
@@ -1674,6 +1701,13 @@ int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit,
         }
         *ret = a;
         return 0;
+}
+
+int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret) {
+        StoreJobFilter f = STORE_JOB_FILTER_NONE;
+
+        f.state = state;
+        return store_jobs_find(s, &f, before_id, limit, ret);
 }
 
 /* The state of a job through the write connection (inside a transaction: it sees its own changes). */

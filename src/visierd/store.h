@@ -114,6 +114,22 @@ json_t *store_job_json(Store *s, int64_t id, bool with_items);
 int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len);
 /* Newest first; state _JOB_STATE_INVALID for all; before_id 0 for the first page. */
 int store_jobs_list(Store *s, JobState state, int64_t before_id, unsigned limit, json_t **ret);
+
+/* What GET /jobs may keep: each field unset (_JOB_STATE_INVALID, _JOB_OP_INVALID, NULL, 0)
+ * keeps every job. client is compared byte for byte; since_ms keeps the jobs created at or
+ * after it (wall clock, milliseconds since the epoch). */
+typedef struct StoreJobFilter {
+        JobState state;
+        JobOp op;
+        const char *client;
+        int64_t since_ms;
+} StoreJobFilter;
+#define STORE_JOB_FILTER_NONE ((StoreJobFilter) { .state = _JOB_STATE_INVALID, .op = _JOB_OP_INVALID })
+
+/* store_jobs_list with a filter. Every value is bound as a statement parameter; a filter on
+ * the state alone (or none) uses the prepared list statements, any other shape a statement
+ * prepared for the call from fixed pieces. */
+int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsigned limit, json_t **ret);
 /* queued → cancelled; -ENOENT, or -EBUSY with *ret_state when the job is not queued. */
 int store_job_cancel(Store *s, int64_t id, JobState *ret_state);
 /* failed → queued with its attempts reset; -ENOENT, or -EBUSY with *ret_state. */
