@@ -38,6 +38,7 @@ struct Publisher {
         uint64_t done_seq;  /* bumped (under lock) whenever jobs may have reached a final state */
         atomic_bool in_flight;
         PublisherStats stats;
+        PublisherCall current; /* under lock */
 
         /* The thread's own state. */
         bool store_trouble;         /* a write to the store failed; look for orphans when idle */
@@ -55,6 +56,28 @@ static int64_t wall_ms(void) {
 
         clock_gettime(CLOCK_REALTIME, &ts);
         return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A write call starts (in_flight, and what it is for publisher_current_call) / has ended. */
+static void call_begin(Publisher *p, const char *operation, const char *method, const char *path, const Batch *b,
+                       size_t n_items) {
+        PublisherCall c = { .active = true, .n_jobs = b ? b->n_jobs : 0, .n_items = n_items,
+                            .first_job = b && b->n_jobs > 0 ? b->jobs[0].id : 0, .started_ms = wall_ms() };
+
+        snprintf(c.operation, sizeof(c.operation), "%s", operation);
+        snprintf(c.method, sizeof(c.method), "%s", method);
+        snprintf(c.path, sizeof(c.path), "%s", path);
+        pthread_mutex_lock(&p->lock);
+        p->current = c;
+        pthread_mutex_unlock(&p->lock);
+        atomic_store(&p->in_flight, true);
+}
+
+static void call_end(Publisher *p) {
+        atomic_store(&p->in_flight, false);
+        pthread_mutex_lock(&p->lock);
+        p->current = (PublisherCall) {};
+        pthread_mutex_unlock(&p->lock);
 }
 
 usec_t publisher_backoff(unsigned attempts) {
@@ -1028,7 +1051,7 @@ static void publish_call(Publisher *p, Batch *b) {
         pthread_mutex_lock(&p->lock);
         p->stats.write_calls++;
         pthread_mutex_unlock(&p->lock);
-        atomic_store(&p->in_flight, true);
+        call_begin(p, job_op_to_string(b->op), method, route ? route : "(a call of Visier's API)", b, b->n_items);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = route ? route : "call",
@@ -1041,7 +1064,7 @@ static void publish_call(Publisher *p, Batch *b) {
                                   .idempotent = false,
                           },
                           &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         call_done(&c);
         if (p->cache)
                 cache_invalidate(p->cache, NULL, cache_invalidation_for_op(b->op));
@@ -1151,7 +1174,7 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
         p->stats.write_calls++;
         p->stats.items_sent += pending;
         pthread_mutex_unlock(&p->lock);
-        atomic_store(&p->in_flight, true);
+        call_begin(p, job_op_to_string(b->op), job_op_method(b->op), job_op_path(b->op), b, pending);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = job_op_path(b->op),
@@ -1164,7 +1187,7 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
                                   .idempotent = false,
                           },
                           &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         call_done(&c);
         /* Sent: whatever Visier did with it, no cached read from before it may be served
          * again (read-your-writes). Every tenant: a write's tenant header does not bound
@@ -1563,10 +1586,10 @@ static int round_send_commit(Publisher *p, const StoreRound *rd, bool resent) {
                 free(path);
                 return 0;
         }
-        atomic_store(&p->in_flight, true);
+        call_begin(p, "publish", "POST", "/v1/admin/projects/*", NULL, 0);
         r = project_call(p, rd->tenant, "POST", "/v1/admin/projects/*", path, NULL, "{\"operation\":\"commitAndPublish\"}",
                          &resp, err, sizeof(err));
-        atomic_store(&p->in_flight, false);
+        call_end(p);
         free(path);
         /* Whatever happened, production may have changed in every way the round's calls could. */
         if (p->cache)
@@ -2149,6 +2172,12 @@ void publisher_release_waiters(Publisher *p) {
 
 bool publisher_call_in_flight(Publisher *p) {
         return atomic_load(&p->in_flight);
+}
+
+void publisher_current_call(Publisher *p, PublisherCall *ret) {
+        pthread_mutex_lock(&p->lock);
+        *ret = p->current;
+        pthread_mutex_unlock(&p->lock);
 }
 
 void publisher_wake(Publisher *p) {

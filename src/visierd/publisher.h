@@ -84,6 +84,18 @@ typedef struct PublisherStats {
         uint64_t rounds_published, rounds_discarded; /* project mode */
 } PublisherStats;
 
+/* The write call in flight (publisher_current_call), for people watching: what is sent, for
+ * how many jobs and items, since when. Visier's path pattern only: no ID, no body. */
+typedef struct PublisherCall {
+        bool active;
+        char operation[16]; /* job_op_to_string(), or "publish" for a round's commitAndPublish */
+        char method[8];
+        char path[64];      /* the route's pattern, e.g. /v1/admin/permissions */
+        size_t n_jobs, n_items;
+        int64_t first_job;  /* the call's oldest job (0: none, as for a round's publish) */
+        int64_t started_ms; /* wall clock */
+} PublisherCall;
+
 typedef struct Publisher Publisher;
 
 int publisher_new(Store *store, Upstream *upstream, const PublisherSettings *s, publisher_event_fn event,
@@ -107,6 +119,8 @@ void publisher_release_waiters(Publisher *p);
 
 /* Is a write call to Visier in flight right now? */
 bool publisher_call_in_flight(Publisher *p);
+/* The write call in flight (ret->active false when none). Any thread. */
+void publisher_current_call(Publisher *p, PublisherCall *ret);
 
 /* A job was queued (or retried). */
 void publisher_wake(Publisher *p);
