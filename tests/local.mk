@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session
+unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-history
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -56,6 +56,9 @@ tests_check_exports_LDADD = $(TEST_LDADD)
 tests_check_validate_SOURCES = tests/check-validate.c
 tests_check_validate_CFLAGS = $(TEST_CFLAGS)
 tests_check_validate_LDADD = $(TEST_LDADD)
+tests_check_history_SOURCES = tests/check-history.c
+tests_check_history_CFLAGS = $(TEST_CFLAGS)
+tests_check_history_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)

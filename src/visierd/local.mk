@@ -15,6 +15,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \
+	src/visierd/history.c src/visierd/history.h \
 	src/visierd/http.c src/visierd/http.h \
 	src/visierd/jobs.c src/visierd/jobs.h \
 	src/visierd/validate.c src/visierd/validate.h src/visierd/validate-schema.h \
