@@ -18,6 +18,9 @@ integration_tests += tests/test-loop
 integration_tests += tests/test-upstream-async
 # Visier's clients against visierd: local sign-in.
 integration_tests += tests/test-signin tests/test-answers tests/test-rounds
+# The /ui page in headless Chromium (SKIP where it cannot run); its artifacts stay in tests/.
+integration_tests += tests/test-ui
+CLEANFILES += tests/ui-screenshot.png tests/ui-dom.html
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -119,6 +122,9 @@ tests_test_sim_visierd_LDADD = $(TEST_LDADD)
 tests_test_upstream_async_SOURCES = tests/test-upstream-async.c
 tests_test_upstream_async_CFLAGS = $(TEST_CFLAGS)
 tests_test_upstream_async_LDADD = $(TEST_LDADD)
+tests_test_ui_SOURCES = tests/test-ui.c
+tests_test_ui_CFLAGS = $(TEST_CFLAGS)
+tests_test_ui_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)
