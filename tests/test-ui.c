@@ -6,8 +6,8 @@
  * Chromium, and asserts on the DOM the page's script rendered: the counts, the oldest queued
  * job, the publisher's current call, the token, the rate budget, the sparklines, the job
  * list and its state filter, a job's per-item results, the export runs, and no secret. Keeps
- * a screenshot (tests/ui-screenshot.png in the build directory) and the DOM it read
- * (tests/ui-dom.html) as artifacts.
+ * a screenshot (tests/ui-screenshot.png in the build directory) and the DOMs it read
+ * (tests/ui-dom.html, tests/ui-dom-failed.html) as artifacts.
  *
  * Chromium is Debian's `chromium` (or $CHROMIUM). Where it is not installed, or cannot start
  * here, the program says why and exits 77, which Automake reports as SKIP — never a pass.
@@ -458,7 +458,9 @@ START_TEST(test_ui_page) {
                 int rows = 0;
 
                 snprintf(url, sizeof(url), "http://127.0.0.1:%u/ui#state=failed", vd.port);
+                snprintf(dom_path, sizeof(dom_path), "%s/tests/ui-dom-failed.html", top_builddir);
                 dom = dump_dom(url, dom_path);
+                fprintf(stderr, "test-ui: the DOM filtered to failed jobs is in %s\n", dom_path);
                 body = strstr(dom, "id=\"jobs-body\"");
                 ck_assert_ptr_nonnull(body);
                 *strstr(body, "</tbody>") = '\0';
