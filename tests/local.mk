@@ -7,7 +7,7 @@ libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLA
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
-unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-parse
+unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-parse tests/check-history
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -20,6 +20,9 @@ integration_tests += tests/test-upstream-async
 integration_tests += tests/test-signin tests/test-answers tests/test-rounds
 # /metrics through Prometheus's promtool (SKIP without it).
 integration_tests += tests/test-promtool
+# The /ui page in headless Chromium (SKIP where it cannot run); its artifacts stay in tests/.
+integration_tests += tests/test-ui
+CLEANFILES += tests/ui-screenshot.png tests/ui-dom.html tests/ui-dom-failed.html
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.
@@ -65,6 +68,9 @@ tests_check_validate_LDADD = $(TEST_LDADD)
 tests_check_parse_SOURCES = tests/check-parse.c
 tests_check_parse_CFLAGS = $(TEST_CFLAGS)
 tests_check_parse_LDADD = $(TEST_LDADD)
+tests_check_history_SOURCES = tests/check-history.c
+tests_check_history_CFLAGS = $(TEST_CFLAGS)
+tests_check_history_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)
@@ -128,6 +134,9 @@ tests_test_sim_visierd_LDADD = $(TEST_LDADD)
 tests_test_upstream_async_SOURCES = tests/test-upstream-async.c
 tests_test_upstream_async_CFLAGS = $(TEST_CFLAGS)
 tests_test_upstream_async_LDADD = $(TEST_LDADD)
+tests_test_ui_SOURCES = tests/test-ui.c
+tests_test_ui_CFLAGS = $(TEST_CFLAGS)
+tests_test_ui_LDADD = $(TEST_LDADD)
 tests_test_cli_SOURCES = tests/test-cli.c
 tests_test_cli_CFLAGS = $(TEST_CFLAGS)
 tests_test_cli_LDADD = $(TEST_LDADD)

@@ -229,6 +229,45 @@ START_TEST(test_cross_site_without_origin) {
         ck_assert_int_eq(req("GET", "/status", same_origin, NULL, NULL), 200);
         ck_assert_int_eq(req("GET", "/status", typed, NULL, NULL), 200);
 
+        /* The /ui page has /status's rules: a page of visierd's own origin may read (its Origin,
+         * when a browser sends one, is http:// and the Host), never write; another site's page
+         * may do neither. */
+        {
+                char own[96], own_localhost[96], evil_suffix[96], https_own[96];
+                const char *own_origin[] = { own, NULL }, *own_origin_other_host[] = { own, "Host: localhost", NULL };
+                const char *own_localhost_origin[] = { own_localhost, NULL }, *suffixed[] = { evil_suffix, NULL };
+                const char *https[] = { https_own, NULL }, *null_origin[] = { "Origin: null", NULL };
+                const char *foreign_origin[] = { "Origin: https://evil.example", NULL };
+                const char *foreign_host[] = { "Host: attacker.example", NULL };
+                const char *own_write[] = { own, "Content-Type: application/json", "Prefer: respond-async", NULL };
+
+                snprintf(own, sizeof(own), "Origin: http://127.0.0.1:%u", vd.port);
+                snprintf(own_localhost, sizeof(own_localhost), "Origin: http://localhost:%u", vd.port);
+                snprintf(evil_suffix, sizeof(evil_suffix), "Origin: http://127.0.0.1:%u.evil.example", vd.port);
+                snprintf(https_own, sizeof(https_own), "Origin: https://127.0.0.1:%u", vd.port);
+                ck_assert_int_eq(req("GET", "/ui", typed, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/ui/ui.js", same_origin, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/ui/ui.css", same_origin, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/ui/nothing.js", same_origin, NULL, NULL), 404);
+                ck_assert_int_eq(req("GET", "/ui", cross, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/ui/ui.js", same_site, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/ui", foreign_origin, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/ui", foreign_host, NULL, NULL), 421);
+                ck_assert_int_eq(req("GET", "/status/history", cross, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/status", own_origin, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/status/history", own_origin, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/jobs", own_origin, NULL, NULL), 200);
+                ck_assert_int_eq(req("GET", "/ui", own_origin, NULL, NULL), 200);
+                /* Only that exact origin, and only to read. */
+                ck_assert_int_eq(req("GET", "/status", own_origin_other_host, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/status", own_localhost_origin, NULL, NULL), 403); /* Host is 127.0.0.1 */
+                ck_assert_int_eq(req("GET", "/status", suffixed, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/status", https, NULL, NULL), 403);
+                ck_assert_int_eq(req("GET", "/status", null_origin, NULL, NULL), 403);
+                ck_assert_int_eq(req("POST", "/v1/admin/permissions", own_write, body, NULL), 403);
+                ck_assert_int_eq(req("POST", "/jobs/1/cancel", own_origin, NULL, NULL), 403);
+        }
+
         ck_assert_int_eq(req("POST", "/v1/admin/permissions", text_plain, body, &answer), 415);
         ck_assert_str_eq(answer, "{\"code\":\"UnsupportedMediaType\",\"message\":\"the request body must be sent as "
                                  "Content-Type: application/json\",\"localizedMessage\":\"the request body must be sent "
@@ -348,6 +387,10 @@ START_TEST(test_client_tokens_and_roles) {
         ck_assert_int_eq(req("GET", "/v1/admin/capabilities", bad, NULL, NULL), 401);
         ck_assert_int_eq(req("GET", "/v1/admin/capabilities", reader, NULL, NULL), 200);
         ck_assert_int_eq(req("GET", "/metrics", reader, NULL, NULL), 200);
+        /* /ui as /status: a browser cannot add the bearer by itself (visierd(8)). */
+        ck_assert_int_eq(req("GET", "/ui", NULL, NULL, NULL), 401);
+        ck_assert_int_eq(req("GET", "/ui", reader, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/status/history", reader, NULL, NULL), 200);
         ck_assert_int_eq(req("POST", "/v1/admin/permissions", reader,
                              "{\"permissions\":[{\"displayName\":\"by reader\"}]}", NULL),
                          403);

@@ -20,6 +20,7 @@
 #include "policy.h"
 #include "exports.h"
 #include "metrics.h"
+#include "ui.h"
 #include "validate.h"
 #include "parse.h"
 
@@ -81,6 +82,8 @@ _Static_assert((unsigned) VH_TARGET_TENANT == (unsigned) PH_TARGET_TENANT_ID &&
 static struct MHD_Response *api_healthz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_readyz(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_status_history(Manager *m, HttpRequest *req, unsigned *ret_status);
+static struct MHD_Response *api_ui(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_proxy_read(Manager *m, HttpRequest *req, unsigned *ret_status);
 static struct MHD_Response *api_write(Manager *m, HttpRequest *req, unsigned *ret_status);
@@ -101,6 +104,10 @@ static const Route routes[] = {
         { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS },
         { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS },
         { "GET", "/status", api_status, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/status/history", api_status_history, CLIENT_ROLE_READ, ROUTE_LOOP },
+        /* The page for people: /status's rules, files built in (ui.c). */
+        { "GET", "/ui", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/ui/*", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP },
         { "POST", "/v1/admin/visierSecureToken", api_signin_asid, CLIENT_ROLE_NONE, ROUTE_LOOP },
         { "POST", "/v1/auth/oauth2/token", api_signin_oauth2, CLIENT_ROLE_NONE, ROUTE_LOOP },
         { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ, ROUTE_OPS },
@@ -419,6 +426,25 @@ static bool request_header_true(HttpRequest *req) {
         return v && strcaseeq(v, "true");
 }
 
+/* A read (GET), which changes nothing: the only kind a page of visierd's own origin may send
+ * without its Origin listed in allowed_origins. */
+static bool route_is_safe(const Route *route) {
+        return streq(route->method, "GET");
+}
+
+/*
+ * Is ORIGIN visierd's own origin: "http://" and the request's Host (which has passed the Host
+ * check), as a browser sends it from a page visierd served (/ui)? Never over the unix socket,
+ * which has no origin of its own.
+ */
+static bool origin_is_own(const char *origin, const char *host, const HttpRequest *req) {
+        static const char scheme[] = "http://";
+
+        if (req->unix_peer || !host || strncasecmp(origin, scheme, sizeof(scheme) - 1) != 0)
+                return false;
+        return strcaseeq(origin + sizeof(scheme) - 1, host);
+}
+
 static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned *ret_status,
                       struct MHD_Response **ret_refusal, MetricsAuthFailure *ret_auth) {
         const char *host = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
@@ -439,7 +465,8 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                 r = refuse(ret_status, MHD_HTTP_MISDIRECTED_REQUEST, "MisdirectedRequest",
                            "the Host header does not name this service (allowed: localhost, 127.0.0.1, ::1, the "
                            "listen address and [listen] allowed_hosts)");
-        else if (origin && !list_contains(c->allowed_origins, origin, true))
+        else if (origin && !list_contains(c->allowed_origins, origin, true) &&
+                 !(route_is_safe(route) && origin_is_own(origin, host, req)))
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from web pages (Origin header) are refused unless listed in [listen] allowed_origins");
         else if (!origin && fetch_site && (strcaseeq(fetch_site, "cross-site") || strcaseeq(fetch_site, "same-site")))
@@ -1394,7 +1421,9 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 int n = snprintf(secs, sizeof(secs), "%.3f",
                                  (double) (now > ps.current.started ? now - ps.current.started : 0) / USEC_PER_SEC);
 
-                out_lit(o, "{\"method\":");
+                out_lit(o, "{\"operation\":");
+                out_string(o, ps.current.operation);
+                out_lit(o, ",\"method\":");
                 out_string(o, ps.current.method);
                 out_lit(o, ",\"endpoint\":");
                 out_string(o, ps.current.endpoint);
@@ -1402,6 +1431,11 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 out_u64(o, ps.current.n_jobs);
                 out_lit(o, ",\"items\":");
                 out_u64(o, ps.current.n_items);
+                out_lit(o, ",\"first_job\":");
+                if (ps.current.first_job > 0)
+                        out_i64(o, ps.current.first_job);
+                else
+                        out_lit(o, "null");
                 out_lit(o, ",\"elapsed_seconds\":");
                 out_mem(o, secs, n > 0 ? (size_t) n : 0);
                 out_lit(o, "}");
@@ -1478,6 +1512,80 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         }
 }
 
+/* GET /status/history: the queue history ring (history.h), with the current counts as its
+ * newest sample. On the loop, as the status timer that records it. */
+static struct MHD_Response *api_status_history(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        HistorySample *samples;
+        int64_t now_ms;
+        json_t *a, *j;
+        size_t n;
+
+        samples = malloc(sizeof(HistorySample) * HISTORY_SAMPLES);
+        a = json_array();
+        if (!samples || !a) {
+                free(samples);
+                json_decref(a);
+                return NULL;
+        }
+        manager_record_history(m);
+        now_ms = (int64_t) (clock_realtime() / USEC_PER_MSEC); /* not before the sample just taken */
+        n = history_snapshot(&m->history, now_ms, samples);
+        for (size_t i = 0; i < n; i++) {
+                const HistorySample *h = &samples[i];
+
+                if (json_array_append_new(a, json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "at_ms", (json_int_t) h->at_ms,
+                                                       "queued", (json_int_t) h->counts[JOB_QUEUED], "running",
+                                                       (json_int_t) h->counts[JOB_RUNNING], "succeeded",
+                                                       (json_int_t) h->counts[JOB_SUCCEEDED], "failed",
+                                                       (json_int_t) h->counts[JOB_FAILED], "cancelled",
+                                                       (json_int_t) h->counts[JOB_CANCELLED])) < 0) {
+                        free(samples);
+                        json_decref(a);
+                        return NULL;
+                }
+        }
+        free(samples);
+        j = json_pack("{s:I, s:I, s:I, s:o}", "interval_seconds", (json_int_t) (HISTORY_INTERVAL_MS / 1000),
+                      "span_seconds", (json_int_t) (HISTORY_SPAN_MS / 1000), "now_ms", (json_int_t) now_ms, "samples", a);
+        if (!j)
+                return NULL;
+        *ret_status = MHD_HTTP_OK;
+        return json_response(j);
+}
+
+/* GET /ui and /ui/FILE: the page's files (ui.h), with the page's security headers, an ETag
+ * and no-cache (a browser asks again, and gets 304 while the binary is the same). */
+static struct MHD_Response *api_ui(Manager *m, HttpRequest *req, unsigned *ret_status) {
+        const char *name = streq(req->path, "/ui") ? "index.html" : req->path + strlen("/ui/");
+        const char *inm = MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+        const UiAsset *a = ui_asset_find(name);
+        struct MHD_Response *r;
+        bool fresh;
+
+        if (!a) {
+                *ret_status = MHD_HTTP_NOT_FOUND;
+                return http_response_status("NotFound", true, "no such endpoint: %s %s", req->method, req->path);
+        }
+        fresh = inm && (streq(inm, a->etag) || streq(inm, "*"));
+        r = MHD_create_response_from_buffer(fresh ? 0 : a->size, fresh ? NULL : (void *) a->data,
+                                            MHD_RESPMEM_PERSISTENT);
+        if (!r)
+                return NULL;
+        if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->content_type) != MHD_YES ||
+            MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, a->etag) != MHD_YES ||
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") != MHD_YES ||
+            MHD_add_response_header(r, "Content-Security-Policy", UI_CONTENT_SECURITY_POLICY) != MHD_YES ||
+            MHD_add_response_header(r, "X-Content-Type-Options", "nosniff") != MHD_YES ||
+            MHD_add_response_header(r, "Referrer-Policy", "no-referrer") != MHD_YES ||
+            MHD_add_response_header(r, "X-Frame-Options", "DENY") != MHD_YES ||
+            MHD_add_response_header(r, "Cross-Origin-Resource-Policy", "same-origin") != MHD_YES ||
+            MHD_add_response_header(r, "Cross-Origin-Opener-Policy", "same-origin") != MHD_YES) {
+                MHD_destroy_response(r);
+                return NULL;
+        }
+        *ret_status = fresh ? MHD_HTTP_NOT_MODIFIED : MHD_HTTP_OK;
+        return r;
+}
 
 static enum MHD_Result query_append(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
         QueryBuilder *q = cls;

@@ -142,8 +142,9 @@ void dev_print_welcome(const Dev *d, const Config *c, unsigned port) {
                "Try:\n"
                "  curl -s http://127.0.0.1:%u/status\n"
                "  curl -s http://127.0.0.1:%u/v1/admin/capabilities\n"
+               "  a browser on http://127.0.0.1:%u/ui (the status page)\n"
                "Stop with Ctrl-C.\n",
-               d->sim_port, port, d->dir, port, port);
+               d->sim_port, port, d->dir, port, port, port);
         fflush(stdout);
 }
 

@@ -15,6 +15,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \
+	src/visierd/history.c src/visierd/history.h \
 	src/visierd/http.c src/visierd/http.h \
 	src/visierd/jobs.c src/visierd/jobs.h \
 	src/visierd/validate.c src/visierd/validate.h src/visierd/validate-schema.h \
@@ -27,11 +28,19 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/secret.c src/visierd/secret.h \
 	src/visierd/store.c src/visierd/store.h \
 	src/visierd/token.c src/visierd/token.h \
+	src/visierd/ui.c src/visierd/ui.h \
 	src/visierd/upstream.c src/visierd/upstream.h \
 	src/visierd/worker.c src/visierd/worker.h
 VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS)
 VISIERD_DEP_LIBS = $(MHD_LIBS) $(CURL_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS) $(INIH_LIBS) -lm
 libvisierd_core_a_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS)
+libvisierd_core_a_CPPFLAGS = $(AM_CPPFLAGS) -DUI_ASSET_DIR='"$(abs_top_srcdir)/src/visierd/ui"'
+
+# The /ui page: real files in the tree, assembled into ui.c's object (.incbin), which the
+# compiler's dependency tracking does not see: hence the rule.
+visierd_ui_assets = src/visierd/ui/index.html src/visierd/ui/ui.css src/visierd/ui/ui.js
+EXTRA_DIST += $(visierd_ui_assets)
+src/visierd/libvisierd_core_a-ui.$(OBJEXT): $(visierd_ui_assets)
 
 sbin_PROGRAMS += visierd
 visierd_SOURCES = src/visierd/main.c

@@ -142,6 +142,7 @@ int manager_new(Config *config, Manager **ret) {
         pthread_rwlock_init(&m->config_lock, NULL);
         pthread_mutex_init(&m->finished_lock, NULL);
         m->started_at = clock_now();
+        history_init(&m->history);
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -726,12 +727,23 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
-/* STATUS= in words: the token state and the queue depth, sent when it changes. */
+void manager_record_history(Manager *m) {
+        int64_t counts[_JOB_STATE_MAX], oldest;
+
+        if (!m->store)
+                return;
+        store_counts_get(m->store, counts, &oldest);
+        history_record(&m->history, (int64_t) (clock_realtime() / USEC_PER_MSEC), counts);
+}
+
+/* STATUS= in words: the token state and the queue depth, sent when it changes. Also takes
+ * the queue history's sample (the timer runs every few seconds, so no minute is missed). */
 static void manager_update_status(Manager *m) {
         char status[256];
         TokenStatus ts;
         json_t *counts;
 
+        manager_record_history(m);
         token_keeper_status(m->token, &ts);
         counts = store_counts(m->store, (int64_t) (clock_realtime() / USEC_PER_MSEC));
         if (ts.valid)

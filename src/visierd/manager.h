@@ -13,6 +13,7 @@
 #include "authfail.h"
 #include "cache.h"
 #include "config.h"
+#include "history.h"
 #include "http.h"
 #include "metrics.h"
 #include "publisher.h"
@@ -58,6 +59,7 @@ typedef struct Manager {
         unsigned n_refusals;
         sd_event_source *status_timer;
         char last_status[256];
+        History history;   /* queue depth by state, a sample a minute (GET /status/history) */
         usec_t started_at; /* monotonic */
 } Manager;
 
@@ -82,6 +84,9 @@ int manager_reload(Manager *m);
 
 /* A job reached a final state (any thread): held answers for it go out. */
 void manager_job_finished(Manager *m, int64_t job_id);
+
+/* Record the job counts in m->history now (loop thread; also done by the status timer). */
+void manager_record_history(Manager *m);
 
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);

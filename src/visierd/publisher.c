@@ -58,10 +58,13 @@ static int64_t wall_ms(void) {
 }
 
 /* The call in flight begins and ends: publisher_call_in_flight() and /status see it. */
-static void call_begin(Publisher *p, const char *method, const char *endpoint, size_t n_jobs, uint64_t n_items) {
+static void call_begin(Publisher *p, const char *operation, const char *method, const char *endpoint, const Batch *b,
+                       uint64_t n_items) {
         pthread_mutex_lock(&p->lock);
-        p->stats.current = (PublisherCall) { .active = true, .n_jobs = (unsigned) n_jobs, .n_items = n_items,
+        p->stats.current = (PublisherCall) { .active = true, .n_jobs = b ? (unsigned) b->n_jobs : 0, .n_items = n_items,
+                                             .first_job = b && b->n_jobs > 0 ? b->jobs[0].id : 0,
                                              .started = clock_now() };
+        snprintf(p->stats.current.operation, sizeof(p->stats.current.operation), "%s", operation);
         snprintf(p->stats.current.method, sizeof(p->stats.current.method), "%s", method);
         snprintf(p->stats.current.endpoint, sizeof(p->stats.current.endpoint), "%s", endpoint);
         pthread_mutex_unlock(&p->lock);
@@ -1046,7 +1049,7 @@ static void publish_call(Publisher *p, Batch *b) {
         pthread_mutex_lock(&p->lock);
         p->stats.write_calls++;
         pthread_mutex_unlock(&p->lock);
-        call_begin(p, method, route ? route : "call", 1, 0);
+        call_begin(p, job_op_to_string(b->op), method, route ? route : "call", b, b->n_items);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = route ? route : "call",
@@ -1169,7 +1172,7 @@ static Sent publish_batch(Publisher *p, Batch *b, int64_t round) {
         p->stats.write_calls++;
         p->stats.items_sent += pending;
         pthread_mutex_unlock(&p->lock);
-        call_begin(p, job_op_method(b->op), job_op_path(b->op), b->n_jobs, pending);
+        call_begin(p, job_op_to_string(b->op), job_op_method(b->op), job_op_path(b->op), b, pending);
         r = upstream_call(p->upstream,
                           &(UpstreamRequest) {
                                   .endpoint = job_op_path(b->op),
@@ -1581,7 +1584,7 @@ static int round_send_commit(Publisher *p, const StoreRound *rd, bool resent) {
                 free(path);
                 return 0;
         }
-        call_begin(p, "POST", "/v1/admin/projects/*", 0, 0);
+        call_begin(p, "publish", "POST", "/v1/admin/projects/*", NULL, 0);
         r = project_call(p, rd->tenant, "POST", "/v1/admin/projects/*", path, NULL, "{\"operation\":\"commitAndPublish\"}",
                          &resp, err, sizeof(err));
         call_end(p);

@@ -79,16 +79,19 @@ typedef struct PublisherEvent {
 
 typedef void (*publisher_event_fn)(void *userdata, const PublisherEvent *e);
 
-/* The write call in flight, as /status shows it: the method and the route pattern (never the
- * path, its query or its body), how many jobs and items it carries, when it began. */
+/* The write call in flight, as /status shows it (and visierctl top and /ui with it): the
+ * operation, the method and the route pattern (never the path, its query or its body), how
+ * many jobs and items it carries, its oldest job, when it began. */
 #define PUBLISHER_ENDPOINT_MAX 96
 typedef struct PublisherCall {
         bool active;
+        char operation[16]; /* job_op_to_string(), or "publish" for a round's commitAndPublish */
         char method[8];
         char endpoint[PUBLISHER_ENDPOINT_MAX];
         unsigned n_jobs;
         uint64_t n_items;
-        usec_t started; /* clock_now() */
+        int64_t first_job; /* the call's oldest job (0: none, as for a round's publish) */
+        usec_t started;    /* clock_now() */
 } PublisherCall;
 
 typedef struct PublisherStats {
