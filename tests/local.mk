@@ -22,7 +22,7 @@ integration_tests += tests/test-signin tests/test-answers tests/test-rounds
 integration_tests += tests/test-promtool
 # The /ui page in headless Chromium (SKIP where it cannot run); its artifacts stay in tests/.
 integration_tests += tests/test-ui
-CLEANFILES += tests/ui-screenshot.png tests/ui-dom.html tests/ui-dom-failed.html
+CLEANFILES += tests/ui-screenshot.png tests/ui-dom.html tests/ui-dom-failed.html tests/ui-dom-header.html
 EXTRA_DIST += tests/README
 # tests/test-sim-visierd: visierd against the strict simulator (the TEST_SIM_VISIERD part of
 # tests/test-sim.c): reconciliation in the write's own scope, merged assignments per permission.

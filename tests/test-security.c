@@ -691,6 +691,10 @@ START_TEST(test_required_request_header) {
                          412);
         ck_assert_int_eq(req("GET", "/status", NULL, NULL, NULL), 412);
         ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 0);
+        /* The page for people loads by navigation, which cannot add a header; its reads do. */
+        ck_assert_int_eq(req("GET", "/ui", NULL, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/ui/ui.js", NULL, NULL, NULL), 200);
+        ck_assert_int_eq(req("GET", "/status/history", NULL, NULL, NULL), 412);
         ck_assert_int_eq(req("GET", "/v1/admin/capabilities", marked, NULL, NULL), 200);
         ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 1);
 

@@ -504,6 +504,38 @@ START_TEST(test_ui_page) {
                 fprintf(stderr, "test-ui: screenshot of %s kept at %s (%lld bytes)\n", url_detail, shot_path,
                         (long long) st.st_size);
         }
+
+        /* With [listen] require_request_header = yes (a reload): the page itself loads without the
+         * header, which a browser cannot add to a navigation, and its reads carry it. */
+        {
+                char url[256], *text;
+                long status = 0;
+
+                conf = harness_read_file(vd.config);
+                ck_assert_int_ge(asprintf(&all, "%s[listen]\nrequire_request_header = yes\n", conf), 0);
+                harness_write_file(vd.config, all, 0644);
+                free(conf);
+                free(all);
+                ck_assert_int_eq(kill(vd.pid, SIGHUP), 0);
+                for (deadline = clock_now() + 30 * USEC_PER_SEC; status != 412;) {
+                        json_decref(visierd_request_json(&vd, "GET", "/status", NULL, NULL, &status));
+                        ck_assert_msg(clock_now() < deadline, "the reload did not turn require_request_header on");
+                        if (status != 412)
+                                clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
+                }
+                snprintf(url, sizeof(url), "http://127.0.0.1:%u/ui", vd.port);
+                snprintf(dom_path, sizeof(dom_path), "%s/tests/ui-dom-header.html", top_builddir);
+                dom = dump_dom(url, dom_path);
+                v = match1(dom, "<body[^>]* data-state=\"([a-z]+)\"");
+                ck_assert_msg(v && streq(v, "ready"), "the page did not render with the header required (%s)",
+                              v ? v : "?");
+                free(v);
+                assert_attr(dom, "count-failed", "data-value", "1");
+                text = text_of(dom, "token-state");
+                ck_assert_str_eq(text, "valid");
+                free(text);
+                free(dom);
+        }
 }
 END_TEST
 

@@ -474,7 +474,8 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from other sites' pages (Sec-Fetch-Site: cross-site or same-site) are refused");
         else if (streq(c->require_request_header, "yes") && route->handler != api_healthz &&
-                 route->handler != api_readyz && route != &metrics_only_route && !request_header_true(req))
+                 route->handler != api_readyz && route->handler != api_ui && route != &metrics_only_route &&
+                 !request_header_true(req))
                 r = refuse(ret_status, MHD_HTTP_PRECONDITION_FAILED, "PreconditionFailed",
                            "requests must carry the header X-Visierd-Request: true ([listen] require_request_header)");
         else if (req->body_len > 0 && !body_type_ok(route, content_type)) {

@@ -68,7 +68,8 @@ const ConfigKey config_keys[] = {
         KEY_STRING("listen", "allowed_origins", allowed_origins, NULL,
                    "browser Origins allowed to call the API (comma-separated); default none"),
         KEY_STRING("listen", "require_request_header", require_request_header, "no",
-                   "yes: every request but /healthz and /readyz must carry X-Visierd-Request: true (else 412), which "
+                   "yes: every request but /healthz, /readyz and the /ui page's files must carry X-Visierd-Request: true "
+                   "(else 412), which "
                    "a browser page cannot send to another origin and a service tricked into fetching a URL does not "
                    "send"),
         KEY_STRING("listen", "socket_allow_uids", socket_allow_uids, NULL,
