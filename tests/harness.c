@@ -117,6 +117,11 @@ pid_t harness_spawn(const char *const *argv, const char *log, const char *notify
                         _exit(126);
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, NULL);
+                /* Dispositions as a service manager gives them, whatever the shell that started
+                 * make check ignored (a background job ignores SIGINT and SIGQUIT). */
+                for (int sig = 1; sig < NSIG; sig++)
+                        if (sig != SIGKILL && sig != SIGSTOP)
+                                (void) signal(sig, SIG_DFL);
                 if (harness_fsize_limit > 0) {
                         struct rlimit rl = { harness_fsize_limit, RLIM_INFINITY };
                         signal(SIGXFSZ, SIG_IGN);
