@@ -299,6 +299,12 @@ START_TEST(test_ambiguous_body_framing) {
                   "the request has Content-Length headers that disagree" },
                 { "Transfer-Encoding: gzip, chunked\r\n", "501 Not Implemented",
                   "the request's Transfer-Encoding has a coding other than chunked" },
+                { "Transfer-Encoding : chunked\r\nContent-Length: 4\r\n", "400 Bad Request",
+                  "the request has a malformed header line (a name with white space, or a folded line)" },
+                { "Transfer-Encoding:\r\n chunked\r\nContent-Length: 4\r\n", "400 Bad Request",
+                  "the request has a malformed header line (a name with white space, or a folded line)" },
+                { "X-Note\t: x\r\n", "400 Bad Request",
+                  "the request has a malformed header line (a name with white space, or a folded line)" },
         };
         const char *smuggled = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         char *request, *answer, *want;

@@ -212,6 +212,53 @@ START_TEST(test_socket_activation) {
 }
 END_TEST
 
+/* A dual-stack socket passed by systemd ([::]:PORT): an IPv4 client that reached it at
+ * 127.0.0.53 names 127.0.0.53 in Host, and that is the address the connection came in on
+ * (getsockname says ::ffff:127.0.0.53). */
+START_TEST(test_dual_stack_socket_host) {
+        char tcp[64], url[128], *body;
+        const char *argv[10];
+        unsigned port;
+
+        if (access("/usr/bin/systemd-socket-activate", X_OK) != 0 && access("/bin/systemd-socket-activate", X_OK) != 0)
+                ck_abort_msg("systemd-socket-activate is not installed (Debian's systemd package)");
+        sim_start(&sim, NULL);
+        visierd_write_config(&vd, &sim, NULL, NULL);
+        port = free_port();
+        snprintf(tcp, sizeof(tcp), "[::]:%u", port);
+        argv[0] = "systemd-socket-activate";
+        argv[1] = "-l";
+        argv[2] = tcp;
+        argv[3] = "-E";
+        argv[4] = "NOTIFY_SOCKET";
+        argv[5] = getenv("VISIERD_BIN");
+        argv[6] = "--config";
+        argv[7] = vd.config;
+        argv[8] = NULL;
+        launch(argv);
+        snprintf(url, sizeof(url), "http://127.0.0.53:%u/healthz", port);
+        /* visierd starts on the first connection, once systemd-socket-activate listens. */
+        for (usec_t deadline = clock_now() + 20 * USEC_PER_SEC;; clock_sleep(20 * USEC_PER_MSEC)) {
+                long status = get_status(url, NULL, &body);
+
+                if (status != 0) {
+                        ck_assert_int_eq(status, 200);
+                        break;
+                }
+                free(body);
+                ck_assert_msg(clock_now() < deadline, "systemd-socket-activate did not listen on %s", tcp);
+        }
+        ck_assert_str_eq(body, "{\"status\":\"ok\"}");
+        free(body);
+        expect_notify("READY=1", 20, NULL, 0);
+        snprintf(url, sizeof(url), "http://127.0.0.54:%u/healthz", port);
+        ck_assert_int_eq(get_status(url, NULL, NULL), 200);
+        kill(vd.pid, SIGTERM);
+        ck_assert_int_eq(wait_exit(vd.pid), 0);
+        vd.pid = 0;
+}
+END_TEST
+
 START_TEST(test_reload) {
         char newpw[64], *log, *conf, *u;
         long long logins;
@@ -285,6 +332,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_notify_watchdog_and_stop);
         tcase_add_test(tc, test_socket_activation);
+        tcase_add_test(tc, test_dual_stack_socket_host);
         tcase_add_test(tc, test_reload);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);

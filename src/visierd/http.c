@@ -394,9 +394,15 @@ bool http_request_local_host(const HttpRequest *req, char *buf, size_t len) {
         if (ss.ss_family == AF_INET &&
             inet_ntop(AF_INET, &((const struct sockaddr_in *) &ss)->sin_addr, addr, sizeof(addr)))
                 return snprintf(buf, len, "%s", addr) < (int) len;
-        if (ss.ss_family == AF_INET6 &&
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) &ss)->sin6_addr, addr, sizeof(addr)))
-                return snprintf(buf, len, "[%s]", addr) < (int) len;
+        if (ss.ss_family == AF_INET6) {
+                const struct in6_addr *a6 = &((const struct sockaddr_in6 *) &ss)->sin6_addr;
+
+                /* An IPv4 client on a dual-stack socket: the address it connected to is IPv4. */
+                if (IN6_IS_ADDR_V4MAPPED(a6) && inet_ntop(AF_INET, &a6->s6_addr[12], addr, sizeof(addr)))
+                        return snprintf(buf, len, "%s", addr) < (int) len;
+                if (inet_ntop(AF_INET6, a6, addr, sizeof(addr)))
+                        return snprintf(buf, len, "[%s]", addr) < (int) len;
+        }
         return false;
 }
 
@@ -432,13 +438,36 @@ typedef struct FramingHeaders {
         const char *te, *cl;
         unsigned n_te;
         bool cl_differ;
+        bool bad_name; /* a header name that is not a token (RFC 9110 §5.1), or a framing name mangled */
 } FramingHeaders;
+
+static bool is_token(const char *s) {
+        if (!*s)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+                      strchr("!#$%&'*+-.^_`|~", *s)))
+                        return false;
+        return true;
+}
+
+static bool starts_with_nocase(const char *s, const char *prefix) {
+        return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
 
 static enum MHD_Result framing_scan(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
         FramingHeaders *f = cls;
 
         (void) kind;
-        if (strcaseeq(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        /* libmicrohttpd keeps "Transfer-Encoding : chunked" as a header named "Transfer-Encoding "
+         * and a folded line as one name run into its value: a proxy could take either for the
+         * framing header, so neither is let through. */
+        if (!is_token(key) || ((starts_with_nocase(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) ||
+                                starts_with_nocase(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) &&
+                               !strcaseeq(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) &&
+                               !strcaseeq(key, MHD_HTTP_HEADER_CONTENT_LENGTH)))
+                f->bad_name = true;
+        else if (strcaseeq(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
                 f->n_te++;
                 f->te = f->te ? f->te : value;
         } else if (strcaseeq(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
@@ -455,6 +484,10 @@ static unsigned framing_refusal(struct MHD_Connection *connection, const char **
         size_t n;
 
         MHD_get_connection_values(connection, MHD_HEADER_KIND, framing_scan, &f);
+        if (f.bad_name) {
+                *ret_why = "the request has a malformed header line (a name with white space, or a folded line)";
+                return MHD_HTTP_BAD_REQUEST;
+        }
         if (f.cl_differ) {
                 *ret_why = "the request has Content-Length headers that disagree";
                 return MHD_HTTP_BAD_REQUEST;
