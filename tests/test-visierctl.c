@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -810,6 +811,56 @@ static void pty_stop(void) {
         }
 }
 
+/* A screen ended by SIGQUIT (Ctrl-\\) puts the terminal back and exits 128+3; one whose reader
+ * goes away (top | head, the keys still on the terminal) ends with exit 1 and the terminal put
+ * back, never killed by SIGPIPE with echo off. */
+START_TEST(test_screen_quit_and_broken_pipe) {
+        size_t entered;
+        int out[2], status;
+        char buf[4096];
+        ssize_t n = 0;
+        usec_t deadline;
+
+        start_all(NULL);
+        pty_start(&pty, (const char *const[]) { "top", "--interval", "0.2", NULL });
+        entered = pty_expect(&pty, 0, SCREEN_ENTER);
+        pty_expect(&pty, entered, "publishing:   idle");
+        ck_assert_int_eq(kill(pty.pid, SIGQUIT), 0);
+        ck_assert_int_eq(pty_exit(&pty), 128 + SIGQUIT);
+        pty_expect(&pty, entered, SCREEN_LEAVE);
+        assert_terminal_restored(&pty);
+
+        ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+        pty.len = 0;
+        pty.eof = false;
+        pty.pid = forkpty(&pty.fd, NULL, NULL, NULL);
+        ck_assert_int_ge(pty.pid, 0);
+        if (pty.pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                dup2(out[1], STDOUT_FILENO);
+                execl(ctl_bin(), ctl_bin(), "--url", url, "top", "--interval", "0.2", (char *) NULL);
+                _exit(127);
+        }
+        close(out[1]);
+        for (deadline = clock_now() + PTY_TIMEOUT_MS * USEC_PER_MSEC; n <= 0 || !memmem(buf, (size_t) n, "queue:", 6);) {
+                struct pollfd p = { .fd = out[0], .events = POLLIN };
+
+                ck_assert_msg(clock_now() < deadline, "no frame from visierctl top");
+                if (poll(&p, 1, 200) == 1)
+                        n = read(out[0], buf, sizeof(buf));
+        }
+        close(out[0]); /* the reader goes away */
+        for (deadline = clock_now() + PTY_TIMEOUT_MS * USEC_PER_MSEC; waitpid(pty.pid, &status, WNOHANG) == 0;) {
+                ck_assert_msg(clock_now() < deadline, "visierctl top did not end when its reader went away");
+                pty_read(&pty, clock_now() + 50 * USEC_PER_MSEC);
+        }
+        pty.pid = 0;
+        ck_assert_msg(WIFEXITED(status), "visierctl top died of signal %d", WTERMSIG(status));
+        ck_assert_int_eq(WEXITSTATUS(status), 1);
+        assert_terminal_restored(&pty);
+}
+END_TEST
+
 /* jobs --watch on a terminal redraws in place: a job seen running while Visier holds its
  * write is then seen succeeded, on the same screen, without visierctl being run again; q ends
  * it and puts the terminal back. */
@@ -1410,6 +1461,7 @@ int main(void) {
         tcase_add_test(tc, test_jobs_filters_cli);
         tcase_add_test(tc, test_jobs_watch_pty);
         tcase_add_test(tc, test_top_pty);
+        tcase_add_test(tc, test_screen_quit_and_broken_pipe);
         tcase_add_test(tc, test_screens_not_on_a_terminal);
         tcase_add_test(tc, test_unix_socket);
         tcase_add_test(tc, test_exports_list);

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The live screen (see screen.h). Signals that end it (SIGINT, SIGTERM, SIGHUP) and SIGWINCH
+ * The live screen (see screen.h). Signals that end it (SIGINT, SIGTERM, SIGHUP, SIGQUIT) and SIGWINCH
  * are blocked but for the wait between frames, which is one ppoll() on standard input with
  * the old mask: a signal is never lost between the check and the wait, and never interrupts
  * a request (one Ctrl-C during a request takes effect when it ends, at most --timeout later).
  * SIGTSTP is ignored while the terminal is changed, so that a stopped visierctl never leaves
- * it without echo on the alternate screen. Every line is clipped to the window, so that a
+ * it without echo on the alternate screen, and SIGPIPE too: a reader that goes away (top | head)
+ * makes a write fail, which ends the screen with the terminal put back. Every line is clipped to the window, so that a
  * frame never scrolls the screen it is redrawing.
  */
 #include <errno.h>
@@ -45,10 +46,12 @@ typedef struct Screen {
         bool termios_saved, entered;
         struct termios saved;
         sigset_t old_mask;
-        struct sigaction old_actions[5];
+        struct sigaction old_actions[7];
 } Screen;
 
-static const int screen_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGTSTP };
+/* Blocked and caught: all but the last two, which are ignored. */
+static const int screen_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGTSTP, SIGPIPE };
+#define SCREEN_CAUGHT (ELEMENTSOF(screen_signals) - 2)
 
 static void screen_setup(Screen *s) {
         struct sigaction sa = { .sa_handler = screen_on_signal };
@@ -57,14 +60,14 @@ static void screen_setup(Screen *s) {
         screen_stop_signal = 0;
         screen_resized = 0;
         sigemptyset(&block);
-        for (size_t i = 0; i < ELEMENTSOF(screen_signals) - 1; i++)
+        for (size_t i = 0; i < SCREEN_CAUGHT; i++)
                 sigaddset(&block, screen_signals[i]);
         sigprocmask(SIG_BLOCK, &block, &s->old_mask);
         sigemptyset(&sa.sa_mask);
         for (size_t i = 0; i < ELEMENTSOF(screen_signals); i++) {
                 struct sigaction ign = { .sa_handler = SIG_IGN };
 
-                sigaction(screen_signals[i], screen_signals[i] == SIGTSTP ? &ign : &sa, &s->old_actions[i]);
+                sigaction(screen_signals[i], i < SCREEN_CAUGHT ? &sa : &ign, &s->old_actions[i]);
         }
         if (s->keys && tcgetattr(STDIN_FILENO, &s->saved) == 0) {
                 struct termios raw = s->saved;
@@ -250,6 +253,10 @@ int screen_run(const ScreenConfig *c, screen_draw_fn draw, void *userdata) {
                         fflush(stdout);
                 }
                 frames++;
+                if (ferror(stdout)) {
+                        r = 1; /* the reader went away (EPIPE), or the terminal did */
+                        break;
+                }
                 if (c->count && frames >= c->count) {
                         r = status;
                         break;
@@ -260,6 +267,10 @@ int screen_run(const ScreenConfig *c, screen_draw_fn draw, void *userdata) {
         screen_restore(&s);
         if (fatal)
                 output_error("%s", err);
+        /* Ended by the user (q, Ctrl-D, Ctrl-C): 0. Ended by SIGTERM, SIGHUP or SIGQUIT: as a
+         * shell reports a program killed by it, so a script can tell it from a whole --count. */
+        if (!fatal && r == 0 && screen_stop_signal && screen_stop_signal != SIGINT)
+                r = 128 + screen_stop_signal;
         return r;
 }
 
