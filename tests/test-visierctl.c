@@ -679,7 +679,11 @@ START_TEST(test_jobs_filters_cli) {
         assert_has(out, "\n1  ");
         free(out);
         ck_assert_int_eq(CTL(&out, "jobs", "--limit", "1", "--client", "tcp:127.0.0.1"), 0);
-        assert_has(out, "more jobs: visierctl jobs --before 2 --client tcp:127.0.0.1");
+        assert_has(out, "more jobs: visierctl jobs --before 2 --client tcp:127.0.0.1 --limit 1\n");
+        free(out);
+        /* The hint is a command to paste: free-form values quoted for the shell. */
+        ck_assert_int_eq(CTL(&out, "jobs", "--limit", "1", "--since", "0", "--operation", "create"), 0);
+        assert_has(out, "more jobs: visierctl jobs --before 1 --operation create --since 0 --limit 1\n");
         free(out);
         /* visierd judges the values: its message, exit 1. */
         ck_assert_int_eq(CTL(&out, "jobs", "--since", "yesterday"), 1);

@@ -392,6 +392,23 @@ static int ctl_jobs_path(Ctl *ctl, char **ret) {
 static const char *const jobs_headers[] = { "ID", "STATE", "OPERATION", "ITEMS", "ATTEMPTS", "CREATED", "CLIENT" };
 
 /* The jobs of an answer as a table on f. */
+/* PREFIX, then VALUE as the shell reads it back: bare when it is plain, else in single quotes. */
+static void shell_quoted(FILE *f, const char *prefix, const char *value) {
+        fputs(prefix, f);
+        if (*value && strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+/@%=,") ==
+                              strlen(value)) {
+                fputs(value, f);
+                return;
+        }
+        fputc('\'', f);
+        for (const char *p = value; *p; p++)
+                if (*p == '\'')
+                        fputs("'\\''", f);
+                else
+                        fputc(*p, f);
+        fputc('\'', f);
+}
+
 static int ctl_jobs_table(const json_t *answer, FILE *f) {
         _cleanup_table_ Table *t = table_new(ELEMENTSOF(jobs_headers), jobs_headers);
         const json_t *job;
@@ -505,12 +522,22 @@ static int ctl_jobs(Ctl *ctl) {
                 goto out;
         }
         list = json_object_get(reply.json, "jobs");
-        if (json_is_string(json_object_get(reply.json, "next")))
-                fprintf(stderr, "more jobs: visierctl jobs --before %lld%s%s%s%s%s%s%s%s\n",
-                        ctl_int(json_array_get(list, json_array_size(list) - 1), "id"), a->state ? " --state " : "",
-                        strempty(a->state), a->operation ? " --operation " : "", strempty(a->operation),
-                        a->client ? " --client " : "", strempty(a->client), a->since ? " --since " : "",
-                        strempty(a->since));
+        if (json_is_string(json_object_get(reply.json, "next"))) {
+                /* A command to paste: the free-form values quoted for the shell. */
+                fprintf(stderr, "more jobs: visierctl jobs --before %lld",
+                        ctl_int(json_array_get(list, json_array_size(list) - 1), "id"));
+                if (a->state)
+                        fprintf(stderr, " --state %s", a->state);
+                if (a->operation)
+                        fprintf(stderr, " --operation %s", a->operation);
+                if (a->client)
+                        shell_quoted(stderr, " --client ", a->client);
+                if (a->since)
+                        shell_quoted(stderr, " --since ", a->since);
+                if (a->limit)
+                        fprintf(stderr, " --limit %u", a->limit);
+                fputc('\n', stderr);
+        }
 out:
         client_reply_done(&reply);
         return r;
