@@ -615,7 +615,9 @@ START_TEST(test_metrics_only_listener) {
         harness_random_hex(token, 20);
         write_token(sim.dir, "reader", token, tp, sizeof(tp));
         snprintf(msock, sizeof(msock), "%s/metrics.sock", sim.dir);
-        snprintf(tail, sizeof(tail), "[client reader]\ntoken_file = %s\nrole = read\n[metrics]\nlisten = 127.0.0.1:0\nsocket = %s\n",
+        snprintf(tail, sizeof(tail),
+                 "[client reader]\ntoken_file = %s\nrole = read\n[metrics]\nlisten = 127.0.0.1:0\nsocket = %s\n"
+                 "allowed_hosts = node7.example\n",
                  tp, msock);
         visierd_start(&vd, &sim, NULL, tail);
         p = strstr(vd.notify_log, "X_METRICS_PORT=");
@@ -655,6 +657,12 @@ START_TEST(test_metrics_only_listener) {
         http_request("GET", url, with_host, NULL, 10000, &r);
         ck_assert_int_eq(r.status, 200);
         http_result_done(&r);
+        /* A scraper's name for the host: in [metrics] allowed_hosts, not the local API's. */
+        snprintf(host, sizeof(host), "Host: node7.example:%u", mport);
+        http_request("GET", url, with_host, NULL, 10000, &r);
+        ck_assert_int_eq(r.status, 200);
+        http_result_done(&r);
+        ck_assert_int_eq(req("GET", "/healthz", with_host, NULL, NULL), 421);
         ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 0);
 
         /* The scrapes are counted, under their own route. */

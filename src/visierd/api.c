@@ -461,7 +461,8 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
         snprintf(req->client, sizeof(req->client), "%s", req->peer);
         req->role = c->n_clients > 0 ? CLIENT_ROLE_NONE : CLIENT_ROLE_ADMIN;
 
-        if (!req->unix_peer && !host_allowed(req, host, c->allowed_hosts))
+        if (!req->unix_peer &&
+            !host_allowed(req, host, route == &metrics_only_route ? c->metrics_allowed_hosts : c->allowed_hosts))
                 r = refuse(ret_status, MHD_HTTP_MISDIRECTED_REQUEST, "MisdirectedRequest",
                            "the Host header does not name this service (allowed: localhost, 127.0.0.1, ::1, the "
                            "listen address and [listen] allowed_hosts)");

@@ -87,6 +87,10 @@ const ConfigKey config_keys[] = {
         KEY_STRING("metrics", "listen", metrics_listen, NULL,
                    "ADDRESS:PORT of a listener that serves GET /metrics only, without a client token, for scrapers "
                    "(e.g. 127.0.0.1:9420, [::1]:9420; port 0 picks a free one); default none"),
+        KEY_STRING("metrics", "allowed_hosts", metrics_allowed_hosts, NULL,
+                   "Host names the metrics listener accepts besides localhost, 127.0.0.1, ::1 and the address it "
+                   "listens on (comma-separated), e.g. the name a scraper uses; [listen] allowed_hosts is not "
+                   "consulted"),
         KEY_STRING("metrics", "socket", metrics_socket, NULL,
                    "path of a unix socket that serves GET /metrics only, without a client token (mode 0660); "
                    "default none"),

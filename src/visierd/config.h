@@ -92,6 +92,7 @@ typedef struct Config {
         /* [metrics] */
         char *metrics_listen;  /* "ADDRESS:PORT" of the metrics-only listener, or NULL */
         char *metrics_socket;  /* its unix socket path, or NULL */
+        char *metrics_allowed_hosts; /* Host names it accepts besides loopback and its own address */
         char metrics_address[INET6_ADDRSTRLEN]; /* parsed from metrics_listen */
         int metrics_port;      /* parsed from metrics_listen; -1: no TCP metrics listener */
 
