@@ -346,6 +346,15 @@ START_TEST(test_ambiguous_body_framing) {
         ck_assert_int_eq(status, 200);
         ck_assert_int_eq(json_array_size(json_object_get(jobs, "jobs")), 0);
         json_decref(jobs);
+        /* Each refusal is counted (and logged) like any other answer. */
+        ck_assert_int_eq(req("GET", "/metrics", NULL, NULL, &answer), 200);
+        ck_assert_double_eq(sample(answer, "visierd_http_requests_total{method=\"POST\",route=\"unmatched\",status=\"400\"}"),
+                            (double) ELEMENTSOF(cases) - 1);
+        ck_assert_double_eq(sample(answer, "visierd_http_requests_total{method=\"POST\",route=\"unmatched\",status=\"501\"}"), 1);
+        free(answer);
+        answer = harness_read_file(vd.log);
+        ck_assert_msg(strstr(answer, "POST unmatched 400 "), "no access line for a refusal: %s", answer);
+        free(answer);
 
         /* A plain chunked body is taken as before. */
         answer = harness_raw_exchange(vd.port,

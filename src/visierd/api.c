@@ -1190,6 +1190,14 @@ struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_
         return r;
 }
 
+/* An answer the HTTP layer made itself (http.h's refused): counted and logged as unmatched. */
+void api_refused(void *userdata, HttpRequest *req, unsigned status) {
+        Manager *m = userdata;
+
+        snprintf(req->client, sizeof(req->client), "%s", req->peer);
+        request_answered(m, req, NULL, status);
+}
+
 static bool route_is_own(const Route *route) {
         return (route >= routes && route < routes + ELEMENTSOF(routes)) || route == &metrics_only_route;
 }

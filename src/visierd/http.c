@@ -59,6 +59,7 @@ struct HttpServer {
         void *drained_userdata;
         usec_t read_timeout;
         http_handler_fn handler;
+        void (*refused)(void *userdata, HttpRequest *req, unsigned status);
         void *userdata;
         size_t max_body;
         size_t max_header;
@@ -562,6 +563,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                 conn_set_busy(connection, true);
                 resp = http_response_status(status == MHD_HTTP_BAD_REQUEST ? "BadRequest" : "NotImplemented", true,
                                             "%s", why);
+                if (h->refused)
+                        h->refused(h->userdata, req, status);
                 if (!resp || MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") != MHD_YES) {
                         if (resp)
                                 MHD_destroy_response(resp);
@@ -613,6 +616,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         if (req->draining) {
                 status = MHD_HTTP_SERVICE_UNAVAILABLE;
                 resp = h->stopping;
+                if (h->refused)
+                        h->refused(h->userdata, req, status);
                 return queue(connection, status, resp);
         }
         if (req->head_too_large) {
@@ -626,6 +631,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                                             h->max_body);
         } else
                 resp = h->handler(h->userdata, req, &status);
+        if ((req->head_too_large || req->body_too_large) && h->refused)
+                h->refused(h->userdata, req, resp ? status : MHD_HTTP_INTERNAL_SERVER_ERROR);
         if (resp == HTTP_DEFER) {
                 /* Suspend now unless the answer is already in (a handler that answered from
                  * another thread at once): on_wake resumes it. */
@@ -893,6 +900,7 @@ int http_server_start(sd_event *e, const HttpSettings *s, http_handler_fn handle
         h->wake_fd = -1;
         h->event = sd_event_ref(e);
         h->handler = handler;
+        h->refused = s->refused;
         h->userdata = userdata;
         h->max_body = s->max_body;
         h->max_header = s->max_header;

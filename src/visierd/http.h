@@ -113,6 +113,9 @@ typedef struct HttpSettings {
         size_t max_header; /* each connection's memory for the request line and headers */
         unsigned idle_timeout; /* seconds */
         unsigned read_timeout; /* seconds to send a whole request; slower clients are cut off */
+        /* Told (on the loop) of each answer this layer makes itself, before any handler: an
+         * ambiguous body framing, a head or body past its limit, a stop in progress. May be NULL. */
+        void (*refused)(void *userdata, HttpRequest *req, unsigned status);
 } HttpSettings;
 
 /* Serves on the loop e (which must be run by the calling thread). */

@@ -518,6 +518,7 @@ int manager_start(Manager *m) {
                                       .max_header = c->max_header_size,
                                       .idle_timeout = c->idle_timeout,
                                       .read_timeout = c->read_timeout,
+                                      .refused = api_refused,
                               },
                               api_handle, m, &m->http, err, sizeof(err));
         if (r < 0) {
@@ -537,6 +538,7 @@ int manager_start(Manager *m) {
                                               .max_header = c->max_header_size,
                                               .idle_timeout = c->idle_timeout,
                                               .read_timeout = c->read_timeout,
+                                              .refused = api_refused,
                                       },
                                       api_handle_metrics, m, &m->metrics_http, err, sizeof(err));
                 if (r < 0) {

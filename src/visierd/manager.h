@@ -90,6 +90,8 @@ void manager_record_history(Manager *m);
 
 /* The API router: answers one local request (http_handler_fn). Defined in api.c. */
 struct MHD_Response *api_handle(void *userdata, HttpRequest *req, unsigned *ret_status);
+/* An answer the HTTP layer made itself (HttpSettings.refused): counted as unmatched, logged. */
+void api_refused(void *userdata, HttpRequest *req, unsigned status);
 /* The same for the metrics-only listener: GET /metrics only, no client token. */
 struct MHD_Response *api_handle_metrics(void *userdata, HttpRequest *req, unsigned *ret_status);
 /* On the loop: answer the holds waiting for this job / all of them (shutdown). */
