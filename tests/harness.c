@@ -615,6 +615,23 @@ void harness_teardown(Sim *s, Visierd *d) {
         harness_listen_address = "127.0.0.1";
 }
 
+long visierd_call(const Visierd *d, const char *method, const char *path, const char *const *headers, const char *body,
+                  char **ret_body) {
+        char *u = visierd_url(d, path);
+        HttpResult r;
+        long status;
+
+        http_request(method, u, headers, body, 20000, &r);
+        free(u);
+        status = r.status;
+        if (ret_body) {
+                *ret_body = strdup(r.body);
+                ck_assert_ptr_nonnull(*ret_body);
+        }
+        http_result_done(&r);
+        return status;
+}
+
 json_t *visierd_request_json(const Visierd *d, const char *method, const char *path, const char *body,
                              const char *const *headers, long *ret_status) {
         char *u = visierd_url(d, path);

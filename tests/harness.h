@@ -139,6 +139,10 @@ int harness_env_u64(const char *name, uint64_t fallback, uint64_t *ret);
 
 /* A request to visierd (path from the root) whose answer must be JSON: the parsed answer
  * (caller decrefs) and its status; fails the test on a transport error or a non-JSON answer. */
+/* One request to visierd (20 s at most): its status (0: no answer), its body in *ret_body when
+ * ret_body is not NULL (the caller frees it). */
+long visierd_call(const Visierd *d, const char *method, const char *path, const char *const *headers, const char *body,
+                  char **ret_body);
 json_t *visierd_request_json(const Visierd *d, const char *method, const char *path, const char *body,
                              const char *const *headers, long *ret_status);
 /* Wait (probing /status) until no job is queued or running; fails the test after seconds. */

@@ -52,17 +52,7 @@ static int promtool_check(const char *dir, const char *text, char **ret_output) 
 }
 
 static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {
-        char *u = visierd_url(&vd, path);
-        HttpResult r;
-        long status;
-
-        http_request(method, u, headers, body, 20000, &r);
-        free(u);
-        status = r.status;
-        if (ret_body)
-                *ret_body = strdup(r.body);
-        http_result_done(&r);
-        return status;
+        return visierd_call(&vd, method, path, headers, body, ret_body);
 }
 
 START_TEST(test_metrics_pass_promtool) {

@@ -41,17 +41,7 @@ static double sample(const char *text, const char *series);
 static void assert_prometheus_text(const char *text);
 
 static long req(const char *method, const char *path, const char *const *headers, const char *body, char **ret_body) {
-        char *u = visierd_url(&vd, path);
-        HttpResult r;
-        long status;
-
-        http_request(method, u, headers, body, 20000, &r);
-        free(u);
-        status = r.status;
-        if (ret_body)
-                *ret_body = strdup(r.body);
-        http_result_done(&r);
-        return status;
+        return visierd_call(&vd, method, path, headers, body, ret_body);
 }
 
 START_TEST(test_host_and_origin) {
