@@ -169,10 +169,10 @@ START_TEST(test_socket_activation) {
         const char *argv[12];
         unsigned port;
 
-        if (access("/usr/bin/systemd-socket-activate", X_OK) != 0 && access("/bin/systemd-socket-activate", X_OK) != 0) {
-                fprintf(stderr, "systemd-socket-activate not installed: socket activation not checked\n");
-                return;
-        }
+        /* Debian's systemd package, which the README's set-up installs: a missing one is a
+         * failure, never a silent pass. */
+        if (access("/usr/bin/systemd-socket-activate", X_OK) != 0 && access("/bin/systemd-socket-activate", X_OK) != 0)
+                ck_abort_msg("systemd-socket-activate is not installed (Debian's systemd package)");
         sim_start(&sim, NULL);
         /* The configured listener must not be used: point it at a port nobody checks. */
         visierd_write_config(&vd, &sim, NULL, NULL);
