@@ -1,13 +1,15 @@
 # Tests: Check unit suites per module, and integration suites that run the real visierd and
 # visier-sim on loopback ports (see tests/harness.h).
 noinst_LIBRARIES += libharness.a
-libharness_a_SOURCES = tests/harness.c tests/harness.h
-libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) -I$(top_srcdir)/src/visierd
+libharness_a_SOURCES = tests/harness.c tests/harness.h tests/pg-harness.c tests/pg-harness.h
+libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) -I$(top_srcdir)/src/visierd
 
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 
 unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-parse tests/check-history
+# The fleet's publish lease against a real PostgreSQL (tests/pg-harness.h; SKIP where it cannot run).
+unit_tests += tests/check-lease
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -68,6 +70,9 @@ tests_check_validate_LDADD = $(TEST_LDADD)
 tests_check_parse_SOURCES = tests/check-parse.c
 tests_check_parse_CFLAGS = $(TEST_CFLAGS)
 tests_check_parse_LDADD = $(TEST_LDADD)
+tests_check_lease_SOURCES = tests/check-lease.c
+tests_check_lease_CFLAGS = $(TEST_CFLAGS)
+tests_check_lease_LDADD = $(TEST_LDADD)
 tests_check_history_SOURCES = tests/check-history.c
 tests_check_history_CFLAGS = $(TEST_CFLAGS)
 tests_check_history_LDADD = $(TEST_LDADD)

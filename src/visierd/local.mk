@@ -18,6 +18,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/history.c src/visierd/history.h \
 	src/visierd/http.c src/visierd/http.h \
 	src/visierd/jobs.c src/visierd/jobs.h \
+	src/visierd/lease.c src/visierd/lease.h \
 	src/visierd/validate.c src/visierd/validate.h src/visierd/validate-schema.h \
 	src/visierd/publisher.c src/visierd/publisher.h \
 	src/visierd/runner.c src/visierd/runner.h \
@@ -31,8 +32,8 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/ui.c src/visierd/ui.h \
 	src/visierd/upstream.c src/visierd/upstream.h \
 	src/visierd/worker.c src/visierd/worker.h
-VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS)
-VISIERD_DEP_LIBS = $(MHD_LIBS) $(CURL_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS) $(INIH_LIBS) -lm
+VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS) $(LIBPQ_CFLAGS)
+VISIERD_DEP_LIBS = $(MHD_LIBS) $(CURL_LIBS) $(JANSSON_LIBS) $(SYSTEMD_LIBS) $(SQLITE_LIBS) $(INIH_LIBS) $(LIBPQ_LIBS) -lm
 libvisierd_core_a_CFLAGS = $(AM_CFLAGS) $(VISIERD_DEP_CFLAGS)
 libvisierd_core_a_CPPFLAGS = $(AM_CPPFLAGS) -DUI_ASSET_DIR='"$(abs_top_srcdir)/src/visierd/ui"'
 
