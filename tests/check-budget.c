@@ -401,6 +401,7 @@ END_TEST
 
 START_TEST(test_new_caps_clamp_the_tokens) {
         FleetBudgetStatus s;
+        PGresult *res;
 
         caps_ok(conn, "t-caps", 20, 100, DAY, DAY);
         ck_assert_int_eq(fleetbudget_take(conn, "t-caps", NULL, err, sizeof(err)), 0);
@@ -416,6 +417,11 @@ START_TEST(test_new_caps_clamp_the_tokens) {
         ck_assert_uint_eq(s.caps.per_hour, 50);
         ck_assert_uint_eq(s.minute_tokens, 5);
         ck_assert_uint_eq(s.hour_tokens, 50);
+        /* Clamped in the row itself, not only as read: whoever reads the table sees no more than the caps. */
+        res = PQexec(conn, "SELECT minute_tokens <= 5 AND hour_tokens <= 50 FROM fleet_budgets WHERE tenant = 't-caps'");
+        ck_assert_int_eq(PQntuples(res), 1);
+        ck_assert_str_eq(PQgetvalue(res, 0, 0), "t");
+        PQclear(res);
         caps_ok(conn, "t-caps", 20, 100, DAY, FLEETBUDGET_HOUR_MS);
         s = status_of(conn, "t-caps");
         ck_assert_uint_eq(s.caps.per_minute, 20);
