@@ -10,6 +10,8 @@ TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
 unit_tests = tests/check-coalesce tests/check-config tests/check-token tests/check-ratelimit tests/check-jobs tests/check-store tests/check-openapi tests/check-exports tests/check-validate tests/check-cache tests/check-session tests/check-parse tests/check-history
 # The fleet's publish lease against a real PostgreSQL (tests/pg-harness.h; SKIP where it cannot run).
 unit_tests += tests/check-lease
+# The fleet's shared rate budget against a real PostgreSQL (SKIP where it cannot run).
+unit_tests += tests/check-budget
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -73,6 +75,9 @@ tests_check_parse_LDADD = $(TEST_LDADD)
 tests_check_lease_SOURCES = tests/check-lease.c
 tests_check_lease_CFLAGS = $(TEST_CFLAGS)
 tests_check_lease_LDADD = $(TEST_LDADD)
+tests_check_budget_SOURCES = tests/check-budget.c
+tests_check_budget_CFLAGS = $(TEST_CFLAGS)
+tests_check_budget_LDADD = $(TEST_LDADD)
 tests_check_history_SOURCES = tests/check-history.c
 tests_check_history_CFLAGS = $(TEST_CFLAGS)
 tests_check_history_LDADD = $(TEST_LDADD)

@@ -31,13 +31,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LEASE_ERROR_MAX 256
-#define LEASE_NAME_MAX 128          /* longest tenant or node name */
-#define LEASE_SCHEMA_VERSION 1
+#include "fleetdb.h"
+
+#define LEASE_ERROR_MAX FLEETDB_ERROR_MAX
+#define LEASE_NAME_MAX FLEETDB_NAME_MAX /* longest tenant or node name */
+#define LEASE_SCHEMA_VERSION FLEETDB_SCHEMA_VERSION /* the fleet schema's, shared with fleetbudget.c */
 #define LEASE_MS_MAX (3600U * 1000) /* longest lease, call deadline or settle margin: an hour */
 
-/* Create or migrate the fleet tables (fleet_schema_version, fleet_lanes) to
- * LEASE_SCHEMA_VERSION in one transaction; concurrent callers wait for each other. -EPROTO if
+/* fleetdb_migrate(): create or migrate all the fleet tables (fleet_lanes among them) to
+ * FLEETDB_SCHEMA_VERSION in one transaction; concurrent callers wait for each other. -EPROTO if
  * the database is at a newer version. Must not be called inside a transaction. */
 int lease_migrate(PGconn *conn, int *ret_version, char *err, size_t errlen);
 
