@@ -1319,6 +1319,17 @@ static void out_i64(JsonOut *o, int64_t v) {
                 out_u64(o, (uint64_t) v);
 }
 
+/* As jansson writes a real: %.17g, and a ".0" when that looks like an integer (so that /status
+ * is byte for byte what a JSON library writes back). */
+static void out_real(JsonOut *o, double v) {
+        char real[64];
+        int n = snprintf(real, sizeof(real), "%.17g", v);
+
+        out_mem(o, real, n > 0 ? (size_t) n : 0);
+        if (!strpbrk(real, ".eE"))
+                out_lit(o, ".0");
+}
+
 static void out_bool(JsonOut *o, bool v) {
         if (v)
                 out_lit(o, "true");
@@ -1399,16 +1410,8 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_lit(o, ",\"oldest_queued_age_seconds\":");
         if (oldest < 0)
                 out_lit(o, "null");
-        else {
-                /* As jansson writes a real: %.17g, and a ".0" when that looks like an integer. */
-                char real[64];
-                int n = snprintf(real, sizeof(real), "%.17g",
-                                 oldest < now_ms ? (double) (now_ms - oldest) / 1000.0 : 0.0);
-
-                out_mem(o, real, n > 0 ? (size_t) n : 0);
-                if (!strpbrk(real, ".eE"))
-                        out_lit(o, ".0");
-        }
+        else
+                out_real(o, oldest < now_ms ? (double) (now_ms - oldest) / 1000.0 : 0.0);
         out_lit(o, "},\"publisher\":{\"write_calls\":");
         out_u64(o, ps.write_calls);
         out_lit(o, ",\"items_sent\":");
@@ -1427,10 +1430,6 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         if (!ps.current.active)
                 out_lit(o, "null");
         else {
-                char secs[32];
-                int n = snprintf(secs, sizeof(secs), "%.3f",
-                                 (double) (now > ps.current.started ? now - ps.current.started : 0) / USEC_PER_SEC);
-
                 out_lit(o, "{\"operation\":");
                 out_string(o, ps.current.operation);
                 out_lit(o, ",\"method\":");
@@ -1447,7 +1446,8 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
                 else
                         out_lit(o, "null");
                 out_lit(o, ",\"elapsed_seconds\":");
-                out_mem(o, secs, n > 0 ? (size_t) n : 0);
+                /* In milliseconds, as the oldest queued job's age. */
+                out_real(o, (double) ((now > ps.current.started ? now - ps.current.started : 0) / USEC_PER_MSEC) / 1000.0);
                 out_lit(o, "}");
         }
         out_lit(o, "},\"version\":\"" PACKAGE_VERSION "\",\"uptime_seconds\":");
