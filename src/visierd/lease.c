@@ -103,13 +103,42 @@ static int check_ms(const char *what, unsigned ms, unsigned min, char *err, size
         return 0;
 }
 
+#define TERM_BUF 24 /* a term as text: an int64 and its NUL */
+#define MS_BUF 16   /* a duration in ms as text */
+
+/* The checked arguments of a statement on a held term: $3 the term, and $4 a duration in ms
+ * (what: its name, NULL for none) within min..LEASE_MS_MAX. */
+static int term_params(PGconn *conn, const char *tenant, const char *node, int64_t term, const char *what,
+                       unsigned ms, unsigned min, char *term_s, char *ms_s, char *err,
+                       size_t errlen) {
+        int r;
+
+        r = check_args(conn, tenant, node, term, err, errlen);
+        if (r < 0)
+                return r;
+        if (what) {
+                r = check_ms(what, ms, min, err, errlen);
+                if (r < 0)
+                        return r;
+                snprintf(ms_s, MS_BUF, "%u", ms);
+        }
+        snprintf(term_s, TERM_BUF, "%" PRId64, term);
+        return 0;
+}
+
+/* The term is no longer node's: -ESTALE, with the message. */
+static int stale(const char *tenant, const char *node, int64_t term, char *err, size_t errlen) {
+        fleetdb_set_error(err, errlen, "term %" PRId64 " of %s's lane is no longer %s's", term, tenant, node);
+        return -ESTALE;
+}
+
 int lease_migrate(PGconn *conn, int *ret_version, char *err, size_t errlen) {
         return fleetdb_migrate(conn, ret_version, err, errlen);
 }
 
 int lease_acquire(PGconn *conn, const char *tenant, const char *node, unsigned lease_ms, unsigned settle_ms,
                   LeaseGrant *ret, char *err, size_t errlen) {
-        char lease_s[16], settle_s[16];
+        char lease_s[MS_BUF], settle_s[MS_BUF];
         const char *params[] = { tenant, node, lease_s, settle_s };
         PGresult *res = NULL;
         LeaseGrant g = {};
@@ -150,29 +179,23 @@ int lease_acquire(PGconn *conn, const char *tenant, const char *node, unsigned l
 
 int lease_renew(PGconn *conn, const char *tenant, const char *node, int64_t term, unsigned lease_ms,
                 int64_t *ret_expires_at_ms, char *err, size_t errlen) {
-        char term_s[24], lease_s[16];
+        char term_s[TERM_BUF], lease_s[MS_BUF];
         const char *params[] = { tenant, node, term_s, lease_s };
         PGresult *res = NULL;
         int64_t expires = 0;
         int r;
 
         assert(conn);
-        r = check_args(conn, tenant, node, term, err, errlen);
+        r = term_params(conn, tenant, node, term, "lease_ms", lease_ms, 1, term_s, lease_s, err, errlen);
         if (r < 0)
                 return r;
-        r = check_ms("lease_ms", lease_ms, 1, err, errlen);
-        if (r < 0)
-                return r;
-        snprintf(term_s, sizeof(term_s), "%" PRId64, term);
-        snprintf(lease_s, sizeof(lease_s), "%u", lease_ms);
 
         r = fleetdb_exec(conn, "renew the lease", sql_renew, 4, params, &res, err, errlen);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1) {
                 PQclear(res);
-                fleetdb_set_error(err, errlen, "term %" PRId64 " of %s's lane is no longer %s's", term, tenant, node);
-                return -ESTALE;
+                return stale(tenant, node, term, err, errlen);
         }
         r = fleetdb_get_i64(res, 0, &expires);
         PQclear(res);
@@ -187,21 +210,17 @@ int lease_renew(PGconn *conn, const char *tenant, const char *node, int64_t term
 
 int lease_fence_call(PGconn *conn, const char *tenant, const char *node, int64_t term, unsigned call_deadline_ms,
                      int64_t *ret_wait_ms, char *err, size_t errlen) {
-        char term_s[24], deadline_s[16];
+        char term_s[TERM_BUF], deadline_s[MS_BUF];
         const char *params[] = { tenant, node, term_s, deadline_s };
         PGresult *res = NULL;
         int64_t wait = 0;
         int r;
 
         assert(conn);
-        r = check_args(conn, tenant, node, term, err, errlen);
+        r = term_params(conn, tenant, node, term, "call_deadline_ms", call_deadline_ms, 1, term_s, deadline_s, err,
+                        errlen);
         if (r < 0)
                 return r;
-        r = check_ms("call_deadline_ms", call_deadline_ms, 1, err, errlen);
-        if (r < 0)
-                return r;
-        snprintf(term_s, sizeof(term_s), "%" PRId64, term);
-        snprintf(deadline_s, sizeof(deadline_s), "%u", call_deadline_ms);
 
         r = fleetdb_exec(conn, "fence the write call", sql_fence, 4, params, &res, err, errlen);
         if (r < 0)
@@ -230,26 +249,20 @@ int lease_fence_call(PGconn *conn, const char *tenant, const char *node, int64_t
                 return -EAGAIN;
         }
         PQclear(res);
-        fleetdb_set_error(err, errlen, "term %" PRId64 " of %s's lane is no longer %s's", term, tenant, node);
-        return -ESTALE;
+        return stale(tenant, node, term, err, errlen);
 }
 
 int lease_call_end(PGconn *conn, const char *tenant, const char *node, int64_t term, bool answered,
                    unsigned settle_ms, char *err, size_t errlen) {
-        char term_s[24], settle_s[16];
+        char term_s[TERM_BUF], settle_s[MS_BUF];
         const char *params[] = { tenant, node, term_s, settle_s };
         PGresult *res = NULL;
         int r;
 
         assert(conn);
-        r = check_args(conn, tenant, node, term, err, errlen);
+        r = term_params(conn, tenant, node, term, "settle_ms", settle_ms, 0, term_s, settle_s, err, errlen);
         if (r < 0)
                 return r;
-        r = check_ms("settle_ms", settle_ms, 0, err, errlen);
-        if (r < 0)
-                return r;
-        snprintf(term_s, sizeof(term_s), "%" PRId64, term);
-        snprintf(settle_s, sizeof(settle_s), "%u", settle_ms);
 
         r = answered ? fleetdb_exec(conn, "end the write call", sql_call_answered, 3, params, &res, err, errlen)
                      : fleetdb_exec(conn, "end the write call", sql_call_lost, 4, params, &res, err, errlen);
@@ -257,31 +270,26 @@ int lease_call_end(PGconn *conn, const char *tenant, const char *node, int64_t t
                 return r;
         r = PQntuples(res) == 1 ? 0 : -ESTALE;
         PQclear(res);
-        if (r < 0)
-                fleetdb_set_error(err, errlen, "term %" PRId64 " of %s's lane is no longer %s's", term, tenant, node);
-        return r;
+        return r < 0 ? stale(tenant, node, term, err, errlen) : 0;
 }
 
 int lease_release(PGconn *conn, const char *tenant, const char *node, int64_t term, char *err, size_t errlen) {
-        char term_s[24];
+        char term_s[TERM_BUF];
         const char *params[] = { tenant, node, term_s };
         PGresult *res = NULL;
         int r;
 
         assert(conn);
-        r = check_args(conn, tenant, node, term, err, errlen);
+        r = term_params(conn, tenant, node, term, NULL, 0, 0, term_s, NULL, err, errlen);
         if (r < 0)
                 return r;
-        snprintf(term_s, sizeof(term_s), "%" PRId64, term);
 
         r = fleetdb_exec(conn, "release the lane", sql_release, 3, params, &res, err, errlen);
         if (r < 0)
                 return r;
         r = PQntuples(res) == 1 ? 0 : -ESTALE;
         PQclear(res);
-        if (r < 0)
-                fleetdb_set_error(err, errlen, "term %" PRId64 " of %s's lane is no longer %s's", term, tenant, node);
-        return r;
+        return r < 0 ? stale(tenant, node, term, err, errlen) : 0;
 }
 
 int lease_status(PGconn *conn, const char *tenant, LeaseStatus *ret, char *err, size_t errlen) {
