@@ -164,33 +164,42 @@ static long get_status(const char *url, const char *unix_path, char **ret_body) 
         return status;
 }
 
-START_TEST(test_socket_activation) {
-        char tcp[64], sock[256], url[128], *body;
+/* Start visierd (vd's config) under systemd-socket-activate with listeners a and b (b may be
+ * NULL); it starts visierd on the first connection. Debian's systemd package, which the
+ * README's set-up installs, has the program: a missing one is a failure, never a silent pass. */
+static void socket_activate(const char *a, const char *b) {
         const char *argv[12];
-        unsigned port;
+        size_t n = 0;
 
-        /* Debian's systemd package, which the README's set-up installs: a missing one is a
-         * failure, never a silent pass. */
         if (access("/usr/bin/systemd-socket-activate", X_OK) != 0 && access("/bin/systemd-socket-activate", X_OK) != 0)
                 ck_abort_msg("systemd-socket-activate is not installed (Debian's systemd package)");
+        argv[n++] = "systemd-socket-activate";
+        argv[n++] = "-l";
+        argv[n++] = a;
+        if (b) {
+                argv[n++] = "-l";
+                argv[n++] = b;
+        }
+        argv[n++] = "-E"; /* it passes on only the environment it is told to */
+        argv[n++] = "NOTIFY_SOCKET";
+        argv[n++] = getenv("VISIERD_BIN");
+        argv[n++] = "--config";
+        argv[n++] = vd.config;
+        argv[n] = NULL;
+        launch(argv);
+}
+
+START_TEST(test_socket_activation) {
+        char tcp[64], sock[256], url[128], *body;
+        unsigned port;
+
         sim_start(&sim, NULL);
         /* The configured listener must not be used: point it at a port nobody checks. */
         visierd_write_config(&vd, &sim, NULL, NULL);
         port = free_port();
         snprintf(tcp, sizeof(tcp), "127.0.0.1:%u", port);
         snprintf(sock, sizeof(sock), "%s/visierd.sock", vd.dir);
-        argv[0] = "systemd-socket-activate";
-        argv[1] = "-l";
-        argv[2] = tcp;
-        argv[3] = "-l";
-        argv[4] = sock;
-        argv[5] = "-E"; /* it passes on only the environment it is told to */
-        argv[6] = "NOTIFY_SOCKET";
-        argv[7] = getenv("VISIERD_BIN");
-        argv[8] = "--config";
-        argv[9] = vd.config;
-        argv[10] = NULL;
-        launch(argv);
+        socket_activate(tcp, sock);
         /* systemd-socket-activate starts visierd on the first connection. */
         for (int i = 0; i < 400 && access(sock, F_OK) != 0; i++)
                 clock_sleep(10 * USEC_PER_MSEC);
@@ -217,25 +226,13 @@ END_TEST
  * (getsockname says ::ffff:127.0.0.53). */
 START_TEST(test_dual_stack_socket_host) {
         char tcp[64], url[128], *body;
-        const char *argv[10];
         unsigned port;
 
-        if (access("/usr/bin/systemd-socket-activate", X_OK) != 0 && access("/bin/systemd-socket-activate", X_OK) != 0)
-                ck_abort_msg("systemd-socket-activate is not installed (Debian's systemd package)");
         sim_start(&sim, NULL);
         visierd_write_config(&vd, &sim, NULL, NULL);
         port = free_port();
         snprintf(tcp, sizeof(tcp), "[::]:%u", port);
-        argv[0] = "systemd-socket-activate";
-        argv[1] = "-l";
-        argv[2] = tcp;
-        argv[3] = "-E";
-        argv[4] = "NOTIFY_SOCKET";
-        argv[5] = getenv("VISIERD_BIN");
-        argv[6] = "--config";
-        argv[7] = vd.config;
-        argv[8] = NULL;
-        launch(argv);
+        socket_activate(tcp, NULL);
         snprintf(url, sizeof(url), "http://127.0.0.53:%u/healthz", port);
         /* visierd starts on the first connection, once systemd-socket-activate listens. */
         for (usec_t deadline = clock_now() + 20 * USEC_PER_SEC;; clock_sleep(20 * USEC_PER_MSEC)) {
