@@ -47,6 +47,8 @@ typedef struct Route {
         ClientRole role;     /* the least role that may call it when client tokens are configured */
         RouteKind kind;
         unsigned headers;    /* VH_* : the request headers Visier defines for it, forwarded */
+        bool any_caller;     /* taken without X-Visierd-Request even with require_request_header:
+                              * probes, scrapers and what a browser loads by navigation */
 } Route;
 
 /* The request headers Visier's definitions give the proxied operations (../shared/visier-api),
@@ -98,16 +100,16 @@ static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigne
 static struct MHD_Response *api_job_retry(Manager *m, HttpRequest *req, unsigned *ret_status);
 
 /* /metrics on the metrics-only listener: no role needed. */
-static const Route metrics_only_route = { "GET", "/metrics", api_metrics, CLIENT_ROLE_NONE, ROUTE_OPS };
+static const Route metrics_only_route = { "GET", "/metrics", api_metrics, CLIENT_ROLE_NONE, ROUTE_OPS, 0, true };
 
 static const Route routes[] = {
-        { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS },
-        { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS },
+        { "GET", "/healthz", api_healthz, CLIENT_ROLE_NONE, ROUTE_OPS, 0, true },
+        { "GET", "/readyz", api_readyz, CLIENT_ROLE_NONE, ROUTE_OPS, 0, true },
         { "GET", "/status", api_status, CLIENT_ROLE_READ, ROUTE_LOOP },
         { "GET", "/status/history", api_status_history, CLIENT_ROLE_READ, ROUTE_LOOP },
         /* The page for people: /status's rules, files built in (ui.c). */
-        { "GET", "/ui", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP },
-        { "GET", "/ui/*", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP },
+        { "GET", "/ui", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP, 0, true },
+        { "GET", "/ui/*", api_ui, CLIENT_ROLE_READ, ROUTE_LOOP, 0, true },
         { "POST", "/v1/admin/visierSecureToken", api_signin_asid, CLIENT_ROLE_NONE, ROUTE_LOOP },
         { "POST", "/v1/auth/oauth2/token", api_signin_oauth2, CLIENT_ROLE_NONE, ROUTE_LOOP },
         { "GET", "/metrics", api_metrics, CLIENT_ROLE_READ, ROUTE_OPS },
@@ -474,9 +476,7 @@ static bool authorize(Manager *m, HttpRequest *req, const Route *route, unsigned
                 /* A browser's image, script or no-cors fetch from another site carries no Origin. */
                 r = refuse(ret_status, MHD_HTTP_FORBIDDEN, "Forbidden",
                            "requests from other sites' pages (Sec-Fetch-Site: cross-site or same-site) are refused");
-        else if (streq(c->require_request_header, "yes") && route->handler != api_healthz &&
-                 route->handler != api_readyz && route->handler != api_ui && route != &metrics_only_route &&
-                 !request_header_true(req))
+        else if (streq(c->require_request_header, "yes") && !route->any_caller && !request_header_true(req))
                 r = refuse(ret_status, MHD_HTTP_PRECONDITION_FAILED, "PreconditionFailed",
                            "requests must carry the header X-Visierd-Request: true ([listen] require_request_header)");
         else if (req->body_len > 0 && !body_type_ok(route, content_type)) {
