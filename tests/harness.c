@@ -27,10 +27,67 @@
 #include "macro.h"
 #include "harness.h"
 #include "notify.h"
+#include "pg-harness.h"
 
 unsigned long harness_fsize_limit;
 bool harness_socket_only;
 const char *harness_listen_address = "127.0.0.1";
+
+/* ---- the job store: SQLite, or one PostgreSQL for the program (harness.h) ---- */
+
+static PgServer store_pg;
+static bool store_pg_on;
+static pid_t store_pg_owner; /* the process that started it: Check's forked tests must not stop it */
+
+static void harness_store_teardown(void) {
+        if (store_pg_on && getpid() == store_pg_owner)
+                pg_server_destroy(&store_pg);
+}
+
+/* Before main(), so the server is the test program's own child, shared by every forked test. */
+__attribute__((constructor)) static void harness_store_setup(void) {
+        const char *kind = getenv("VISIERD_TEST_STORE");
+        char reason[PG_REASON_MAX];
+
+        if (!kind || !*kind || strcmp(kind, "sqlite") == 0)
+                return;
+        if (strcmp(kind, "postgresql") != 0) {
+                fprintf(stderr, "VISIERD_TEST_STORE=%s: expected sqlite or postgresql\n", kind);
+                _exit(2);
+        }
+        if (pg_server_init(&store_pg, reason, sizeof(reason)) < 0) {
+                fprintf(stderr, "SKIP: the job store on PostgreSQL cannot be tested here: %s\n", reason);
+                _exit(77);
+        }
+        store_pg_on = true;
+        store_pg_owner = getpid();
+        atexit(harness_store_teardown);
+}
+
+bool harness_store_is_pg(void) {
+        return store_pg_on;
+}
+
+const char *harness_store_pg_conninfo(void) {
+        return store_pg_on ? store_pg.conninfo : NULL;
+}
+
+/* A new database on the program's server for one visierd: its [store] url into ret. */
+static void store_pg_database(char *ret, size_t len) {
+        char name[40], hex[17], sql[96];
+        PGconn *c;
+        PGresult *res;
+
+        harness_random_hex(hex, 8);
+        snprintf(name, sizeof(name), "visierd_%s", hex);
+        c = pg_server_connect(&store_pg);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+        res = PQexec(c, sql);
+        ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
+        PQclear(res);
+        PQfinish(c);
+        ck_assert_int_lt(snprintf(ret, len, "host='%s' port=5432 user=visier dbname=%s", store_pg.dir, name), (int) len);
+}
 
 static const char *env_or(const char *name, const char *fallback) {
         const char *v = getenv(name);
@@ -398,11 +455,13 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                 ck_assert_msg(snprintf(db, sizeof(db), "%s", database) < (int) sizeof(db), "database path too long");
         else
                 snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
+        if (!database && store_pg_on)
+                store_pg_database(d->store_url, sizeof(d->store_url));
         ck_assert_int_ge(asprintf(&conf,
                                   "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"
                                   "apikey_file = %s\npassword_file = %s\n%s\n"
                                   "[listen]\naddress = %s\nport = 0\n"
-                                  "[store]\ndatabase = %s\n"
+                                  "[store]\n%s = %s\n"
                                   /* visier-sim publishes in well under a second unless a test
                                    * says otherwise (publish_ms); tests that do set their own. */
                                   "[jobs]\npublish_settle = 1\n"
@@ -413,7 +472,8 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                                    * the cache's own tests turn it on. */
                                   "[cache]\nmax_bytes = 0\n%s\n",
                                   s->port, s->username, s->apikey_file, s->password_file,
-                                  extra_visier ? extra_visier : "", harness_listen_address, db,
+                                  extra_visier ? extra_visier : "", harness_listen_address,
+                                  d->store_url[0] ? "url" : "database", d->store_url[0] ? d->store_url : db,
                                   extra_tail ? extra_tail : ""),
                          0);
         harness_write_file(d->config, conf, 0644);

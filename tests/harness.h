@@ -35,6 +35,7 @@ typedef struct Visierd {
         char log[192];
         char config[192];
         char notify_log[4096];
+        char store_url[384]; /* [store] url when the job store is PostgreSQL, else "" */
 } Visierd;
 
 typedef struct HttpResult {
@@ -59,6 +60,18 @@ extern const char *harness_listen_address;
 
 /* Extra "NAME=value" environment for programs started next (NULL-terminated, or NULL). */
 extern const char *const *harness_child_env;
+
+/*
+ * The job store of the visierds configured next: SQLite in their own directory, or, when the
+ * environment says VISIERD_TEST_STORE=postgresql (tests/on-postgresql.sh runs a suite so),
+ * PostgreSQL: one real server for the whole test program (tests/pg-harness.h), started before
+ * its first test — the program exits 77 (SKIP), saying why, where PostgreSQL cannot run — and
+ * a database of its own for each visierd configured. A test that names its own database path
+ * (visierd_write_config_db) keeps SQLite.
+ */
+bool harness_store_is_pg(void);
+/* A connection string for the server's maintenance database (dbname=postgres), or NULL. */
+const char *harness_store_pg_conninfo(void);
 
 /* Fork and exec argv (searched in $PATH) with stdout and stderr appended to log and
  * NOTIFY_SOCKET set to notify_path (or unset); the child dies with the test process. */

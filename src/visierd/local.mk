@@ -18,6 +18,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/history.c src/visierd/history.h \
 	src/visierd/http.c src/visierd/http.h \
 	src/visierd/jobs.c src/visierd/jobs.h \
+	src/visierd/jobwatch.c src/visierd/jobwatch.h \
 	src/visierd/fleetdb.c src/visierd/fleetdb.h \
 	src/visierd/fleetbudget.c src/visierd/fleetbudget.h \
 	src/visierd/lease.c src/visierd/lease.h \
