@@ -5,6 +5,7 @@
  * guards them. Nothing here calls ck_assert: the threads must not, and the callers print every
  * figure before they assert.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -64,10 +65,26 @@ typedef struct Client {
 struct Workload {
         WorkloadSettings s;
         char prefix[32];
-        atomic_uint port;
+        /* The visierds the clients talk to (0: down). Client i starts with node i % n_nodes
+         * and, while its node is down or gives no answer, moves on to the next node that is
+         * up: any node answers for any job, and the Idempotency-Key keeps a resend one job. */
+        atomic_uint ports[WORKLOAD_NODES_MAX];
+        unsigned n_nodes;
         atomic_uint running;
         Client *clients;
 };
+
+/* The port client c uses now: its node's, or the next node's that is up (0: all down). */
+static unsigned client_port(Client *c, unsigned shift) {
+        Workload *w = c->w;
+
+        for (unsigned k = 0; k < w->n_nodes; k++) {
+                unsigned port = atomic_load(&w->ports[(c->index + shift + k) % w->n_nodes]);
+                if (port)
+                        return port;
+        }
+        return 0;
+}
 
 static const char *const op_names[_WORKLOAD_OP_MAX] = {
         [WORKLOAD_CREATE] = "create", [WORKLOAD_UPDATE] = "update", [WORKLOAD_ASSIGN] = "assign",
@@ -144,8 +161,8 @@ static int client_write(Client *c, const char *method, const char *path, const c
 
         snprintf(keyh, sizeof(keyh), "Idempotency-Key: %s-t%u-k%u", c->w->prefix, c->index, ++c->seq);
         *ret_status = 0;
-        for (;;) {
-                unsigned port = atomic_load(&c->w->port);
+        for (unsigned attempt = 0;; attempt++) {
+                unsigned port = client_port(c, attempt);
                 HttpResult r;
 
                 if (port == 0) {
@@ -255,7 +272,7 @@ static json_t *get_job(CURL *h, unsigned port, int64_t id) {
 static void client_resolve(Client *c, unsigned max) {
         for (unsigned polls = 0; c->next_unresolved < c->n_perms && polls < max;) {
                 Perm *p = &c->perms[c->next_unresolved];
-                unsigned port = atomic_load(&c->w->port);
+                unsigned port = client_port(c, 0);
                 const char *state;
                 json_t *j;
 
@@ -443,9 +460,13 @@ static void *client_main(void *arg) {
 /* ---- the workload ---- */
 
 Workload *workload_start(const WorkloadSettings *s, unsigned port) {
+        return workload_start_nodes(s, &port, 1);
+}
+
+Workload *workload_start_nodes(const WorkloadSettings *s, const unsigned *ports, unsigned n_nodes) {
         Workload *w = calloc(1, sizeof(*w));
 
-        if (!w)
+        if (!w || n_nodes == 0 || n_nodes > WORKLOAD_NODES_MAX)
                 abort();
         w->s = *s;
         if (w->s.threads == 0)
@@ -453,7 +474,9 @@ Workload *workload_start(const WorkloadSettings *s, unsigned port) {
         if (w->s.give_up_sec == 0)
                 w->s.give_up_sec = 60;
         snprintf(w->prefix, sizeof(w->prefix), "wl%llx", (unsigned long long) (s->seed % UINT64_C(0xffffffff)));
-        atomic_store(&w->port, port);
+        w->n_nodes = n_nodes;
+        for (unsigned i = 0; i < n_nodes; i++)
+                atomic_store(&w->ports[i], ports[i]);
         w->clients = calloc(w->s.threads, sizeof(*w->clients));
         if (!w->clients)
                 abort();
@@ -478,7 +501,12 @@ Workload *workload_start(const WorkloadSettings *s, unsigned port) {
 }
 
 void workload_set_port(Workload *w, unsigned port) {
-        atomic_store(&w->port, port);
+        workload_set_node_port(w, 0, port);
+}
+
+void workload_set_node_port(Workload *w, unsigned node, unsigned port) {
+        assert(node < w->n_nodes);
+        atomic_store(&w->ports[node], port);
 }
 
 bool workload_running(Workload *w) {

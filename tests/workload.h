@@ -66,10 +66,17 @@ typedef struct Workload Workload;
 
 const char *workload_op_to_string(WorkloadOp op);
 
+#define WORKLOAD_NODES_MAX 8
+
 /* Start the client threads against visierd on PORT. */
 Workload *workload_start(const WorkloadSettings *s, unsigned port);
+/* The same against a fleet: client i starts with node i % n_nodes and moves on to the next
+ * node up while its own is down or does not answer (any node answers for any job). */
+Workload *workload_start_nodes(const WorkloadSettings *s, const unsigned *ports, unsigned n_nodes);
 /* visierd is now on PORT (0: it is down; clients wait). */
 void workload_set_port(Workload *w, unsigned port);
+/* The same for one node of a fleet (0: down; its clients move to another node). */
+void workload_set_node_port(Workload *w, unsigned node, unsigned port);
 /* Are clients still submitting? */
 bool workload_running(Workload *w);
 /* Wait for every client to finish its share. */
