@@ -32,6 +32,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/ratelimit.c src/visierd/ratelimit.h \
 	src/visierd/secret.c src/visierd/secret.h \
 	src/visierd/store.c src/visierd/store.h \
+	src/visierd/store-pg-schema.c src/visierd/store-pg-schema.h \
 	src/visierd/token.c src/visierd/token.h \
 	src/visierd/ui.c src/visierd/ui.h \
 	src/visierd/upstream.c src/visierd/upstream.h \
