@@ -14,6 +14,12 @@
  * come back as text; a bytea column is decoded the first time db_column_blob() asks for it in
  * a row, and the bytes live until the next step or reset.
  *
+ * Where this differs from SQLite, and the SQL written once must allow for it: a parameter's
+ * type is the server's inference from its context (a column: that column's; "? + 1": integer,
+ * so write "?::bigint" where no column says); db_column_count() is known once the statement
+ * has run (0 before its first step); db_column_text() of a bytea column is its hex text (read
+ * blobs with db_column_blob()); db_exec() of several statements runs them as one transaction.
+ *
  * A failure is translated at this edge into db.h's errno values, with the server's primary
  * message (or libpq's) kept as the connection's message: never the connection string, never
  * the password (libpq does not repeat either; a message holding the password anyway is
