@@ -57,30 +57,43 @@ void fleetdb_set_error(char *err, size_t errlen, const char *fmt, ...) {
         }
 }
 
-int fleetdb_error(PGconn *conn, const PGresult *res, const char *what, char *err, size_t errlen) {
-        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+void fleetdb_message(PGconn *conn, const PGresult *res, char *buf, size_t len) {
         const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-        char buf[FLEETDB_ERROR_MAX];
         size_t n;
-        int r;
 
+        assert(buf);
+        assert(len > 0);
         if (!msg || !*msg)
                 msg = PQerrorMessage(conn);
-        snprintf(buf, sizeof(buf), "%s", strempty(msg));
+        snprintf(buf, len, "%s", strempty(msg));
         n = strlen(buf);
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
                 buf[--n] = '\0';
+}
 
+bool fleetdb_connection_lost(PGconn *conn, const PGresult *res) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+        if (PQstatus(conn) != CONNECTION_OK)
+                return true;
         /* A failed write to a server that went away may leave the status OK until libpq reads:
          * an error of libpq's own (no SQLSTATE) is a lost connection if reading says so. */
-        if (PQstatus(conn) == CONNECTION_OK && !state && res && PQconsumeInput(conn) == 0)
-                r = -ENOTCONN;
-        else if (PQstatus(conn) != CONNECTION_OK)
+        if (!state)
+                return res && PQconsumeInput(conn) == 0;
+        /* Connection exception, server shutting down or restarting. */
+        return strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0;
+}
+
+int fleetdb_error(PGconn *conn, const PGresult *res, const char *what, char *err, size_t errlen) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        char buf[FLEETDB_ERROR_MAX];
+        int r;
+
+        fleetdb_message(conn, res, buf, sizeof(buf));
+        if (fleetdb_connection_lost(conn, res))
                 r = -ENOTCONN;
         else if (!state)
                 r = res ? -EIO : -ENOMEM; /* no result at all: libpq could not allocate one */
-        else if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0)
-                r = -ENOTCONN; /* connection exception, server shutting down or restarting */
         else if (streq(state, "40001") || streq(state, "40P01"))
                 r = -EAGAIN;
         else if (streq(state, "42P01"))

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,13 @@
 int fleetdb_migrate(PGconn *conn, int *ret_version, char *err, size_t errlen);
 
 _printf_(3, 4) void fleetdb_set_error(char *err, size_t errlen, const char *fmt, ...);
+
+/* The server's primary message for the failure that gave res (NULL: none), else libpq's own,
+ * without its trailing newline, in buf (len > 0). Never the connection string. */
+void fleetdb_message(PGconn *conn, const PGresult *res, char *buf, size_t len);
+/* Did the failure that gave res (NULL: none) lose the connection: gone, a libpq error whose
+ * read says so, a connection exception (class 08) or a server shutting down (57P0x)? */
+bool fleetdb_connection_lost(PGconn *conn, const PGresult *res);
 
 /* A libpq failure (res may be NULL) as a negative errno, with `what` and the server's words in err. */
 int fleetdb_error(PGconn *conn, const PGresult *res, const char *what, char *err, size_t errlen);

@@ -13,6 +13,8 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/cache.c src/visierd/cache.h \
 	src/visierd/coalesce.c src/visierd/coalesce.h \
 	src/visierd/config.c src/visierd/config.h \
+	src/visierd/db.c src/visierd/db.h src/visierd/db-internal.h \
+	src/visierd/db-pg.c \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \
 	src/visierd/history.c src/visierd/history.h \
@@ -31,6 +33,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/ratelimit.c src/visierd/ratelimit.h \
 	src/visierd/secret.c src/visierd/secret.h \
 	src/visierd/store.c src/visierd/store.h \
+	src/visierd/store-pg-schema.c src/visierd/store-pg-schema.h \
 	src/visierd/token.c src/visierd/token.h \
 	src/visierd/ui.c src/visierd/ui.h \
 	src/visierd/upstream.c src/visierd/upstream.h \
