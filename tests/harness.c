@@ -443,8 +443,21 @@ void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, co
         visierd_write_config_db(d, s, NULL, extra_visier, extra_tail);
 }
 
+static void write_config(Visierd *d, const Sim *s, const char *database, const char *url, const char *extra_visier,
+                         const char *extra_tail);
+
 void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, const char *extra_visier,
                              const char *extra_tail) {
+        write_config(d, s, database, NULL, extra_visier, extra_tail);
+}
+
+void visierd_write_config_url(Visierd *d, const Sim *s, const char *url, const char *extra_visier,
+                              const char *extra_tail) {
+        write_config(d, s, NULL, url, extra_visier, extra_tail);
+}
+
+static void write_config(Visierd *d, const Sim *s, const char *database, const char *url, const char *extra_visier,
+                         const char *extra_tail) {
         char *conf, db[256];
 
         memset(d, 0, sizeof(*d));
@@ -455,7 +468,9 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
                 ck_assert_msg(snprintf(db, sizeof(db), "%s", database) < (int) sizeof(db), "database path too long");
         else
                 snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
-        if (!database && store_pg_on)
+        if (url)
+                ck_assert_int_lt(snprintf(d->store_url, sizeof(d->store_url), "%s", url), (int) sizeof(d->store_url));
+        else if (!database && store_pg_on)
                 store_pg_database(d->store_url, sizeof(d->store_url));
         ck_assert_int_ge(asprintf(&conf,
                                   "[visier]\nbase_url = http://127.0.0.1:%u\nusername = %s\n"

@@ -118,6 +118,9 @@ void visierd_write_config(Visierd *d, const Sim *s, const char *extra_visier, co
  * as visierd_write_config does), e.g. on a small filesystem of the test's own. */
 void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, const char *extra_visier,
                              const char *extra_tail);
+/* The same with the job store on PostgreSQL at url ([store] url): the nodes of a fleet share one. */
+void visierd_write_config_url(Visierd *d, const Sim *s, const char *url, const char *extra_visier,
+                              const char *extra_tail);
 /* Start visierd again with the same configuration and database (after a stop or a kill). */
 void visierd_restart(Visierd *d);
 /* SIGKILL, as a crash would. */
