@@ -744,8 +744,9 @@ START_TEST(test_schema_is_sqlites) {
                             "WHERE (round_id IS NOT NULL)");
         sqlite_list(s, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name", list, sizeof(list));
         ck_assert_str_eq(list, "jobs_count_delete,jobs_count_insert,jobs_count_update");
+        /* PostgreSQL's one more: jobs ended, announced to every node (jobwatch.h). */
         ck_assert_str_eq(scalar(d, "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal"),
-                         list);
+                         "jobs_count_delete,jobs_count_insert,jobs_count_update,jobs_notify_final");
         /* The lane's one row. */
         ck_assert_str_eq(scalar(d, "SELECT id || ',' || call_started_at || ',' || call_deadline_at FROM lane"), "1,0,0");
 
@@ -932,6 +933,84 @@ START_TEST(test_job_counts_triggers) {
 }
 END_TEST
 
+/* Read every notification that has arrived on l for channel visierd_job_final, as "id,id,…". */
+static void notified(PGconn *l, char *buf, size_t len) {
+        PGnotify *n;
+
+        buf[0] = '\0';
+        ck_assert_int_eq(PQconsumeInput(l), 1);
+        while ((n = PQnotifies(l))) {
+                size_t used = strlen(buf);
+
+                ck_assert_str_eq(n->relname, "visierd_job_final");
+                snprintf(buf + used, len - used, "%s%s", used ? "," : "", n->extra);
+                PQfreemem(n);
+        }
+}
+
+/* Every job that reaches a final state is announced at commit to the sessions listening
+ * (jobwatch.h), once per change, never a change that is not to a final state or is rolled back. */
+START_TEST(test_final_states_notified) {
+        DbStmt *ins;
+        int64_t id[3];
+        char got[256];
+        Db *d = fresh_database("store_notify");
+        PGconn *l;
+        PGresult *res;
+        char conninfo[512];
+
+        ck_assert_msg(store_pg_migrate(d, NULL, err, sizeof(err)) == 0, "%s", err);
+        snprintf(conninfo, sizeof(conninfo), "%s dbname=store_notify", server.conninfo); /* the later dbname wins */
+        l = PQconnectdb(conninfo);
+        ck_assert_msg(PQstatus(l) == CONNECTION_OK, "%s", PQerrorMessage(l));
+        res = PQexec(l, "LISTEN visierd_job_final");
+        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+
+        ins = prepare_ok(d,
+                         "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
+                         " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
+                         " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
+                         " RETURNING id, in_doubt, upstream_headers, attempts",
+                         true);
+        insert_job(d, ins, "queued", NULL, &id[0]);
+        insert_job(d, ins, "queued", NULL, &id[1]);
+        insert_job(d, ins, "queued", NULL, &id[2]);
+        exec_ok(d, "UPDATE jobs SET state = 'running'");
+        exec_ok(d, "UPDATE jobs SET state = 'queued' WHERE id = 3");
+        exec_ok(d, "SELECT 1"); /* a round trip after the commits: notifications were sent */
+        notified(l, got, sizeof(got));
+        ck_assert_str_eq(got, "");
+
+        exec_ok(d, "BEGIN");
+        exec_ok(d, "UPDATE jobs SET state = 'succeeded' WHERE id = 1");
+        exec_ok(d, "UPDATE jobs SET state = 'failed' WHERE id = 2");
+        notified(l, got, sizeof(got));
+        ck_assert_str_eq(got, ""); /* not before the commit */
+        exec_ok(d, "COMMIT");
+        exec_ok(d, "BEGIN");
+        exec_ok(d, "UPDATE jobs SET state = 'cancelled' WHERE id = 3");
+        exec_ok(d, "ROLLBACK");
+        exec_ok(d, "UPDATE jobs SET state = 'cancelled' WHERE id = 3");
+        exec_ok(d, "UPDATE jobs SET error = 'x' WHERE id = 1"); /* not a change of state */
+        for (usec_t until = clock_now() + 10 * USEC_PER_SEC; clock_now() < until;) {
+                char more[128];
+
+                notified(l, more, sizeof(more));
+                if (more[0])
+                        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%s", got[0] ? "," : "", more);
+                if (strlen(got) >= 5)
+                        break;
+                clock_sleep(10 * USEC_PER_MSEC); /* probe interval */
+        }
+        ck_assert_str_eq(got, "1,2,3");
+
+        PQfinish(l);
+        db_finalize(ins);
+        drop_database(d, "store_notify");
+}
+END_TEST
+
 /* ---- distinct connections in distinct threads ---- */
 
 typedef struct Worker {
@@ -1086,6 +1165,7 @@ int main(void) {
         tcase_add_test(ts, test_migrations_versioned);
         tcase_add_test(ts, test_migrations_concurrent);
         tcase_add_test(ts, test_job_counts_triggers);
+        tcase_add_test(ts, test_final_states_notified);
         suite_add_tcase(s, ts);
         tcase_add_checked_fixture(tr, own_setup, own_teardown);
         tcase_set_timeout(tr, 60);
