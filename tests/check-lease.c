@@ -336,6 +336,52 @@ START_TEST(test_fence_in_the_callers_transaction) {
 }
 END_TEST
 
+/* The recordings' check: the term is current while nobody has acquired since (expired or
+ * not), refused once someone has, and a take-over waits for a transaction holding the check. */
+START_TEST(test_check_term_holds_off_a_take_over) {
+        const char *t = "t-check";
+        PGconn *other = pg_server_connect(&server);
+        Taker tk = { .server = &server, .tenant = t, .node = "b", .settle_ms = 0 };
+        pthread_t thread;
+        usec_t give_up;
+
+        sql(conn, "CREATE TEMPORARY TABLE outcomes (job bigint)");
+        acquire_ok(conn, t, "a", SHORT_LEASE, 0);
+        sql(conn, "BEGIN");
+        ck_assert_int_eq(lease_check_term(conn, t, "a", 1, err, sizeof(err)), 0);
+        ck_assert_int_eq(lease_check_term(conn, t, "a", 2, err, sizeof(err)), -ESTALE);
+        ck_assert_str_eq(err, "term 2 of t-check's lane is no longer a's");
+        ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_INTRANS); /* left for the caller */
+        sql(conn, "ROLLBACK");
+        ck_assert_int_eq(lease_check_term(conn, t, "b", 1, err, sizeof(err)), -ESTALE);
+
+        /* Expired, nobody took over: still a's term. */
+        wait_expired(other, t);
+        sql(conn, "BEGIN");
+        ck_assert_int_eq(lease_check_term(conn, t, "a", 1, err, sizeof(err)), 0);
+        /* A take-over now waits for this transaction, which commits under term 1. */
+        ck_assert_int_eq(pthread_create(&thread, NULL, take, &tk), 0);
+        give_up = clock_now() + EXPIRY_WAIT_SEC * USEC_PER_SEC;
+        while (!someone_waits_for_a_lock(other)) {
+                ck_assert_msg(clock_now() < give_up, "the take-over never waited for the checked row");
+                clock_sleep(5 * USEC_PER_MSEC);
+        }
+        sql(conn, "INSERT INTO outcomes VALUES (1)");
+        sql(conn, "COMMIT");
+        ck_assert_int_eq(pthread_join(thread, NULL), 0);
+        ck_assert_int_eq(tk.r, 0);
+        ck_assert_int_eq(tk.grant.term, 2);
+
+        /* Taken over: term 1 records nothing more, even in a transaction of its own. */
+        sql(conn, "BEGIN");
+        ck_assert_int_eq(lease_check_term(conn, t, "a", 1, err, sizeof(err)), -ESTALE);
+        sql(conn, "ROLLBACK");
+        ck_assert_int_eq(lease_check_term(other, t, "b", 2, err, sizeof(err)), 0);
+        ck_assert_int_eq(lease_check_term(conn, t, "a", 0, err, sizeof(err)), -ESTALE); /* never a held term */
+        PQfinish(other);
+}
+END_TEST
+
 #define RACERS 4
 #define RACE_ROUNDS 200
 
@@ -496,6 +542,7 @@ int main(void) {
         tcase_add_test(tc, test_acquire_renew_expire_steal);
         tcase_add_test(tc, test_new_holder_waits_out_the_open_call);
         tcase_add_test(tc, test_fence_in_the_callers_transaction);
+        tcase_add_test(tc, test_check_term_holds_off_a_take_over);
         tcase_add_test(tc, test_racers_one_winner_per_term);
         suite_add_tcase(s, tc);
         tcase_add_checked_fixture(tr, own_setup, own_teardown);

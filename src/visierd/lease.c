@@ -47,6 +47,11 @@ static const char *const sql_renew =
         " WHERE tenant = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()"
         " RETURNING " MS("expires_at");
 
+/* FOR SHARE: the row stays locked against an acquire (an UPDATE) until the caller's
+ * transaction ends, so the term cannot change between this check and its commit. */
+static const char *const sql_check_term =
+        "SELECT 1 FROM fleet_lanes WHERE tenant = $1 AND holder = $2 AND term = $3 FOR SHARE";
+
 static const char *const sql_fence =
         "UPDATE fleet_lanes SET open_call_deadline = greatest(open_call_deadline, clock_timestamp() + " MILLIS("$4") ")"
         " WHERE tenant = $1 AND holder = $2 AND term = $3 AND expires_at > clock_timestamp()"
@@ -206,6 +211,24 @@ int lease_renew(PGconn *conn, const char *tenant, const char *node, int64_t term
         if (ret_expires_at_ms)
                 *ret_expires_at_ms = expires;
         return 0;
+}
+
+int lease_check_term(PGconn *conn, const char *tenant, const char *node, int64_t term, char *err, size_t errlen) {
+        char term_s[TERM_BUF];
+        const char *params[] = { tenant, node, term_s };
+        PGresult *res = NULL;
+        int r;
+
+        assert(conn);
+        r = term_params(conn, tenant, node, term, NULL, 0, 0, term_s, NULL, err, errlen);
+        if (r < 0)
+                return r;
+        r = fleetdb_exec(conn, "check the term", sql_check_term, 3, params, &res, err, errlen);
+        if (r < 0)
+                return r;
+        r = PQntuples(res) == 1 ? 0 : stale(tenant, node, term, err, errlen);
+        PQclear(res);
+        return r;
 }
 
 int lease_fence_call(PGconn *conn, const char *tenant, const char *node, int64_t term, unsigned call_deadline_ms,

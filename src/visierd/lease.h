@@ -84,6 +84,16 @@ int lease_fence_call(PGconn *conn, const char *tenant, const char *node, int64_t
                      int64_t *ret_wait_ms, char *err, size_t errlen);
 
 /*
+ * Inside the caller's transaction (which must be open): does node still hold term — no other
+ * node has acquired the lane since, whether or not the lease has expired? The lane's row stays
+ * locked (FOR SHARE) until the caller commits or rolls back, so no acquire can start a new term
+ * in between. The publisher's recordings (jobs claimed, outcomes, requeues) run under it: a
+ * node whose term was taken over records nothing more, and the next holder's recovery finds
+ * the jobs as they stood. 0, or -ESTALE.
+ */
+int lease_check_term(PGconn *conn, const char *tenant, const char *node, int64_t term, char *err, size_t errlen);
+
+/*
  * The write call fenced under term has ended. answered: Visier is done with it, the open call
  * is cleared and the next holder need not wait for it. Not answered (a timeout, a lost
  * connection: Visier may still be publishing): no write on the lane, by any node, for settle_ms
