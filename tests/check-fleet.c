@@ -135,11 +135,8 @@ static void assert_members(const json_t *o, const char *expect) {
                                         keys[i] = keys[k];
                                         keys[k] = t;
                                 }
-                for (size_t i = 0; i < n; i++) {
-                        strncat(have, keys[i], sizeof(have) - strlen(have) - 2);
-                        if (i + 1 < n)
-                                strcat(have, ",");
-                }
+                for (size_t i = 0, len = 0; i < n; i++)
+                        len += (size_t) snprintf(have + len, sizeof(have) - len, "%s%s", i ? "," : "", keys[i]);
         }
         ck_assert_str_eq(have, expect);
 }
@@ -447,6 +444,35 @@ START_TEST(test_params_refused) {
 }
 END_TEST
 
+/* The password never reaches an error, the status or the metrics, even where the server quotes
+ * it back (here it is also the name of a database that does not exist). */
+START_TEST(test_password_never_shown) {
+        _cleanup_(secret_freep) Secret *pw = secret_new(PASSWORD, strlen(PASSWORD));
+        char conninfo[512], *text, *m;
+        FleetParams p = { .node = "pw-a", .tenant = "t-pw", .lease_ms = 1000, .renew_ms = 300, .password = pw };
+        Fleet *f = NULL;
+        FleetLane l;
+        int r;
+
+        snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", server.conninfo, PASSWORD);
+        p.conninfo = conninfo;
+        ck_assert_int_eq(fleet_new(&p, &f, err, sizeof(err)), 0);
+        r = fleet_tick(f, &l, err, sizeof(err));
+        ck_assert_int_eq(r, -ENOTCONN);
+        ck_assert_msg(strstr(err, "\"(hidden)\" does not exist"), "%s", err);
+        assert_no_password(err);
+        ck_assert(!l.held);
+        text = status_text(f); /* asserts the password is not in it */
+        ck_assert_msg(strstr(text, "(hidden)"), "%s", text);
+        free(text);
+        ck_assert_int_eq(fleet_budget_take(f, false, 0, NULL), -ENOTCONN); /* in the backoff: at once */
+        m = metrics_of(f);
+        assert_no_password(m);
+        free(m);
+        fleet_free(f);
+}
+END_TEST
+
 /* The budget adapter: two nodes take from one tenant's budget; Visier's corrections and a 429
  * seen by one stop the other. */
 START_TEST(test_budget_shared_by_two_nodes) {
@@ -676,6 +702,7 @@ int main(void) {
         }
         tcase_add_checked_fixture(tc, setup, teardown);
         tcase_add_test(tc, test_params_refused);
+        tcase_add_test(tc, test_password_never_shown);
         tcase_add_test(tc, test_one_holder_renews_across_ticks);
         tcase_add_test(tc, test_takeover_after_pause);
         tcase_add_test(tc, test_heartbeat_status_metrics);

@@ -37,6 +37,7 @@ typedef struct FleetNodeSeen {
 struct Fleet {
         /* Set at creation, read-only after. */
         char *conninfo;
+        char *url_shown;  /* conninfo for the status: the same, with the password scrubbed should it hold it */
         Secret *password; /* NULL: none */
         char node[FLEET_NAME_MAX + 1];
         char tenant[FLEET_NAME_MAX + 1];
@@ -99,19 +100,21 @@ static void copy_name(char *dst, size_t len, const char *src) {
  * error text is shown to people, and this makes sure. */
 static void scrub(const Fleet *f, char *s, size_t len) {
         static const char hidden[] = "(hidden)";
-        char *p;
+        const size_t n = sizeof(hidden) - 1;
+        char *p, *from = s;
 
         if (!f->password || f->password->len == 0 || !s)
                 return;
-        while ((p = strstr(s, f->password->data))) {
+        while ((p = strstr(from, f->password->data))) {
                 size_t tail = strlen(p + f->password->len);
 
-                if ((size_t) (p - s) + strlen(hidden) + tail >= len) {
+                if ((size_t) (p - s) + n + tail >= len) {
                         *p = '\0'; /* no room: cut it off */
                         break;
                 }
-                memmove(p + strlen(hidden), p + f->password->len, tail + 1);
-                memcpy(p, hidden, strlen(hidden));
+                memmove(p + n, p + f->password->len, tail + 1);
+                memcpy(p, hidden, n);
+                from = p + n; /* on after the replacement, which may itself hold the password */
         }
 }
 
@@ -166,6 +169,12 @@ int fleet_new(const FleetParams *p, Fleet **ret, char *err, size_t errlen) {
                 fleet_free(f);
                 return -ENOMEM;
         }
+        f->url_shown = strdup(p->conninfo);
+        if (!f->url_shown) {
+                fleet_free(f);
+                return -ENOMEM;
+        }
+        scrub(f, f->url_shown, strlen(f->url_shown) + 1);
         copy_name(f->node, sizeof(f->node), p->node);
         copy_name(f->tenant, sizeof(f->tenant), p->tenant);
         if (p->hostname)
@@ -185,6 +194,7 @@ Fleet *fleet_free(Fleet *f) {
                 return NULL;
         PQfinish(f->conn);
         free(f->conninfo);
+        free(f->url_shown);
         secret_free(f->password);
         pthread_mutex_destroy(&f->conn_lock);
         pthread_mutex_destroy(&f->state_lock);
@@ -711,7 +721,7 @@ json_t *fleet_status_json(Fleet *f) {
                                    "blocked_seconds", left_seconds(f->blocked_ms, f->budget_read_at, now));
         else
                 budget = json_pack("{s:n, s:n, s:n}", "minute_left", "hour_left", "blocked_seconds");
-        db = json_pack("{s:s, s:b, s:s?}", "url", f->conninfo, "reachable", f->reachable, "error",
+        db = json_pack("{s:s, s:b, s:s?}", "url", f->url_shown, "reachable", f->reachable, "error",
                        *f->error ? f->error : NULL);
         pthread_mutex_unlock(&f->state_lock);
 
