@@ -556,6 +556,29 @@ static void *racer(void *arg) {
         return NULL;
 }
 
+typedef struct Reader {
+        Fleet *f;
+        int stop; /* __atomic */
+        unsigned reads;
+} Reader;
+
+/* The HTTP layer's side: status, metrics and the publisher's question, never taking the
+ * connection's lock, while the loop ticks. */
+static void *reader(void *arg) {
+        Reader *r = arg;
+
+        while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+                json_t *j = fleet_status_json(r->f);
+
+                ck_assert_ptr_nonnull(j);
+                json_decref(j);
+                free(metrics_of(r->f));
+                (void) fleet_lane_usable(r->f, clock_now(), NULL);
+                r->reads++;
+        }
+        return NULL;
+}
+
 /* One Fleet used from several threads at once (the budget from the upstream client's threads,
  * the tick from the loop, the status from the HTTP layer): every call is answered, every grant
  * counted once. */
@@ -563,11 +586,13 @@ START_TEST(test_threads_share_one_fleet) {
         Fleet *a = fleet_make("thread-a", "t-threads"), *b = fleet_make("thread-b", "t-threads");
         FleetBudgetCaps caps = { 1000, 10000, DAY, DAY };
         Racer racers[3] = {};
-        pthread_t th[3];
+        Reader rd = { .f = a };
+        pthread_t th[3], rth;
         FleetBudgetStatus s;
         unsigned granted = 0;
 
         ck_assert_int_eq(fleet_budget_set_caps(a, &caps), 0);
+        ck_assert_int_eq(pthread_create(&rth, NULL, reader, &rd), 0);
         for (size_t i = 0; i < ELEMENTSOF(th); i++) {
                 racers[i].f = i == 2 ? b : a;
                 ck_assert_int_eq(pthread_create(&th[i], NULL, racer, &racers[i]), 0);
@@ -582,6 +607,9 @@ START_TEST(test_threads_share_one_fleet) {
                 ck_assert_uint_eq(racers[i].refused, 0);
                 granted += racers[i].granted;
         }
+        __atomic_store_n(&rd.stop, 1, __ATOMIC_RELEASE);
+        ck_assert_int_eq(pthread_join(rth, NULL), 0);
+        ck_assert_uint_gt(rd.reads, 0);
         ck_assert_uint_eq(granted, 120);
         ck_assert_int_eq(fleetbudget_status(conn, "t-threads", &s, err, sizeof(err)), 0);
         ck_assert_uint_eq(s.minute_tokens, 1000 - 120);
