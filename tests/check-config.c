@@ -373,6 +373,225 @@ START_TEST(test_credentials_directory) {
 }
 END_TEST
 
+/* The text of one configuration: minimal plus extra lines (lines 4 onwards). */
+static int load_extra(const char *extra, Config **ret, ConfigErrors *e) {
+        _cleanup_free_ char *text = NULL;
+
+        ck_assert_int_ge(asprintf(&text, "%s%s", minimal, extra), 0);
+        return config_load_string("t.conf", text, ret, e);
+}
+
+static void assert_not_shown(const ConfigErrors *e, const char *secret) {
+        for (size_t i = 0; i < e->n; i++)
+                ck_assert_msg(!strstr(e->messages[i], secret), "shown: %s", e->messages[i]);
+}
+
+/* [store] url turns fleet mode on, with the derived defaults of the [fleet] keys; it is shown
+ * exactly as configured. */
+START_TEST(test_store_url_fleet_defaults) {
+        static const char *const urls[] = {
+                "host=/run/postgresql dbname=visierd user=visierd",
+                "postgresql://visierd@db.internal:5432/visierd?sslmode=verify-full&connect_timeout=3",
+                "postgresql:///visierd?host=/run/postgresql",
+        };
+        char host[256] = "", node[300];
+
+        ck_assert_int_eq(gethostname(host, sizeof(host) - 1), 0);
+        snprintf(node, sizeof(node), "%s:%ld", host, (long) getpid());
+        for (size_t i = 0; i < ELEMENTSOF(urls); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char extra[256];
+
+                snprintf(extra, sizeof(extra), "[store]\nurl = %s\n", urls[i]);
+                ck_assert_msg(load_extra(extra, &c, &e) == 0, "%s: %s", urls[i], e.n ? e.messages[0] : "");
+                ck_assert(config_fleet_mode(c));
+                ck_assert_str_eq(c->store_url, urls[i]); /* byte for byte */
+                ck_assert_str_eq(c->fleet_node, node);
+                ck_assert_str_eq(c->fleet_tenant, "example.api.visier.io");
+                ck_assert_uint_eq(c->fleet_lease_seconds, 15);
+                ck_assert_uint_eq(c->fleet_renew_seconds, 5);
+                ck_assert_ptr_null(c->store_password_file);
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                /* Without url: not fleet mode, nothing derived. */
+                ck_assert_int_eq(load_extra("", &c, &e), 0);
+                ck_assert(!config_fleet_mode(c));
+                ck_assert_ptr_null(c->fleet_node);
+                ck_assert_ptr_null(c->fleet_tenant);
+                ck_assert_uint_eq(c->fleet_renew_seconds, 0);
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                ck_assert_int_eq(load_extra("[store]\nurl = host=db\n[fleet]\nnode = web-1:a\ntenant = acme\n"
+                                            "lease_seconds = 3\n",
+                                            &c, &e),
+                                 0);
+                ck_assert_str_eq(c->fleet_node, "web-1:a");
+                ck_assert_str_eq(c->fleet_tenant, "acme");
+                ck_assert_uint_eq(c->fleet_lease_seconds, 3);
+                ck_assert_uint_eq(c->fleet_renew_seconds, 1);
+        }
+}
+END_TEST
+
+/* Each rule of [store] url, password_file and [fleet], with its exact message; a refused url is
+ * never echoed (it may hold the password). */
+START_TEST(test_store_url_rules) {
+        static const struct {
+                const char *extra, *error;
+        } cases[] = {
+                { "[store]\ndatabase = /var/lib/visierd/v.db\nurl = host=db\n",
+                  "t.conf:6: [store] url and [store] database are mutually exclusive: database is a single visierd's "
+                  "SQLite file, url the fleet's PostgreSQL" },
+                { "[store]\nurl = host=db password=S3cret\n",
+                  "t.conf:5: [store] url must not carry a password (password=, sslpassword= or user:password@ in a "
+                  "URI): give it in [store] password_file" },
+                { "[store]\nurl = postgresql://visierd:S3cret@db/visierd\n",
+                  "t.conf:5: [store] url must not carry a password (password=, sslpassword= or user:password@ in a "
+                  "URI): give it in [store] password_file" },
+                { "[store]\nurl = postgresql://db/visierd?password=S3cret\n",
+                  "t.conf:5: [store] url must not carry a password" },
+                { "[store]\nurl = host=db sslpassword=S3cret\n", "t.conf:5: [store] url must not carry a password" },
+                { "[store]\nurl = host=db passfile=/etc/S3cret/pgpass\n",
+                  "t.conf:5: [store] url must not name a passfile: give the password in [store] password_file" },
+                { "[store]\nurl = host=db 'S3cret\n",
+                  "t.conf:5: [store] url is not a libpq connection string or postgresql:// URI (not shown: it may "
+                  "hold a secret)" },
+                { "[store]\nurl = postgresql://db/visierd?S3cret=x\n",
+                  "t.conf:5: [store] url is not a libpq connection string or postgresql:// URI" },
+                { "[store]\nurl =\n", "t.conf:5: [store] url must not be empty" },
+                { "[fleet]\nnode = a\n", "t.conf:5: [fleet] node is accepted only in fleet mode, with [store] url" },
+                { "[fleet]\ntenant = a\n", "t.conf:5: [fleet] tenant is accepted only in fleet mode, with [store] url" },
+                { "[fleet]\nlease_seconds = 15\n",
+                  "t.conf:5: [fleet] lease_seconds is accepted only in fleet mode, with [store] url" },
+                { "[fleet]\nrenew_seconds = 5\n",
+                  "t.conf:5: [fleet] renew_seconds is accepted only in fleet mode, with [store] url" },
+                { "[store]\npassword_file = /etc/visierd/pg\n",
+                  "t.conf:5: [store] password_file is accepted only in fleet mode, with [store] url" },
+                { "[store]\nurl = host=db\n[fleet]\nlease_seconds = 2\n",
+                  "t.conf:7: [fleet] lease_seconds: 2 is out of range (3 to 3600)" },
+                { "[store]\nurl = host=db\n[fleet]\nlease_seconds = 10\nrenew_seconds = 5\n",
+                  "t.conf:8: [fleet] renew_seconds (5 s) must be shorter than half of lease_seconds (10 s)" },
+                { "[store]\nurl = host=db\n[fleet]\nrenew_seconds = 8\n",
+                  "t.conf:7: [fleet] renew_seconds (8 s) must be shorter than half of lease_seconds (15 s)" },
+                { "[store]\nurl = host=db\n[fleet]\nnode = web 1\n",
+                  "t.conf:7: [fleet] node must be 1 to 128 printable characters without spaces" },
+                { "[store]\nurl = host=db\n[fleet]\nnode =\n",
+                  "t.conf:7: [fleet] node must be 1 to 128 printable characters without spaces" },
+                { "[store]\nurl = host=db\n[fleet]\nnode = "
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxxxxxxxxxxx\n",
+                  "t.conf:7: [fleet] node must be 1 to 128 printable characters without spaces" },
+                { "[store]\nurl = host=db\n[fleet]\ntenant = a\tb\n",
+                  "t.conf:7: [fleet] tenant must be 1 to 128 printable characters without spaces" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                ck_assert_int_eq(load_extra(cases[i].extra, &c, &e), -EINVAL);
+                ck_assert_msg(errors_contain(&e, cases[i].error), "case %zu: no error '%s' (first: %s)", i,
+                              cases[i].error, e.n ? e.messages[0] : "none");
+                assert_not_shown(&e, "S3cret");
+                config_errors_clear(&e);
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                /* A node of exactly 128 bytes, and renew just under half the lease. */
+                ck_assert_int_eq(load_extra("[store]\nurl = host=db\n[fleet]\nlease_seconds = 11\nrenew_seconds = 5\n"
+                                            "node = xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n",
+                                            &c, &e),
+                                 0);
+                ck_assert_uint_eq(strlen(c->fleet_node), 128);
+                ck_assert_uint_eq(c->fleet_renew_seconds, 5);
+        }
+}
+END_TEST
+
+/* Fleet mode's database password: [store] password_file (refused when group- or world-readable,
+ * never shown), else the credential store-password when it exists, else none. Not read outside
+ * fleet mode. The url is kept as configured and the password appears in no field of it. */
+START_TEST(test_store_password) {
+        char key[192], pw[192], spw[192], cred[192], text[1024];
+        static const char *const url = "postgresql://visierd@db.internal/visierd";
+
+        snprintf(key, sizeof(key), "%s/key", dir);
+        snprintf(pw, sizeof(pw), "%s/pw", dir);
+        snprintf(spw, sizeof(spw), "%s/pg", dir);
+        snprintf(cred, sizeof(cred), "%s/store-password", dir);
+        harness_write_file(key, "k3y-value", 0600);
+        harness_write_file(pw, "pa55word", 0600);
+        harness_write_file(spw, "Pg-S3cret\n", 0640);
+
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                snprintf(text, sizeof(text), "%sapikey_file = %s\npassword_file = %s\n[store]\nurl = %s\npassword_file = %s\n",
+                         minimal, key, pw, url, spw);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), -EPERM);
+                ck_assert(errors_contain(&e, "t.conf: [store] password_file: "));
+                ck_assert(errors_contain(&e, "is accessible by group or others (mode 0640)"));
+                assert_not_shown(&e, "Pg-S3cret");
+                ck_assert_ptr_null(c->store_password);
+                config_errors_clear(&e);
+
+                ck_assert_int_eq(chmod(spw, 0600), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), 0);
+                ck_assert_str_eq(c->store_password->data, "Pg-S3cret");
+                ck_assert_str_eq(c->store_url, url);
+                ck_assert_ptr_null(strstr(c->store_url, "S3cret"));
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                /* No password_file and no credentials directory: no password, no error. */
+                snprintf(text, sizeof(text), "%sapikey_file = %s\npassword_file = %s\n[store]\nurl = %s\n", minimal,
+                         key, pw, url);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), 0);
+                ck_assert_ptr_null(c->store_password);
+
+                /* A credentials directory without store-password: none either. */
+                setenv("CREDENTIALS_DIRECTORY", dir, 1);
+                ck_assert_int_eq(config_load_secrets(c, &e), 0);
+                ck_assert_ptr_null(c->store_password);
+
+                /* The credential, when it exists; refused when others may read it. */
+                harness_write_file(cred, "from-credential", 0644);
+                ck_assert_int_eq(config_load_secrets(c, &e), -EPERM);
+                ck_assert(errors_contain(&e, "t.conf: [store] password_file: "));
+                assert_not_shown(&e, "from-credential");
+                config_errors_clear(&e);
+                ck_assert_int_eq(chmod(cred, 0400), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), 0);
+                ck_assert_str_eq(c->store_password->data, "from-credential");
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                /* Outside fleet mode the credential is not read. */
+                snprintf(text, sizeof(text), "%sapikey_file = %s\npassword_file = %s\n", minimal, key, pw);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), 0);
+                ck_assert_int_eq(config_load_secrets(c, &e), 0);
+                ck_assert_ptr_null(c->store_password);
+        }
+}
+END_TEST
+
 /* visierd.conf(5) documents every key of the table with its default and bounds. */
 START_TEST(test_man_page_matches_table) {
         const char *top = getenv("TOP_SRCDIR") ? getenv("TOP_SRCDIR") : ".";
@@ -431,6 +650,9 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_secret_file_hazards);
         tcase_add_test(tc, test_client_tokens_must_be_strong);
         tcase_add_test(tc, test_credentials_directory);
+        tcase_add_test(tc, test_store_url_fleet_defaults);
+        tcase_add_test(tc, test_store_url_rules);
+        tcase_add_test(tc, test_store_password);
         tcase_add_test(tc, test_man_page_matches_table);
         suite_add_tcase(s, tc);
         return s;

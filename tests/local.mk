@@ -15,6 +15,8 @@ unit_tests += tests/check-budget
 # The job store's database edge (db.h) and its PostgreSQL schema against a real PostgreSQL
 # (SKIP where it cannot run).
 unit_tests += tests/check-db
+# The node's membership in the fleet (fleet.c): lane, heartbeats, budget adapter, outages.
+unit_tests += tests/check-fleet
 integration_tests = tests/test-proxy tests/test-rollover tests/test-cli tests/test-writes tests/test-systemd tests/test-security tests/test-exports tests/test-recovery tests/test-readonly tests/test-sim tests/test-sim-visierd
 # End-to-end proofs of the publisher's promises under crashes, fault storms and a full disk
 # (tests/README); they share the client workload in tests/workload.c.
@@ -95,6 +97,9 @@ tests_check_db_LDADD = $(TEST_LDADD)
 tests_check_budget_SOURCES = tests/check-budget.c
 tests_check_budget_CFLAGS = $(TEST_CFLAGS)
 tests_check_budget_LDADD = $(TEST_LDADD)
+tests_check_fleet_SOURCES = tests/check-fleet.c
+tests_check_fleet_CFLAGS = $(TEST_CFLAGS)
+tests_check_fleet_LDADD = $(TEST_LDADD)
 tests_check_history_SOURCES = tests/check-history.c
 tests_check_history_CFLAGS = $(TEST_CFLAGS)
 tests_check_history_LDADD = $(TEST_LDADD)

@@ -33,7 +33,7 @@ PREFIXES = {"STATEDIR": "/var/lib/visierd", "CONFDIR": "/etc/visierd"}
 
 def macros(top):
     found = dict(PREFIXES)
-    for m in re.finditer(r'#define (CREDENTIAL_[A-Z]+) "([^"]*)"', open(f"{top}/src/visierd/config.h").read()):
+    for m in re.finditer(r'#define (CREDENTIAL_[A-Z_]+) "([^"]*)"', open(f"{top}/src/visierd/config.h").read()):
         found[m.group(1)] = m.group(2)
     return found
 

@@ -7,10 +7,13 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <ini.h>
+#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "config.h"
+#include "fleetdb.h"
 #include "policy.h"
 
 #define KEY_STRING(s, n, field, def, h) \
@@ -105,6 +108,24 @@ const ConfigKey config_keys[] = {
                    "write them, comma-separated"),
         KEY_STRING("store", "database", database, STATEDIR "/visierd.db",
                    "path of the SQLite job database"),
+        KEY_STRING("store", "url", store_url, NULL,
+                   "fleet mode: the PostgreSQL database shared by the fleet's nodes, as a libpq connection string "
+                   "(host=db.internal dbname=visierd user=visierd) or a postgresql:// URI, without a password; "
+                   "not with database"),
+        KEY_STRING("store", "password_file", store_password_file, NULL,
+                   "fleet mode: file holding the PostgreSQL password; default $CREDENTIALS_DIRECTORY/"
+                   CREDENTIAL_STORE_PASSWORD " if that file exists, else none (peer or trust authentication)"),
+        KEY_STRING("fleet", "node", fleet_node, NULL,
+                   "this node's name in the fleet, unique per running process (printable, no spaces); default "
+                   "HOSTNAME:PID"),
+        KEY_STRING("fleet", "tenant", fleet_tenant, NULL,
+                   "the name of the publish lane and rate budget this node shares; default the host of [visier] "
+                   "base_url"),
+        KEY_UINT("fleet", "lease_seconds", fleet_lease_seconds, "15", 3, 3600,
+                 "seconds the publish lane is leased to its holder at each renewal"),
+        KEY_UINT("fleet", "renew_seconds", fleet_renew_seconds, NULL, 1, 1799,
+                 "seconds between renewals of the lease (and attempts to take the lane); shorter than half of "
+                 "lease_seconds; default lease_seconds / 3"),
         KEY_STRING("exports", "directory", exports_dir, CONFDIR "/exports.d",
                    "directory of named export definitions (NAME.json)"),
         KEY_UINT("jobs", "batch_max", batch_max, "1000", 1, 1000,
@@ -173,11 +194,21 @@ _printf_(2, 3) static void config_error(ConfigErrors *e, const char *fmt, ...) {
                 e->messages[e->n++] = m;
 }
 
+/* The table fits Config.key_line, and fleet names fit the fleet's tables. */
+_Static_assert(ELEMENTSOF(config_keys) <= CONFIG_KEYS_MAX, "config_keys[] outgrew CONFIG_KEYS_MAX");
+_Static_assert(CONFIG_FLEET_NAME_MAX == FLEETDB_NAME_MAX, "CONFIG_FLEET_NAME_MAX is FLEETDB_NAME_MAX");
+
 const ConfigKey *config_key_find(const char *section, const char *name) {
         for (const ConfigKey *k = config_keys; k->name; k++)
                 if (streq(k->section, section) && streq(k->name, name))
                         return k;
         return NULL;
+}
+
+unsigned config_key_line(const Config *c, const char *section, const char *name) {
+        const ConfigKey *k = config_key_find(section, name);
+
+        return k ? c->key_line[k - config_keys] : 0;
 }
 
 static const char *const role_names[_CLIENT_ROLE_MAX] = {
@@ -263,6 +294,7 @@ Config *config_free(Config *c) {
         free(c->path);
         secret_free(c->apikey);
         secret_free(c->password);
+        secret_free(c->store_password);
         free(c);
         return NULL;
 }
@@ -396,6 +428,8 @@ static int config_handler(void *userdata, const char *section, const char *name,
                 return 1;
         }
         r = config_set(p->config, k, value, msg, sizeof(msg));
+        if (r == 0)
+                p->config->key_line[k - config_keys] = p->line;
         if (r == -ENOMEM)
                 p->oom = 1;
         else if (r < 0)
@@ -580,6 +614,139 @@ static bool config_id_list_ok(const char *s) {
         return digit;
 }
 
+/* A fleet name ([fleet] node, tenant): 1 to CONFIG_FLEET_NAME_MAX bytes of printable ASCII,
+ * no spaces (it is a key in the fleet's tables and a label in /status). */
+static bool config_fleet_name_ok(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > CONFIG_FLEET_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char) s[i] <= ' ' || (unsigned char) s[i] >= 0x7f)
+                        return false;
+        return true;
+}
+
+/* [store] url: a libpq connection string or URI, parsed by libpq itself, carrying no secret:
+ * no password (password=, sslpassword=, user:password@ in a URI) and no passfile=, which would
+ * put the password somewhere other than [store] password_file. The value is never echoed: a
+ * refused one may hold the password. */
+static void config_validate_store_url(const Config *c, ConfigErrors *errors, const char *name, unsigned line) {
+        PQconninfoOption *opts;
+        char *msg = NULL;
+        bool password = false, passfile = false;
+
+        if (!*c->store_url) {
+                config_error(errors, "%s:%u: [store] url must not be empty", name, line);
+                return;
+        }
+        opts = PQconninfoParse(c->store_url, &msg);
+        PQfreemem(msg); /* libpq's reason may quote the value */
+        if (!opts) {
+                config_error(errors,
+                             "%s:%u: [store] url is not a libpq connection string or postgresql:// URI (not shown: it "
+                             "may hold a secret)",
+                             name, line);
+                return;
+        }
+        for (const PQconninfoOption *o = opts; o->keyword; o++) {
+                if (!o->val)
+                        continue;
+                if (streq(o->keyword, "password") || streq(o->keyword, "sslpassword"))
+                        password = true;
+                else if (streq(o->keyword, "passfile"))
+                        passfile = true;
+        }
+        PQconninfoFree(opts);
+        if (password)
+                config_error(errors,
+                             "%s:%u: [store] url must not carry a password (password=, sslpassword= or user:password@ "
+                             "in a URI): give it in [store] password_file",
+                             name, line);
+        if (passfile)
+                config_error(errors, "%s:%u: [store] url must not name a passfile: give the password in [store] "
+                             "password_file", name, line);
+}
+
+/* The host of base_url, for [fleet] tenant's default; NULL if it has none (already an error). */
+static char *config_base_url_host(const Config *c) {
+        CURLU *u = curl_url();
+        char *host = NULL, *copy = NULL;
+
+        if (!u)
+                return NULL;
+        if (c->base_url && curl_url_set(u, CURLUPART_URL, c->base_url, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+                copy = strdup(host);
+        curl_free(host);
+        curl_url_cleanup(u);
+        return copy;
+}
+
+/* [store] url turns fleet mode on; [store] password_file and the [fleet] keys belong to it.
+ * Fills in the derived defaults: node HOSTNAME:PID, tenant the host of base_url, renew_seconds
+ * lease_seconds / 3. */
+static void config_validate_fleet(Config *c, ConfigErrors *errors, const char *name) {
+        unsigned url_line = config_key_line(c, "store", "url"), line;
+
+        if (!config_fleet_mode(c)) {
+                for (const ConfigKey *k = config_keys; k->name; k++) {
+                        line = c->key_line[k - config_keys];
+                        if (!line)
+                                continue;
+                        if (streq(k->section, "fleet") || (streq(k->section, "store") && streq(k->name, "password_file")))
+                                config_error(errors, "%s:%u: [%s] %s is accepted only in fleet mode, with [store] url",
+                                             name, line, k->section, k->name);
+                }
+                return;
+        }
+        if (config_key_line(c, "store", "database"))
+                config_error(errors,
+                             "%s:%u: [store] url and [store] database are mutually exclusive: database is a single "
+                             "visierd's SQLite file, url the fleet's PostgreSQL",
+                             name, url_line);
+        config_validate_store_url(c, errors, name, url_line);
+
+        if (!c->fleet_node) {
+                char host[256] = "";
+
+                if (gethostname(host, sizeof(host) - 1) < 0 || !*host)
+                        snprintf(host, sizeof(host), "localhost");
+                if (asprintf(&c->fleet_node, "%s:%ld", host, (long) getpid()) < 0)
+                        c->fleet_node = NULL;
+        }
+        if (c->fleet_node && !config_fleet_name_ok(c->fleet_node)) {
+                line = config_key_line(c, "fleet", "node");
+                if (line)
+                        config_error(errors, "%s:%u: [fleet] node must be 1 to %d printable characters without spaces",
+                                     name, line, CONFIG_FLEET_NAME_MAX);
+                else
+                        config_error(errors,
+                                     "%s: [fleet] node: the default HOSTNAME:PID is not 1 to %d printable characters "
+                                     "without spaces; set [fleet] node",
+                                     name, CONFIG_FLEET_NAME_MAX);
+        }
+        if (!c->fleet_tenant)
+                c->fleet_tenant = config_base_url_host(c);
+        if (c->fleet_tenant && !config_fleet_name_ok(c->fleet_tenant)) {
+                line = config_key_line(c, "fleet", "tenant");
+                if (line)
+                        config_error(errors, "%s:%u: [fleet] tenant must be 1 to %d printable characters without spaces",
+                                     name, line, CONFIG_FLEET_NAME_MAX);
+                else
+                        config_error(errors,
+                                     "%s: [fleet] tenant: the default, the host of [visier] base_url, is longer than %d "
+                                     "bytes; set [fleet] tenant",
+                                     name, CONFIG_FLEET_NAME_MAX);
+        }
+        if (c->fleet_renew_seconds == 0)
+                c->fleet_renew_seconds = c->fleet_lease_seconds / 3;
+        else if (2 * c->fleet_renew_seconds >= c->fleet_lease_seconds)
+                config_error(errors, "%s:%u: [fleet] renew_seconds (%u s) must be shorter than half of lease_seconds (%u s)",
+                             name, config_key_line(c, "fleet", "renew_seconds"), c->fleet_renew_seconds,
+                             c->fleet_lease_seconds);
+}
+
 static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
         struct in_addr a4;
         struct in6_addr a6;
@@ -635,6 +802,7 @@ static void config_validate(Config *c, ConfigErrors *errors, const char *name) {
                              name, c->socket_allow_gids);
         if (!c->database || !*c->database)
                 config_error(errors, "%s: [store] database must not be empty", name);
+        config_validate_fleet(c, errors, name);
         config_parse_metrics_listen(c, errors, name);
         if (c->metrics_socket && *c->metrics_socket && c->listen_socket && streq(c->metrics_socket, c->listen_socket))
                 config_error(errors, "%s: [metrics] socket must not be [listen] socket (%s)", name, c->metrics_socket);
@@ -772,6 +940,37 @@ static int config_load_one_secret(const char *configured, const char *credential
         return r;
 }
 
+/* Fleet mode's database password: [store] password_file, or the credential store-password when
+ * it exists, or none (peer or trust authentication, a unix socket). *ret is NULL for none. */
+static int config_load_store_password(const Config *c, Secret **ret, ConfigErrors *errors, const char *name) {
+        _cleanup_free_ char *path = NULL;
+        const char *dir;
+        struct stat st;
+        char err[512];
+        int r;
+
+        *ret = NULL;
+        if (!config_fleet_mode(c))
+                return 0;
+        if (c->store_password_file)
+                path = strdup(c->store_password_file);
+        else {
+                dir = getenv("CREDENTIALS_DIRECTORY");
+                if (!dir || !*dir)
+                        return 0;
+                if (asprintf(&path, "%s/%s", dir, CREDENTIAL_STORE_PASSWORD) < 0)
+                        path = NULL;
+                else if (lstat(path, &st) < 0 && errno == ENOENT)
+                        return 0; /* no credential: no password */
+        }
+        if (!path)
+                return -ENOMEM;
+        r = secret_read_file(path, ret, err, sizeof(err));
+        if (r < 0)
+                config_error(errors, "%s: [store] password_file: %s", name, err);
+        return r;
+}
+
 /* Long enough, and not one character repeated: a client token is a password nobody types. */
 static bool client_token_strong(const Secret *t) {
         bool seen[256] = {};
@@ -788,9 +987,9 @@ static bool client_token_strong(const Secret *t) {
 }
 
 int config_load_secrets(Config *c, ConfigErrors *errors) {
-        _cleanup_(secret_freep) Secret *apikey = NULL, *password = NULL;
+        _cleanup_(secret_freep) Secret *apikey = NULL, *password = NULL, *store_password = NULL;
         const char *name = c->path ? c->path : "configuration";
-        int r, q, q_clients = 0;
+        int r, q, q_store, q_clients = 0;
 
         for (size_t i = 0; i < c->n_clients; i++) {
                 char err[512];
@@ -817,15 +1016,20 @@ int config_load_secrets(Config *c, ConfigErrors *errors) {
         }
         r = config_load_one_secret(c->apikey_file, CREDENTIAL_APIKEY, "apikey_file", &apikey, errors, name);
         q = config_load_one_secret(c->password_file, CREDENTIAL_PASSWORD, "password_file", &password, errors, name);
+        q_store = config_load_store_password(c, &store_password, errors, name);
         if (r < 0)
                 return r;
         if (q < 0)
                 return q;
+        if (q_store < 0)
+                return q_store;
         if (q_clients < 0)
                 return q_clients;
         secret_free(c->apikey);
         secret_free(c->password);
+        secret_free(c->store_password);
         c->apikey = TAKE_PTR(apikey);
         c->password = TAKE_PTR(password);
+        c->store_password = TAKE_PTR(store_password);
         return 0;
 }

@@ -17,8 +17,11 @@
 #define CONFIG_ERRORS_MAX 64
 #define CREDENTIAL_APIKEY "visier-apikey"
 #define CREDENTIAL_PASSWORD "visier-password"
+#define CREDENTIAL_STORE_PASSWORD "store-password" /* [store] password_file's default, when it exists */
 #define CONFIG_PROJECT_TENANTS_MAX 1024 /* bytes of [jobs] project_tenants, with its NUL */
 #define CONFIG_SOCKET_MODE 0660 /* the unix socket: owner and group may connect */
+#define CONFIG_KEYS_MAX 128 /* rows of config_keys[] (checked at compile time in config.c) */
+#define CONFIG_FLEET_NAME_MAX 128 /* [fleet] node and tenant: FLEETDB_NAME_MAX (checked in config.c) */
 
 typedef enum ClientRole {
         CLIENT_ROLE_NONE,  /* nobody in particular (no client tokens configured) */
@@ -101,7 +104,16 @@ typedef struct Config {
         size_t n_clients;
 
         /* [store] */
-        char *database;
+        char *database;       /* SQLite; keeps its default in fleet mode, unused there */
+        char *store_url;      /* libpq conninfo or postgresql:// URI: fleet mode; NULL: SQLite. Never a password */
+        char *store_password_file; /* NULL: $CREDENTIALS_DIRECTORY/store-password if it exists, else none */
+
+        /* [fleet]: only with store_url. Filled in by validation: node, tenant and renew_seconds
+         * hold their effective values (the defaults are derived). */
+        char *fleet_node;          /* default HOSTNAME:PID */
+        char *fleet_tenant;        /* default the host of base_url */
+        unsigned fleet_lease_seconds;
+        unsigned fleet_renew_seconds; /* default lease_seconds / 3 */
 
         /* [exports] */
         char *exports_dir;
@@ -131,6 +143,10 @@ typedef struct Config {
         /* Loaded by config_load_secrets(). */
         Secret *apikey;
         Secret *password;
+        Secret *store_password; /* NULL: none (peer or trust authentication, a unix socket) */
+
+        /* The line each key of config_keys[] was set on, by its index; 0: not in the file. */
+        unsigned key_line[CONFIG_KEYS_MAX];
 } Config;
 
 typedef enum ConfigType {
@@ -179,7 +195,9 @@ int config_load_string(const char *name, const char *text, Config **ret, ConfigE
 
 /*
  * Load the API key and the password: from the configured files, or else from
- * $CREDENTIALS_DIRECTORY/visier-apikey and visier-password. Problems go into errors.
+ * $CREDENTIALS_DIRECTORY/visier-apikey and visier-password. In fleet mode also the database's
+ * password: [store] password_file, or else $CREDENTIALS_DIRECTORY/store-password when that file
+ * exists, or else none. Problems go into errors.
  */
 int config_load_secrets(Config *c, ConfigErrors *errors);
 
@@ -191,3 +209,11 @@ int config_load_all(const char *path, Config **ret, ConfigErrors *errors);
 
 /* Find a key in the table; NULL when unknown. */
 const ConfigKey *config_key_find(const char *section, const char *name);
+
+/* The line of the file that set the key, 0 when it keeps its default (or is unknown). */
+unsigned config_key_line(const Config *c, const char *section, const char *name);
+
+/* Fleet mode: [store] url is set. */
+static inline bool config_fleet_mode(const Config *c) {
+        return c->store_url != NULL;
+}

@@ -45,6 +45,17 @@ static const char *const migrations[FLEETDB_SCHEMA_VERSION] = {
         " refilled_at timestamptz NOT NULL,"
         " blocked_until timestamptz"                         /* a 429's Retry-After; NULL: none */
         ")",
+        /* 3, fleet.c: the fleet's nodes, one row per running process, its heartbeat in seen_at.
+         * For /status: who is in the fleet and when each was last heard of. */
+        "CREATE TABLE fleet_nodes ("
+        " node text PRIMARY KEY,"
+        " tenant text NOT NULL,"
+        " started_at timestamptz NOT NULL,"               /* the node's first heartbeat */
+        " seen_at timestamptz NOT NULL,"                  /* its latest */
+        " pid integer,"
+        " hostname text,"
+        " version text"                                   /* visierd's PACKAGE_VERSION */
+        ")",
 };
 
 void fleetdb_set_error(char *err, size_t errlen, const char *fmt, ...) {

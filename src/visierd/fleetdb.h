@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * What the fleet's PostgreSQL modules (lease.c, fleetbudget.c) share: the fleet schema and its
+ * What the fleet's PostgreSQL modules (lease.c, fleetbudget.c, fleet.c) share: the fleet schema and its
  * one versioned migration, and libpq at the module edge — running a statement, reading a
  * bigint, translating a failure into a negative errno with a message in the caller's buffer.
  *
@@ -21,8 +21,8 @@
 
 #define FLEETDB_ERROR_MAX 256
 #define FLEETDB_NAME_MAX 128 /* longest tenant or node name */
-/* 1: the publish lane (lease.c); 2: the rate budget (fleetbudget.c). */
-#define FLEETDB_SCHEMA_VERSION 2
+/* 1: the publish lane (lease.c); 2: the rate budget (fleetbudget.c); 3: the nodes (fleet.c). */
+#define FLEETDB_SCHEMA_VERSION 3
 
 /* Create or migrate the fleet tables to FLEETDB_SCHEMA_VERSION in one transaction; concurrent
  * callers wait for each other. -EPROTO if the database is at a newer version. Must not be

@@ -24,6 +24,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/fleetdb.c src/visierd/fleetdb.h \
 	src/visierd/fleetbudget.c src/visierd/fleetbudget.h \
 	src/visierd/lease.c src/visierd/lease.h \
+	src/visierd/fleet.c src/visierd/fleet.h \
 	src/visierd/validate.c src/visierd/validate.h src/visierd/validate-schema.h \
 	src/visierd/publisher.c src/visierd/publisher.h \
 	src/visierd/runner.c src/visierd/runner.h \

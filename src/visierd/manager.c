@@ -620,6 +620,13 @@ static void warn_restart_needed(const Config *old, const Config *new) {
                 log_warning("[metrics] changes take effect only after a restart");
         if (!streq(old->database, new->database))
                 log_warning("[store] database changes take effect only after a restart");
+        if (!streq(strempty(old->store_url), strempty(new->store_url)) ||
+            !streq(strempty(old->store_password_file), strempty(new->store_password_file)))
+                log_warning("[store] url and password_file changes take effect only after a restart");
+        if (!streq(strempty(old->fleet_node), strempty(new->fleet_node)) ||
+            !streq(strempty(old->fleet_tenant), strempty(new->fleet_tenant)) ||
+            old->fleet_lease_seconds != new->fleet_lease_seconds || old->fleet_renew_seconds != new->fleet_renew_seconds)
+                log_warning("[fleet] changes take effect only after a restart");
 }
 
 /* Sessions of a [client] whose section went or whose token changed end with the reload; the
