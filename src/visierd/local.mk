@@ -13,6 +13,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/cache.c src/visierd/cache.h \
 	src/visierd/coalesce.c src/visierd/coalesce.h \
 	src/visierd/config.c src/visierd/config.h \
+	src/visierd/db.h src/visierd/db-sqlite.c \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \
 	src/visierd/history.c src/visierd/history.h \
