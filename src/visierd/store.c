@@ -102,8 +102,10 @@ static const struct {
                               "RETURNING id" },
         [STMT_INSERT_ITEM] = { "insert_item",
                                "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)" },
+        /* The ID's last job: the row's one other column replaced, as INSERT OR REPLACE did. */
         [STMT_INSERT_CID] = { "insert_cid",
-                              "INSERT OR REPLACE INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?)" },
+                              "INSERT INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?) "
+                              "ON CONFLICT (correlation_id) DO UPDATE SET job_id = excluded.job_id" },
         [STMT_JOB_GET] = { "job_get", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?" },
         [STMT_ITEM_RESULTS] = { "item_results",
                                 "SELECT idx, state, correlation_id, result, item FROM job_items WHERE job_id = ? ORDER BY idx" },
@@ -2479,7 +2481,11 @@ int store_round_stash(Store *s, int64_t round, int64_t job_id, unsigned idx, boo
         Stmt st = {};
         int r;
 
-        r = prepare(s, &st, "INSERT OR REPLACE INTO round_items (round_id, job_id, idx, succeeded, result) VALUES (?, ?, ?, ?, ?)");
+        /* The item's latest answer in the round, replacing an earlier one as INSERT OR REPLACE did. */
+        r = prepare(s, &st,
+                    "INSERT INTO round_items (round_id, job_id, idx, succeeded, result) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (job_id, idx) DO UPDATE SET round_id = excluded.round_id, "
+                    "succeeded = excluded.succeeded, result = excluded.result");
         if (r < 0)
                 return r;
         db_bind_int64(st.st, 1, round);
@@ -2634,8 +2640,9 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
         if (r < 0)
                 return r;
         r = prepare(s, &st,
-                    "UPDATE jobs SET next_run_at = ?, attempts = attempts + ?, solo = max(solo, ?), "
-                    "upstream_status = ?, error = ?, in_doubt = max(in_doubt, ?) WHERE id = ?");
+                    "UPDATE jobs SET next_run_at = ?1, attempts = attempts + ?2, "
+                    "solo = CASE WHEN ?3 > solo THEN ?3 ELSE solo END, upstream_status = ?4, error = ?5, "
+                    "in_doubt = CASE WHEN ?6 > in_doubt THEN ?6 ELSE in_doubt END WHERE id = ?7");
         if (r < 0)
                 return r;
         db_bind_int64(st.st, 1, next_run_ms);
