@@ -190,6 +190,8 @@ struct Store {
         pthread_t thread;
 };
 
+/* DIALECT: SQLite's schema, as it was written (a migration that has run is never changed:
+ * WITHOUT ROWID, AUTOINCREMENT, the triggers of 5 and their "IS NOT" stay SQLite's). */
 static const char *const migrations[] = {
         /* 1: the job table the write path fills. */
         "CREATE TABLE jobs ("
