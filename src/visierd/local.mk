@@ -14,7 +14,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/coalesce.c src/visierd/coalesce.h \
 	src/visierd/config.c src/visierd/config.h \
 	src/visierd/db.c src/visierd/db.h src/visierd/db-internal.h \
-	src/visierd/db-pg.c \
+	src/visierd/db-pg.c src/visierd/db-sqlite.c \
 	src/visierd/dev.c src/visierd/dev.h \
 	src/visierd/exports.c src/visierd/exports.h \
 	src/visierd/history.c src/visierd/history.h \

@@ -17,12 +17,23 @@
  * store thread takes the whole queue, writes it in one transaction (one savepoint per job, so
  * a refused job leaves the others in; a failed statement or commit fails the whole group),
  * and then calls each waiter's callback. store_job_submit() is that plus a condvar wait.
+ *
+ * The database is reached through db.h only (db-sqlite.c; db-pg.c to come). The SQL is written
+ * once, in the form both dialects take, except at these points, each marked "DIALECT:" below:
+ *   - `dialects[]`: the migrations, how the schema version is read and set (PRAGMA
+ *     user_version), each connection's setup (PRAGMA journal_mode, synchronous, foreign_keys,
+ *     journal_size_limit; the reader's query_only), the write transaction ("BEGIN IMMEDIATE"),
+ *     the WAL checkpoint after a prune or a recovered failure, EXPLAIN QUERY PLAN
+ *     (store_query_plans), and whether the database is a local file;
+ *   - `stmt_table`'s second column, a statement's text where it differs: the readiness read
+ *     (sqlite_master) and the read snapshot ("BEGIN");
+ *   - the local file: the flock()ed lock file (take_lock), the file made 0600 and stat()ed in
+ *     store_open, and the file checks of store_check/store_ok (check_file).
  */
 #include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -30,12 +41,13 @@
 
 #include "clock.h"
 #include "coalesce.h"
+#include "db.h"
 #include "store.h"
 
 /*
- * Statements prepared once per connection (sqlite3_prepare_v3 with SQLITE_PREPARE_PERSISTENT)
- * and reset after each use: the hot paths (submission, job reads, lists, counts, prune).
- * Each connection has its own set, used only under that connection's lock.
+ * Statements prepared once per connection (db_prepare() with persistent) and reset after each
+ * use: the hot paths (submission, job reads, lists, counts, prune). Each connection has its own
+ * set, used only under that connection's lock.
  */
 typedef enum StmtId {
         STMT_SAVEPOINT,
@@ -68,9 +80,12 @@ typedef enum StmtId {
         "next_run_at, created_at, updated_at, started_at, finished_at, upstream_status, error, "          \
         "response_status, response_body, idempotency_key"
 
+/* DIALECT: a statement whose text differs has it in .pg (NULL: .sql is right for both; the
+ * PostgreSQL texts of check and read_begin are to be written with db-pg.c). */
 static const struct {
         const char *name; /* for store_query_plans() */
         const char *sql;
+        const char *pg;
 } stmt_table[_STMT_MAX] = {
         [STMT_SAVEPOINT] = { "savepoint", "SAVEPOINT submit" },
         [STMT_RELEASE] = { "release", "RELEASE submit" },
@@ -83,11 +98,14 @@ static const struct {
         [STMT_INSERT_JOB] = { "insert_job",
                               "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code, client, "
                               "idempotency_key, request_body, extra, n_items, solo, next_run_at, created_at, updated_at, "
-                              "upstream_headers) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" },
+                              "upstream_headers) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                              "RETURNING id" },
         [STMT_INSERT_ITEM] = { "insert_item",
                                "INSERT INTO job_items (job_id, idx, item, correlation_id, conflict_key) VALUES (?, ?, ?, ?, ?)" },
+        /* The ID's last job: the row's one other column replaced, as INSERT OR REPLACE did. */
         [STMT_INSERT_CID] = { "insert_cid",
-                              "INSERT OR REPLACE INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?)" },
+                              "INSERT INTO client_correlation_ids (correlation_id, job_id) VALUES (?, ?) "
+                              "ON CONFLICT (correlation_id) DO UPDATE SET job_id = excluded.job_id" },
         [STMT_JOB_GET] = { "job_get", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?" },
         [STMT_ITEM_RESULTS] = { "item_results",
                                 "SELECT idx, state, correlation_id, result, item FROM job_items WHERE job_id = ? ORDER BY idx" },
@@ -106,19 +124,29 @@ static const struct {
         [STMT_JOB_EXISTS] = { "job_exists", "SELECT 1 FROM jobs WHERE id = ?" },
         /* Run once per final state, each an index search on (state, finished_at). */
         [STMT_PRUNE] = { "prune", "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2" },
+        /* DIALECT: a read of the schema, which SQLite keeps in the file. */
         [STMT_CHECK] = { "check", "SELECT count(*) FROM sqlite_master" },
+        /* DIALECT: one snapshot for the statements up to read_end (SQLite: any read transaction
+         * in WAL mode; PostgreSQL will need REPEATABLE READ). */
         [STMT_READ_BEGIN] = { "read_begin", "BEGIN" },
         [STMT_READ_END] = { "read_end", "COMMIT" },
 };
 
 typedef struct Conn {
-        sqlite3 *db;
-        sqlite3_stmt *stmt[_STMT_MAX];
+        Db *db;
+        DbStmt *stmt[_STMT_MAX];
 } Conn;
+
+static const char *stmt_sql(const Conn *c, StmtId id) {
+        return db_kind(c->db) != DB_SQLITE && stmt_table[id].pg ? stmt_table[id].pg : stmt_table[id].sql;
+}
+
+typedef struct Dialect Dialect;
 
 struct Store {
         pthread_mutex_t lock; /* the write connection and everything below up to read_lock */
         Conn w;
+        const Dialect *dialect; /* of the write connection's database: fixed at open */
         char *path;
         unsigned max_pending;
         bool in_transaction;
@@ -162,6 +190,8 @@ struct Store {
         pthread_t thread;
 };
 
+/* DIALECT: SQLite's schema, as it was written (a migration that has run is never changed:
+ * WITHOUT ROWID, AUTOINCREMENT, the triggers of 5 and their "IS NOT" stay SQLite's). */
 static const char *const migrations[] = {
         /* 1: the job table the write path fills. */
         "CREATE TABLE jobs ("
@@ -301,29 +331,49 @@ static const char *const migrations[] = {
         "CREATE INDEX jobs_round ON jobs(round_id) WHERE round_id IS NOT NULL;",
 };
 
-static int sqlite_to_errno(int rc) {
-        switch (rc & 0xff) {
-        case SQLITE_OK:
-                return 0;
-        case SQLITE_NOMEM:
-                return -ENOMEM;
-        case SQLITE_BUSY:
-        case SQLITE_LOCKED:
-                return -EBUSY;
-        case SQLITE_READONLY:
-        case SQLITE_PERM:
-        case SQLITE_AUTH:
-                return -EACCES;
-        case SQLITE_FULL:
-                return -ENOSPC;
-        case SQLITE_CANTOPEN:
-                return -ENOENT;
-        case SQLITE_CORRUPT:
-        case SQLITE_NOTADB:
-                return -EBADMSG;
-        default:
-                return -EIO;
-        }
+/*
+ * DIALECT: what differs between the databases beyond a statement's text, one row per DbKind
+ * (the PostgreSQL row is to be written with db-pg.c: its migrations build the same schema).
+ */
+struct Dialect {
+        const char *const *migrations; /* migration N takes the schema from version N-1 to N */
+        size_t n_migrations;
+        const char *version_get; /* the schema version: one row, one integer */
+        const char *version_set; /* followed by the new version; runs in the migration's transaction */
+        const char *write_setup; /* run on the write connection once it is open */
+        const char *read_setup;  /* run on the read connection once it is open: it must never write */
+        const char *begin_write; /* a write transaction holding the write lock from its start */
+        const char *checkpoint;  /* give back the space the log took (NULL: nothing to do) */
+        const char *explain;     /* store_query_plans(): prefixed to a statement (NULL: none) */
+        int explain_detail;      /* the column of the plan's text */
+        bool local_file;         /* the database is the file at the store's path (take_lock, check_file) */
+};
+
+static const Dialect dialects[] = {
+        [DB_SQLITE] = {
+                .migrations = migrations,
+                .n_migrations = ELEMENTSOF(migrations),
+                .version_get = "PRAGMA user_version",
+                .version_set = "PRAGMA user_version = ",
+                .write_setup = "PRAGMA journal_mode = WAL;"
+                               "PRAGMA synchronous = FULL;"
+                               "PRAGMA foreign_keys = ON;"
+                               "PRAGMA journal_size_limit = 67108864;",
+                .read_setup = "PRAGMA query_only = 1",
+                .begin_write = "BEGIN IMMEDIATE",
+                .checkpoint = "PRAGMA wal_checkpoint(TRUNCATE)",
+                .explain = "EXPLAIN QUERY PLAN ",
+                .explain_detail = 3,
+                .local_file = true,
+        },
+};
+
+/* db.h gives -EEXIST for a unique or primary-key constraint; to the store's callers -EEXIST
+ * means an Idempotency-Key used for another request (api.c answers 409), and no statement of
+ * the store is meant to meet a constraint: one that does is a failure of the database, -EIO,
+ * as it always was. Every result of a db_*() call goes through here. */
+static int from_db(int r) {
+        return r == -EEXIST ? -EIO : r;
 }
 
 /* A statement failed: inside a transaction, the whole transaction fails (store_end() rolls it
@@ -339,65 +389,66 @@ static int tx_note(Store *s, int r) {
 static int tx_usable(Store *s) {
         if (!s->in_transaction)
                 return 0;
-        if (s->tx_error == 0 && sqlite3_get_autocommit(s->w.db))
-                s->tx_error = -EIO; /* rolled back behind our back */
+        if (s->tx_error == 0 && (!db_in_transaction(s->w.db) || db_transaction_failed(s->w.db)))
+                s->tx_error = -EIO; /* rolled back behind our back, or bound to be */
         return s->tx_error;
 }
 
 static int exec(Store *s, const char *sql, char *err, size_t errlen) {
-        char *msg = NULL;
-        int rc;
+        int r;
 
         if (tx_usable(s) < 0) {
                 snprintf(err, errlen, "%s: not run: an earlier statement of the transaction failed", s->path);
                 return s->tx_error;
         }
-        rc = sqlite3_exec(s->w.db, sql, NULL, NULL, &msg);
-        if (rc != SQLITE_OK) {
-                snprintf(err, errlen, "%s: %s", s->path, msg ? msg : sqlite3_errstr(rc));
-                sqlite3_free(msg);
-                return tx_note(s, sqlite_to_errno(rc));
+        r = from_db(db_exec(s->w.db, sql));
+        if (r < 0) {
+                snprintf(err, errlen, "%s: %s", s->path, db_errmsg(s->w.db));
+                return tx_note(s, r);
         }
         return 0;
 }
 
+/* The first column of the first row of sql on the write connection; -EIO if there is none. */
 static int read_int(Store *s, const char *sql, int *ret) {
-        sqlite3_stmt *st = NULL;
-        int rc;
+        DbStmt *st = NULL;
+        int r;
 
-        rc = sqlite3_prepare_v2(s->w.db, sql, -1, &st, NULL);
-        if (rc == SQLITE_OK) {
-                rc = sqlite3_step(st);
-                if (rc == SQLITE_ROW) {
-                        *ret = sqlite3_column_int(st, 0);
-                        rc = SQLITE_OK;
-                }
+        r = from_db(db_prepare(s->w.db, sql, false, &st));
+        if (r >= 0) {
+                r = from_db(db_step(st));
+                if (r > 0) {
+                        *ret = (int) db_column_int64(st, 0);
+                        r = 0;
+                } else if (r == 0)
+                        r = -EIO;
         }
-        sqlite3_finalize(st);
-        return sqlite_to_errno(rc);
+        db_finalize(st);
+        return r;
 }
 
 static int migrate(Store *s, char *err, size_t errlen) {
+        const Dialect *d = s->dialect;
         int version = 0, r;
 
-        r = read_int(s, "PRAGMA user_version", &version);
+        r = read_int(s, d->version_get, &version);
         if (r < 0) {
-                snprintf(err, errlen, "%s: cannot read the schema version: %s", s->path, sqlite3_errmsg(s->w.db));
+                snprintf(err, errlen, "%s: cannot read the schema version: %s", s->path, db_errmsg(s->w.db));
                 return r;
         }
-        if (version > (int) ELEMENTSOF(migrations)) {
+        if (version > (int) d->n_migrations) {
                 snprintf(err, errlen, "%s: database schema version %d is newer than this visierd supports (%d)",
-                         s->path, version, (int) ELEMENTSOF(migrations));
+                         s->path, version, (int) d->n_migrations);
                 return -EPROTO;
         }
-        for (int v = version; v < (int) ELEMENTSOF(migrations); v++) {
+        for (int v = version; v < (int) d->n_migrations; v++) {
                 char bump[64];
 
-                r = exec(s, "BEGIN IMMEDIATE", err, errlen);
+                r = exec(s, d->begin_write, err, errlen);
                 if (r < 0)
                         return r;
-                snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", v + 1);
-                r = exec(s, migrations[v], err, errlen);
+                snprintf(bump, sizeof(bump), "%s%d", d->version_set, v + 1);
+                r = exec(s, d->migrations[v], err, errlen);
                 if (r >= 0)
                         r = exec(s, bump, err, errlen);
                 if (r >= 0)
@@ -408,7 +459,7 @@ static int migrate(Store *s, char *err, size_t errlen) {
                         return r;
                 }
         }
-        s->schema_version = (int) ELEMENTSOF(migrations);
+        s->schema_version = (int) d->n_migrations;
         return 0;
 }
 
@@ -417,9 +468,9 @@ static void final_texts_clear(Store *s);
 static void counts_refresh(Store *s);
 
 /*
- * One visierd per database: an exclusive flock() on "<database>.lock", which also holds the
- * holder's PID for the message a second instance prints. The lock goes with the process, so
- * a crashed holder never blocks a restart.
+ * DIALECT (local file): one visierd per database: an exclusive flock() on "<database>.lock",
+ * which also holds the holder's PID for the message a second instance prints. The lock goes
+ * with the process, so a crashed holder never blocks a restart.
  */
 static int take_lock(Store *s, char *err, size_t errlen) {
         _cleanup_free_ char *lock_path = NULL;
@@ -463,26 +514,26 @@ static void *store_thread(void *arg);
 /* The second connection, for reads beside the writer (WAL): each statement or read
  * transaction sees the database as last committed, never waiting for a commit in progress. */
 static int open_reader(Store *s, char *err, size_t errlen) {
-        char *msg = NULL;
-        int rc;
+        char msg[DB_ERROR_MAX] = "";
+        int r;
 
-        rc = sqlite3_open_v2(s->path, &s->r.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
-        if (rc == SQLITE_OK) {
-                sqlite3_busy_timeout(s->r.db, STORE_BUSY_TIMEOUT_MS);
-                rc = sqlite3_exec(s->r.db, "PRAGMA query_only = 1", NULL, NULL, &msg);
+        r = from_db(db_open_sqlite(s->path, false, STORE_BUSY_TIMEOUT_MS, &s->r.db, msg, sizeof(msg)));
+        if (r >= 0) {
+                r = from_db(db_exec(s->r.db, s->dialect->read_setup));
+                if (r < 0)
+                        snprintf(msg, sizeof(msg), "%s", db_errmsg(s->r.db));
         }
-        if (rc != SQLITE_OK) {
-                snprintf(err, errlen, "cannot open job database %s for reading: %s", s->path,
-                         msg ? msg : s->r.db ? sqlite3_errmsg(s->r.db) : sqlite3_errstr(rc));
-                sqlite3_free(msg);
-                return sqlite_to_errno(rc);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot open job database %s for reading: %s", s->path, msg);
+                return r;
         }
         return 0;
 }
 
 int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         _cleanup_(store_closep) Store *s = NULL;
-        int rc, r;
+        char msg[DB_ERROR_MAX] = "";
+        int r;
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -495,14 +546,15 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         pthread_cond_init(&s->group_cond, NULL);
         s->group_tail = &s->group_queue;
         s->lock_fd = -1;
+        s->dialect = &dialects[DB_SQLITE]; /* a path: an SQLite database file */
         s->path = strdup(path);
         if (!s->path)
                 return -ENOMEM;
         r = take_lock(s, err, errlen);
         if (r < 0)
                 return r;
-        /* A new database is made 0600 whatever the umask: it holds the jobs' bodies. SQLite
-         * gives its -wal and -shm files the database file's mode. */
+        /* DIALECT (local file): a new database is made 0600 whatever the umask: it holds the
+         * jobs' bodies. SQLite gives its -wal and -shm files the database file's mode. */
         {
                 int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 
@@ -514,26 +566,19 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
                         return r;
                 }
         }
-        rc = sqlite3_open_v2(path, &s->w.db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
-        if (rc != SQLITE_OK) {
-                snprintf(err, errlen, "cannot open job database %s: %s", path,
-                         s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(rc));
-                return sqlite_to_errno(rc);
+        r = from_db(db_open_sqlite(path, true, STORE_BUSY_TIMEOUT_MS, &s->w.db, msg, sizeof(msg)));
+        if (r < 0) {
+                snprintf(err, errlen, "cannot open job database %s: %s", path, msg);
+                return r;
         }
-        sqlite3_busy_timeout(s->w.db, STORE_BUSY_TIMEOUT_MS);
-        r = exec(s,
-                 "PRAGMA journal_mode = WAL;"
-                 "PRAGMA synchronous = FULL;"
-                 "PRAGMA foreign_keys = ON;"
-                 "PRAGMA journal_size_limit = 67108864;",
-                 err, errlen);
+        r = exec(s, s->dialect->write_setup, err, errlen);
         if (r < 0)
                 return r;
         r = migrate(s, err, errlen);
         if (r < 0)
                 return r;
-        s->read_only = sqlite3_db_readonly(s->w.db, "main") != 0;
+        s->read_only = db_read_only(s->w.db);
+        /* DIALECT (local file): the file's identity, for check_file(). */
         {
                 struct stat st;
                 if (stat(path, &st) < 0) {
@@ -546,7 +591,7 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         }
         r = count_pending(s, &s->pending);
         if (r < 0) {
-                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, sqlite3_errmsg(s->w.db));
+                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, db_errmsg(s->w.db));
                 return r;
         }
         counts_refresh(s);
@@ -564,13 +609,9 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
 }
 
 static void conn_close(Conn *c) {
-        for (size_t i = 0; i < _STMT_MAX; i++) {
-                sqlite3_finalize(c->stmt[i]);
-                c->stmt[i] = NULL;
-        }
-        if (c->db)
-                sqlite3_close_v2(c->db);
-        c->db = NULL;
+        for (size_t i = 0; i < _STMT_MAX; i++)
+                c->stmt[i] = db_finalize(c->stmt[i]);
+        c->db = db_close(c->db);
 }
 
 Store *store_close(Store *s) {
@@ -602,12 +643,12 @@ Store *store_close(Store *s) {
         return NULL;
 }
 
-/* Is the open database still the file at the configured path, and writable? Needs no lock:
- * the identity of the file and the read-only flag are fixed at open. */
+/* DIALECT (local file): is the open database still the file at the configured path, and
+ * writable? Needs no lock: the identity of the file and the read-only flag are fixed at open. */
 static int check_file(Store *s, char *err, size_t errlen) {
         struct stat st;
 
-        if (stat(s->path, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
+        if (s->dialect->local_file && (stat(s->path, &st) < 0 || st.st_dev != s->dev || st.st_ino != s->ino)) {
                 if (err)
                         snprintf(err, errlen,
                                  "job database %s was deleted or replaced while visierd had it open; restart visierd",
@@ -656,41 +697,44 @@ void store_set_max_pending(Store *s, unsigned max_pending) {
 /* ---- small statement helpers (callers hold the lock) ---- */
 
 typedef struct Stmt {
-        sqlite3_stmt *st;
+        DbStmt *st;
         bool cached; /* one of a connection's prepared statements: reset, not finalized */
 } Stmt;
 
 static void stmt_done(Stmt *st) {
-        if (st->cached) {
-                sqlite3_reset(st->st);
-                sqlite3_clear_bindings(st->st);
-        } else
-                sqlite3_finalize(st->st);
+        if (st->cached)
+                db_reset(st->st);
+        else
+                db_finalize(st->st);
         st->st = NULL;
         st->cached = false;
 }
 
+/* A statement run once, on the write connection (callers hold the lock). */
 static int prepare(Store *s, Stmt *st, const char *sql) {
-        int rc;
-
         if (tx_usable(s) < 0)
                 return s->tx_error;
+        st->st = NULL;
         st->cached = false;
-        rc = sqlite3_prepare_v2(s->w.db, sql, -1, &st->st, NULL);
-        return tx_note(s, sqlite_to_errno(rc));
+        return tx_note(s, from_db(db_prepare(s->w.db, sql, false, &st->st)));
 }
 
 /* A connection's statement, prepared on first use (the caller holds the connection's lock). */
 static int conn_stmt(Conn *c, StmtId id, Stmt *st) {
         if (!c->stmt[id]) {
-                int rc = sqlite3_prepare_v3(c->db, stmt_table[id].sql, -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[id],
-                                            NULL);
-                if (rc != SQLITE_OK)
-                        return sqlite_to_errno(rc);
+                int r = from_db(db_prepare(c->db, stmt_sql(c, id), true, &c->stmt[id]));
+                if (r < 0)
+                        return r;
         }
         st->st = c->stmt[id];
         st->cached = true;
         return 0;
+}
+
+/* One step of any statement: 1 for a row, 0 at the end, a negative errno on failure. Does not
+ * touch the transaction's state: step_done() and step_row() below do. */
+static int step(Stmt *st) {
+        return from_db(db_step(st->st));
 }
 
 /* A cached statement of the write connection (callers hold the lock). */
@@ -711,7 +755,7 @@ static void read_begin(Store *s) {
         Stmt st = {};
 
         if (read_prepare(s, &st, STMT_READ_BEGIN) >= 0) {
-                (void) sqlite3_step(st.st);
+                (void) step(&st);
                 stmt_done(&st);
         }
 }
@@ -720,11 +764,11 @@ static void read_end(Store *s) {
         Stmt st = {};
 
         if (read_prepare(s, &st, STMT_READ_END) >= 0) {
-                (void) sqlite3_step(st.st);
+                (void) step(&st);
                 stmt_done(&st);
         }
-        if (!sqlite3_get_autocommit(s->r.db))
-                sqlite3_exec(s->r.db, "ROLLBACK", NULL, NULL, NULL);
+        if (db_in_transaction(s->r.db))
+                (void) db_exec(s->r.db, "ROLLBACK");
 }
 
 /* Readiness: the file check, and a read through the read connection, so that a probe never
@@ -741,14 +785,13 @@ int store_check(Store *s, char *err, size_t errlen) {
 
                 r = read_prepare(s, &st, STMT_CHECK);
                 if (r >= 0) {
-                        int rc = sqlite3_step(st.st);
-
-                        r = rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc);
+                        r = step(&st);
+                        r = r > 0 ? 0 : r == 0 ? -EIO : r;
                         stmt_done(&st);
                 }
         }
         if (r < 0 && err)
-                snprintf(err, errlen, "job database %s cannot be read: %s", s->path, sqlite3_errmsg(s->r.db));
+                snprintf(err, errlen, "job database %s cannot be read: %s", s->path, db_errmsg(s->r.db));
         pthread_mutex_unlock(&s->read_lock);
         return r;
 }
@@ -756,7 +799,7 @@ int store_check(Store *s, char *err, size_t errlen) {
 /* Run a cached statement that returns nothing, as exec() does. */
 static int exec_cached(Store *s, StmtId id, char *err, size_t errlen) {
         Stmt st = {};
-        int rc, r;
+        int r;
 
         if (tx_usable(s) < 0) {
                 snprintf(err, errlen, "%s: not run: an earlier statement of the transaction failed", s->path);
@@ -764,40 +807,51 @@ static int exec_cached(Store *s, StmtId id, char *err, size_t errlen) {
         }
         r = prepare_cached(s, &st, id);
         if (r < 0) {
-                snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->w.db));
+                snprintf(err, errlen, "%s: %s", s->path, db_errmsg(s->w.db));
                 return r;
         }
-        rc = sqlite3_step(st.st);
-        if (rc != SQLITE_DONE)
-                snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->w.db));
+        r = step(&st);
+        if (r != 0)
+                snprintf(err, errlen, "%s: %s", s->path, db_errmsg(s->w.db));
         stmt_done(&st);
-        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
+        return r == 0 ? 0 : tx_note(s, r > 0 ? -EIO : r);
 }
 
 static void bind_text(Stmt *st, int i, const char *v) {
-        if (v)
-                sqlite3_bind_text(st->st, i, v, -1, SQLITE_TRANSIENT);
-        else
-                sqlite3_bind_null(st->st, i);
+        (void) db_bind_text(st->st, i, v);
 }
 
 static const char *col_text(Stmt *st, int i) {
-        return (const char *) sqlite3_column_text(st->st, i);
+        return db_column_text(st->st, i);
 }
 
 /* Step a statement that returns no rows. */
 static int step_done(Store *s, Stmt *st) {
-        int rc = sqlite3_step(st->st);
-        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
+        int r = step(st);
+        return r == 0 ? 0 : tx_note(s, r > 0 ? -EIO : r);
 }
 
 /* Step a statement that returns rows: 1 for a row, 0 at the end, a negative errno on failure. */
 static int step_row(Store *s, Stmt *st) {
-        int rc = sqlite3_step(st->st);
+        return tx_note(s, step(st));
+}
 
-        if (rc == SQLITE_ROW)
-                return 1;
-        return rc == SQLITE_DONE ? 0 : tx_note(s, sqlite_to_errno(rc));
+/* Step an INSERT ... RETURNING id to its end: the new row's id. */
+static int step_returning_id(Store *s, Stmt *st, int64_t *ret_id) {
+        int64_t id;
+        int r;
+
+        r = step_row(s, st);
+        if (r == 0)
+                r = tx_note(s, -EIO); /* no row inserted */
+        if (r < 0)
+                return r;
+        id = db_column_int64(st->st, 0);
+        r = step_done(s, st);
+        if (r < 0)
+                return r;
+        *ret_id = id;
+        return 0;
 }
 
 static int64_t now_ms(void) {
@@ -822,7 +876,17 @@ static json_t *json_time(int64_t ms) {
 
 static void set_err(Store *s, char *err, size_t errlen, const char *what) {
         if (err)
-                snprintf(err, errlen, "job database %s: %s: %s", s->path, what, sqlite3_errmsg(s->w.db));
+                snprintf(err, errlen, "job database %s: %s: %s", s->path, what, db_errmsg(s->w.db));
+}
+
+/* DIALECT: give back the space the log took (SQLite: truncate the WAL). Outside a transaction;
+ * callers hold the lock. */
+static int checkpoint(Store *s) {
+        char ignored[STORE_ERROR_MAX];
+
+        if (!s->dialect->checkpoint)
+                return 0;
+        return exec(s, s->dialect->checkpoint, ignored, sizeof(ignored));
 }
 
 int store_begin(Store *s) {
@@ -830,7 +894,7 @@ int store_begin(Store *s) {
         int r;
 
         pthread_mutex_lock(&s->lock);
-        r = exec(s, "BEGIN IMMEDIATE", ignored, sizeof(ignored));
+        r = exec(s, s->dialect->begin_write, ignored, sizeof(ignored));
         if (r < 0) {
                 pthread_mutex_unlock(&s->lock);
                 return r;
@@ -854,17 +918,17 @@ static void counts_refresh(Store *s) {
 
         if (conn_stmt(&s->w, STMT_COUNTS, &st) < 0)
                 return;
-        while (sqlite3_step(st.st) == SQLITE_ROW) {
+        while (step(&st) > 0) {
                 JobState js = job_state_from_string(col_text(&st, 0));
 
                 if (js >= 0)
-                        counts[js] = sqlite3_column_int64(st.st, 1);
+                        counts[js] = db_column_int64(st.st, 1);
         }
         stmt_done(&st);
         if (conn_stmt(&s->w, STMT_OLDEST_QUEUED, &st) < 0)
                 return;
-        if (sqlite3_step(st.st) == SQLITE_ROW && sqlite3_column_type(st.st, 0) != SQLITE_NULL)
-                oldest = sqlite3_column_int64(st.st, 0);
+        if (step(&st) > 0 && !db_column_is_null(st.st, 0))
+                oldest = db_column_int64(st.st, 0);
         stmt_done(&st);
         pthread_mutex_lock(&s->counts_lock);
         memcpy(s->counts, counts, sizeof(counts));
@@ -885,7 +949,7 @@ static void final_texts_clear(Store *s) {
 
 int store_end(Store *s, bool commit) {
         char ignored[STORE_ERROR_MAX];
-        bool open_tx = !sqlite3_get_autocommit(s->w.db);
+        bool open_tx = db_in_transaction(s->w.db);
         int r = 0;
 
         s->in_transaction = false; /* COMMIT and ROLLBACK below run whatever failed before */
@@ -895,7 +959,7 @@ int store_end(Store *s, bool commit) {
                 r = -EIO; /* rolled back behind our back */
         else if (commit)
                 r = exec(s, "COMMIT", ignored, sizeof(ignored));
-        if ((!commit || r < 0) && !sqlite3_get_autocommit(s->w.db))
+        if ((!commit || r < 0) && db_in_transaction(s->w.db))
                 exec(s, "ROLLBACK", ignored, sizeof(ignored));
         if (s->tx_touched_final) {
                 /* After the commit: a reader that read the old text before it cannot store it
@@ -909,9 +973,7 @@ int store_end(Store *s, bool commit) {
                 if (__atomic_load_n(&s->had_error, __ATOMIC_RELAXED)) {
                         /* Writes work again: give back the space the WAL took while they failed
                          * (it is otherwise truncated only after a prune). */
-                        __atomic_store_n(&s->had_error,
-                                         exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored)) < 0,
-                                         __ATOMIC_RELAXED);
+                        __atomic_store_n(&s->had_error, checkpoint(s) < 0, __ATOMIC_RELAXED);
                 }
         } else if (commit)
                 __atomic_store_n(&s->had_error, true, __ATOMIC_RELAXED);
@@ -944,12 +1006,12 @@ static int count_pending(Store *s, int64_t *ret) {
         r = prepare_cached(s, &st, STMT_PENDING);
         if (r < 0)
                 return r;
-        r = sqlite3_step(st.st);
-        if (r == SQLITE_ROW) {
-                *ret = sqlite3_column_int64(st.st, 0);
+        r = step(&st);
+        if (r > 0) {
+                *ret = db_column_int64(st.st, 0);
                 r = 0;
-        } else
-                r = sqlite_to_errno(r == SQLITE_DONE ? SQLITE_ERROR : r);
+        } else if (r == 0)
+                r = -EIO;
         stmt_done(&st);
         return r;
 }
@@ -1097,12 +1159,12 @@ static int find_idempotent(Store *s, const SubmitWaiter *w, int64_t *ret_id) {
         bind_text(&st, 1, w->idempotency_key);
         r = step_row(s, &st);
         if (r > 0) {
-                const void *b = sqlite3_column_blob(st.st, 2);
-                size_t n = (size_t) sqlite3_column_bytes(st.st, 2);
+                size_t n;
+                const void *b = db_column_blob(st.st, 2, &n);
 
                 if (streq(strempty(col_text(&st, 1)), job_op_to_string(w->op)) && n == w->body_len &&
                     (n == 0 || memcmp(b, w->body, n) == 0)) {
-                        *ret_id = sqlite3_column_int64(st.st, 0);
+                        *ret_id = db_column_int64(st.st, 0);
                         r = 1;
                 } else
                         r = -EEXIST;
@@ -1124,7 +1186,7 @@ static int find_pending_correlation(Store *s, const char *cid, int64_t *ret_job)
         bind_text(&st, 1, cid);
         r = step_row(s, &st);
         if (r > 0)
-                *ret_job = sqlite3_column_int64(st.st, 0);
+                *ret_job = db_column_int64(st.st, 0);
         stmt_done(&st);
         return r;
 }
@@ -1189,29 +1251,31 @@ static int submit_one_locked(Store *s, SubmitWaiter *w, char *err, size_t errlen
         bind_text(&st, 5, w->tenant_code);
         bind_text(&st, 6, w->client);
         bind_text(&st, 7, w->idempotency_key);
-        sqlite3_bind_blob(st.st, 8, w->body, (int) w->body_len, SQLITE_STATIC);
+        if (w->body)
+                db_bind_blob(st.st, 8, w->body, w->body_len);
+        else
+                db_bind_null(st.st, 8);
         bind_text(&st, 9, w->extra);
-        sqlite3_bind_int64(st.st, 10, (sqlite3_int64) w->n_items);
-        sqlite3_bind_int(st.st, 11, w->solo ? 1 : 0);
-        sqlite3_bind_int64(st.st, 12, now);
-        sqlite3_bind_int64(st.st, 13, now);
-        sqlite3_bind_int64(st.st, 14, now);
+        db_bind_int64(st.st, 10, (int64_t) w->n_items);
+        db_bind_int64(st.st, 11, w->solo ? 1 : 0);
+        db_bind_int64(st.st, 12, now);
+        db_bind_int64(st.st, 13, now);
+        db_bind_int64(st.st, 14, now);
         bind_text(&st, 15, w->upstream_headers);
-        r = step_done(s, &st);
+        r = step_returning_id(s, &st, &id);
         stmt_done(&st);
         if (r < 0)
                 goto fail_db;
-        id = sqlite3_last_insert_rowid(s->w.db);
 
         if (w->n_items > 0) {
                 r = prepare_cached(s, &st, STMT_INSERT_ITEM);
                 if (r < 0)
                         goto fail_db;
                 for (size_t i = 0; i < w->n_items; i++) {
-                        sqlite3_reset(st.st);
-                        sqlite3_bind_int64(st.st, 1, id);
-                        sqlite3_bind_int64(st.st, 2, (sqlite3_int64) i);
-                        sqlite3_bind_text(st.st, 3, w->items[i].text, -1, SQLITE_STATIC);
+                        db_reset(st.st);
+                        db_bind_int64(st.st, 1, id);
+                        db_bind_int64(st.st, 2, (int64_t) i);
+                        bind_text(&st, 3, w->items[i].text);
                         bind_text(&st, 4, w->items[i].correlation_id);
                         bind_text(&st, 5, w->items[i].conflict_key);
                         r = step_done(s, &st);
@@ -1228,9 +1292,9 @@ static int submit_one_locked(Store *s, SubmitWaiter *w, char *err, size_t errlen
                 if (r < 0)
                         goto fail_db;
                 for (size_t i = 0; i < w->n_cids; i++) {
-                        sqlite3_reset(st.st);
+                        db_reset(st.st);
                         bind_text(&st, 1, w->cids[i].correlation_id);
-                        sqlite3_bind_int64(st.st, 2, id);
+                        db_bind_int64(st.st, 2, id);
                         r = step_done(s, &st);
                         if (r < 0) {
                                 stmt_done(&st);
@@ -1488,7 +1552,7 @@ static json_t *job_view_json(const JobView *v) {
 /* A row of JOB_COLUMNS. */
 static json_t *job_row_json(Stmt *st) {
         return job_view_json(&(JobView) {
-                .id = sqlite3_column_int64(st->st, 0),
+                .id = db_column_int64(st->st, 0),
                 .state = col_text(st, 1),
                 .operation = col_text(st, 2),
                 .tenant = col_text(st, 3),
@@ -1496,15 +1560,15 @@ static json_t *job_row_json(Stmt *st) {
                 .non_versioned = col_text(st, 5),
                 .tenant_code = col_text(st, 6),
                 .client = col_text(st, 7),
-                .n_items = sqlite3_column_int64(st->st, 8),
-                .attempts = sqlite3_column_int64(st->st, 9),
-                .next_run_at = sqlite3_column_int64(st->st, 10),
-                .created_at = sqlite3_column_int64(st->st, 11),
-                .updated_at = sqlite3_column_int64(st->st, 12),
-                .started_at = sqlite3_column_int64(st->st, 13),
-                .finished_at = sqlite3_column_int64(st->st, 14),
-                .has_upstream_status = sqlite3_column_type(st->st, 15) != SQLITE_NULL,
-                .upstream_status = sqlite3_column_int64(st->st, 15),
+                .n_items = db_column_int64(st->st, 8),
+                .attempts = db_column_int64(st->st, 9),
+                .next_run_at = db_column_int64(st->st, 10),
+                .created_at = db_column_int64(st->st, 11),
+                .updated_at = db_column_int64(st->st, 12),
+                .started_at = db_column_int64(st->st, 13),
+                .finished_at = db_column_int64(st->st, 14),
+                .has_upstream_status = !db_column_is_null(st->st, 15),
+                .upstream_status = db_column_int64(st->st, 15),
                 .error = col_text(st, 16),
                 .response_body = col_text(st, 18),
                 .idempotency_key = col_text(st, 19),
@@ -1538,9 +1602,9 @@ static json_t *item_results_conn(Conn *c, int64_t job_id) {
 
         if (conn_stmt(c, STMT_ITEM_RESULTS, &st) < 0)
                 return a;
-        sqlite3_bind_int64(st.st, 1, job_id);
-        while (sqlite3_step(st.st) == SQLITE_ROW) {
-                json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t) sqlite3_column_int64(st.st, 0), "state",
+        db_bind_int64(st.st, 1, job_id);
+        while (step(&st) > 0) {
+                json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t) db_column_int64(st.st, 0), "state",
                                       col_text(&st, 1));
                 if (col_text(&st, 2))
                         json_object_set_new(o, "correlationId", json_string(col_text(&st, 2)));
@@ -1568,7 +1632,7 @@ json_t *store_job_client_correlation_ids(Store *s, int64_t job_id) {
         if (!ids || tx_usable(s) < 0 ||
             prepare(s, &st, "SELECT correlation_id FROM client_correlation_ids WHERE job_id = ?") < 0)
                 return ids;
-        sqlite3_bind_int64(st.st, 1, job_id);
+        db_bind_int64(st.st, 1, job_id);
         while ((r = step_row(s, &st)) > 0)
                 if (col_text(&st, 0))
                         json_array_append_new(ids, json_string(col_text(&st, 0)));
@@ -1634,8 +1698,8 @@ json_t *store_job_json(Store *s, int64_t id, bool with_items) {
         if (with_items)
                 read_begin(s); /* the job and its items from one snapshot */
         if (read_prepare(s, &st, STMT_JOB_GET) >= 0) {
-                sqlite3_bind_int64(st.st, 1, id);
-                if (sqlite3_step(st.st) == SQLITE_ROW)
+                db_bind_int64(st.st, 1, id);
+                if (step(&st) > 0)
                         j = job_row_json(&st);
                 stmt_done(&st);
         }
@@ -1652,23 +1716,23 @@ json_t *store_job_json(Store *s, int64_t id, bool with_items) {
  * Not kept prepared: the shapes are many and the call is rare next to the plain list. */
 static int list_prepare_filtered(Store *s, const StoreJobFilter *f, Stmt *st) {
         char sql[1024];
-        int n, rc;
+        int n;
 
         n = snprintf(sql, sizeof(sql), "SELECT " JOB_COLUMNS " FROM jobs WHERE id < ?2%s%s%s%s ORDER BY id DESC LIMIT ?3",
                      f->state >= 0 ? " AND state = ?1" : "", f->op >= 0 ? " AND operation = ?4" : "",
                      f->client ? " AND client = ?5" : "", f->since_ms > 0 ? " AND created_at >= ?6" : "");
         if (n < 0 || (size_t) n >= sizeof(sql))
                 return -ENOBUFS;
+        st->st = NULL;
         st->cached = false;
-        rc = sqlite3_prepare_v2(s->r.db, sql, -1, &st->st, NULL);
-        return sqlite_to_errno(rc);
+        return from_db(db_prepare(s->r.db, sql, false, &st->st));
 }
 
 int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsigned limit, json_t **ret) {
         const bool plain = f->op < 0 && !f->client && f->since_ms <= 0;
         json_t *a = json_array();
         Stmt st = {};
-        int r, rc = SQLITE_DONE;
+        int r, rc = 0;
 
         if (!a)
                 return -ENOMEM;
@@ -1680,19 +1744,19 @@ int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsign
         if (r >= 0) {
                 if (f->state >= 0)
                         bind_text(&st, 1, job_state_to_string(f->state));
-                sqlite3_bind_int64(st.st, 2, before_id > 0 ? before_id : INT64_MAX);
-                sqlite3_bind_int64(st.st, 3, limit);
+                db_bind_int64(st.st, 2, before_id > 0 ? before_id : INT64_MAX);
+                db_bind_int64(st.st, 3, limit);
                 if (!plain && f->op >= 0)
                         bind_text(&st, 4, job_op_to_string(f->op));
                 if (!plain && f->client)
                         bind_text(&st, 5, f->client);
                 if (!plain && f->since_ms > 0)
-                        sqlite3_bind_int64(st.st, 6, f->since_ms);
-                while ((rc = sqlite3_step(st.st)) == SQLITE_ROW)
+                        db_bind_int64(st.st, 6, f->since_ms);
+                while ((rc = step(&st)) > 0)
                         json_array_append_new(a, job_row_json(&st));
                 stmt_done(&st);
-                if (rc != SQLITE_DONE)
-                        r = sqlite_to_errno(rc);
+                if (rc < 0)
+                        r = rc;
         }
         pthread_mutex_unlock(&s->read_lock);
         if (r < 0) {
@@ -1717,8 +1781,8 @@ static JobState state_locked(Store *s, int64_t id) {
 
         if (prepare_cached(s, &st, STMT_JOB_STATE) < 0)
                 return state;
-        sqlite3_bind_int64(st.st, 1, id);
-        if (sqlite3_step(st.st) == SQLITE_ROW)
+        db_bind_int64(st.st, 1, id);
+        if (step(&st) > 0)
                 state = job_state_from_string(col_text(&st, 0));
         stmt_done(&st);
         return state;
@@ -1730,8 +1794,8 @@ JobState store_job_state(Store *s, int64_t id) {
 
         pthread_mutex_lock(&s->read_lock);
         if (read_prepare(s, &st, STMT_JOB_STATE) >= 0) {
-                sqlite3_bind_int64(st.st, 1, id);
-                if (sqlite3_step(st.st) == SQLITE_ROW)
+                db_bind_int64(st.st, 1, id);
+                if (step(&st) > 0)
                         state = job_state_from_string(col_text(&st, 0));
                 stmt_done(&st);
         }
@@ -1758,14 +1822,14 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
         if (r < 0)
                 return r;
         bind_text(&st, 1, job_state_to_string(to));
-        sqlite3_bind_int64(st.st, 2, now_ms());
-        sqlite3_bind_int64(st.st, 3, id);
+        db_bind_int64(st.st, 2, now_ms());
+        db_bind_int64(st.st, 3, id);
         bind_text(&st, 4, job_state_to_string(from));
         r = step_done(s, &st);
         stmt_done(&st);
         if (r < 0)
                 return r;
-        if (sqlite3_changes(s->w.db) != 1)
+        if (db_changes(s->w.db) != 1)
                 return -ESTALE;
         s->tx_delta += (int64_t) (!job_state_is_final(to)) - (int64_t) (!job_state_is_final(from));
         return 0;
@@ -1797,7 +1861,7 @@ static int manual_transition(Store *s, int64_t id, JobState from, JobState to, c
         if (to == JOB_QUEUED) {
                 Stmt st = {};
                 if (prepare(s, &st, "UPDATE job_items SET state = 'pending', result = NULL WHERE job_id = ? AND state != 'succeeded'") >= 0) {
-                        sqlite3_bind_int64(st.st, 1, id);
+                        db_bind_int64(st.st, 1, id);
                         r = step_done(s, &st);
                         stmt_done(&st);
                 }
@@ -1833,13 +1897,13 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
 
         pthread_mutex_lock(&s->read_lock);
         if (read_prepare(s, &st, STMT_JOB_RESPONSE) >= 0) {
-                sqlite3_bind_int64(st.st, 1, id);
-                if (sqlite3_step(st.st) == SQLITE_ROW) {
+                db_bind_int64(st.st, 1, id);
+                if (step(&st) > 0) {
                         JobState state = job_state_from_string(col_text(&st, 0));
-                        if (!job_state_is_final(state) || sqlite3_column_type(st.st, 1) == SQLITE_NULL)
+                        if (!job_state_is_final(state) || db_column_is_null(st.st, 1))
                                 r = -EAGAIN;
                         else {
-                                *ret_status = (long) sqlite3_column_int64(st.st, 1);
+                                *ret_status = (long) db_column_int64(st.st, 1);
                                 *ret_body = strdup(strempty(col_text(&st, 2)));
                                 r = *ret_body ? 0 : -ENOMEM;
                         }
@@ -1890,48 +1954,49 @@ int store_prune(Store *s, int64_t now, int64_t keep_succeeded_ms, int64_t keep_f
                 if (r < 0)
                         break;
                 bind_text(&st, 1, job_state_to_string(finals[i]));
-                sqlite3_bind_int64(st.st, 2, now - (finals[i] == JOB_SUCCEEDED ? keep_succeeded_ms : keep_failed_ms));
+                db_bind_int64(st.st, 2, now - (finals[i] == JOB_SUCCEEDED ? keep_succeeded_ms : keep_failed_ms));
                 r = step_done(s, &st);
                 if (r >= 0)
-                        n += sqlite3_changes(s->w.db);
+                        n += db_changes(s->w.db);
                 stmt_done(&st);
         }
         r = store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
         if (r >= 0 && n > 0) {
-                char ignored[STORE_ERROR_MAX];
-
                 /* Give the WAL back to the database file now and then (outside the transaction:
                  * a checkpoint cannot run inside one). */
                 pthread_mutex_lock(&s->lock);
-                exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", ignored, sizeof(ignored));
+                (void) checkpoint(s);
                 pthread_mutex_unlock(&s->lock);
         }
         return r < 0 ? r : n;
 }
 
 json_t *store_query_plans(Store *s) {
-        json_t *a = json_array();
+        const Dialect *d = s->dialect;
+        json_t *a;
 
+        if (!d->explain)
+                return NULL; /* DIALECT: no plan to read */
+        a = json_array();
         pthread_mutex_lock(&s->lock);
         for (size_t i = 0; a && i < _STMT_MAX; i++) {
-                const char *sql = stmt_table[i].sql;
+                const char *sql = stmt_sql(&s->w, (StmtId) i);
                 _cleanup_free_ char *explain = NULL;
-                sqlite3_stmt *st = NULL;
+                DbStmt *st = NULL;
                 json_t *plan;
 
                 if (strncmp(sql, "SELECT", 6) != 0 && strncmp(sql, "INSERT", 6) != 0 && strncmp(sql, "UPDATE", 6) != 0 &&
                     strncmp(sql, "DELETE", 6) != 0)
                         continue; /* transaction control */
-                if (asprintf(&explain, "EXPLAIN QUERY PLAN %s", sql) < 0 ||
-                    sqlite3_prepare_v2(s->w.db, explain, -1, &st, NULL) != SQLITE_OK) {
+                if (asprintf(&explain, "%s%s", d->explain, sql) < 0 || db_prepare(s->w.db, explain, false, &st) < 0) {
                         json_decref(a);
                         a = NULL;
                         break;
                 }
                 plan = json_array();
-                while (sqlite3_step(st) == SQLITE_ROW)
-                        json_array_append_new(plan, json_string((const char *) sqlite3_column_text(st, 3)));
-                sqlite3_finalize(st);
+                while (db_step(st) > 0)
+                        json_array_append_new(plan, json_string(db_column_text(st, d->explain_detail)));
+                db_finalize(st);
                 json_array_append_new(a, json_pack("{s:s, s:s, s:o}", "statement", stmt_table[i].name, "sql", sql,
                                                    "plan", plan));
         }
@@ -1985,19 +2050,19 @@ static void job_head_done(JobHead *h) {
         "created_at, upstream_headers"
 
 static void job_head_read(Stmt *st, JobHead *h) {
-        h->id = sqlite3_column_int64(st->st, 0);
+        h->id = db_column_int64(st->st, 0);
         h->op = job_op_from_string(col_text(st, 1));
         h->tenant = strdup(strempty(col_text(st, 2)));
         h->project = strdup(strempty(col_text(st, 3)));
         h->non_versioned = strdup(strempty(col_text(st, 4)));
         h->tenant_code = strdup(strempty(col_text(st, 5)));
         h->extra = col_text(st, 6) ? strdup(col_text(st, 6)) : NULL;
-        h->solo = sqlite3_column_int(st->st, 7) != 0;
-        h->n_items = sqlite3_column_int64(st->st, 8);
-        h->attempts = sqlite3_column_int64(st->st, 9);
-        h->next_run_at = sqlite3_column_int64(st->st, 10);
-        h->in_doubt = sqlite3_column_int(st->st, 11) != 0;
-        h->created_at = sqlite3_column_int64(st->st, 12);
+        h->solo = db_column_int64(st->st, 7) != 0;
+        h->n_items = db_column_int64(st->st, 8);
+        h->attempts = db_column_int64(st->st, 9);
+        h->next_run_at = db_column_int64(st->st, 10);
+        h->in_doubt = db_column_int64(st->st, 11) != 0;
+        h->created_at = db_column_int64(st->st, 12);
         h->upstream_headers = strdup(strempty(col_text(st, 13)));
 }
 
@@ -2096,7 +2161,7 @@ static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
         r = prepare(s, &st, "SELECT idx, item, correlation_id, state FROM job_items WHERE job_id = ? ORDER BY idx");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, h->id);
+        db_bind_int64(st.st, 1, h->id);
         while ((r = step_row(s, &st)) > 0) {
                 BatchItem *items = realloc(b->items, (b->n_items + 1) * sizeof(*items));
                 if (!items) {
@@ -2106,7 +2171,7 @@ static int batch_add_job(Store *s, Batch *b, const JobHead *h) {
                 b->items = items;
                 b->items[b->n_items] = (BatchItem) {
                         .job_id = h->id,
-                        .idx = (unsigned) sqlite3_column_int64(st.st, 0),
+                        .idx = (unsigned) db_column_int64(st.st, 0),
                         .item = json_loads(col_text(&st, 1), JSON_DECODE_ANY, NULL),
                         .correlation_id = col_text(&st, 2) ? strdup(col_text(&st, 2)) : NULL,
                         .done = streq(strempty(col_text(&st, 3)), "succeeded"),
@@ -2171,8 +2236,8 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round
                     "SELECT j.id, j.operation, i.conflict_key, i.correlation_id FROM jobs j LEFT JOIN job_items i "
                     "ON i.job_id = j.id WHERE j.state = 'running' AND j.operation != 'export' ORDER BY j.id");
         while (r >= 0 && (r = step_row(s, &st)) > 0) {
-                if (sqlite3_column_int64(st.st, 0) != last_running) {
-                        last_running = sqlite3_column_int64(st.st, 0);
+                if (db_column_int64(st.st, 0) != last_running) {
+                        last_running = db_column_int64(st.st, 0);
                         running.n_jobs++;
                 }
                 running.call |= streq(strempty(col_text(&st, 1)), job_op_to_string(JOB_OP_CALL));
@@ -2189,7 +2254,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round
         r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
                             "ORDER BY id LIMIT ?");
         if (r >= 0)
-                sqlite3_bind_int64(st.st, 1, CLAIM_LOOKAHEAD);
+                db_bind_int64(st.st, 1, CLAIM_LOOKAHEAD);
         while (r >= 0 && window_items < CLAIM_LOOKAHEAD_ITEMS && (r = step_row(s, &st)) > 0) {
                 if (n >= allocated) {
                         size_t na = allocated ? allocated * 2 : 64;
@@ -2220,8 +2285,8 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round
                             "SELECT job_id, conflict_key, correlation_id FROM job_items WHERE job_id = ? AND "
                             "(conflict_key IS NOT NULL OR correlation_id IS NOT NULL)");
         for (size_t i = 0; r >= 0 && i < n; i++) {
-                sqlite3_reset(st.st);
-                sqlite3_bind_int64(st.st, 1, cand[i].head.id);
+                db_reset(st.st);
+                db_bind_int64(st.st, 1, cand[i].head.id);
                 while ((r = step_row(s, &st)) > 0) {
                         r = row_keys(&st, 1, &cand[i].keys, &cand[i].n_keys, &cand[i].allocated);
                         if (r < 0)
@@ -2309,7 +2374,7 @@ static int running_batches(Store *s, int64_t round, Batch ***ret, size_t *ret_n)
                             "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'running' AND operation != 'export' AND "
                             "(round_id IS NULL OR round_id NOT IN (SELECT id FROM rounds)) ORDER BY id");
         if (r >= 0 && round > 0)
-                sqlite3_bind_int64(st.st, 1, round);
+                db_bind_int64(st.st, 1, round);
         while (r >= 0 && (r = step_row(s, &st)) > 0) {
                 JobHead h = {};
                 Batch *b = NULL, **nl;
@@ -2366,25 +2431,26 @@ int store_round_open(Store *s, const char *name, const char *tenant, const Batch
         int64_t id;
         int r;
 
-        r = prepare(s, &st, "INSERT INTO rounds (state, name, tenant, created_at, updated_at) VALUES ('opening', ?, ?, ?, ?)");
+        r = prepare(s, &st,
+                    "INSERT INTO rounds (state, name, tenant, created_at, updated_at) VALUES ('opening', ?, ?, ?, ?) "
+                    "RETURNING id");
         if (r < 0)
                 return r;
         bind_text(&st, 1, name);
         bind_text(&st, 2, tenant);
-        sqlite3_bind_int64(st.st, 3, now_ms());
-        sqlite3_bind_int64(st.st, 4, now_ms());
-        r = step_done(s, &st);
+        db_bind_int64(st.st, 3, now_ms());
+        db_bind_int64(st.st, 4, now_ms());
+        r = step_returning_id(s, &st, &id);
         stmt_done(&st);
         if (r < 0)
                 return r;
-        id = sqlite3_last_insert_rowid(s->w.db);
         r = prepare(s, &st, "UPDATE jobs SET round_id = ? WHERE id = ? AND state = 'running'");
         for (size_t i = 0; r >= 0 && i < b->n_jobs; i++) {
-                sqlite3_reset(st.st);
-                sqlite3_bind_int64(st.st, 1, id);
-                sqlite3_bind_int64(st.st, 2, b->jobs[i].id);
+                db_reset(st.st);
+                db_bind_int64(st.st, 1, id);
+                db_bind_int64(st.st, 2, b->jobs[i].id);
                 r = step_done(s, &st);
-                if (r >= 0 && sqlite3_changes(s->w.db) != 1)
+                if (r >= 0 && db_changes(s->w.db) != 1)
                         r = -ESTALE;
         }
         stmt_done(&st);
@@ -2403,11 +2469,11 @@ int store_round_set(Store *s, int64_t round, StoreRoundState state, const char *
                 return r;
         bind_text(&st, 1, store_round_state_to_string(state));
         bind_text(&st, 2, project_id);
-        sqlite3_bind_int64(st.st, 3, now_ms());
-        sqlite3_bind_int64(st.st, 4, round);
+        db_bind_int64(st.st, 3, now_ms());
+        db_bind_int64(st.st, 4, round);
         r = step_done(s, &st);
         stmt_done(&st);
-        if (r >= 0 && sqlite3_changes(s->w.db) != 1)
+        if (r >= 0 && db_changes(s->w.db) != 1)
                 r = -ENOENT;
         return r;
 }
@@ -2417,13 +2483,17 @@ int store_round_stash(Store *s, int64_t round, int64_t job_id, unsigned idx, boo
         Stmt st = {};
         int r;
 
-        r = prepare(s, &st, "INSERT OR REPLACE INTO round_items (round_id, job_id, idx, succeeded, result) VALUES (?, ?, ?, ?, ?)");
+        /* The item's latest answer in the round, replacing an earlier one as INSERT OR REPLACE did. */
+        r = prepare(s, &st,
+                    "INSERT INTO round_items (round_id, job_id, idx, succeeded, result) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (job_id, idx) DO UPDATE SET round_id = excluded.round_id, "
+                    "succeeded = excluded.succeeded, result = excluded.result");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, round);
-        sqlite3_bind_int64(st.st, 2, job_id);
-        sqlite3_bind_int64(st.st, 3, idx);
-        sqlite3_bind_int(st.st, 4, succeeded ? 1 : 0);
+        db_bind_int64(st.st, 1, round);
+        db_bind_int64(st.st, 2, job_id);
+        db_bind_int64(st.st, 3, idx);
+        db_bind_int64(st.st, 4, succeeded ? 1 : 0);
         bind_text(&st, 5, text);
         r = step_done(s, &st);
         stmt_done(&st);
@@ -2440,7 +2510,7 @@ int store_round_apply(Store *s, int64_t round) {
                     "WHERE r.round_id = ? AND job_items.job_id = r.job_id AND job_items.idx = r.idx");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, round);
+        db_bind_int64(st.st, 1, round);
         r = step_done(s, &st);
         stmt_done(&st);
         return r;
@@ -2452,14 +2522,14 @@ int store_round_close(Store *s, int64_t round) {
 
         r = prepare(s, &st, "DELETE FROM round_items WHERE round_id = ?");
         if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, round);
+                db_bind_int64(st.st, 1, round);
                 r = step_done(s, &st);
                 stmt_done(&st);
         }
         if (r >= 0)
                 r = prepare(s, &st, "DELETE FROM rounds WHERE id = ?");
         if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, round);
+                db_bind_int64(st.st, 1, round);
                 r = step_done(s, &st);
                 stmt_done(&st);
         }
@@ -2493,14 +2563,14 @@ int store_rounds(Store *s, StoreRound **ret, size_t *ret_n) {
                 }
                 list = nl;
                 list[n] = (StoreRound) {
-                        .id = sqlite3_column_int64(st.st, 0),
+                        .id = db_column_int64(st.st, 0),
                         .state = streq(state, "opening")  ? STORE_ROUND_OPENING
                                  : streq(state, "filling") ? STORE_ROUND_FILLING
                                                            : STORE_ROUND_COMMITTING,
                         .name = strdup(strempty(col_text(&st, 2))),
                         .tenant = strdup(strempty(col_text(&st, 3))),
                         .project_id = col_text(&st, 4) ? strdup(col_text(&st, 4)) : NULL,
-                        .created_at_ms = sqlite3_column_int64(st.st, 5),
+                        .created_at_ms = db_column_int64(st.st, 5),
                 };
                 n++;
                 if (!list[n - 1].name || !list[n - 1].tenant || (col_text(&st, 4) && !list[n - 1].project_id)) {
@@ -2529,8 +2599,8 @@ int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, js
                 return r;
         bind_text(&st, 1, succeeded ? "succeeded" : "failed");
         bind_text(&st, 2, text);
-        sqlite3_bind_int64(st.st, 3, job_id);
-        sqlite3_bind_int64(st.st, 4, idx);
+        db_bind_int64(st.st, 3, job_id);
+        db_bind_int64(st.st, 4, idx);
         r = step_done(s, &st);
         stmt_done(&st);
         return r;
@@ -2549,15 +2619,15 @@ int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_sta
                     "response_body = ?, attempts = attempts + 1 WHERE id = ?");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, now_ms());
+        db_bind_int64(st.st, 1, now_ms());
         if (upstream_status > 0)
-                sqlite3_bind_int64(st.st, 2, upstream_status);
+                db_bind_int64(st.st, 2, upstream_status);
         else
-                sqlite3_bind_null(st.st, 2);
+                db_bind_null(st.st, 2);
         bind_text(&st, 3, error);
-        sqlite3_bind_int64(st.st, 4, response_status);
+        db_bind_int64(st.st, 4, response_status);
         bind_text(&st, 5, response_body);
-        sqlite3_bind_int64(st.st, 6, job_id);
+        db_bind_int64(st.st, 6, job_id);
         r = step_done(s, &st);
         stmt_done(&st);
         return r;
@@ -2572,20 +2642,21 @@ int store_job_requeue(Store *s, int64_t job_id, bool count_attempt, int64_t next
         if (r < 0)
                 return r;
         r = prepare(s, &st,
-                    "UPDATE jobs SET next_run_at = ?, attempts = attempts + ?, solo = max(solo, ?), "
-                    "upstream_status = ?, error = ?, in_doubt = max(in_doubt, ?) WHERE id = ?");
+                    "UPDATE jobs SET next_run_at = ?1, attempts = attempts + ?2, "
+                    "solo = CASE WHEN ?3 > solo THEN ?3 ELSE solo END, upstream_status = ?4, error = ?5, "
+                    "in_doubt = CASE WHEN ?6 > in_doubt THEN ?6 ELSE in_doubt END WHERE id = ?7");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, next_run_ms);
-        sqlite3_bind_int(st.st, 2, count_attempt ? 1 : 0);
-        sqlite3_bind_int(st.st, 3, solo ? 1 : 0);
+        db_bind_int64(st.st, 1, next_run_ms);
+        db_bind_int64(st.st, 2, count_attempt ? 1 : 0);
+        db_bind_int64(st.st, 3, solo ? 1 : 0);
         if (upstream_status > 0)
-                sqlite3_bind_int64(st.st, 4, upstream_status);
+                db_bind_int64(st.st, 4, upstream_status);
         else
-                sqlite3_bind_null(st.st, 4);
+                db_bind_null(st.st, 4);
         bind_text(&st, 5, error);
-        sqlite3_bind_int(st.st, 6, in_doubt ? 1 : 0);
-        sqlite3_bind_int64(st.st, 7, job_id);
+        db_bind_int64(st.st, 6, in_doubt ? 1 : 0);
+        db_bind_int64(st.st, 7, job_id);
         r = step_done(s, &st);
         stmt_done(&st);
         return r;
@@ -2598,9 +2669,8 @@ int store_job_exists(Store *s, int64_t id) {
         pthread_mutex_lock(&s->read_lock);
         r = read_prepare(s, &st, STMT_JOB_EXISTS);
         if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, id);
-                r = sqlite3_step(st.st);
-                r = r == SQLITE_ROW ? 1 : r == SQLITE_DONE ? 0 : sqlite_to_errno(r);
+                db_bind_int64(st.st, 1, id);
+                r = step(&st);
                 stmt_done(&st);
         }
         pthread_mutex_unlock(&s->read_lock);
@@ -2616,11 +2686,11 @@ int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
         r = prepare(s, &st, "UPDATE lane SET call_started_at = ?, call_deadline_at = ? WHERE id = 1");
         if (r < 0)
                 return r;
-        sqlite3_bind_int64(st.st, 1, started_ms);
-        sqlite3_bind_int64(st.st, 2, deadline_ms);
+        db_bind_int64(st.st, 1, started_ms);
+        db_bind_int64(st.st, 2, deadline_ms);
         r = step_done(s, &st);
         stmt_done(&st);
-        if (r >= 0 && sqlite3_changes(s->w.db) != 1)
+        if (r >= 0 && db_changes(s->w.db) != 1)
                 r = tx_note(s, -EIO);
         return r;
 }
@@ -2644,8 +2714,8 @@ int store_lane_get(Store *s, int64_t *ret_started_ms, int64_t *ret_deadline_ms) 
         if (r >= 0) {
                 r = step_row(s, &st);
                 if (r > 0) {
-                        *ret_started_ms = sqlite3_column_int64(st.st, 0);
-                        *ret_deadline_ms = sqlite3_column_int64(st.st, 1);
+                        *ret_started_ms = db_column_int64(st.st, 0);
+                        *ret_deadline_ms = db_column_int64(st.st, 1);
                         r = 0;
                 } else if (r == 0)
                         r = -EIO;
@@ -2670,10 +2740,13 @@ int store_export_claim(Store *s, int64_t now, int64_t *ret_id, char **ret_reques
                     "SELECT id, request_body FROM jobs WHERE state = 'queued' AND operation = 'export' AND "
                     "next_run_at <= ? ORDER BY id LIMIT 1");
         if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, now);
-                if (sqlite3_step(st.st) == SQLITE_ROW) {
-                        id = sqlite3_column_int64(st.st, 0);
-                        request = strndup(sqlite3_column_blob(st.st, 1) ?: "", (size_t) sqlite3_column_bytes(st.st, 1));
+                db_bind_int64(st.st, 1, now);
+                if (step(&st) > 0) {
+                        size_t n;
+                        const char *b = db_column_blob(st.st, 1, &n);
+
+                        id = db_column_int64(st.st, 0);
+                        request = strndup(b ?: "", n);
                 }
                 stmt_done(&st);
         }
@@ -2704,7 +2777,7 @@ int store_export_requeue_orphans(Store *s) {
         /* An export run cut short by a restart simply runs again: it only reads. */
         r = prepare(s, &st, "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'running' AND operation = 'export'");
         if (r >= 0) {
-                sqlite3_bind_int64(st.st, 1, now_ms());
+                db_bind_int64(st.st, 1, now_ms());
                 r = step_done(s, &st);
                 stmt_done(&st);
         }
