@@ -485,10 +485,14 @@ static void write_config(Visierd *d, const Sim *s, const char *database, const c
                                   "answer_wait = 0\n"
                                   /* Suites that count the calls Visier sees read through to it;
                                    * the cache's own tests turn it on. */
-                                  "[cache]\nmax_bytes = 0\n%s\n",
+                                  "[cache]\nmax_bytes = 0\n"
+                                  /* On PostgreSQL there is no database file to put them beside. */
+                                  "%s%s%s%s\n",
                                   s->port, s->username, s->apikey_file, s->password_file,
                                   extra_visier ? extra_visier : "", harness_listen_address,
                                   d->store_url[0] ? "url" : "database", d->store_url[0] ? d->store_url : db,
+                                  d->store_url[0] ? "[exports]\nresults = " : "", d->store_url[0] ? d->dir : "",
+                                  d->store_url[0] ? "/exports\n" : "",
                                   extra_tail ? extra_tail : ""),
                          0);
         harness_write_file(d->config, conf, 0644);
@@ -525,14 +529,16 @@ void visierd_wait_ready(const Visierd *d) {
 
         for (;;) {
                 HttpResult r;
+                char last[512];
 
                 http_request("GET", url, NULL, NULL, 2000, &r);
                 if (r.status == 200) {
                         http_result_done(&r);
                         break;
                 }
+                snprintf(last, sizeof(last), "%ld %.*s", r.status, (int) (r.len < 400 ? r.len : 400), r.body ? r.body : "");
                 http_result_done(&r);
-                ck_assert_msg(clock_now() < deadline, "visierd did not become ready");
+                ck_assert_msg(clock_now() < deadline, "visierd did not become ready (last /readyz: %s)", last);
                 clock_sleep(20 * USEC_PER_MSEC); /* probe interval, not a readiness guess */
         }
         free(url);

@@ -41,12 +41,13 @@ check_PROGRAMS += $(unit_tests) $(integration_tests)
 # The write path's integration suites run a second time with the job store on PostgreSQL:
 # tests/pg/NAME.pg (an empty file naming the run, logged as tests/pg/NAME.log) runs
 # tests/NAME through tests/on-postgresql.sh.
-pg_integration_tests =
+pg_integration_tests = tests/pg/test-writes.pg
 TEST_EXTENSIONS = .pg
 PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/on-postgresql.sh
 TESTS += $(pg_integration_tests)
 EXTRA_DIST += $(pg_integration_tests)
 dist_noinst_SCRIPTS += tests/on-postgresql.sh
+tests/pg/test-writes.log: tests/test-writes$(EXEEXT)
 
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tests/check-policy.sh tests/check-config-sample.sh tests/check-man-claims.sh \

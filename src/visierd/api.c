@@ -1502,7 +1502,21 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_bool(o, store_ok(m->store));
         out_lit(o, ",\"schema_version\":");
         out_i64(o, store_schema_version(m->store));
-        out_lit(o, "}}");
+        out_lit(o, "}");
+        if (m->fleet) {
+                /* The fleet as this node last learnt it (fleet.h): memory only, never the database. */
+                json_t *f = fleet_status_json(m->fleet);
+                char *text = f ? json_dumps(f, JSON_COMPACT) : NULL;
+
+                out_lit(o, ",\"fleet\":");
+                if (text)
+                        out_mem(o, text, strlen(text));
+                else
+                        o->overflow = true; /* out of memory: answered as an error below */
+                free(text);
+                json_decref(f);
+        }
+        out_lit(o, "}");
         if (o->overflow) {
                 free(o);
                 *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -2261,6 +2275,19 @@ void api_job_finished(Manager *m, int64_t job_id) {
         }
 }
 
+void api_recheck_holds(Manager *m) {
+        /* Each pass answers at least the first hold whose job has ended, or ends. */
+        for (bool again = true; again;) {
+                again = false;
+                for (ApiTask *t = m->holds; t; t = t->hold_next)
+                        if (job_state_is_final(store_job_state(m->store, t->hold_job))) {
+                                api_job_finished(m, t->hold_job);
+                                again = true;
+                                break;
+                        }
+        }
+}
+
 void api_release_holds(Manager *m) {
         while (m->holds)
                 hold_answer(m->holds);
@@ -2530,6 +2557,26 @@ static struct MHD_Response *api_metrics(Manager *m, HttpRequest *req, unsigned *
                 g.cache = &cs;
         }
         text = metrics_render(m->metrics, &g, &len);
+        if (text && m->fleet) {
+                /* The fleet's gauges after the node's own (fleet.h). */
+                char *all = NULL;
+                size_t all_len = 0;
+                FILE *out = open_memstream(&all, &all_len);
+
+                if (out) {
+                        fwrite(text, 1, len, out);
+                        fleet_metrics_render(m->fleet, out);
+                }
+                if (out && fclose(out) == 0) {
+                        free(text);
+                        text = all;
+                        len = all_len;
+                } else {
+                        free(all);
+                        free(text);
+                        text = NULL;
+                }
+        }
         if (!text) {
                 *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
                 return http_response_status("InternalError", false, "out of memory");

@@ -128,6 +128,8 @@ const ConfigKey config_keys[] = {
                  "lease_seconds; default lease_seconds / 3"),
         KEY_STRING("exports", "directory", exports_dir, CONFDIR "/exports.d",
                    "directory of named export definitions (NAME.json)"),
+        KEY_STRING("exports", "results", exports_results, NULL,
+                   "directory where export runs leave their results; default exports beside [store] database"),
         KEY_UINT("jobs", "batch_max", batch_max, "1000", 1, 1000,
                  "most permission changes sent in one bulk call (Visier takes at most 1000)"),
         KEY_UINT("jobs", "max_attempts", max_attempts, "0", 0, 1000,

@@ -117,6 +117,7 @@ typedef struct Config {
 
         /* [exports] */
         char *exports_dir;
+        char *exports_results; /* NULL: "exports" beside database */
 
         /* [jobs] */
         unsigned batch_max;

@@ -96,6 +96,10 @@ struct PgStmt {
         int *lengths;
         int *formats;
         Oid *types;
+        /* Which of the first 64 "?N" the text names: SQLite lets a statement leave some out (the
+         * store's list statements do), PostgreSQL cannot infer a type for one it never sees, so
+         * those are declared text and whatever is bound to them goes unused. */
+        uint64_t used;
         PgStmtState state;
         PGresult *res; /* the last run's (ROWS, DONE after a success) */
         int row;
@@ -181,8 +185,9 @@ static const char *skip_dollar_quoted(const char *p) {
  * parameters: the count of "?", or the largest N) on success; -EINVAL for both styles in one
  * statement, a "?0" or a number above DB_PG_PARAMS_MAX; -ENOMEM.
  */
-static int placeholders_translate(const char *sql, char **ret, int *ret_n) {
+static int placeholders_translate(const char *sql, char **ret, int *ret_n, uint64_t *ret_used) {
         _cleanup_free_ char *out = NULL;
+        uint64_t used = 0;
         size_t len = strlen(sql), o = 0;
         int ordered = 0, numbered_max = 0;
         const char *p = sql;
@@ -235,12 +240,16 @@ static int placeholders_translate(const char *sql, char **ret, int *ret_n) {
                         }
                         if (ordered > 0 && numbered_max > 0)
                                 return -EINVAL;
+                        if (ret_used && n <= (long) sizeof(used) * 8)
+                                used |= UINT64_C(1) << (n - 1);
                         o += (size_t) snprintf(out + o, 7, "$%ld", n);
                 } else
                         out[o++] = *p++;
         }
         out[o] = '\0';
         *ret_n = ordered > 0 ? ordered : numbered_max;
+        if (ret_used)
+                *ret_used = used;
         *ret = TAKE_PTR(out);
         return 0;
 }
@@ -322,13 +331,20 @@ static void pg_blobs_clear(PgStmt *st) {
         }
 }
 
+#define TEXT_OID 25 /* pg_type.h's TEXTOID */
+
+/* A parameter the statement's text never names (see PgStmt.used). */
+static bool param_unused(const PgStmt *st, int i) {
+        return i <= 64 && !(st->used & (UINT64_C(1) << (i - 1)));
+}
+
 static void pg_params_clear(PgStmt *st) {
         for (int i = 0; i < st->n_params; i++) {
                 free(st->values[i]);
                 st->values[i] = NULL;
                 st->lengths[i] = 0;
                 st->formats[i] = 0;
-                st->types[i] = 0;
+                st->types[i] = param_unused(st, i + 1) ? TEXT_OID : 0;
         }
 }
 
@@ -395,7 +411,7 @@ static int pg_prepare(Db *d, const char *sql, bool persistent, DbStmt **ret) {
         if (!st)
                 return -ENOMEM;
         st->base.db = d;
-        r = placeholders_translate(sql, &st->sql, &st->n_params);
+        r = placeholders_translate(sql, &st->sql, &st->n_params, &st->used);
         if (r < 0) {
                 free(st);
                 if (r == -EINVAL)
@@ -417,6 +433,7 @@ static int pg_prepare(Db *d, const char *sql, bool persistent, DbStmt **ret) {
                         free(st);
                         return -ENOMEM;
                 }
+                pg_params_clear(st); /* the types of the parameters the text leaves out */
         }
         if (persistent)
                 snprintf(st->name, sizeof(st->name), "visierd_%" PRIu64, db->next_name++);
@@ -434,6 +451,10 @@ static int pg_param_set(PgStmt *st, int i, char *v, int length, int format, Oid 
                 free(v);
                 pg_set_errmsg(pg_db(st->base.db), "parameter %d of a statement with %d", i, st->n_params);
                 return -ERANGE;
+        }
+        if (param_unused(st, i)) { /* bound, never read: kept as text NULL */
+                free(v);
+                return 0;
         }
         free(st->values[i - 1]);
         st->values[i - 1] = v;

@@ -35,7 +35,7 @@
 #define FLEETBUDGET_MINUTE_MS 60000U             /* the minute bucket refills its cap in this long */
 #define FLEETBUDGET_HOUR_MS 3600000U             /* the hour bucket */
 #define FLEETBUDGET_PERIOD_MS_MAX 86400000U      /* longest period a test may set: a day */
-#define FLEETBUDGET_CAP_MAX 1000000U             /* most calls per period */
+#define FLEETBUDGET_CAP_MAX 100000000U /* most calls per period: the most [visier] rate_limit_hour takes */
 #define FLEETBUDGET_BLOCK_MS_MAX (86400U * 1000) /* longest Retry-After honoured: a day */
 
 /* The fleet schema (fleetdb_migrate()): the same one lease_migrate() migrates. */

@@ -154,6 +154,8 @@ Manager *manager_free(Manager *m) {
          * answers are queued), the listener closes; then the publisher finishes and records
          * the call in flight, and the keeper and the rest stop. */
         m->draining = true;
+        m->fleet_timer = sd_event_source_disable_unref(m->fleet_timer); /* no new tick */
+        m->jobwatch = jobwatch_free(m->jobwatch);
         if (m->publisher)
                 publisher_release_waiters(m->publisher);
         if (m->http)
@@ -171,12 +173,21 @@ Manager *manager_free(Manager *m) {
         runner_free(m->runner);
         publisher_free(m->publisher); /* its last events still post to the pool */
         worker_pool_free(m->workers);
+        if (m->fleet) {
+                /* Nothing of this node publishes any more: the next holder need not wait for the
+                 * lease to lapse (a call it left open is still waited out, docs/fleet.md). */
+                char err[FLEET_ERROR_MAX];
+
+                if (fleet_release(m->fleet, err, sizeof(err)) < 0 && err[0])
+                        log_info("fleet: %s", err);
+        }
         cache_free(m->cache);
         session_table_free(m->sessions);
         authfail_free(m->authfail);
         token_keeper_free(m->token);
         metrics_free(m->metrics);
         upstream_free(m->upstream);
+        fleet_free(m->fleet); /* after the upstream client, which takes from its budget */
         store_close(m->store);
         if (m->rate_ready)
                 ratelimit_done(&m->rate);
@@ -330,6 +341,9 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
         case PUBLISHER_LANE_WAIT:
                 log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "%s", strempty(e->message));
                 break;
+        case PUBLISHER_FLEET_LANE:
+                log_full(LOG_INFO, LOG_MSGID_WRITE_CALL, NULL, "fleet: %s", strempty(e->message));
+                break;
         case PUBLISHER_ROUND:
                 log_full(e->status == 200 ? LOG_INFO : LOG_NOTICE, LOG_MSGID_WRITE_CALL, fields + 1, "%s",
                          strempty(e->message));
@@ -360,6 +374,126 @@ static void on_export_run(void *userdata, const RunnerEvent *e) {
         log_full(e->ok ? LOG_INFO : LOG_WARNING, LOG_MSGID_JOB_DONE, fields, "export run %lld %s (%llu bytes in %.1f s)%s%s",
                  (long long) e->job_id, e->ok ? "succeeded" : "failed", (unsigned long long) e->bytes,
                  (double) e->duration / (double) USEC_PER_SEC, e->message ? ": " : "", strempty(e->message));
+}
+
+/* ---- fleet mode (docs/fleet.md) ---- */
+
+typedef struct FleetTickRun {
+        Manager *m;
+        int r;
+        FleetLane lane;
+        char err[FLEET_ERROR_MAX];
+} FleetTickRun;
+
+/* On a worker: the tick blocks on the database (fleet.h bounds it), never the loop. */
+static void fleet_tick_work(void *userdata) {
+        FleetTickRun *t = userdata;
+
+        t->r = fleet_tick(t->m->fleet, &t->lane, t->err, sizeof(t->err));
+}
+
+/* On the loop: say what changed, once, and let the publisher and the runner look again. */
+static void fleet_tick_done(void *userdata) {
+        FleetTickRun *t = userdata;
+        Manager *m = t->m;
+        const FleetLane *was = &m->fleet_lane, *now = &t->lane;
+
+        m->fleet_ticking = false;
+        if (t->r < 0 && !streq(m->fleet_error, t->err))
+                log_warning("fleet: %s", t->err);
+        else if (t->r >= 0 && m->fleet_error[0])
+                log_info("fleet: the database answers again");
+        snprintf(m->fleet_error, sizeof(m->fleet_error), "%s", t->r < 0 ? t->err : "");
+        if (now->held && (!was->held || now->term != was->term))
+                log_info("fleet: this node holds the publish lane, term %lld", (long long) now->term);
+        else if (!now->held && was->held)
+                log_info("fleet: this node no longer holds the publish lane (term %lld)%s%s", (long long) was->term,
+                         now->holder[0] ? "; it is held by " : "", now->holder);
+        m->fleet_lane = *now;
+        if (m->publisher)
+                publisher_wake(m->publisher);
+        if (m->runner)
+                runner_wake(m->runner);
+        free(t);
+}
+
+static int on_fleet_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        FleetTickRun *t;
+
+        (void) sd_event_source_set_time_relative(s, (usec_t) m->config->fleet_renew_seconds * USEC_PER_SEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
+        if (m->fleet_ticking)
+                return 0; /* the last one is still waiting on the database */
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return 0;
+        t->m = m;
+        m->fleet_ticking = true;
+        if (worker_queue(m->workers, fleet_tick_work, fleet_tick_done, t) < 0) {
+                m->fleet_ticking = false;
+                free(t);
+        }
+        return 0;
+}
+
+/* A job ended on some node (0: perhaps several, while the watch was reconnecting). */
+static void on_job_final(void *userdata, int64_t job_id) {
+        Manager *m = userdata;
+
+        if (job_id > 0)
+                api_job_finished(m, job_id);
+        else
+                api_recheck_holds(m);
+}
+
+/* The node joins the fleet: its membership (ticked on a worker, first at once), the shared
+ * budget for every call, the lane for the publisher and the runner, the store's fence, and the
+ * watch for jobs ended elsewhere. */
+static int fleet_start(Manager *m) {
+        const Config *c = m->config;
+        FleetParams fp;
+        char err[FLEET_ERROR_MAX] = "";
+        int r;
+
+        r = fleet_params_from_config(c, &fp);
+        if (r >= 0)
+                r = fleet_new(&fp, &m->fleet, err, sizeof(err));
+        if (r < 0) {
+                log_error("fleet: %s", err[0] ? err : strerror(-r));
+                return r;
+        }
+        /* Kept and applied at every connection (fleet.h): only a refusal of the caps themselves
+         * is an error here, not a database that is down. */
+        r = fleet_budget_set_caps(m->fleet, &(FleetBudgetCaps) { .per_minute = c->rate_limit_minute,
+                                                                  .per_hour = c->rate_limit_hour });
+        if (r == -EINVAL) {
+                log_error("fleet: the rate limits (%u a minute, %u an hour) cannot be the fleet's budget",
+                          c->rate_limit_minute, c->rate_limit_hour);
+                return r;
+        }
+        upstream_set_fleet(m->upstream, m->fleet);
+        publisher_set_fleet(m->publisher, m->fleet);
+        runner_set_fleet(m->runner, m->fleet);
+        r = store_set_fence(m->store, fp.tenant, fp.node, fp.settle_ms);
+        if (r < 0) {
+                log_error("fleet: the job store cannot fence the lane: %s", strerror(-r));
+                return r;
+        }
+        r = sd_event_add_time_relative(m->event, &m->fleet_timer, CLOCK_MONOTONIC, 0, 0, on_fleet_timer, m);
+        if (r < 0) {
+                log_error("fleet: cannot arm the membership timer: %s", strerror(-r));
+                return r;
+        }
+        r = jobwatch_new(m->event, c->store_url, c->store_password ? c->store_password->data : NULL, on_job_final, m,
+                         &m->jobwatch);
+        if (r < 0) {
+                log_error("fleet: cannot watch for jobs ended on other nodes: %s", strerror(-r));
+                return r;
+        }
+        log_info("fleet: node %s of tenant %s's fleet; lease %u s, renewed every %u s", fp.node, fp.tenant,
+                 c->fleet_lease_seconds, c->fleet_renew_seconds);
+        return 0;
 }
 
 int manager_start(Manager *m) {
@@ -394,7 +528,11 @@ int manager_start(Manager *m) {
         }
         raise_fd_limit(c->max_connections);
 
-        r = store_open(c->database, &m->store, err, sizeof(err));
+        if (config_fleet_mode(c))
+                r = store_open_pg(c->store_url, c->store_password ? c->store_password->data : NULL, &m->store, err,
+                                  sizeof(err));
+        else
+                r = store_open(c->database, &m->store, err, sizeof(err));
         if (r < 0) {
                 log_error("%s", err[0] ? err : strerror(-r));
                 return r;
@@ -432,8 +570,11 @@ int manager_start(Manager *m) {
                 log_error("invalid export definitions in %s; not starting", c->exports_dir);
                 return r;
         }
-        {
-                /* Export results live next to the job database. */
+        if (c->exports_results)
+                snprintf(m->results_dir, sizeof(m->results_dir), "%s", c->exports_results);
+        else {
+                /* Export results live next to the job database (in fleet mode, the path it
+                 * would have: they stay on the node that ran the export). */
                 char *slash;
                 snprintf(m->results_dir, sizeof(m->results_dir), "%s", c->database);
                 slash = strrchr(m->results_dir, '/');
@@ -547,6 +688,11 @@ int manager_start(Manager *m) {
                 }
         }
 
+        if (config_fleet_mode(c)) {
+                r = fleet_start(m);
+                if (r < 0)
+                        return r;
+        }
         r = token_keeper_start(m->token);
         if (r < 0) {
                 log_error("cannot start the token keeper: %s", strerror(-r));

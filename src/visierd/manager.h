@@ -17,6 +17,8 @@
 #include "http.h"
 #include "metrics.h"
 #include "publisher.h"
+#include "fleet.h"
+#include "jobwatch.h"
 #include "runner.h"
 #include "session.h"
 #include "ratelimit.h"
@@ -35,6 +37,12 @@ typedef struct Manager {
         Store *store;
         Publisher *publisher;
         Runner *runner;
+        Fleet *fleet;            /* fleet mode ([store] url): the node's membership; else NULL */
+        JobWatch *jobwatch;      /* fleet mode: jobs ended on any node (loop) */
+        sd_event_source *fleet_timer; /* fleet mode: fleet_tick() every renew interval, on a worker */
+        bool fleet_ticking;      /* loop thread: a tick is running on a worker */
+        FleetLane fleet_lane;    /* loop thread: the lane after the last tick, for what it logs */
+        char fleet_error[FLEET_ERROR_MAX]; /* loop thread: the last tick's failure ("" none), logged once */
         Exports *exports;        /* replaced on reload: read it under config_lock */
         char results_dir[512];
         Metrics *metrics;
@@ -97,5 +105,8 @@ struct MHD_Response *api_handle_metrics(void *userdata, HttpRequest *req, unsign
 /* On the loop: answer the holds waiting for this job / all of them (shutdown). */
 void api_job_finished(Manager *m, int64_t job_id);
 void api_release_holds(Manager *m);
+/* On the loop: answer every hold whose job has ended (fleet mode: notifications may have been
+ * missed while the job watch was reconnecting). */
+void api_recheck_holds(Manager *m);
 /* The route table, for the check that docs/openapi.yaml describes every route. */
 size_t api_routes(const char *const **ret_methods, const char *const **ret_patterns);

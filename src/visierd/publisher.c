@@ -9,6 +9,7 @@
  *   rejected   (4xx) → a merged batch is split (every job goes alone next time), a lone job fails.
  * Each outcome is written in one transaction, then waiters (Prefer: wait) are woken.
  */
+#include <assert.h>
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -47,6 +48,8 @@ struct Publisher {
         bool lane_dirty;            /* the lane record must be updated in the next recording */
         int64_t lane_started_ms, lane_deadline_ms;
         bool rounds_pending;        /* a round may be left unfinished (a restart, a lost answer) */
+        Fleet *fleet;               /* fleet mode: publish only under the lane's term (set before start) */
+        int64_t fleet_term;         /* the term the thread publishes under; 0: none */
         usec_t rounds_backoff, rounds_retry_at;
 };
 
@@ -94,7 +97,7 @@ usec_t publisher_backoff(unsigned attempts) {
 /* Begin a recording transaction; it also brings the lane record up to date with the call
  * whose outcome it records. */
 static int record_begin(Publisher *p) {
-        int r = store_begin(p->store);
+        int r = store_begin_lane(p->store); /* fleet mode: under this node's term, or nothing */
 
         if (r < 0) {
                 p->store_trouble = true;
@@ -974,14 +977,26 @@ static void lane_after_call(Publisher *p, int64_t started_ms, bool answered) {
  * start knows until when it may run. On failure the jobs stay running; they are recovered once
  * the store works again. */
 static int lane_open(Publisher *p, int64_t *ret_started) {
+        usec_t watch = clock_now(); /* fleet mode's stopwatch: started before the fence */
         int64_t started = wall_ms();
         int r = store_lane_open(p->store, started,
                                 started + (int64_t) ((p->active.request_timeout + USEC_PER_SEC) / USEC_PER_MSEC));
 
+        if (r >= 0 && p->fleet && clock_now() - watch > PUBLISHER_FENCE_SLACK) {
+                /* Fenced, but too late to send within the recorded deadline: abandoned, never
+                 * sent, and the next recording ends the fenced call as answered. */
+                p->lane_dirty = true;
+                p->lane_started_ms = p->lane_deadline_ms = 0;
+                r = -ETIMEDOUT;
+        }
         if (r < 0) {
                 p->store_trouble = true;
-                emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
-                                             .message = "cannot record the opening of a write call; not sent" });
+                emit(p, &(PublisherEvent) {
+                                .kind = PUBLISHER_STORE_ERROR,
+                                .message = r == -ESTALE    ? "another node holds the publish lane now; the write call was not sent"
+                                           : r == -EAGAIN  ? "the publish lane's wait is not over; the write call was not sent"
+                                           : r == -ETIMEDOUT ? "the write call's fence took too long; not sent"
+                                                             : "cannot record the opening of a write call; not sent" });
                 return r;
         }
         *ret_started = started;
@@ -1997,6 +2012,43 @@ static void lane_from_store(Publisher *p) {
         p->lane_free_at_ms = deadline + (int64_t) (p->active.publish_settle / USEC_PER_MSEC);
 }
 
+/*
+ * Fleet mode: may this node publish now (fleet_lane_usable())? On a term new to the thread the
+ * store's fence moves to it, and what was left running — by the previous holder, or by this
+ * node under an earlier term — is recovered under it before anything is claimed: write jobs as
+ * orphans, rounds by resolve_rounds(), export runs queued again. Without a usable term the
+ * fence is cleared, so no recording of this node commits until it holds the lane again.
+ */
+static bool fleet_gate(Publisher *p) {
+        char m[96];
+        int64_t term;
+
+        if (!p->fleet)
+                return true;
+        if (!fleet_lane_usable(p->fleet, clock_now(), &term)) {
+                if (p->fleet_term != 0) {
+                        snprintf(m, sizeof(m), "stopped publishing under term %lld of the fleet's lane",
+                                 (long long) p->fleet_term);
+                        p->fleet_term = 0;
+                        store_set_fence_term(p->store, 0);
+                        emit(p, &(PublisherEvent) { .kind = PUBLISHER_FLEET_LANE, .message = m });
+                }
+                return false;
+        }
+        if (term == p->fleet_term)
+                return true;
+        p->fleet_term = term;
+        store_set_fence_term(p->store, term);
+        snprintf(m, sizeof(m), "publishing under term %lld of the fleet's lane", (long long) term);
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_FLEET_LANE, .message = m });
+        p->store_trouble = false;
+        p->rounds_pending = true;
+        recover_orphans(p);
+        if (store_export_requeue_orphans(p->store) < 0)
+                p->store_trouble = true;
+        return true;
+}
+
 static void *publisher_thread(void *arg) {
         Publisher *p = arg;
         usec_t last_prune = 0;
@@ -2004,10 +2056,12 @@ static void *publisher_thread(void *arg) {
         pthread_mutex_lock(&p->lock);
         p->active = p->settings;
         pthread_mutex_unlock(&p->lock);
-        lane_from_store(p);
+        /* Fleet mode: the lane's row says how long to wait (fleet_gate()), not this node's record. */
+        if (!p->fleet)
+                lane_from_store(p);
 
         pthread_mutex_lock(&p->lock);
-        if (lane_wait_locked(p)) {
+        if (!p->fleet && lane_wait_locked(p)) {
                 pthread_mutex_unlock(&p->lock);
                 recover_orphans(p);
                 pthread_mutex_lock(&p->lock);
@@ -2023,6 +2077,13 @@ static void *publisher_thread(void *arg) {
                         break;
                 p->active = p->settings;
                 pthread_mutex_unlock(&p->lock);
+                if (!fleet_gate(p)) {
+                        pthread_mutex_lock(&p->lock);
+                        if (!p->stopping && !p->woken)
+                                timed_wait(&p->wake, &p->lock, PUBLISHER_FLEET_POLL);
+                        p->woken = false;
+                        continue;
+                }
                 now = wall_ms();
                 if (clock_now() - last_prune > PUBLISHER_PRUNE_INTERVAL) {
                         store_prune(p->store, now, p->active.keep_succeeded_ms, p->active.keep_failed_ms);
@@ -2153,6 +2214,11 @@ Publisher *publisher_free(Publisher *p) {
 
 void publisher_set_cache(Publisher *p, Cache *cache) {
         p->cache = cache;
+}
+
+void publisher_set_fleet(Publisher *p, Fleet *fleet) {
+        assert(p && !p->started);
+        p->fleet = fleet;
 }
 
 void publisher_set_settings(Publisher *p, const PublisherSettings *s) {

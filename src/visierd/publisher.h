@@ -29,6 +29,7 @@
 
 #include "clock.h"
 #include "cache.h"
+#include "fleet.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -42,6 +43,15 @@
 
 /* Longest wait between two tries to recover jobs after store errors. */
 #define PUBLISHER_TROUBLE_BACKOFF_MAX (60 * USEC_PER_SEC)
+/* Fleet mode: how often a node that may not publish looks at the lane again. */
+#define PUBLISHER_FLEET_POLL (250 * USEC_PER_MSEC)
+/* Fleet mode: the most time between starting the stopwatch before a call's fence and sending
+ * the call. The fence records the call's deadline as request_timeout + 1 s from the moment the
+ * database runs it, and the call is given request_timeout: a node that took longer than this
+ * to get from the stopwatch's start to the send (a pause, a slow fence) abandons the call, so
+ * its own deadline never passes the recorded one (docs/fleet.md, "Why there is never more than
+ * one sender"). */
+#define PUBLISHER_FENCE_SLACK (500 * USEC_PER_MSEC)
 
 typedef struct PublisherSettings {
         size_t batch_max;
@@ -63,6 +73,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_ORPHAN,    /* a job left running by an earlier process is being recovered */
         PUBLISHER_STORE_ERROR,
         PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
+        PUBLISHER_FLEET_LANE, /* fleet mode: this node began publishing under a term, or stopped */
         PUBLISHER_JOBS_CHANGED, /* the outcomes of the JOB_DONE events so far are committed */
         PUBLISHER_ROUND,     /* project mode: a round's draft was opened, published or discarded */
 } PublisherEventKind;
@@ -114,6 +125,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Publisher *, publisher_free);
 
 /* The metadata cache every write sent invalidates (set once, before publisher_start). */
 void publisher_set_cache(Publisher *p, Cache *cache);
+/*
+ * Fleet mode (before publisher_start()): publish only while this node may use the tenant's lane
+ * (fleet_lane_usable()), under its term. The store's fence (store_set_fence()) is kept at that
+ * term, so every claim, outcome and call opening is checked by the database in its own
+ * transaction; on a term new to it the publisher first recovers what was left running (by the
+ * previous holder, or by this node under an earlier term) and the rounds left open.
+ */
+void publisher_set_fleet(Publisher *p, Fleet *fleet);
 
 /* New settings (reload); used from the next batch on. */
 void publisher_set_settings(Publisher *p, const PublisherSettings *s);

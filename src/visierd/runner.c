@@ -3,6 +3,7 @@
  * Export runner (see runner.h). A run's request, as stored on its job, is
  * {"export": NAME, "query": "list", "format": "csv", "body": {...}}.
  */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@ struct Runner {
         bool store_trouble; /* an outcome could not be recorded (thread only) */
         usec_t run_started; /* the run in progress (thread only) */
         uint64_t run_bytes;
+        Fleet *fleet; /* fleet mode: run only while this node holds the lane (set before start) */
 };
 
 void runner_result_path(const char *results_dir, int64_t job_id, ExportFormat format, char *buf, size_t len) {
@@ -37,7 +39,7 @@ static int64_t wall_ms(void) {
 }
 
 static void finish(Runner *rn, int64_t id, bool ok, long status, const char *error, const char *result) {
-        if (store_begin(rn->store) < 0)
+        if (store_begin_lane(rn->store) < 0)
                 rn->store_trouble = true;
         else {
                 store_job_finish(rn->store, id, ok ? JOB_SUCCEEDED : JOB_FAILED, status, error, ok ? 200 : status,
@@ -84,7 +86,7 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                                  &st, &status, &content_type, err, sizeof(err));
         if (r < 0) {
                 if (r == -ENOKEY || r == -EBUSY) { /* not sent: try again shortly, no harm done */
-                        if (store_begin(rn->store) < 0)
+                        if (store_begin_lane(rn->store) < 0)
                                 rn->store_trouble = true;
                         else {
                                 store_job_requeue(rn->store, id, false, wall_ms() + 5000, false, false, 0, err);
@@ -122,7 +124,7 @@ static void run_one(Runner *rn, int64_t id, const char *request) {
                         /* Shutdown: cut the run short and queue it again, so the stop stays
                          * within its bound however large the export. */
                         unlink(tmp);
-                        if (store_begin(rn->store) < 0)
+                        if (store_begin_lane(rn->store) < 0)
                                 rn->store_trouble = true;
                         else {
                                 store_job_requeue(rn->store, id, false, wall_ms(), false, false, 0,
@@ -205,21 +207,27 @@ static void *runner_thread(void *arg) {
         Runner *rn = arg;
         usec_t last_sweep = 0;
 
-        store_export_requeue_orphans(rn->store);
+        /* Fleet mode: the publisher queues the runs left running again when it takes a term
+         * (other nodes' runs may be running now); this node runs exports only while it holds
+         * the lane, under its term (the store's fence). */
+        if (!rn->fleet)
+                store_export_requeue_orphans(rn->store);
         pthread_mutex_lock(&rn->lock);
         while (!__atomic_load_n(&rn->stopping, __ATOMIC_RELAXED)) {
                 int64_t id = 0;
                 char *request = NULL;
                 struct timespec ts;
+                bool may_run;
 
                 pthread_mutex_unlock(&rn->lock);
-                if (rn->store_trouble && store_export_requeue_orphans(rn->store) >= 0)
+                may_run = !rn->fleet || fleet_lane_usable(rn->fleet, clock_now(), NULL);
+                if (may_run && rn->store_trouble && store_export_requeue_orphans(rn->store) >= 0)
                         rn->store_trouble = false; /* idle now: any run marked running is an orphan */
                 if (clock_now() - last_sweep > RUNNER_RESULT_SWEEP) {
                         sweep_results(rn);
                         last_sweep = clock_now();
                 }
-                if (store_export_claim(rn->store, wall_ms(), &id, &request) >= 0 && id > 0) {
+                if (may_run && store_export_claim(rn->store, wall_ms(), &id, &request) >= 0 && id > 0) {
                         run_one(rn, id, request);
                         free(request);
                         pthread_mutex_lock(&rn->lock);
@@ -263,6 +271,11 @@ int runner_new(Store *store, Upstream *upstream, const char *results_dir, runner
         pthread_condattr_destroy(&attr);
         *ret = rn;
         return 0;
+}
+
+void runner_set_fleet(Runner *rn, Fleet *fleet) {
+        assert(rn && !rn->started);
+        rn->fleet = fleet;
 }
 
 int runner_start(Runner *rn) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "exports.h"
+#include "fleet.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -30,6 +31,10 @@ typedef struct Runner Runner;
 
 int runner_new(Store *store, Upstream *upstream, const char *results_dir, runner_event_fn event, void *userdata,
                Runner **ret);
+/* Fleet mode (before runner_start()): export runs only while this node may use the lane
+ * (fleet_lane_usable()), their claims and outcomes fenced by the store under its term; runs
+ * left running are queued again by the publisher when it takes a term. */
+void runner_set_fleet(Runner *rn, Fleet *fleet);
 int runner_start(Runner *r);
 /* Stop: the run in progress is cut short at its next piece and queued again (it runs at the
  * next start); no new run starts. Does not wait. */

@@ -33,6 +33,7 @@
 #include <assert.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -42,6 +43,8 @@
 #include "clock.h"
 #include "coalesce.h"
 #include "db.h"
+#include "lease.h"
+#include "store-pg-schema.h"
 #include "store.h"
 
 /*
@@ -124,17 +127,19 @@ static const struct {
         [STMT_JOB_EXISTS] = { "job_exists", "SELECT 1 FROM jobs WHERE id = ?" },
         /* Run once per final state, each an index search on (state, finished_at). */
         [STMT_PRUNE] = { "prune", "DELETE FROM jobs WHERE state = ?1 AND finished_at < ?2" },
-        /* DIALECT: a read of the schema, which SQLite keeps in the file. */
-        [STMT_CHECK] = { "check", "SELECT count(*) FROM sqlite_master" },
+        /* DIALECT: a read of the schema, which SQLite keeps in the file; PostgreSQL: a round
+         * trip to the server. */
+        [STMT_CHECK] = { "check", "SELECT count(*) FROM sqlite_master", "SELECT 1" },
         /* DIALECT: one snapshot for the statements up to read_end (SQLite: any read transaction
-         * in WAL mode; PostgreSQL will need REPEATABLE READ). */
-        [STMT_READ_BEGIN] = { "read_begin", "BEGIN" },
+         * in WAL mode; PostgreSQL: REPEATABLE READ, which takes its snapshot at the first read). */
+        [STMT_READ_BEGIN] = { "read_begin", "BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" },
         [STMT_READ_END] = { "read_end", "COMMIT" },
 };
 
 typedef struct Conn {
         Db *db;
         DbStmt *stmt[_STMT_MAX];
+        bool reader; /* the read connection (its setup differs) */
 } Conn;
 
 static const char *stmt_sql(const Conn *c, StmtId id) {
@@ -147,7 +152,13 @@ struct Store {
         pthread_mutex_t lock; /* the write connection and everything below up to read_lock */
         Conn w;
         const Dialect *dialect; /* of the write connection's database: fixed at open */
-        char *path;
+        char *path;         /* SQLite: the file; PostgreSQL: the connection string (no password) */
+        char *password;     /* PostgreSQL: kept for reconnecting; NULL: none */
+        /* Fleet mode: the publish lane's fence (store_set_fence()), under lock. */
+        char *fence_tenant, *fence_node;
+        unsigned fence_settle_ms;
+        int64_t fence_term;
+        usec_t counts_at;   /* when the counts were last read (clock_now()) */
         unsigned max_pending;
         bool in_transaction;
         int tx_error;     /* the first statement that failed in the open transaction (0: none) */
@@ -347,6 +358,10 @@ struct Dialect {
         const char *explain;     /* store_query_plans(): prefixed to a statement (NULL: none) */
         int explain_detail;      /* the column of the plan's text */
         bool local_file;         /* the database is the file at the store's path (take_lock, check_file) */
+        /* Other processes (the fleet's nodes) change the database too: nothing read is kept in
+         * memory past the next read (the final texts, the counts, the pending count), claims
+         * skip rows another claim holds, and the publish lane is fenced (store_set_fence()). */
+        bool shared;
 };
 
 static const Dialect dialects[] = {
@@ -365,6 +380,13 @@ static const Dialect dialects[] = {
                 .explain = "EXPLAIN QUERY PLAN ",
                 .explain_detail = 3,
                 .local_file = true,
+        },
+        /* Migrated by store_pg_migrate() (store-pg-schema.c: its own versions, its own lock). */
+        [DB_POSTGRES] = {
+                .write_setup = "SET synchronous_commit = on", /* docs/fleet.md, "Durability" */
+                .read_setup = "SET default_transaction_read_only = on",
+                .begin_write = "BEGIN",
+                .shared = true,
         },
 };
 
@@ -431,6 +453,17 @@ static int migrate(Store *s, char *err, size_t errlen) {
         const Dialect *d = s->dialect;
         int version = 0, r;
 
+        if (db_kind(s->w.db) == DB_POSTGRES) {
+                char msg[STORE_ERROR_MAX] = "";
+
+                r = store_pg_migrate(s->w.db, &version, msg, sizeof(msg));
+                if (r < 0) {
+                        snprintf(err, errlen, "job database %s: %s", s->path, msg);
+                        return r;
+                }
+                s->schema_version = version;
+                return 0;
+        }
         r = read_int(s, d->version_get, &version);
         if (r < 0) {
                 snprintf(err, errlen, "%s: cannot read the schema version: %s", s->path, db_errmsg(s->w.db));
@@ -465,7 +498,7 @@ static int migrate(Store *s, char *err, size_t errlen) {
 
 static int count_pending(Store *s, int64_t *ret);
 static void final_texts_clear(Store *s);
-static void counts_refresh(Store *s);
+static void counts_refresh(Store *s, Conn *c);
 
 /*
  * DIALECT (local file): one visierd per database: an exclusive flock() on "<database>.lock",
@@ -513,16 +546,55 @@ static void *store_thread(void *arg);
 
 /* The second connection, for reads beside the writer (WAL): each statement or read
  * transaction sees the database as last committed, never waiting for a commit in progress. */
+/* A new connection to the store's database, set up as a writer or a reader. */
+static int conn_open(Store *s, Conn *c, char *msg, size_t msglen) {
+        int r;
+
+        if (s->dialect == &dialects[DB_POSTGRES])
+                r = from_db(db_open_pg(s->path, s->password, STORE_PG_CONNECT_TIMEOUT_SEC, 0, &c->db, msg, msglen));
+        else
+                r = from_db(db_open_sqlite(s->path, !c->reader, STORE_BUSY_TIMEOUT_MS, &c->db, msg, msglen));
+        if (r >= 0) {
+                r = from_db(db_exec(c->db, c->reader ? s->dialect->read_setup : s->dialect->write_setup));
+                if (r < 0)
+                        snprintf(msg, msglen, "%s", db_errmsg(c->db));
+        }
+        return r;
+}
+
+static void conn_close(Conn *c);
+
+/* PostgreSQL: a session the server ended (a restart, a network failure) is opened again before
+ * the next transaction or read on it; the one that found it gone has failed already. The
+ * caller holds the connection's lock, outside a transaction. */
+static void conn_ensure(Store *s, Conn *c) {
+        PGconn *pg = db_pg_conn(c->db);
+        char msg[DB_ERROR_MAX];
+        Conn fresh = { .reader = c->reader };
+
+        if (!pg || PQstatus(pg) != CONNECTION_BAD)
+                return;
+        /* The old one stays until a new one is open: the next use fails on it and comes back. */
+        if (conn_open(s, &fresh, msg, sizeof(msg)) < 0) {
+                fresh.db = db_close(fresh.db);
+                return;
+        }
+        conn_close(c);
+        *c = fresh;
+}
+
+/* The read connection's lock, the connection made usable again if its session was lost. */
+static void read_lock_take(Store *s) {
+        pthread_mutex_lock(&s->read_lock);
+        conn_ensure(s, &s->r);
+}
+
 static int open_reader(Store *s, char *err, size_t errlen) {
         char msg[DB_ERROR_MAX] = "";
         int r;
 
-        r = from_db(db_open_sqlite(s->path, false, STORE_BUSY_TIMEOUT_MS, &s->r.db, msg, sizeof(msg)));
-        if (r >= 0) {
-                r = from_db(db_exec(s->r.db, s->dialect->read_setup));
-                if (r < 0)
-                        snprintf(msg, sizeof(msg), "%s", db_errmsg(s->r.db));
-        }
+        s->r.reader = true;
+        r = conn_open(s, &s->r, msg, sizeof(msg));
         if (r < 0) {
                 snprintf(err, errlen, "cannot open job database %s for reading: %s", s->path, msg);
                 return r;
@@ -530,14 +602,11 @@ static int open_reader(Store *s, char *err, size_t errlen) {
         return 0;
 }
 
-int store_open(const char *path, Store **ret, char *err, size_t errlen) {
-        _cleanup_(store_closep) Store *s = NULL;
-        char msg[DB_ERROR_MAX] = "";
-        int r;
+static Store *store_new(const Dialect *d, const char *path) {
+        Store *s = calloc(1, sizeof(*s));
 
-        s = calloc(1, sizeof(*s));
         if (!s)
-                return -ENOMEM;
+                return NULL;
         pthread_mutex_init(&s->lock, NULL);
         pthread_mutex_init(&s->read_lock, NULL);
         pthread_mutex_init(&s->final_lock, NULL);
@@ -546,9 +615,60 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
         pthread_cond_init(&s->group_cond, NULL);
         s->group_tail = &s->group_queue;
         s->lock_fd = -1;
-        s->dialect = &dialects[DB_SQLITE]; /* a path: an SQLite database file */
+        s->dialect = d;
         s->path = strdup(path);
         if (!s->path)
+                return store_close(s);
+        return s;
+}
+
+/* The write connection is open: its setup, the schema, the counts, the reader, the thread. */
+static int store_start(Store *s, char *err, size_t errlen) {
+        int r;
+
+        r = exec(s, s->dialect->write_setup, err, errlen);
+        if (r < 0)
+                return r;
+        r = migrate(s, err, errlen);
+        if (r < 0)
+                return r;
+        s->read_only = db_read_only(s->w.db);
+        /* DIALECT (local file): the file's identity, for check_file(). */
+        if (s->dialect->local_file) {
+                struct stat st;
+                if (stat(s->path, &st) < 0) {
+                        r = -errno;
+                        snprintf(err, errlen, "cannot stat job database %s: %s", s->path, strerror(-r));
+                        return r;
+                }
+                s->dev = st.st_dev;
+                s->ino = st.st_ino;
+        }
+        r = count_pending(s, &s->pending);
+        if (r < 0) {
+                snprintf(err, errlen, "%s: cannot count pending jobs: %s", s->path, db_errmsg(s->w.db));
+                return r;
+        }
+        counts_refresh(s, &s->w);
+        r = open_reader(s, err, errlen);
+        if (r < 0)
+                return r;
+        r = -pthread_create(&s->thread, NULL, store_thread, s);
+        if (r < 0) {
+                snprintf(err, errlen, "cannot start the job store's thread: %s", strerror(-r));
+                return r;
+        }
+        s->thread_started = true;
+        return 0;
+}
+
+int store_open(const char *path, Store **ret, char *err, size_t errlen) {
+        _cleanup_(store_closep) Store *s = NULL;
+        char msg[DB_ERROR_MAX] = "";
+        int r;
+
+        s = store_new(&dialects[DB_SQLITE], path); /* a path: an SQLite database file */
+        if (!s)
                 return -ENOMEM;
         r = take_lock(s, err, errlen);
         if (r < 0)
@@ -571,39 +691,32 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen) {
                 snprintf(err, errlen, "cannot open job database %s: %s", path, msg);
                 return r;
         }
-        r = exec(s, s->dialect->write_setup, err, errlen);
+        r = store_start(s, err, errlen);
         if (r < 0)
                 return r;
-        r = migrate(s, err, errlen);
-        if (r < 0)
-                return r;
-        s->read_only = db_read_only(s->w.db);
-        /* DIALECT (local file): the file's identity, for check_file(). */
-        {
-                struct stat st;
-                if (stat(path, &st) < 0) {
-                        r = -errno;
-                        snprintf(err, errlen, "cannot stat job database %s: %s", path, strerror(-r));
-                        return r;
-                }
-                s->dev = st.st_dev;
-                s->ino = st.st_ino;
-        }
-        r = count_pending(s, &s->pending);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+int store_open_pg(const char *conninfo, const char *password, Store **ret, char *err, size_t errlen) {
+        _cleanup_(store_closep) Store *s = NULL;
+        char msg[DB_ERROR_MAX] = "";
+        int r;
+
+        assert(conninfo && ret);
+        s = store_new(&dialects[DB_POSTGRES], conninfo);
+        if (!s)
+                return -ENOMEM;
+        if (password && !(s->password = strdup(password)))
+                return -ENOMEM;
+        r = conn_open(s, &s->w, msg, sizeof(msg));
         if (r < 0) {
-                snprintf(err, errlen, "%s: cannot count pending jobs: %s", path, db_errmsg(s->w.db));
+                snprintf(err, errlen, "cannot open the job database at %s: %s", conninfo, msg);
                 return r;
         }
-        counts_refresh(s);
-        r = open_reader(s, err, errlen);
+        r = store_start(s, err, errlen);
         if (r < 0)
                 return r;
-        r = -pthread_create(&s->thread, NULL, store_thread, s);
-        if (r < 0) {
-                snprintf(err, errlen, "cannot start the job store's thread: %s", strerror(-r));
-                return r;
-        }
-        s->thread_started = true;
         *ret = TAKE_PTR(s);
         return 0;
 }
@@ -639,6 +752,12 @@ Store *store_close(Store *s) {
         pthread_mutex_destroy(&s->group_lock);
         pthread_cond_destroy(&s->group_cond);
         free(s->path);
+        if (s->password) {
+                explicit_bzero(s->password, strlen(s->password));
+                free(s->password);
+        }
+        free(s->fence_tenant);
+        free(s->fence_node);
         free(s);
         return NULL;
 }
@@ -779,7 +898,7 @@ int store_check(Store *s, char *err, size_t errlen) {
         r = check_file(s, err, errlen);
         if (r < 0)
                 return r;
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         {
                 Stmt st = {};
 
@@ -894,6 +1013,7 @@ int store_begin(Store *s) {
         int r;
 
         pthread_mutex_lock(&s->lock);
+        conn_ensure(s, &s->w);
         r = exec(s, s->dialect->begin_write, ignored, sizeof(ignored));
         if (r < 0) {
                 pthread_mutex_unlock(&s->lock);
@@ -905,18 +1025,82 @@ int store_begin(Store *s) {
         return 0;
 }
 
+/* ---- fleet mode: the publish lane's fence ---- */
+
+int store_set_fence(Store *s, const char *tenant, const char *node, unsigned settle_ms) {
+        char *t, *n;
+
+        assert(s && tenant && node);
+        if (!s->dialect->shared)
+                return -EOPNOTSUPP;
+        t = strdup(tenant);
+        n = strdup(node);
+        if (!t || !n) {
+                free(t);
+                free(n);
+                return -ENOMEM;
+        }
+        pthread_mutex_lock(&s->lock);
+        free(s->fence_tenant);
+        free(s->fence_node);
+        s->fence_tenant = t;
+        s->fence_node = n;
+        s->fence_settle_ms = settle_ms;
+        s->fence_term = 0;
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+void store_set_fence_term(Store *s, int64_t term) {
+        pthread_mutex_lock(&s->lock);
+        s->fence_term = term;
+        pthread_mutex_unlock(&s->lock);
+}
+
+/* Inside a transaction (lock held): with a fence set, does this node still hold its term
+ * (lease_check_term(), which keeps the lane's row locked until the commit)? 0 without a
+ * fence; -ESTALE with no term or another's; the transaction fails with any error. */
+static int fence_check(Store *s) {
+        char err[LEASE_ERROR_MAX];
+
+        if (!s->fence_tenant)
+                return 0;
+        if (s->fence_term <= 0)
+                return tx_note(s, -ESTALE);
+        return tx_note(s, lease_check_term(db_pg_conn(s->w.db), s->fence_tenant, s->fence_node, s->fence_term, err,
+                                           sizeof(err)));
+}
+
+/* store_begin() and, in fleet mode, the fence: -ESTALE (nothing begun) when the term is gone. */
+static int begin_fenced(Store *s) {
+        int r = store_begin(s);
+
+        if (r < 0)
+                return r;
+        r = fence_check(s);
+        if (r < 0) {
+                store_end(s, false);
+                return r;
+        }
+        return 0;
+}
+
+int store_begin_lane(Store *s) {
+        return begin_fenced(s);
+}
+
 /*
  * All or nothing: a transaction in which any statement failed is rolled back, and so is one
  * that SQLite already rolled back by itself (a full disk or I/O error mid-transaction returns
  * the connection to autocommit mode, after which later statements would each commit alone).
  */
-/* Read the counters the triggers keep (write lock held, outside a transaction: what was just
- * committed) into memory. */
-static void counts_refresh(Store *s) {
+/* Read the counters the triggers keep (the connection's lock held, outside a transaction: what
+ * was last committed) into memory. */
+static void counts_refresh(Store *s, Conn *c) {
         int64_t counts[_JOB_STATE_MAX] = {}, oldest = -1;
         Stmt st = {};
 
-        if (conn_stmt(&s->w, STMT_COUNTS, &st) < 0)
+        if (conn_stmt(c, STMT_COUNTS, &st) < 0)
                 return;
         while (step(&st) > 0) {
                 JobState js = job_state_from_string(col_text(&st, 0));
@@ -925,7 +1109,7 @@ static void counts_refresh(Store *s) {
                         counts[js] = db_column_int64(st.st, 1);
         }
         stmt_done(&st);
-        if (conn_stmt(&s->w, STMT_OLDEST_QUEUED, &st) < 0)
+        if (conn_stmt(c, STMT_OLDEST_QUEUED, &st) < 0)
                 return;
         if (step(&st) > 0 && !db_column_is_null(st.st, 0))
                 oldest = db_column_int64(st.st, 0);
@@ -933,6 +1117,7 @@ static void counts_refresh(Store *s) {
         pthread_mutex_lock(&s->counts_lock);
         memcpy(s->counts, counts, sizeof(counts));
         s->oldest_queued = oldest;
+        s->counts_at = clock_now();
         pthread_mutex_unlock(&s->counts_lock);
 }
 
@@ -969,7 +1154,7 @@ int store_end(Store *s, bool commit) {
         }
         if (commit && r >= 0) {
                 s->pending += s->tx_delta;
-                counts_refresh(s);
+                counts_refresh(s, &s->w);
                 if (__atomic_load_n(&s->had_error, __ATOMIC_RELAXED)) {
                         /* Writes work again: give back the space the WAL took while they failed
                          * (it is otherwise truncated only after a prune). */
@@ -1349,7 +1534,11 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
                 return;
         }
         r = check_file(s, err, sizeof(err));
+        if (r >= 0 && s->dialect->shared && s->max_pending > 0)
+                r = count_pending(s, &s->pending); /* other nodes queue jobs too */
         if (r < 0) {
+                if (!err[0])
+                        set_err(s, err, sizeof(err), "cannot count the jobs waiting");
                 store_end(s, false);
                 for (SubmitWaiter *w = batch; w; w = w->next) {
                         w->r = r;
@@ -1668,7 +1857,8 @@ int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
                 return -ENOENT;
         text = json_dumps(j, JSON_COMPACT);
         state = json_string_value(json_object_get(j, "state"));
-        if (text && state && job_state_is_final(job_state_from_string(state)) &&
+        /* Not when other nodes may retry a final job: nothing here would hear of it. */
+        if (text && state && !s->dialect->shared && job_state_is_final(job_state_from_string(state)) &&
             (len = strlen(text)) <= STORE_FINAL_TEXT_MAX) {
                 char *keep = strdup(text);
 
@@ -1694,7 +1884,7 @@ json_t *store_job_json(Store *s, int64_t id, bool with_items) {
         json_t *j = NULL;
         Stmt st = {};
 
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         if (with_items)
                 read_begin(s); /* the job and its items from one snapshot */
         if (read_prepare(s, &st, STMT_JOB_GET) >= 0) {
@@ -1736,7 +1926,7 @@ int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsign
 
         if (!a)
                 return -ENOMEM;
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         if (plain)
                 r = read_prepare(s, &st, f->state >= 0 ? STMT_LIST_STATE : STMT_LIST_ALL);
         else
@@ -1792,7 +1982,7 @@ JobState store_job_state(Store *s, int64_t id) {
         JobState state = _JOB_STATE_INVALID;
         Stmt st = {};
 
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         if (read_prepare(s, &st, STMT_JOB_STATE) >= 0) {
                 db_bind_int64(st.st, 1, id);
                 if (step(&st) > 0)
@@ -1895,7 +2085,7 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
         Stmt st = {};
         int r = -ENOENT;
 
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         if (read_prepare(s, &st, STMT_JOB_RESPONSE) >= 0) {
                 db_bind_int64(st.st, 1, id);
                 if (step(&st) > 0) {
@@ -1918,6 +2108,20 @@ int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) 
  * (state, created_at): a few rows read, whatever the size of the job table, through the read
  * connection in one snapshot. */
 void store_counts_get(Store *s, int64_t ret_counts[_JOB_STATE_MAX], int64_t *ret_oldest_queued) {
+        if (s->dialect->shared) {
+                /* Other nodes' jobs too: read again when a second old (the read connection, so
+                 * never behind a commit). */
+                usec_t at;
+
+                pthread_mutex_lock(&s->counts_lock);
+                at = s->counts_at;
+                pthread_mutex_unlock(&s->counts_lock);
+                if (clock_now() - at >= STORE_SHARED_COUNTS_MAX_AGE) {
+                        read_lock_take(s);
+                        counts_refresh(s, &s->r);
+                        pthread_mutex_unlock(&s->read_lock);
+                }
+        }
         pthread_mutex_lock(&s->counts_lock);
         memcpy(ret_counts, s->counts, sizeof(s->counts));
         *ret_oldest_queued = s->oldest_queued;
@@ -2224,7 +2428,7 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round
         int r;
 
         *ret = NULL;
-        r = store_begin(s);
+        r = begin_fenced(s);
         if (r < 0)
                 return r;
         r = check_file(s, NULL, 0); /* nothing is claimed into a database that is gone */
@@ -2251,8 +2455,12 @@ int store_batch_claim(Store *s, int64_t now, size_t batch_max, const char *round
         running.scope = round_scope;
 
         /* The queued jobs the next call may take from, oldest first. */
-        r = prepare(s, &st, "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
-                            "ORDER BY id LIMIT ?");
+        /* DIALECT: where other nodes claim too, rows another claim holds are passed over. */
+        r = prepare(s, &st, s->dialect->shared
+                                    ? "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
+                                      "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED"
+                                    : "SELECT " HEAD_COLUMNS " FROM jobs WHERE state = 'queued' AND operation != 'export' "
+                                      "ORDER BY id LIMIT ?");
         if (r >= 0)
                 db_bind_int64(st.st, 1, CLAIM_LOOKAHEAD);
         while (r >= 0 && window_items < CLAIM_LOOKAHEAD_ITEMS && (r = step_row(s, &st)) > 0) {
@@ -2666,7 +2874,7 @@ int store_job_exists(Store *s, int64_t id) {
         Stmt st = {};
         int r;
 
-        pthread_mutex_lock(&s->read_lock);
+        read_lock_take(s);
         r = read_prepare(s, &st, STMT_JOB_EXISTS);
         if (r >= 0) {
                 db_bind_int64(st.st, 1, id);
@@ -2679,7 +2887,33 @@ int store_job_exists(Store *s, int64_t id) {
 
 /* ---- the write lane ---- */
 
+static int lane_row_set(Store *s, int64_t started_ms, int64_t deadline_ms);
+
+/* Fleet mode, in the transaction recording the lane: the fenced call opens (lease_fence_call(),
+ * its deadline as a duration from now in the database's clock) or ends (lease_call_end():
+ * answered when no call is open any more, else lost, so no node sends for publish_settle). */
+static int lane_lease(Store *s, int64_t started_ms, int64_t deadline_ms, bool opening) {
+        char err[LEASE_ERROR_MAX];
+        PGconn *c = db_pg_conn(s->w.db);
+        int64_t wait = 0;
+
+        if (!s->fence_tenant)
+                return 0;
+        if (opening)
+                return tx_note(s, lease_fence_call(c, s->fence_tenant, s->fence_node, s->fence_term,
+                                                   (unsigned) (deadline_ms > started_ms ? deadline_ms - started_ms : 1),
+                                                   &wait, err, sizeof(err)));
+        return tx_note(s, lease_call_end(c, s->fence_tenant, s->fence_node, s->fence_term, deadline_ms == 0,
+                                         s->fence_settle_ms, err, sizeof(err)));
+}
+
 int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
+        int r = lane_lease(s, started_ms, deadline_ms, false);
+
+        return r < 0 ? r : lane_row_set(s, started_ms, deadline_ms);
+}
+
+static int lane_row_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
         Stmt st = {};
         int r;
 
@@ -2698,10 +2932,12 @@ int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
 int store_lane_open(Store *s, int64_t started_ms, int64_t deadline_ms) {
         int r;
 
-        r = store_begin(s);
+        r = begin_fenced(s);
         if (r < 0)
                 return r;
-        r = store_lane_set(s, started_ms, deadline_ms);
+        r = lane_lease(s, started_ms, deadline_ms, true);
+        if (r >= 0)
+                r = lane_row_set(s, started_ms, deadline_ms);
         return store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
 }
 
@@ -2733,12 +2969,14 @@ int store_export_claim(Store *s, int64_t now, int64_t *ret_id, char **ret_reques
         char *request = NULL;
         int r;
 
-        r = store_begin(s);
+        r = begin_fenced(s);
         if (r < 0)
                 return r;
-        r = prepare(s, &st,
-                    "SELECT id, request_body FROM jobs WHERE state = 'queued' AND operation = 'export' AND "
-                    "next_run_at <= ? ORDER BY id LIMIT 1");
+        r = prepare(s, &st, s->dialect->shared
+                                    ? "SELECT id, request_body FROM jobs WHERE state = 'queued' AND operation = 'export' AND "
+                                      "next_run_at <= ? ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                                    : "SELECT id, request_body FROM jobs WHERE state = 'queued' AND operation = 'export' AND "
+                                      "next_run_at <= ? ORDER BY id LIMIT 1");
         if (r >= 0) {
                 db_bind_int64(st.st, 1, now);
                 if (step(&st) > 0) {
@@ -2771,7 +3009,7 @@ int store_export_requeue_orphans(Store *s) {
         Stmt st = {};
         int r;
 
-        r = store_begin(s);
+        r = begin_fenced(s);
         if (r < 0)
                 return r;
         /* An export run cut short by a restart simply runs again: it only reads. */

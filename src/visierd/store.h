@@ -22,17 +22,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "jobs.h"
 #include "macro.h"
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_ERROR_MAX 512
+/* PostgreSQL: a connection attempt gives up after this long (at start, and each reconnect). */
+#define STORE_PG_CONNECT_TIMEOUT_SEC 5
+/* PostgreSQL: the job counts (/status, /metrics) are read again when older than this, as other
+ * nodes change them too. */
+#define STORE_SHARED_COUNTS_MAX_AGE (1 * USEC_PER_SEC)
 
 typedef struct Store Store;
 
 /* Open (creating if needed) the database at path; -EPROTO if its schema is newer than ours,
  * -EBUSY if another process holds the database's lock file ("<path>.lock", flock). */
 int store_open(const char *path, Store **ret, char *err, size_t errlen);
+/*
+ * Open the job store on PostgreSQL (fleet mode, docs/fleet.md): conninfo is [store] url (a
+ * libpq connection string or URI without a password), password [store] password_file's (or
+ * NULL). The schema is migrated (store-pg-schema.c; nodes starting at once take turns). The same
+ * interface as on SQLite, with these differences: there is no lock file (every node of a fleet
+ * opens the same database), no file to check (store_check() reads through the server), a
+ * session the server ends is opened again before the next transaction or read, nothing read is
+ * kept in memory past a second (other nodes change the jobs: final job texts are not kept, the
+ * counts are read again), claims pass over rows another claim holds (FOR UPDATE SKIP LOCKED),
+ * and the publish lane can be fenced (store_set_fence()). store_path() is conninfo.
+ */
+int store_open_pg(const char *conninfo, const char *password, Store **ret, char *err, size_t errlen);
 /* Stops the store thread first: the group it is committing finishes and is answered, and
  * submissions still queued are answered with -ECANCELED. Nothing else may call into the
  * store during or after it. */
@@ -248,9 +266,26 @@ int store_lane_get(Store *s, int64_t *ret_started_ms, int64_t *ret_deadline_ms);
 /* The same, inside a transaction opened with store_begin(). */
 int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms);
 
+/*
+ * Fleet mode (PostgreSQL only; -EOPNOTSUPP on SQLite): the publish lane's fence (lease.h). From
+ * here on the publisher's and the export runner's transactions — store_begin_lane(),
+ * store_batch_claim(), store_lane_open(), store_export_claim(), store_export_requeue_orphans()
+ * — first check, in the same transaction, that this node (node, in tenant's lane) still holds
+ * the term set by store_set_fence_term() (lease_check_term(), which holds the lane's row until
+ * the commit, so no node can take the lane over in between): -ESTALE, with nothing written,
+ * when it does not (term 0: no term held). store_lane_open() also fences the call itself
+ * (lease_fence_call(), recording its deadline; -EAGAIN while the lane's wait runs), and
+ * store_lane_set() ends it (lease_call_end(), with settle_ms when its answer was lost).
+ * Submissions, cancels, retries and prunes are never fenced.
+ */
+int store_set_fence(Store *s, const char *tenant, const char *node, unsigned settle_ms);
+void store_set_fence_term(Store *s, int64_t term);
+
 /* Recording an outcome: all calls between begin and end form one transaction; if any
  * statement in it fails, store_end() rolls the whole transaction back and fails. */
 int store_begin(Store *s);
+/* store_begin() for the publisher's and the runner's recordings: fenced in fleet mode (above). */
+int store_begin_lane(Store *s);
 int store_end(Store *s, bool commit);
 int store_item_record(Store *s, int64_t job_id, unsigned idx, bool succeeded, json_t *result);
 int store_job_finish(Store *s, int64_t job_id, JobState state, long upstream_status, const char *error,

@@ -68,6 +68,7 @@ struct Upstream {
         pthread_mutex_t lock; /* settings, the blocking pool, stats */
         Settings *settings;
         RateLimit *rl;
+        Fleet *fleet; /* fleet mode: the shared budget instead of rl */
         TokenKeeper *tk;
 
         CURLSH *share; /* DNS and TLS sessions only: see DESIGN */
@@ -350,6 +351,10 @@ int upstream_update(Upstream *u, const UpstreamSettings *in) {
 void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata) {
         u->observer = fn;
         u->observer_userdata = userdata;
+}
+
+void upstream_set_fleet(Upstream *u, Fleet *fleet) {
+        u->fleet = fleet;
 }
 
 void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata) {
@@ -715,7 +720,12 @@ static int curl_to_errno(CURLcode c) {
 }
 
 static void observe_budget(Upstream *u, const Transfer *t) {
-        if (u->rl)
+        if (u->fleet) {
+                /* One round trip only when Visier said something: a failure leaves the shared
+                 * budget as it was (the next answer corrects it). */
+                if (t->remaining_minute >= 0 || t->remaining_hour >= 0)
+                        (void) fleet_budget_observe(u->fleet, t->remaining_minute, t->remaining_hour);
+        } else if (u->rl)
                 ratelimit_observe(u->rl, t->remaining_minute, t->remaining_hour, clock_now());
 }
 
@@ -752,10 +762,22 @@ static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec
         usec_t wait = 0;
         int r;
 
-        if (!u->rl)
+        if (u->fleet) {
+                r = fleet_budget_take(u->fleet, req->background, UPSTREAM_BACKGROUND_RESERVE, &wait);
+                if (r >= 0)
+                        return 0;
+                if (r != -EAGAIN) {
+                        snprintf(err, errlen, "the fleet's shared Visier rate budget cannot be read (%s); no call is "
+                                              "made without it",
+                                 r == -ENOTCONN ? "the database is unreachable" : strerror(-r));
+                        return -EBUSY;
+                }
+                now = clock_now(); /* the take may have waited on the database */
+        } else if (!u->rl)
                 return 0;
-        r = req->background ? ratelimit_try_take_low(u->rl, now, UPSTREAM_BACKGROUND_RESERVE, &wait)
-                            : ratelimit_try_take(u->rl, now, &wait);
+        else
+                r = req->background ? ratelimit_try_take_low(u->rl, now, UPSTREAM_BACKGROUND_RESERVE, &wait)
+                                    : ratelimit_try_take(u->rl, now, &wait);
         if (r >= 0)
                 return 0;
         if (now + wait > deadline) {
@@ -860,11 +882,13 @@ static int rule_after_answer(Upstream *u, const Settings *s, const UpstreamReque
                 usec_t wait = retry_after >= 0 ? (usec_t) retry_after * USEC_PER_SEC : UPSTREAM_RETRY_AFTER_DEFAULT;
 
                 STAT_INC(u, throttled);
-                if (u->rl)
+                if (u->fleet)
+                        (void) fleet_budget_block(u->fleet, wait); /* every node's next take waits */
+                else if (u->rl)
                         ratelimit_block(u->rl, clock_now() + wait); /* the next budget take waits */
                 if (clock_now() + wait >= cs->deadline)
                         return 0; /* Visier's 429 is the answer */
-                if (!u->rl)
+                if (!u->rl && !u->fleet)
                         *ret_delay = wait;
                 return 1; /* not a failed attempt */
         }
@@ -942,8 +966,14 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
                 goto out;
         }
 
-        /* A login is a call like any other: it waits for the shared rate budget. */
-        if (u->rl && ratelimit_take(u->rl, clock_now() + s->request_timeout) < 0) {
+        /* A login is a call like any other: it waits for the shared rate budget (the fleet's:
+         * the same take as every call's). */
+        if (u->fleet) {
+                r = budget_take(u, &(UpstreamRequest) { .endpoint = "/v1/admin/visierSecureToken" },
+                                clock_now() + s->request_timeout, err, errlen);
+                if (r < 0)
+                        goto out;
+        } else if (u->rl && ratelimit_take(u->rl, clock_now() + s->request_timeout) < 0) {
                 r = -EBUSY;
                 snprintf(err, errlen, "the Visier rate budget has no call left for a login");
                 goto out;

@@ -28,6 +28,7 @@
 #include <systemd/sd-event.h>
 
 #include "clock.h"
+#include "fleet.h"
 #include "ratelimit.h"
 #include "secret.h"
 #include "token.h"
@@ -102,6 +103,14 @@ void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata)
  * call runs on. Set once, before use. */
 typedef void (*upstream_budget_wait_fn)(void *userdata, const char *endpoint, usec_t wait);
 void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata);
+/*
+ * Fleet mode (before the first call): every call and login takes from the tenant's shared
+ * budget (fleet_budget_take()) instead of this node's own RateLimit, Visier's
+ * X-RateLimit-Remaining-* answers lower the shared one and a 429 closes it for every node. While
+ * the database cannot be reached no call is made (fail closed: -EBUSY, "the fleet's rate budget
+ * cannot be read"), because a call no node accounts for may breach the tenant's limit.
+ */
+void upstream_set_fleet(Upstream *u, Fleet *fleet);
 
 /* The token keeper whose tokens calls use (set once, after both exist). */
 void upstream_set_token_keeper(Upstream *u, TokenKeeper *tk);
