@@ -27,6 +27,8 @@ integration_tests += tests/test-loop
 integration_tests += tests/test-upstream-async
 # Visier's clients against visierd: local sign-in.
 integration_tests += tests/test-signin tests/test-answers tests/test-rounds
+# Fleet mode: three nodes on one PostgreSQL, one visier-sim (SKIP where PostgreSQL cannot run).
+integration_tests += tests/test-fleet
 # /metrics through Prometheus's promtool (SKIP without it).
 integration_tests += tests/test-promtool
 # The /ui page in headless Chromium (SKIP where it cannot run); its artifacts stay in tests/.
@@ -107,6 +109,9 @@ tests_check_history_LDADD = $(TEST_LDADD)
 tests_check_session_SOURCES = tests/check-session.c
 tests_check_session_CFLAGS = $(TEST_CFLAGS)
 tests_check_session_LDADD = $(TEST_LDADD)
+tests_test_fleet_SOURCES = tests/test-fleet.c tests/workload.c tests/workload.h
+tests_test_fleet_CFLAGS = $(TEST_CFLAGS)
+tests_test_fleet_LDADD = $(TEST_LDADD)
 tests_test_promtool_SOURCES = tests/test-promtool.c
 tests_test_promtool_CFLAGS = $(TEST_CFLAGS)
 tests_test_promtool_LDADD = $(TEST_LDADD)

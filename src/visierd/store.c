@@ -2116,7 +2116,7 @@ void store_counts_get(Store *s, int64_t ret_counts[_JOB_STATE_MAX], int64_t *ret
                 pthread_mutex_lock(&s->counts_lock);
                 at = s->counts_at;
                 pthread_mutex_unlock(&s->counts_lock);
-                if (clock_now() - at >= STORE_SHARED_COUNTS_MAX_AGE) {
+                if (clock_now() - at + 1 > STORE_SHARED_COUNTS_MAX_AGE) {
                         read_lock_take(s);
                         counts_refresh(s, &s->r);
                         pthread_mutex_unlock(&s->read_lock);

@@ -31,8 +31,9 @@
 /* PostgreSQL: a connection attempt gives up after this long (at start, and each reconnect). */
 #define STORE_PG_CONNECT_TIMEOUT_SEC 5
 /* PostgreSQL: the job counts (/status, /metrics) are read again when older than this, as other
- * nodes change them too. */
-#define STORE_SHARED_COUNTS_MAX_AGE (1 * USEC_PER_SEC)
+ * nodes change them too: 0, every time (five rows of job_counts and one index search, on the
+ * read connection). */
+#define STORE_SHARED_COUNTS_MAX_AGE 0
 
 typedef struct Store Store;
 
@@ -46,7 +47,7 @@ int store_open(const char *path, Store **ret, char *err, size_t errlen);
  * interface as on SQLite, with these differences: there is no lock file (every node of a fleet
  * opens the same database), no file to check (store_check() reads through the server), a
  * session the server ends is opened again before the next transaction or read, nothing read is
- * kept in memory past a second (other nodes change the jobs: final job texts are not kept, the
+ * kept in memory past the read (other nodes change the jobs: final job texts are not kept, the
  * counts are read again), claims pass over rows another claim holds (FOR UPDATE SKIP LOCKED),
  * and the publish lane can be fenced (store_set_fence()). store_path() is conninfo.
  */
