@@ -10,7 +10,8 @@
  * succeeded.
  *
  * Sized by the environment (defaults are the short run of `make check`; tests/README):
- *   FLEET_JOBS (600), FLEET_THREADS (50), FLEET_SEED (random, printed), FLEET_DRAIN_SEC (120 + jobs / 10).
+ *   FLEET_JOBS (600), FLEET_THREADS (50), FLEET_SEED (random, printed), FLEET_DRAIN_SEC (120 + jobs / 10),
+ *   FLEET_FAILOVER_JOBS (600: the failover test's workload, some 50 s of it).
  * The acceptance run of issue 14 is FLEET_JOBS=10000 (docs/fleet.md, "Tests").
  *
  * Exits 77 (SKIP), saying why, where PostgreSQL cannot run.
@@ -19,17 +20,20 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "clock.h"
 #include "harness.h"
+#include "macro.h"
 #include "pg-harness.h"
 #include "workload.h"
 
 #define FLEET_NODES 3
 
 static struct {
-        uint64_t jobs, threads, seed, drain_sec;
+        uint64_t jobs, threads, seed, drain_sec, failover_jobs;
 } cfg;
 
 static PgServer pg;
@@ -46,9 +50,9 @@ static void teardown(void) {
 }
 
 /* A fresh database on the test's server for one fleet; its [store] url into store_url. */
-static void fleet_database(const char *name) {
+static void fleet_database(const PgServer *srv, const char *name) {
         char sql[96];
-        PGconn *c = pg_server_connect(&pg);
+        PGconn *c = pg_server_connect(srv);
         PGresult *res;
 
         snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
@@ -56,7 +60,7 @@ static void fleet_database(const char *name) {
         ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
         PQclear(res);
         PQfinish(c);
-        snprintf(store_url, sizeof(store_url), "host='%s' port=5432 user=visier dbname=%s", pg.dir, name);
+        snprintf(store_url, sizeof(store_url), "host='%s' port=5432 user=visier dbname=%s", srv->dir, name);
 }
 
 /* Node i of the fleet, started on the shared store. */
@@ -81,7 +85,7 @@ START_TEST(test_fleet_workload) {
                (unsigned long long) cfg.seed, (unsigned long long) cfg.seed, (unsigned long long) cfg.jobs,
                (unsigned long long) cfg.threads);
         fflush(stdout);
-        fleet_database("fleet_workload");
+        fleet_database(&pg, "fleet_workload");
         sim_start(&sim, NULL); /* Visier's limits: 100 calls a minute, 6,000 an hour */
         for (unsigned i = 0; i < FLEET_NODES; i++) {
                 node_start(i, NULL);
@@ -150,10 +154,260 @@ START_TEST(test_fleet_workload) {
 }
 END_TEST
 
+/* ---- failover ---- */
+
+/* Short leases and waits, so that failovers take seconds: a 3 s lease renewed every second, a
+ * call deadline of request_timeout + 1 = 6 s, publish_settle 1 s. */
+#define FAILOVER_VISIER "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 5"
+#define FAILOVER_TAIL "lease_seconds = 3\nrenew_seconds = 1\n[jobs]\npublish_settle = 1\n"
+#define FAILOVER_LEASE_SEC 3
+#define FAILOVER_WAIT_SEC 60 /* the longest any step may take: far past every bound above */
+
+static long long sim_count(const char *name) {
+        json_t *c = sim_control_get(&sim, "/_sim/counters");
+        long long n = json_integer_value(json_object_get(c, name));
+
+        json_decref(c);
+        return n;
+}
+
+/* The lane's holder and term as node i sees them (its /status: memory, never the database). */
+static int lane_of(unsigned i, char *holder, size_t len, long long *ret_term) {
+        long st = 0;
+        json_t *j = nodes[i].pid > 0 ? http_get_json(visierd_url(&nodes[i], "/status"), &st) : NULL;
+        json_t *lane = json_object_get(json_object_get(j, "fleet"), "lane");
+        const char *h = json_string_value(json_object_get(lane, "holder"));
+
+        snprintf(holder, len, "%s", h ? h : "");
+        if (ret_term)
+                *ret_term = json_integer_value(json_object_get(lane, "term"));
+        json_decref(j);
+        return st == 200 && h ? 0 : -1;
+}
+
+/* The node whose name holds the lane, as the running nodes other than `but` agree (-1: none yet). */
+static int holder_index(int but) {
+        for (unsigned i = 0; i < FLEET_NODES; i++) {
+                char holder[64], name[16];
+
+                if ((int) i == but || nodes[i].pid <= 0 || lane_of(i, holder, sizeof(holder), NULL) < 0)
+                        continue;
+                for (unsigned k = 0; k < FLEET_NODES; k++) {
+                        snprintf(name, sizeof(name), "node%u", k + 1);
+                        if (streq(holder, name))
+                                return (int) k;
+                }
+        }
+        return -1;
+}
+
+/* Each node's log, its last lines but the access log's, for a failure's message. */
+static void print_logs(void) {
+        for (unsigned i = 0; i < FLEET_NODES; i++) {
+                char *log = nodes[i].log[0] ? harness_read_file(nodes[i].log) : NULL;
+                const char *lines[40] = {};
+                size_t n = 0;
+
+                for (char *line = log, *end; line && *line; line = end ? end + 1 : NULL) {
+                        end = strchr(line, '\n');
+                        if (end)
+                                *end = '\0';
+                        if (!strstr(line, " client="))
+                                lines[n++ % ELEMENTSOF(lines)] = line;
+                }
+                printf("---- node%u's log (its last lines but requests):\n", i + 1);
+                for (size_t k = n > ELEMENTSOF(lines) ? n - ELEMENTSOF(lines) : 0; k < n; k++)
+                        printf("%s\n", lines[k % ELEMENTSOF(lines)]);
+                free(log);
+        }
+        fflush(stdout);
+}
+
+/* Wait until the sim counts a write call after `calls` (another node published): seconds. */
+static double until_next_write(long long calls, usec_t since) {
+        usec_t deadline = clock_now() + FAILOVER_WAIT_SEC * USEC_PER_SEC;
+
+        while (sim_count("write_calls") <= calls) {
+                if (clock_now() >= deadline)
+                        print_logs();
+                ck_assert_msg(clock_now() < deadline, "no write call in %d s after the failover", FAILOVER_WAIT_SEC);
+                clock_sleep(10 * USEC_PER_MSEC); /* probe interval */
+        }
+        return (double) (clock_now() - since) / USEC_PER_SEC;
+}
+
+static void wait_open_write(void) {
+        usec_t deadline = clock_now() + FAILOVER_WAIT_SEC * USEC_PER_SEC;
+
+        while (sim_count("writes_in_flight") < 1) {
+                ck_assert_msg(clock_now() < deadline, "no write call was open in %d s", FAILOVER_WAIT_SEC);
+                clock_sleep(2 * USEC_PER_MSEC); /* probe interval */
+        }
+}
+
+static int wait_holder(int but) {
+        usec_t deadline = clock_now() + FAILOVER_WAIT_SEC * USEC_PER_SEC;
+        int h;
+
+        while ((h = holder_index(but)) < 0 || h == but) {
+                if (clock_now() >= deadline)
+                        print_logs();
+                ck_assert_msg(clock_now() < deadline, "no node took the lane in %d s", FAILOVER_WAIT_SEC);
+                clock_sleep(20 * USEC_PER_MSEC); /* probe interval */
+        }
+        return h;
+}
+
+static size_t file_size(const char *path) {
+        struct stat st;
+
+        return stat(path, &st) == 0 ? (size_t) st.st_size : 0;
+}
+
+/*
+ * The holder SIGKILLed while a write call is open; the next holder SIGSTOPped past its lease
+ * and resumed; PostgreSQL restarted under the workload. Every job ends exactly once, no two
+ * publishes overlap, and the stopped node sends nothing under its old term after it resumes.
+ */
+START_TEST(test_fleet_failover) {
+        unsigned ports[FLEET_NODES];
+        WorkloadReport rep = {};
+        long long overlaps, drained, lost, calls, term_before = 0, term_after = 0;
+        double killed_to_write, stopped_to_write;
+        char holder[64], reason[PG_REASON_MAX], *log, *after;
+        int victim, paused;
+        PgServer own = {};
+        size_t log_at;
+        usec_t t;
+        Workload *w;
+
+        printf("fleet failover: seed %llu (replay: FLEET_SEED=%llu)\n", (unsigned long long) cfg.seed,
+               (unsigned long long) cfg.seed);
+        fflush(stdout);
+        /* A server of the test's own (Check runs each test in a child process): only the
+         * process that started the postmaster can stop and restart it. */
+        ck_assert_msg(pg_server_init(&own, reason, sizeof(reason)) == 0, "PostgreSQL: %s", reason);
+        fleet_database(&own, "fleet_failover");
+        sim_start(&sim, (const char *const[]) { "--rate-minute", "0", "--rate-hour", "0", NULL });
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":300}"));
+        for (unsigned i = 0; i < FLEET_NODES; i++) {
+                char tail[512];
+
+                snprintf(tail, sizeof(tail), "[fleet]\nnode = node%u\n" FAILOVER_TAIL, i + 1);
+                visierd_write_config_url(&nodes[i], &sim, store_url, FAILOVER_VISIER, tail);
+                visierd_restart(&nodes[i]);
+                ports[i] = nodes[i].port;
+        }
+        w = workload_start_nodes(&(WorkloadSettings) {
+                                         /* about 12 writes a second for some 50 s: writes keep
+                                          * coming through every step below */
+                                         .threads = 12,
+                                         .jobs = (unsigned) cfg.failover_jobs,
+                                         .think_ms = 1000,
+                                         .seed = cfg.seed,
+                                         .retry_5xx = true,
+                                         .give_up_sec = 120,
+                                 },
+                                 ports, FLEET_NODES);
+
+        /* 1. The holder dies with a write call open. */
+        victim = wait_holder(-1);
+        wait_open_write();
+        calls = sim_count("write_calls");
+        workload_set_node_port(w, (unsigned) victim, 0);
+        visierd_kill(&nodes[victim]);
+        t = clock_now();
+        killed_to_write = until_next_write(calls, t);
+        visierd_restart(&nodes[victim]);
+        workload_set_node_port(w, (unsigned) victim, nodes[victim].port);
+
+        /* 2. The next holder stops past its lease (no call open, so nothing of it is in flight),
+         * another takes over, and the stopped one resumes. */
+        paused = wait_holder(-1);
+        ck_assert_int_eq(lane_of((unsigned) paused, holder, sizeof(holder), &term_before), 0);
+        workload_set_node_port(w, (unsigned) paused, 0);
+        for (usec_t until = clock_now() + FAILOVER_WAIT_SEC * USEC_PER_SEC;;) {
+                ck_assert_msg(clock_now() < until, "a write call was always open");
+                if (sim_count("writes_in_flight") > 0) {
+                        clock_sleep(1 * USEC_PER_MSEC); /* probe interval */
+                        continue;
+                }
+                ck_assert_int_eq(kill(nodes[paused].pid, SIGSTOP), 0);
+                if (sim_count("writes_in_flight") == 0)
+                        break;
+                ck_assert_int_eq(kill(nodes[paused].pid, SIGCONT), 0); /* a call began just before: again */
+        }
+        calls = sim_count("write_calls");
+        t = clock_now();
+        ck_assert_int_ne(wait_holder(paused), paused);
+        stopped_to_write = until_next_write(calls, t);
+        clock_sleep(FAILOVER_LEASE_SEC * USEC_PER_SEC); /* stopped well past its lease: the point of the test */
+        log_at = file_size(nodes[paused].log);
+        ck_assert_int_eq(kill(nodes[paused].pid, SIGCONT), 0);
+        workload_set_node_port(w, (unsigned) paused, nodes[paused].port);
+
+        /* 3. PostgreSQL restarts (a crash: immediate shutdown) while writes come in. */
+        clock_sleep(1 * USEC_PER_SEC); /* the workload runs meanwhile */
+        ck_assert_msg(pg_server_restart(&own, PG_STOP_IMMEDIATE, reason, sizeof(reason)) == 0, "%s", reason);
+
+        workload_join(w);
+        drained = workload_wait_drained(nodes[(paused + 1) % FLEET_NODES].port, (unsigned) cfg.drain_sec);
+        overlaps = sim_count("publish_overlaps");
+        {
+                json_t *dump = sim_control_get(&sim, "/_sim/permissions");
+                workload_verify(w, nodes[(paused + 2) % FLEET_NODES].port, dump, &rep);
+                json_decref(dump);
+        }
+        lost = rep.lost_creates + rep.lost_deletes + rep.lost_updates + rep.lost_users;
+        (void) lane_of((unsigned) (paused + 1) % FLEET_NODES, holder, sizeof(holder), &term_after);
+
+        /* What the resumed node did: nothing sent before it took the lane again as a new term. */
+        log = harness_read_file(nodes[paused].log);
+        ck_assert_ptr_nonnull(log);
+        after = log + (log_at < strlen(log) ? log_at : strlen(log));
+        {
+                const char *regain = strstr(after, "publishing under term"), *sent = strstr(after, "write call (");
+
+                printf("fleet failover: kill to the next write %.2f s; stop to the next write %.2f s; resumed "
+                       "node%d %s; terms %lld then %lld\n",
+                       killed_to_write, stopped_to_write, paused + 1,
+                       sent && (!regain || sent < regain) ? "SENT under its old term" : "sent nothing under its old term",
+                       term_before, term_after);
+                ck_assert_msg(!sent || (regain && regain < sent),
+                              "node%d sent a write call after it resumed, before taking the lane again:\n%.600s",
+                              paused + 1, sent);
+        }
+        free(log);
+        printf("fleet failover: jobs %u, overlaps %lld, duplicates %u, lost %lld, unexpected %u, not succeeded %u, "
+               "pending after drain %lld, refused %u, unanswered %u, resent %u\n",
+               rep.accepted, overlaps, rep.duplicates, lost, rep.unexpected, rep.not_succeeded, drained, rep.refused,
+               rep.unanswered, rep.resent);
+        if (rep.problems[0])
+                printf("fleet failover: first problems:\n%s", rep.problems);
+        fflush(stdout);
+        workload_free(w);
+
+        ck_assert_msg(overlaps == 0, "%lld publishes overlapped (never two at once)", overlaps);
+        ck_assert_msg(rep.duplicates == 0, "%u duplicate permissions", rep.duplicates);
+        ck_assert_msg(lost == 0, "%lld accepted changes lost", lost);
+        ck_assert_msg(rep.unexpected == 0, "%u permissions exist that no accepted create made", rep.unexpected);
+        ck_assert_msg(rep.not_succeeded == 0, "%u accepted jobs did not succeed", rep.not_succeeded);
+        ck_assert_msg(drained == 0, "%lld jobs still queued or running", drained);
+        ck_assert_msg(rep.refused == 0 && rep.unanswered == 0, "%u writes refused, %u unanswered", rep.refused,
+                      rep.unanswered);
+        ck_assert_msg(term_after > term_before, "the lane's term did not move on (%lld, then %lld)", term_before,
+                      term_after);
+        for (unsigned i = 0; i < FLEET_NODES; i++)
+                ck_assert_msg(visierd_stop(&nodes[i]) == 0, "node%u did not exit 0 on SIGTERM", i + 1);
+        pg_server_destroy(&own);
+}
+END_TEST
+
 static int read_settings(void) {
         if (harness_env_u64("FLEET_JOBS", 600, &cfg.jobs) < 0 || harness_env_u64("FLEET_THREADS", 50, &cfg.threads) < 0 ||
             harness_env_u64("FLEET_SEED", workload_random_seed(), &cfg.seed) < 0 ||
-            harness_env_u64("FLEET_DRAIN_SEC", 120 + cfg.jobs / 10, &cfg.drain_sec) < 0)
+            harness_env_u64("FLEET_DRAIN_SEC", 120 + cfg.jobs / 10, &cfg.drain_sec) < 0 ||
+            harness_env_u64("FLEET_FAILOVER_JOBS", 600, &cfg.failover_jobs) < 0)
                 return -1;
         if (cfg.threads == 0 || cfg.threads > 256 || cfg.jobs > 1000000)
                 return -1;
@@ -177,9 +431,10 @@ int main(void) {
         }
         curl_global_init(CURL_GLOBAL_DEFAULT);
         /* Bounded: start-up, the writes at Visier's pace, and the drain. */
-        tcase_set_timeout(tc, (double) (120 + cfg.jobs / 5 + cfg.drain_sec));
+        tcase_set_timeout(tc, (double) (120 + cfg.jobs / 5 + cfg.drain_sec + 4 * FAILOVER_WAIT_SEC));
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_fleet_workload);
+        tcase_add_test(tc, test_fleet_failover);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
