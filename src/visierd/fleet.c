@@ -746,6 +746,16 @@ static void header(FILE *out, const char *name, const char *type, const char *he
         fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+unsigned fleet_nodes_last_seen(Fleet *f) {
+        size_t n;
+
+        assert(f);
+        pthread_mutex_lock(&f->state_lock);
+        n = f->n_nodes;
+        pthread_mutex_unlock(&f->state_lock);
+        return n > 0 ? (unsigned) n : 1;
+}
+
 void fleet_metrics_render(Fleet *f, FILE *out) {
         usec_t now = clock_now(), window = (usec_t) f->lease_ms * FLEET_NODES_SEEN_LEASES * USEC_PER_MSEC;
         bool known, reachable;

@@ -149,12 +149,11 @@ int fleet_release(Fleet *f, char *err, size_t errlen);
  * the login; each call is one short transaction (a refused take: two statements).
  *
  * While the database is unreachable, every call fails with -ENOTCONN, at once during the
- * reconnect backoff and else within the timeouts above, and the caller must treat a take's
- * -ENOTCONN as "no budget now": it does not call Visier (a read is answered 503, a write is
- * retried later). There is deliberately no local fallback: the budget is the tenant's, for all
- * nodes together, and calls no node has accounted for could breach the tenant's limit for every
- * node; docs/fleet.md, "The rate budget", says why. A take whose answer was lost may have been
- * granted: its token is lost, never spent twice.
+ * reconnect backoff and else within the timeouts above. The caller decides what a take's
+ * -ENOTCONN means: the upstream client (upstream.h) then spends this node's share of the
+ * tenant's caps from its own buckets (fleet_nodes_last_seen()), so reads go on through an outage;
+ * docs/fleet.md, "Outages", gives the bound. A take whose answer was lost may have been granted:
+ * its token is lost, never spent twice.
  */
 /* 0: one call taken; -EAGAIN: none now, *ret_wait (may be NULL) says how long until one could
  * be; -ENOTCONN; -ENOENT: no budget row (no caps were ever set: fleet_budget_set_caps()).
@@ -179,6 +178,11 @@ int fleet_budget_set_caps(Fleet *f, const FleetBudgetCaps *caps);
  * url is [store] url as configured (it holds no password: config.c refuses one). NULL: -ENOMEM.
  */
 json_t *fleet_status_json(Fleet *f);
+
+/* How many nodes (this one included) the last read of the heartbeats listed, at least 1: the
+ * share of the tenant's budget a node may spend on its own while the database is down
+ * (upstream.h). From memory. */
+unsigned fleet_nodes_last_seen(Fleet *f);
 
 /* The fleet's gauges for /metrics, in the text exposition format (metrics.c's style):
  * visierd_fleet_lane_held, visierd_fleet_lane_term, visierd_fleet_nodes_seen,

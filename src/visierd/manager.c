@@ -844,6 +844,13 @@ int manager_reload(Manager *m) {
         token_keeper_set_times(m->token, (usec_t) nc->token_lifetime * USEC_PER_SEC,
                                (usec_t) nc->refresh_margin * USEC_PER_SEC);
         ratelimit_set_caps(&m->rate, nc->rate_limit_minute, nc->rate_limit_hour);
+        if (m->fleet) {
+                /* The tenant's caps are the last node's to set them (fleet.h); this node's share
+                 * during an outage follows them. */
+                (void) fleet_budget_set_caps(m->fleet, &(FleetBudgetCaps) { .per_minute = nc->rate_limit_minute,
+                                                                             .per_hour = nc->rate_limit_hour });
+                upstream_set_fleet(m->upstream, m->fleet);
+        }
         publisher_settings_from_config(nc, &ps);
         publisher_set_settings(m->publisher, &ps);
         {

@@ -382,9 +382,15 @@ static const Dialect dialects[] = {
                 .local_file = true,
         },
         /* Migrated by store_pg_migrate() (store-pg-schema.c: its own versions, its own lock). */
+        /* A session idle inside a transaction for STORE_PG_IDLE_TX_TIMEOUT_MS is ended by the
+         * server: a node paused in the middle of one (SIGSTOP, a VM freeze) would otherwise keep
+         * the rows it locked — the lane's row among them (lease_check_term()) — and no node
+         * could take the lane over until it resumed (docs/fleet.md, "Outages"). */
         [DB_POSTGRES] = {
-                .write_setup = "SET synchronous_commit = on", /* docs/fleet.md, "Durability" */
-                .read_setup = "SET default_transaction_read_only = on",
+                .write_setup = "SET synchronous_commit = on;" /* docs/fleet.md, "Durability" */
+                               "SET idle_in_transaction_session_timeout = " STORE_PG_IDLE_TX_TIMEOUT,
+                .read_setup = "SET default_transaction_read_only = on;"
+                              "SET idle_in_transaction_session_timeout = " STORE_PG_IDLE_TX_TIMEOUT,
                 .begin_write = "BEGIN",
                 .shared = true,
         },

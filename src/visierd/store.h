@@ -28,6 +28,10 @@
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_ERROR_MAX 512
+/* PostgreSQL: the server ends a store session idle inside a transaction for this long (the
+ * store's transactions never wait on anything but the database). */
+#define STORE_PG_IDLE_TX_TIMEOUT_MS 5000
+#define STORE_PG_IDLE_TX_TIMEOUT "5000" /* the same, for SQL */
 /* PostgreSQL: a connection attempt gives up after this long (at start, and each reconnect). */
 #define STORE_PG_CONNECT_TIMEOUT_SEC 5
 /* PostgreSQL: the job counts (/status, /metrics) are read again when older than this, as other

@@ -68,7 +68,8 @@ struct Upstream {
         pthread_mutex_t lock; /* settings, the blocking pool, stats */
         Settings *settings;
         RateLimit *rl;
-        Fleet *fleet; /* fleet mode: the shared budget instead of rl */
+        Fleet *fleet; /* fleet mode: the shared budget instead of rl, which keeps this node's share */
+        unsigned fleet_minute_cap, fleet_hour_cap; /* the tenant's caps, as rl had them at upstream_set_fleet() */
         TokenKeeper *tk;
 
         CURLSH *share; /* DNS and TLS sessions only: see DESIGN */
@@ -355,6 +356,12 @@ void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata)
 
 void upstream_set_fleet(Upstream *u, Fleet *fleet) {
         u->fleet = fleet;
+        if (u->rl) {
+                pthread_mutex_lock(&u->rl->lock);
+                u->fleet_minute_cap = u->rl->minute_cap;
+                u->fleet_hour_cap = u->rl->hour_cap;
+                pthread_mutex_unlock(&u->rl->lock);
+        }
 }
 
 void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata) {
@@ -766,13 +773,22 @@ static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec
                 r = fleet_budget_take(u->fleet, req->background, UPSTREAM_BACKGROUND_RESERVE, &wait);
                 if (r >= 0)
                         return 0;
-                if (r != -EAGAIN) {
+                now = clock_now(); /* the take may have waited on the database */
+                if (r == -ENOTCONN && u->rl) {
+                        /* The database is down: this node's share of the tenant's caps, from its
+                         * own buckets (docs/fleet.md, "Outages"). */
+                        unsigned n = fleet_nodes_last_seen(u->fleet);
+
+                        ratelimit_set_caps(u->rl, u->fleet_minute_cap / n ? u->fleet_minute_cap / n : 1,
+                                           u->fleet_hour_cap / n ? u->fleet_hour_cap / n : 1);
+                        r = req->background ? ratelimit_try_take_low(u->rl, now, UPSTREAM_BACKGROUND_RESERVE, &wait)
+                                            : ratelimit_try_take(u->rl, now, &wait);
+                } else if (r != -EAGAIN) {
                         snprintf(err, errlen, "the fleet's shared Visier rate budget cannot be read (%s); no call is "
                                               "made without it",
-                                 r == -ENOTCONN ? "the database is unreachable" : strerror(-r));
+                                 strerror(-r));
                         return -EBUSY;
                 }
-                now = clock_now(); /* the take may have waited on the database */
         } else if (!u->rl)
                 return 0;
         else

@@ -107,8 +107,9 @@ void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, 
  * Fleet mode (before the first call): every call and login takes from the tenant's shared
  * budget (fleet_budget_take()) instead of this node's own RateLimit, Visier's
  * X-RateLimit-Remaining-* answers lower the shared one and a 429 closes it for every node. While
- * the database cannot be reached no call is made (fail closed: -EBUSY, "the fleet's rate budget
- * cannot be read"), because a call no node accounts for may breach the tenant's limit.
+ * the database cannot be reached, calls take from this node's own buckets with its share of the
+ * tenant's caps (the caps divided by the nodes the fleet last listed, fleet_nodes_last_seen()),
+ * so reads go on; docs/fleet.md, "Outages", says what that costs.
  */
 void upstream_set_fleet(Upstream *u, Fleet *fleet);
 
