@@ -107,6 +107,7 @@ typedef struct Transfer {
         char *content_type;
         long remaining_minute, remaining_hour;
         long retry_after; /* seconds, -1 if absent */
+        usec_t send_by;   /* clock_now(): a request not on its way by then is not sent (0: no bound) */
 } Transfer;
 
 /* The body bytes of a stream not yet read: a ring of UPSTREAM_STREAM_BUFFER bytes. */
@@ -643,8 +644,25 @@ fail:
 }
 
 /* Common options for every call: TLS always verified, no redirects, http(s) only. */
+/*
+ * libcurl calls this once connected, right before it sends the request: a request whose
+ * deadline has passed meanwhile (the process was paused, say, after its timeouts were set) is
+ * not sent at all. Every call to Visier ends by its deadline, and a write's deadline is the one
+ * the fleet's fence recorded (docs/fleet.md, "What the database cannot fence").
+ */
+static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port) {
+        const Transfer *t = userdata;
+
+        return t->send_by == 0 || clock_now() < t->send_by ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+}
+
 static int setup_handle(Upstream *u, CURL *h, const Settings *s, usec_t remaining, Transfer *t) {
         usec_t connect = s->connect_timeout < remaining ? s->connect_timeout : remaining;
+
+        t->send_by = clock_now() + remaining;
+        SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
+        SETOPT(h, CURLOPT_PREREQDATA, t);
 
         SETOPT(h, CURLOPT_SHARE, u->share);
         SETOPT(h, CURLOPT_NOSIGNAL, 1L);
@@ -1094,6 +1112,7 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 }
                 transfer_reset(&t, s->max_response);
                 r = setup_handle(u, h, s, cs.deadline - now, &t);
+                t.send_by = cs.deadline; /* the call's own, not one counted from a `now` gone by */
                 if (r >= 0)
                         r = setup_request(h, req, url, headers);
                 if (r < 0) {
@@ -1767,6 +1786,7 @@ static int op_send(UpstreamCall *op, usec_t now, char *err, size_t errlen) {
                 goto fail;
         transfer_reset(&op->t, op->kind == OP_CALL ? op->s->max_response : 0);
         r = setup_handle(u, h, op->s, op->cs.deadline - now, &op->t);
+        op->t.send_by = op->cs.deadline;
         if (r >= 0)
                 r = setup_request(h, &op->req, op->url, op->header_list);
         if (r >= 0 && op->kind == OP_STREAM)
