@@ -2,7 +2,7 @@
 # visier-sim on loopback ports (see tests/harness.h).
 noinst_LIBRARIES += libharness.a
 libharness_a_SOURCES = tests/harness.c tests/harness.h tests/pg-harness.c tests/pg-harness.h
-libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) -I$(top_srcdir)/src/visierd
+libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(SQLITE_CFLAGS) -I$(top_srcdir)/src/visierd
 
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
