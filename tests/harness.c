@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,57 @@ static void store_pg_database(char *ret, size_t len) {
         PQclear(res);
         PQfinish(c);
         ck_assert_int_lt(snprintf(ret, len, "host='%s' port=5432 user=visier dbname=%s", store_pg.dir, name), (int) len);
+}
+
+int visierd_store_query(const Visierd *d, const char *sql, const char *param, char **ret_value, char *err,
+                        size_t errlen) {
+        const char *params[1] = { param };
+        char *value = NULL;
+        int r = -EIO;
+
+        if (d->store_url[0]) {
+                PGconn *c = PQconnectdb(d->store_url);
+                PGresult *res = NULL;
+
+                if (PQstatus(c) != CONNECTION_OK)
+                        snprintf(err, errlen, "cannot connect to %s: %s", d->store_url, PQerrorMessage(c));
+                else if (res = PQexecParams(c, sql, param ? 1 : 0, NULL, param ? params : NULL, NULL, NULL, 0),
+                         PQresultStatus(res) != PGRES_TUPLES_OK)
+                        snprintf(err, errlen, "%s: %s", sql, PQerrorMessage(c));
+                else if (PQntuples(res) == 0 || PQnfields(res) == 0)
+                        r = 0;
+                else if (!(value = strdup(PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0))))
+                        snprintf(err, errlen, "out of memory");
+                else
+                        r = 1;
+                PQclear(res);
+                PQfinish(c);
+        } else {
+                char path[256];
+                sqlite3 *db = NULL;
+                sqlite3_stmt *st = NULL;
+                int s;
+
+                snprintf(path, sizeof(path), "%s/visierd.db", d->dir);
+                if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+                        snprintf(err, errlen, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+                else if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+                         (param && sqlite3_bind_text(st, 1, param, -1, SQLITE_TRANSIENT) != SQLITE_OK))
+                        snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+                else if ((s = sqlite3_step(st)) == SQLITE_DONE)
+                        r = 0;
+                else if (s != SQLITE_ROW)
+                        snprintf(err, errlen, "%s: %s", sql, sqlite3_errmsg(db));
+                else if (!(value = strdup(sqlite3_column_text(st, 0) ? (const char *) sqlite3_column_text(st, 0) : "")))
+                        snprintf(err, errlen, "out of memory");
+                else
+                        r = 1;
+                sqlite3_finalize(st);
+                sqlite3_close(db);
+        }
+        if (r > 0)
+                *ret_value = value;
+        return r;
 }
 
 static const char *env_or(const char *name, const char *fallback) {

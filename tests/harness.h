@@ -121,6 +121,16 @@ void visierd_write_config_db(Visierd *d, const Sim *s, const char *database, con
 /* The same with the job store on PostgreSQL at url ([store] url): the nodes of a fleet share one. */
 void visierd_write_config_url(Visierd *d, const Sim *s, const char *url, const char *extra_visier,
                               const char *extra_tail);
+/*
+ * Read d's job store directly, to check an end state: its SQLite file (visierd.db in its
+ * directory, read-only) or its PostgreSQL database (store_url). SQL is written so that both
+ * accept it, with at most one parameter, $1, bound to PARAM as text (NULL: none). Returns 1
+ * with the first column of the first row in *ret_value (caller frees; NULL reads as ""), 0
+ * when there is no row, or -EIO with the reason in err. Never fails the test itself, so it
+ * may be called from any thread.
+ */
+int visierd_store_query(const Visierd *d, const char *sql, const char *param, char **ret_value, char *err,
+                        size_t errlen);
 /* Start visierd again with the same configuration and database (after a stop or a kill). */
 void visierd_restart(Visierd *d);
 /* SIGKILL, as a crash would. */

@@ -2,7 +2,7 @@
 # visier-sim on loopback ports (see tests/harness.h).
 noinst_LIBRARIES += libharness.a
 libharness_a_SOURCES = tests/harness.c tests/harness.h tests/pg-harness.c tests/pg-harness.h
-libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) -I$(top_srcdir)/src/visierd
+libharness_a_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(LIBPQ_CFLAGS) $(SQLITE_CFLAGS) -I$(top_srcdir)/src/visierd
 
 TEST_CFLAGS = $(AM_CFLAGS) $(CHECK_CFLAGS) $(VISIERD_DEP_CFLAGS) -I$(top_srcdir)/src/visierd -I$(top_srcdir)/tests
 TEST_LDADD = libharness.a libvisierd-core.a $(CHECK_LIBS) $(VISIERD_DEP_LIBS)
@@ -43,13 +43,22 @@ check_PROGRAMS += $(unit_tests) $(integration_tests)
 # The write path's integration suites run a second time with the job store on PostgreSQL:
 # tests/pg/NAME.pg (an empty file naming the run, logged as tests/pg/NAME.log) runs
 # tests/NAME through tests/on-postgresql.sh.
-pg_integration_tests = tests/pg/test-writes.pg
+pg_integration_tests = tests/pg/test-writes.pg tests/pg/test-answers.pg tests/pg/test-rounds.pg \
+	tests/pg/test-recovery.pg tests/pg/test-loop.pg tests/pg/test-sim-visierd.pg tests/pg/test-crashloop.pg \
+	tests/pg/test-storm.pg
 TEST_EXTENSIONS = .pg
 PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/on-postgresql.sh
 TESTS += $(pg_integration_tests)
 EXTRA_DIST += $(pg_integration_tests)
 dist_noinst_SCRIPTS += tests/on-postgresql.sh
 tests/pg/test-writes.log: tests/test-writes$(EXEEXT)
+tests/pg/test-answers.log: tests/test-answers$(EXEEXT)
+tests/pg/test-rounds.log: tests/test-rounds$(EXEEXT)
+tests/pg/test-recovery.log: tests/test-recovery$(EXEEXT)
+tests/pg/test-loop.log: tests/test-loop$(EXEEXT)
+tests/pg/test-sim-visierd.log: tests/test-sim-visierd$(EXEEXT)
+tests/pg/test-crashloop.log: tests/test-crashloop$(EXEEXT)
+tests/pg/test-storm.log: tests/test-storm$(EXEEXT)
 
 TESTS += $(unit_tests) $(integration_tests) tests/check-banned.sh tests/check-man.sh tests/check-units.sh \
 	tests/check-validate-schema.sh tests/check-policy.sh tests/check-config-sample.sh tests/check-man-claims.sh \

@@ -74,7 +74,7 @@ START_TEST(test_crashloop) {
         usec_t start = clock_now();
         uint64_t rng = cfg.seed;
         unsigned kills = 0, kills_open = 0;
-        char visier_conf[256], jobs_conf[256], db[256], integrity[512];
+        char visier_conf[256], jobs_conf[256], integrity[512];
         long long write_calls, overlaps, max_in_flight, drained, db_pending, lost;
         WorkloadReport rep;
         json_t *dump, *counters;
@@ -95,10 +95,14 @@ START_TEST(test_crashloop) {
          * that waits out a dead process's call deadline restarts quickly. */
         snprintf(visier_conf, sizeof(visier_conf),
                  "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 2");
-        snprintf(jobs_conf, sizeof(jobs_conf), "[jobs]\nbatch_delay_ms = 50\npublish_settle = %llu",
-                 (unsigned long long) cfg.settle);
+        /* On PostgreSQL the restarted visierd keeps its node's name, so it takes the lane back at
+         * once, under a new term whose grant waits out the dead call (docs/fleet.md), as a fixed
+         * single visierd waits it out from its lane record. Under the default name, HOST:PID,
+         * every restart would first wait out the dead node's lease (15 s), longer than the dead
+         * call, and most kills would find no write open. */
+        snprintf(jobs_conf, sizeof(jobs_conf), "[jobs]\nbatch_delay_ms = 50\npublish_settle = %llu%s",
+                 (unsigned long long) cfg.settle, harness_store_is_pg() ? "\n[fleet]\nnode = crashloop" : "");
         visierd_start(&vd, &sim, visier_conf, jobs_conf);
-        snprintf(db, sizeof(db), "%s/visierd.db", vd.dir);
 
         w = workload_start(&(WorkloadSettings) {
                                    .threads = (unsigned) cfg.threads,
@@ -148,7 +152,7 @@ START_TEST(test_crashloop) {
         dump = sim_control_get(&sim, "/_sim/permissions");
         workload_verify(w, vd.port, dump, &rep);
         exit_status = visierd_stop(&vd);
-        workload_db_check(db, integrity, sizeof(integrity), &db_pending);
+        workload_store_check(&vd, integrity, sizeof(integrity), &db_pending);
         lost = rep.lost_creates + rep.lost_deletes + rep.lost_updates + rep.lost_users;
 
         printf("crashloop: jobs %u (create %u, update %u, assign %u, remove %u, revert %u, delete %u), "
@@ -186,7 +190,7 @@ START_TEST(test_crashloop) {
         ck_assert_msg(rep.refused == 0 && rep.unanswered == 0, "%u writes refused, %u unanswered", rep.refused,
                       rep.unanswered);
         ck_assert_msg(exit_status == 0, "visierd exited %d on SIGTERM", exit_status);
-        ck_assert_msg(strcmp(integrity, "ok") == 0, "integrity_check: %s", integrity);
+        ck_assert_msg(strcmp(integrity, "ok") == 0, "the job store's check: %s", integrity);
         ck_assert_msg(db_pending == 0, "%lld jobs queued or running in the database", db_pending);
 }
 END_TEST

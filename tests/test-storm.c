@@ -226,7 +226,7 @@ START_TEST(test_storm) {
         Chaos chaos = { .rng = cfg.seed ^ UINT64_C(0xc4a05) };
         Reads reads = { .lock = PTHREAD_MUTEX_INITIALIZER };
         Reader *readers = calloc(cfg.readers ? cfg.readers : 1, sizeof(*readers));
-        char db[256], integrity[512], *token;
+        char integrity[512], *token;
         long long write_calls, overlaps, drained, db_pending, lost;
         bool drained_in_storm;
         WorkloadReport rep;
@@ -255,7 +255,6 @@ START_TEST(test_storm) {
         visierd_start(&vd, &sim, "rate_limit_minute = 1000000\nrate_limit_hour = 100000000\nrequest_timeout = 10",
                       "[jobs]\nbatch_delay_ms = 50");
         visierd_wait_ready(&vd);
-        snprintf(db, sizeof(db), "%s/visierd.db", vd.dir);
         json_decref(sim_control_post(&sim, "/_sim/faults", STORM_FAULTS));
 
         ck_assert_int_eq(pthread_create(&chaos.thread, NULL, chaos_main, &chaos), 0);
@@ -300,7 +299,7 @@ START_TEST(test_storm) {
         dump = sim_control_get(&sim, "/_sim/permissions");
         workload_verify(w, vd.port, dump, &rep);
         exit_status = visierd_stop(&vd);
-        workload_db_check(db, integrity, sizeof(integrity), &db_pending);
+        workload_store_check(&vd, integrity, sizeof(integrity), &db_pending);
         lost = rep.lost_creates + rep.lost_deletes + rep.lost_updates + rep.lost_users;
 
         printf("storm: jobs %u (create %u, update %u, assign %u, remove %u, revert %u, delete %u), write calls %lld, "
@@ -352,7 +351,7 @@ START_TEST(test_storm) {
         ck_assert_msg(reads.bad == 0, "%u reads were neither 200 with the right body nor a 5xx with a Status body",
                       reads.bad);
         ck_assert_msg(exit_status == 0, "visierd exited %d on SIGTERM", exit_status);
-        ck_assert_msg(strcmp(integrity, "ok") == 0, "integrity_check: %s", integrity);
+        ck_assert_msg(strcmp(integrity, "ok") == 0, "the job store's check: %s", integrity);
         ck_assert_msg(db_pending == 0, "%lld jobs queued or running in the database", db_pending);
 }
 END_TEST

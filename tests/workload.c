@@ -808,3 +808,38 @@ void workload_db_check(const char *db, char *ret_integrity, size_t len, long lon
         sqlite3_finalize(st);
         sqlite3_close(s);
 }
+
+/*
+ * PostgreSQL has no integrity_check to ask, and its pages are the server's business: what a
+ * node can get wrong there is its bookkeeping. So "ok" here means that every state's count in
+ * job_counts (kept by triggers at every insert, change of state and delete) equals the jobs the
+ * table holds in that state, and that no state is counted that has no jobs; otherwise it names
+ * the states that disagree.
+ */
+#define WORKLOAD_PG_COUNTS_CHECK                                                                     \
+        "SELECT coalesce(string_agg(format('%s: %s counted, %s in jobs', state, coalesce(c.n, 0),"  \
+        " coalesce(j.n, 0)), '; ' ORDER BY state), 'ok')"                                           \
+        " FROM (SELECT state, count(*) AS n FROM jobs GROUP BY state) j"                            \
+        " FULL JOIN (SELECT state, n FROM job_counts WHERE n <> 0) c USING (state)"                 \
+        " WHERE j.n IS DISTINCT FROM c.n"
+
+void workload_store_check(const Visierd *d, char *ret_integrity, size_t len, long long *ret_pending) {
+        char db[256], err[512], *v = NULL;
+
+        if (!d->store_url[0]) {
+                snprintf(db, sizeof(db), "%s/visierd.db", d->dir);
+                workload_db_check(db, ret_integrity, len, ret_pending);
+                return;
+        }
+        *ret_pending = -1;
+        if (visierd_store_query(d, WORKLOAD_PG_COUNTS_CHECK, NULL, &v, err, sizeof(err)) > 0)
+                snprintf(ret_integrity, len, "%s", v);
+        else
+                snprintf(ret_integrity, len, "job_counts check: %s", err);
+        free(v);
+        v = NULL;
+        if (visierd_store_query(d, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')", NULL, &v, err,
+                                sizeof(err)) > 0)
+                *ret_pending = strtoll(v, NULL, 10);
+        free(v);
+}

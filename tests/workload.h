@@ -95,6 +95,10 @@ long long workload_wait_drained(unsigned port, unsigned max_sec);
 /* After visierd stopped: PRAGMA integrity_check of DB into ret_integrity ("ok" when sound) and
  * the jobs its table still holds queued or running (-1 when unreadable). */
 void workload_db_check(const char *db, char *ret_integrity, size_t len, long long *ret_pending);
+/* The same for D's job store after it stopped: workload_db_check on its SQLite file, or, on
+ * PostgreSQL, the agreement of job_counts with the jobs table (workload.c says why) into
+ * ret_integrity ("ok" when they agree), and the jobs still queued or running. */
+void workload_store_check(const Visierd *d, char *ret_integrity, size_t len, long long *ret_pending);
 
 /* A fresh seed from the kernel, for runs not told one. */
 uint64_t workload_random_seed(void);

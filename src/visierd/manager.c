@@ -404,9 +404,22 @@ static void fleet_tick_done(void *userdata) {
         else if (t->r >= 0 && m->fleet_error[0])
                 log_info("fleet: the database answers again");
         snprintf(m->fleet_error, sizeof(m->fleet_error), "%s", t->r < 0 ? t->err : "");
-        if (now->held && (!was->held || now->term != was->term))
-                log_info("fleet: this node holds the publish lane, term %lld", (long long) now->term);
-        else if (!now->held && was->held)
+        if (now->held && (!was->held || now->term != was->term)) {
+                usec_t at = clock_now();
+
+                /* The grant's wait (send_after) is the lane's: a call fenced under an earlier term,
+                 * this node's own before a restart too, may still run until its deadline, and
+                 * Visier go on publishing for publish_settle after it. The publisher waits it out
+                 * in fleet_lane_usable() without a word, so the operator learns why from here, as
+                 * a single visierd's lane_wait_locked() tells its own. */
+                if (now->send_after > at)
+                        log_info("fleet: this node holds the publish lane, term %lld; waiting %llu ms before the "
+                                 "next write: a write call under an earlier term may still be open, or its answer "
+                                 "was lost, and Visier may still be publishing it",
+                                 (long long) now->term, (unsigned long long) ((now->send_after - at) / USEC_PER_MSEC));
+                else
+                        log_info("fleet: this node holds the publish lane, term %lld", (long long) now->term);
+        } else if (!now->held && was->held)
                 log_info("fleet: this node no longer holds the publish lane (term %lld)%s%s", (long long) was->term,
                          now->holder[0] ? "; it is held by " : "", now->holder);
         m->fleet_lane = *now;
