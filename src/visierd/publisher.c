@@ -2019,12 +2019,18 @@ static void lane_from_store(Publisher *p) {
  * orphans, rounds by resolve_rounds(), export runs queued again. Without a usable term the
  * fence is cleared, so no recording of this node commits until it holds the lane again.
  */
-static bool fleet_gate(Publisher *p) {
+typedef enum FleetGate {
+        FLEET_GATE_CLOSED, /* this node may not publish now */
+        FLEET_GATE_OPEN,   /* it may, under the term it has been publishing under */
+        FLEET_GATE_OPENED, /* a new term: recovered now; the claim waits for the next pass */
+} FleetGate;
+
+static FleetGate fleet_gate(Publisher *p) {
         char m[96];
         int64_t term;
 
         if (!p->fleet)
-                return true;
+                return FLEET_GATE_OPEN;
         if (!fleet_lane_usable(p->fleet, clock_now(), &term)) {
                 if (p->fleet_term != 0) {
                         snprintf(m, sizeof(m), "stopped publishing under term %lld of the fleet's lane",
@@ -2033,10 +2039,10 @@ static bool fleet_gate(Publisher *p) {
                         store_set_fence_term(p->store, 0);
                         emit(p, &(PublisherEvent) { .kind = PUBLISHER_FLEET_LANE, .message = m });
                 }
-                return false;
+                return FLEET_GATE_CLOSED;
         }
         if (term == p->fleet_term)
-                return true;
+                return FLEET_GATE_OPEN;
         p->fleet_term = term;
         store_set_fence_term(p->store, term);
         snprintf(m, sizeof(m), "publishing under term %lld of the fleet's lane", (long long) term);
@@ -2046,7 +2052,9 @@ static bool fleet_gate(Publisher *p) {
         recover_orphans(p);
         if (store_export_requeue_orphans(p->store) < 0)
                 p->store_trouble = true;
-        return true;
+        /* Jobs that came in during the recovery wait through the loop's wait like any others
+         * (a burst gathers for batch_delay), not claimed one by one right now. */
+        return FLEET_GATE_OPENED;
 }
 
 static void *publisher_thread(void *arg) {
@@ -2070,6 +2078,7 @@ static void *publisher_thread(void *arg) {
         while (!p->stopping) {
                 Batch *b = NULL;
                 int64_t next_due = INT64_MAX, now;
+                FleetGate gate;
                 usec_t wait;
                 int r;
 
@@ -2077,7 +2086,8 @@ static void *publisher_thread(void *arg) {
                         break;
                 p->active = p->settings;
                 pthread_mutex_unlock(&p->lock);
-                if (!fleet_gate(p)) {
+                gate = fleet_gate(p);
+                if (gate == FLEET_GATE_CLOSED) {
                         pthread_mutex_lock(&p->lock);
                         if (!p->stopping && !p->woken)
                                 timed_wait(&p->wake, &p->lock, PUBLISHER_FLEET_POLL);
@@ -2101,7 +2111,7 @@ static void *publisher_thread(void *arg) {
                         }
                         if (!p->store_trouble && p->rounds_pending && clock_now() >= p->rounds_retry_at)
                                 resolve_rounds(p);
-                        if (!p->store_trouble && !p->rounds_pending) {
+                        if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN) {
                                 r = store_batch_claim(p->store, now, p->active.batch_max, NULL, 0, &b, &next_due);
                                 if (r < 0) {
                                         p->store_trouble = true;
