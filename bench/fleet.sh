@@ -34,16 +34,18 @@
 # seconds of the visierd nodes and of PostgreSQL (the postmaster and its backends) are taken
 # over each phase. The summary gives the median of the rounds for each target and the ratios.
 #
-# Failover: a fresh database, visier-sim and three nodes with [fleet] lease_seconds = 3,
-# renew_seconds = 1, [visier] request_timeout = 5 and [jobs] publish_settle = 2 (the defaults,
-# 15 s, 5 s, 30 s and 60 s, would make a round last up to 91 s). Three times: 4 clients write
+# Failover: a fresh database, visier-sim and three nodes with [fleet] lease_seconds = 6,
+# renew_seconds = 2, [visier] request_timeout = 5 and [jobs] publish_settle = 2 (the defaults,
+# 15 s, 5 s, 30 s and 60 s, would make a round last up to 91 s). Three times: 2 clients write
 # through the two nodes not holding the lane, the holder (the node whose /status says
 # held_by_this_node) is killed with SIGKILL once writes reach visier-sim, and failover_s is the
 # time from the kill until visier-sim's write_calls counter moves again (probed every 50 ms;
 # the dead node's last call is let in first: the counter is read once visier-sim has no write
 # in flight). The killed node comes back under a new name before the next round. Each row
 # also gives the lease the holder had left at the kill, and the wait its successor's grant
-# carried (send_after - acquired_at in fleet_lanes: the dead node's open call plus settle).
+# carried (send_after - acquired_at in fleet_lanes: the dead node's open call plus settle),
+# usable_s, from the kill until the successor logged that it publishes under its term, and
+# the jobs it found running under the dead node and looked up at Visier before its first write.
 #
 # Needs a C compiler, pkg-config, libcurl's headers, curl, python3, sqlite3, setpriv and
 # PostgreSQL's server. Everything listens on 127.0.0.1 or a unix socket only. Nothing here
@@ -101,8 +103,10 @@ fi
 $as_pg env LC_ALL=C "$pg_bin/initdb" -D "$pg/data" -U visier -A trust -E UTF8 --no-locale > "$pg/initdb.log" 2>&1 ||
         { cat "$pg/initdb.log" >&2; exit 1; }
 # Durability as PostgreSQL ships it: fsync, full_page_writes and synchronous_commit are on.
+# log_lock_waits: a lock waited on for longer than deadlock_timeout (1 s) is logged, counted
+# at the end.
 $as_pg env LC_ALL=C "$pg_bin/postgres" -D "$pg/data" -k "$pg" -p 5432 -c listen_addresses= \
-        -c unix_socket_permissions=0700 -c max_connections=100 > "$pg/postgres.log" 2>&1 &
+        -c unix_socket_permissions=0700 -c max_connections=100 -c log_lock_waits=on > "$pg/postgres.log" 2>&1 &
 pg_pid=$!
 wait_for "'$pg_bin/pg_isready' -q -h '$pg' -p 5432" 400
 psql_do() { # DATABASE SQL
@@ -192,12 +196,14 @@ rate() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.1f", (t > 0 ? n / t : 0) }';
 delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # waits_start DATABASE FILE: sample what DATABASE's sessions wait on (pg_stat_activity), every
-# 0.25 s, into FILE, one line per busy session: its state, and its wait event if any.
+# 0.25 s, into FILE, one line per busy session: its state, its wait event if any, and for a
+# lock wait the start of the statement that waits.
 sampler_pid=""
 waits_start() {
         (
                 while :; do
                         psql_do postgres "SELECT replace(state, ' ', '_') || coalesce(':' || wait_event_type || ':' || wait_event, '')
+                                || CASE WHEN wait_event_type = 'Lock' THEN ':' || regexp_replace(left(query, 23), '\s+', '_', 'g') ELSE '' END
                                 FROM pg_stat_activity WHERE datname = '$1' AND state IN ('active', 'idle in transaction')" || true
                         sleep 0.25
                 done
@@ -283,7 +289,6 @@ for r in $(seq 1 "$rounds"); do
         run_target pg2 2 "$r"
         run_target pg3 3 "$r"
 done
-[ "$rounds" -gt 0 ] && throughput_summary
 
 throughput_summary() {
 median() { # TARGET COLUMN (of $results)
@@ -306,20 +311,20 @@ awk -v ws="$w_sqlite" -v w1="$w_pg1" -v w2="$w_pg2" -v w3="$w_pg3" -v rs="$r_sql
         printf "pg3/pg1        %10.2f %8.2f %12.2f\n", w3 / w1, r3 / r1, p3 / p1
         printf "pg3/sqlite     %10.2f %8.2f %12.2f\n", w3 / ws, r3 / rs, p3 / ps
 }'
-echo "what PostgreSQL's sessions of the target's database were doing during the writes, sampled every 0.25 s" \
-        "(active or idle in transaction; share of the samples, all rounds):"
+echo "what the busy PostgreSQL sessions of the target's database were doing during the writes (pg_stat_activity" \
+        "every 0.25 s, sessions active or idle in transaction; share of the session samples of all rounds):"
 for t in pg1 pg2 pg3; do
         cat "$work"/$t-*/writes.waits 2>/dev/null | sort | uniq -c | sort -rn |
                 awk -v t="$t" '{ n[NR] = $1; w[NR] = $2; s += $1 } END {
-                        printf "  %-4s %5d samples:", t, s
-                        for (i = 1; i <= NR && i <= 5; i++) printf "  %s %.0f%%", w[i], 100 * n[i] / s
-                        printf "\n" }'
+                        printf "  %s (%d session samples):\n", t, s
+                        for (i = 1; i <= NR && i <= 6; i++) printf "    %3.0f%% %s\n", 100 * n[i] / s, w[i] }'
 done
 echo "load after the throughput part: $(cut -d" " -f1-3 /proc/loadavg)"
 }
+[ "$rounds" -gt 0 ] && throughput_summary
 
 # ---- failover ----
-lease=3 renew=1 timeout=5 settle=2
+lease=6 renew=2 timeout=5 settle=2
 fleet_extra="lease_seconds = $lease
 renew_seconds = $renew"
 visier_extra="request_timeout = $timeout"
@@ -327,7 +332,7 @@ jobs_extra="[jobs]
 publish_settle = $settle"
 echo
 echo "failover: 3 nodes, lease_seconds=$lease renew_seconds=$renew request_timeout=$timeout (call deadline $((timeout + 1)) s)" \
-        "publish_settle=$settle; 4 writers on the two other nodes; load $(cut -d" " -f1-3 /proc/loadavg)"
+        "publish_settle=$settle; 2 writers on the two other nodes; load $(cut -d" " -f1-3 /proc/loadavg)"
 sim_start
 psql_do postgres "CREATE DATABASE fb_failover"
 store="url = $(pg_conninfo fb_failover)"
@@ -337,7 +342,8 @@ for k in 1 2 3; do
 $jobs_extra" "$fleet_extra"
         eval "fo_pid_$k=$node_pid fo_url_$k=$node_url fo_name_$k=fo-n$k"
 done
-printf '%-6s %-10s %-10s %5s %13s %13s %11s %11s %9s\n' round killed next term lease_left_s grant_wait_s reconciled failover_s overlaps
+printf '%-6s %-10s %-10s %5s %13s %13s %9s %11s %11s %9s\n' round killed next term lease_left_s grant_wait_s usable_s reconciled \
+        failover_s overlaps
 failovers=""
 # Jobs a new holder found running under a dead one and looked up at Visier before writing.
 reconciled() { cat "$f"/*/visierd.log | grep -c 'was running when visierd stopped; reconciling' || true; }
@@ -370,9 +376,12 @@ for rep in 1 2 3; do
                 FROM fleet_lanes")
         kill "$writer_pid" 2>/dev/null && wait "$writer_pid" 2>/dev/null || true
         writer_pid=""
-        printf '%-6s %-10s %-10s %5s %13.2f %13s %11s %11s %9s\n' "$rep" "$hname" "$(echo "$lane" | cut -d'|' -f1)" \
-                "$(echo "$lane" | cut -d'|' -f2)" "$left" "$(echo "$lane" | cut -d'|' -f3)" "$rec" "$fo" \
-                "$(sim_counter publish_overlaps)"
+        term=$(echo "$lane" | cut -d'|' -f2)
+        # When the successor's publisher began under its term (the log's UTC time stamp).
+        usable=$(cat "$f"/*/visierd.log | grep -m 1 "publishing under term $term of" | cut -d' ' -f1)
+        usable=$(delta "$t_kill" "$(date -d "$usable" +%s.%N)")
+        printf '%-6s %-10s %-10s %5s %13.2f %13s %9s %11s %11s %9s\n' "$rep" "$hname" "$(echo "$lane" | cut -d'|' -f1)" \
+                "$term" "$left" "$(echo "$lane" | cut -d'|' -f3)" "$usable" "$rec" "$fo" "$(sim_counter publish_overlaps)"
         # The killed node comes back under a new name (a node name is one process's).
         node_start "$f/n$holder-$rep" "fo-n$holder-r$rep" "$store" "$visier_extra
 $jobs_extra" "$fleet_extra"
@@ -392,5 +401,15 @@ bad=$(cat "$work"/*/visierd.log "$work"/*/*/visierd.log 2>/dev/null | grep -Ei '
 if [ -n "$bad" ]; then
         echo "node log lines at warning or worse, by message ($(echo "$bad" | wc -l) lines):"
         echo "$bad" | sed 's/^[^ ]* visierd\[[0-9]*\] //; s/[0-9][0-9]*/N/g' | sort | uniq -c | sort -rn | head -n 20
+fi
+# PostgreSQL's log: lock waits past 1 s by the statement that waited, the longest wait that
+# ended, and the statements cancelled by visierd's statement timeout (2 s).
+waits=$(awk '/still waiting for/ { w = 1; next }
+        w && /STATEMENT:/ { sub(/.*STATEMENT: */, ""); print substr($0, 1, 40); w = 0 }' "$pg/postgres.log" | sort | uniq -c | sort -rn)
+if [ -n "$waits" ]; then
+        echo "PostgreSQL lock waits longer than 1 s (log_lock_waits), by statement; the longest that ended:" \
+                "$(sed -n 's/.* acquired .* after \([0-9.]*\) ms.*/\1/p' "$pg/postgres.log" | sort -g | tail -n 1) ms;" \
+                "statements cancelled by the statement timeout: $(grep -c 'canceling statement due to statement timeout' "$pg/postgres.log")"
+        echo "$waits"
 fi
 echo "load at the end: $(cut -d" " -f1-3 /proc/loadavg)"
