@@ -13,11 +13,18 @@
  *
  *   post-many [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS
  *   post-many -m IDS_FILE [-H HEADER]... [-p PREFIX] BASE_URL COUNT CLIENTS
+ *   post-many -g IDS_FILE [-H HEADER]... [-d SECONDS] BASE_URL COUNT CLIENTS
+ *
+ * URL (or BASE_URL) may be several, separated by commas, for several servers: thread k uses
+ * the (k mod n)th, so the clients are spread evenly over them.
  *
  * With -m, request N is the (N mod 4)th of a mixed stream on distinct permissions: a create
  * (POST BASE_URL/v1/admin/permissions), an update of ID 3k, a delete of ID 3k+1 and a user
  * assignment (PUT BASE_URL/v1/admin/permissions/users) to ID 3k+2, k = N / 4, the IDs being
  * the lines of IDS_FILE (at least 3 * COUNT / 4 of them).
+ *
+ * With -g, request N is GET BASE_URL/jobs/ID, ID the (N mod lines)th line of IDS_FILE: job
+ * status reads, as a client following its 202s makes them.
  *
  * A benchmark tool only: it never retries, and it must not be used as an example of how a
  * service should talk to visierd (that one should send an Idempotency-Key).
@@ -25,6 +32,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +45,13 @@
 #define STATUS_MAX 600
 #define REQUEST_TIMEOUT_S 300L
 #define LATENCIES_MAX (1L << 21)
+#define URLS_MAX 16
 
-static const char *url, *prefix = "bench";
-static char **mixed_ids;     /* -m: permission IDs */
+static const char *urls[URLS_MAX], *prefix = "bench";
+static int n_urls;
+static char **mixed_ids;     /* -m: permission IDs; -g: job IDs */
 static long n_mixed_ids;
+static int get_jobs;         /* -g */
 static long count;           /* 0: no cap (needs -d) */
 static double deadline;      /* 0: none */
 static struct curl_slist *headers;
@@ -72,9 +83,9 @@ static size_t discard(char *ptr, size_t size, size_t nmemb, void *userdata) {
 }
 
 static void *client(void *arg) {
+        const char *url = urls[(long) (intptr_t) arg % n_urls];
         CURL *h = curl_easy_init();
 
-        (void) arg;
         if (!h) {
                 atomic_fetch_add(&transport_errors, 1);
                 return NULL;
@@ -95,7 +106,13 @@ static void *client(void *arg) {
                         break;
                 double t0;
 
-                if (mixed_ids) {
+                if (get_jobs) {
+                        char u[512];
+
+                        snprintf(u, sizeof(u), "%s/jobs/%s", url, mixed_ids[i % n_mixed_ids]);
+                        curl_easy_setopt(h, CURLOPT_URL, u);
+                        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+                } else if (mixed_ids) {
                         static const char *const methods[] = { "POST", "PUT", "DELETE", "PUT" };
                         long k = i / 4;
                         char u[512];
@@ -127,7 +144,8 @@ static void *client(void *arg) {
                         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, methods[i % 4]);
                 } else
                         snprintf(body, sizeof(body), "{\"permissions\":[{\"displayName\":\"%s-%07ld\"}]}", prefix, i);
-                curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+                if (!get_jobs)
+                        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
                 atomic_fetch_add(&requests, 1);
                 t0 = now();
                 if (curl_easy_perform(h) != CURLE_OK ||
@@ -159,7 +177,8 @@ static double percentile(const double *sorted, long n, double p) {
 }
 
 static void usage(void) {
-        fprintf(stderr, "usage: post-many [-m IDS_FILE] [-H HEADER]... [-p PREFIX] [-d SECONDS] URL COUNT CLIENTS\n");
+        fprintf(stderr, "usage: post-many [-m IDS_FILE | -g IDS_FILE] [-H HEADER]... [-p PREFIX] [-d SECONDS] "
+                        "URL[,URL...] COUNT CLIENTS\n");
 }
 
 int main(int argc, char **argv) {
@@ -169,8 +188,11 @@ int main(int argc, char **argv) {
         int n_threads = 0, opt, n_headers = 0;
         char *end;
 
-        while ((opt = getopt(argc, argv, "H:p:d:m:")) != -1)
+        while ((opt = getopt(argc, argv, "H:p:d:m:g:")) != -1)
                 switch (opt) {
+                case 'g':
+                        get_jobs = 1;
+                        /* fall through */
                 case 'm': {
                         FILE *f = fopen(optarg, "re");
                         char line[128];
@@ -222,7 +244,20 @@ int main(int argc, char **argv) {
                 usage();
                 return 2;
         }
-        url = argv[optind];
+        for (char *u = argv[optind], *comma; u; u = comma) {
+                comma = strchr(u, ',');
+                if (comma)
+                        *comma++ = '\0';
+                if (n_urls == URLS_MAX || !*u) {
+                        fprintf(stderr, "post-many: 1 to %d URLs, separated by commas\n", URLS_MAX);
+                        return 2;
+                }
+                urls[n_urls++] = u;
+        }
+        if (get_jobs && n_mixed_ids == 0) {
+                fprintf(stderr, "post-many: -g: no job IDs\n");
+                return 2;
+        }
         count = strtol(argv[optind + 1], &end, 10);
         if (*end || count < 0 || (count == 0 && seconds == 0)) {
                 usage();
@@ -248,7 +283,7 @@ int main(int argc, char **argv) {
         if (seconds > 0)
                 deadline = start + seconds;
         for (long c = 0; c < clients; c++) {
-                if (pthread_create(&threads[n_threads], NULL, client, NULL) != 0) {
+                if (pthread_create(&threads[n_threads], NULL, client, (void *) (intptr_t) c) != 0) {
                         fprintf(stderr, "post-many: cannot start thread %ld\n", c);
                         break;
                 }
