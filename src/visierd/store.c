@@ -158,6 +158,12 @@ struct Store {
         char *fence_tenant, *fence_node;
         unsigned fence_settle_ms;
         int64_t fence_term;
+        /* The open transaction is fenced: its checks run right before its COMMIT (fence_finish()),
+         * so the lane's row is locked for the commit only, never for the whole transaction —
+         * the holder's own renewals and the other nodes' attempts do not queue behind it. */
+        bool tx_fenced;
+        enum { LANE_OP_NONE, LANE_OP_OPEN, LANE_OP_END } tx_lane_op;
+        int64_t tx_lane_started_ms, tx_lane_deadline_ms;
         usec_t counts_at;   /* when the counts were last read (clock_now()) */
         unsigned max_pending;
         bool in_transaction;
@@ -1063,31 +1069,45 @@ void store_set_fence_term(Store *s, int64_t term) {
         pthread_mutex_unlock(&s->lock);
 }
 
-/* Inside a transaction (lock held): with a fence set, does this node still hold its term
- * (lease_check_term(), which keeps the lane's row locked until the commit)? 0 without a
- * fence; -ESTALE with no term or another's; the transaction fails with any error. */
-static int fence_check(Store *s) {
+/*
+ * The last statements of a fenced transaction, right before its COMMIT (lock held): does this
+ * node still hold its term (lease_check_term(), which keeps the lane's row locked until the
+ * commit), and the lane's call opened or ended (lease_fence_call(), lease_call_end()). 0, or
+ * -ESTALE (another node's term), -EAGAIN (the lane's wait is not over), another error.
+ */
+static int fence_finish(Store *s) {
         char err[LEASE_ERROR_MAX];
+        PGconn *c = db_pg_conn(s->w.db);
+        int64_t wait = 0;
+        int r;
 
-        if (!s->fence_tenant)
-                return 0;
         if (s->fence_term <= 0)
-                return tx_note(s, -ESTALE);
-        return tx_note(s, lease_check_term(db_pg_conn(s->w.db), s->fence_tenant, s->fence_node, s->fence_term, err,
-                                           sizeof(err)));
+                return -ESTALE;
+        r = lease_check_term(c, s->fence_tenant, s->fence_node, s->fence_term, err, sizeof(err));
+        if (r >= 0 && s->tx_lane_op == LANE_OP_OPEN)
+                r = lease_fence_call(c, s->fence_tenant, s->fence_node, s->fence_term,
+                                     (unsigned) (s->tx_lane_deadline_ms > s->tx_lane_started_ms
+                                                         ? s->tx_lane_deadline_ms - s->tx_lane_started_ms
+                                                         : 1),
+                                     &wait, err, sizeof(err));
+        else if (r >= 0 && s->tx_lane_op == LANE_OP_END)
+                r = lease_call_end(c, s->fence_tenant, s->fence_node, s->fence_term, s->tx_lane_deadline_ms == 0,
+                                   s->fence_settle_ms, err, sizeof(err));
+        return r;
 }
 
-/* store_begin() and, in fleet mode, the fence: -ESTALE (nothing begun) when the term is gone. */
+/* store_begin() and, in fleet mode, a fence at its end: -ESTALE at once without a term. */
 static int begin_fenced(Store *s) {
         int r = store_begin(s);
 
-        if (r < 0)
+        if (r < 0 || !s->fence_tenant)
                 return r;
-        r = fence_check(s);
-        if (r < 0) {
+        if (s->fence_term <= 0) {
                 store_end(s, false);
-                return r;
+                return -ESTALE;
         }
+        s->tx_fenced = true;
+        s->tx_lane_op = LANE_OP_NONE;
         return 0;
 }
 
@@ -1141,10 +1161,19 @@ static void final_texts_clear(Store *s) {
 int store_end(Store *s, bool commit) {
         char ignored[STORE_ERROR_MAX];
         bool open_tx = db_in_transaction(s->w.db);
+        bool refused = false; /* by the fence: not a failure of the database */
         int r = 0;
 
+        if (commit && s->tx_error == 0 && open_tx && s->tx_fenced) {
+                r = fence_finish(s);
+                refused = r == -ESTALE || r == -EAGAIN;
+        }
+        s->tx_fenced = false;
+        s->tx_lane_op = LANE_OP_NONE;
         s->in_transaction = false; /* COMMIT and ROLLBACK below run whatever failed before */
-        if (commit && s->tx_error < 0)
+        if (commit && r < 0)
+                ; /* the fence refused it: rolled back below */
+        else if (commit && s->tx_error < 0)
                 r = s->tx_error;
         else if (commit && !open_tx)
                 r = -EIO; /* rolled back behind our back */
@@ -1166,7 +1195,7 @@ int store_end(Store *s, bool commit) {
                          * (it is otherwise truncated only after a prune). */
                         __atomic_store_n(&s->had_error, checkpoint(s) < 0, __ATOMIC_RELAXED);
                 }
-        } else if (commit)
+        } else if (commit && !refused)
                 __atomic_store_n(&s->had_error, true, __ATOMIC_RELAXED);
         s->in_transaction = false;
         s->tx_error = 0;
@@ -2567,7 +2596,11 @@ out:
         free(jobs);
         free(picked);
         keys_free(running_keys.keys, running_keys.n);
-        r = store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
+        {
+                int e = store_end(s, r >= 0); /* the fence's refusal (-ESTALE) comes from here */
+
+                r = r < 0 ? r : e;
+        }
         if (r >= 0)
                 *ret = TAKE_PTR(b);
         return r;
@@ -2899,18 +2932,13 @@ static int lane_row_set(Store *s, int64_t started_ms, int64_t deadline_ms);
  * its deadline as a duration from now in the database's clock) or ends (lease_call_end():
  * answered when no call is open any more, else lost, so no node sends for publish_settle). */
 static int lane_lease(Store *s, int64_t started_ms, int64_t deadline_ms, bool opening) {
-        char err[LEASE_ERROR_MAX];
-        PGconn *c = db_pg_conn(s->w.db);
-        int64_t wait = 0;
-
-        if (!s->fence_tenant)
+        if (!s->tx_fenced)
                 return 0;
-        if (opening)
-                return tx_note(s, lease_fence_call(c, s->fence_tenant, s->fence_node, s->fence_term,
-                                                   (unsigned) (deadline_ms > started_ms ? deadline_ms - started_ms : 1),
-                                                   &wait, err, sizeof(err)));
-        return tx_note(s, lease_call_end(c, s->fence_tenant, s->fence_node, s->fence_term, deadline_ms == 0,
-                                         s->fence_settle_ms, err, sizeof(err)));
+        /* Run by fence_finish(), right before the commit. */
+        s->tx_lane_op = opening ? LANE_OP_OPEN : LANE_OP_END;
+        s->tx_lane_started_ms = started_ms;
+        s->tx_lane_deadline_ms = deadline_ms;
+        return 0;
 }
 
 int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms) {
@@ -2944,7 +2972,11 @@ int store_lane_open(Store *s, int64_t started_ms, int64_t deadline_ms) {
         r = lane_lease(s, started_ms, deadline_ms, true);
         if (r >= 0)
                 r = lane_row_set(s, started_ms, deadline_ms);
-        return store_end(s, r >= 0) < 0 && r >= 0 ? -EIO : r;
+        {
+                int e = store_end(s, r >= 0); /* the fence's refusal (-ESTALE, -EAGAIN) comes from here */
+
+                return r < 0 ? r : e;
+        }
 }
 
 int store_lane_get(Store *s, int64_t *ret_started_ms, int64_t *ret_deadline_ms) {

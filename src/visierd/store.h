@@ -275,12 +275,15 @@ int store_lane_set(Store *s, int64_t started_ms, int64_t deadline_ms);
  * Fleet mode (PostgreSQL only; -EOPNOTSUPP on SQLite): the publish lane's fence (lease.h). From
  * here on the publisher's and the export runner's transactions — store_begin_lane(),
  * store_batch_claim(), store_lane_open(), store_export_claim(), store_export_requeue_orphans()
- * — first check, in the same transaction, that this node (node, in tenant's lane) still holds
- * the term set by store_set_fence_term() (lease_check_term(), which holds the lane's row until
- * the commit, so no node can take the lane over in between): -ESTALE, with nothing written,
- * when it does not (term 0: no term held). store_lane_open() also fences the call itself
+ * — check, as the transaction's last statements before its COMMIT, that this node (node, in
+ * tenant's lane) still holds the term set by store_set_fence_term() (lease_check_term(), which
+ * holds the lane's row until the commit, so no node can take the lane over in between; only
+ * for the commit, so the holder's renewals and other nodes' attempts never queue behind a
+ * long transaction): store_end() fails with -ESTALE, nothing written, when it does not (term
+ * 0: no term held; then begin fails at once). store_lane_open() also fences the call itself
  * (lease_fence_call(), recording its deadline; -EAGAIN while the lane's wait runs), and
- * store_lane_set() ends it (lease_call_end(), with settle_ms when its answer was lost).
+ * store_lane_set() ends it (lease_call_end(), with settle_ms when its answer was lost), both
+ * at that same point.
  * Submissions, cancels, retries and prunes are never fenced.
  */
 int store_set_fence(Store *s, const char *tenant, const char *node, unsigned settle_ms);
