@@ -356,11 +356,12 @@ void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata)
 }
 
 void upstream_set_fleet(Upstream *u, Fleet *fleet) {
-        u->fleet = fleet;
+        u->fleet = fleet; /* the same Fleet at a reload: set before the first call */
         if (u->rl) {
                 pthread_mutex_lock(&u->rl->lock);
-                u->fleet_minute_cap = u->rl->minute_cap;
-                u->fleet_hour_cap = u->rl->hour_cap;
+                /* Read by calls on any thread: a reload sets them again. */
+                __atomic_store_n(&u->fleet_minute_cap, u->rl->minute_cap, __ATOMIC_RELAXED);
+                __atomic_store_n(&u->fleet_hour_cap, u->rl->hour_cap, __ATOMIC_RELAXED);
                 pthread_mutex_unlock(&u->rl->lock);
         }
 }
@@ -796,9 +797,10 @@ static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec
                         /* The database is down: this node's share of the tenant's caps, from its
                          * own buckets (docs/fleet.md, "Outages"). */
                         unsigned n = fleet_nodes_last_seen(u->fleet);
+                        unsigned minute = __atomic_load_n(&u->fleet_minute_cap, __ATOMIC_RELAXED) / n;
+                        unsigned hour = __atomic_load_n(&u->fleet_hour_cap, __ATOMIC_RELAXED) / n;
 
-                        ratelimit_set_caps(u->rl, u->fleet_minute_cap / n ? u->fleet_minute_cap / n : 1,
-                                           u->fleet_hour_cap / n ? u->fleet_hour_cap / n : 1);
+                        ratelimit_set_caps(u->rl, minute ? minute : 1, hour ? hour : 1);
                         r = req->background ? ratelimit_try_take_low(u->rl, now, UPSTREAM_BACKGROUND_RESERVE, &wait)
                                             : ratelimit_try_take(u->rl, now, &wait);
                 } else if (r != -EAGAIN) {
