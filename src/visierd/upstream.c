@@ -356,7 +356,8 @@ void upstream_set_observer(Upstream *u, upstream_observer_fn fn, void *userdata)
 }
 
 void upstream_set_fleet(Upstream *u, Fleet *fleet) {
-        u->fleet = fleet; /* the same Fleet at a reload: set before the first call */
+        if (u->fleet != fleet) /* set before the first call; a reload passes the same one */
+                u->fleet = fleet;
         if (u->rl) {
                 pthread_mutex_lock(&u->rl->lock);
                 /* Read by calls on any thread: a reload sets them again. */
