@@ -141,6 +141,11 @@ int visierd_store_query(const Visierd *d, const char *sql, const char *param, ch
         return r;
 }
 
+void harness_store_pg_new_url(char *ret, size_t len) {
+        ck_assert_msg(store_pg_on, "no PostgreSQL: VISIERD_TEST_STORE=postgresql was not set");
+        store_pg_database(ret, len);
+}
+
 static const char *env_or(const char *name, const char *fallback) {
         const char *v = getenv(name);
         return v && *v ? v : fallback;

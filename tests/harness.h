@@ -72,6 +72,8 @@ extern const char *const *harness_child_env;
 bool harness_store_is_pg(void);
 /* A connection string for the server's maintenance database (dbname=postgres), or NULL. */
 const char *harness_store_pg_conninfo(void);
+/* A new, empty database on that server, as a [store] url, into ret (for unit suites). */
+void harness_store_pg_new_url(char *ret, size_t len);
 
 /* Fork and exec argv (searched in $PATH) with stdout and stderr appended to log and
  * NOTIFY_SOCKET set to notify_path (or unset); the child dies with the test process. */

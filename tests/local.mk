@@ -40,10 +40,11 @@ EXTRA_DIST += tests/README
 
 check_PROGRAMS += $(unit_tests) $(integration_tests)
 
-# The write path's integration suites run a second time with the job store on PostgreSQL:
+# The store's unit suite and the write path's integration suites run a second time with the job
+# store on PostgreSQL:
 # tests/pg/NAME.pg (an empty file naming the run, logged as tests/pg/NAME.log) runs
 # tests/NAME through tests/on-postgresql.sh.
-pg_integration_tests = tests/pg/test-writes.pg tests/pg/test-answers.pg tests/pg/test-rounds.pg \
+pg_integration_tests = tests/pg/check-store.pg tests/pg/test-writes.pg tests/pg/test-answers.pg tests/pg/test-rounds.pg \
 	tests/pg/test-recovery.pg tests/pg/test-loop.pg tests/pg/test-sim-visierd.pg tests/pg/test-crashloop.pg \
 	tests/pg/test-storm.pg
 TEST_EXTENSIONS = .pg
@@ -51,6 +52,7 @@ PG_LOG_COMPILER = $(SHELL) $(srcdir)/tests/on-postgresql.sh
 TESTS += $(pg_integration_tests)
 EXTRA_DIST += $(pg_integration_tests)
 dist_noinst_SCRIPTS += tests/on-postgresql.sh
+tests/pg/check-store.log: tests/check-store$(EXEEXT)
 tests/pg/test-writes.log: tests/test-writes$(EXEEXT)
 tests/pg/test-answers.log: tests/test-answers$(EXEEXT)
 tests/pg/test-rounds.log: tests/test-rounds$(EXEEXT)
