@@ -74,6 +74,37 @@ static void node_start(unsigned i, const char *extra_tail) {
         visierd_restart(&nodes[i]);
 }
 
+/* Secrets stay on the nodes: no row of any table of the fleet's database holds the API key or
+ * the API user's password. */
+static void assert_no_secret_in_database(void) {
+        PGconn *c = PQconnectdb(store_url);
+        PGresult *tables, *res;
+        size_t rows = 0;
+
+        ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+        tables = PQexec(c, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        ck_assert_int_eq(PQresultStatus(tables), PGRES_TUPLES_OK);
+        ck_assert_int_gt(PQntuples(tables), 10);
+        for (int t = 0; t < PQntuples(tables); t++) {
+                char sql[160];
+
+                snprintf(sql, sizeof(sql), "SELECT t::text FROM %s t", PQgetvalue(tables, t, 0));
+                res = PQexec(c, sql);
+                ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+                for (int i = 0; i < PQntuples(res); i++, rows++) {
+                        const char *row = PQgetvalue(res, i, 0);
+
+                        ck_assert_msg(!strstr(row, sim.apikey), "the API key is in a row of %s", PQgetvalue(tables, t, 0));
+                        ck_assert_msg(!strstr(row, sim.password), "the API password is in a row of %s",
+                                      PQgetvalue(tables, t, 0));
+                }
+                PQclear(res);
+        }
+        printf("fleet: %zu rows of %d tables hold neither the API key nor the password\n", rows, PQntuples(tables));
+        PQclear(tables);
+        PQfinish(c);
+}
+
 START_TEST(test_fleet_workload) {
         usec_t start = clock_now();
         const unsigned n = (unsigned) cfg.nodes;
@@ -153,6 +184,7 @@ START_TEST(test_fleet_workload) {
                       rep.unanswered);
         for (unsigned i = 0; i < n; i++)
                 ck_assert_msg(visierd_stop(&nodes[i]) == 0, "node%u did not exit 0 on SIGTERM", i + 1);
+        assert_no_secret_in_database();
 }
 END_TEST
 
