@@ -375,7 +375,7 @@ static json_t *counted_by_scan(void) {
 
                 ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
                 for (int i = 0; i < PQntuples(res); i++)
-                        json_object_set_new(j, PQgetvalue(res, i, 0), json_integer(atoll(PQgetvalue(res, i, 1))));
+                        json_object_set_new(j, PQgetvalue(res, i, 0), json_integer(strtoll(PQgetvalue(res, i, 1), NULL, 10)));
                 PQclear(res);
                 PQfinish(c);
                 return j;

@@ -158,7 +158,8 @@ START_TEST(test_fleet_workload) {
                 printf("fleet: first problems:\n%s", rep.problems);
         for (unsigned i = 0; i < n; i++) {
                 long st;
-                json_t *status = http_get_json(visierd_url(&nodes[i], "/status"), &st);
+                _cleanup_free_ char *url = visierd_url(&nodes[i], "/status");
+                json_t *status = http_get_json(url, &st);
                 char *text = json_dumps(json_object_get(status, "jobs"), JSON_COMPACT);
 
                 printf("fleet: node%u's jobs: %s\n", i + 1, text ? text : "(none)");
@@ -208,7 +209,8 @@ static long long sim_count(const char *name) {
 /* The lane's holder and term as node i sees them (its /status: memory, never the database). */
 static int lane_of(unsigned i, char *holder, size_t len, long long *ret_term) {
         long st = 0;
-        json_t *j = nodes[i].pid > 0 ? http_get_json(visierd_url(&nodes[i], "/status"), &st) : NULL;
+        _cleanup_free_ char *url = nodes[i].pid > 0 ? visierd_url(&nodes[i], "/status") : NULL;
+        json_t *j = url ? http_get_json(url, &st) : NULL;
         json_t *lane = json_object_get(json_object_get(j, "fleet"), "lane");
         const char *h = json_string_value(json_object_get(lane, "holder"));
 
