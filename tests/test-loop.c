@@ -353,6 +353,18 @@ START_TEST(test_status_text) {
         set_faults("{\"publish_ms\":2000}");
         json_decref(visierd_request_json(&vd, "POST", "/v1/admin/permissions",
                                          "{\"permissions\":[{\"displayName\":\"s-1\"}]}", NULL, &st));
+        /* The first job in its (slow) call before the second comes, so the second waits queued
+         * rather than joining the first's call on a slow machine. */
+        for (usec_t until = clock_now() + 20 * USEC_PER_SEC;;) {
+                json_t *s = visierd_request_json(&vd, "GET", "/status", NULL, NULL, &st);
+                bool running = json_integer_value(json_object_get(json_object_get(s, "jobs"), "running")) == 1;
+
+                json_decref(s);
+                if (running)
+                        break;
+                ck_assert_msg(clock_now() < until, "the first job never ran");
+                clock_sleep(10 * USEC_PER_MSEC); /* probe interval */
+        }
         json_decref(visierd_request_json(&vd, "POST", "/v1/admin/permissions",
                                          "{\"permissions\":[{\"displayName\":\"s-2\"}]}", NULL, &st));
         u = visierd_url(&vd, "/status");
