@@ -631,8 +631,8 @@ START_TEST(test_429_and_budget_waits_on_timers) {
         ck_assert_uint_eq(stats.retries, 0); /* not a failed attempt */
         ck_assert_int_eq(sim_counter(&sim, "throttles_injected"), 1);
 
-        /* Empty the minute's budget (120 a minute: the next call is free in 0.5 s). */
-        ratelimit_observe(&env.rl, 0, -1, clock_now());
+        /* Close the budget for 0.5 s: the next call is free then. */
+        ratelimit_block(&env.rl, clock_now() + 500 * USEC_PER_MSEC);
         ticker_start();
         t0 = clock_now();
         call_on_loop("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res);

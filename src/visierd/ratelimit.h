@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The shared rate budget for calls to Visier: two token buckets (per minute and per hour)
- * refilled continuously, lowered (never raised) by Visier's X-RateLimit-Remaining-* headers,
- * and closed until a time after a 429's Retry-After. Thread-safe; never logs.
+ * The rate budget for calls to Visier: at most a minute's cap of calls in any minute and an
+ * hour's cap in any hour (sliding windows), lowered (never raised) by Visier's
+ * X-RateLimit-Remaining-* headers, and closed until a time after a 429's Retry-After.
+ * Thread-safe; never logs.
  */
 #pragma once
 
@@ -11,18 +12,43 @@
 
 #include "clock.h"
 
+/*
+ * A call's place in a window comes back the window's length plus this much after the call
+ * was taken: up to 1 s for the request to leave after its take, and up to 1 s for it to reach
+ * Visier, which counts it on arrival (docs/fleet.md, "The rate budget").
+ */
+#define RATELIMIT_SLACK (2 * USEC_PER_SEC)
+
+/* A window's calls are kept in this many slots of (length + slack) / (slots - 4) each. */
+#define RATELIMIT_SLOTS 640
+
+typedef struct RateSlot {
+        usec_t back_at; /* when these calls' places come back */
+        unsigned n;
+} RateSlot;
+
+/* The calls taken in the last length + slack, oldest first, in a ring of slots. */
+typedef struct RateWindow {
+        unsigned cap;
+        usec_t length, quantum;
+        unsigned spent;         /* calls whose places have not come back */
+        unsigned head, used;    /* the oldest slot, and how many are in use */
+        RateSlot slots[RATELIMIT_SLOTS];
+} RateWindow;
+
 typedef struct RateLimit {
         pthread_mutex_t lock;
-        unsigned minute_cap, hour_cap;
-        double minute_tokens, hour_tokens;
-        usec_t last_refill;
+        RateWindow minute, hour;
         usec_t blocked_until;
 } RateLimit;
 
 void ratelimit_init(RateLimit *rl, unsigned per_minute, unsigned per_hour, usec_t now);
 void ratelimit_done(RateLimit *rl);
-/* Change the caps (on reload); the tokens held are clamped to the new caps. */
+/* Change the caps (on reload); the calls already taken count against the new caps. */
 void ratelimit_set_caps(RateLimit *rl, unsigned per_minute, unsigned per_hour);
+
+/* The caps now. */
+void ratelimit_caps(RateLimit *rl, unsigned *ret_per_minute, unsigned *ret_per_hour);
 
 /*
  * Take one call from the budget at time now: returns 0, or -EAGAIN with *ret_wait set to how
@@ -38,19 +64,18 @@ usec_t ratelimit_next_free(RateLimit *rl, usec_t now);
 int ratelimit_take(RateLimit *rl, usec_t deadline);
 
 /* Like ratelimit_try_take(), for background work: takes a call only while more than a
- * `reserve` share (0..1) of a minute's budget is left in both buckets, so interactive calls
+ * `reserve` share (0..1) of a minute's budget is left in both windows, so interactive calls
  * keep that much. */
 int ratelimit_try_take_low(RateLimit *rl, usec_t now, double reserve, usec_t *ret_wait);
 /* Like ratelimit_take(), with the reserve of ratelimit_try_take_low(). */
 int ratelimit_take_low(RateLimit *rl, usec_t deadline, double reserve);
 
-/* Take one call even if that overdraws the budget (the login must not wait behind reads). */
-void ratelimit_take_forced(RateLimit *rl, usec_t now);
-
-/* Visier said how many calls remain (negative: header absent). */
+/* Visier said how many calls remain (negative: header absent): calls it counts that this
+ * budget does not (another client of the tenant) are counted as taken now. */
 void ratelimit_observe(RateLimit *rl, long remaining_minute, long remaining_hour, usec_t now);
 
 /* Visier answered 429: take nothing until `until`. */
 void ratelimit_block(RateLimit *rl, usec_t until);
 
+/* The calls that could be taken now in each window. */
 void ratelimit_snapshot(RateLimit *rl, usec_t now, unsigned *ret_minute, unsigned *ret_hour);

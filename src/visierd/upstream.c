@@ -359,11 +359,12 @@ void upstream_set_fleet(Upstream *u, Fleet *fleet) {
         if (u->fleet != fleet) /* set before the first call; a reload passes the same one */
                 u->fleet = fleet;
         if (u->rl) {
-                pthread_mutex_lock(&u->rl->lock);
+                unsigned minute, hour;
+
                 /* Read by calls on any thread: a reload sets them again. */
-                __atomic_store_n(&u->fleet_minute_cap, u->rl->minute_cap, __ATOMIC_RELAXED);
-                __atomic_store_n(&u->fleet_hour_cap, u->rl->hour_cap, __ATOMIC_RELAXED);
-                pthread_mutex_unlock(&u->rl->lock);
+                ratelimit_caps(u->rl, &minute, &hour);
+                __atomic_store_n(&u->fleet_minute_cap, minute, __ATOMIC_RELAXED);
+                __atomic_store_n(&u->fleet_hour_cap, hour, __ATOMIC_RELAXED);
         }
 }
 
