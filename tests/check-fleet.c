@@ -492,8 +492,8 @@ START_TEST(test_budget_shared_by_two_nodes) {
                 ck_assert_int_eq(fleet_budget_take(b, false, 0, NULL), 0);
         }
         ck_assert_int_eq(fleetbudget_status(conn, "t-budget", &s, err, sizeof(err)), 0);
-        ck_assert_uint_eq(s.minute_tokens, 2);
-        ck_assert_uint_eq(s.hour_tokens, 92);
+        ck_assert_uint_eq(s.minute_left, 2);
+        ck_assert_uint_eq(s.hour_left, 92);
 
         /* Visier says one call is left: b's observation lowers what a may take. */
         ck_assert_int_eq(fleet_budget_observe(b, 1, -1), 0);
@@ -503,7 +503,8 @@ START_TEST(test_budget_shared_by_two_nodes) {
         ck_assert_int_eq(fleet_budget_take(b, false, 0, NULL), -EAGAIN);
 
         /* A 429 seen by a closes the budget for b, with its Retry-After as the wait. */
-        ck_assert_int_eq(fleet_budget_set_caps(b, &(FleetBudgetCaps) { 10, 100, 1000, DAY }), 0); /* refill fast */
+        /* Every place given back (by hand: the windows are a day long), so the block alone decides. */
+        PQclear(PQexec(conn, "DELETE FROM fleet_budget_calls WHERE tenant = 't-budget'"));
         ck_assert_int_eq(fleet_budget_block(a, 20 * USEC_PER_SEC), 0);
         wait = 0;
         ck_assert_int_eq(fleet_budget_take(b, false, 0, &wait), -EAGAIN);
@@ -612,8 +613,8 @@ START_TEST(test_threads_share_one_fleet) {
         ck_assert_uint_gt(rd.reads, 0);
         ck_assert_uint_eq(granted, 120);
         ck_assert_int_eq(fleetbudget_status(conn, "t-threads", &s, err, sizeof(err)), 0);
-        ck_assert_uint_eq(s.minute_tokens, 1000 - 120);
-        ck_assert_uint_eq(s.hour_tokens, 10000 - 120);
+        ck_assert_uint_eq(s.minute_left, 1000 - 120);
+        ck_assert_uint_eq(s.hour_left, 10000 - 120);
         (void) fleet_release(a, err, sizeof(err));
         (void) fleet_release(b, err, sizeof(err));
         fleet_free(a);

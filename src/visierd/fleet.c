@@ -446,8 +446,8 @@ static int fleet_read_budget_locked(Fleet *f, char *err, size_t errlen) {
                 return r;
         pthread_mutex_lock(&f->state_lock);
         f->budget_known = true;
-        f->minute_left = s.minute_tokens;
-        f->hour_left = s.hour_tokens;
+        f->minute_left = s.minute_left;
+        f->hour_left = s.hour_left;
         f->blocked_ms = s.blocked_until_ms > s.now_ms ? s.blocked_until_ms - s.now_ms : 0;
         f->budget_read_at = clock_now();
         pthread_mutex_unlock(&f->state_lock);

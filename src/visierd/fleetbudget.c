@@ -2,25 +2,25 @@
 /*
  * The fleet's rate budget in PostgreSQL (see fleetbudget.h; docs/fleet.md, "The rate budget").
  *
- * DESIGN: one row per tenant in fleet_budgets holds each bucket's tokens as of refilled_at; the
- * tokens at any later time t are min(cap, tokens + (t - refilled_at) * cap / period), the same
- * continuous refill as ratelimit.c, with t the database's clock_timestamp(). Each operation is
- * one statement. A take is an UPDATE whose WHERE requires the row not blocked and a whole call
- * (plus the reserve) in both buckets at the database's now; it sets both buckets to their
- * refilled value minus one and refilled_at to now. Under READ COMMITTED concurrent takes queue
- * on the row's lock, and each re-evaluates its WHERE and its SET against the latest committed
- * version, with a fresh clock_timestamp() (a volatile function, evaluated again at the recheck),
- * so no token is granted twice and the caps hold across all nodes together.
- *
- * A take that matches no row (no budget, or not enough of it) is followed by a read that says
- * which, and how long until a call could be taken; that read is advice, the UPDATE decides.
- * refilled_at only moves forward (greatest()), and a clock that went back refills nothing.
+ * DESIGN: the windows slide, as ratelimit.c's do: a call is taken only while fewer than the
+ * cap were taken in the last window length + FLEETBUDGET_SLACK_MS, so no window of Visier's,
+ * wherever it starts, sees more than the cap from the whole fleet. fleet_budgets holds each
+ * tenant's caps and 429 block; fleet_budget_calls counts the calls whose places have not come
+ * back, one row per span and slot of about a 636th of the window (so at most 637 rows per span
+ * and tenant), the database's clock in ms. The arithmetic is in the PL/pgSQL functions of
+ * fleetdb.c's migration 4, one call per operation: a take or an observe locks the tenant's row
+ * FOR UPDATE first, so concurrent ones from any node run one after the other, and each then
+ * reads the calls with a snapshot taken after the lock (READ COMMITTED: one per statement),
+ * gives back the places whose time has come and counts what is left. No place is granted
+ * twice and the caps hold across all nodes together. A status read takes no lock: it is
+ * advice, a take decides.
  *
  * Must never log, keep state, or read the node's clock.
  */
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,61 +29,37 @@
 /* A timestamptz as milliseconds since the epoch (NULL stays NULL). */
 #define MS(x) "floor(extract(epoch from " x ") * 1000)::bigint"
 #define MILLIS(p) "(" p "::bigint * interval '1 millisecond')"
-/* Milliseconds from the row's refill to `now`, never negative. */
-#define ELAPSED_MS(now) "greatest(0, extract(epoch from (" now " - b.refilled_at))::float8 * 1000)"
-/* Each bucket's tokens at `now`. */
-#define MINUTE_AT(now) "least(b.minute_cap, b.minute_tokens + " ELAPSED_MS(now) " * b.minute_cap / b.minute_ms)"
-#define HOUR_AT(now) "least(b.hour_cap, b.hour_tokens + " ELAPSED_MS(now) " * b.hour_cap / b.hour_ms)"
-/* What a take needs in each bucket: one call, and a reserve (a share of a minute's cap). */
-#define NEED(reserve) "(1 + " reserve "::float8 * b.minute_cap)"
-/* How long from `now` until a take needing NEED(reserve) could succeed, in whole ms. */
-#define WAIT_MS(reserve, now)                                                                                     \
-        "greatest(0, ceil(extract(epoch from (b.blocked_until - " now ")) * 1000),"                               \
-        " ceil((" NEED(reserve) " - " MINUTE_AT(now) ") * b.minute_ms / b.minute_cap),"                             \
-        " ceil((" NEED(reserve) " - " HOUR_AT(now) ") * b.hour_ms / b.hour_cap))::bigint"
-#define LEFT(col) "greatest(0, floor(" col "))::bigint"
-#define NOW_ROW "(SELECT clock_timestamp() AS now) n"
 
+/* A new tenant's budget, or new caps: the calls already counted count against them. */
 static const char *const sql_set_caps =
-        "INSERT INTO fleet_budgets AS b (tenant, minute_cap, hour_cap, minute_ms, hour_ms, minute_tokens, hour_tokens,"
-        " refilled_at) VALUES ($1, $2::integer, $3::integer, $4::integer, $5::integer, $2::float8, $3::float8,"
-        " clock_timestamp())"
-        " ON CONFLICT (tenant) DO UPDATE SET"
-        " (minute_cap, hour_cap, minute_ms, hour_ms, minute_tokens, hour_tokens, refilled_at) ="
-        " (SELECT excluded.minute_cap, excluded.hour_cap, excluded.minute_ms, excluded.hour_ms,"
-        " least(" MINUTE_AT("n.now") ", excluded.minute_cap), least(" HOUR_AT("n.now") ", excluded.hour_cap),"
-        " greatest(b.refilled_at, n.now) FROM " NOW_ROW ")";
+        "INSERT INTO fleet_budgets AS b (tenant, minute_cap, hour_cap, minute_ms, hour_ms)"
+        " VALUES ($1, $2::integer, $3::integer, $4::integer, $5::integer)"
+        " ON CONFLICT (tenant) DO UPDATE SET (minute_cap, hour_cap, minute_ms, hour_ms) ="
+        " (excluded.minute_cap, excluded.hour_cap, excluded.minute_ms, excluded.hour_ms)";
 
-/* $1 tenant, $2 reserve. */
+/* $1 tenant, $2 reserve, $3 slack (ms). */
 static const char *const sql_take =
-        "UPDATE fleet_budgets b SET (minute_tokens, hour_tokens, refilled_at) ="
-        " (SELECT " MINUTE_AT("n.now") " - 1, " HOUR_AT("n.now") " - 1, greatest(b.refilled_at, n.now) FROM " NOW_ROW ")"
-        " WHERE b.tenant = $1"
-        " AND (b.blocked_until IS NULL OR b.blocked_until <= clock_timestamp())"
-        " AND " MINUTE_AT("clock_timestamp()") " >= " NEED("$2")
-        " AND " HOUR_AT("clock_timestamp()") " >= " NEED("$2")
-        " RETURNING " MS("b.refilled_at") ", " LEFT("b.minute_tokens") ", " LEFT("b.hour_tokens");
+        "SELECT granted, wait_ms, at_ms, minute_left, hour_left FROM fleet_budget_take($1, $2::float8, $3::integer)";
 
-/* Why a take matched no row, and for how long. */
-static const char *const sql_take_why =
-        "SELECT greatest(1, " WAIT_MS("$2", "n.now") ") FROM fleet_budgets b, " NOW_ROW " WHERE b.tenant = $1";
-
-/* $2, $3: remaining per minute and per hour, negative when unknown. */
+/* $2, $3: remaining per minute and per hour, negative when unknown; $4 slack. */
 static const char *const sql_observe =
-        "UPDATE fleet_budgets b SET (minute_tokens, hour_tokens, refilled_at) ="
-        " (SELECT CASE WHEN $2::bigint >= 0 THEN least(" MINUTE_AT("n.now") ", $2::float8) ELSE " MINUTE_AT("n.now") " END,"
-        " CASE WHEN $3::bigint >= 0 THEN least(" HOUR_AT("n.now") ", $3::float8) ELSE " HOUR_AT("n.now") " END,"
-        " greatest(b.refilled_at, n.now) FROM " NOW_ROW ")"
-        " WHERE b.tenant = $1 RETURNING 1";
+        "SELECT fleet_budget_observe($1, $2::bigint, $3::bigint, $4::integer)";
 
 static const char *const sql_block =
         "UPDATE fleet_budgets b SET blocked_until = greatest(b.blocked_until, clock_timestamp() + " MILLIS("$2") ")"
         " WHERE b.tenant = $1 RETURNING " MS("b.blocked_until");
 
+/* $1 tenant, $2 slack: nothing is taken or given back, so no lock. */
 static const char *const sql_status =
-        "SELECT b.minute_cap, b.hour_cap, b.minute_ms, b.hour_ms, " LEFT(MINUTE_AT("n.now")) ", " LEFT(HOUR_AT("n.now")) ","
-        " CASE WHEN b.blocked_until > n.now THEN " MS("b.blocked_until") " ELSE 0 END, " WAIT_MS("0", "n.now") ","
-        " " MS("n.now") " FROM fleet_budgets b, " NOW_ROW " WHERE b.tenant = $1";
+        "SELECT b.minute_cap, b.hour_cap, b.minute_ms, b.hour_ms,"
+        " greatest(0, floor(m.free))::bigint, greatest(0, floor(h.free))::bigint,"
+        " CASE WHEN b.blocked_until > clock_timestamp() THEN " MS("b.blocked_until") " ELSE 0 END,"
+        " greatest(m.wait_ms, h.wait_ms, coalesce(ceil(extract(epoch from b.blocked_until) * 1000)::bigint - n.now_ms, 0)),"
+        " n.now_ms"
+        " FROM fleet_budgets b, (SELECT " MS("clock_timestamp()") " AS now_ms) n,"
+        " LATERAL fleet_budget_span(b.tenant, 'minute', b.minute_cap, b.minute_ms, $2::integer, 1, n.now_ms) m,"
+        " LATERAL fleet_budget_span(b.tenant, 'hour', b.hour_cap, b.hour_ms, $2::integer, 1, n.now_ms) h"
+        " WHERE b.tenant = $1";
 
 static int check_args(PGconn *conn, const char *tenant, char *err, size_t errlen) {
         int r;
@@ -142,11 +118,12 @@ int fleetbudget_set_caps(PGconn *conn, const char *tenant, const FleetBudgetCaps
 }
 
 static int take(PGconn *conn, const char *tenant, double reserve, FleetBudgetTake *ret, char *err, size_t errlen) {
-        char reserve_s[32];
-        const char *params[] = { tenant, reserve_s };
+        char reserve_s[32], slack_s[16];
+        const char *params[] = { tenant, reserve_s, slack_s };
         PGresult *res = NULL;
         FleetBudgetTake t = {};
         int64_t m = 0, h = 0;
+        bool granted;
         int r;
 
         assert(conn);
@@ -158,41 +135,34 @@ static int take(PGconn *conn, const char *tenant, double reserve, FleetBudgetTak
                 return -EINVAL;
         }
         snprintf(reserve_s, sizeof(reserve_s), "%.6f", reserve);
+        snprintf(slack_s, sizeof(slack_s), "%u", FLEETBUDGET_SLACK_MS);
 
-        r = fleetdb_exec(conn, "take a call from the rate budget", sql_take, 2, params, &res, err, errlen);
+        r = fleetdb_exec(conn, "take a call from the rate budget", sql_take, 3, params, &res, err, errlen);
         if (r < 0)
                 return r;
-        if (PQntuples(res) == 1) {
-                if (fleetdb_get_i64(res, 0, &t.at_ms) < 0 || fleetdb_get_i64(res, 1, &m) < 0 ||
-                    fleetdb_get_i64(res, 2, &h) < 0) {
-                        PQclear(res);
-                        fleetdb_set_error(err, errlen, "take a call from the rate budget: unreadable answer");
-                        return -EBADMSG;
-                }
+        if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
                 PQclear(res);
-                t.minute_left = (unsigned) m;
-                t.hour_left = (unsigned) h;
+                return no_budget(tenant, err, errlen);
+        }
+        granted = PQgetvalue(res, 0, 0)[0] == 't';
+        if (fleetdb_get_i64(res, 1, &t.wait_ms) < 0 || fleetdb_get_i64(res, 2, &t.at_ms) < 0 ||
+            fleetdb_get_i64(res, 3, &m) < 0 || fleetdb_get_i64(res, 4, &h) < 0) {
+                PQclear(res);
+                fleetdb_set_error(err, errlen, "take a call from the rate budget: unreadable answer");
+                return -EBADMSG;
+        }
+        PQclear(res);
+        t.minute_left = (unsigned) m;
+        t.hour_left = (unsigned) h;
+        if (granted) {
+                t.wait_ms = 0;
                 if (ret)
                         *ret = t;
                 return 0;
         }
-        PQclear(res);
-        res = NULL;
-
-        /* Not taken: no budget, or not now (then for how long). */
-        r = fleetdb_exec(conn, "take a call from the rate budget", sql_take_why, 2, params, &res, err, errlen);
-        if (r < 0)
-                return r;
-        if (PQntuples(res) != 1) {
-                PQclear(res);
-                return no_budget(tenant, err, errlen);
-        }
-        r = fleetdb_get_i64(res, 0, &t.wait_ms);
-        PQclear(res);
-        if (r < 0) {
-                fleetdb_set_error(err, errlen, "take a call from the rate budget: unreadable answer");
-                return r;
-        }
+        t.at_ms = 0;
+        if (t.wait_ms < 1)
+                t.wait_ms = 1;
         fleetdb_set_error(err, errlen, "the rate budget of %s has a call in %" PRId64 " ms", tenant, t.wait_ms);
         if (ret)
                 *ret = t;
@@ -210,8 +180,8 @@ int fleetbudget_take_background(PGconn *conn, const char *tenant, double reserve
 
 int fleetbudget_observe(PGconn *conn, const char *tenant, long remaining_minute, long remaining_hour, char *err,
                         size_t errlen) {
-        char rm[24], rh[24];
-        const char *params[] = { tenant, rm, rh };
+        char rm[24], rh[24], slack_s[16];
+        const char *params[] = { tenant, rm, rh, slack_s };
         PGresult *res = NULL;
         int r;
 
@@ -221,11 +191,12 @@ int fleetbudget_observe(PGconn *conn, const char *tenant, long remaining_minute,
                 return r;
         snprintf(rm, sizeof(rm), "%ld", remaining_minute < 0 ? -1L : remaining_minute);
         snprintf(rh, sizeof(rh), "%ld", remaining_hour < 0 ? -1L : remaining_hour);
+        snprintf(slack_s, sizeof(slack_s), "%u", FLEETBUDGET_SLACK_MS);
 
-        r = fleetdb_exec(conn, "correct the rate budget", sql_observe, 3, params, &res, err, errlen);
+        r = fleetdb_exec(conn, "correct the rate budget", sql_observe, 4, params, &res, err, errlen);
         if (r < 0)
                 return r;
-        r = PQntuples(res) == 1 ? 0 : no_budget(tenant, err, errlen);
+        r = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't' ? 0 : no_budget(tenant, err, errlen);
         PQclear(res);
         return r;
 }
@@ -266,7 +237,8 @@ int fleetbudget_block(PGconn *conn, const char *tenant, unsigned retry_after_ms,
 }
 
 int fleetbudget_status(PGconn *conn, const char *tenant, FleetBudgetStatus *ret, char *err, size_t errlen) {
-        const char *params[] = { tenant };
+        char slack_s[16];
+        const char *params[] = { tenant, slack_s };
         PGresult *res = NULL;
         FleetBudgetStatus s = {};
         int64_t v[9];
@@ -278,7 +250,8 @@ int fleetbudget_status(PGconn *conn, const char *tenant, FleetBudgetStatus *ret,
         if (r < 0)
                 return r;
 
-        r = fleetdb_exec(conn, "read the rate budget", sql_status, 1, params, &res, err, errlen);
+        snprintf(slack_s, sizeof(slack_s), "%u", FLEETBUDGET_SLACK_MS);
+        r = fleetdb_exec(conn, "read the rate budget", sql_status, 2, params, &res, err, errlen);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1) {
@@ -294,8 +267,8 @@ int fleetbudget_status(PGconn *conn, const char *tenant, FleetBudgetStatus *ret,
         PQclear(res);
         s.caps = (FleetBudgetCaps) { .per_minute = (unsigned) v[0], .per_hour = (unsigned) v[1],
                                      .minute_ms = (unsigned) v[2], .hour_ms = (unsigned) v[3] };
-        s.minute_tokens = (unsigned) v[4];
-        s.hour_tokens = (unsigned) v[5];
+        s.minute_left = (unsigned) v[4];
+        s.hour_left = (unsigned) v[5];
         s.blocked_until_ms = v[6];
         s.wait_ms = v[7];
         s.now_ms = v[8];

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The fleet's rate budget for calls to Visier: one row per tenant in PostgreSQL holding the two
- * token buckets of ratelimit.c (a minute's and an hour's cap, refilled continuously), shared by
- * every node: a call is taken from it in one short transaction, so the calls of all nodes
- * together — logins too — never exceed the caps. Visier's X-RateLimit-Remaining-* answers lower
- * it (never raise it), and a 429 closes it for every node until its Retry-After has passed.
- * docs/fleet.md, "The rate budget", says why one transaction per call and not per-node shares.
+ * The fleet's rate budget for calls to Visier: one row per tenant in PostgreSQL with the
+ * sliding windows of ratelimit.c (at most a minute's cap of calls in any minute, an hour's in
+ * any hour), shared by every node: a call is taken from it in one short transaction, so the
+ * calls of all nodes together — logins too — never exceed the caps in any window of Visier's.
+ * Visier's X-RateLimit-Remaining-* answers count the calls it saw and the budget did not, and
+ * a 429 closes it for every node until its Retry-After has passed. docs/fleet.md, "The rate
+ * budget", says why one transaction per call and not per-node shares.
  *
  * The second building block of fleet mode: nothing in the daemon calls it yet.
  *
@@ -30,10 +31,13 @@
 #include <stdint.h>
 
 #include "fleetdb.h"
+#include "ratelimit.h"
 
 #define FLEETBUDGET_ERROR_MAX FLEETDB_ERROR_MAX
-#define FLEETBUDGET_MINUTE_MS 60000U             /* the minute bucket refills its cap in this long */
-#define FLEETBUDGET_HOUR_MS 3600000U             /* the hour bucket */
+#define FLEETBUDGET_MINUTE_MS 60000U             /* the minute window's length */
+#define FLEETBUDGET_HOUR_MS 3600000U             /* the hour window's */
+/* A call's place comes back its window's length plus this long after its take (ratelimit.h). */
+#define FLEETBUDGET_SLACK_MS ((unsigned) (RATELIMIT_SLACK / USEC_PER_MSEC))
 #define FLEETBUDGET_PERIOD_MS_MAX 86400000U      /* longest period a test may set: a day */
 #define FLEETBUDGET_CAP_MAX 100000000U /* most calls per period: the most [visier] rate_limit_hour takes */
 #define FLEETBUDGET_BLOCK_MS_MAX (86400U * 1000) /* longest Retry-After honoured: a day */
@@ -43,38 +47,38 @@ int fleetbudget_migrate(PGconn *conn, int *ret_version, char *err, size_t errlen
 
 typedef struct FleetBudgetCaps {
         unsigned per_minute, per_hour; /* 1 to FLEETBUDGET_CAP_MAX */
-        /* The buckets' periods: FLEETBUDGET_MINUTE_MS and FLEETBUDGET_HOUR_MS; tests shorten them
+        /* The windows' lengths: FLEETBUDGET_MINUTE_MS and FLEETBUDGET_HOUR_MS; tests shorten them
          * (1 to FLEETBUDGET_PERIOD_MS_MAX). */
         unsigned minute_ms, hour_ms;
 } FleetBudgetCaps;
 
 /*
- * Create the tenant's budget with full buckets, or change its caps (a reload): the tokens it
- * holds, refilled to now at the old rates, are clamped to the new caps, never raised. The caps
- * are the tenant's, not a node's: every node should be configured alike, and the last call
- * wins.
+ * Create the tenant's budget with no call counted, or change its caps (a reload): the calls
+ * already counted count against the new caps. The caps are the tenant's, not a node's: every
+ * node should be configured alike, and the last call wins.
  */
 int fleetbudget_set_caps(PGconn *conn, const char *tenant, const FleetBudgetCaps *caps, char *err, size_t errlen);
 
 typedef struct FleetBudgetTake {
         int64_t wait_ms;       /* -EAGAIN: how long until a call could be taken (at least 1) */
         int64_t at_ms;         /* 0: the database's clock at the grant */
-        unsigned minute_left;  /* 0: whole tokens left in each bucket after the grant */
+        unsigned minute_left;  /* 0: calls left in each window after the grant, or now */
         unsigned hour_left;
 } FleetBudgetTake;
 
-/* Take one call from the tenant's budget: 0, or -EAGAIN (closed by a 429, or a bucket holds
- * less than one call) with ret->wait_ms. ret may be NULL. */
+/* Take one call from the tenant's budget: 0, or -EAGAIN (closed by a 429, or a window has
+ * no call left) with ret->wait_ms. ret may be NULL. */
 int fleetbudget_take(PGconn *conn, const char *tenant, FleetBudgetTake *ret, char *err, size_t errlen);
 
 /* Like fleetbudget_take(), for background work: takes a call only while more than a `reserve`
- * share (0..1) of a minute's cap is left in both buckets, so interactive calls (and logins)
+ * share (0..1) of a minute's cap is left in both windows, so interactive calls (and logins)
  * keep that much. */
 int fleetbudget_take_background(PGconn *conn, const char *tenant, double reserve, FleetBudgetTake *ret, char *err,
                                 size_t errlen);
 
-/* Visier said how many calls remain (negative: header absent): each bucket is lowered to its
- * answer if it holds more, never raised. */
+/* Visier said how many calls remain (negative: header absent): where a window has more left,
+ * the difference (calls Visier counted and the budget did not) is counted as taken now. The
+ * budget is never raised. */
 int fleetbudget_observe(PGconn *conn, const char *tenant, long remaining_minute, long remaining_hour, char *err,
                         size_t errlen);
 
@@ -85,7 +89,7 @@ int fleetbudget_block(PGconn *conn, const char *tenant, unsigned retry_after_ms,
 
 typedef struct FleetBudgetStatus {
         FleetBudgetCaps caps;
-        unsigned minute_tokens, hour_tokens; /* whole calls left now */
+        unsigned minute_left, hour_left;     /* calls left now */
         int64_t blocked_until_ms;            /* database clock; 0 when not blocked */
         int64_t wait_ms;                     /* until a call could be taken; 0: now */
         int64_t now_ms;                      /* the database's clock at the read */

@@ -22,7 +22,7 @@
 #define FLEETDB_ERROR_MAX 256
 #define FLEETDB_NAME_MAX 128 /* longest tenant or node name */
 /* 1: the publish lane (lease.c); 2: the rate budget (fleetbudget.c); 3: the nodes (fleet.c). */
-#define FLEETDB_SCHEMA_VERSION 3
+#define FLEETDB_SCHEMA_VERSION 4
 
 /* Create or migrate the fleet tables to FLEETDB_SCHEMA_VERSION in one transaction; concurrent
  * callers wait for each other. -EPROTO if the database is at a newer version. Must not be
