@@ -54,9 +54,9 @@ static const char *const sql_status =
         "SELECT b.minute_cap, b.hour_cap, b.minute_ms, b.hour_ms,"
         " greatest(0, floor(m.free))::bigint, greatest(0, floor(h.free))::bigint,"
         " CASE WHEN b.blocked_until > clock_timestamp() THEN " MS("b.blocked_until") " ELSE 0 END,"
-        " greatest(m.wait_ms, h.wait_ms, coalesce(ceil(extract(epoch from b.blocked_until) * 1000)::bigint - n.now_ms, 0)),"
+        " greatest(m.wait_ms, h.wait_ms, coalesce(ceil(extract(epoch from b.blocked_until - n.now) * 1000)::bigint, 0)),"
         " n.now_ms"
-        " FROM fleet_budgets b, (SELECT " MS("clock_timestamp()") " AS now_ms) n,"
+        " FROM fleet_budgets b, (SELECT now, " MS("now") " AS now_ms FROM (SELECT clock_timestamp() AS now) c) n,"
         " LATERAL fleet_budget_span(b.tenant, 'minute', b.minute_cap, b.minute_ms, $2::integer, 1, n.now_ms) m,"
         " LATERAL fleet_budget_span(b.tenant, 'hour', b.hour_cap, b.hour_ms, $2::integer, 1, n.now_ms) h"
         " WHERE b.tenant = $1";
