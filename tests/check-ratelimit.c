@@ -18,7 +18,7 @@ START_TEST(test_minute_burst_then_a_window) {
         usec_t wait = 0;
         unsigned m, h;
 
-        ratelimit_init(&rl, 100, 6000, T0);
+        ratelimit_init(&rl, 100, 6000);
         for (int i = 0; i < 100; i++)
                 ck_assert_int_eq(ratelimit_try_take(&rl, T0, &wait), 0);
         /* Visier's window may have opened with the first of these: no call until every
@@ -48,7 +48,7 @@ START_TEST(test_no_window_holds_more_than_the_cap) {
         usec_t t = T0, end = T0 + 20 * 60 * USEC_PER_SEC, wait = 0;
         unsigned n = 0, seed = 12345;
 
-        ratelimit_init(&rl, CAP, 100000, T0);
+        ratelimit_init(&rl, CAP, 100000);
         while (t < end && n < MAX_TAKES) {
                 if (ratelimit_try_take(&rl, t, &wait) == 0) {
                         at[n++] = t;
@@ -75,7 +75,7 @@ START_TEST(test_hour_cap_binds) {
         usec_t wait = 0, t = T0;
         unsigned m, h;
 
-        ratelimit_init(&rl, 100, 150, T0);
+        ratelimit_init(&rl, 100, 150);
         for (int i = 0; i < 100; i++)
                 ck_assert_int_eq(ratelimit_try_take(&rl, t, &wait), 0);
         t += MINUTE_BACK + SLOT(MINUTE_BACK); /* the minute's places are back, the hour's not */
@@ -97,7 +97,7 @@ START_TEST(test_headers_only_lower) {
         usec_t wait = 0;
         unsigned m, h;
 
-        ratelimit_init(&rl, 100, 6000, T0);
+        ratelimit_init(&rl, 100, 6000);
         ratelimit_observe(&rl, 3, -1, T0);
         ratelimit_snapshot(&rl, T0, &m, &h);
         ck_assert_uint_eq(m, 3);
@@ -117,7 +117,7 @@ START_TEST(test_retry_after_blocks) {
         RateLimit rl;
         usec_t wait = 0;
 
-        ratelimit_init(&rl, 100, 6000, T0);
+        ratelimit_init(&rl, 100, 6000);
         ratelimit_block(&rl, T0 + 2 * USEC_PER_SEC);
         ck_assert_int_eq(ratelimit_try_take(&rl, T0, &wait), -EAGAIN);
         ck_assert_uint_eq(wait, 2 * USEC_PER_SEC);
@@ -131,7 +131,7 @@ START_TEST(test_background_leaves_a_reserve) {
         usec_t wait = 0;
         int background = 0;
 
-        ratelimit_init(&rl, 100, 6000, T0);
+        ratelimit_init(&rl, 100, 6000);
         /* Background work stops while a quarter of a minute's budget is left... */
         while (ratelimit_try_take_low(&rl, T0, 0.25, &wait) == 0)
                 background++;

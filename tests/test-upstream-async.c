@@ -144,7 +144,7 @@ static void env_start(const EnvOptions *o) {
         };
 
         ck_assert_int_ge(sd_event_new(&env.event), 0);
-        ratelimit_init(&env.rl, o->rate_minute ?: 1000000, 100000000, clock_now());
+        ratelimit_init(&env.rl, o->rate_minute ?: 1000000, 100000000);
         env.rl_init = true;
         ck_assert_int_eq(upstream_new(&us, &env.rl, &env.u), 0);
         ck_assert_int_eq(token_keeper_new(3600 * USEC_PER_SEC, 300 * USEC_PER_SEC, o->login ?: upstream_login, env.u,

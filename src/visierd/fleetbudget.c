@@ -53,7 +53,7 @@ static const char *const sql_block =
 static const char *const sql_status =
         "SELECT b.minute_cap, b.hour_cap, b.minute_ms, b.hour_ms,"
         " greatest(0, floor(m.free))::bigint, greatest(0, floor(h.free))::bigint,"
-        " CASE WHEN b.blocked_until > clock_timestamp() THEN " MS("b.blocked_until") " ELSE 0 END,"
+        " CASE WHEN b.blocked_until > n.now THEN " MS("b.blocked_until") " ELSE 0 END,"
         " greatest(m.wait_ms, h.wait_ms, coalesce(ceil(extract(epoch from b.blocked_until - n.now) * 1000)::bigint, 0)),"
         " n.now_ms"
         " FROM fleet_budgets b, (SELECT now, " MS("now") " AS now_ms FROM (SELECT clock_timestamp() AS now) c) n,"

@@ -57,7 +57,7 @@ int manager_check_online(const Config *c, char *msg, size_t msg_size) {
         RateLimit rl;
         int r;
 
-        ratelimit_init(&rl, c->rate_limit_minute, c->rate_limit_hour, clock_now());
+        ratelimit_init(&rl, c->rate_limit_minute, c->rate_limit_hour);
         upstream_settings_from_config(c, &us);
         r = upstream_new(&us, &rl, &u);
         if (r >= 0)
@@ -554,7 +554,7 @@ int manager_start(Manager *m) {
         r = metrics_new(&m->metrics);
         if (r < 0)
                 return r;
-        ratelimit_init(&m->rate, c->rate_limit_minute, c->rate_limit_hour, clock_now());
+        ratelimit_init(&m->rate, c->rate_limit_minute, c->rate_limit_hour);
         m->rate_ready = true;
 
         upstream_settings_from_config(c, &us);

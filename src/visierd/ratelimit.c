@@ -75,8 +75,7 @@ static usec_t window_wait(const RateWindow *w, usec_t now, double need) {
         return w->length + RATELIMIT_SLACK;
 }
 
-void ratelimit_init(RateLimit *rl, unsigned per_minute, unsigned per_hour, usec_t now) {
-        (void) now;
+void ratelimit_init(RateLimit *rl, unsigned per_minute, unsigned per_hour) {
         pthread_mutex_init(&rl->lock, NULL);
         window_init(&rl->minute, per_minute, 60 * USEC_PER_SEC);
         window_init(&rl->hour, per_hour, 3600 * USEC_PER_SEC);

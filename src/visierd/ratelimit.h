@@ -42,7 +42,7 @@ typedef struct RateLimit {
         usec_t blocked_until;
 } RateLimit;
 
-void ratelimit_init(RateLimit *rl, unsigned per_minute, unsigned per_hour, usec_t now);
+void ratelimit_init(RateLimit *rl, unsigned per_minute, unsigned per_hour);
 void ratelimit_done(RateLimit *rl);
 /* Change the caps (on reload); the calls already taken count against the new caps. */
 void ratelimit_set_caps(RateLimit *rl, unsigned per_minute, unsigned per_hour);
