@@ -652,6 +652,66 @@ START_TEST(test_429_and_budget_waits_on_timers) {
 }
 END_TEST
 
+/*
+ * The budget counts a call's place from its take, so a request must leave within
+ * RATELIMIT_SEND_SLACK of it. Two calls at once with one connection allowed and each answer
+ * taking 1.5 s: the second takes its place at once but its connection is ready only when the
+ * first's answer is in. With a place left then, it takes a new one and is sent (the budget
+ * shows both places spent); with none left, a write is held back, never sent, and ends with
+ * -EBUSY when no place comes back before its deadline, not as one that may have landed.
+ */
+START_TEST(test_stale_take_retaken_or_held_back) {
+        static Result res[2];
+        UpstreamStats stats;
+        unsigned minute = 0, hour = 0;
+
+        start_sim();
+        /* The login, two calls and one take again. */
+        env_start(&(EnvOptions) { .rate_minute = 4, .max_connections = 1 });
+        wait_token();
+        set_faults("{\"latency_ms\":1500}");
+        n_done = 0;
+        start_call("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res[0]);
+        start_call("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res[1]);
+        loop_until(&n_done, 2, 30 * USEC_PER_SEC);
+        for (size_t i = 0; i < 2; i++) {
+                ck_assert_msg(res[i].r == 0, "call %zu: %s", i, res[i].err);
+                ck_assert_int_eq(res[i].status, 200);
+                ck_assert_uint_eq(res[i].attempts, 1);
+                result_done(&res[i]);
+        }
+        upstream_stats(env.u, &stats);
+        ck_assert_uint_eq(stats.retaken, 1);
+        ck_assert_uint_eq(stats.held_back, 0);
+        ratelimit_snapshot(&env.rl, clock_now(), &minute, &hour);
+        ck_assert_uint_eq(minute, 0);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 2);
+        env_stop();
+
+        /* The login and two calls: no place for a new take. */
+        set_faults("{\"latency_ms\":0}");
+        env_start(&(EnvOptions) { .rate_minute = 3, .max_connections = 1, .request_timeout_sec = 5 });
+        wait_token();
+        set_faults("{\"latency_ms\":1500}");
+        n_done = 0;
+        start_call("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res[0]);
+        start_call("POST", "/v1/admin/permissions", NULL, NULL, "{\"permissions\":[]}", false, &res[1]);
+        loop_until(&n_done, 2, 30 * USEC_PER_SEC);
+        ck_assert_msg(res[0].r == 0, "%s", res[0].err);
+        ck_assert_int_eq(res[0].status, 200);
+        ck_assert_msg(res[1].r == -EBUSY, "%d %s", res[1].r, res[1].err);
+        ck_assert_msg(strstr(res[1].err, "rate budget"), "%s", res[1].err);
+        for (size_t i = 0; i < 2; i++)
+                result_done(&res[i]);
+        upstream_stats(env.u, &stats);
+        ck_assert_uint_eq(stats.retaken, 0);
+        ck_assert_uint_eq(stats.held_back, 1);
+        ck_assert_uint_eq(stats.failures, 0);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/capabilities"), 3);
+        ck_assert_int_eq(sim_calls(&sim, "/v1/admin/permissions"), 0);
+}
+END_TEST
+
 /* 5xx answers and dropped connections are retried with backoff for idempotent calls; a write
  * gets Visier's 503 as its answer, sent once. */
 START_TEST(test_5xx_and_drops_retried) {
@@ -1150,6 +1210,7 @@ static Suite *upstream_async_suite(void) {
         tcase_add_test(tc, test_request_bytes_match_blocking);
         tcase_add_test(tc, test_401_retried_with_new_token);
         tcase_add_test(tc, test_429_and_budget_waits_on_timers);
+        tcase_add_test(tc, test_stale_take_retaken_or_held_back);
         tcase_add_test(tc, test_5xx_and_drops_retried);
         tcase_add_test(tc, test_deadline_times_out);
         tcase_add_test(tc, test_abort_never_calls_back);

@@ -1496,6 +1496,10 @@ static struct MHD_Response *api_status(Manager *m, HttpRequest *req, unsigned *r
         out_u64(o, us.throttled);
         out_lit(o, ",\"failures\":");
         out_u64(o, us.failures);
+        out_lit(o, ",\"retaken\":");
+        out_u64(o, us.retaken);
+        out_lit(o, ",\"held_back\":");
+        out_u64(o, us.held_back);
         out_lit(o, "},\"store\":{\"path\":");
         out_string(o, store_path(m->store));
         out_lit(o, ",\"ok\":");

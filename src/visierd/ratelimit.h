@@ -14,10 +14,12 @@
 
 /*
  * A call's place in a window comes back the window's length plus this much after the call
- * was taken: up to 1 s for the request to leave after its take, and up to 1 s for it to reach
- * Visier, which counts it on arrival (docs/fleet.md, "The rate budget").
+ * was taken: up to RATELIMIT_SEND_SLACK for the request to leave after its take (the upstream
+ * client holds back a request that would leave later, or takes a new place for it), and up to
+ * 1 s for it to reach Visier, which counts it on arrival (docs/fleet.md, "The rate budget").
  */
-#define RATELIMIT_SLACK (2 * USEC_PER_SEC)
+#define RATELIMIT_SEND_SLACK (1 * USEC_PER_SEC)
+#define RATELIMIT_SLACK (RATELIMIT_SEND_SLACK + 1 * USEC_PER_SEC)
 
 /* A window's calls are kept in this many slots of (length + slack) / (slots - 4) each. */
 #define RATELIMIT_SLOTS 640

@@ -108,6 +108,11 @@ typedef struct Transfer {
         long remaining_minute, remaining_hour;
         long retry_after; /* seconds, -1 if absent */
         usec_t send_by;   /* clock_now(): a request not on its way by then is not sent (0: no bound) */
+        /* For on_prereq's check of the budget's send slack: */
+        Upstream *u;
+        const UpstreamRequest *req; /* what a new take is for (background or not, the endpoint) */
+        usec_t taken_at;            /* clock_now() at the call's budget take (0: no budget) */
+        bool unsent;                /* on_prereq held the request back: it never left */
 } Transfer;
 
 /* The body bytes of a stream not yet read: a ring of UPSTREAM_STREAM_BUFFER bytes. */
@@ -646,20 +651,50 @@ fail:
         return NULL;
 }
 
-/* Common options for every call: TLS always verified, no redirects, http(s) only. */
+static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec_t deadline, usec_t *ret_wait,
+                       char *err, size_t errlen);
+
 /*
- * libcurl calls this once connected, right before it sends the request: a request whose
- * deadline has passed meanwhile (the process was paused, say, after its timeouts were set) is
- * not sent at all. Every call to Visier ends by its deadline, and a write's deadline is the one
- * the fleet's fence recorded (docs/fleet.md, "What the database cannot fence").
+ * libcurl calls this once connected, right before it sends the request. Nothing is sent:
+ *  - once the deadline has passed (the process was paused, say, after its timeouts were set):
+ *    every call to Visier ends by its deadline, and a write's deadline is the one the fleet's
+ *    fence recorded (docs/fleet.md, "What the database cannot fence");
+ *  - more than RATELIMIT_SEND_SLACK after the call's budget take (the connection took long to
+ *    open, or the call waited for a free one), unless a new take succeeds at once: the budget
+ *    counts a call's place from its take, and only a request that leaves within that slack is
+ *    sure to reach Visier inside the window its place was counted in.
+ * A request held back never left: the caller sees t->unsent, not a network error.
  */
 static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port) {
-        const Transfer *t = userdata;
+        Transfer *t = userdata;
+        char err[UPSTREAM_ERROR_MAX];
+        usec_t now = clock_now(), wait = 0;
 
-        return t->send_by == 0 || clock_now() < t->send_by ? CURL_PREREQFUNC_OK : CURL_PREREQFUNC_ABORT;
+        if (t->send_by != 0 && now >= t->send_by) {
+                t->unsent = true;
+                return CURL_PREREQFUNC_ABORT;
+        }
+        if (t->taken_at == 0 || now - t->taken_at <= RATELIMIT_SEND_SLACK)
+                return CURL_PREREQFUNC_OK;
+        if (rule_budget(t->u, t->req, now, now, &wait, err, sizeof(err)) < 0) {
+                STAT_INC(t->u, held_back);
+                t->unsent = true;
+                return CURL_PREREQFUNC_ABORT;
+        }
+        STAT_INC(t->u, retaken);
+        t->taken_at = now;
+        return CURL_PREREQFUNC_OK;
 }
 
+/* A call's budget take, for on_prereq to check. */
+static void transfer_taken(Upstream *u, Transfer *t, const UpstreamRequest *req, usec_t taken_at) {
+        t->u = u;
+        t->req = req;
+        t->taken_at = u->rl || u->fleet ? taken_at : 0;
+}
+
+/* Common options for every call: TLS always verified, no redirects, http(s) only. */
 static int setup_handle(Upstream *u, CURL *h, const Settings *s, usec_t remaining, Transfer *t) {
         usec_t connect = s->connect_timeout < remaining ? s->connect_timeout : remaining;
 
@@ -868,16 +903,25 @@ static bool rule_backoff(Upstream *u, const Settings *s, const UpstreamRequest *
 }
 
 /*
- * A transfer that ended without an answer: 1 to try again after *ret_delay (a network error
- * on an idempotent call, within the retries and the deadline), or the negative errno for the
- * caller, with err set.
+ * A transfer that ended without an answer (t: its Transfer, NULL when it was cut off at the
+ * deadline): 1 to try again after *ret_delay (a network error on an idempotent call, within
+ * the retries and the deadline; a request on_prereq held back, before the deadline), or the
+ * negative errno for the caller, with err set.
  */
 static int rule_after_error(Upstream *u, const Settings *s, const UpstreamRequest *req, CallState *cs, CURLcode c,
-                            bool too_large, usec_t *ret_delay, char *err, size_t errlen) {
+                            const Transfer *t, usec_t *ret_delay, char *err, size_t errlen) {
         int r;
 
+        *ret_delay = 0;
+        if (t && t->unsent) {
+                /* It never left: not maybe applied, and not a failed attempt. Past the deadline
+                 * that is the answer; before it, the call takes a place in the budget again. */
+                cs->attempts--;
+                r = rule_expired(cs, req, clock_now(), err, errlen);
+                return r < 0 ? r : 1;
+        }
         cs->maybe_applied = true;
-        r = too_large ? -EFBIG : curl_to_errno(c);
+        r = t && t->too_large ? -EFBIG : curl_to_errno(c);
         if (r == -EFBIG)
                 snprintf(err, errlen, "Visier's answer is larger than max_response_size (%zu bytes)", s->max_response);
         else
@@ -957,6 +1001,8 @@ static int budget_take(Upstream *u, const UpstreamRequest *req, usec_t deadline,
 }
 
 int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen) {
+        static const UpstreamRequest login_req = { .method = "POST", .path = "/v1/admin/visierSecureToken",
+                                                   .endpoint = "/v1/admin/visierSecureToken" };
         Upstream *u = userdata;
         Settings *s = settings_get(u);
         struct curl_slist *headers = NULL;
@@ -1007,8 +1053,7 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
         /* A login is a call like any other: it waits for the shared rate budget (the fleet's:
          * the same take as every call's). */
         if (u->fleet) {
-                r = budget_take(u, &(UpstreamRequest) { .endpoint = "/v1/admin/visierSecureToken" },
-                                clock_now() + s->request_timeout, err, errlen);
+                r = budget_take(u, &login_req, clock_now() + s->request_timeout, err, errlen);
                 if (r < 0)
                         goto out;
         } else if (u->rl && ratelimit_take(u->rl, clock_now() + s->request_timeout) < 0) {
@@ -1018,9 +1063,19 @@ int upstream_login(void *userdata, Secret **ret_token, char *err, size_t errlen)
         }
         STAT_INC(u, calls);
         started = clock_now();
+        transfer_taken(u, &t, &login_req, started);
         c = curl_easy_perform(h);
         if (c == CURLE_OK && curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
                 status = 0;
+        if (t.unsent) {
+                /* The keeper tries again, with its backoff. */
+                r = -EBUSY;
+                snprintf(err, errlen, "login call not sent: %s",
+                         clock_now() >= t.send_by ? "its timeout passed before the connection was ready"
+                                                  : "the Visier rate budget had no call left when the connection "
+                                                    "was ready");
+                goto out;
+        }
         observe(u, "/v1/admin/visierSecureToken", c == CURLE_OK ? status : 0, started);
         observe_budget(u, &t);
         if (c != CURLE_OK) {
@@ -1117,6 +1172,7 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 transfer_reset(&t, s->max_response);
                 r = setup_handle(u, h, s, cs.deadline - now, &t);
                 t.send_by = cs.deadline; /* the call's own, not one counted from a `now` gone by */
+                transfer_taken(u, &t, req, now);
                 if (r >= 0)
                         r = setup_request(h, req, url, headers);
                 if (r < 0) {
@@ -1130,13 +1186,14 @@ int upstream_call(Upstream *u, const UpstreamRequest *req, UpstreamResponse *ret
                 c = curl_easy_perform(h);
                 if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
                         status = 0;
-                observe(u, req->endpoint ? req->endpoint : req->path, c == CURLE_OK ? status : 0, now);
+                if (!t.unsent)
+                        observe(u, req->endpoint ? req->endpoint : req->path, c == CURLE_OK ? status : 0, now);
                 handle_put(u, h); /* reset: libcurl lets go of the header list */
                 slist_wipe_free(headers);
                 observe_budget(u, &t);
 
                 if (c != CURLE_OK)
-                        r = rule_after_error(u, s, req, &cs, c, t.too_large, &delay, err, errlen);
+                        r = rule_after_error(u, s, req, &cs, c, &t, &delay, err, errlen);
                 else
                         r = rule_after_answer(u, s, req, &cs, status, t.retry_after, generation, &delay, err, errlen);
                 if (r > 0) {
@@ -1263,6 +1320,7 @@ static int stream_attempt(UpstreamStream *st, const UpstreamRequest *req, const 
         st->result = CURLE_OK;
         transfer_reset(&st->t, 0);
         r = setup_handle(st->u, h, st->s, deadline - now, &st->t);
+        transfer_taken(st->u, &st->t, req, now);
         if (r >= 0)
                 r = setup_request(h, req, url, st->headers);
         if (r >= 0)
@@ -1274,7 +1332,8 @@ static int stream_attempt(UpstreamStream *st, const UpstreamRequest *req, const 
         if (mc != CURLM_OK)
                 return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
         stream_drive(st, true, deadline);
-        observe(st->u, st->endpoint, st->headers_done ? st->status : 0, st->started);
+        if (!st->t.unsent)
+                observe(st->u, st->endpoint, st->headers_done ? st->status : 0, st->started);
         observe_budget(st->u, &st->t);
         return 0;
 }
@@ -1326,7 +1385,7 @@ int upstream_stream_open(Upstream *u, const UpstreamRequest *req, UpstreamStream
                 }
                 if (!st->headers_done) {
                         stream_release_handle(st);
-                        r = rule_after_error(u, st->s, req, &cs, st->result, false, &delay, err, errlen);
+                        r = rule_after_error(u, st->s, req, &cs, st->result, &st->t, &delay, err, errlen);
                 } else
                         r = rule_after_answer(u, st->s, req, &cs, st->status, st->t.retry_after, generation, &delay,
                                               err, errlen);
@@ -1791,6 +1850,7 @@ static int op_send(UpstreamCall *op, usec_t now, char *err, size_t errlen) {
         transfer_reset(&op->t, op->kind == OP_CALL ? op->s->max_response : 0);
         r = setup_handle(u, h, op->s, op->cs.deadline - now, &op->t);
         op->t.send_by = op->cs.deadline;
+        transfer_taken(u, &op->t, &op->req, now);
         if (r >= 0)
                 r = setup_request(h, &op->req, op->url, op->header_list);
         if (r >= 0 && op->kind == OP_STREAM)
@@ -1886,12 +1946,13 @@ static void op_transfer_done(UpstreamCall *op, CURLcode result) {
         }
         if (op->kind == OP_CALL && curl_easy_getinfo(op->h, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
                 status = 0;
-        observe(u, op->req.endpoint, result == CURLE_OK ? status : 0, op->started);
+        if (!op->t.unsent)
+                observe(u, op->req.endpoint, result == CURLE_OK ? status : 0, op->started);
         op_release_transfer(op);
         observe_budget(u, &op->t);
         if (op->kind == OP_STREAM || result != CURLE_OK)
                 /* A stream here ended without its headers: no answer, as a network error. */
-                r = rule_after_error(u, op->s, &op->req, &op->cs, result, op->t.too_large, &delay, err, sizeof(err));
+                r = rule_after_error(u, op->s, &op->req, &op->cs, result, &op->t, &delay, err, sizeof(err));
         else
                 r = rule_after_answer(u, op->s, &op->req, &op->cs, status, op->t.retry_after, op->generation, &delay,
                                       err, sizeof(err));
@@ -2014,7 +2075,7 @@ static void op_run(UpstreamCall *op) {
                 }
                 observe(op->u, op->req.endpoint, 0, op->started);
                 op_release_transfer(op);
-                r = rule_after_error(op->u, op->s, &op->req, &op->cs, CURLE_OPERATION_TIMEDOUT, false, &delay, err,
+                r = rule_after_error(op->u, op->s, &op->req, &op->cs, CURLE_OPERATION_TIMEDOUT, NULL, &delay, err,
                                      sizeof(err));
                 op_fail(op, r < 0 ? r : -ETIMEDOUT, err); /* a timeout is never retried */
                 return;

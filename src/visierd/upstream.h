@@ -84,6 +84,9 @@ typedef struct UpstreamResponse {
 
 typedef struct UpstreamStats {
         uint64_t calls, retries, unauthorized, throttled, failures;
+        /* Requests whose budget take was older than RATELIMIT_SEND_SLACK when their connection
+         * was ready: sent under a new take, or held back (not sent) when none was left. */
+        uint64_t retaken, held_back;
 } UpstreamStats;
 
 typedef struct Upstream Upstream;
