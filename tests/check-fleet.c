@@ -12,6 +12,7 @@
  * until a deadline, never by a bare sleep. Exits 77 (SKIP), saying why, where PostgreSQL cannot run.
  */
 #include <check.h>
+#include <math.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -289,6 +290,14 @@ START_TEST(test_takeover_after_pause) {
 END_TEST
 
 /* Heartbeat rows, the status JSON's members and values, and the metrics. */
+/* A number of seconds shown to the millisecond (a whole number of milliseconds). */
+static void assert_whole_ms(json_t *v) {
+        double ms = json_real_value(v) * 1000.0;
+
+        ck_assert(json_is_real(v));
+        ck_assert_msg(fabs(ms - round(ms)) < 1e-6, "%.17g s is not to the millisecond", json_real_value(v));
+}
+
 START_TEST(test_heartbeat_status_metrics) {
         const char *t = "t-status";
         Fleet *a = fleet_make("status-a", t), *b = fleet_make("status-b", t);
@@ -349,7 +358,9 @@ START_TEST(test_heartbeat_status_metrics) {
                 assert_members(json_array_get(nodes, i), "node,seen_seconds_ago");
                 ck_assert(json_real_value(json_object_get(json_array_get(nodes, i), "seen_seconds_ago")) >= 0);
                 ck_assert(json_real_value(json_object_get(json_array_get(nodes, i), "seen_seconds_ago")) < 3.0 * LEASE_MS / 1000);
+                assert_whole_ms(json_object_get(json_array_get(nodes, i), "seen_seconds_ago"));
         }
+        assert_whole_ms(json_object_get(lane, "expires_in_seconds"));
         ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nodes, 0), "node")), "status-a");
         ck_assert_str_eq(json_string_value(json_object_get(json_array_get(nodes, 1), "node")), "status-b");
         budget = json_object_get(j, "budget");

@@ -2478,8 +2478,14 @@ static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *
         r = store_job_text(m->store, id, &text, &len);
         if (r == -ENOENT)
                 return no_such_job(ret_status, req->path);
-        if (r < 0)
+        if (r == -ENOMEM)
                 return NULL;
+        if (r < 0) {
+                /* Not a 404: the job may well exist (a database outage, say). */
+                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+                return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s",
+                                            strerror(-r));
+        }
         *ret_status = MHD_HTTP_OK;
         return http_response_take(text, len, "application/json");
 }

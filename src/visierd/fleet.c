@@ -689,6 +689,11 @@ static double aged_seconds(int64_t ms_at_read, usec_t read_at, usec_t now) {
         return ((double) ms_at_read + (double) (now > read_at ? now - read_at : 0) / (double) USEC_PER_MSEC) / 1000.0;
 }
 
+/* Seconds to the millisecond, for a document (the heartbeats are read in milliseconds). */
+static double to_ms(double seconds) {
+        return round(seconds * 1000.0) / 1000.0;
+}
+
 /* What is left of a duration in milliseconds at a read, in seconds now; never negative. */
 static double left_seconds(int64_t ms_at_read, usec_t read_at, usec_t now) {
         double s = ((double) ms_at_read - (double) (now > read_at ? now - read_at : 0) / (double) USEC_PER_MSEC) / 1000.0;
@@ -714,11 +719,11 @@ json_t *fleet_status_json(Fleet *f) {
                 if (ago * (double) USEC_PER_SEC >= (double) window)
                         continue;
                 ok = json_array_append_new(nodes, json_pack("{s:s, s:f}", "node", f->nodes[i].node, "seen_seconds_ago",
-                                                            ago)) == 0;
+                                                            to_ms(ago))) == 0;
         }
         if (f->budget_known)
                 budget = json_pack("{s:i, s:i, s:f}", "minute_left", (int) f->minute_left, "hour_left", (int) f->hour_left,
-                                   "blocked_seconds", left_seconds(f->blocked_ms, f->budget_read_at, now));
+                                   "blocked_seconds", to_ms(left_seconds(f->blocked_ms, f->budget_read_at, now)));
         else
                 budget = json_pack("{s:n, s:n, s:n}", "minute_left", "hour_left", "blocked_seconds");
         db = json_pack("{s:s, s:b, s:s?}", "url", f->url_shown, "reachable", f->reachable, "error",
@@ -727,7 +732,7 @@ json_t *fleet_status_json(Fleet *f) {
 
         lane = json_pack("{s:s?, s:I, s:b, s:o}", "holder", *l.holder ? l.holder : NULL, "term", (json_int_t) l.term,
                          "held_by_this_node", l.held, "expires_in_seconds",
-                         l.expires_at > 0 ? json_real(l.expires_at > now ? (double) (l.expires_at - now) / USEC_PER_SEC
+                         l.expires_at > 0 ? json_real(l.expires_at > now ? to_ms((double) (l.expires_at - now) / USEC_PER_SEC)
                                                                          : 0.0)
                                           : json_null());
         if (ok && lane && budget && db)

@@ -341,6 +341,9 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
         case PUBLISHER_LANE_WAIT:
                 log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "%s", strempty(e->message));
                 break;
+        case PUBLISHER_FENCED:
+                log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "fleet: %s", strempty(e->message));
+                break;
         case PUBLISHER_FLEET_LANE:
                 log_full(LOG_INFO, LOG_MSGID_WRITE_CALL, NULL, "fleet: %s", strempty(e->message));
                 break;

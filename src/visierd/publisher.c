@@ -990,9 +990,13 @@ static int lane_open(Publisher *p, int64_t *ret_started) {
                 r = -ETIMEDOUT;
         }
         if (r < 0) {
+                /* The fence refusing is the fleet working as designed (a notice); anything else is
+                 * trouble with the database. */
+                bool fenced = r == -ESTALE || r == -EAGAIN;
+
                 p->store_trouble = true;
                 emit(p, &(PublisherEvent) {
-                                .kind = PUBLISHER_STORE_ERROR,
+                                .kind = fenced ? PUBLISHER_FENCED : PUBLISHER_STORE_ERROR,
                                 .message = r == -ESTALE    ? "another node holds the publish lane now; the write call was not sent"
                                            : r == -EAGAIN  ? "the publish lane's wait is not over; the write call was not sent"
                                            : r == -ETIMEDOUT ? "the write call's fence took too long; not sent"

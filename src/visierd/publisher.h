@@ -74,6 +74,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_STORE_ERROR,
         PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
         PUBLISHER_FLEET_LANE, /* fleet mode: this node began publishing under a term, or stopped */
+        PUBLISHER_FENCED,    /* fleet mode: the fence refused a write call, which was not sent */
         PUBLISHER_JOBS_CHANGED, /* the outcomes of the JOB_DONE events so far are committed */
         PUBLISHER_ROUND,     /* project mode: a round's draft was opened, published or discarded */
 } PublisherEventKind;

@@ -1820,25 +1820,41 @@ static json_t *submitted_job_json(const SubmitWaiter *w) {
 }
 
 /* Per-item results of a job, through the connection c (its lock held). */
-static json_t *item_results_conn(Conn *c, int64_t job_id) {
+/* The item results of a job through connection c: 0, or a negative errno (the read failed). */
+static int item_results_read(Conn *c, int64_t job_id, json_t **ret) {
         json_t *a = json_array();
         Stmt st = {};
+        int r;
 
-        if (conn_stmt(c, STMT_ITEM_RESULTS, &st) < 0)
-                return a;
-        db_bind_int64(st.st, 1, job_id);
-        while (step(&st) > 0) {
-                json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t) db_column_int64(st.st, 0), "state",
-                                      col_text(&st, 1));
-                if (col_text(&st, 2))
-                        json_object_set_new(o, "correlationId", json_string(col_text(&st, 2)));
-                json_object_set_new(o, "item", json_loads(col_text(&st, 4), JSON_DECODE_ANY, NULL));
-                if (col_text(&st, 3))
-                        json_object_set_new(o, "result", json_loads(col_text(&st, 3), 0, NULL));
-                json_array_append_new(a, o);
+        if (!a)
+                return -ENOMEM;
+        r = conn_stmt(c, STMT_ITEM_RESULTS, &st);
+        if (r >= 0) {
+                db_bind_int64(st.st, 1, job_id);
+                while ((r = step(&st)) > 0) {
+                        json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t) db_column_int64(st.st, 0), "state",
+                                              col_text(&st, 1));
+                        if (col_text(&st, 2))
+                                json_object_set_new(o, "correlationId", json_string(col_text(&st, 2)));
+                        json_object_set_new(o, "item", json_loads(col_text(&st, 4), JSON_DECODE_ANY, NULL));
+                        if (col_text(&st, 3))
+                                json_object_set_new(o, "result", json_loads(col_text(&st, 3), 0, NULL));
+                        json_array_append_new(a, o);
+                }
+                stmt_done(&st);
         }
-        stmt_done(&st);
-        return a;
+        if (r < 0) {
+                json_decref(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+static json_t *item_results_conn(Conn *c, int64_t job_id) {
+        json_t *a = NULL;
+
+        return item_results_read(c, job_id, &a) < 0 ? json_array() : a;
 }
 
 json_t *store_job_item_results(Store *s, int64_t job_id) {
@@ -1870,6 +1886,7 @@ int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
         uint64_t gen;
         char *text;
         json_t *j;
+        int r;
 
         pthread_mutex_lock(&s->final_lock);
         if (s->final[slot].id == id && s->final[slot].text) {
@@ -1887,9 +1904,9 @@ int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
         gen = s->final_gen;
         pthread_mutex_unlock(&s->final_lock);
 
-        j = store_job_json(s, id, true);
-        if (!j)
-                return -ENOENT;
+        r = store_job_read(s, id, true, &j);
+        if (r < 0)
+                return r;
         text = json_dumps(j, JSON_COMPACT);
         state = json_string_value(json_object_get(j, "state"));
         /* Not when other nodes may retry a final job: nothing here would hear of it. */
@@ -1915,25 +1932,41 @@ int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len) {
         return 0;
 }
 
-json_t *store_job_json(Store *s, int64_t id, bool with_items) {
-        json_t *j = NULL;
+int store_job_read(Store *s, int64_t id, bool with_items, json_t **ret) {
+        json_t *j = NULL, *items = NULL;
         Stmt st = {};
+        int r;
 
         read_lock_take(s);
         if (with_items)
                 read_begin(s); /* the job and its items from one snapshot */
-        if (read_prepare(s, &st, STMT_JOB_GET) >= 0) {
+        r = read_prepare(s, &st, STMT_JOB_GET);
+        if (r >= 0) {
                 db_bind_int64(st.st, 1, id);
-                if (step(&st) > 0)
-                        j = job_row_json(&st);
+                r = step(&st);
+                if (r > 0)
+                        r = (j = job_row_json(&st)) ? 0 : -ENOMEM;
+                else if (r == 0)
+                        r = -ENOENT;
                 stmt_done(&st);
         }
-        if (j && with_items)
-                json_object_set_new(j, "item_results", item_results_conn(&s->r, id));
+        if (r >= 0 && with_items && (r = item_results_read(&s->r, id, &items)) >= 0)
+                json_object_set_new(j, "item_results", items);
         if (with_items)
                 read_end(s);
         pthread_mutex_unlock(&s->read_lock);
-        return j;
+        if (r < 0) {
+                json_decref(j);
+                return r;
+        }
+        *ret = j;
+        return 0;
+}
+
+json_t *store_job_json(Store *s, int64_t id, bool with_items) {
+        json_t *j = NULL;
+
+        return store_job_read(s, id, with_items, &j) < 0 ? NULL : j;
 }
 
 /* The list's statement for a filter with more than a state in it: fixed pieces only, the

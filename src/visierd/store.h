@@ -127,11 +127,15 @@ typedef void (*store_submit_fn)(void *userdata, int r, int64_t id, bool existing
  */
 int store_job_submit_async(Store *s, const JobSubmit *j, store_submit_fn done, void *userdata);
 
-/* The job as JSON (with per-item results if with_items), or NULL if there is no such job. */
+/* The job as JSON (with per-item results if with_items) in *ret (caller decrefs): 0,
+ * -ENOENT (no such job), or another negative errno (the job database cannot be read). */
+int store_job_read(Store *s, int64_t id, bool with_items, json_t **ret);
+/* The same, NULL for no such job or a failed read alike. */
 json_t *store_job_json(Store *s, int64_t id, bool with_items);
 /* The job with its items as compact JSON text (caller frees): GET /jobs/{id}. The text of a
  * final job is kept in memory (up to STORE_FINAL_TEXTS of them, each at most
- * STORE_FINAL_TEXT_MAX bytes) until it is retried or pruned. -ENOENT, -ENOMEM. */
+ * STORE_FINAL_TEXT_MAX bytes) until it is retried or pruned. -ENOENT (no such job), -ENOMEM,
+ * or another negative errno (the job database cannot be read). */
 #define STORE_FINAL_TEXTS 4096
 #define STORE_FINAL_TEXT_MAX (16 * 1024)
 int store_job_text(Store *s, int64_t id, char **ret_text, size_t *ret_len);
