@@ -425,6 +425,7 @@ START_TEST(test_client_tokens_and_roles) {
         snprintf(path, sizeof(path), "/jobs/%lld/cancel", (long long) json_integer_value(json_object_get(j, "id")));
         json_decref(j);
         ck_assert_int_eq(req("POST", path, writer, NULL, NULL), 403);
+        ck_assert_int_eq(req("POST", "/jobs/999999/cancel", writer, NULL, NULL), 404); /* no such job, not "another's" */
 
         /* visierctl with the reader's token file reads job status; without a token it is refused. */
         {

@@ -2324,6 +2324,12 @@ static bool path_job_id(const char *path, int64_t *ret) {
         return parse_id(p, end ? (size_t) (end - p) : strlen(p), ret);
 }
 
+/* 503: the job database cannot be read (r, a negative errno), so whether a job exists is unknown. */
+static struct MHD_Response *job_database_unreadable(unsigned *ret_status, int r) {
+        *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s", strerror(-r));
+}
+
 static struct MHD_Response *no_such_job(unsigned *ret_status, const char *path) {
         *ret_status = MHD_HTTP_NOT_FOUND;
         return http_response_status("NotFound", true, "no such job: %s", path);
@@ -2450,11 +2456,8 @@ static struct MHD_Response *api_jobs_list(Manager *m, HttpRequest *req, unsigned
                 f.since_ms = ms > 0 ? ms : 1; /* 0 would mean no filter; nothing is older than 1 ms anyway */
         }
         r = store_jobs_find(m->store, &f, before, (unsigned) limit, &jobs);
-        if (r < 0) {
-                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-                return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s",
-                                            strerror(-r));
-        }
+        if (r < 0)
+                return job_database_unreadable(ret_status, r);
         if ((int64_t) json_array_size(jobs) == limit) {
                 json_t *last = json_array_get(jobs, json_array_size(jobs) - 1), *link;
 
@@ -2480,12 +2483,8 @@ static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *
                 return no_such_job(ret_status, req->path);
         if (r == -ENOMEM)
                 return NULL;
-        if (r < 0) {
-                /* Not a 404: the job may well exist (a database outage, say). */
-                *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-                return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s",
-                                            strerror(-r));
-        }
+        if (r < 0) /* not a 404: the job may well exist (a database outage, say) */
+                return job_database_unreadable(ret_status, r);
         *ret_status = MHD_HTTP_OK;
         return http_response_take(text, len, "application/json");
 }
@@ -2499,13 +2498,18 @@ static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *r
                 return no_such_job(ret_status, req->path);
         if (req->role < CLIENT_ROLE_ADMIN) {
                 /* A write client may cancel only the jobs it queued. */
-                json_t *j = store_job_json(m->store, id, false);
-                const char *owner = json_string_value(json_object_get(j, "client"));
-                bool own = owner && streq(owner, req->client);
+                json_t *j = NULL;
+                const char *owner;
+                bool own;
 
-                json_decref(j);
-                if (!j)
+                r = store_job_read(m->store, id, false, &j);
+                if (r == -ENOENT)
                         return no_such_job(ret_status, req->path);
+                if (r < 0)
+                        return job_database_unreadable(ret_status, r);
+                owner = json_string_value(json_object_get(j, "client"));
+                own = owner && streq(owner, req->client);
+                json_decref(j);
                 if (!own) {
                         *ret_status = MHD_HTTP_FORBIDDEN;
                         return http_response_status("Forbidden", true, "job %lld was queued by another client",
