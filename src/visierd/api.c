@@ -2280,15 +2280,12 @@ void api_job_finished(Manager *m, int64_t job_id) {
 }
 
 void api_recheck_holds(Manager *m) {
-        /* Each pass answers at least the first hold whose job has ended, or ends. */
-        for (bool again = true; again;) {
-                again = false;
-                for (ApiTask *t = m->holds; t; t = t->hold_next)
-                        if (job_state_is_final(store_job_state(m->store, t->hold_job))) {
-                                api_job_finished(m, t->hold_job);
-                                again = true;
-                                break;
-                        }
+        /* One pass, one state read per hold (as api_job_finished, the next hold is taken
+         * before this one is answered and unlinked). */
+        for (ApiTask *t = m->holds, *next; t; t = next) {
+                next = t->hold_next;
+                if (job_state_is_final(store_job_state(m->store, t->hold_job)))
+                        hold_answer(t);
         }
 }
 
