@@ -2990,11 +2990,16 @@ static struct MHD_Response *api_export_result(Manager *m, HttpRequest *req, unsi
         json_t *job, *result;
         struct stat st;
         int64_t id = 0;
-        int fd;
+        int fd, e;
 
         if (!export_name_from_path(req->path, name, sizeof(name), &ignored) || !runs ||
-            !parse_id(runs + 6, strlen(runs + 6), &id) || !(job = store_job_json(m->store, id, false)))
+            !parse_id(runs + 6, strlen(runs + 6), &id))
                 return no_such_job(ret_status, req->path);
+        e = store_job_read(m->store, id, false, &job);
+        if (e == -ENOENT)
+                return no_such_job(ret_status, req->path);
+        if (e < 0)
+                return job_database_unreadable(ret_status, e);
         result = json_object_get(job, "result");
         res_export = json_string_value(json_object_get(result, "export"));
         res_format = json_string_value(json_object_get(result, "format"));
