@@ -18,6 +18,7 @@
  * Exits 77 (SKIP), saying why, where PostgreSQL cannot run.
  */
 #include <check.h>
+#include <pthread.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -551,6 +552,89 @@ START_TEST(test_fleet_failover) {
 }
 END_TEST
 
+/* A raw exchange on a thread of its own, for a request whose answer is held. */
+typedef struct RawExchange {
+        unsigned port;
+        const char *request;
+        char *answer;
+} RawExchange;
+
+static void *raw_exchange_thread(void *userdata) {
+        RawExchange *x = userdata;
+
+        x->answer = harness_raw_exchange(x->port, x->request, 60);
+        return NULL;
+}
+
+/*
+ * A write held by Prefer: wait whose wait ends while the database is down: the job was
+ * committed, so the answer is its 202 (the job as it was committed, with its Location), never
+ * an error that would have the client send it again; once the database is back the job ends
+ * once. The write call is kept open at Visier past the wait (publish_ms), so the job is
+ * running, not ended, when the wait is up.
+ */
+START_TEST(test_fleet_held_write_outage) {
+        static const char request[] =
+                "POST /v1/admin/permissions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                "Content-Type: application/json\r\nPrefer: wait=4\r\nContent-Length: 47\r\n\r\n"
+                "{\"permissions\":[{\"displayName\":\"held outage\"}]}";
+        RawExchange x = { .request = request };
+        char reason[PG_REASON_MAX], *body, *log, *text;
+        usec_t deadline;
+        PgServer own = {};
+        pthread_t thread;
+        json_t *job, *dump;
+
+        ck_assert_msg(pg_server_init(&own, reason, sizeof(reason)) == 0, "PostgreSQL: %s", reason);
+        fleet_database(&own, "fleet_held_outage");
+        sim_start(&sim, NULL);
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":8000}"));
+        node_start(0, NULL);
+        x.port = nodes[0].port;
+        ck_assert_int_eq(pthread_create(&thread, NULL, raw_exchange_thread, &x), 0);
+        wait_open_write();
+        ck_assert_int_eq(pg_server_stop(&own, PG_STOP_IMMEDIATE), 0);
+        ck_assert_int_eq(pthread_join(thread, NULL), 0);
+        ck_assert_ptr_nonnull(x.answer);
+        ck_assert_msg(strncmp(x.answer, "HTTP/1.1 202 Accepted\r\n", 23) == 0,
+                      "the held write's answer during the outage: %.600s", x.answer);
+        ck_assert_msg(strcasestr(x.answer, "\r\nLocation: /jobs/1\r\n"), "%.600s", x.answer);
+        body = strstr(x.answer, "\r\n\r\n");
+        ck_assert_ptr_nonnull(body);
+        ck_assert_msg(strncmp(body + 4, "{\"id\":1,\"state\":\"queued\",", 25) == 0, "%s", body + 4);
+        free(x.answer);
+        log = harness_read_file(nodes[0].log);
+        ck_assert_msg(strstr(log, "job 1: cannot read it again for its 202"), "%s", log);
+        free(log);
+
+        ck_assert_msg(pg_server_start(&own, reason, sizeof(reason)) == 0, "%s", reason);
+        deadline = clock_now() + FAILOVER_WAIT_SEC * USEC_PER_SEC;
+        for (;;) {
+                long code = 0;
+                _cleanup_free_ char *url = visierd_url(&nodes[0], "/jobs/1");
+
+                job = http_get_json(url, &code);
+                if (code == 200 && streq(json_string_value(json_object_get(job, "state")), "succeeded"))
+                        break;
+                json_decref(job);
+                ck_assert_msg(clock_now() < deadline, "job 1 did not succeed after the database came back");
+                clock_sleep(50 * USEC_PER_MSEC); /* probe interval */
+        }
+        json_decref(job);
+        dump = sim_control_get(&sim, "/_sim/permissions");
+        text = json_dumps(dump, JSON_COMPACT);
+        json_decref(dump);
+        ck_assert_int_eq(sim_count("write_calls"), 1);
+        ck_assert_msg(text && strstr(text, "\"held outage\""), "the permission is not at Visier: %s", text);
+        ck_assert_msg(!strstr(strstr(text, "\"held outage\"") + 1, "\"held outage\""), "twice at Visier: %s", text);
+        free(text);
+        printf("fleet: a write held while the database went down was answered 202 with the job as committed; "
+               "it succeeded once, with one write call\n");
+        ck_assert_msg(visierd_stop(&nodes[0]) == 0, "the node did not exit 0 on SIGTERM");
+        pg_server_destroy(&own);
+}
+END_TEST
+
 static int read_settings(void) {
         if (harness_env_u64("FLEET_JOBS", 600, &cfg.jobs) < 0 || harness_env_u64("FLEET_THREADS", 50, &cfg.threads) < 0 ||
             harness_env_u64("FLEET_SEED", workload_random_seed(), &cfg.seed) < 0 ||
@@ -584,6 +668,7 @@ int main(void) {
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_fleet_workload);
         tcase_add_test(tc, test_fleet_failover);
+        tcase_add_test(tc, test_fleet_held_write_outage);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

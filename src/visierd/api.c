@@ -544,6 +544,7 @@ typedef struct ApiTask {
         struct MHD_Response *resp;
         char identity[80]; /* counted against max_connections_per_client ("" : not counted) */
         int64_t hold_job;  /* set by a write handler: hold the answer until this job ends */
+        json_t *hold_accepted; /* that job as committed: the 202 when it cannot be read again */
         long hold_wait;    /* seconds applied */
         bool hold_asked;   /* the wait came from the client's Prefer: wait (Preference-Applied) */
         bool respond_async; /* Prefer: respond-async applied: the 202 says so */
@@ -609,6 +610,7 @@ static void task_free(ApiTask *t) {
         if (t->resp)
                 MHD_destroy_response(t->resp);
         sd_event_source_disable_unref(t->hold_timer);
+        json_decref(t->hold_accepted);
         free(t);
 }
 
@@ -1905,14 +1907,27 @@ static void make_correlation_id(char *buf, size_t len) {
                 snprintf(buf + 3 + 2 * i, 3, "%02x", raw[i]);
 }
 
-static struct MHD_Response *job_accepted(Manager *m, int64_t id, unsigned *ret_status) {
+static struct MHD_Response *job_database_unreadable(unsigned *ret_status, int r) {
+        *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s", strerror(-r));
+}
+
+/* The 202 for a job accepted earlier: the job as the database shows it now, or, when it
+ * cannot be read (the job database went away after the commit), as it was committed; the
+ * job exists either way, so the client must not be told to send it again. */
+static struct MHD_Response *job_accepted(Manager *m, int64_t id, json_t *committed, unsigned *ret_status) {
         struct MHD_Response *r;
         char location[64];
-        json_t *j = store_job_json(m->store, id, false);
+        json_t *j = NULL;
+        int k;
 
-        if (!j) {
-                *ret_status = MHD_HTTP_INTERNAL_SERVER_ERROR;
-                return http_response_status("InternalError", false, "job %lld vanished", (long long) id);
+        k = store_job_read(m->store, id, false, &j);
+        if (k < 0) {
+                if (!committed)
+                        return job_database_unreadable(ret_status, k);
+                log_warning("job %lld: cannot read it again for its 202 (%s); answering with the job as it was committed",
+                            (long long) id, strerror(-k));
+                j = json_incref(committed);
         }
         *ret_status = MHD_HTTP_ACCEPTED;
         r = json_response(j);
@@ -2184,6 +2199,7 @@ static void write_submitted(void *userdata, int r, int64_t id, bool existing, co
                         /* Held on the loop (no thread waits): answered when the job ends or the
                          * wait is up, whichever comes first. */
                         t->hold_job = id;
+                        t->hold_accepted = json_incref(job_json);
                         if (worker_post(m->workers, hold_start_on_loop, t) >= 0)
                                 return;
                 }
@@ -2237,7 +2253,7 @@ static void hold_answer(ApiTask *t) {
                                 MHD_add_response_header(resp, "Preference-Applied", pa);
                 }
         } else
-                resp = job_accepted(t->m, t->hold_job, &status);
+                resp = job_accepted(t->m, t->hold_job, t->hold_accepted, &status);
         task_answer(t, status, resp);
 }
 
@@ -2322,11 +2338,6 @@ static bool path_job_id(const char *path, int64_t *ret) {
 }
 
 /* 503: the job database cannot be read (r, a negative errno), so whether a job exists is unknown. */
-static struct MHD_Response *job_database_unreadable(unsigned *ret_status, int r) {
-        *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s", strerror(-r));
-}
-
 static struct MHD_Response *no_such_job(unsigned *ret_status, const char *path) {
         *ret_status = MHD_HTTP_NOT_FOUND;
         return http_response_status("NotFound", true, "no such job: %s", path);

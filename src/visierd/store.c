@@ -1614,10 +1614,21 @@ static void submit_answer_all(Store *s, SubmitWaiter *list) {
                 json_t *job = NULL;
 
                 next = w->next;
-                if (w->r >= 0 && w->want_json)
-                        /* A new job is described from what was just written; an earlier job
-                         * (the same Idempotency-Key) is read. */
-                        job = w->existing ? store_job_json(s, w->id, false) : submitted_job_json(w);
+                /* A new job is described from what was just written; an earlier job (the same
+                 * Idempotency-Key) is read, and when that read fails the repeat is refused
+                 * with the read's error (sending it again is safe). */
+                if (w->r >= 0 && w->want_json && !w->existing)
+                        job = submitted_job_json(w);
+                else if (w->r >= 0 && w->want_json) {
+                        int k = store_job_read(s, w->id, false, &job);
+
+                        if (k < 0) {
+                                w->r = k;
+                                snprintf(w->err, sizeof(w->err),
+                                         "job database %s: cannot read job %lld, the earlier job of this Idempotency-Key: %s",
+                                         s->path, (long long) w->id, strerror(-k));
+                        }
+                }
                 w->done(w->userdata, w->r < 0 ? w->r : 0, w->r < 0 ? 0 : w->id, w->r >= 0 && w->existing,
                         w->r < 0 ? w->err : "", job);
                 json_decref(job);
