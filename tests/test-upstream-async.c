@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "clock.h"
 #include "harness.h"
 #include "ratelimit.h"
+#include "tcpbound.h"
 #include "token.h"
 #include "upstream.h"
 
@@ -773,6 +775,156 @@ START_TEST(test_deadline_times_out) {
 }
 END_TEST
 
+/* ---- the delivery bound (tcpbound.h) ---- */
+
+static int listen_loopback(int rcvbuf, unsigned *ret_port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t al = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        ck_assert_int_ge(fd, 0);
+        /* On the listener, so the accepted connection's window is small from its first byte. */
+        if (rcvbuf > 0)
+                ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *) &a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(fd, 4), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &a, &al), 0);
+        *ret_port = ntohs(a.sin_port);
+        return fd;
+}
+
+static unsigned user_timeout_ms(int fd) {
+        unsigned ms = 0;
+        socklen_t len = sizeof(ms);
+
+        ck_assert_int_eq(getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &len), 0);
+        return ms;
+}
+
+/* The sockets libcurl gets: closed abortively (SO_LINGER 0), found by the addresses libcurl
+ * gives on_prereq once connected, given TCP_USER_TIMEOUT, a bound not yet over never
+ * loosened by a later one, forgotten when libcurl closes them. */
+START_TEST(test_tcpbound_sockets) {
+        struct sockaddr_in peer = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) }, local;
+        socklen_t len = sizeof(local);
+        struct linger lg = {};
+        socklen_t lglen = sizeof(lg);
+        struct curl_sockaddr a = { .family = AF_INET, .socktype = SOCK_STREAM, .protocol = IPPROTO_TCP };
+        unsigned port, local_port;
+        TcpBound *b = NULL;
+        int lfd, fd;
+
+        lfd = listen_loopback(0, &port);
+        peer.sin_port = htons((uint16_t) port);
+        ck_assert_int_eq(tcpbound_new(&b), 0);
+        fd = tcpbound_open(b, CURLSOCKTYPE_IPCXN, &a);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &lglen), 0);
+        ck_assert_int_eq(lg.l_onoff, 1);
+        ck_assert_int_eq(lg.l_linger, 0);
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", 1, "127.0.0.1", (int) port, USEC_PER_SEC), -ENOENT);
+
+        ck_assert_int_eq(connect(fd, (struct sockaddr *) &peer, sizeof(peer)), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &local, &len), 0);
+        local_port = ntohs(local.sin_port);
+        ck_assert_uint_eq(user_timeout_ms(fd), 0);
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", (int) local_port, "127.0.0.1", (int) port + 1,
+                                                 USEC_PER_SEC),
+                         -ENOENT);
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", (int) local_port, "127.0.0.1", (int) port,
+                                                 1500 * USEC_PER_MSEC),
+                         0);
+        ck_assert_uint_eq(user_timeout_ms(fd), 1500);
+        /* A longer bound while the first is not over keeps the first's end. */
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", (int) local_port, "127.0.0.1", (int) port,
+                                                 60 * USEC_PER_SEC),
+                         0);
+        ck_assert_uint_le(user_timeout_ms(fd), 1500);
+        ck_assert_uint_ge(user_timeout_ms(fd), 1000); /* the test's own steps take well under 0.5 s */
+        /* A shorter one is taken. */
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", (int) local_port, "127.0.0.1", (int) port,
+                                                 200 * USEC_PER_MSEC),
+                         0);
+        ck_assert_uint_eq(user_timeout_ms(fd), 200);
+
+        ck_assert_int_eq(tcpbound_close(b, fd), 0);
+        ck_assert_int_eq(tcpbound_deliver_within(b, "127.0.0.1", (int) local_port, "127.0.0.1", (int) port,
+                                                 USEC_PER_SEC),
+                         -ENOENT);
+        tcpbound_free(b);
+        close(lfd);
+}
+END_TEST
+
+/* Every request sent goes with a delivery bound, on new connections and reused ones; and a
+ * request whose bytes Visier does not take (a peer that keeps its window shut, as a partition
+ * looks to the sender) is dropped with its connection at the bound, RATELIMIT_SLACK after its
+ * budget take, not left to the 30 s request timeout; the peer never receives it whole. */
+START_TEST(test_undeliverable_request_dropped) {
+        enum { BODY = 8 * 1024 * 1024 };
+        static Result res;
+        UpstreamStats before, after;
+        char url[64], *body;
+        unsigned port;
+        size_t got = 0;
+        usec_t t0;
+        int lfd, c;
+
+        start_sim();
+        env_start(&(EnvOptions) {});
+        wait_token();
+        upstream_stats(env.u, &before);
+        for (int i = 0; i < 3; i++) {
+                call_on_loop("GET", "/v1/admin/capabilities", NULL, NULL, NULL, true, &res);
+                ck_assert_msg(res.r == 0 && res.status == 200, "%d %s", res.r, res.err);
+                result_done(&res);
+        }
+        upstream_stats(env.u, &after);
+        ck_assert_uint_eq(after.delivery_bounded - before.delivery_bounded, 3);
+        env_stop();
+
+        lfd = listen_loopback(4096, &port);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u", port);
+        env_start(&(EnvOptions) { .base_url = url, .login = fixed_login, .request_timeout_sec = 30 });
+        wait_token();
+        body = malloc(BODY + 1);
+        ck_assert_ptr_nonnull(body);
+        memset(body, 'x', BODY);
+        body[BODY] = '\0';
+        t0 = clock_now();
+        call_on_loop("POST", "/v1/admin/permissions", NULL, NULL, body, false, &res);
+        printf("undeliverable request: r=%d after %.2f s: %s\n", res.r, (double) (res.at - t0) / USEC_PER_SEC,
+               res.err);
+        ck_assert_int_lt(res.r, 0);
+        ck_assert_int_ne(res.r, -ETIMEDOUT); /* the request timeout's error */
+        ck_assert_msg(res.at - t0 < 15 * USEC_PER_SEC, "dropped only after %.1f s",
+                      (double) (res.at - t0) / USEC_PER_SEC);
+        upstream_stats(env.u, &after);
+        ck_assert_uint_eq(after.delivery_bounded, 1);
+        result_done(&res);
+
+        /* The peer drains what reached it: a part of the request, never all of it. */
+        c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        ck_assert_int_ge(c, 0);
+        for (;;) {
+                struct pollfd p = { .fd = c, .events = POLLIN };
+                ssize_t n;
+
+                if (poll(&p, 1, 500) <= 0)
+                        break;
+                n = recv(c, body, BODY, 0);
+                if (n <= 0)
+                        break;
+                got += (size_t) n;
+        }
+        ck_assert_uint_lt(got, BODY);
+        printf("undeliverable request: the peer received %zu of its %d body bytes\n", got, BODY);
+        close(c);
+        close(lfd);
+        free(body);
+}
+END_TEST
+
 static void on_stream_headers_never(void *userdata, int r, long status, const char *content_type, const char *err) {
         ck_abort_msg("on_headers called after the stream was closed");
 }
@@ -1213,6 +1365,8 @@ static Suite *upstream_async_suite(void) {
         tcase_add_test(tc, test_stale_take_retaken_or_held_back);
         tcase_add_test(tc, test_5xx_and_drops_retried);
         tcase_add_test(tc, test_deadline_times_out);
+        tcase_add_test(tc, test_tcpbound_sockets);
+        tcase_add_test(tc, test_undeliverable_request_dropped);
         tcase_add_test(tc, test_abort_never_calls_back);
         tcase_add_test(tc, test_waits_for_keeper_without_polling);
         tcase_add_test(tc, test_connections_stay_warm);

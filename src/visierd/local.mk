@@ -37,6 +37,7 @@ libvisierd_core_a_SOURCES = \
 	src/visierd/store-pg-schema.c src/visierd/store-pg-schema.h \
 	src/visierd/token.c src/visierd/token.h \
 	src/visierd/ui.c src/visierd/ui.h \
+	src/visierd/tcpbound.c src/visierd/tcpbound.h \
 	src/visierd/upstream.c src/visierd/upstream.h \
 	src/visierd/worker.c src/visierd/worker.h
 VISIERD_DEP_CFLAGS = $(MHD_CFLAGS) $(CURL_CFLAGS) $(JANSSON_CFLAGS) $(SYSTEMD_CFLAGS) $(SQLITE_CFLAGS) $(INIH_CFLAGS) $(LIBPQ_CFLAGS)

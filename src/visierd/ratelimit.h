@@ -15,8 +15,10 @@
 /*
  * A call's place in a window comes back the window's length plus this much after the call
  * was taken: up to RATELIMIT_SEND_SLACK for the request to leave after its take (the upstream
- * client holds back a request that would leave later, or takes a new place for it), and up to
- * 1 s for it to reach Visier, which counts it on arrival (docs/fleet.md, "The rate budget").
+ * client holds back a request that would leave later, or takes a new place for it), and the
+ * rest for it to reach Visier, which counts it on arrival (the upstream client drops a
+ * connection whose bytes are not acknowledged by then: tcpbound.h; docs/fleet.md, "The rate
+ * budget").
  */
 #define RATELIMIT_SEND_SLACK (1 * USEC_PER_SEC)
 #define RATELIMIT_SLACK (RATELIMIT_SEND_SLACK + 1 * USEC_PER_SEC)

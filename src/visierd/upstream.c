@@ -34,6 +34,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "tcpbound.h"
 #include "upstream.h"
 
 /* libcurl hands the write callback at most CURL_MAX_WRITE_SIZE bytes at once; a chunk must fit
@@ -73,6 +74,7 @@ struct Upstream {
         TokenKeeper *tk;
 
         CURLSH *share; /* DNS and TLS sessions only: see DESIGN */
+        TcpBound *tcp; /* every connection's socket, for on_prereq's delivery bound */
         pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
         CURL *pool[UPSTREAM_POOL_MAX];
@@ -317,6 +319,9 @@ int upstream_new(const UpstreamSettings *s, RateLimit *rl, Upstream **ret) {
         r = share_setup(u);
         if (r < 0)
                 return r;
+        r = tcpbound_new(&u->tcp);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(u);
         return 0;
 }
@@ -336,6 +341,7 @@ Upstream *upstream_free(Upstream *u) {
         for (size_t i = 0; i < ELEMENTSOF(u->share_locks); i++)
                 pthread_mutex_destroy(&u->share_locks[i]);
         pthread_mutex_destroy(&u->lock);
+        tcpbound_free(u->tcp); /* after every handle: libcurl closes sockets through it */
         free(u);
         return NULL;
 }
@@ -663,7 +669,10 @@ static int rule_budget(Upstream *u, const UpstreamRequest *req, usec_t now, usec
  *    open, or the call waited for a free one), unless a new take succeeds at once: the budget
  *    counts a call's place from its take, and only a request that leaves within that slack is
  *    sure to reach Visier inside the window its place was counted in.
- * A request held back never left: the caller sees t->unsent, not a network error.
+ * A request held back never left: the caller sees t->unsent, not a network error. A request
+ * that goes is given a bound on its delivery (tcpbound.h): its bytes must be acknowledged by
+ * the deadline, and, with a budget, by RATELIMIT_SLACK after the take, or the connection is
+ * dropped, so it never reaches Visier later than the budget and the fence count on.
  */
 static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port) {
@@ -671,19 +680,27 @@ static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip,
         char err[UPSTREAM_ERROR_MAX];
         usec_t now = clock_now(), wait = 0;
 
+        usec_t by;
+
         if (t->send_by != 0 && now >= t->send_by) {
                 t->unsent = true;
                 return CURL_PREREQFUNC_ABORT;
         }
-        if (t->taken_at == 0 || now - t->taken_at <= RATELIMIT_SEND_SLACK)
-                return CURL_PREREQFUNC_OK;
-        if (rule_budget(t->u, t->req, now, now, &wait, err, sizeof(err)) < 0) {
-                STAT_INC(t->u, held_back);
-                t->unsent = true;
-                return CURL_PREREQFUNC_ABORT;
+        if (t->taken_at != 0 && now - t->taken_at > RATELIMIT_SEND_SLACK) {
+                if (rule_budget(t->u, t->req, now, now, &wait, err, sizeof(err)) < 0) {
+                        STAT_INC(t->u, held_back);
+                        t->unsent = true;
+                        return CURL_PREREQFUNC_ABORT;
+                }
+                STAT_INC(t->u, retaken);
+                t->taken_at = now;
         }
-        STAT_INC(t->u, retaken);
-        t->taken_at = now;
+        by = t->send_by;
+        if (t->taken_at != 0 && (by == 0 || t->taken_at + RATELIMIT_SLACK < by))
+                by = t->taken_at + RATELIMIT_SLACK;
+        if (by != 0 && tcpbound_deliver_within(t->u->tcp, conn_local_ip, conn_local_port, conn_primary_ip,
+                                               conn_primary_port, by - now) == 0)
+                STAT_INC(t->u, delivery_bounded);
         return CURL_PREREQFUNC_OK;
 }
 
@@ -699,8 +716,13 @@ static int setup_handle(Upstream *u, CURL *h, const Settings *s, usec_t remainin
         usec_t connect = s->connect_timeout < remaining ? s->connect_timeout : remaining;
 
         t->send_by = clock_now() + remaining;
+        t->u = u;
         SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
         SETOPT(h, CURLOPT_PREREQDATA, t);
+        SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, tcpbound_open);
+        SETOPT(h, CURLOPT_OPENSOCKETDATA, u->tcp);
+        SETOPT(h, CURLOPT_CLOSESOCKETFUNCTION, tcpbound_close);
+        SETOPT(h, CURLOPT_CLOSESOCKETDATA, u->tcp);
 
         SETOPT(h, CURLOPT_SHARE, u->share);
         SETOPT(h, CURLOPT_NOSIGNAL, 1L);

@@ -87,6 +87,9 @@ typedef struct UpstreamStats {
         /* Requests whose budget take was older than RATELIMIT_SEND_SLACK when their connection
          * was ready: sent under a new take, or held back (not sent) when none was left. */
         uint64_t retaken, held_back;
+        /* Requests sent with a bound on their delivery (tcpbound.h); the others went on a
+         * socket visierd did not open (none, today). Not in /status. */
+        uint64_t delivery_bounded;
 } UpstreamStats;
 
 typedef struct Upstream Upstream;
