@@ -34,6 +34,12 @@
 # seconds of the visierd nodes and of PostgreSQL (the postmaster and its backends) are taken
 # over each phase. The summary gives the median of the rounds for each target and the ratios.
 #
+# Budget takes, ROUNDS rounds, with the throughput part (bench/budget-take.c, on a database of
+# its own, FLEET_BENCH_BUDGET_SECONDS per measurement, default 3): takes a second of the
+# fleet's shared rate budget with 1 and 3 connections, granted and refused, against a bare
+# SELECT 1 and a one-row UPDATE on the same server (the floor of a round trip, and the first
+# design's take).
+#
 # Failover: a fresh database, visier-sim and three nodes with [fleet] lease_seconds = 6,
 # renew_seconds = 2, [visier] request_timeout = 5 and [jobs] publish_settle = 2 (the defaults,
 # 15 s, 5 s, 30 s and 60 s, would make a round last up to 91 s). Three times: 2 clients write
@@ -56,6 +62,7 @@ build=$(cd "${1:-build}" && pwd)
 seconds=${2:-5}
 clients=${3:-48}
 rounds=${4:-3}
+budget_seconds=${FLEET_BENCH_BUDGET_SECONDS:-3}
 bench=$(cd "$(dirname "$0")" && pwd)
 . "$(dirname "$0")/lib.sh"
 
@@ -322,6 +329,18 @@ done
 echo "load after the throughput part: $(cut -d" " -f1-3 /proc/loadavg)"
 }
 [ "$rounds" -gt 0 ] && throughput_summary
+
+# ---- the shared rate budget's take against two baselines (bench/budget-take.c) ----
+if [ "$rounds" -gt 0 ]; then
+        cc -O2 -o "$work/budget-take" -I"$bench/../src/visierd" -I"$bench/../src/shared" -I"$build" \
+                "$bench/budget-take.c" "$build/libvisierd-core.a" \
+                $(pkg-config --cflags --libs jansson sqlite3 libsystemd libcurl libmicrohttpd libpq) -linih -lm -pthread
+        psql_do postgres "CREATE DATABASE fb_budget"
+        echo
+        echo "budget takes: ${budget_seconds}s per measurement, $rounds rounds; load $(cut -d" " -f1-3 /proc/loadavg)"
+        "$work/budget-take" "$(pg_conninfo fb_budget)" "$budget_seconds" "$rounds"
+        echo "load after the budget part: $(cut -d" " -f1-3 /proc/loadavg)"
+fi
 
 # ---- failover ----
 lease=6 renew=2 timeout=5 settle=2
