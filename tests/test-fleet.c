@@ -576,7 +576,7 @@ static void *raw_exchange_thread(void *userdata) {
 START_TEST(test_fleet_held_write_outage) {
         static const char request[] =
                 "POST /v1/admin/permissions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                "Content-Type: application/json\r\nPrefer: wait=4\r\nContent-Length: 47\r\n\r\n"
+                "Content-Type: application/json\r\nPrefer: wait=8\r\nContent-Length: 47\r\n\r\n"
                 "{\"permissions\":[{\"displayName\":\"held outage\"}]}";
         RawExchange x = { .request = request };
         char reason[PG_REASON_MAX], *body, *log, *text;
@@ -588,7 +588,7 @@ START_TEST(test_fleet_held_write_outage) {
         ck_assert_msg(pg_server_init(&own, reason, sizeof(reason)) == 0, "PostgreSQL: %s", reason);
         fleet_database(&own, "fleet_held_outage");
         sim_start(&sim, NULL);
-        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":8000}"));
+        json_decref(sim_control_post(&sim, "/_sim/faults", "{\"publish_ms\":15000}"));
         node_start(0, NULL);
         x.port = nodes[0].port;
         ck_assert_int_eq(pthread_create(&thread, NULL, raw_exchange_thread, &x), 0);
