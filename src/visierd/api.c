@@ -544,7 +544,7 @@ typedef struct ApiTask {
         struct MHD_Response *resp;
         char identity[80]; /* counted against max_connections_per_client ("" : not counted) */
         int64_t hold_job;  /* set by a write handler: hold the answer until this job ends */
-        json_t *hold_accepted; /* that job as committed: the 202 when it cannot be read again */
+        char *hold_accepted; /* that job as committed (JSON text): the 202 when it cannot be read again */
         long hold_wait;    /* seconds applied */
         bool hold_asked;   /* the wait came from the client's Prefer: wait (Preference-Applied) */
         bool respond_async; /* Prefer: respond-async applied: the 202 says so */
@@ -610,7 +610,7 @@ static void task_free(ApiTask *t) {
         if (t->resp)
                 MHD_destroy_response(t->resp);
         sd_event_source_disable_unref(t->hold_timer);
-        json_decref(t->hold_accepted);
+        free(t->hold_accepted);
         free(t);
 }
 
@@ -1915,22 +1915,22 @@ static struct MHD_Response *job_database_unreadable(unsigned *ret_status, int r)
 /* The 202 for a job accepted earlier: the job as the database shows it now, or, when it
  * cannot be read (the job database went away after the commit), as it was committed; the
  * job exists either way, so the client must not be told to send it again. */
-static struct MHD_Response *job_accepted(Manager *m, int64_t id, json_t *committed, unsigned *ret_status) {
+static struct MHD_Response *job_accepted(Manager *m, int64_t id, const char *committed, unsigned *ret_status) {
         struct MHD_Response *r;
         char location[64];
         json_t *j = NULL;
         int k;
 
         k = store_job_read(m->store, id, false, &j);
+        if (k < 0 && !committed)
+                return job_database_unreadable(ret_status, k);
+        *ret_status = MHD_HTTP_ACCEPTED;
         if (k < 0) {
-                if (!committed)
-                        return job_database_unreadable(ret_status, k);
                 log_warning("job %lld: cannot read it again for its 202 (%s); answering with the job as it was committed",
                             (long long) id, strerror(-k));
-                j = json_incref(committed);
-        }
-        *ret_status = MHD_HTTP_ACCEPTED;
-        r = json_response(j);
+                r = http_response_copy(committed, strlen(committed), "application/json");
+        } else
+                r = json_response(j);
         snprintf(location, sizeof(location), "/jobs/%lld", (long long) id);
         if (r)
                 MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
@@ -2199,7 +2199,9 @@ static void write_submitted(void *userdata, int r, int64_t id, bool existing, co
                         /* Held on the loop (no thread waits): answered when the job ends or the
                          * wait is up, whichever comes first. */
                         t->hold_job = id;
-                        t->hold_accepted = json_incref(job_json);
+                        /* As text: the answer may be built on another thread (jansson's
+                         * reference counts are not for sharing between threads). */
+                        t->hold_accepted = job_json ? json_dumps(job_json, JSON_COMPACT) : NULL;
                         if (worker_post(m->workers, hold_start_on_loop, t) >= 0)
                                 return;
                 }
