@@ -709,7 +709,7 @@ START_TEST(test_schema_is_sqlites) {
 
         d = fresh_database("schema_cmp");
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 1);
+        ck_assert_int_eq(version, 2);
 
         /* The same tables (and store_schema), with the same columns, types and NOT NULLs. */
         sqlite_list(s, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -744,9 +744,10 @@ START_TEST(test_schema_is_sqlites) {
                             "WHERE (round_id IS NOT NULL)");
         sqlite_list(s, "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name", list, sizeof(list));
         ck_assert_str_eq(list, "jobs_count_delete,jobs_count_insert,jobs_count_update");
-        /* PostgreSQL's one more: jobs ended, announced to every node (jobwatch.h). */
+        /* PostgreSQL's three more: jobs ended and jobs queued, announced to every node (jobwatch.h). */
         ck_assert_str_eq(scalar(d, "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal"),
-                         "jobs_count_delete,jobs_count_insert,jobs_count_update,jobs_notify_final");
+                         "jobs_count_delete,jobs_count_insert,jobs_count_update,jobs_notify_final,"
+                         "jobs_notify_queued_insert,jobs_notify_queued_update");
         /* The lane's one row. */
         ck_assert_str_eq(scalar(d, "SELECT id || ',' || call_started_at || ',' || call_deadline_at FROM lane"), "1,0,0");
 
@@ -761,16 +762,16 @@ START_TEST(test_migrations_versioned) {
         Db *d;
         int version = 0;
 
-        ck_assert_uint_eq(store_pg_migrations_count, 1);
+        ck_assert_uint_eq(store_pg_migrations_count, 2);
         d = fresh_database("store_fresh");
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 1);
+        ck_assert_int_eq(version, 2);
         ck_assert(!db_in_transaction(d));
         /* Again: nothing to do. */
         version = 0;
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 1);
-        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:1");
+        ck_assert_int_eq(version, 2);
+        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:2");
         ck_assert_int_eq(db_exec(d, "INSERT INTO store_schema VALUES (5)"), -EEXIST); /* one row, ever */
         /* The fleet's version table is not the store's. */
         ck_assert_str_eq(scalar(d, "SELECT count(*) FROM pg_tables WHERE tablename = 'fleet_schema_version'"), "0");
@@ -784,9 +785,9 @@ START_TEST(test_migrations_versioned) {
         version = 0;
         ck_assert_int_eq(store_pg_migrate(d, &version, err, sizeof(err)), -EPROTO);
         ck_assert_int_eq(version, 0);
-        ck_assert_str_eq(err, "the store schema is at version 2, newer than this visierd's 1");
+        ck_assert_str_eq(err, "the store schema is at version 3, newer than this visierd's 2");
         ck_assert(!db_in_transaction(d));
-        ck_assert_str_eq(scalar(d, "SELECT version FROM store_schema"), "2");
+        ck_assert_str_eq(scalar(d, "SELECT version FROM store_schema"), "3");
         drop_database(d, "store_fresh");
 }
 END_TEST
@@ -825,10 +826,10 @@ START_TEST(test_migrations_concurrent) {
         for (size_t k = 0; k < ELEMENTSOF(m); k++) {
                 ck_assert_int_eq(pthread_join(th[k], NULL), 0);
                 ck_assert_msg(m[k].r == 0, "node %zu: %s (%s)", k, strerror(-m[k].r), m[k].err);
-                ck_assert_int_eq(m[k].version, 1);
+                ck_assert_int_eq(m[k].version, 2);
         }
         pthread_barrier_destroy(&start);
-        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:1");
+        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:2");
         ck_assert_str_eq(scalar(d, "SELECT count(*) FROM lane"), "1");
         drop_database(d, "store_race");
 }
@@ -933,8 +934,8 @@ START_TEST(test_job_counts_triggers) {
 }
 END_TEST
 
-/* Read every notification that has arrived on l for channel visierd_job_final, as "id,id,…". */
-static void notified(PGconn *l, char *buf, size_t len) {
+/* Read every notification that has arrived on l, all for channel, as "payload,payload,…". */
+static void notified_on(PGconn *l, const char *channel, char *buf, size_t len) {
         PGnotify *n;
 
         buf[0] = '\0';
@@ -942,10 +943,14 @@ static void notified(PGconn *l, char *buf, size_t len) {
         while ((n = PQnotifies(l))) {
                 size_t used = strlen(buf);
 
-                ck_assert_str_eq(n->relname, "visierd_job_final");
+                ck_assert_str_eq(n->relname, channel);
                 snprintf(buf + used, len - used, "%s%s", used ? "," : "", n->extra);
                 PQfreemem(n);
         }
+}
+
+static void notified(PGconn *l, char *buf, size_t len) {
+        notified_on(l, "visierd_job_final", buf, len);
 }
 
 /* Every job that reaches a final state is announced at commit to the sessions listening
@@ -1008,6 +1013,74 @@ START_TEST(test_final_states_notified) {
         PQfinish(l);
         db_finalize(ins);
         drop_database(d, "store_notify");
+}
+END_TEST
+
+/* How many notifications on channel l holds, after a round trip of its own (a session is
+ * sent the notifications committed before its transaction at that transaction's end). */
+static unsigned count_notified(PGconn *l, const char *channel) {
+        PGresult *res = PQexec(l, "SELECT 1");
+        unsigned k = 0;
+        PGnotify *n;
+
+        ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+        PQclear(res);
+        while ((n = PQnotifies(l))) {
+                ck_assert_str_eq(n->relname, channel);
+                ck_assert_str_eq(n->extra, "");
+                k++;
+                PQfreemem(n);
+        }
+        return k;
+}
+
+/* A job queued — inserted queued, or moved back to queued — is announced on
+ * visierd_job_queued at commit, with an empty payload, once per transaction however many
+ * (jobwatch.h); never for another state, a rolled-back change or a change not of state. */
+START_TEST(test_queued_notified) {
+        DbStmt *ins;
+        int64_t id;
+        char conninfo[512];
+        Db *d = fresh_database("store_notify_queued");
+        PGconn *l;
+        PGresult *res;
+
+        ck_assert_msg(store_pg_migrate(d, NULL, err, sizeof(err)) == 0, "%s", err);
+        snprintf(conninfo, sizeof(conninfo), "%s dbname=store_notify_queued", server.conninfo);
+        l = PQconnectdb(conninfo);
+        ck_assert_msg(PQstatus(l) == CONNECTION_OK, "%s", PQerrorMessage(l));
+        res = PQexec(l, "LISTEN visierd_job_queued");
+        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        ins = prepare_ok(d,
+                         "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
+                         " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
+                         " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
+                         " RETURNING id, in_doubt, upstream_headers, attempts",
+                         true);
+
+        exec_ok(d, "BEGIN");
+        for (int i = 0; i < 3; i++)
+                insert_job(d, ins, "queued", NULL, &id);
+        ck_assert_uint_eq(count_notified(l, "visierd_job_queued"), 0); /* not before the commit */
+        exec_ok(d, "COMMIT");
+        ck_assert_uint_eq(count_notified(l, "visierd_job_queued"), 1); /* three jobs, one transaction */
+
+        insert_job(d, ins, "running", NULL, &id);
+        exec_ok(d, "UPDATE jobs SET state = 'running'");
+        exec_ok(d, "BEGIN");
+        exec_ok(d, "UPDATE jobs SET state = 'queued' WHERE id = 1");
+        exec_ok(d, "ROLLBACK");
+        exec_ok(d, "UPDATE jobs SET error = 'x' WHERE id = 1");
+        ck_assert_uint_eq(count_notified(l, "visierd_job_queued"), 0);
+
+        exec_ok(d, "UPDATE jobs SET state = 'queued' WHERE id = 2"); /* a requeue */
+        exec_ok(d, "UPDATE jobs SET state = 'queued' WHERE id = 2"); /* not a change of state */
+        ck_assert_uint_eq(count_notified(l, "visierd_job_queued"), 1);
+
+        PQfinish(l);
+        db_finalize(ins);
+        drop_database(d, "store_notify_queued");
 }
 END_TEST
 
@@ -1166,6 +1239,7 @@ int main(void) {
         tcase_add_test(ts, test_migrations_concurrent);
         tcase_add_test(ts, test_job_counts_triggers);
         tcase_add_test(ts, test_final_states_notified);
+        tcase_add_test(ts, test_queued_notified);
         suite_add_tcase(s, ts);
         tcase_add_checked_fixture(tr, own_setup, own_teardown);
         tcase_set_timeout(tr, 60);

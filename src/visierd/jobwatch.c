@@ -67,6 +67,11 @@ static void deliver(JobWatch *w) {
                 char *end = NULL;
                 long long id;
 
+                if (streq(n->relname, JOBWATCH_QUEUED_CHANNEL)) {
+                        w->fn(w->userdata, JOBWATCH_QUEUED);
+                        PQfreemem(n);
+                        continue;
+                }
                 errno = 0;
                 id = strtoll(n->extra ? n->extra : "", &end, 10);
                 if (errno == 0 && end && *end == '\0' && id > 0)
@@ -109,7 +114,7 @@ static int session_open(JobWatch *w) {
                 return -ENOMEM;
         if (PQstatus(w->conn) != CONNECTION_OK)
                 return -ENOTCONN;
-        res = PQexec(w->conn, "LISTEN " JOBWATCH_CHANNEL);
+        res = PQexec(w->conn, "LISTEN " JOBWATCH_CHANNEL "; LISTEN " JOBWATCH_QUEUED_CHANNEL);
         r = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -EIO;
         PQclear(res);
         if (r < 0)

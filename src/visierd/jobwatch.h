@@ -23,12 +23,16 @@
 #include "macro.h"
 
 #define JOBWATCH_CHANNEL "visierd_job_final"
+/* A job was queued on some node (store schema 2): fn(userdata, JOBWATCH_QUEUED). */
+#define JOBWATCH_QUEUED_CHANNEL "visierd_job_queued"
+#define JOBWATCH_QUEUED ((int64_t) -1)
 #define JOBWATCH_RETRY_USEC (2 * USEC_PER_SEC)
 #define JOBWATCH_CONNECT_TIMEOUT_SEC 2
 
 typedef struct JobWatch JobWatch;
 
-/* A job ended (id), or notifications may have been missed (0). On the loop. */
+/* A job ended (id), a job was queued (JOBWATCH_QUEUED), or notifications may have been
+ * missed (0). On the loop. */
 typedef void (*jobwatch_fn)(void *userdata, int64_t job_id);
 
 /* Start listening (connecting now if it can, else on the retry timer): 0 or -ENOMEM. conninfo

@@ -457,10 +457,16 @@ static int on_fleet_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 static void on_job_final(void *userdata, int64_t job_id) {
         Manager *m = userdata;
 
-        if (job_id > 0)
+        if (job_id > 0) {
                 api_job_finished(m, job_id);
-        else
+                return;
+        }
+        if (job_id == 0)
                 api_recheck_holds(m);
+        /* A job queued on any node (or notifications missed): the lane's holder claims it now,
+         * not at its next poll. (Export runs are left to the runner's own poll.) */
+        if (m->publisher)
+                publisher_wake(m->publisher);
 }
 
 /* The node joins the fleet: its membership (ticked on a worker, first at once), the shared

@@ -143,6 +143,18 @@ const char *const store_pg_migrations[] = {
         "  PRIMARY KEY (job_id, idx)"
         ");"
         "CREATE INDEX round_items_round ON round_items (round_id);",
+
+        /* 2, PostgreSQL only: a job queued (submitted, retried or requeued), by whichever node,
+         * is announced on channel visierd_job_queued (jobwatch.h), so the node holding the
+         * publish lane claims it at once instead of at its next poll. The payload is empty:
+         * PostgreSQL delivers one notification per transaction however many jobs it queued. */
+        "CREATE FUNCTION jobs_notify_queued() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN PERFORM pg_notify('visierd_job_queued', ''); RETURN NULL; END $$;"
+        "CREATE TRIGGER jobs_notify_queued_insert AFTER INSERT ON jobs"
+        "  FOR EACH ROW WHEN (NEW.state = 'queued') EXECUTE FUNCTION jobs_notify_queued();"
+        "CREATE TRIGGER jobs_notify_queued_update AFTER UPDATE OF state ON jobs"
+        "  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND NEW.state = 'queued')"
+        "  EXECUTE FUNCTION jobs_notify_queued();",
 };
 
 const size_t store_pg_migrations_count = ELEMENTSOF(store_pg_migrations);
