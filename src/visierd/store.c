@@ -1020,7 +1020,9 @@ static int checkpoint(Store *s) {
         return exec(s, s->dialect->checkpoint, ignored, sizeof(ignored));
 }
 
-int store_begin(Store *s) {
+/* store_begin(), and on failure "job database …: what: <the database's message>" in err (if
+ * not NULL), read while the lock is still held: another thread may use the connection next. */
+static int store_begin_err(Store *s, char *err, size_t errlen, const char *what) {
         char ignored[STORE_ERROR_MAX];
         int r;
 
@@ -1028,6 +1030,7 @@ int store_begin(Store *s) {
         conn_ensure(s, &s->w);
         r = exec(s, s->dialect->begin_write, ignored, sizeof(ignored));
         if (r < 0) {
+                set_err(s, err, errlen, what);
                 pthread_mutex_unlock(&s->lock);
                 return r;
         }
@@ -1035,6 +1038,10 @@ int store_begin(Store *s) {
         s->tx_delta = 0;
         s->tx_error = 0;
         return 0;
+}
+
+int store_begin(Store *s) {
+        return store_begin_err(s, NULL, 0, NULL);
 }
 
 /* ---- fleet mode: the publish lane's fence ---- */
@@ -1559,9 +1566,8 @@ static void group_commit(Store *s, SubmitWaiter *batch) {
         char err[STORE_ERROR_MAX] = "";
         int r;
 
-        r = store_begin(s);
+        r = store_begin_err(s, err, sizeof(err), "cannot start a transaction");
         if (r < 0) {
-                set_err(s, err, sizeof(err), "cannot start a transaction");
                 for (SubmitWaiter *w = batch; w; w = w->next) {
                         w->r = r;
                         snprintf(w->err, sizeof(w->err), "%s", err);
