@@ -835,6 +835,32 @@ START_TEST(test_migrations_concurrent) {
 }
 END_TEST
 
+/* The statement insert_job() runs: a job of one item in ?1's state. */
+static DbStmt *prepare_insert_job(Db *d) {
+        return prepare_ok(d,
+                          "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
+                          " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
+                          " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
+                          " RETURNING id, in_doubt, upstream_headers, attempts",
+                          true);
+}
+
+/* A session of its own on the test database dbname, listening on channel. */
+static PGconn *listen_on(const char *dbname, const char *channel) {
+        char conninfo[512], sql[96];
+        PGconn *l;
+        PGresult *res;
+
+        snprintf(conninfo, sizeof(conninfo), "%s dbname=%s", server.conninfo, dbname); /* the later dbname wins */
+        l = PQconnectdb(conninfo);
+        ck_assert_msg(PQstatus(l) == CONNECTION_OK, "%s", PQerrorMessage(l));
+        snprintf(sql, sizeof(sql), "LISTEN %s", channel);
+        res = PQexec(l, sql);
+        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        return l;
+}
+
 static void insert_job(Db *d, DbStmt *ins, const char *state, const char *idempotency_key, int64_t *ret_id) {
         static const unsigned char body[] = "{\"x\":1}";
 
@@ -858,12 +884,7 @@ START_TEST(test_job_counts_triggers) {
         Db *d = fresh_database("store_counts");
 
         ck_assert_msg(store_pg_migrate(d, NULL, err, sizeof(err)) == 0, "%s", err);
-        ins = prepare_ok(d,
-                         "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
-                         " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
-                         " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
-                         " RETURNING id, in_doubt, upstream_headers, attempts",
-                         true);
+        ins = prepare_insert_job(d);
         set_state = prepare_ok(d, "UPDATE jobs SET state = ?2, updated_at = 200 WHERE id = ?1", true);
         ck_assert_str_eq(scalar(d, counts), "");
 
@@ -961,23 +982,11 @@ START_TEST(test_final_states_notified) {
         char got[256];
         Db *d = fresh_database("store_notify");
         PGconn *l;
-        PGresult *res;
-        char conninfo[512];
 
         ck_assert_msg(store_pg_migrate(d, NULL, err, sizeof(err)) == 0, "%s", err);
-        snprintf(conninfo, sizeof(conninfo), "%s dbname=store_notify", server.conninfo); /* the later dbname wins */
-        l = PQconnectdb(conninfo);
-        ck_assert_msg(PQstatus(l) == CONNECTION_OK, "%s", PQerrorMessage(l));
-        res = PQexec(l, "LISTEN visierd_job_final");
-        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
+        l = listen_on("store_notify", "visierd_job_final");
 
-        ins = prepare_ok(d,
-                         "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
-                         " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
-                         " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
-                         " RETURNING id, in_doubt, upstream_headers, attempts",
-                         true);
+        ins = prepare_insert_job(d);
         insert_job(d, ins, "queued", NULL, &id[0]);
         insert_job(d, ins, "queued", NULL, &id[1]);
         insert_job(d, ins, "queued", NULL, &id[2]);
@@ -1040,24 +1049,12 @@ static unsigned count_notified(PGconn *l, const char *channel) {
 START_TEST(test_queued_notified) {
         DbStmt *ins;
         int64_t id;
-        char conninfo[512];
         Db *d = fresh_database("store_notify_queued");
         PGconn *l;
-        PGresult *res;
 
         ck_assert_msg(store_pg_migrate(d, NULL, err, sizeof(err)) == 0, "%s", err);
-        snprintf(conninfo, sizeof(conninfo), "%s dbname=store_notify_queued", server.conninfo);
-        l = PQconnectdb(conninfo);
-        ck_assert_msg(PQstatus(l) == CONNECTION_OK, "%s", PQerrorMessage(l));
-        res = PQexec(l, "LISTEN visierd_job_queued");
-        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
-        PQclear(res);
-        ins = prepare_ok(d,
-                         "INSERT INTO jobs (state, operation, tenant, project, non_versioned, tenant_code,"
-                         " idempotency_key, request_body, n_items, next_run_at, created_at, updated_at)"
-                         " VALUES (?1, 'create', 't', 'p', 'nv', 'tc', ?2, ?3, 1, 0, 100, 100)"
-                         " RETURNING id, in_doubt, upstream_headers, attempts",
-                         true);
+        l = listen_on("store_notify_queued", "visierd_job_queued");
+        ins = prepare_insert_job(d);
 
         exec_ok(d, "BEGIN");
         for (int i = 0; i < 3; i++)
