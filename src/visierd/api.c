@@ -1907,6 +1907,7 @@ static void make_correlation_id(char *buf, size_t len) {
                 snprintf(buf + 3 + 2 * i, 3, "%02x", raw[i]);
 }
 
+/* 503: the job database cannot be read (r, a negative errno), so whether a job exists is unknown. */
 static struct MHD_Response *job_database_unreadable(unsigned *ret_status, int r) {
         *ret_status = MHD_HTTP_SERVICE_UNAVAILABLE;
         return http_response_status("ServiceUnavailable", false, "cannot read the job database: %s", strerror(-r));
@@ -2339,7 +2340,6 @@ static bool path_job_id(const char *path, int64_t *ret) {
         return parse_id(p, end ? (size_t) (end - p) : strlen(p), ret);
 }
 
-/* 503: the job database cannot be read (r, a negative errno), so whether a job exists is unknown. */
 static struct MHD_Response *no_such_job(unsigned *ret_status, const char *path) {
         *ret_status = MHD_HTTP_NOT_FOUND;
         return http_response_status("NotFound", true, "no such job: %s", path);

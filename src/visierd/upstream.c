@@ -678,9 +678,7 @@ static int on_prereq(void *userdata, char *conn_primary_ip, char *conn_local_ip,
                      int conn_local_port) {
         Transfer *t = userdata;
         char err[UPSTREAM_ERROR_MAX];
-        usec_t now = clock_now(), wait = 0;
-
-        usec_t by;
+        usec_t now = clock_now(), wait = 0, by;
 
         if (t->send_by != 0 && now >= t->send_by) {
                 t->unsent = true;
