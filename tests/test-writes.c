@@ -512,6 +512,101 @@ START_TEST(test_cancel_obeys_states) {
 }
 END_TEST
 
+/* How many times needle is in the log. */
+static unsigned log_count(const char *needle) {
+        char *log = harness_read_file(vd.log);
+        unsigned n = 0;
+
+        ck_assert_ptr_nonnull(log);
+        for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        free(log);
+        return n;
+}
+
+/* With no call left in the rate budget, the publisher claims nothing: the jobs queued stay
+ * queued, untried and without an error, nothing is logged but one notice, and once the budget
+ * has a call again (here a reload raises the cap) they all go in that one call. */
+START_TEST(test_empty_budget_claims_nothing) {
+        static const char wait_note[] = "the Visier rate budget has no call for ";
+        long long ids[10], calls;
+        json_t *reqs, *last = NULL, *e;
+        char *conf, *at;
+        size_t i;
+
+        sim_start(&sim, unlimited);
+        /* The login and two writes spend the minute's three calls. */
+        visierd_start(&vd, &sim, "rate_limit_minute = 3\nrate_limit_hour = 1000\nrequest_timeout = 5",
+                      "[jobs]\nbatch_delay_ms = 0");
+        visierd_wait_ready(&vd);
+        for (int k = 0; k < 2; k++) {
+                char name[32];
+
+                snprintf(name, sizeof(name), "budget-first-%d", k);
+                (void) submit_create(name, NULL);
+                wait_queue_empty();
+        }
+        ck_assert_int_eq(sim_counter(&sim, "logins"), 1);
+        ck_assert_int_eq(sim_counter(&sim, "write_calls"), 2);
+
+        for (int k = 0; k < 10; k++) {
+                char name[32];
+
+                snprintf(name, sizeof(name), "budget-wait-%d", k);
+                ids[k] = submit_create(name, NULL);
+        }
+        for (int k = 0; k < 1000 && log_count(wait_note) == 0; k++)
+                clock_sleep(10 * USEC_PER_MSEC);
+        /* Two seconds of the wait (the thread looks again every second): nothing claimed, sent
+         * or put back. */
+        for (int k = 0; k < 20; k++) {
+                clock_sleep(100 * USEC_PER_MSEC); /* watching a span of time, not waiting for a state */
+                ck_assert_int_eq(sim_counter(&sim, "write_calls"), 2);
+        }
+        for (int k = 0; k < 10; k++) {
+                json_t *j = job(ids[k]);
+
+                ck_assert_msg(streq(job_state(j), "queued") && json_integer_value(json_object_get(j, "attempts")) == 0 &&
+                                      json_is_null(json_object_get(j, "error")),
+                              "job %lld while the budget is empty: %s", ids[k], json_dumps(j, JSON_COMPACT));
+                json_decref(j);
+        }
+        ck_assert_uint_eq(log_count(wait_note), 1);
+        ck_assert_uint_eq(log_count("write call (create"), 2);
+        ck_assert_uint_eq(log_count("goes back to the queue"), 0);
+
+        /* A reload raises the minute's cap: the budget has calls again. */
+        json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
+        conf = harness_read_file(vd.config);
+        ck_assert_ptr_nonnull(conf);
+        at = strstr(conf, "rate_limit_minute = 3\n");
+        ck_assert_ptr_nonnull(at);
+        memcpy(at, "rate_limit_minute = 9\n", strlen("rate_limit_minute = 9\n"));
+        harness_write_file(vd.config, conf, 0644);
+        free(conf);
+        ck_assert_int_eq(kill(vd.pid, SIGHUP), 0);
+        wait_queue_empty();
+
+        calls = sim_counter(&sim, "write_calls");
+        ck_assert_msg(calls == 3, "the ten jobs went in %lld calls", calls - 2);
+        reqs = sim_control_get(&sim, "/_sim/requests");
+        json_array_foreach(json_object_get(reqs, "requests"), i, e)
+                if (streq(json_string_value(json_object_get(e, "method")) ?: "", "POST"))
+                        last = e;
+        ck_assert_ptr_nonnull(last);
+        for (int k = 0; k < 10; k++) {
+                char name[48];
+
+                snprintf(name, sizeof(name), "{\"displayName\":\"budget-wait-%d\",", k);
+                ck_assert_msg(strstr(json_string_value(json_object_get(last, "body")) ?: "", name),
+                              "the call lacks %s: %s", name, json_string_value(json_object_get(last, "body")));
+                assert_job_created(ids[k]);
+        }
+        json_decref(reqs);
+        ck_assert_uint_eq(log_count(wait_note), 1);
+}
+END_TEST
+
 START_TEST(test_sigterm_finishes_the_call_in_flight) {
         long long id, calls;
         json_t *j;
@@ -1041,6 +1136,7 @@ int main(void) {
         tcase_add_test(tc, test_storm_of_failures);
         tcase_add_test(tc, test_2000_creates_few_calls);
         tcase_add_test(tc, test_sigterm_finishes_the_call_in_flight);
+        tcase_add_test(tc, test_empty_budget_claims_nothing);
         tcase_add_test(tc, test_assign_remove_and_delete);
         /* The disk filling under SQLite's file (a file size limit on visierd): not a thing a
          * node does to PostgreSQL's, which is the server's (docs/fleet.md, "Outages"). */

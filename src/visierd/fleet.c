@@ -627,6 +627,20 @@ int fleet_budget_take(Fleet *f, bool background, double reserve, usec_t *ret_wai
         return r;
 }
 
+int fleet_budget_wait(Fleet *f, usec_t *ret_wait) {
+        char e[FLEET_ERROR_MAX] = "";
+        FleetBudgetStatus s = {};
+        int r;
+
+        assert(f);
+        assert(ret_wait);
+        r = BUDGET_CALL(f, e, fleetbudget_status(f->conn, f->tenant, &s, e, sizeof(e)));
+        if (r < 0)
+                return r;
+        *ret_wait = s.wait_ms > 0 ? (usec_t) s.wait_ms * USEC_PER_MSEC : 0;
+        return 0;
+}
+
 int fleet_budget_observe(Fleet *f, long remaining_minute, long remaining_hour) {
         char e[FLEET_ERROR_MAX] = "";
 

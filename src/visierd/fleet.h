@@ -159,6 +159,9 @@ int fleet_release(Fleet *f, char *err, size_t errlen);
  * be; -ENOTCONN; -ENOENT: no budget row (no caps were ever set: fleet_budget_set_caps()).
  * background: take only while more than a `reserve` share (0..1) of the minute's cap is left. */
 int fleet_budget_take(Fleet *f, bool background, double reserve, usec_t *ret_wait);
+/* How long until a call could be taken (0: now), without taking one: 0 with *ret_wait, or the
+ * errors of fleet_budget_take() other than -EAGAIN. */
+int fleet_budget_wait(Fleet *f, usec_t *ret_wait);
 /* Visier's X-RateLimit-Remaining-* answers (negative: header absent): lower the buckets. */
 int fleet_budget_observe(Fleet *f, long remaining_minute, long remaining_hour);
 /* Visier answered 429 with this Retry-After: no node takes a call until it has passed. */

@@ -339,6 +339,7 @@ static void on_publisher(void *userdata, const PublisherEvent *e) {
                 log_error("job database: %s", strempty(e->message));
                 break;
         case PUBLISHER_LANE_WAIT:
+        case PUBLISHER_BUDGET_WAIT:
                 log_full(LOG_NOTICE, LOG_MSGID_WRITE_CALL, NULL, "%s", strempty(e->message));
                 break;
         case PUBLISHER_FENCED:

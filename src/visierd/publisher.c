@@ -50,6 +50,7 @@ struct Publisher {
         bool rounds_pending;        /* a round may be left unfinished (a restart, a lost answer) */
         Fleet *fleet;               /* fleet mode: publish only under the lane's term (set before start) */
         int64_t fleet_term;         /* the term the thread publishes under; 0: none */
+        bool budget_told;           /* the wait for the rate budget now going on was logged */
         usec_t rounds_backoff, rounds_retry_at;
 };
 
@@ -2061,6 +2062,19 @@ static FleetGate fleet_gate(Publisher *p) {
         return FLEET_GATE_OPENED;
 }
 
+/* Say once per wait for the rate budget that nothing is claimed meanwhile; waits shorter than
+ * the thread's poll are the budget's pacing, not worth a line each. */
+static void budget_wait_told(Publisher *p, usec_t wait) {
+        char m[160];
+
+        if (p->budget_told || wait < PUBLISHER_BUDGET_POLL)
+                return;
+        p->budget_told = true;
+        snprintf(m, sizeof(m), "the Visier rate budget has no call for %.3f s: no write is claimed or sent before then",
+                 (double) wait / (double) USEC_PER_SEC);
+        emit(p, &(PublisherEvent) { .kind = PUBLISHER_BUDGET_WAIT, .message = m });
+}
+
 static void *publisher_thread(void *arg) {
         Publisher *p = arg;
         usec_t last_prune = 0;
@@ -2082,6 +2096,7 @@ static void *publisher_thread(void *arg) {
         while (!p->stopping) {
                 Batch *b = NULL;
                 int64_t next_due = INT64_MAX, now;
+                usec_t budget_wait = 0;
                 FleetGate gate;
                 usec_t wait;
                 int r;
@@ -2115,7 +2130,15 @@ static void *publisher_thread(void *arg) {
                         }
                         if (!p->store_trouble && p->rounds_pending && clock_now() >= p->rounds_retry_at)
                                 resolve_rounds(p);
-                        if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN) {
+                        /* Nothing is claimed while the rate budget has no call: claimed now, the
+                         * jobs would wait for it in their call, and those queued meanwhile would
+                         * miss it; claimed when it comes free, they all share that call. */
+                        if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN)
+                                budget_wait = upstream_budget_wait(p->upstream);
+                        if (budget_wait > 0)
+                                budget_wait_told(p, budget_wait);
+                        else if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN) {
+                                p->budget_told = false;
                                 r = store_batch_claim(p->store, now, p->active.batch_max, NULL, 0, &b, &next_due);
                                 if (r < 0) {
                                         p->store_trouble = true;
@@ -2145,6 +2168,15 @@ static void *publisher_thread(void *arg) {
                         break;
                 if (b && !p->store_trouble)
                         continue;
+                if (budget_wait > 0) {
+                        /* Jobs queued meanwhile do not cut it short: there is no call for them. */
+                        usec_t until = clock_now() + (budget_wait < PUBLISHER_BUDGET_POLL ? budget_wait : PUBLISHER_BUDGET_POLL);
+
+                        for (usec_t t = clock_now(); t < until && !p->stopping; t = clock_now())
+                                timed_wait(&p->wake, &p->lock, until - t);
+                        p->woken = false;
+                        continue;
+                }
                 wait = next_due == INT64_MAX ? USEC_PER_SEC
                                              : (usec_t) (next_due > now ? next_due - now : 1) * USEC_PER_MSEC;
                 if (wait > USEC_PER_SEC)

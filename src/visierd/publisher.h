@@ -45,6 +45,8 @@
 #define PUBLISHER_TROUBLE_BACKOFF_MAX (60 * USEC_PER_SEC)
 /* Fleet mode: how often a node that may not publish looks at the lane again. */
 #define PUBLISHER_FLEET_POLL (250 * USEC_PER_MSEC)
+/* Waiting for the rate budget, the thread looks again (lane, settings, budget) this often. */
+#define PUBLISHER_BUDGET_POLL USEC_PER_SEC
 /* Fleet mode: the most time between starting the stopwatch before a call's fence and sending
  * the call. The fence records the call's deadline as request_timeout + 1 s from the moment the
  * database runs it, and the call is given request_timeout: a node that took longer than this
@@ -73,6 +75,7 @@ typedef enum PublisherEventKind {
         PUBLISHER_ORPHAN,    /* a job left running by an earlier process is being recovered */
         PUBLISHER_STORE_ERROR,
         PUBLISHER_LANE_WAIT, /* no write is sent until a call that may still run at Visier is over */
+        PUBLISHER_BUDGET_WAIT, /* the rate budget has no call now: nothing is claimed until it has */
         PUBLISHER_FLEET_LANE, /* fleet mode: this node began publishing under a term, or stopped */
         PUBLISHER_FENCED,    /* fleet mode: the fence refused a write call, which was not sent */
         PUBLISHER_JOBS_CHANGED, /* the outcomes of the JOB_DONE events so far are committed */

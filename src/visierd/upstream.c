@@ -379,6 +379,14 @@ void upstream_set_fleet(Upstream *u, Fleet *fleet) {
         }
 }
 
+usec_t upstream_budget_wait(Upstream *u) {
+        usec_t wait = 0;
+
+        if (u->fleet)
+                return fleet_budget_wait(u->fleet, &wait) < 0 ? 0 : wait;
+        return u->rl ? ratelimit_next_free(u->rl, clock_now()) : 0;
+}
+
 void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, void *userdata) {
         u->budget_wait = fn;
         u->budget_wait_userdata = userdata;

@@ -119,6 +119,13 @@ void upstream_set_budget_wait_observer(Upstream *u, upstream_budget_wait_fn fn, 
  */
 void upstream_set_fleet(Upstream *u, Fleet *fleet);
 
+/*
+ * How long from now until the rate budget could give a call (0: now), without taking one: the
+ * shared budget's in fleet mode, else this node's. 0 as well when it cannot be told (no budget,
+ * the database unreachable): the call's own take then decides.
+ */
+usec_t upstream_budget_wait(Upstream *u);
+
 /* The token keeper whose tokens calls use (set once, after both exist). */
 void upstream_set_token_keeper(Upstream *u, TokenKeeper *tk);
 
