@@ -13,6 +13,7 @@
  *   FLEET_JOBS (600), FLEET_THREADS (50), FLEET_SEED (random, printed), FLEET_DRAIN_SEC (120 + jobs / 10),
  *   FLEET_FAILOVER_JOBS (600: the failover test's workload, some 50 s of it), FLEET_WORKLOAD_NODES (3:
  *   the workload test's nodes; 1 gives the single node's figures to compare, the same seed).
+ * CK_RUN_CASE=workload runs the workload test alone, CK_RUN_CASE=failover the others.
  * The acceptance run of issue 14 is FLEET_JOBS=10000 (docs/fleet.md, "Tests").
  *
  * Exits 77 (SKIP), saying why, where PostgreSQL cannot run.
@@ -650,7 +651,8 @@ static int read_settings(void) {
 int main(void) {
         char reason[PG_REASON_MAX];
         Suite *s = suite_create("fleet");
-        TCase *tc = tcase_create("integration");
+        /* Two cases, so that CK_RUN_CASE=workload runs the workload alone (bench/fleet-coalesce.sh). */
+        TCase *tc = tcase_create("workload"), *tf = tcase_create("failover");
         SRunner *sr;
         int failed;
 
@@ -667,9 +669,12 @@ int main(void) {
         tcase_set_timeout(tc, (double) (120 + cfg.jobs / 5 + cfg.drain_sec + 4 * FAILOVER_WAIT_SEC));
         tcase_add_checked_fixture(tc, NULL, teardown);
         tcase_add_test(tc, test_fleet_workload);
-        tcase_add_test(tc, test_fleet_failover);
-        tcase_add_test(tc, test_fleet_held_write_outage);
         suite_add_tcase(s, tc);
+        tcase_set_timeout(tf, (double) (120 + cfg.failover_jobs / 5 + cfg.drain_sec + 4 * FAILOVER_WAIT_SEC));
+        tcase_add_checked_fixture(tf, NULL, teardown);
+        tcase_add_test(tf, test_fleet_failover);
+        tcase_add_test(tf, test_fleet_held_write_outage);
+        suite_add_tcase(s, tf);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);
         failed = srunner_ntests_failed(sr);
