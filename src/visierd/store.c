@@ -205,6 +205,12 @@ struct Store {
         bool stopping;
         bool thread_started;
         pthread_t thread;
+        /* PostgreSQL: the group commit's own write connection, in a store of its own (no reader,
+         * no thread, no migrations), so that a submission never waits behind the publisher's
+         * or the runner's transactions on the write connection; the database serializes what
+         * must be (the job counts' rows), as it does between nodes. NULL with SQLite, which
+         * has one writer whichever connection asks. */
+        Store *submit;
 };
 
 /* DIALECT: SQLite's schema, as it was written (a migration that has run is never changed:
@@ -726,6 +732,14 @@ int store_open_pg(const char *conninfo, const char *password, Store **ret, char 
                 snprintf(err, errlen, "cannot open the job database at %s: %s", conninfo, msg);
                 return r;
         }
+        s->submit = store_new(&dialects[DB_POSTGRES], conninfo);
+        if (!s->submit || (password && !(s->submit->password = strdup(password))))
+                return -ENOMEM;
+        r = conn_open(s->submit, &s->submit->w, msg, sizeof(msg));
+        if (r < 0) {
+                snprintf(err, errlen, "cannot open the job database at %s for submissions: %s", conninfo, msg);
+                return r;
+        }
         r = store_start(s, err, errlen);
         if (r < 0)
                 return r;
@@ -751,6 +765,7 @@ Store *store_close(Store *s) {
                 pthread_mutex_unlock(&s->group_lock);
                 pthread_join(s->thread, NULL);
         }
+        s->submit = store_close(s->submit); /* only the store thread, now stopped, used it */
         /* The reader first: the writer, closing last, checkpoints and removes the WAL. */
         conn_close(&s->r);
         conn_close(&s->w);
@@ -807,7 +822,8 @@ bool store_ok(Store *s) {
                 __atomic_store_n(&s->file_ok, check_file(s, NULL, 0) >= 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&s->file_checked_at, now, __ATOMIC_RELEASE);
         }
-        return __atomic_load_n(&s->file_ok, __ATOMIC_RELAXED) && !__atomic_load_n(&s->had_error, __ATOMIC_RELAXED);
+        return __atomic_load_n(&s->file_ok, __ATOMIC_RELAXED) && !__atomic_load_n(&s->had_error, __ATOMIC_RELAXED) &&
+               !(s->submit && __atomic_load_n(&s->submit->had_error, __ATOMIC_RELAXED));
 }
 
 int store_schema_version(Store *s) {
@@ -823,6 +839,8 @@ void store_set_max_pending(Store *s, unsigned max_pending) {
         pthread_mutex_lock(&s->lock);
         s->max_pending = max_pending;
         pthread_mutex_unlock(&s->lock);
+        if (s->submit)
+                store_set_max_pending(s->submit, max_pending);
 }
 
 /* ---- small statement helpers (callers hold the lock) ---- */
@@ -1642,6 +1660,27 @@ static void submit_answer_all(Store *s, SubmitWaiter *list) {
         }
 }
 
+/* The counts the submission store read after its commit become the store's. */
+static void counts_take(Store *s, Store *from) {
+        int64_t counts[_JOB_STATE_MAX], oldest;
+        usec_t at;
+
+        pthread_mutex_lock(&from->counts_lock);
+        memcpy(counts, from->counts, sizeof(counts));
+        oldest = from->oldest_queued;
+        at = from->counts_at;
+        pthread_mutex_unlock(&from->counts_lock);
+        if (at == 0)
+                return; /* not read yet */
+        pthread_mutex_lock(&s->counts_lock);
+        if (at > s->counts_at) {
+                memcpy(s->counts, counts, sizeof(counts));
+                s->oldest_queued = oldest;
+                s->counts_at = at;
+        }
+        pthread_mutex_unlock(&s->counts_lock);
+}
+
 static void *store_thread(void *arg) {
         Store *s = arg;
 
@@ -1666,7 +1705,11 @@ static void *store_thread(void *arg) {
                         return NULL;
                 }
                 pthread_mutex_unlock(&s->group_lock);
-                group_commit(s, batch);
+                if (s->submit) {
+                        group_commit(s->submit, batch);
+                        counts_take(s, s->submit);
+                } else
+                        group_commit(s, batch);
                 submit_answer_all(s, batch);
                 pthread_mutex_lock(&s->group_lock);
         }
