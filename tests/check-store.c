@@ -1036,6 +1036,78 @@ START_TEST(test_reads_beside_a_write_transaction) {
 }
 END_TEST
 
+/* PostgreSQL: a submission does not wait behind a write transaction of the publisher's (the
+ * group commit has its own connection), and /status's counts follow its commit. */
+typedef struct Submitter {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool done;
+        int r;
+        int64_t id;
+} Submitter;
+
+static void *beside_submitter(void *userdata) {
+        Submitter *sb = userdata;
+        json_t *items = json_loads("[\"q\"]", 0, NULL);
+        char err[STORE_ERROR_MAX];
+        bool existing;
+        int64_t id = 0;
+        int r;
+
+        r = store_job_submit(st,
+                             &(JobSubmit) { .op = JOB_OP_DELETE, .tenant = "", .project = "", .non_versioned = "",
+                                            .tenant_code = "", .client = "test", .body = "[\"q\"]", .body_len = 5,
+                                            .items = items },
+                             &id, &existing, err, sizeof(err));
+        json_decref(items);
+        pthread_mutex_lock(&sb->lock);
+        sb->done = true;
+        sb->r = r;
+        sb->id = id;
+        pthread_cond_signal(&sb->cond);
+        pthread_mutex_unlock(&sb->lock);
+        return NULL;
+}
+
+START_TEST(test_submit_beside_a_write_transaction) {
+        Submitter sb = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        struct timespec deadline;
+        pthread_t t;
+        json_t *counts;
+        int64_t id;
+        Batch *b;
+        int r = 0;
+
+        id = submit(JOB_OP_DELETE, "[\"p\"]", "", NULL);
+        b = claim(1000);
+        batch_free(b);
+        /* The publisher's transaction: a job's outcome recorded, not committed yet. */
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, id, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        ck_assert_int_eq(pthread_create(&t, NULL, beside_submitter, &sb), 0);
+        /* Not a timing assertion: a submission that waits for the transaction never finishes
+         * before store_end(), however long this waits. */
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 30;
+        pthread_mutex_lock(&sb.lock);
+        while (!sb.done && r == 0)
+                r = pthread_cond_timedwait(&sb.cond, &sb.lock, &deadline);
+        pthread_mutex_unlock(&sb.lock);
+        ck_assert_msg(r == 0, "a submission waited for the open write transaction");
+        counts = store_counts(st, 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+        pthread_join(t, NULL);
+        ck_assert_int_eq(sb.r, 0);
+        ck_assert_int_eq(sb.id, id + 1);
+        /* The counts as of the submission's commit: the new job queued, the other still running. */
+        ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), 1);
+        ck_assert_int_eq(json_integer_value(json_object_get(counts, "running")), 1);
+        json_decref(counts);
+        ck_assert_int_eq(store_job_state(st, id), JOB_SUCCEEDED);
+        ck_assert_int_eq(store_job_state(st, sb.id), JOB_QUEUED);
+}
+END_TEST
+
 /* ---- a full disk at every write: a VFS that fails writes from the N-th on ---- */
 
 /*
@@ -1317,6 +1389,8 @@ int main(void) {
         tcase_add_test(tc, test_async_submit_answers_with_the_job);
         tcase_add_test(tc, test_close_answers_every_submission);
         tcase_add_test(tc, test_reads_beside_a_write_transaction);
+        if (harness_store_is_pg())
+                tcase_add_test(tc, test_submit_beside_a_write_transaction);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -1660,27 +1660,6 @@ static void submit_answer_all(Store *s, SubmitWaiter *list) {
         }
 }
 
-/* The counts the submission store read after its commit become the store's. */
-static void counts_take(Store *s, Store *from) {
-        int64_t counts[_JOB_STATE_MAX], oldest;
-        usec_t at;
-
-        pthread_mutex_lock(&from->counts_lock);
-        memcpy(counts, from->counts, sizeof(counts));
-        oldest = from->oldest_queued;
-        at = from->counts_at;
-        pthread_mutex_unlock(&from->counts_lock);
-        if (at == 0)
-                return; /* not read yet */
-        pthread_mutex_lock(&s->counts_lock);
-        if (at > s->counts_at) {
-                memcpy(s->counts, counts, sizeof(counts));
-                s->oldest_queued = oldest;
-                s->counts_at = at;
-        }
-        pthread_mutex_unlock(&s->counts_lock);
-}
-
 static void *store_thread(void *arg) {
         Store *s = arg;
 
@@ -1705,11 +1684,9 @@ static void *store_thread(void *arg) {
                         return NULL;
                 }
                 pthread_mutex_unlock(&s->group_lock);
-                if (s->submit) {
-                        group_commit(s->submit, batch);
-                        counts_take(s, s->submit);
-                } else
-                        group_commit(s, batch);
+                /* On PostgreSQL the counts are read afresh for every use (other nodes write
+                 * too), so the submission store's need not be copied. */
+                group_commit(s->submit ? s->submit : s, batch);
                 submit_answer_all(s, batch);
                 pthread_mutex_lock(&s->group_lock);
         }
