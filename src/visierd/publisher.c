@@ -2062,6 +2062,14 @@ static FleetGate fleet_gate(Publisher *p) {
         return FLEET_GATE_OPENED;
 }
 
+/* Wait (lock held) for `span`, whatever wakes the thread meanwhile: only stopping cuts it short. */
+static void wait_out_locked(Publisher *p, usec_t span) {
+        usec_t until = clock_now() + span;
+
+        for (usec_t t = clock_now(); t < until && !p->stopping; t = clock_now())
+                timed_wait(&p->wake, &p->lock, until - t);
+}
+
 /* Say once per wait for the rate budget that nothing is claimed meanwhile; waits shorter than
  * the thread's poll are the budget's pacing, not worth a line each. */
 static void budget_wait_told(Publisher *p, usec_t wait) {
@@ -2133,13 +2141,15 @@ static void *publisher_thread(void *arg) {
                         /* Nothing is claimed while the rate budget has no call: claimed now, the
                          * jobs would wait for it in their call, and those queued meanwhile would
                          * miss it; claimed when it comes free, they all share that call. */
-                        if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN)
+                        if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN) {
                                 budget_wait = upstream_budget_wait(p->upstream);
-                        if (budget_wait > 0)
-                                budget_wait_told(p, budget_wait);
-                        else if (!p->store_trouble && !p->rounds_pending && gate == FLEET_GATE_OPEN) {
-                                p->budget_told = false;
-                                r = store_batch_claim(p->store, now, p->active.batch_max, NULL, 0, &b, &next_due);
+                                if (budget_wait > 0)
+                                        budget_wait_told(p, budget_wait);
+                                else {
+                                        p->budget_told = false;
+                                        r = store_batch_claim(p->store, now, p->active.batch_max, NULL, 0, &b,
+                                                              &next_due);
+                                }
                                 if (r < 0) {
                                         p->store_trouble = true;
                                         emit(p, &(PublisherEvent) { .kind = PUBLISHER_STORE_ERROR,
@@ -2170,10 +2180,7 @@ static void *publisher_thread(void *arg) {
                         continue;
                 if (budget_wait > 0) {
                         /* Jobs queued meanwhile do not cut it short: there is no call for them. */
-                        usec_t until = clock_now() + (budget_wait < PUBLISHER_BUDGET_POLL ? budget_wait : PUBLISHER_BUDGET_POLL);
-
-                        for (usec_t t = clock_now(); t < until && !p->stopping; t = clock_now())
-                                timed_wait(&p->wake, &p->lock, until - t);
+                        wait_out_locked(p, budget_wait < PUBLISHER_BUDGET_POLL ? budget_wait : PUBLISHER_BUDGET_POLL);
                         p->woken = false;
                         continue;
                 }
@@ -2192,10 +2199,8 @@ static void *publisher_thread(void *arg) {
                         timed_wait(&p->wake, &p->lock, wait);
                 if (p->woken && !p->stopping && p->settings.batch_delay > 0) {
                         /* Let the jobs of a burst gather so they share one call: new jobs arriving
-                         * meanwhile do not cut the delay short, only stopping does. */
-                        usec_t until = clock_now() + p->settings.batch_delay;
-                        for (usec_t t = clock_now(); t < until && !p->stopping; t = clock_now())
-                                timed_wait(&p->wake, &p->lock, until - t);
+                         * meanwhile do not cut the delay short. */
+                        wait_out_locked(p, p->settings.batch_delay);
                 }
                 p->woken = false;
         }
