@@ -786,6 +786,16 @@ json_t *visierd_request_json(const Visierd *d, const char *method, const char *p
         return j;
 }
 
+unsigned visierd_log_count(const Visierd *d, const char *needle) {
+        char *text = harness_read_file(d->log);
+        unsigned n = 0;
+
+        for (const char *p = text; p && (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        free(text);
+        return n;
+}
+
 void visierd_wait_drained(const Visierd *d, unsigned seconds) {
         usec_t deadline = clock_now() + (usec_t) seconds * USEC_PER_SEC;
         char *u = visierd_url(d, "/status");

@@ -175,6 +175,8 @@ json_t *visierd_request_json(const Visierd *d, const char *method, const char *p
                              const char *const *headers, long *ret_status);
 /* Wait (probing /status) until no job is queued or running; fails the test after seconds. */
 void visierd_wait_drained(const Visierd *d, unsigned seconds);
+/* How many times needle is in d's log (0 when the log cannot be read). */
+unsigned visierd_log_count(const Visierd *d, const char *needle);
 /* GET /jobs/ID (must answer 200); caller decrefs. */
 json_t *visierd_job(const Visierd *d, long long id);
 /* Does one of the reasons of a /readyz answer contain needle? */

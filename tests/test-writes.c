@@ -512,18 +512,6 @@ START_TEST(test_cancel_obeys_states) {
 }
 END_TEST
 
-/* How many times needle is in the log. */
-static unsigned log_count(const char *needle) {
-        char *log = harness_read_file(vd.log);
-        unsigned n = 0;
-
-        ck_assert_ptr_nonnull(log);
-        for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
-                n++;
-        free(log);
-        return n;
-}
-
 /* With no call left in the rate budget, the publisher claims nothing: the jobs queued stay
  * queued, untried and without an error, nothing is logged but one notice, and once the budget
  * has a call again (here a reload raises the cap) they all go in that one call. */
@@ -555,7 +543,7 @@ START_TEST(test_empty_budget_claims_nothing) {
                 snprintf(name, sizeof(name), "budget-wait-%d", k);
                 ids[k] = submit_create(name, NULL);
         }
-        for (int k = 0; k < 1000 && log_count(wait_note) == 0; k++)
+        for (int k = 0; k < 1000 && visierd_log_count(&vd, wait_note) == 0; k++)
                 clock_sleep(10 * USEC_PER_MSEC);
         /* Two seconds of the wait (the thread looks again every second): nothing claimed, sent
          * or put back. */
@@ -571,9 +559,9 @@ START_TEST(test_empty_budget_claims_nothing) {
                               "job %lld while the budget is empty: %s", ids[k], json_dumps(j, JSON_COMPACT));
                 json_decref(j);
         }
-        ck_assert_uint_eq(log_count(wait_note), 1);
-        ck_assert_uint_eq(log_count("write call (create"), 2);
-        ck_assert_uint_eq(log_count("goes back to the queue"), 0);
+        ck_assert_uint_eq(visierd_log_count(&vd, wait_note), 1);
+        ck_assert_uint_eq(visierd_log_count(&vd, "write call (create"), 2);
+        ck_assert_uint_eq(visierd_log_count(&vd, "goes back to the queue"), 0);
 
         /* A reload raises the minute's cap: the budget has calls again. */
         json_decref(sim_control_post(&sim, "/_sim/requests", "{}"));
@@ -603,7 +591,7 @@ START_TEST(test_empty_budget_claims_nothing) {
                 assert_job_created(ids[k]);
         }
         json_decref(reqs);
-        ck_assert_uint_eq(log_count(wait_note), 1);
+        ck_assert_uint_eq(visierd_log_count(&vd, wait_note), 1);
 }
 END_TEST
 
