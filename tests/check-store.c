@@ -967,61 +967,92 @@ START_TEST(test_close_answers_every_submission) {
 }
 END_TEST
 
-typedef struct Reader {
-        int64_t id;
+/* A job claimed, and its outcome recorded in a write transaction left open, as the publisher's
+ * is between its statements and its commit: the job's id. */
+static int64_t begin_recording(void) {
+        int64_t id = submit(JOB_OP_DELETE, "[\"p\"]", "", NULL);
+
+        batch_free(claim(1000));
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, id, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
+        return id;
+}
+
+/* Work on a thread of its own beside that open transaction. */
+typedef struct Beside {
+        pthread_t thread;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool done;
+        void (*fn)(void *);
+        void *arg;
+} Beside;
+
+static void *beside_main(void *userdata) {
+        Beside *b = userdata;
+
+        b->fn(b->arg);
+        pthread_mutex_lock(&b->lock);
+        b->done = true;
+        pthread_cond_signal(&b->cond);
+        pthread_mutex_unlock(&b->lock);
+        return NULL;
+}
+
+static void beside_start(Beside *b, void (*fn)(void *), void *arg) {
+        *b = (Beside) { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .fn = fn, .arg = arg };
+        ck_assert_int_eq(pthread_create(&b->thread, NULL, beside_main, b), 0);
+}
+
+/* Did the work finish while the transaction is still open? Not a timing assertion: work that
+ * waits for the transaction never finishes before store_end(), however long this waits (30 s). */
+static bool beside_finished(Beside *b) {
+        struct timespec deadline;
+        int r = 0;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 30;
+        pthread_mutex_lock(&b->lock);
+        while (!b->done && r == 0)
+                r = pthread_cond_timedwait(&b->cond, &b->lock, &deadline);
+        pthread_mutex_unlock(&b->lock);
+        return r == 0;
+}
+
+typedef struct Reader {
+        int64_t id;
         char state[16];
         int64_t running;
         size_t listed;
 } Reader;
 
-static void *reader(void *arg) {
+static void reader(void *arg) {
         Reader *rd = arg;
         json_t *j = store_job_json(st, rd->id, true), *counts = store_counts(st, 0), *list = NULL;
 
         ck_assert_int_eq(store_jobs_list(st, JOB_RUNNING, 0, 10, &list), 0);
         ck_assert(store_ok(st));
-        pthread_mutex_lock(&rd->lock);
         snprintf(rd->state, sizeof(rd->state), "%s", json_string_value(json_object_get(j, "state")));
         rd->running = json_integer_value(json_object_get(counts, "running"));
         rd->listed = json_array_size(list);
-        rd->done = true;
-        pthread_cond_signal(&rd->cond);
-        pthread_mutex_unlock(&rd->lock);
         json_decref(j);
         json_decref(counts);
         json_decref(list);
-        return NULL;
 }
 
 /* Reads are answered while a write transaction is open (they go through the read connection),
  * and see what was committed, not the open transaction's changes. */
 START_TEST(test_reads_beside_a_write_transaction) {
-        Reader rd = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-        struct timespec deadline;
-        pthread_t t;
-        Batch *b;
-        int r = 0;
+        Reader rd = {};
+        Beside b;
+        bool finished;
 
-        rd.id = submit(JOB_OP_DELETE, "[\"p\"]", "", NULL);
-        b = claim(1000);
-        batch_free(b);
-        ck_assert_int_eq(store_begin(st), 0);
-        ck_assert_int_eq(store_job_finish(st, rd.id, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
-        ck_assert_int_eq(pthread_create(&t, NULL, reader, &rd), 0);
-        /* Not a timing assertion: a reader that waits for the transaction never finishes
-         * before store_end(), however long this waits. */
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 30;
-        pthread_mutex_lock(&rd.lock);
-        while (!rd.done && r == 0)
-                r = pthread_cond_timedwait(&rd.cond, &rd.lock, &deadline);
-        pthread_mutex_unlock(&rd.lock);
+        rd.id = begin_recording();
+        beside_start(&b, reader, &rd);
+        finished = beside_finished(&b);
         ck_assert_int_eq(store_end(st, true), 0);
-        pthread_join(t, NULL);
-        ck_assert_msg(r == 0, "a read waited for the open write transaction");
+        pthread_join(b.thread, NULL);
+        ck_assert_msg(finished, "a read waited for the open write transaction");
         ck_assert_str_eq(rd.state, "running");
         ck_assert_int_eq(rd.running, 1);
         ck_assert_uint_eq(rd.listed, 1);
@@ -1036,75 +1067,30 @@ START_TEST(test_reads_beside_a_write_transaction) {
 }
 END_TEST
 
-/* PostgreSQL: a submission does not wait behind a write transaction of the publisher's (the
- * group commit has its own connection), and /status's counts follow its commit. */
-typedef struct Submitter {
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        bool done;
-        int r;
-        int64_t id;
-} Submitter;
-
-static void *beside_submitter(void *userdata) {
-        Submitter *sb = userdata;
-        json_t *items = json_loads("[\"q\"]", 0, NULL);
-        char err[STORE_ERROR_MAX];
-        bool existing;
-        int64_t id = 0;
-        int r;
-
-        r = store_job_submit(st,
-                             &(JobSubmit) { .op = JOB_OP_DELETE, .tenant = "", .project = "", .non_versioned = "",
-                                            .tenant_code = "", .client = "test", .body = "[\"q\"]", .body_len = 5,
-                                            .items = items },
-                             &id, &existing, err, sizeof(err));
-        json_decref(items);
-        pthread_mutex_lock(&sb->lock);
-        sb->done = true;
-        sb->r = r;
-        sb->id = id;
-        pthread_cond_signal(&sb->cond);
-        pthread_mutex_unlock(&sb->lock);
-        return NULL;
+static void submitter_beside(void *arg) {
+        *(int64_t *) arg = submit(JOB_OP_DELETE, "[\"q\"]", "", NULL);
 }
 
+/* PostgreSQL: a submission does not wait behind a write transaction of the publisher's (the
+ * group commit has its own connection), and /status's counts follow its commit. */
 START_TEST(test_submit_beside_a_write_transaction) {
-        Submitter sb = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
-        struct timespec deadline;
-        pthread_t t;
+        int64_t id, submitted = 0;
         json_t *counts;
-        int64_t id;
-        Batch *b;
-        int r = 0;
+        Beside b;
 
-        id = submit(JOB_OP_DELETE, "[\"p\"]", "", NULL);
-        b = claim(1000);
-        batch_free(b);
-        /* The publisher's transaction: a job's outcome recorded, not committed yet. */
-        ck_assert_int_eq(store_begin(st), 0);
-        ck_assert_int_eq(store_job_finish(st, id, JOB_SUCCEEDED, 200, NULL, 200, "{}"), 0);
-        ck_assert_int_eq(pthread_create(&t, NULL, beside_submitter, &sb), 0);
-        /* Not a timing assertion: a submission that waits for the transaction never finishes
-         * before store_end(), however long this waits. */
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 30;
-        pthread_mutex_lock(&sb.lock);
-        while (!sb.done && r == 0)
-                r = pthread_cond_timedwait(&sb.cond, &sb.lock, &deadline);
-        pthread_mutex_unlock(&sb.lock);
-        ck_assert_msg(r == 0, "a submission waited for the open write transaction");
+        id = begin_recording();
+        beside_start(&b, submitter_beside, &submitted);
+        ck_assert_msg(beside_finished(&b), "a submission waited for the open write transaction");
         counts = store_counts(st, 0);
         ck_assert_int_eq(store_end(st, true), 0);
-        pthread_join(t, NULL);
-        ck_assert_int_eq(sb.r, 0);
-        ck_assert_int_eq(sb.id, id + 1);
+        pthread_join(b.thread, NULL);
+        ck_assert_int_eq(submitted, id + 1);
         /* The counts as of the submission's commit: the new job queued, the other still running. */
         ck_assert_int_eq(json_integer_value(json_object_get(counts, "queued")), 1);
         ck_assert_int_eq(json_integer_value(json_object_get(counts, "running")), 1);
         json_decref(counts);
         ck_assert_int_eq(store_job_state(st, id), JOB_SUCCEEDED);
-        ck_assert_int_eq(store_job_state(st, sb.id), JOB_QUEUED);
+        ck_assert_int_eq(store_job_state(st, submitted), JOB_QUEUED);
 }
 END_TEST
 
