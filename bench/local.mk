@@ -2,7 +2,7 @@
 # the scripts compile their C helpers themselves with cc and pkg-config, and
 # `make bench/post-many bench/sqlite-insert-loop bench/store-submit-rate bench/budget-take` builds the same
 # helpers with the project's warning set, on demand.
-EXTRA_DIST += bench/lib.sh bench/rollover.sh bench/cache-load.sh bench/proxy-nginx.sh bench/loop-reads.sh bench/holds-probe.sh bench/idle-conns.sh bench/write-coalescing.sh bench/mixed-writes.sh bench/enqueue-rate.sh bench/export-stream.sh bench/post-many.c bench/sqlite-insert-loop.c \
+EXTRA_DIST += bench/lib.sh bench/rollover.sh bench/cache-load.sh bench/proxy-nginx.sh bench/loop-reads.sh bench/holds-probe.sh bench/idle-conns.sh bench/write-coalescing.sh bench/mixed-writes.sh bench/enqueue-rate.sh bench/post-creates.lua bench/export-stream.sh bench/post-many.c bench/sqlite-insert-loop.c \
 	bench/store-scale.sh bench/store-submit-rate.c bench/fleet.sh bench/budget-take.c bench/fleet-coalesce.sh
 
 EXTRA_PROGRAMS = bench/post-many bench/sqlite-insert-loop bench/store-submit-rate bench/budget-take
