@@ -244,7 +244,7 @@ START_TEST(test_idempotency_and_states) {
         id1 = submit(JOB_OP_CREATE, "[{\"displayName\":\"a\"}]", "", "k1");
         ck_assert_int_eq(store_job_submit(st,
                                           &(JobSubmit) { .op = JOB_OP_CREATE, .tenant = "", .project = "", .non_versioned = "",
-                                                         .tenant_code = "", .idempotency_key = "k1",
+                                                         .tenant_code = "", .client = "test", .idempotency_key = "k1",
                                                          .body = "[{\"displayName\":\"a\"}]", .body_len = 21, .items = items },
                                           &id2, &existing, err, sizeof(err)),
                          0);
@@ -265,6 +265,99 @@ START_TEST(test_idempotency_and_states) {
         ck_assert_int_eq(store_job_cancel(st, id1, &s), -EBUSY);
         ck_assert_int_eq(store_job_cancel(st, 4242, &s), -ENOENT);
         ck_assert_ptr_null(claim(1000)); /* cancelled jobs are never sent */
+}
+END_TEST
+
+/* An Idempotency-Key names one whole request: the same operation and body sent again by the
+ * same caller with the same tenant, project, headers and (for a call job) method, path and
+ * query. Anything else under the key is refused, never answered with the earlier job. */
+static int submit_keyed(const JobSubmit *base, const char *what, const char *value, int64_t *ret_id, bool *ret_existing) {
+        JobSubmit j = *base;
+        json_t *extra = NULL;
+        char err[STORE_ERROR_MAX];
+        int r;
+
+        if (streq(what, "tenant"))
+                j.tenant = value;
+        else if (streq(what, "project"))
+                j.project = value;
+        else if (streq(what, "non_versioned"))
+                j.non_versioned = value;
+        else if (streq(what, "tenant_code"))
+                j.tenant_code = value;
+        else if (streq(what, "client"))
+                j.client = value;
+        else if (streq(what, "upstream_headers"))
+                j.upstream_headers = value;
+        else if (streq(what, "path"))
+                j.extra = extra = json_pack("{s:{s:s, s:s, s:s}}", "call", "method", "POST", "path", value, "route",
+                                            "/v1/admin/projects/{projectId}");
+        else
+                ck_assert_str_eq(what, "nothing");
+        r = store_job_submit(st, &j, ret_id, ret_existing, err, sizeof(err));
+        if (r == -EEXIST)
+                ck_assert_str_eq(err, "Idempotency-Key 'k-whole' was already used with a different request");
+        json_decref(extra);
+        return r;
+}
+
+START_TEST(test_idempotency_key_is_the_whole_request) {
+        static const char body[] = "{\"operation\":\"commitAndPublish\"}";
+        json_t *items = json_array(),
+               *extra = json_pack("{s:{s:s, s:s, s:s}}", "call", "method", "POST", "path", "/v1/admin/projects/p-1", "route",
+                                  "/v1/admin/projects/{projectId}");
+        const JobSubmit base = { .op = JOB_OP_CALL, .tenant = "WFF_j1a", .project = "", .non_versioned = "",
+                                 .tenant_code = "", .client = "etl", .upstream_headers = "FastMode: true",
+                                 .idempotency_key = "k-whole", .body = body, .body_len = strlen(body), .items = items,
+                                 .extra = extra, .solo = true };
+        static const struct {
+                const char *what, *value;
+        } other[] = {
+                { "path", "/v1/admin/projects/p-2" }, /* another project's commit, with the same body */
+                { "tenant", "WFF_j1b" },
+                { "project", "p-9" },
+                { "non_versioned", "true" },
+                { "tenant_code", "WFF_j1b" },
+                { "client", "reports" },
+                { "client", "tcp:127.0.0.1" },
+                { "upstream_headers", "FastMode: false" },
+        };
+        int64_t first, id;
+        bool existing;
+
+        ck_assert_int_eq(submit_keyed(&base, "nothing", NULL, &first, &existing), 0);
+        ck_assert(!existing);
+        for (size_t i = 0; i < ELEMENTSOF(other); i++) {
+                id = 0;
+                ck_assert_msg(submit_keyed(&base, other[i].what, other[i].value, &id, &existing) == -EEXIST,
+                              "another %s (%s) under the same key was taken for the same request (job %lld)", other[i].what,
+                              other[i].value, (long long) id);
+        }
+        /* The same request again: the earlier job. */
+        ck_assert_int_eq(submit_keyed(&base, "nothing", NULL, &id, &existing), 0);
+        ck_assert(existing);
+        ck_assert_int_eq(id, first);
+        json_decref(extra);
+        json_decref(items);
+
+        /* Anonymous TCP callers are one caller: a retry from ::1 after 127.0.0.1 is the same request. */
+        {
+                json_t *its = json_loads("[\"p-1\"]", 0, NULL);
+                const JobSubmit anon = { .op = JOB_OP_DELETE, .tenant = "", .project = "", .non_versioned = "",
+                                         .tenant_code = "", .client = "tcp:127.0.0.1", .idempotency_key = "k-anon",
+                                         .body = "[\"p-1\"]", .body_len = 7, .items = its };
+                JobSubmit again = anon;
+                char err[STORE_ERROR_MAX];
+
+                ck_assert_int_eq(store_job_submit(st, &anon, &first, &existing, err, sizeof(err)), 0);
+                again.client = "tcp:::1";
+                ck_assert_int_eq(store_job_submit(st, &again, &id, &existing, err, sizeof(err)), 0);
+                ck_assert(existing);
+                ck_assert_int_eq(id, first);
+                again.client = "uid:1000";
+                ck_assert_int_eq(store_job_submit(st, &again, &id, &existing, err, sizeof(err)), -EEXIST);
+                json_decref(its);
+        }
 }
 END_TEST
 
@@ -1366,6 +1459,7 @@ int main(void) {
         tcase_add_test(tc, test_compatible_jobs_merge_past_others);
         tcase_add_test(tc, test_batch_max_and_conflicts);
         tcase_add_test(tc, test_idempotency_and_states);
+        tcase_add_test(tc, test_idempotency_key_is_the_whole_request);
         tcase_add_test(tc, test_queue_limit_and_prune);
         tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_counts_follow_the_table);

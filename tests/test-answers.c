@@ -464,6 +464,64 @@ START_TEST(test_call_job_retried_after_429) {
 }
 END_TEST
 
+/* An Idempotency-Key names one request, path included: the commit of a second project under
+ * the first commit's key (the body is the same) gets 422 and is not sent, where it used to be
+ * answered with the first project's commit, which would tell the client that a project was
+ * published that never was. The first commit's own repeat still gets its job's answer. */
+static char *make_project(const char *name) {
+        char body[64], *path;
+        json_t *j;
+        long st;
+
+        snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name);
+        j = visierd_request_json(&vd, "POST", "/v1/admin/projects", body, NULL, &st);
+        ck_assert_int_eq(st, 200);
+        ck_assert_int_ge(asprintf(&path, "/v1/admin/projects/%s", json_string_value(json_object_get(j, "id"))), 0);
+        json_decref(j);
+        return path;
+}
+
+START_TEST(test_idempotency_key_names_the_path) {
+        static const char commit[] = "{\"operation\":\"commitAndPublish\"}";
+        static const char expected_422[] =
+                "{\"code\":\"UnprocessableEntity\",\"message\":\"Idempotency-Key 'commit-1' was already used with a "
+                "different request\",\"localizedMessage\":\"Idempotency-Key 'commit-1' was already used with a different "
+                "request\",\"userError\":true}";
+        char *p1, *p2, *first, *again, *other;
+        size_t commits_p1 = 0, commits_p2 = 0, i;
+        json_t *log, *e;
+
+        sim_start(&sim, NULL);
+        visierd_start(&vd, &sim, NULL, "[jobs]\nanswer_wait = 60\nbatch_delay_ms = 0\n");
+        visierd_wait_ready(&vd);
+        p1 = make_project("idem-1");
+        p2 = make_project("idem-2");
+        first = raw_exchange("POST", p1, "Idempotency-Key: commit-1\r\n", commit, 60);
+        assert_head(first, "HTTP/1.1 200 OK\r\n");
+        again = raw_exchange("POST", p1, "Idempotency-Key: commit-1\r\n", commit, 60);
+        ck_assert_str_eq(body_of(again), body_of(first));
+        other = raw_exchange("POST", p2, "Idempotency-Key: commit-1\r\n", commit, 60);
+        assert_head(other, "HTTP/1.1 422 Unprocessable Content\r\n" DATE "Connection: close\r\nContent-Type: application/json\r\n");
+        ck_assert_str_eq(body_of(other), expected_422);
+
+        log = sim_control_get(&sim, "/_sim/requests");
+        json_array_foreach(json_object_get(log, "requests"), i, e) {
+                const char *target = json_string_value(json_object_get(e, "target"));
+
+                commits_p1 += streq(target, p1);
+                commits_p2 += streq(target, p2);
+        }
+        ck_assert_uint_eq(commits_p1, 1);
+        ck_assert_uint_eq(commits_p2, 0);
+        json_decref(log);
+        free(first);
+        free(again);
+        free(other);
+        free(p1);
+        free(p2);
+}
+END_TEST
+
 int main(void) {
         Suite *s = suite_create("answers");
         TCase *tc = tcase_create("integration");
@@ -479,6 +537,7 @@ int main(void) {
         tcase_add_test(tc, test_write_headers_sent);
         tcase_add_test(tc, test_other_writes_share_the_lane);
         tcase_add_test(tc, test_call_job_retried_after_429);
+        tcase_add_test(tc, test_idempotency_key_names_the_path);
         suite_add_tcase(s, tc);
         sr = srunner_create(s);
         srunner_run_all(sr, CK_NORMAL);

@@ -94,7 +94,8 @@ static const struct {
         [STMT_RELEASE] = { "release", "RELEASE submit" },
         [STMT_ROLLBACK_TO] = { "rollback_to", "ROLLBACK TO submit" },
         [STMT_FIND_IDEMPOTENT] = { "find_idempotent",
-                                   "SELECT id, operation, request_body FROM jobs WHERE idempotency_key = ?" },
+                                   "SELECT id, operation, request_body, tenant, project, non_versioned, tenant_code, "
+                                   "client, upstream_headers, extra FROM jobs WHERE idempotency_key = ?" },
         [STMT_FIND_CORRELATION] = { "find_correlation",
                                     "SELECT j.id FROM client_correlation_ids c JOIN jobs j ON j.id = c.job_id WHERE "
                                     "c.correlation_id = ? AND j.state IN ('queued','running')" },
@@ -1393,8 +1394,21 @@ static int submit_waiter_new(const JobSubmit *j, SubmitWaiter **ret) {
         return 0;
 }
 
-/* An earlier job with this idempotency key: 1 and its id if the same request, -EEXIST if not, 0 if none. */
+/* Who asked, for comparing Idempotency-Keys: a named client or a unix-socket uid as it is, and
+ * every anonymous TCP caller as one (a retry may come from 127.0.0.1 after ::1). */
+static const char *idempotency_identity(const char *client) {
+        return strncmp(strempty(client), "tcp:", 4) == 0 ? "tcp:" : strempty(client);
+}
+
+/* An earlier job with this idempotency key: 1 and its id if the same request, -EEXIST if not, 0 if none.
+ * The same request means everything the job was made of: the operation and body, the tenant,
+ * project and headers it is sent with, who asked, and the rest (for a call job, its method,
+ * path and query; they are in extra). A key used again by another client, for another tenant
+ * or on another path is a different request: answering it with the earlier job would tell the
+ * client a change was made that never was. */
 static int find_idempotent(Store *s, const SubmitWaiter *w, int64_t *ret_id) {
+        const char *mine[] = { w->tenant, w->project, w->non_versioned, w->tenant_code, idempotency_identity(w->client),
+                               w->upstream_headers, w->extra };
         Stmt st = {};
         int r;
 
@@ -1406,9 +1420,15 @@ static int find_idempotent(Store *s, const SubmitWaiter *w, int64_t *ret_id) {
         if (r > 0) {
                 size_t n;
                 const void *b = db_column_blob(st.st, 2, &n);
+                bool same = streq(strempty(col_text(&st, 1)), job_op_to_string(w->op)) && n == w->body_len &&
+                            (n == 0 || memcmp(b, w->body, n) == 0);
 
-                if (streq(strempty(col_text(&st, 1)), job_op_to_string(w->op)) && n == w->body_len &&
-                    (n == 0 || memcmp(b, w->body, n) == 0)) {
+                for (size_t i = 0; same && i < ELEMENTSOF(mine); i++) {
+                        const char *theirs = col_text(&st, 3 + (int) i);
+
+                        same = streq(i == 4 ? idempotency_identity(theirs) : strempty(theirs), strempty(mine[i]));
+                }
+                if (same) {
                         *ret_id = db_column_int64(st.st, 0);
                         r = 1;
                 } else
