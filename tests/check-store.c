@@ -258,12 +258,12 @@ START_TEST(test_idempotency_and_states) {
                          -EEXIST);
         json_decref(items);
 
-        ck_assert_int_eq(store_job_retry(st, id1, &s), -EBUSY);
+        ck_assert_int_eq(store_job_retry(st, id1, &s, NULL), -EBUSY);
         ck_assert_int_eq(s, JOB_QUEUED);
-        ck_assert_int_eq(store_job_cancel(st, id1, &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, id1, &s, NULL), 0);
         ck_assert_int_eq(s, JOB_CANCELLED);
-        ck_assert_int_eq(store_job_cancel(st, id1, &s), -EBUSY);
-        ck_assert_int_eq(store_job_cancel(st, 4242, &s), -ENOENT);
+        ck_assert_int_eq(store_job_cancel(st, id1, &s, NULL), -EBUSY);
+        ck_assert_int_eq(store_job_cancel(st, 4242, &s, NULL), -ENOENT);
         ck_assert_ptr_null(claim(1000)); /* cancelled jobs are never sent */
 }
 END_TEST
@@ -542,16 +542,61 @@ START_TEST(test_job_text_follows_the_job) {
         free(t1);
         free(t2);
 
-        ck_assert_int_eq(store_job_retry(st, a, &s), 0);
+        ck_assert_int_eq(store_job_retry(st, a, &s, NULL), 0);
         t1 = job_text(a);
         ck_assert_ptr_nonnull(strstr(t1, "\"state\":\"queued\""));
         free(t1);
-        ck_assert_int_eq(store_job_cancel(st, a, &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, a, &s, NULL), 0);
         t1 = job_text(a);
         ck_assert_ptr_nonnull(strstr(t1, "\"state\":\"cancelled\""));
         free(t1);
         ck_assert_int_eq(store_prune(st, INT64_MAX / 2, 1000, 1000), 1);
         ck_assert_ptr_null(job_text(a));
+}
+END_TEST
+
+/* A cancel's and a retry's job is read in their own transaction: it shows the change (and is
+ * what a read after the commit gives), and a refused change gives no job. */
+static void assert_same_job(json_t *answered, int64_t id, const char *state) {
+        json_t *stored = store_job_json(st, id, false);
+        char *a = json_dumps(answered, JSON_COMPACT | JSON_SORT_KEYS), *b = json_dumps(stored, JSON_COMPACT | JSON_SORT_KEYS);
+
+        ck_assert_str_eq(json_string_value(json_object_get(answered, "state")), state);
+        ck_assert_str_eq(a, b);
+        free(a);
+        free(b);
+        json_decref(stored);
+}
+
+START_TEST(test_cancel_and_retry_answer_their_change) {
+        int64_t a = submit(JOB_OP_DELETE, "[\"p-1\"]", "", NULL);
+        json_t *job = NULL;
+        JobState s;
+        Batch *b;
+
+        ck_assert_int_eq(store_job_retry(st, a, &s, &job), -EBUSY);
+        ck_assert_ptr_null(job);
+        b = claim(1000);
+        batch_free(b);
+        ck_assert_int_eq(store_begin(st), 0);
+        ck_assert_int_eq(store_job_finish(st, a, JOB_FAILED, 400, "no", 400, "{}"), 0);
+        ck_assert_int_eq(store_end(st, true), 0);
+
+        ck_assert_int_eq(store_job_retry(st, a, &s, &job), 0);
+        assert_same_job(job, a, "queued");
+        ck_assert(json_is_null(json_object_get(job, "error")));
+        ck_assert_int_eq(json_integer_value(json_object_get(job, "attempts")), 0);
+        json_decref(job);
+        job = NULL;
+
+        ck_assert_int_eq(store_job_cancel(st, a, &s, &job), 0);
+        assert_same_job(job, a, "cancelled");
+        ck_assert(json_is_string(json_object_get(job, "finished_at")));
+        json_decref(job);
+        job = NULL;
+        ck_assert_int_eq(store_job_cancel(st, a, &s, &job), -EBUSY);
+        ck_assert_ptr_null(job);
+        ck_assert_int_eq(s, JOB_CANCELLED);
 }
 END_TEST
 
@@ -608,12 +653,12 @@ START_TEST(test_counts_follow_the_table) {
         ck_assert_int_eq(store_end(st, true), 0);
         assert_counts_match("after a failure");
 
-        ck_assert_int_eq(store_job_cancel(st, d, &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, d, &s, NULL), 0);
         assert_counts_match("after a cancel");
-        ck_assert_int_eq(store_job_retry(st, c, &s), 0);
+        ck_assert_int_eq(store_job_retry(st, c, &s, NULL), 0);
         assert_counts_match("after a retry");
-        ck_assert_int_eq(store_job_cancel(st, c, &s), 0);
-        ck_assert_int_eq(store_job_cancel(st, e, &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, c, &s, NULL), 0);
+        ck_assert_int_eq(store_job_cancel(st, e, &s, NULL), 0);
 
         /* Prune: succeeded and the other final states each by their own retention. */
         ck_assert_int_eq(store_prune(st, INT64_MAX / 2, 1000, INT64_MAX / 2), 1);
@@ -735,8 +780,8 @@ START_TEST(test_list_pages) {
                 snprintf(body, sizeof(body), "[\"l%zu\"]", i);
                 ids[i] = submit(JOB_OP_DELETE, body, "", NULL);
         }
-        ck_assert_int_eq(store_job_cancel(st, ids[1], &s), 0);
-        ck_assert_int_eq(store_job_cancel(st, ids[4], &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, ids[1], &s, NULL), 0);
+        ck_assert_int_eq(store_job_cancel(st, ids[4], &s, NULL), 0);
 
         ck_assert_int_eq(store_jobs_list(st, _JOB_STATE_INVALID, 0, 3, &list), 0);
         ck_assert_uint_eq(json_array_size(list), 3);
@@ -811,7 +856,7 @@ START_TEST(test_list_filters) {
         while (wall_ms() < later)
                 ;
         ids[5] = submit(JOB_OP_REVERT, "[\"f5\"]", "", NULL);
-        ck_assert_int_eq(store_job_cancel(st, ids[2], &s), 0);
+        ck_assert_int_eq(store_job_cancel(st, ids[2], &s, NULL), 0);
 
         ck_assert_str_eq(list_ids(&f, 0, 50), "6,5,4,3,2,1");
         f.op = JOB_OP_REVERT;
@@ -1460,6 +1505,7 @@ int main(void) {
         tcase_add_test(tc, test_batch_max_and_conflicts);
         tcase_add_test(tc, test_idempotency_and_states);
         tcase_add_test(tc, test_idempotency_key_is_the_whole_request);
+        tcase_add_test(tc, test_cancel_and_retry_answer_their_change);
         tcase_add_test(tc, test_queue_limit_and_prune);
         tcase_add_test(tc, test_concurrent_submits);
         tcase_add_test(tc, test_counts_follow_the_table);

@@ -498,6 +498,16 @@ START_TEST(test_cancel_obeys_states) {
         j = write_req("POST", path, NULL, NULL, &status);
         ck_assert_int_eq(status, 200);
         ck_assert_str_eq(job_state(j), "cancelled");
+        {
+                /* The answer is the job as the cancel left it: what any later read shows (which
+                 * adds the items' results). */
+                json_t *read = job(second);
+
+                json_object_del(read, "item_results");
+                ck_assert_msg(json_equal(j, read), "cancel answered %s, the job reads %s", json_dumps(j, JSON_COMPACT),
+                              json_dumps(read, JSON_COMPACT));
+                json_decref(read);
+        }
         json_decref(j);
         j = write_req("POST", path, NULL, NULL, &status);
         ck_assert_int_eq(status, 409); /* already cancelled */

@@ -2501,6 +2501,7 @@ static struct MHD_Response *api_job_get(Manager *m, HttpRequest *req, unsigned *
 
 static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *ret_status, bool cancel) {
         JobState state = _JOB_STATE_INVALID;
+        json_t *job = NULL;
         int64_t id;
         int r;
 
@@ -2526,7 +2527,10 @@ static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *r
                                                     (long long) id);
                 }
         }
-        r = cancel ? store_job_cancel(m->store, id, &state) : store_job_retry(m->store, id, &state);
+        /* The answer is the job as the change's own transaction left it, so that the change is
+         * never made without a job to show for it (an outage between the commit and a second
+         * read would have given an empty 500 for a change that was made). */
+        r = cancel ? store_job_cancel(m->store, id, &state, &job) : store_job_retry(m->store, id, &state, &job);
         if (r == -ENOENT)
                 return no_such_job(ret_status, req->path);
         if (r == -EBUSY) {
@@ -2545,7 +2549,7 @@ static struct MHD_Response *job_action(Manager *m, HttpRequest *req, unsigned *r
         else
                 manager_job_finished(m, id);
         *ret_status = MHD_HTTP_OK;
-        return json_response(store_job_json(m->store, id, false));
+        return json_response(job);
 }
 
 static struct MHD_Response *api_job_cancel(Manager *m, HttpRequest *req, unsigned *ret_status) {
@@ -2954,7 +2958,7 @@ static struct MHD_Response *api_export_run(Manager *m, HttpRequest *req, unsigne
 static struct MHD_Response *api_export_queue(Manager *m, HttpRequest *req, unsigned *ret_status) {
         char name[EXPORT_NAME_MAX + 8], err[STORE_ERROR_MAX] = "", location[128];
         ExportFormat format;
-        char *query = NULL, *body = NULL, *request = NULL;
+        char *query = NULL, *body = NULL, *request = NULL, *text = NULL;
         struct MHD_Response *r;
         json_t *reqj, *items;
         bool existing = false;
@@ -2975,11 +2979,13 @@ static struct MHD_Response *api_export_queue(Manager *m, HttpRequest *req, unsig
                 return http_response_status("InternalError", false, "out of memory");
         }
         items = json_array();
-        k = store_job_submit(m->store,
-                             &(JobSubmit) { .op = JOB_OP_EXPORT, .tenant = "", .project = "", .non_versioned = "",
-                                            .tenant_code = "", .client = req->client, .body = request,
-                                            .body_len = strlen(request), .items = items, .solo = true },
-                             &id, &existing, err, sizeof(err));
+        /* The 202 is the job as its commit wrote it: never a second read, which an outage
+         * after the commit would turn into an empty 500 for a run that was queued. */
+        k = store_job_submit_text(m->store,
+                                  &(JobSubmit) { .op = JOB_OP_EXPORT, .tenant = "", .project = "", .non_versioned = "",
+                                                 .tenant_code = "", .client = req->client, .body = request,
+                                                 .body_len = strlen(request), .items = items, .solo = true },
+                                  &id, &existing, &text, err, sizeof(err));
         json_decref(items);
         free(request);
         if (k < 0) {
@@ -2988,7 +2994,7 @@ static struct MHD_Response *api_export_queue(Manager *m, HttpRequest *req, unsig
         }
         runner_wake(m->runner);
         *ret_status = MHD_HTTP_ACCEPTED;
-        r = json_response(store_job_json(m->store, id, false));
+        r = http_response_take(text, strlen(text), "application/json");
         snprintf(location, sizeof(location), "/exports/%s/runs/%lld", name, (long long) id);
         if (r)
                 MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);

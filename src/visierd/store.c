@@ -1750,30 +1750,38 @@ typedef struct SubmitSync {
         int r;
         int64_t id;
         bool existing;
+        bool want_text;
+        char *text; /* with want_text: the job, as text (the JSON stays on the store thread) */
         char err[STORE_ERROR_MAX];
 } SubmitSync;
 
 static void submit_sync_done(void *userdata, int r, int64_t id, bool existing, const char *err, json_t *job_json) {
         SubmitSync *sync = userdata;
+        char *text = NULL;
 
-        (void) job_json;
+        if (r >= 0 && sync->want_text && !(text = job_json ? json_dumps(job_json, JSON_COMPACT) : NULL)) {
+                r = -ENOMEM;
+                err = "out of memory for the job's text";
+        }
         pthread_mutex_lock(&sync->lock);
         sync->r = r;
         sync->id = id;
         sync->existing = existing;
+        sync->text = text;
         snprintf(sync->err, sizeof(sync->err), "%s", err);
         sync->done = true;
         pthread_cond_signal(&sync->cond);
         pthread_mutex_unlock(&sync->lock);
 }
 
-int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
-        SubmitSync sync = {};
+static int submit_sync(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char **ret_text, char *err,
+                       size_t errlen) {
+        SubmitSync sync = { .want_text = ret_text != NULL };
         int r;
 
         pthread_mutex_init(&sync.lock, NULL);
         pthread_cond_init(&sync.cond, NULL);
-        r = submit_enqueue(s, j, false, submit_sync_done, &sync);
+        r = submit_enqueue(s, j, ret_text != NULL, submit_sync_done, &sync);
         if (r < 0)
                 snprintf(sync.err, sizeof(sync.err), "job database %s: cannot queue the job: %s", s->path, strerror(-r));
         else {
@@ -1791,7 +1799,19 @@ int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_ex
         }
         *ret_id = sync.id;
         *ret_existing = sync.existing;
+        if (ret_text)
+                *ret_text = sync.text;
         return 0;
+}
+
+int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen) {
+        return submit_sync(s, j, ret_id, ret_existing, NULL, err, errlen);
+}
+
+int store_job_submit_text(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char **ret_text, char *err,
+                          size_t errlen) {
+        assert(ret_text);
+        return submit_sync(s, j, ret_id, ret_existing, ret_text, err, errlen);
 }
 
 /* A job as shown by /jobs: the one place its JSON is built, from a row read back or from the
@@ -2150,8 +2170,30 @@ static int transition_locked(Store *s, int64_t id, JobState from, JobState to, c
         return 0;
 }
 
+/* The job as it stands inside the open write transaction (the write connection, its lock held):
+ * what the transaction's commit will make of it. */
+static int job_read_locked(Store *s, int64_t id, json_t **ret) {
+        Stmt st = {};
+        int r;
+
+        r = prepare_cached(s, &st, STMT_JOB_GET);
+        if (r < 0)
+                return r;
+        db_bind_int64(st.st, 1, id);
+        r = step_row(s, &st);
+        if (r > 0)
+                r = (*ret = job_row_json(&st)) ? 0 : -ENOMEM;
+        else if (r == 0)
+                r = -ENOENT;
+        stmt_done(&st);
+        return r;
+}
+
+/* A cancel or a retry, and (with ret_job) the job as it becomes, read before the commit: either
+ * the change and the job that shows it, or neither. */
 static int manual_transition(Store *s, int64_t id, JobState from, JobState to, const char *extra_set,
-                             JobState *ret_state) {
+                             JobState *ret_state, json_t **ret_job) {
+        json_t *job = NULL;
         JobState cur;
         int r;
 
@@ -2181,29 +2223,38 @@ static int manual_transition(Store *s, int64_t id, JobState from, JobState to, c
                         stmt_done(&st);
                 }
         }
+        if (r >= 0 && ret_job)
+                r = job_read_locked(s, id, &job);
         if (r < 0) {
                 store_end(s, false);
                 return r;
         }
+        r = store_end(s, true);
+        if (r < 0) {
+                json_decref(job);
+                return r;
+        }
         *ret_state = to;
-        return store_end(s, true);
+        if (ret_job)
+                *ret_job = job;
+        return 0;
 }
 
-int store_job_cancel(Store *s, int64_t id, JobState *ret_state) {
+int store_job_cancel(Store *s, int64_t id, JobState *ret_state, json_t **ret_job) {
         char set[64];
 
         snprintf(set, sizeof(set), "finished_at = %" PRId64, now_ms());
-        return manual_transition(s, id, JOB_QUEUED, JOB_CANCELLED, set, ret_state);
+        return manual_transition(s, id, JOB_QUEUED, JOB_CANCELLED, set, ret_state, ret_job);
 }
 
-int store_job_retry(Store *s, int64_t id, JobState *ret_state) {
+int store_job_retry(Store *s, int64_t id, JobState *ret_state, json_t **ret_job) {
         char set[160];
 
         snprintf(set, sizeof(set),
                  "attempts = 0, solo = 0, next_run_at = %" PRId64 ", finished_at = NULL, error = NULL, "
                  "response_status = NULL, response_body = NULL",
                  now_ms());
-        return manual_transition(s, id, JOB_FAILED, JOB_QUEUED, set, ret_state);
+        return manual_transition(s, id, JOB_FAILED, JOB_QUEUED, set, ret_state, ret_job);
 }
 
 int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body) {

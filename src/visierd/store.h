@@ -102,6 +102,11 @@ typedef struct JobSubmit {
  * job went into (store_job_submit_async() and a wait); never call it from a store_submit_fn.
  */
 int store_job_submit(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char *err, size_t errlen);
+/* store_job_submit(), and the job as it was written (as GET /jobs/{id} shows it, without its
+ * items) in *ret_text (caller frees): built from the commit itself, so a job is never queued
+ * without its text, whatever happens to the database after the commit. */
+int store_job_submit_text(Store *s, const JobSubmit *j, int64_t *ret_id, bool *ret_existing, char **ret_text, char *err,
+                          size_t errlen);
 
 /*
  * The answer to an asynchronous submission, called once, on the store's thread, after the
@@ -157,10 +162,12 @@ typedef struct StoreJobFilter {
  * the state alone (or none) uses the prepared list statements, any other shape a statement
  * prepared for the call from fixed pieces. */
 int store_jobs_find(Store *s, const StoreJobFilter *f, int64_t before_id, unsigned limit, json_t **ret);
-/* queued → cancelled; -ENOENT, or -EBUSY with *ret_state when the job is not queued. */
-int store_job_cancel(Store *s, int64_t id, JobState *ret_state);
-/* failed → queued with its attempts reset; -ENOENT, or -EBUSY with *ret_state. */
-int store_job_retry(Store *s, int64_t id, JobState *ret_state);
+/* queued → cancelled; -ENOENT, or -EBUSY with *ret_state when the job is not queued. With
+ * ret_job (may be NULL), the job as the change left it, read in the change's own transaction:
+ * on success both the change and *ret_job (caller's), on failure neither. */
+int store_job_cancel(Store *s, int64_t id, JobState *ret_state, json_t **ret_job);
+/* failed → queued with its attempts reset; -ENOENT, or -EBUSY with *ret_state; ret_job as above. */
+int store_job_retry(Store *s, int64_t id, JobState *ret_state, json_t **ret_job);
 JobState store_job_state(Store *s, int64_t id);
 /* Final answer kept for Prefer: wait: HTTP status and body (caller frees), or -EAGAIN if not final. */
 int store_job_response(Store *s, int64_t id, long *ret_status, char **ret_body);
