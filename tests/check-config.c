@@ -74,6 +74,48 @@ START_TEST(test_bounds_and_numbers) {
 }
 END_TEST
 
+/* String values are UTF-8: an invalid byte is refused, naming the key and the line (the value
+ * would make /status and the job listings invalid JSON, and go to Visier in the login form),
+ * and the value is not echoed. Valid non-ASCII text is kept, and so are control characters,
+ * which JSON escapes (test-loop's test_status_text_escapes). */
+START_TEST(test_string_values_are_text) {
+        static const char *const bad[] = {
+                "b\xe9ob",         /* Latin-1 */
+                "svc\xc0\xaf",     /* an overlong '/' */
+                "svc\xed\xa0\x80", /* a surrogate */
+                "svc\xe2\x82",     /* cut short */
+                "svc\xf4\x90\x80\x80", /* past U+10FFFF */
+                "svc\x80x",        /* a lone continuation byte */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+                char *text;
+
+                ck_assert_int_ge(asprintf(&text, "[visier]\nbase_url = https://x.api.visier.io\nusername = %s\n", bad[i]),
+                                 0);
+                ck_assert_int_eq(config_load_string("t.conf", text, &c, &e), -EINVAL);
+                ck_assert_msg(errors_contain(&e, "t.conf:3: [visier] username: the value is not valid UTF-8"),
+                              "value %zu was not refused as it should be", i);
+                for (size_t k = 0; k < e.n; k++)
+                        ck_assert_ptr_null(strstr(e.messages[k], "svc"));
+                config_errors_clear(&e);
+                free(text);
+        }
+        {
+                _cleanup_(config_freep) Config *c = NULL;
+                ConfigErrors e = {};
+
+                ck_assert_int_eq(config_load_string("t.conf",
+                                                    "[visier]\nbase_url = https://x.api.visier.io\nusername = Zoë-svc\n",
+                                                    &c, &e),
+                                 0);
+                ck_assert_str_eq(c->username, "Zoë-svc");
+        }
+}
+END_TEST
+
 /* base_url is scheme://host[:port]: a user name or password (or a host hidden behind one) is
  * refused without the value being echoed, and so is a fragment. */
 START_TEST(test_base_url_origin_only) {
@@ -488,7 +530,7 @@ START_TEST(test_store_url_rules) {
                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
                   "xxxxxxxxxxxxxxxxxxxxxxxxx\n",
                   "t.conf:7: [fleet] node must be 1 to 128 printable characters without spaces" },
-                { "[store]\nurl = host=db\n[fleet]\ntenant = a\tb\n",
+                { "[store]\nurl = host=db\n[fleet]\ntenant = a b\n",
                   "t.conf:7: [fleet] tenant must be 1 to 128 printable characters without spaces" },
         };
 
@@ -642,6 +684,7 @@ static Suite *config_suite(void) {
         tcase_add_test(tc, test_defaults_from_table);
         tcase_add_test(tc, test_unknown_key_has_line);
         tcase_add_test(tc, test_bounds_and_numbers);
+        tcase_add_test(tc, test_string_values_are_text);
         tcase_add_test(tc, test_validation);
         tcase_add_test(tc, test_base_url_origin_only);
         tcase_add_test(tc, test_proxy_key);

@@ -226,6 +226,17 @@ static size_t utf8_sequence(const unsigned char *s) {
         return n;
 }
 
+bool utf8_valid(const char *s) {
+        for (const unsigned char *c = (const unsigned char *) s; *c;) {
+                size_t n = utf8_sequence(c);
+
+                if (n == 0)
+                        return false;
+                c += n;
+        }
+        return true;
+}
+
 size_t utf8_sanitize(char *s) {
         size_t replaced = 0;
 

@@ -46,6 +46,9 @@ int parse_comma_list(const char *s, char **ret_buf, const char **items, size_t m
  * UTF-8 sequence in two. */
 int utf8_prefix(const char *s, size_t max);
 
+/* Whether S is valid UTF-8 (no overlong form, surrogate, code point past U+10FFFF or cut sequence). */
+bool utf8_valid(const char *s);
+
 /* Replace, in place, every byte of S that is not part of a valid UTF-8 sequence with '?', so
  * the text can go into JSON whatever came in; returns how many were replaced. */
 size_t utf8_sanitize(char *s);

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "fleetdb.h"
+#include "parse.h"
 #include "policy.h"
 
 #define KEY_STRING(s, n, field, def, h) \
@@ -260,6 +261,12 @@ static int config_set(Config *c, const ConfigKey *k, const char *value, char *ms
 
         switch (k->type) {
         case CONFIG_STRING:
+                /* Values are shown again (in /status, logs, job listings) and sent to Visier:
+                 * UTF-8 only, never bytes that would make that JSON invalid. */
+                if (!utf8_valid(value)) {
+                        snprintf(msg, msglen, "%s: the value is not valid UTF-8", k->name);
+                        return -EINVAL;
+                }
                 copy = strdup(value);
                 if (!copy)
                         return -ENOMEM;

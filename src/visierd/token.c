@@ -13,6 +13,7 @@
  */
 #include <sys/random.h>
 
+#include "parse.h"
 #include "token.h"
 
 struct TokenKeeper {
@@ -129,6 +130,8 @@ static void *keeper_thread(void *arg) {
                         backoff = token_backoff(tk->failures);
                         tk->next_attempt_at = clock_now() + backoff;
                         snprintf(tk->last_error, sizeof(tk->last_error), "%s", err[0] ? err : strerror(-r));
+                        /* Shown in /status: text only, even where the cut fell inside a character. */
+                        (void) utf8_sanitize(tk->last_error);
                 }
                 pthread_cond_broadcast(&tk->cond);
 
