@@ -530,7 +530,7 @@ START_TEST(test_store_url_rules) {
                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
                   "xxxxxxxxxxxxxxxxxxxxxxxxx\n",
                   "t.conf:7: [fleet] node must be 1 to 128 printable characters without spaces" },
-                { "[store]\nurl = host=db\n[fleet]\ntenant = a b\n",
+                { "[store]\nurl = host=db\n[fleet]\ntenant = a\tb\n",
                   "t.conf:7: [fleet] tenant must be 1 to 128 printable characters without spaces" },
         };
 
