@@ -709,7 +709,7 @@ START_TEST(test_schema_is_sqlites) {
 
         d = fresh_database("schema_cmp");
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 2);
+        ck_assert_int_eq(version, 3);
 
         /* The same tables (and store_schema), with the same columns, types and NOT NULLs. */
         sqlite_list(s, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -720,6 +720,9 @@ START_TEST(test_schema_is_sqlites) {
                          tables);
         for (char *save = NULL, *name = strtok_r(tables, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
                 sqlite_columns(s, name, cols, sizeof(cols));
+                /* PostgreSQL's counts have a shard column besides (its migration 3). */
+                if (streq(name, "job_counts"))
+                        strncat(cols, ",shard integer 1", sizeof(cols) - strlen(cols) - 1);
                 ck_assert_msg(streq(pg_columns(d, name), cols), "table %s: PostgreSQL has %s, SQLite %s", name,
                               pg_columns(d, name), cols);
         }
@@ -762,16 +765,16 @@ START_TEST(test_migrations_versioned) {
         Db *d;
         int version = 0;
 
-        ck_assert_uint_eq(store_pg_migrations_count, 2);
+        ck_assert_uint_eq(store_pg_migrations_count, 3);
         d = fresh_database("store_fresh");
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 2);
+        ck_assert_int_eq(version, 3);
         ck_assert(!db_in_transaction(d));
         /* Again: nothing to do. */
         version = 0;
         ck_assert_msg(store_pg_migrate(d, &version, err, sizeof(err)) == 0, "%s", err);
-        ck_assert_int_eq(version, 2);
-        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:2");
+        ck_assert_int_eq(version, 3);
+        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:3");
         ck_assert_int_eq(db_exec(d, "INSERT INTO store_schema VALUES (5)"), -EEXIST); /* one row, ever */
         /* The fleet's version table is not the store's. */
         ck_assert_str_eq(scalar(d, "SELECT count(*) FROM pg_tables WHERE tablename = 'fleet_schema_version'"), "0");
@@ -785,9 +788,9 @@ START_TEST(test_migrations_versioned) {
         version = 0;
         ck_assert_int_eq(store_pg_migrate(d, &version, err, sizeof(err)), -EPROTO);
         ck_assert_int_eq(version, 0);
-        ck_assert_str_eq(err, "the store schema is at version 3, newer than this visierd's 2");
+        ck_assert_str_eq(err, "the store schema is at version 4, newer than this visierd's 3");
         ck_assert(!db_in_transaction(d));
-        ck_assert_str_eq(scalar(d, "SELECT version FROM store_schema"), "3");
+        ck_assert_str_eq(scalar(d, "SELECT version FROM store_schema"), "4");
         drop_database(d, "store_fresh");
 }
 END_TEST
@@ -826,10 +829,10 @@ START_TEST(test_migrations_concurrent) {
         for (size_t k = 0; k < ELEMENTSOF(m); k++) {
                 ck_assert_int_eq(pthread_join(th[k], NULL), 0);
                 ck_assert_msg(m[k].r == 0, "node %zu: %s (%s)", k, strerror(-m[k].r), m[k].err);
-                ck_assert_int_eq(m[k].version, 2);
+                ck_assert_int_eq(m[k].version, 3);
         }
         pthread_barrier_destroy(&start);
-        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:2");
+        ck_assert_str_eq(scalar(d, "SELECT count(*) || ':' || max(version) FROM store_schema"), "1:3");
         ck_assert_str_eq(scalar(d, "SELECT count(*) FROM lane"), "1");
         drop_database(d, "store_race");
 }
@@ -877,8 +880,9 @@ static void insert_job(Db *d, DbStmt *ins, const char *state, const char *idempo
 }
 
 START_TEST(test_job_counts_triggers) {
+        /* A state's count is the sum of its shards' rows (migration 3). */
         static const char *const counts = "SELECT coalesce(string_agg(state || '=' || n, ',' ORDER BY state), '')"
-                                          " FROM job_counts";
+                                          " FROM (SELECT state, sum(n) AS n FROM job_counts GROUP BY state) c";
         DbStmt *ins, *set_state;
         int64_t id[6];
         Db *d = fresh_database("store_counts");
@@ -952,6 +956,55 @@ START_TEST(test_job_counts_triggers) {
         db_finalize(ins);
         db_finalize(set_state);
         drop_database(d, "store_counts");
+}
+END_TEST
+
+/* Two sessions queue jobs at once without waiting for each other: each counts into its own
+ * shard, so the second's insert commits while the first's transaction, which has counted a job
+ * of its own, is still open (with one row per state it waited for that transaction's end: its
+ * lock_timeout fails the insert here). The sums stay exact when a job counted up in one shard
+ * is counted down in another. */
+START_TEST(test_job_counts_shards) {
+        static const char *const sums = "SELECT coalesce(string_agg(state || '=' || n, ',' ORDER BY state), '')"
+                                        " FROM (SELECT state, sum(n) AS n FROM job_counts GROUP BY state) c";
+        char conninfo[sizeof(server.conninfo) + 64], shard_a[16];
+        DbStmt *ins_a, *ins_b;
+        Db *a = fresh_database("store_shards"), *b = NULL;
+        int64_t id_a, id_b;
+
+        ck_assert_msg(store_pg_migrate(a, NULL, err, sizeof(err)) == 0, "%s", err);
+        snprintf(shard_a, sizeof(shard_a), "%s", scalar(a, "SELECT pg_backend_pid() % 64"));
+        snprintf(conninfo, sizeof(conninfo), "%s dbname=store_shards", server.conninfo);
+        /* A second session in another shard (process ids are the server's to give: a few tries). */
+        for (int i = 0; i < 64 && !b; i++) {
+                b = open_ok(conninfo, NULL, 0);
+                if (streq(scalar(b, "SELECT pg_backend_pid() % 64"), shard_a)) {
+                        db_close(b);
+                        b = NULL;
+                }
+        }
+        ck_assert_msg(b, "no second session outside shard %s in 64 tries", shard_a);
+        exec_ok(b, "SET lock_timeout = '5s'");
+        ins_a = prepare_insert_job(a);
+        ins_b = prepare_insert_job(b);
+
+        exec_ok(a, "BEGIN");
+        insert_job(a, ins_a, "queued", "shard-a", &id_a);
+        insert_job(b, ins_b, "queued", "shard-b", &id_b); /* commits beside a's open transaction */
+        ck_assert_str_eq(scalar(b, sums), "queued=1");
+        exec_ok(a, "COMMIT");
+        ck_assert_str_eq(scalar(b, sums), "queued=2");
+        ck_assert_str_eq(scalar(b, "SELECT count(DISTINCT shard) FROM job_counts"), "2");
+
+        /* b moves a's job: down in b's shard, which counted it up in none of its rows. */
+        exec_ok(b, "UPDATE jobs SET state = 'running' WHERE idempotency_key = 'shard-a'");
+        ck_assert_str_eq(scalar(b, sums), "queued=1,running=1");
+        exec_ok(b, "DELETE FROM jobs WHERE idempotency_key = 'shard-b'");
+        ck_assert_str_eq(scalar(a, sums), "queued=0,running=1");
+        db_finalize(ins_a);
+        db_finalize(ins_b);
+        db_close(b);
+        drop_database(a, "store_shards");
 }
 END_TEST
 
@@ -1235,6 +1288,7 @@ int main(void) {
         tcase_add_test(ts, test_migrations_versioned);
         tcase_add_test(ts, test_migrations_concurrent);
         tcase_add_test(ts, test_job_counts_triggers);
+        tcase_add_test(ts, test_job_counts_shards);
         tcase_add_test(ts, test_final_states_notified);
         tcase_add_test(ts, test_queued_notified);
         suite_add_tcase(s, ts);

@@ -812,15 +812,16 @@ void workload_db_check(const char *db, char *ret_integrity, size_t len, long lon
 /*
  * PostgreSQL has no integrity_check to ask, and its pages are the server's business: what a
  * node can get wrong there is its bookkeeping. So "ok" here means that every state's count in
- * job_counts (kept by triggers at every insert, change of state and delete) equals the jobs the
- * table holds in that state, and that no state is counted that has no jobs; otherwise it names
- * the states that disagree.
+ * job_counts (kept by triggers at every insert, change of state and delete; the sum of the
+ * state's rows, one per shard) equals the jobs the table holds in that state, and that no state
+ * is counted that has no jobs; otherwise it names the states that disagree.
  */
 #define WORKLOAD_PG_COUNTS_CHECK                                                                     \
         "SELECT coalesce(string_agg(format('%s: %s counted, %s in jobs', state, coalesce(c.n, 0),"  \
         " coalesce(j.n, 0)), '; ' ORDER BY state), 'ok')"                                           \
         " FROM (SELECT state, count(*) AS n FROM jobs GROUP BY state) j"                            \
-        " FULL JOIN (SELECT state, n FROM job_counts WHERE n <> 0) c USING (state)"                 \
+        " FULL JOIN (SELECT state, sum(n) AS n FROM job_counts GROUP BY state HAVING sum(n) <> 0) c" \
+        " USING (state)"                                                                            \
         " WHERE j.n IS DISTINCT FROM c.n"
 
 void workload_store_check(const Visierd *d, char *ret_integrity, size_t len, long long *ret_pending) {

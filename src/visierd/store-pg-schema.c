@@ -35,6 +35,17 @@
         " ON CONFLICT (state) DO UPDATE SET n = job_counts.n + 1;"
 #define JOB_COUNT_DOWN(s) "UPDATE job_counts SET n = n - 1 WHERE state = " s ";"
 
+/* From migration 3: a session counts into rows of its own (its shard, the backend's process id
+ * modulo JOB_COUNT_SHARDS), so that sessions committing jobs at once, on one node or on several,
+ * do not queue behind each other's lock on one row per state; a count is the sum of a state's
+ * rows, and a shard's own row may go below zero (a job counted up in one shard and down in
+ * another). Two sessions whose process ids fall in the same shard share its rows, as every
+ * session shared one row per state before. */
+#define JOB_COUNT_SHARDS "64"
+#define JOB_COUNT_ADD(s, d)                                                                   \
+        "INSERT INTO job_counts (state, shard, n) VALUES (" s ", pg_backend_pid() % " JOB_COUNT_SHARDS \
+        ", " d ") ON CONFLICT (state, shard) DO UPDATE SET n = job_counts.n + EXCLUDED.n;"
+
 const char *const store_pg_migrations[] = {
         /* 1: SQLite's schema at its version 7 (store.c's migrations 1 to 7). */
         "CREATE TABLE jobs ("
@@ -155,6 +166,19 @@ const char *const store_pg_migrations[] = {
         "CREATE TRIGGER jobs_notify_queued_update AFTER UPDATE OF state ON jobs"
         "  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND NEW.state = 'queued')"
         "  EXECUTE FUNCTION jobs_notify_queued();",
+
+        /* 3, PostgreSQL only: job_counts in shards (JOB_COUNT_ADD above). The rows counted so
+         * far become shard 0; the triggers keep their names and now count into the session's
+         * own shard. */
+        "ALTER TABLE job_counts ADD COLUMN shard integer NOT NULL DEFAULT 0;"
+        "ALTER TABLE job_counts DROP CONSTRAINT job_counts_pkey;"
+        "ALTER TABLE job_counts ADD PRIMARY KEY (state, shard);"
+        "CREATE OR REPLACE FUNCTION jobs_count_insert() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN " JOB_COUNT_ADD("NEW.state", "1") " RETURN NULL; END $$;"
+        "CREATE OR REPLACE FUNCTION jobs_count_update() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN " JOB_COUNT_ADD("OLD.state", "-1") " " JOB_COUNT_ADD("NEW.state", "1") " RETURN NULL; END $$;"
+        "CREATE OR REPLACE FUNCTION jobs_count_delete() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN " JOB_COUNT_ADD("OLD.state", "-1") " RETURN NULL; END $$;",
 };
 
 const size_t store_pg_migrations_count = ELEMENTSOF(store_pg_migrations);

@@ -120,7 +120,9 @@ static const struct {
         [STMT_LIST_STATE] = { "list_state",
                               "SELECT " JOB_COLUMNS " FROM jobs WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3" },
         /* Maintained by triggers (schema 5): five rows, whatever the size of the job table. */
-        [STMT_COUNTS] = { "counts", "SELECT state, n FROM job_counts" },
+        /* (On PostgreSQL a state has a row per shard, store-pg-schema.c's migration 3.) */
+        [STMT_COUNTS] = { "counts", "SELECT state, n FROM job_counts",
+                          "SELECT state, sum(n)::bigint FROM job_counts GROUP BY state" },
         [STMT_OLDEST_QUEUED] = { "oldest_queued", "SELECT min(created_at) FROM jobs WHERE state = 'queued'" },
         [STMT_PENDING] = { "pending", "SELECT coalesce(sum(n), 0) FROM job_counts WHERE state IN ('queued','running')" },
         [STMT_JOB_STATE] = { "job_state", "SELECT state FROM jobs WHERE id = ?" },
